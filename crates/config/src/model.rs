@@ -1,0 +1,356 @@
+//! The structs behind valet.toml. Key names are a contract (scripts outside the project use
+//! them): add keys freely, rename none. Every field says what it does and what it defaults to.
+
+use crate::values::{DurationValue, SizeValue};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A whole valet.toml.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, storage, driver and proxy limits.
+    pub server: ServerConfig,
+    /// Static front end served for requests no route claims. Optional.
+    pub assets: Option<AssetsConfig>,
+    /// Kinds of backend, each run as one instance per key.
+    pub containers: Vec<ContainerClass>,
+    /// Request patterns and where they go, tried longest pattern first.
+    pub routes: Vec<RouteConfig>,
+    /// JWT checks for routes with `auth = "jwt"` and for the deploy API.
+    pub auth: Option<AuthConfig>,
+    /// Limits per plan for the deploy API, by plan name.
+    pub plans: BTreeMap<String, PlanConfig>,
+    /// Folder of the config file; relative paths are resolved against it. Set by the loader.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public gateway address. Default `127.0.0.1:8787`.
+    pub listen: String,
+    /// Control plane address (admin API, deploy API, metrics, dashboard). Default `127.0.0.1:8788`.
+    pub admin_listen: String,
+    /// Store, instance data and logs; one valet at a time holds its lock. Default `.valet`.
+    pub data_dir: PathBuf,
+    /// `"process"` (default) or `"docker"`; `"kubernetes"` is refused until it exists.
+    pub driver: String,
+    /// Base of endpoint URLs handed out. Default `http://` + `listen`.
+    pub public_url: Option<String>,
+    /// `"sqlite"` (default) or a `postgres://` URL.
+    pub store: String,
+    /// Optional TLS on the public listener.
+    pub tls: Option<TlsConfig>,
+    /// Peers whose `X-Forwarded-*` headers are kept; from anyone else they are replaced.
+    /// Addresses (`10.0.0.1`) or CIDR blocks (`10.0.0.0/8`).
+    pub trusted_proxies: Vec<String>,
+    /// Largest proxied request body; `"0"` means no limit. Over it: 413.
+    pub max_body_size: SizeValue,
+    /// Proxy timeouts.
+    pub timeouts: TimeoutsConfig,
+    /// Token that opens the admin API. Optional; without it the admin listener asks for tokens
+    /// made by `valet token create`.
+    pub admin_token: Option<String>,
+    /// One log line per proxied request. Default true.
+    pub access_log: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8787".into(),
+            admin_listen: "127.0.0.1:8788".into(),
+            data_dir: PathBuf::from(".valet"),
+            driver: "process".into(),
+            public_url: None,
+            store: "sqlite".into(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            max_body_size: SizeValue::new("0"),
+            timeouts: TimeoutsConfig::default(),
+            admin_token: None,
+            access_log: true,
+        }
+    }
+}
+
+/// `tls = { cert, key }`: PEM files, relative to the config's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `timeouts = { connect, first_byte, idle, header_read }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Opening a connection to an instance. Default `5s`.
+    pub connect: DurationValue,
+    /// From sending the request to the response head. Default `60s`.
+    pub first_byte: DurationValue,
+    /// Longest silence inside a body, either way. Default `5m`.
+    pub idle: DurationValue,
+    /// Reading a client's request head. Default `10s`.
+    pub header_read: DurationValue,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect: DurationValue::new("5s"),
+            first_byte: DurationValue::new("60s"),
+            idle: DurationValue::new("5m"),
+            header_read: DurationValue::new("10s"),
+        }
+    }
+}
+
+/// `[assets]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetsConfig {
+    /// Folder of static files, relative to the config's folder.
+    pub directory: PathBuf,
+    /// What a request for a missing file gets: `"single-page-application"` (index.html),
+    /// `"404-page"` (the nearest 404.html, status 404) or `"none"` (plain 404). Default `"none"`.
+    #[serde(default = "default_not_found")]
+    pub not_found_handling: String,
+}
+
+fn default_not_found() -> String {
+    "none".into()
+}
+
+/// One `[[containers]]` entry: a kind of backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerClass {
+    /// Name routes refer to.
+    pub class_name: String,
+    /// Process driver: argv, with `{port}` / `{port.NAME}` placeholders.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Docker driver: a Dockerfile path or an image reference.
+    pub image: Option<String>,
+    /// Named ports inside the instance. Default `{ http = 8080 }`.
+    #[serde(default = "default_ports")]
+    pub ports: BTreeMap<String, u16>,
+    /// The port used when a route names none. Default: `http`, or the only port.
+    pub default_port: Option<String>,
+    /// Environment of the instance.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of secrets handed over as environment variables.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Idle time before the instance is stopped. Default `10m`; `"0"` never sleeps.
+    #[serde(default = "default_sleep_after")]
+    pub sleep_after: DurationValue,
+    /// Most instances of this class alive at once. Default 20.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Instances kept running (see DESIGN.md). Default 0.
+    #[serde(default)]
+    pub min_instances: u32,
+    /// Requests that may wait for one starting instance; more get 503. Default 10000.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: u32,
+    /// Cloudflare's instance types: lite, basic, standard-1..4. Default basic.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
+    /// CPU share override (cores).
+    pub cpu: Option<f64>,
+    /// Memory limit override.
+    pub memory: Option<SizeValue>,
+    /// Whether the instance may reach the internet. Default true.
+    #[serde(default = "yes")]
+    pub enable_internet: bool,
+    /// Path of per-instance persistent storage inside the instance.
+    pub volume: Option<String>,
+    /// Run instances as this user (valet must be root to switch).
+    pub user: Option<String>,
+    /// How a start is judged done. Default: TCP connect within 30s.
+    #[serde(default)]
+    pub readiness: ReadinessConfig,
+    /// Optional probe that restarts a hung instance.
+    pub liveness: Option<LivenessConfig>,
+    /// Time between SIGTERM and SIGKILL. Default `10s`.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: DurationValue,
+}
+
+fn default_ports() -> BTreeMap<String, u16> {
+    BTreeMap::from([("http".to_string(), 8080)])
+}
+fn default_sleep_after() -> DurationValue {
+    DurationValue::new("10m")
+}
+fn default_max_instances() -> u32 {
+    20
+}
+fn default_max_waiting() -> u32 {
+    10_000
+}
+fn default_instance_type() -> String {
+    "basic".into()
+}
+fn default_stop_timeout() -> DurationValue {
+    DurationValue::new("10s")
+}
+fn yes() -> bool {
+    true
+}
+
+impl ContainerClass {
+    /// The port name a route uses when it names none.
+    pub fn default_port_name(&self) -> Option<&str> {
+        if let Some(name) = &self.default_port {
+            return Some(name);
+        }
+        if self.ports.contains_key("http") || self.ports.len() != 1 {
+            return self.ports.keys().find(|k| *k == "http").map(String::as_str);
+        }
+        self.ports.keys().next().map(String::as_str)
+    }
+}
+
+/// `readiness = { path, timeout, interval }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// HTTP path that must answer 2xx/3xx; without it a TCP connect is enough.
+    pub path: Option<String>,
+    /// Whole start deadline. Default `30s`.
+    pub timeout: DurationValue,
+    /// Pause between probes. Default `10ms` (probes are cheap and starts should be fast).
+    pub interval: DurationValue,
+    /// Port name to probe. Default: the class's default port.
+    pub port: Option<String>,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            timeout: DurationValue::new("30s"),
+            interval: DurationValue::new("10ms"),
+            port: None,
+        }
+    }
+}
+
+/// `liveness = { path, interval, failures, timeout }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessConfig {
+    /// HTTP path that must answer 2xx/3xx; without it a TCP connect is enough.
+    pub path: Option<String>,
+    /// Time between probes. Default `10s`.
+    #[serde(default = "default_liveness_interval")]
+    pub interval: DurationValue,
+    /// Failed probes in a row that restart the instance. Default 3.
+    #[serde(default = "default_liveness_failures")]
+    pub failures: u32,
+    /// One probe's deadline. Default `2s`.
+    #[serde(default = "default_liveness_timeout")]
+    pub timeout: DurationValue,
+}
+
+fn default_liveness_interval() -> DurationValue {
+    DurationValue::new("10s")
+}
+fn default_liveness_failures() -> u32 {
+    3
+}
+fn default_liveness_timeout() -> DurationValue {
+    DurationValue::new("2s")
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, optionally ending in `*`: `/api/*` matches `/api` and `/api/...`, not `/apiary`.
+    pub pattern: String,
+    /// Only requests for this host (port ignored). Optional.
+    pub host: Option<String>,
+    /// Container class the route goes to. Without it the route serves `[assets]`.
+    pub container: Option<String>,
+    /// How the instance key is derived: `name:<fixed>`, `path:<n>`, `header:<Name>`,
+    /// `query:<name>`, `cookie:<name>`, `random:<N>`. Default `name:default`.
+    #[serde(default = "default_instance_rule")]
+    pub instance: String,
+    /// Named port of the class. Default: the class's default port.
+    pub port: Option<String>,
+    /// Prefix removed before the request reaches the backend; may hold `*` for one segment.
+    pub strip_prefix: Option<String>,
+    /// `"jwt"` to require a valid JWT before any instance is woken.
+    pub auth: Option<String>,
+    /// Optional rate limit; over it: 429 with Retry-After.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+fn default_instance_rule() -> String {
+    "name:default".into()
+}
+
+/// `rate_limit = { requests, per, by }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests allowed per window.
+    pub requests: u32,
+    /// Window length. Default `1s`.
+    #[serde(default = "default_per")]
+    pub per: DurationValue,
+    /// Bucket: `"ip"` (client address, default) or `"route"` (one bucket for all).
+    #[serde(default = "default_by")]
+    pub by: String,
+}
+
+fn default_per() -> DurationValue {
+    DurationValue::new("1s")
+}
+fn default_by() -> String {
+    "ip".into()
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 shared secret.
+    pub jwt_secret: Option<String>,
+    /// PEM public keys for RS256 / ES256, relative to the config's folder.
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+}
+
+/// `[plans.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Projects one user may have.
+    pub max_projects: u32,
+    /// Running instances per project.
+    pub max_running: u32,
+    /// Largest upload.
+    pub max_upload: SizeValue,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        Self { max_projects: 3, max_running: 1, max_upload: SizeValue::new("10MB") }
+    }
+}

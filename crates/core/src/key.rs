@@ -1,0 +1,117 @@
+//! Instance keys come from clients (a path segment, a header, a cookie), so they are bounded in
+//! length and never used raw in a file, process or label name: those use [`InstanceId::slug`].
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest key accepted from a client. Long enough for UUIDs, JWT subjects and project names,
+/// short enough that a stream of 10 KB keys cannot bloat the instance table.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Why a client-supplied key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("instance key is empty")]
+    Empty,
+    #[error("instance key is {len} bytes long; the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("instance key holds a control character")]
+    ControlChar,
+}
+
+/// Checks a key taken from a request. Any printable text is allowed: the key is only ever
+/// compared and hashed, never interpreted as a path.
+pub fn validate_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong { len: key.len(), max: MAX_KEY_LEN });
+    }
+    if key.chars().any(char::is_control) {
+        return Err(KeyError::ControlChar);
+    }
+    Ok(())
+}
+
+/// The address of one instance: a class and a key. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    class: Arc<str>,
+    key: Arc<str>,
+}
+
+impl InstanceId {
+    pub fn new(class: impl Into<Arc<str>>, key: impl Into<Arc<str>>) -> Self {
+        Self { class: class.into(), key: key.into() }
+    }
+
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A name safe for files, process titles and container labels: a readable prefix of the key
+    /// (ASCII alphanumerics only) plus a hash of the whole key, so two keys never collide and
+    /// `..`, `/`, `%2F` or NUL can never reach a path.
+    pub fn slug(&self) -> String {
+        let readable: String = self
+            .key
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(24)
+            .collect();
+        let digest = Sha256::digest(self.key.as_bytes());
+        let hash = hex::encode(&digest[..8]);
+        if readable.is_empty() {
+            hash
+        } else {
+            format!("{readable}-{hash}")
+        }
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.class, self.key)
+    }
+}
+
+impl fmt::Debug for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_never_holds_path_characters() {
+        for key in ["../../etc/passwd", "a/b", "%2F..%2F", "nul\0byte", "."] {
+            let slug = InstanceId::new("C", key).slug();
+            assert!(slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{slug}");
+            assert!(!slug.is_empty());
+        }
+    }
+
+    #[test]
+    fn slugs_of_different_keys_differ() {
+        let a = InstanceId::new("C", "a/b").slug();
+        let b = InstanceId::new("C", "ab").slug();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn keys_are_bounded() {
+        assert_eq!(validate_key(""), Err(KeyError::Empty));
+        assert!(matches!(validate_key(&"x".repeat(10_000)), Err(KeyError::TooLong { .. })));
+        assert_eq!(validate_key("a\0b"), Err(KeyError::ControlChar));
+        assert_eq!(validate_key("project-42"), Ok(()));
+    }
+}

@@ -1,0 +1,126 @@
+//! The contract between the instance layer and whatever runs instances.
+
+use crate::logs::LogRing;
+use async_trait::async_trait;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use valet_core::InstanceId;
+
+/// Everything a driver needs to start one instance. Built by the instance layer from the class
+/// config; drivers never read valet.toml themselves.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Class and key.
+    pub id: InstanceId,
+    /// argv for the process driver, `{port}` / `{port.NAME}` not yet substituted.
+    pub command: Vec<String>,
+    /// Image reference or Dockerfile path for the docker driver.
+    pub image: Option<String>,
+    /// Named ports inside the instance (the process driver ignores the numbers and picks free
+    /// loopback ports; docker publishes these container ports).
+    pub ports: Vec<(String, u16)>,
+    /// Name of the port handed over as `PORT`.
+    pub default_port: String,
+    /// Environment, secrets included.
+    pub env: Vec<(String, String)>,
+    /// Working directory (the config file's folder).
+    pub work_dir: PathBuf,
+    /// Persistent directory of this instance (`VALET_DATA_DIR`); survives sleep and restarts.
+    pub data_dir: PathBuf,
+    /// File that receives the instance's stdout and stderr.
+    pub log_path: PathBuf,
+    /// Optional user to run as.
+    pub user: Option<String>,
+    /// Lines of output kept in memory while the instance lives.
+    pub log_lines: usize,
+}
+
+/// Where a running instance's named ports can be reached from valet.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    pub ports: Vec<(String, SocketAddr)>,
+}
+
+impl Endpoints {
+    pub fn get(&self, name: &str) -> Option<SocketAddr> {
+        self.ports.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ExitStatus {
+    /// Exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(sig)) => write!(f, "killed by signal {sig}"),
+            (None, None) => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+/// A driver failed. Each variant says whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The spec cannot work as given (empty command, unknown user, missing image).
+    #[error("{0}")]
+    Spec(String),
+    /// The system refused (spawn failed, no free port, engine unreachable). May pass on retry.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+
+    /// Whether the same start may succeed if tried again later.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Io { .. })
+    }
+}
+
+/// Runs instances.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// `"process"`, `"docker"`, ...
+    fn name(&self) -> &'static str;
+
+    /// Called once at start-up, before any instance starts: cleans what an earlier valet that
+    /// was killed left behind (process groups, containers).
+    async fn recover(&self) -> Result<(), DriverError>;
+
+    /// Launches one instance. Returns once it is launched, not once it is ready: readiness is
+    /// probed by the instance layer on [`Running::endpoints`].
+    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError>;
+}
+
+/// One launched instance. Dropping it without [`Running::stop`] kills it.
+#[async_trait]
+pub trait Running: Send + Sync {
+    /// Addresses of its named ports.
+    fn endpoints(&self) -> &Endpoints;
+
+    /// Its recent output.
+    fn logs(&self) -> Arc<LogRing>;
+
+    /// Resolves when it exits without being asked. Cancel-safe: may be polled in a select loop.
+    async fn exited(&mut self) -> ExitStatus;
+
+    /// Asks it to stop (SIGTERM), waits up to `timeout`, then kills it (SIGKILL), and reaps it.
+    async fn stop(&mut self, timeout: Duration) -> ExitStatus;
+}

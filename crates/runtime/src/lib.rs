@@ -1,0 +1,11 @@
+//! What actually runs instances. The instance layer speaks only to [`Driver`] and [`Running`];
+//! the process driver is the embedded default, Docker and Kubernetes implement the same traits.
+#![deny(unsafe_code)]
+
+pub mod driver;
+pub mod logs;
+pub mod process;
+
+pub use driver::{Driver, DriverError, Endpoints, ExitStatus, InstanceSpec, Running};
+pub use logs::LogRing;
+pub use process::ProcessDriver;

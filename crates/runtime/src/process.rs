@@ -1,0 +1,2 @@
+//! placeholder, written by the process-driver work
+pub struct ProcessDriver;
