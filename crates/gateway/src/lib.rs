@@ -1,1 +1,5 @@
+//! The public listener: routes, static assets and the proxy to instances.
 #![forbid(unsafe_code)]
+
+pub mod assets;
+pub mod body;

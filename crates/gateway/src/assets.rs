@@ -1,0 +1,1 @@
+//! placeholder: static assets are written by the assets work
