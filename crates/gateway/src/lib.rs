@@ -1,5 +1,21 @@
 //! The public listener: routes, static assets and the proxy to instances.
+//!
+//! A request flows [`server`] -> [`handler`] -> ([`assets`] | [`key`] -> instance lease ->
+//! [`proxy`] or [`upgrade`]); [`error`] turns failures into short JSON answers.
 #![forbid(unsafe_code)]
 
 pub mod assets;
 pub mod body;
+pub mod error;
+pub mod forward;
+pub mod handler;
+pub mod key;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod stream;
+pub mod tls;
+pub mod upgrade;
+
+pub use handler::GatewayState;
+pub use server::Server;

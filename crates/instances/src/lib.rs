@@ -1,1 +1,18 @@
+//! The Durable Object part of valet: one instance per (class, key), started on first request,
+//! put to sleep when idle, restarted with backoff when it crashes.
+//!
+//! [`Instances`] is the table and the per-request entry point ([`Instances::acquire`]); each live
+//! instance has one task ([`task`]) that drives it through its states.
 #![forbid(unsafe_code)]
+
+pub mod class;
+pub mod error;
+pub mod instance;
+pub mod probe;
+mod table;
+mod task;
+
+pub use class::ClassRuntime;
+pub use error::AcquireError;
+pub use instance::{Instance, InstanceInfo, Lease, Status};
+pub use table::Instances;

@@ -1,0 +1,91 @@
+//! The one error type of the gateway. Each variant says who failed (client, instance, upstream)
+//! and turns into a short JSON answer; no internal path or stack trace ever reaches a client.
+
+use crate::body::{full, Body};
+use http::{header, HeaderValue, Response, StatusCode};
+use std::time::{Duration, SystemTime};
+use valet_instances::AcquireError;
+
+#[derive(Debug)]
+pub enum GatewayError {
+    /// No route and no assets for this path.
+    NotFound,
+    /// The request cannot be served as sent (missing instance key, bad key).
+    BadRequest { code: &'static str, message: String },
+    /// Body larger than `max_body_size`.
+    PayloadTooLarge { limit: u64 },
+    /// The instance could not be had.
+    Instance { instance: String, error: AcquireError },
+    /// The instance refused or reset the connection.
+    BadGateway { instance: String, message: &'static str },
+    /// The instance did not answer in time.
+    Timeout { instance: String, what: &'static str },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Instance { error, .. } if error.is_client_error() => StatusCode::BAD_REQUEST,
+            Self::Instance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let timestamp = httpdate::fmt_http_date(SystemTime::now());
+        let mut retry_after = None;
+        let body = match self {
+            Self::NotFound => json(&[("error", "not_found"), ("message", "no route matches this path")]),
+            Self::BadRequest { code, message } => json(&[("error", code), ("message", &message)]),
+            Self::PayloadTooLarge { limit } => json(&[
+                ("error", "payload_too_large"),
+                ("message", &format!("request body exceeds the limit of {limit} bytes")),
+            ]),
+            Self::Instance { instance, error } => {
+                let secs = error.retry_after().max(Duration::from_secs(1)).as_secs();
+                if !error.is_client_error() {
+                    retry_after = Some(secs);
+                }
+                serde_json::json!({
+                    "error": error.code(),
+                    "message": error.to_string(),
+                    "instance": instance,
+                    "state": error.state().as_str(),
+                    "timestamp": timestamp,
+                    "retry_after": secs,
+                })
+                .to_string()
+            }
+            Self::BadGateway { instance, message } => json(&[
+                ("error", "bad_gateway"),
+                ("message", message),
+                ("instance", &instance),
+            ]),
+            Self::Timeout { instance, what } => json(&[
+                ("error", "gateway_timeout"),
+                ("message", &format!("the instance did not {what} in time")),
+                ("instance", &instance),
+            ]),
+        };
+        let mut response = Response::new(full(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+fn json(fields: &[(&str, &str)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
+    serde_json::Value::Object(map).to_string()
+}

@@ -1,0 +1,130 @@
+//! Header rewriting on the way to the instance and back: hop-by-hop headers removed,
+//! `X-Forwarded-*` set (replaced unless the peer is a trusted proxy), a request id kept or made.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the ones
+/// `Connection` names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// What the gateway knows about the client side of a request.
+pub struct ClientInfo {
+    pub peer: IpAddr,
+    /// Whether `peer` is in `trusted_proxies`: then its `X-Forwarded-*` are kept and extended.
+    pub trusted: bool,
+    pub https: bool,
+    /// Host the client asked for (Host header or h2 authority).
+    pub host: Option<HeaderValue>,
+}
+
+/// Everything done to a client's request headers before they go to an instance.
+pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Option<HeaderValue>) {
+    remove_hop_by_hop(headers);
+    set_forwarded(headers, client);
+    if let Some(prefix) = prefix {
+        headers.insert(X_FORWARDED_PREFIX.clone(), prefix);
+    }
+    // h2 clients send no Host header, only an authority; instances speak HTTP/1.1 and need one.
+    if let Some(host) = &client.host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the instance.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
+    let peer = client.peer.to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).filter(|_| client.trusted) {
+        Some(prior) => {
+            let mut chain = prior.as_bytes().to_vec();
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
+        }
+        None => HeaderValue::try_from(peer).ok(),
+    };
+    if let Some(v) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if client.https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match &client.host {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    if !client.trusted {
+        headers.remove(&X_FORWARDED_PREFIX);
+    }
+}
+
+/// The client's request id if it sent a sane one, else a new one. Returned to be echoed back.
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        if !id.is_empty() && id.len() <= 128 {
+            return id.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// 128 random bits as 32 hex characters.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for byte in out.iter_mut() {
+        *byte = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+}
+
+/// Whether a request asks to switch protocols (WebSocket and friends, HTTP/1.1 only).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}

@@ -1,0 +1,179 @@
+//! Routes compiled once from config: longest pattern first, host-bound routes before host-less
+//! ones of the same length. Matching is a scan over a short list with no allocation.
+
+use std::sync::Arc;
+use valet_config::{Config, InstanceRule};
+use valet_instances::{ClassRuntime, Instances};
+
+/// Where a matched request goes.
+pub enum Target {
+    Assets,
+    Container(ContainerTarget),
+}
+
+/// A route to a container class, with everything resolved that a request needs.
+pub struct ContainerTarget {
+    pub class: Arc<ClassRuntime>,
+    /// Index of the route's port in the class's port list.
+    pub port: usize,
+    pub rule: KeyRule,
+    pub strip: Option<StripPrefix>,
+}
+
+/// The instance rule, ready for per-request use.
+pub enum KeyRule {
+    Fixed(Box<str>),
+    Path(usize),
+    Header(http::HeaderName),
+    Query(Box<str>),
+    Cookie(Box<str>),
+    /// Pre-made key strings, one picked per request.
+    Random(Vec<Box<str>>),
+}
+
+/// One compiled route.
+pub struct Route {
+    /// The pattern as written, for logs and metrics.
+    pub pattern: Box<str>,
+    /// Fixed part of the pattern, without a trailing `/*` (or `*`).
+    prefix: Box<str>,
+    /// Whether the pattern ended in `*` (matches the prefix and everything under it).
+    wildcard: bool,
+    host: Option<Box<str>>,
+    pub target: Target,
+}
+
+/// A prefix to remove, split into segments; `*` matches any one segment.
+pub struct StripPrefix {
+    segments: Vec<Box<str>>,
+}
+
+impl Route {
+    /// Whether this route takes `path` on `host` (host already without port, lowercased).
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        if let Some(want) = &self.host {
+            if host != Some(&**want) {
+                return false;
+            }
+        }
+        if !self.wildcard {
+            return path == &*self.prefix;
+        }
+        if self.prefix.is_empty() {
+            return true;
+        }
+        match path.strip_prefix(&*self.prefix) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+
+    /// The path after the pattern's fixed prefix, for `path:<n>` keys.
+    pub fn rest<'p>(&self, path: &'p str) -> &'p str {
+        path.get(self.prefix.len()..).unwrap_or("")
+    }
+}
+
+impl StripPrefix {
+    pub fn new(prefix: &str) -> Self {
+        let segments = prefix.split('/').filter(|s| !s.is_empty()).map(Into::into).collect();
+        Self { segments }
+    }
+
+    /// Splits `path` into (stripped prefix, remaining path). `None` when the path does not start
+    /// with the prefix, in which case nothing is stripped. The remaining path always starts
+    /// with `/`.
+    pub fn apply<'p>(&self, path: &'p str) -> Option<(&'p str, &'p str)> {
+        let mut end = 0;
+        for want in &self.segments {
+            let rest = &path[end..];
+            let rest = rest.strip_prefix('/')?;
+            let len = rest.find('/').unwrap_or(rest.len());
+            let seg = &rest[..len];
+            if seg.is_empty() || (&**want != "*" && seg != &**want) {
+                return None;
+            }
+            end += 1 + len;
+        }
+        let remaining = &path[end..];
+        Some((&path[..end], if remaining.is_empty() { "/" } else { remaining }))
+    }
+}
+
+/// All routes, in match order.
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Compiles the config's routes. Validation has already run, so lookups cannot fail.
+    pub fn build(config: &Config, instances: &Instances) -> Self {
+        let mut routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|r| {
+                let (prefix, wildcard) = split_pattern(&r.pattern);
+                let target = match &r.container {
+                    None => Target::Assets,
+                    Some(name) => {
+                        let class = instances.class(name).expect("validated class").clone();
+                        let port = r
+                            .port
+                            .as_deref()
+                            .and_then(|p| class.port_index(p))
+                            .unwrap_or(class.default_port);
+                        Target::Container(ContainerTarget {
+                            port,
+                            rule: KeyRule::from(r.rule()),
+                            strip: r.strip_prefix.as_deref().map(StripPrefix::new),
+                            class,
+                        })
+                    }
+                };
+                Route {
+                    pattern: r.pattern.as_str().into(),
+                    prefix: prefix.into(),
+                    wildcard,
+                    host: r.host.as_deref().map(|h| h.to_ascii_lowercase().into()),
+                    target,
+                }
+            })
+            .collect();
+        // Longest pattern first; among equals, a route bound to a host wins.
+        routes.sort_by(|a, b| {
+            b.prefix.len().cmp(&a.prefix.len()).then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        Self { routes }
+    }
+
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(host, path))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+}
+
+/// `/api/*` -> (`/api`, true); `/*` -> (``, true); `/exact` -> (`/exact`, false).
+fn split_pattern(pattern: &str) -> (&str, bool) {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => (prefix.strip_suffix('/').unwrap_or(prefix), true),
+        None => (pattern, false),
+    }
+}
+
+impl From<InstanceRule> for KeyRule {
+    fn from(rule: InstanceRule) -> Self {
+        match rule {
+            InstanceRule::Name(key) => Self::Fixed(key.into()),
+            InstanceRule::Path(n) => Self::Path(n),
+            InstanceRule::Header(name) => Self::Header(
+                http::HeaderName::try_from(name.as_str()).expect("validated header name"),
+            ),
+            InstanceRule::Query(name) => Self::Query(name.into()),
+            InstanceRule::Cookie(name) => Self::Cookie(name.into()),
+            InstanceRule::Random(n) => Self::Random((0..n).map(|i| i.to_string().into()).collect()),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The body of a proxied response on its way to the client. It holds the instance lease, so an
+//! unfinished stream (SSE, a large download) counts as activity, and it ends the stream when the
+//! instance stays silent longer than the idle timeout.
+
+use crate::body::BoxError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+use valet_instances::Lease;
+
+pin_project! {
+    /// A body that keeps a lease alive and times out on silence.
+    pub struct LeasedBody<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        idle: Option<Sleep>,
+        idle_timeout: Duration,
+        lease: Option<Lease>,
+    }
+}
+
+impl<B> LeasedBody<B> {
+    pub fn new(inner: B, lease: Lease, idle_timeout: Duration) -> Self {
+        Self { inner, idle: None, idle_timeout, lease: Some(lease) }
+    }
+}
+
+/// The instance went quiet for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body idle for longer than {0:?}")]
+pub struct IdleTimeout(Duration);
+
+impl<B> Body for LeasedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                // The timer only exists while we wait, so a body that is always ready (most
+                // small responses) never touches the timer wheel.
+                this.idle.set(None);
+                if frame.is_none() {
+                    this.lease.take();
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if this.idle.is_none() {
+                    this.idle.set(Some(tokio::time::sleep_until(Instant::now() + *this.idle_timeout)));
+                }
+                let sleep = this.idle.as_pin_mut().expect("just set");
+                match sleep.poll(cx) {
+                    Poll::Ready(()) => {
+                        this.lease.take();
+                        Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_timeout)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+use std::future::Future;

@@ -1,0 +1,172 @@
+//! A container class as the instance layer needs it: the config read once into typed values,
+//! plus the class's live instances. One `ClassRuntime` per `[[containers]]` entry.
+
+use crate::instance::Instance;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use valet_config::{Config, ContainerClass};
+
+/// How a start or a liveness check is judged.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// HTTP path that must answer 2xx/3xx; `None` means a TCP connect is enough.
+    pub path: Option<String>,
+    /// Index of the probed port in [`ClassRuntime::ports`].
+    pub port: usize,
+    /// Whole deadline (readiness) or one probe's deadline (liveness).
+    pub timeout: Duration,
+    /// Pause between probes.
+    pub interval: Duration,
+    /// Failures in a row that count as dead (liveness only).
+    pub failures: u32,
+}
+
+/// One class, resolved from config.
+pub struct ClassRuntime {
+    pub name: Arc<str>,
+    pub command: Vec<String>,
+    pub image: Option<String>,
+    /// Named ports in a fixed order; endpoints are indexed the same way.
+    pub ports: Vec<(String, u16)>,
+    pub default_port: usize,
+    pub env: Vec<(String, String)>,
+    /// `None`: never sleeps.
+    pub sleep_after: Option<Duration>,
+    pub max_instances: u32,
+    pub min_instances: u32,
+    pub max_waiting: u32,
+    pub readiness: Probe,
+    pub liveness: Option<Probe>,
+    pub stop_timeout: Duration,
+    pub work_dir: PathBuf,
+    /// `<data_dir>/instances/<class>`: one persistent folder per key below it.
+    pub data_root: PathBuf,
+    /// `<data_dir>/logs/<class>`: one log file per key.
+    pub log_root: PathBuf,
+    pub user: Option<String>,
+    /// Keys that routes name outright (`name:` and `random:`); the first `min_instances` of
+    /// them start at boot and never sleep.
+    pub fixed_keys: Vec<String>,
+    /// Instances with a task (starting, ready, stopping, backoff): bounded by `max_instances`.
+    pub(crate) live: AtomicU32,
+    /// Every key seen, sleeping ones included. Lock-free reads: the hot path never blocks here.
+    pub(crate) instances: papaya::HashMap<Box<str>, Arc<Instance>>,
+}
+
+impl ClassRuntime {
+    pub fn from_config(config: &Config, class: &ContainerClass) -> Self {
+        let ports: Vec<(String, u16)> = class.ports.iter().map(|(n, p)| (n.clone(), *p)).collect();
+        let port_index = |name: Option<&str>| -> usize {
+            name.and_then(|n| ports.iter().position(|(p, _)| p == n)).unwrap_or(0)
+        };
+        let default_port = port_index(class.default_port_name());
+        let readiness = Probe {
+            path: class.readiness.path.clone(),
+            port: class.readiness.port.as_deref().map_or(default_port, |p| port_index(Some(p))),
+            timeout: class.readiness.timeout.get(),
+            interval: class.readiness.interval.get().max(Duration::from_millis(1)),
+            failures: 1,
+        };
+        let liveness = class.liveness.as_ref().map(|l| Probe {
+            path: l.path.clone(),
+            port: default_port,
+            timeout: l.timeout.get(),
+            interval: l.interval.get(),
+            failures: l.failures.max(1),
+        });
+        let mut env: Vec<(String, String)> =
+            class.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // Secrets come from valet's own environment until the store holds them; a missing one is
+        // left unset rather than set empty, so the app's own "missing secret" check still fires.
+        for name in &class.secrets {
+            match std::env::var(name) {
+                Ok(value) => env.push((name.clone(), value)),
+                Err(_) => tracing::warn!(class = %class.class_name, secret = %name, "secret not set"),
+            }
+        }
+        let data_dir = config.data_dir();
+        let sleep_after = class.sleep_after.get();
+        Self {
+            name: class.class_name.as_str().into(),
+            command: class.command.clone(),
+            image: class.image.clone(),
+            default_port,
+            env,
+            sleep_after: (!sleep_after.is_zero()).then_some(sleep_after),
+            max_instances: class.max_instances.max(1),
+            min_instances: class.min_instances,
+            max_waiting: class.max_waiting.max(1),
+            readiness,
+            liveness,
+            stop_timeout: class.stop_timeout.get(),
+            work_dir: config.base_dir.clone(),
+            data_root: data_dir.join("instances").join(&class.class_name),
+            log_root: data_dir.join("logs").join(&class.class_name),
+            user: class.user.clone(),
+            fixed_keys: fixed_keys(config, &class.class_name),
+            live: AtomicU32::new(0),
+            instances: papaya::HashMap::new(),
+            ports,
+        }
+    }
+
+    /// Index of a named port, for routes resolving their `port` once at build time.
+    pub fn port_index(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|(p, _)| p == name)
+    }
+
+    /// Number of instances with a task right now.
+    pub fn live(&self) -> u32 {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot under `max_instances`; false when the class is full.
+    pub(crate) fn try_take_slot(&self) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_instances).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release_slot(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether this key must stay up (min_instances). Fixed keys: the first `min_instances`.
+    /// Open key spaces: the `min_instances` most recently used live keys.
+    pub(crate) fn is_pinned(&self, me: &Instance) -> bool {
+        if self.min_instances == 0 {
+            return false;
+        }
+        if !self.fixed_keys.is_empty() {
+            return self.pinned_fixed_keys().any(|k| k == me.id.key());
+        }
+        let mine = me.last_active_ms();
+        let guard = self.instances.pin();
+        let newer = guard
+            .values()
+            .filter(|other| other.has_task() && other.last_active_ms() > mine)
+            .count();
+        newer < self.min_instances as usize
+    }
+
+    /// Fixed keys started at boot.
+    pub fn pinned_fixed_keys(&self) -> impl Iterator<Item = &str> {
+        self.fixed_keys.iter().take(self.min_instances as usize).map(String::as_str)
+    }
+}
+
+fn fixed_keys(config: &Config, class: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for route in config.routes.iter().filter(|r| r.container.as_deref() == Some(class)) {
+        for key in route.rule().fixed_keys().unwrap_or_default() {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys
+}

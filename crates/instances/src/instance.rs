@@ -1,0 +1,221 @@
+//! One instance's record. It outlives the instance's task: a sleeping key keeps only this (no
+//! task, no log ring), so ten thousand known keys cost little.
+
+use crate::class::ClassRuntime;
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+use valet_core::{InstanceId, InstanceState};
+use valet_runtime::{ExitStatus, LogRing};
+
+/// Addresses of a ready instance's ports, in the class's port order.
+pub type ReadyPorts = Arc<Vec<SocketAddr>>;
+
+/// What the instance's task is asked to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A request wants it: start if stopped, restart now if in backoff.
+    Wake,
+    /// Stop it (admin, or shutdown). `destroy` also removes its persistent data.
+    Stop { destroy: bool },
+}
+
+/// The slow-changing part of an instance's state, published to waiters and to the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub state: InstanceState,
+    /// Why it is not ready, when it is not (start failure, crash, crash loop).
+    pub message: Option<String>,
+    /// When a restart is due (backoff), for `Retry-After`.
+    #[serde(skip)]
+    pub retry_at: Option<Instant>,
+    /// Consecutive failed starts or crashes; 0 once an instance served for a while.
+    pub failures: u32,
+    pub last_exit: Option<ExitStatus>,
+    /// Last lines of output at the last crash.
+    pub last_log: Vec<String>,
+    /// Duration of the last cold start (launch to ready), milliseconds.
+    pub last_start_ms: Option<u64>,
+    #[serde(skip)]
+    pub since: Option<Instant>,
+}
+
+impl Status {
+    pub(crate) fn stopped() -> Self {
+        Self {
+            state: InstanceState::Stopped,
+            message: None,
+            retry_at: None,
+            failures: 0,
+            last_exit: None,
+            last_log: Vec::new(),
+            last_start_ms: None,
+            since: None,
+        }
+    }
+
+    /// Seconds a client should wait before trying again.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1))
+    }
+}
+
+/// Process-wide clock for activity stamps: milliseconds since valet started, so a stamp fits
+/// in an atomic and costs one `Instant::now()` to make.
+pub(crate) fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// One (class, key).
+pub struct Instance {
+    pub id: InstanceId,
+    pub class: Arc<ClassRuntime>,
+    /// Set exactly while the instance is ready: the hot path reads only this.
+    pub(crate) ready: ArcSwapOption<Vec<SocketAddr>>,
+    pub(crate) status: watch::Sender<Status>,
+    /// Requests and streams in flight (leases alive).
+    pub(crate) active: AtomicUsize,
+    pub(crate) last_active: AtomicU64,
+    /// Requests waiting for this instance to start.
+    pub(crate) waiting: AtomicU32,
+    pub(crate) requests: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+    /// The task's mailbox while it runs; `None` when asleep. Taken only on the cold path.
+    pub(crate) control: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    /// Output of the running process; dropped when it sleeps.
+    pub(crate) logs: Mutex<Option<Arc<LogRing>>>,
+    pub(crate) started_at: Mutex<Option<SystemTime>>,
+}
+
+impl Instance {
+    pub(crate) fn new(class: Arc<ClassRuntime>, key: &str) -> Self {
+        Self {
+            id: InstanceId::new(class.name.clone(), key),
+            class,
+            ready: ArcSwapOption::empty(),
+            status: watch::Sender::new(Status::stopped()),
+            active: AtomicUsize::new(0),
+            last_active: AtomicU64::new(now_ms()),
+            waiting: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            control: Mutex::new(None),
+            logs: Mutex::new(None),
+            started_at: Mutex::new(None),
+        }
+    }
+
+    pub fn state(&self) -> InstanceState {
+        self.status.borrow().state
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub(crate) fn last_active_ms(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_active.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn has_task(&self) -> bool {
+        self.control.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Time since the last request or stream ended, or zero while one is open.
+    pub(crate) fn idle_for(&self) -> Duration {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(now_ms().saturating_sub(self.last_active_ms()))
+    }
+
+    /// Recent output, while it runs.
+    pub fn log_tail(&self, n: usize) -> Vec<String> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.as_ref().map(|ring| ring.tail(n)).unwrap_or_default()
+    }
+
+    pub(crate) fn set_status(&self, change: impl FnOnce(&mut Status)) {
+        self.status.send_modify(|s| {
+            let before = s.state;
+            change(s);
+            if s.state != before {
+                s.since = Some(Instant::now());
+            }
+        });
+    }
+
+    /// A snapshot for listings.
+    pub fn info(&self) -> InstanceInfo {
+        let status = self.status();
+        InstanceInfo {
+            class: self.id.class().to_string(),
+            key: self.id.key().to_string(),
+            state: status.state,
+            state_for_ms: status.since.map(|s| s.elapsed().as_millis() as u64),
+            idle_ms: self.idle_for().as_millis() as u64,
+            active: self.active.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            started_at: *self.started_at.lock().unwrap_or_else(|e| e.into_inner()),
+            status,
+        }
+    }
+}
+
+/// What listings show of one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceInfo {
+    pub class: String,
+    pub key: String,
+    pub state: InstanceState,
+    pub state_for_ms: Option<u64>,
+    pub idle_ms: u64,
+    pub active: usize,
+    pub requests: u64,
+    pub restarts: u64,
+    pub started_at: Option<SystemTime>,
+    pub status: Status,
+}
+
+/// Held by the gateway for as long as a request, a streamed response or a WebSocket lasts:
+/// it counts as activity for `sleep_after`, and dropping it stamps the idle clock.
+pub struct Lease {
+    instance: Arc<Instance>,
+    addr: SocketAddr,
+}
+
+impl Lease {
+    /// Takes over one count of `active` that the caller already added.
+    pub(crate) fn counted(instance: Arc<Instance>, addr: SocketAddr) -> Self {
+        Self { instance, addr }
+    }
+
+    /// Address of the port the lease was taken for.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.instance.touch();
+        self.instance.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,243 @@
+//! The instance table: every class, every known key, and the acquire path the gateway calls per
+//! request. The warm path is a lock-free map read, an atomic increment and an `ArcSwap` load; only
+//! a request that finds its instance not ready goes to the instance's task and waits.
+
+use crate::class::ClassRuntime;
+use crate::error::AcquireError;
+use crate::instance::{Command, Instance, InstanceInfo, Lease};
+use crate::task::{Task, CRASH_LOOP};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use valet_config::Config;
+use valet_core::{validate_key, InstanceState, Shutdown};
+use valet_runtime::Driver;
+
+/// Cheap-to-clone handle on the instance table.
+#[derive(Clone)]
+pub struct Instances {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    classes: Vec<Arc<ClassRuntime>>,
+    by_name: HashMap<String, usize>,
+    driver: Arc<dyn Driver>,
+    shutdown: Shutdown,
+    tasks: TaskTracker,
+}
+
+impl Instances {
+    pub fn new(config: &Config, driver: Arc<dyn Driver>, shutdown: Shutdown) -> Self {
+        let classes: Vec<Arc<ClassRuntime>> = config
+            .containers
+            .iter()
+            .map(|c| Arc::new(ClassRuntime::from_config(config, c)))
+            .collect();
+        let by_name = classes.iter().enumerate().map(|(i, c)| (c.name.to_string(), i)).collect();
+        Self { inner: Arc::new(Inner { classes, by_name, driver, shutdown, tasks: TaskTracker::new() }) }
+    }
+
+    pub fn class(&self, name: &str) -> Option<&Arc<ClassRuntime>> {
+        self.inner.by_name.get(name).map(|&i| &self.inner.classes[i])
+    }
+
+    pub fn classes(&self) -> &[Arc<ClassRuntime>] {
+        &self.inner.classes
+    }
+
+    pub fn driver_name(&self) -> &'static str {
+        self.inner.driver.name()
+    }
+
+    /// The instance for `key`, started if it sleeps. Hold the lease while the request, its
+    /// streamed response or its WebSocket lasts.
+    /// `port` is an index from [`ClassRuntime::port_index`].
+    pub async fn acquire(
+        &self,
+        class: &Arc<ClassRuntime>,
+        key: &str,
+        port: usize,
+    ) -> Result<Lease, AcquireError> {
+        let inst = self.record(class, key)?;
+        inst.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(lease) = try_lease(&inst, port) {
+            return Ok(lease);
+        }
+        self.wait_ready(inst, port).await
+    }
+
+    /// The record for a key, made on first sight.
+    fn record(&self, class: &Arc<ClassRuntime>, key: &str) -> Result<Arc<Instance>, AcquireError> {
+        let map = class.instances.pin();
+        if let Some(inst) = map.get(key) {
+            return Ok(inst.clone());
+        }
+        validate_key(key)?;
+        Ok(map.get_or_insert_with(key.into(), || Arc::new(Instance::new(class.clone(), key))).clone())
+    }
+
+    /// The cold path: make sure the task runs, then wait for ready, a clear failure or the
+    /// start deadline, whichever comes first.
+    async fn wait_ready(&self, inst: Arc<Instance>, port: usize) -> Result<Lease, AcquireError> {
+        let class = inst.class.clone();
+        if inst.waiting.fetch_add(1, Ordering::AcqRel) >= class.max_waiting {
+            inst.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AcquireError::QueueFull { state: inst.state() });
+        }
+        let _waiting = WaitingGuard(&inst);
+        let timeout = class.readiness.timeout + Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut status = inst.status.subscribe();
+        loop {
+            self.wake(&inst)?;
+            loop {
+                if let Some(lease) = try_lease(&inst, port) {
+                    return Ok(lease);
+                }
+                let (state, failures) = {
+                    let s = status.borrow_and_update();
+                    (s.state, s.failures)
+                };
+                match state {
+                    InstanceState::Backoff | InstanceState::Crashed if failures >= CRASH_LOOP => {
+                        return Err(unavailable(&inst));
+                    }
+                    InstanceState::Stopped | InstanceState::Crashed if !inst.has_task() => break,
+                    _ => {}
+                }
+                match tokio::time::timeout_at(deadline, status.changed()).await {
+                    Ok(_) => continue,
+                    Err(_) => return Err(AcquireError::StartTimeout { state: inst.state(), timeout }),
+                }
+            }
+        }
+    }
+
+    /// Queues a wake for the instance's task, or starts the task when it has none.
+    fn wake(&self, inst: &Arc<Instance>) -> Result<(), AcquireError> {
+        if self.inner.shutdown.is_shutdown() {
+            return Err(AcquireError::ShuttingDown);
+        }
+        let mut control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = control.as_ref() {
+            let _ = tx.send(Command::Wake);
+            return Ok(());
+        }
+        {
+            let s = inst.status.borrow();
+            let in_loop = s.failures >= CRASH_LOOP && s.retry_at.is_some_and(|at| at > Instant::now());
+            if s.state == InstanceState::Crashed && in_loop {
+                return Err(unavailable(inst));
+            }
+        }
+        if !inst.class.try_take_slot() {
+            return Err(AcquireError::ClassFull {
+                class: inst.class.name.to_string(),
+                max: inst.class.max_instances,
+            });
+        }
+        let (tx, mailbox) = mpsc::unbounded_channel();
+        *control = Some(tx);
+        inst.set_status(|s| s.state = InstanceState::Starting);
+        let task = Task {
+            inst: inst.clone(),
+            driver: self.inner.driver.clone(),
+            mailbox,
+            shutdown: self.inner.shutdown.clone(),
+        };
+        self.inner.tasks.spawn(task.run());
+        Ok(())
+    }
+
+    /// Starts an instance without a request (admin `start`, `min_instances` at boot).
+    pub async fn start(&self, class: &Arc<ClassRuntime>, key: &str) -> Result<(), AcquireError> {
+        self.acquire(class, key, class.default_port).await.map(drop)
+    }
+
+    /// Stops an instance; `destroy` also deletes its persistent data and forgets the key.
+    /// Returns false when the key is unknown.
+    pub async fn stop(&self, class: &Arc<ClassRuntime>, key: &str, destroy: bool) -> bool {
+        let Some(inst) = class.instances.pin().get(key).cloned() else { return false };
+        let mut status = inst.status.subscribe();
+        let sent = {
+            let control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
+            control.as_ref().is_some_and(|tx| tx.send(Command::Stop { destroy }).is_ok())
+        };
+        if sent {
+            let _ = status
+                .wait_for(|s| matches!(s.state, InstanceState::Stopped | InstanceState::Crashed))
+                .await;
+        }
+        if destroy {
+            class.instances.pin().remove(key);
+        }
+        true
+    }
+
+    /// Boots the fixed keys that `min_instances` keeps running.
+    pub async fn start_pinned(&self) {
+        for class in self.classes().to_vec() {
+            for key in class.pinned_fixed_keys().map(str::to_string).collect::<Vec<_>>() {
+                if let Err(e) = self.start(&class, &key).await {
+                    tracing::warn!(class = %class.name, key = %key, error = %e, "pinned instance did not start");
+                }
+            }
+        }
+    }
+
+    /// Every known instance, sleeping ones included.
+    pub fn list(&self) -> Vec<InstanceInfo> {
+        let mut all = Vec::new();
+        for class in self.classes() {
+            all.extend(class.instances.pin().values().map(|i| i.info()));
+        }
+        all.sort_by(|a, b| (&a.class, &a.key).cmp(&(&b.class, &b.key)));
+        all
+    }
+
+    /// Number of known keys per class (for memory accounting and metrics).
+    pub fn known(&self) -> usize {
+        self.classes().iter().map(|c| c.instances.len()).sum()
+    }
+
+    /// Waits until every instance task has stopped its instance. Call after the shutdown
+    /// signal fired: each task stops its instance gracefully (SIGTERM, stop_timeout, SIGKILL).
+    pub async fn wait_stopped(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// The warm path. `active` goes up before the pointer is read, so an instance going to sleep
+/// (which clears the pointer, then checks `active`) can never stop under a leased request.
+fn try_lease(inst: &Arc<Instance>, port: usize) -> Option<Lease> {
+    inst.active.fetch_add(1, Ordering::SeqCst);
+    match &*inst.ready.load() {
+        Some(ports) => Some(Lease::counted(inst.clone(), ports[port.min(ports.len() - 1)])),
+        None => {
+            inst.active.fetch_sub(1, Ordering::SeqCst);
+            None
+        }
+    }
+}
+
+fn unavailable(inst: &Instance) -> AcquireError {
+    let s = inst.status.borrow();
+    AcquireError::Unavailable {
+        state: s.state,
+        message: s.message.clone().unwrap_or_else(|| "instance is not available".into()),
+        retry_after: s.retry_after(),
+    }
+}
+
+struct WaitingGuard<'a>(&'a Instance);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,307 @@
+//! The task of one live instance: start it, probe it ready, watch it while it serves, put it to
+//! sleep when idle, restart it with backoff when it crashes. One task per live instance; a
+//! sleeping instance has none. Requests talk to it only on the cold path (its mailbox).
+
+use crate::instance::{Command, Instance};
+use crate::probe::probe_once;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use valet_core::{InstanceState, Shutdown};
+use valet_runtime::{Driver, ExitStatus, InstanceSpec, Running};
+
+/// Consecutive failures after which requests get 503 at once instead of waiting for a restart.
+pub(crate) const CRASH_LOOP: u32 = 3;
+/// An instance that served this long has its failure count reset by its next crash.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Lines of output kept with a crash for the operator.
+const CRASH_LOG_LINES: usize = 20;
+
+/// Restart delay after `failures` consecutive failures: 100 ms doubling, at most 30 s.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_millis(100u64 << exp).min(Duration::from_secs(30))
+}
+
+/// How one life of the instance ended.
+enum End {
+    /// Stopped on request, idleness or shutdown.
+    Stopped { shutdown: bool },
+    /// Exited by itself, failed to start, or failed liveness.
+    Failed { message: String, exit: Option<ExitStatus>, served_for: Duration },
+}
+
+pub(crate) struct Task {
+    pub inst: Arc<Instance>,
+    pub driver: Arc<dyn Driver>,
+    pub mailbox: mpsc::UnboundedReceiver<Command>,
+    pub shutdown: Shutdown,
+}
+
+impl Task {
+    pub(crate) async fn run(mut self) {
+        loop {
+            let end = self.life().await;
+            *self.inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            match end {
+                End::Stopped { shutdown: true } => break,
+                End::Stopped { shutdown: false } => {
+                    self.inst.set_status(|s| s.state = InstanceState::Stopped);
+                }
+                End::Failed { message, exit, served_for } => {
+                    if self.crashed(message, exit, served_for).await {
+                        continue;
+                    }
+                }
+            }
+            if self.try_finish() {
+                break;
+            }
+        }
+        self.inst.class.release_slot();
+    }
+
+    /// Ends the task unless a request queued a wake meanwhile. Requests send under the same
+    /// lock, so no wake is lost between the check and the exit.
+    fn try_finish(&mut self) -> bool {
+        let mut control = self.inst.control.lock().unwrap_or_else(|e| e.into_inner());
+        while let Ok(cmd) = self.mailbox.try_recv() {
+            if matches!(cmd, Command::Wake) {
+                return false;
+            }
+        }
+        *control = None;
+        true
+    }
+
+    /// Records a failure and decides on a restart. Returns true to start again now.
+    async fn crashed(&mut self, message: String, exit: Option<ExitStatus>, served_for: Duration) -> bool {
+        let inst = &self.inst;
+        let class = &inst.class;
+        let last_log = inst.log_tail(CRASH_LOG_LINES);
+        let mut failures = inst.status.borrow().failures;
+        if served_for >= STABLE_AFTER {
+            failures = 0;
+        }
+        failures += 1;
+        let delay = backoff(failures);
+        let wanted = inst.waiting.load(Ordering::Acquire) > 0
+            || class.sleep_after.is_none_or(|s| inst.idle_for() < s)
+            || class.is_pinned(inst);
+        tracing::warn!(instance = %inst.id, %message, failures, restart = wanted, "instance failed");
+        let state = if wanted { InstanceState::Backoff } else { InstanceState::Crashed };
+        inst.set_status(|s| {
+            s.state = state;
+            s.message = Some(message);
+            s.failures = failures;
+            s.retry_at = Some(Instant::now() + delay);
+            s.last_exit = exit.or(s.last_exit);
+            s.last_log = last_log;
+        });
+        if !wanted {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.shutdown.wait() => return false,
+            stop = wait_for_stop(&mut self.mailbox) => {
+                self.inst.set_status(|s| s.state = InstanceState::Stopped);
+                if stop { remove_data(&self.inst) }
+                return false;
+            }
+        }
+        inst.restarts.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Starts the instance, serves until it stops or fails.
+    async fn life(&mut self) -> End {
+        let inst = self.inst.clone();
+        inst.set_status(|s| {
+            s.state = InstanceState::Starting;
+            s.retry_at = None;
+        });
+        let launched = Instant::now();
+        let spec = spec_for(&inst);
+        let mut running = match self.driver.start(&spec).await {
+            Ok(running) => running,
+            Err(e) => return failed(format!("could not start: {e}"), None, Duration::ZERO),
+        };
+        *inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = Some(running.logs());
+        if let Err(end) = self.wait_ready(&mut *running, launched).await {
+            return end;
+        }
+        let ports: Vec<_> = inst
+            .class
+            .ports
+            .iter()
+            .map(|(name, _)| running.endpoints().get(name).expect("driver returns every port"))
+            .collect();
+        let start_ms = launched.elapsed().as_millis() as u64;
+        *inst.started_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::SystemTime::now());
+        inst.touch();
+        inst.ready.store(Some(Arc::new(ports)));
+        inst.set_status(|s| {
+            s.state = InstanceState::Ready;
+            s.message = None;
+            s.last_start_ms = Some(start_ms);
+        });
+        tracing::info!(instance = %inst.id, start_ms, "instance ready");
+        let ready_at = Instant::now();
+        self.serve(&mut *running, ready_at).await
+    }
+
+    /// Probes until ready, the deadline passes, the process exits, or valet shuts down.
+    async fn wait_ready(&mut self, running: &mut dyn Running, launched: Instant) -> Result<(), End> {
+        let probe = self.inst.class.readiness.clone();
+        let addr = running.endpoints().ports[probe.port].1;
+        let deadline = launched + probe.timeout;
+        let mut last_error = String::from("not probed yet");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.stop_running(running).await;
+                let message = format!("not ready within {:?}: {last_error}", probe.timeout);
+                return Err(failed(message, None, Duration::ZERO));
+            }
+            tokio::select! {
+                exit = running.exited() => {
+                    return Err(failed(format!("exited during start ({exit})"), Some(exit), Duration::ZERO));
+                }
+                _ = self.shutdown.wait() => {
+                    self.stop_running(running).await;
+                    return Err(End::Stopped { shutdown: true });
+                }
+                result = probe_once(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
+                    match result {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last_error = e,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(probe.interval) => {}
+                exit = running.exited() => {
+                    return Err(failed(format!("exited during start ({exit})"), Some(exit), Duration::ZERO));
+                }
+            }
+        }
+    }
+
+    /// Watches a ready instance until it exits, idles out, is stopped or fails liveness.
+    async fn serve(&mut self, running: &mut dyn Running, ready_at: Instant) -> End {
+        let class = self.inst.class.clone();
+        let check_every = class
+            .sleep_after
+            .map_or(Duration::from_secs(3600), |s| (s / 10).clamp(Duration::from_millis(50), Duration::from_secs(5)));
+        let mut idle_tick = tokio::time::interval(check_every);
+        let live_every = class.liveness.as_ref().map_or(Duration::from_secs(3600), |l| l.interval);
+        let mut live_tick = tokio::time::interval_at(tokio::time::Instant::now() + live_every, live_every);
+        let mut live_failures = 0;
+        loop {
+            tokio::select! {
+                exit = running.exited() => {
+                    self.inst.ready.store(None);
+                    return failed(format!("exited unexpectedly ({exit})"), Some(exit), ready_at.elapsed());
+                }
+                _ = self.shutdown.wait() => {
+                    self.stop_running(running).await;
+                    return End::Stopped { shutdown: true };
+                }
+                cmd = self.mailbox.recv() => {
+                    if let Some(Command::Stop { destroy }) = cmd {
+                        self.stop_running(running).await;
+                        if destroy { remove_data(&self.inst) }
+                        return End::Stopped { shutdown: false };
+                    }
+                }
+                _ = idle_tick.tick() => {
+                    if self.should_sleep() {
+                        tracing::info!(instance = %self.inst.id, "instance idle, sleeping");
+                        self.stop_running(running).await;
+                        return End::Stopped { shutdown: false };
+                    }
+                }
+                _ = live_tick.tick() => {
+                    let Some(probe) = &class.liveness else { continue };
+                    let addr = running.endpoints().ports[probe.port].1;
+                    match probe_once(addr, probe.path.as_deref(), probe.timeout).await {
+                        Ok(()) => live_failures = 0,
+                        Err(e) => {
+                            live_failures += 1;
+                            if live_failures >= probe.failures {
+                                self.stop_running(running).await;
+                                return failed(format!("liveness failed {live_failures} times: {e}"), None, ready_at.elapsed());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Idle past `sleep_after`, not pinned, and no request slipped in while we looked. The ready
+    /// pointer is cleared before the last check: a request that leased before sees `active > 0`
+    /// here, one that comes after finds no pointer and queues a wake.
+    fn should_sleep(&self) -> bool {
+        let inst = &self.inst;
+        let Some(sleep_after) = inst.class.sleep_after else { return false };
+        if inst.idle_for() < sleep_after || inst.class.is_pinned(inst) {
+            return false;
+        }
+        let ports = inst.ready.swap(None);
+        if inst.active.load(Ordering::SeqCst) > 0 {
+            inst.ready.store(ports);
+            return false;
+        }
+        true
+    }
+
+    async fn stop_running(&self, running: &mut dyn Running) {
+        self.inst.ready.store(None);
+        self.inst.set_status(|s| s.state = InstanceState::Stopping);
+        let exit = running.stop(self.inst.class.stop_timeout).await;
+        self.inst.set_status(|s| s.last_exit = Some(exit));
+        tracing::info!(instance = %self.inst.id, %exit, "instance stopped");
+    }
+}
+
+fn failed(message: String, exit: Option<ExitStatus>, served_for: Duration) -> End {
+    End::Failed { message, exit, served_for }
+}
+
+/// Waits for a stop command, ignoring wakes. Returns whether it asked for destroy.
+async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+    loop {
+        match mailbox.recv().await {
+            Some(Command::Stop { destroy }) => return destroy,
+            Some(Command::Wake) => continue,
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+fn spec_for(inst: &Instance) -> InstanceSpec {
+    let class = &inst.class;
+    let slug = inst.id.slug();
+    InstanceSpec {
+        id: inst.id.clone(),
+        command: class.command.clone(),
+        image: class.image.clone(),
+        ports: class.ports.clone(),
+        default_port: class.ports[class.default_port].0.clone(),
+        env: class.env.clone(),
+        work_dir: class.work_dir.clone(),
+        data_dir: class.data_root.join(&slug),
+        log_path: class.log_root.join(format!("{slug}.log")),
+        user: class.user.clone(),
+        log_lines: 1000,
+    }
+}
+
+fn remove_data(inst: &Instance) {
+    let slug = inst.id.slug();
+    let _ = std::fs::remove_dir_all(inst.class.data_root.join(&slug));
+    let _ = std::fs::remove_file(inst.class.log_root.join(format!("{slug}.log")));
+}

@@ -1,0 +1,122 @@
+//! `valet up`: load the config, take the data_dir lock, clean what a killed valet left, start
+//! the gateway, and on Ctrl-C or SIGTERM stop every instance gracefully.
+
+use crate::lock;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use valet_config::Config;
+use valet_core::Shutdown;
+use valet_gateway::proxy::Upstream;
+use valet_gateway::{assets::Assets, routes::RouteTable, GatewayState, Server};
+use valet_instances::Instances;
+use valet_runtime::{Driver, ProcessDriver};
+
+pub fn run(path: &Path) -> ExitCode {
+    let config = match valet_config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{}", valet_config::render_report(&errors));
+            return ExitCode::FAILURE;
+        }
+    };
+    raise_open_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    tracing::error!(%message, "valet cannot run");
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let data_dir = config.data_dir();
+    let _lock = lock::acquire(&data_dir)?;
+    let driver: Arc<dyn Driver> = match config.server.driver.as_str() {
+        "process" => Arc::new(ProcessDriver::new(data_dir.join("run"))),
+        other => return Err(format!("driver {other:?} is not available in this build")),
+    };
+    driver.recover().await.map_err(|e| format!("cleaning up after an earlier run: {e}"))?;
+
+    let (trigger, shutdown) = Shutdown::new();
+    let instances = Instances::new(&config, driver, shutdown.clone());
+    let state = Arc::new(gateway_state(&config, instances.clone())?);
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let tls = match &config.server.tls {
+        Some(tls) => Some(valet_gateway::tls::acceptor(&config.resolve(&tls.cert), &config.resolve(&tls.key))?),
+        None => None,
+    };
+    let header_read = config.server.timeouts.header_read.get();
+    let server = Server::new(listener, state, tls, header_read);
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, driver = instances.driver_name(), "valet listening");
+    let gateway = tokio::spawn(server.run(shutdown.clone()));
+    let pinned = instances.clone();
+    tokio::spawn(async move { pinned.start_pinned().await });
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: stopping instances");
+    trigger.trigger();
+    // A second signal means "now": the instances' process groups die with us by their
+    // parent-death signal, and the next valet cleans up what is left.
+    tokio::select! {
+        _ = async {
+            instances.wait_stopped().await;
+            let _ = gateway.await;
+        } => {}
+        _ = wait_for_signal() => tracing::warn!("second signal: exiting without waiting"),
+    }
+    tracing::info!("valet stopped");
+    Ok(())
+}
+
+fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, String> {
+    let assets = match &config.assets {
+        Some(a) => {
+            let root = config.resolve(&a.directory);
+            let handling = a.not_found_handling.parse().map_err(|e| format!("{e}"))?;
+            Some(Assets::new(&root, handling).map_err(|e| format!("assets directory {}: {e}", root.display()))?)
+        }
+        None => None,
+    };
+    let t = &config.server.timeouts;
+    Ok(GatewayState {
+        routes: RouteTable::build(config, &instances),
+        assets,
+        upstream: Upstream::new(t.connect.get(), t.first_byte.get(), t.idle.get(), config.server.max_body_size.get()),
+        instances,
+        trusted_proxies: config.server.trusted_proxy_nets(),
+        https: config.server.tls.is_some(),
+        access_log: config.server.access_log,
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The default soft limit (often 1024) is far below what a gateway holding thousands of client
+/// and upstream connections needs; raise it to the hard limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
