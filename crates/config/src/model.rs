@@ -1,5 +1,8 @@
 //! The structs behind valet.toml. Key names are a contract (scripts outside the project use
 //! them): add keys freely, rename none. Every field says what it does and what it defaults to.
+//!
+//! The structs accept unknown keys rather than `deny_unknown_fields`: serde would stop at the
+//! first one, while the loader ([`crate::load`]) collects them all and reports each at its line.
 
 use crate::values::{DurationValue, SizeValue};
 use serde::Deserialize;
@@ -8,7 +11,7 @@ use std::path::PathBuf;
 
 /// A whole valet.toml.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     /// Listeners, storage, driver and proxy limits.
     pub server: ServerConfig,
@@ -29,7 +32,7 @@ pub struct Config {
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ServerConfig {
     /// Public gateway address. Default `127.0.0.1:8787`.
     pub listen: String,
@@ -80,7 +83,6 @@ impl Default for ServerConfig {
 
 /// `tls = { cert, key }`: PEM files, relative to the config's folder.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain, PEM.
     pub cert: PathBuf,
@@ -90,7 +92,7 @@ pub struct TlsConfig {
 
 /// `timeouts = { connect, first_byte, idle, header_read }`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct TimeoutsConfig {
     /// Opening a connection to an instance. Default `5s`.
     pub connect: DurationValue,
@@ -115,7 +117,6 @@ impl Default for TimeoutsConfig {
 
 /// `[assets]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AssetsConfig {
     /// Folder of static files, relative to the config's folder.
     pub directory: PathBuf,
@@ -131,7 +132,6 @@ fn default_not_found() -> String {
 
 /// One `[[containers]]` entry: a kind of backend.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ContainerClass {
     /// Name routes refer to.
     pub class_name: String,
@@ -224,7 +224,7 @@ impl ContainerClass {
 
 /// `readiness = { path, timeout, interval }`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ReadinessConfig {
     /// HTTP path that must answer 2xx/3xx; without it a TCP connect is enough.
     pub path: Option<String>,
@@ -249,7 +249,6 @@ impl Default for ReadinessConfig {
 
 /// `liveness = { path, interval, failures, timeout }`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LivenessConfig {
     /// HTTP path that must answer 2xx/3xx; without it a TCP connect is enough.
     pub path: Option<String>,
@@ -276,7 +275,6 @@ fn default_liveness_timeout() -> DurationValue {
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Path prefix, optionally ending in `*`: `/api/*` matches `/api` and `/api/...`, not `/apiary`.
     pub pattern: String,
@@ -304,7 +302,6 @@ fn default_instance_rule() -> String {
 
 /// `rate_limit = { requests, per, by }`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests allowed per window.
     pub requests: u32,
@@ -325,7 +322,7 @@ fn default_by() -> String {
 
 /// `[auth]`.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct AuthConfig {
     /// HS256 shared secret.
     pub jwt_secret: Option<String>,
@@ -339,7 +336,7 @@ pub struct AuthConfig {
 
 /// `[plans.NAME]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PlanConfig {
     /// Projects one user may have.
     pub max_projects: u32,
@@ -351,6 +348,10 @@ pub struct PlanConfig {
 
 impl Default for PlanConfig {
     fn default() -> Self {
-        Self { max_projects: 3, max_running: 1, max_upload: SizeValue::new("10MB") }
+        Self {
+            max_projects: 3,
+            max_running: 1,
+            max_upload: SizeValue::new("10MB"),
+        }
     }
 }

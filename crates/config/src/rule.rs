@@ -61,11 +61,23 @@ mod tests {
 
     #[test]
     fn reads_every_kind() {
-        assert_eq!(InstanceRule::parse("name:backend"), Ok(InstanceRule::Name("backend".into())));
+        assert_eq!(
+            InstanceRule::parse("name:backend"),
+            Ok(InstanceRule::Name("backend".into()))
+        );
         assert_eq!(InstanceRule::parse("path:1"), Ok(InstanceRule::Path(1)));
-        assert_eq!(InstanceRule::parse("header:X-P"), Ok(InstanceRule::Header("X-P".into())));
-        assert_eq!(InstanceRule::parse("query:id"), Ok(InstanceRule::Query("id".into())));
-        assert_eq!(InstanceRule::parse("cookie:sid"), Ok(InstanceRule::Cookie("sid".into())));
+        assert_eq!(
+            InstanceRule::parse("header:X-P"),
+            Ok(InstanceRule::Header("X-P".into()))
+        );
+        assert_eq!(
+            InstanceRule::parse("query:id"),
+            Ok(InstanceRule::Query("id".into()))
+        );
+        assert_eq!(
+            InstanceRule::parse("cookie:sid"),
+            Ok(InstanceRule::Cookie("sid".into()))
+        );
         assert_eq!(InstanceRule::parse("random:3"), Ok(InstanceRule::Random(3)));
         assert!(InstanceRule::parse("path:0").is_err());
         assert!(InstanceRule::parse("pathx").is_err());

@@ -1,6 +1,6 @@
 //! Values that are written as strings in valet.toml and read into typed values. They deserialize
 //! from any string without failing, so that one bad duration does not hide the next mistake:
-//! [`crate::validate`] reports every unreadable value with its line.
+//! [`crate::Config::validate`] reports every unreadable value with its line.
 
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
@@ -15,7 +15,10 @@ pub struct DurationValue {
 
 impl DurationValue {
     pub fn new(raw: &str) -> Self {
-        Self { raw: raw.to_string(), parsed: parse_duration(raw).map_err(|e| e.to_string()) }
+        Self {
+            raw: raw.to_string(),
+            parsed: parse_duration(raw).map_err(|e| e.to_string()),
+        }
     }
 
     /// The duration. Only call after validation passed; an unreadable value reads as zero.
@@ -39,7 +42,10 @@ pub struct SizeValue {
 
 impl SizeValue {
     pub fn new(raw: &str) -> Self {
-        Self { raw: raw.to_string(), parsed: parse_size(raw).map_err(|e| e.to_string()) }
+        Self {
+            raw: raw.to_string(),
+            parsed: parse_size(raw).map_err(|e| e.to_string()),
+        }
     }
 
     /// The size in bytes. Only call after validation passed; an unreadable value reads as zero.
@@ -58,7 +64,10 @@ impl<'de> Deserialize<'de> for SizeValue {
         }
         Ok(match Raw::deserialize(d)? {
             Raw::Text(s) => Self::new(&s),
-            Raw::Bytes(n) => Self { raw: n.to_string(), parsed: Ok(n) },
+            Raw::Bytes(n) => Self {
+                raw: n.to_string(),
+                parsed: Ok(n),
+            },
         })
     }
 }
