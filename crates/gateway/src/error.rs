@@ -12,6 +12,10 @@ pub enum GatewayError {
     NotFound,
     /// The request cannot be served as sent (missing instance key, bad key).
     BadRequest { code: &'static str, message: String },
+    /// A JWT route without a valid token.
+    Unauthorized { message: String },
+    /// Over the route's rate limit.
+    TooManyRequests { retry_after: Duration },
     /// Body larger than `max_body_size`.
     PayloadTooLarge { limit: u64 },
     /// The instance could not be had.
@@ -28,6 +32,8 @@ impl GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Instance { error, .. } if error.is_client_error() => StatusCode::BAD_REQUEST,
             Self::Instance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -42,6 +48,12 @@ impl GatewayError {
         let body = match self {
             Self::NotFound => json(&[("error", "not_found"), ("message", "no route matches this path")]),
             Self::BadRequest { code, message } => json(&[("error", code), ("message", &message)]),
+            Self::Unauthorized { message } => json(&[("error", "unauthorized"), ("message", &message)]),
+            Self::TooManyRequests { retry_after: wait } => {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                retry_after = Some(secs);
+                json(&[("error", "rate_limited"), ("message", "too many requests; retry later")])
+            }
             Self::PayloadTooLarge { limit } => json(&[
                 ("error", "payload_too_large"),
                 ("message", &format!("request body exceeds the limit of {limit} bytes")),
@@ -77,6 +89,9 @@ impl GatewayError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

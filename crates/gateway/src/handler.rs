@@ -1,6 +1,7 @@
 //! One request, from route lookup to response: assets, or key -> instance -> proxy.
 
 use crate::assets::Assets;
+use crate::auth::{self, JwtVerifier};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
@@ -23,6 +24,8 @@ pub struct GatewayState {
     pub instances: Instances,
     pub upstream: Upstream,
     pub trusted_proxies: Vec<IpNet>,
+    /// Checks tokens for routes with `auth = "jwt"`.
+    pub jwt: Option<JwtVerifier>,
     /// Whether the listener terminates TLS (for `X-Forwarded-Proto`).
     pub https: bool,
     pub access_log: bool,
@@ -82,6 +85,7 @@ async fn to_instance(
     class_key: &mut Option<(String, String)>,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = req.into_parts();
+    admit(state, route, &parts, &client)?;
     let key = key::derive(&target.rule, route, &parts.uri, &parts.headers)
         .map_err(|e| GatewayError::BadRequest { code: "missing_instance_key", message: e.0 })?;
     if state.access_log {
@@ -109,6 +113,41 @@ async fn to_instance(
     } else {
         proxy::pass(&state.upstream, req, pass).await
     }
+}
+
+/// Rate limit and JWT, both checked before the instance is looked up, so neither a flood nor
+/// an anonymous client can wake a sleeping backend.
+fn admit(state: &GatewayState, route: &Route, parts: &http::request::Parts, client: &ClientInfo) -> Result<(), GatewayError> {
+    if let Some(limiter) = &route.limiter {
+        limiter
+            .check(client_address(client, &parts.headers))
+            .map_err(|retry_after| GatewayError::TooManyRequests { retry_after })?;
+    }
+    if route.jwt {
+        let verifier = state.jwt.as_ref().ok_or_else(|| GatewayError::Unauthorized {
+            message: "this route requires a token but no [auth] is configured".into(),
+        })?;
+        let token = auth::token_from(&parts.headers, &parts.uri)
+            .ok_or_else(|| GatewayError::Unauthorized { message: "a bearer token is required".into() })?;
+        verifier
+            .verify(&token)
+            .map_err(|e| GatewayError::Unauthorized { message: format!("invalid token: {e}") })?;
+    }
+    Ok(())
+}
+
+/// The address a rate limit counts: the peer, or, behind a trusted proxy, the last address that
+/// proxy added. A client's own `X-Forwarded-For` never changes its bucket.
+fn client_address(client: &ClientInfo, headers: &http::HeaderMap) -> std::net::IpAddr {
+    if !client.trusted {
+        return client.peer;
+    }
+    headers
+        .get(&forward::X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
+        .unwrap_or(client.peer)
 }
 
 /// The host the client asked for: the Host header, or the authority of an h2 request.

@@ -5,12 +5,14 @@
 #![forbid(unsafe_code)]
 
 pub mod assets;
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod key;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod stream;

@@ -1,6 +1,7 @@
 //! Routes compiled once from config: longest pattern first, host-bound routes before host-less
 //! ones of the same length. Matching is a scan over a short list with no allocation.
 
+use crate::ratelimit::RouteLimiter;
 use std::sync::Arc;
 use valet_config::{Config, InstanceRule};
 use valet_instances::{ClassRuntime, Instances};
@@ -41,6 +42,9 @@ pub struct Route {
     wildcard: bool,
     host: Option<Box<str>>,
     pub target: Target,
+    /// `auth = "jwt"`: a valid token is required before any instance is woken.
+    pub jwt: bool,
+    pub limiter: Option<RouteLimiter>,
 }
 
 /// A prefix to remove, split into segments; `*` matches any one segment.
@@ -136,6 +140,11 @@ impl RouteTable {
                     wildcard,
                     host: r.host.as_deref().map(|h| h.to_ascii_lowercase().into()),
                     target,
+                    jwt: r.auth.as_deref() == Some("jwt"),
+                    limiter: r
+                        .rate_limit
+                        .as_ref()
+                        .map(|l| RouteLimiter::new(l.requests, l.per.get(), &l.by)),
                 }
             })
             .collect();
@@ -152,6 +161,11 @@ impl RouteTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
+    }
+
+    /// Lets rate limiters forget idle clients.
+    pub fn shrink_limiters(&self) {
+        self.routes.iter().filter_map(|r| r.limiter.as_ref()).for_each(RouteLimiter::shrink);
     }
 }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use valet_config::Config;
 use valet_core::Shutdown;
+use valet_gateway::auth::JwtVerifier;
 use valet_gateway::proxy::Upstream;
 use valet_gateway::{assets::Assets, routes::RouteTable, GatewayState, Server};
 use valet_instances::Instances;
@@ -57,10 +58,18 @@ async fn serve(config: Config) -> Result<(), String> {
         None => None,
     };
     let header_read = config.server.timeouts.header_read.get();
-    let server = Server::new(listener, state, tls, header_read);
+    let server = Server::new(listener, state.clone(), tls, header_read);
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, driver = instances.driver_name(), "valet listening");
     let gateway = tokio::spawn(server.run(shutdown.clone()));
+    let limiters = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            limiters.routes.shrink_limiters();
+        }
+    });
     let pinned = instances.clone();
     tokio::spawn(async move { pinned.start_pinned().await });
 
@@ -90,7 +99,12 @@ fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, 
         None => None,
     };
     let t = &config.server.timeouts;
+    let jwt = match &config.auth {
+        Some(auth) => Some(JwtVerifier::from_config(auth, |p| config.resolve(p))?),
+        None => None,
+    };
     Ok(GatewayState {
+        jwt,
         routes: RouteTable::build(config, &instances),
         assets,
         upstream: Upstream::new(t.connect.get(), t.first_byte.get(), t.idle.get(), config.server.max_body_size.get()),
