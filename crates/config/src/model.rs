@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// Token that opens the admin API. Optional; without it the admin listener asks for tokens
     /// made by `valet token create`.
     pub admin_token: Option<String>,
+    /// Gateway worker threads, each with its own listener (SO_REUSEPORT), runtime and
+    /// connection pool. Default: one per CPU core.
+    pub workers: Option<usize>,
     /// One log line per proxied request. Default true.
     pub access_log: bool,
 }
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             max_body_size: SizeValue::new("0"),
             timeouts: TimeoutsConfig::default(),
             admin_token: None,
+            workers: None,
             access_log: true,
         }
     }

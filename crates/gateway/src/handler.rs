@@ -22,7 +22,6 @@ pub struct GatewayState {
     pub routes: RouteTable,
     pub assets: Option<Assets>,
     pub instances: Instances,
-    pub upstream: Upstream,
     pub trusted_proxies: Vec<IpNet>,
     /// Checks tokens for routes with `auth = "jwt"`.
     pub jwt: Option<JwtVerifier>,
@@ -32,7 +31,12 @@ pub struct GatewayState {
 }
 
 /// Handles one request; never fails (errors become responses).
-pub async fn handle(state: &GatewayState, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: &GatewayState,
+    upstream: &Upstream,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let request_id = forward::request_id(req.headers_mut());
     let log = state.access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
@@ -48,7 +52,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, mut req: Request<Inc
                 https: state.https,
                 host,
             };
-            let result = to_instance(state, route, target, req, client, &mut class_key).await;
+            let result = to_instance(state, upstream, route, target, req, client, &mut class_key).await;
             result.unwrap_or_else(GatewayError::into_response)
         }
         Some((_, Target::Assets)) | None => match &state.assets {
@@ -78,6 +82,7 @@ pub async fn handle(state: &GatewayState, peer: SocketAddr, mut req: Request<Inc
 /// Derives the key, gets a lease on the instance (waking it if needed) and passes the request.
 async fn to_instance(
     state: &GatewayState,
+    upstream: &Upstream,
     route: &Route,
     target: &ContainerTarget,
     req: Request<Incoming>,
@@ -109,9 +114,9 @@ async fn to_instance(
     let req = Request::from_parts(parts, body);
     let pass = Pass { lease, uri, prefix, client };
     if upgrading {
-        upgrade::tunnel(&state.upstream, req, pass).await
+        upgrade::tunnel(upstream, req, pass).await
     } else {
-        proxy::pass(&state.upstream, req, pass).await
+        proxy::pass(upstream, req, pass).await
     }
 }
 

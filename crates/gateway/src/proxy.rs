@@ -25,8 +25,19 @@ pub struct Upstream {
     pub max_body: u64,
 }
 
+/// Timeouts and limits of the upstream side, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamSettings {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    /// 0: no limit.
+    pub max_body: u64,
+}
+
 impl Upstream {
-    pub fn new(connect: Duration, first_byte: Duration, idle: Duration, max_body: u64) -> Self {
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        let UpstreamSettings { connect, first_byte, idle, max_body } = *settings;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect));

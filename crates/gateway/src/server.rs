@@ -1,13 +1,21 @@
-//! The public listener: accepts TCP (optionally TLS), speaks HTTP/1.1 and HTTP/2 (h2c prior
-//! knowledge, or ALPN over TLS) and hands every request to [`crate::handler::handle`]. On
-//! shutdown it stops accepting and lets open connections finish for a grace period.
+//! The public listener, thread per core: each worker thread runs its own current-thread Tokio
+//! runtime with its own SO_REUSEPORT listener and its own upstream connection pool, so a warm
+//! request never crosses threads and no pool lock is shared between cores. The kernel spreads
+//! new connections over the workers' listeners.
+//!
+//! Each worker speaks HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN over TLS) and hands every
+//! request to [`crate::handler::handle`]. On shutdown it stops accepting and lets open
+//! connections finish for a grace period.
 
 use crate::handler::{handle, GatewayState};
+use crate::proxy::{Upstream, UpstreamSettings};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,90 +25,160 @@ use valet_core::Shutdown;
 /// How long open connections may take to finish once shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// A bound public listener, ready to serve.
+/// What every worker needs to serve.
+pub struct ServerConfig {
+    pub state: Arc<GatewayState>,
+    pub tls: Option<TlsAcceptor>,
+    pub header_read: Duration,
+    pub upstream: UpstreamSettings,
+}
+
+/// Bound listeners, one per worker, ready to serve.
 pub struct Server {
-    listener: TcpListener,
-    state: Arc<GatewayState>,
-    tls: Option<TlsAcceptor>,
-    header_read: Duration,
+    listeners: Vec<std::net::TcpListener>,
+    config: Arc<ServerConfig>,
 }
 
 impl Server {
-    pub fn new(listener: TcpListener, state: Arc<GatewayState>, tls: Option<TlsAcceptor>, header_read: Duration) -> Self {
-        Self { listener, state, tls, header_read }
+    /// Binds `workers` listeners to `addr`. A port already taken by anyone (even another
+    /// process that also uses SO_REUSEPORT) is an error, never a silent share.
+    pub fn bind(addr: SocketAddr, workers: usize, config: ServerConfig) -> std::io::Result<Self> {
+        if addr.port() != 0 {
+            // Probe without SO_REUSEPORT: it fails if any socket holds the port.
+            drop(std::net::TcpListener::bind(addr)?);
+        }
+        let first = reuseport_listener(addr)?;
+        let bound = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers.max(1) {
+            listeners.push(reuseport_listener(bound)?);
+        }
+        Ok(Self { listeners, config: Arc::new(config) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].local_addr()
     }
 
-    /// Serves until `shutdown` fires, then drains connections for up to [`GRACE`].
-    pub async fn run(self, mut shutdown: Shutdown) {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read)
-            .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
-        let graceful = GracefulShutdown::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.wait() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            self.serve_connection(stream, peer, &builder, &graceful);
+    /// Serves until `shutdown` fires, then drains connections for up to [`GRACE`]. Returns once
+    /// every worker has finished.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut done = Vec::new();
+        for (index, listener) in self.listeners.into_iter().enumerate() {
+            let config = self.config.clone();
+            let shutdown = shutdown.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new().name(format!("valet-gw-{index}")).spawn(move || {
+                worker(listener, config, shutdown);
+                drop(tx);
+            });
+            match spawned {
+                Ok(_) => done.push(rx),
+                Err(e) => tracing::error!(error = %e, "cannot start a gateway worker thread"),
+            }
         }
-        drop(self.listener);
-        tokio::select! {
-            _ = graceful.shutdown() => {}
-            _ = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period"),
+        for rx in done {
+            let _ = rx.await;
         }
     }
+}
 
-    fn serve_connection(&self, stream: TcpStream, peer: SocketAddr, builder: &Arc<auto::Builder<TokioExecutor>>, graceful: &GracefulShutdown) {
-        let state = self.state.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
-        });
-        match &self.tls {
-            None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let header_read = self.header_read;
-                // The TLS handshake happens in the connection's own task; a client that never
-                // finishes it is dropped after the header read timeout.
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        _ => return,
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// One worker thread: its runtime, its pool, its accept loop.
+fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: Shutdown) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return tracing::error!(error = %e, "cannot start a gateway worker runtime"),
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(error = %e, "cannot register the listener"),
+        };
+        accept_loop(listener, config, shutdown).await;
+    });
+}
+
+async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutdown: Shutdown) {
+    let upstream = Arc::new(Upstream::new(&config.upstream));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Rc::new(builder);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        serve_connection(stream, peer, &config, &upstream, &builder, &graceful);
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period"),
+    }
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &Arc<ServerConfig>,
+    upstream: &Arc<Upstream>,
+    builder: &Rc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+) {
+    let state = config.state.clone();
+    let upstream = upstream.clone();
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        let upstream = upstream.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, &upstream, peer, req).await) }
+    });
+    match &config.tls {
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            let header_read = config.header_read;
+            let builder = builder.as_ref().clone();
+            // The TLS handshake happens in the connection's own task; a client that never
+            // finishes it is dropped after the header read timeout.
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    _ => return,
+                };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
         }
     }
 }

@@ -28,9 +28,13 @@ struct Inner {
     driver: Arc<dyn Driver>,
     shutdown: Shutdown,
     tasks: TaskTracker,
+    /// Instance tasks run on the runtime that made the table, not on whichever gateway worker
+    /// happened to take the cold request: a worker's runtime ends before instances are stopped.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Instances {
+    /// Must be called inside the Tokio runtime that will run the instance tasks.
     pub fn new(config: &Config, driver: Arc<dyn Driver>, shutdown: Shutdown) -> Self {
         let classes: Vec<Arc<ClassRuntime>> = config
             .containers
@@ -38,7 +42,9 @@ impl Instances {
             .map(|c| Arc::new(ClassRuntime::from_config(config, c)))
             .collect();
         let by_name = classes.iter().enumerate().map(|(i, c)| (c.name.to_string(), i)).collect();
-        Self { inner: Arc::new(Inner { classes, by_name, driver, shutdown, tasks: TaskTracker::new() }) }
+        let runtime = tokio::runtime::Handle::current();
+        let tasks = TaskTracker::new();
+        Self { inner: Arc::new(Inner { classes, by_name, driver, shutdown, tasks, runtime }) }
     }
 
     pub fn class(&self, name: &str) -> Option<&Arc<ClassRuntime>> {
@@ -149,7 +155,7 @@ impl Instances {
             mailbox,
             shutdown: self.inner.shutdown.clone(),
         };
-        self.inner.tasks.spawn(task.run());
+        self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
         Ok(())
     }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use valet_config::Config;
 use valet_core::Shutdown;
 use valet_gateway::auth::JwtVerifier;
-use valet_gateway::proxy::Upstream;
+use valet_gateway::proxy::UpstreamSettings;
+use valet_gateway::server::ServerConfig;
 use valet_gateway::{assets::Assets, routes::RouteTable, GatewayState, Server};
 use valet_instances::Instances;
 use valet_runtime::{Driver, ProcessDriver};
@@ -50,17 +51,30 @@ async fn serve(config: Config) -> Result<(), String> {
     let (trigger, shutdown) = Shutdown::new();
     let instances = Instances::new(&config, driver, shutdown.clone());
     let state = Arc::new(gateway_state(&config, instances.clone())?);
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let tls = match &config.server.tls {
         Some(tls) => Some(valet_gateway::tls::acceptor(&config.resolve(&tls.cert), &config.resolve(&tls.key))?),
         None => None,
     };
-    let header_read = config.server.timeouts.header_read.get();
-    let server = Server::new(listener, state.clone(), tls, header_read);
+    let t = &config.server.timeouts;
+    let server_config = ServerConfig {
+        state: state.clone(),
+        tls,
+        header_read: t.header_read.get(),
+        upstream: UpstreamSettings {
+            connect: t.connect.get(),
+            first_byte: t.first_byte.get(),
+            idle: t.idle.get(),
+            max_body: config.server.max_body_size.get(),
+        },
+    };
+    let listen: std::net::SocketAddr = config.server.listen.parse().map_err(|e| format!("listen: {e}"))?;
+    let workers = config.server.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
+    let server = Server::bind(listen, workers, server_config)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, driver = instances.driver_name(), "valet listening");
+    tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");
     let gateway = tokio::spawn(server.run(shutdown.clone()));
     let limiters = state.clone();
     tokio::spawn(async move {
@@ -98,7 +112,6 @@ fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, 
         }
         None => None,
     };
-    let t = &config.server.timeouts;
     let jwt = match &config.auth {
         Some(auth) => Some(JwtVerifier::from_config(auth, |p| config.resolve(p))?),
         None => None,
@@ -107,7 +120,6 @@ fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, 
         jwt,
         routes: RouteTable::build(config, &instances),
         assets,
-        upstream: Upstream::new(t.connect.get(), t.first_byte.get(), t.idle.get(), config.server.max_body_size.get()),
         instances,
         trusted_proxies: config.server.trusted_proxy_nets(),
         https: config.server.tls.is_some(),

@@ -29,6 +29,11 @@ impl Checks<'_> {
         self.require(!clash, at.key("admin_listen"), || {
             "admin_listen must differ from listen: the control plane needs its own listener".into()
         });
+        if let Some(workers) = server.workers {
+            self.require((1..=1024).contains(&workers), at.key("workers"), || {
+                format!("workers must be between 1 and 1024, not {workers}")
+            });
+        }
         match server.driver.as_str() {
             "process" | "docker" => {}
             "kubernetes" => self.fail(
