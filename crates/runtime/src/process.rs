@@ -1,2 +1,174 @@
-//! placeholder, written by the process-driver work
-pub struct ProcessDriver;
+//! The process driver: every instance is a local process group.
+//!
+//! - [`command`] turns a spec into a command (ports, placeholders, env, user);
+//! - [`spawner`] forks it from one long-lived thread, with the parent-death signal set;
+//! - [`groups`] records each group under `<state_dir>/groups` so a later valet can clean up;
+//! - [`output`] copies stdout and stderr into the log ring and the log file;
+//! - [`running`] is the handle the instance layer holds: exit, stop, kill on drop.
+
+mod command;
+mod groups;
+mod output;
+mod running;
+mod spawner;
+
+use crate::driver::{Driver, DriverError, Endpoints, InstanceSpec, Running};
+use crate::logs::LogRing;
+use async_trait::async_trait;
+use groups::Groups;
+use nix::unistd::User;
+use running::ProcessInstance;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Runs instances as local processes.
+#[derive(Debug, Clone)]
+pub struct ProcessDriver {
+    groups: Groups,
+}
+
+impl ProcessDriver {
+    /// `state_dir` is valet's own bookkeeping folder, `<data_dir>/run`.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            groups: Groups::new(state_dir),
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn recover(&self) -> Result<(), DriverError> {
+        let groups = self.groups.clone();
+        tokio::task::spawn_blocking(move || groups.recover())
+            .await
+            .map_err(|e| DriverError::io("group recovery panicked", io::Error::other(e)))?
+            .map_err(|e| DriverError::io("cannot clean up leftover process groups", e))
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        let program = spec.command.first().ok_or_else(|| {
+            DriverError::Spec(format!("class `{}` has an empty command", spec.id.class()))
+        })?;
+        prepare_dirs(spec).await?;
+        let user = match &spec.user {
+            Some(name) => Some(lookup_user(name, &spec.data_dir).await?),
+            None => None,
+        };
+        let ports = command::pick_ports(spec)?;
+        let command = command::build(spec, &ports, user.as_ref())?;
+        let stdout_log = open_log(&spec.log_path).await?;
+        let stderr_log = open_log(&spec.log_path).await?;
+
+        let mut child = spawner::spawn(command)
+            .await
+            .map_err(|e| spawn_error(program, e))?;
+        // Only a child that has been waited for lacks an id.
+        let pid = child.id().ok_or_else(|| {
+            DriverError::io("new process has no pid", io::ErrorKind::NotFound.into())
+        })?;
+        let logs = Arc::new(LogRing::new(spec.log_lines));
+        let pumps = [
+            child
+                .stdout
+                .take()
+                .map(|s| output::pump(s, stdout_log, logs.clone())),
+            child
+                .stderr
+                .take()
+                .map(|s| output::pump(s, stderr_log, logs.clone())),
+        ];
+        let instance = ProcessInstance {
+            child,
+            pid,
+            endpoints: endpoints(&ports),
+            logs,
+            pumps: pumps.into_iter().flatten().collect(),
+            groups: self.groups.clone(),
+            status: None,
+        };
+        // Without a record a valet killed now would leak the group, so refuse to run
+        // unrecorded; dropping `instance` kills what was just started.
+        self.groups
+            .record(pid)
+            .map_err(|e| DriverError::io("cannot record the instance's process group", e))?;
+        tracing::info!(instance = %spec.id, pid, program = %program, "instance process started");
+        Ok(Box::new(instance))
+    }
+}
+
+async fn prepare_dirs(spec: &InstanceSpec) -> Result<(), DriverError> {
+    // Checked here because a missing working directory fails the spawn with the same
+    // "not found" as a missing program, and the message would blame the program.
+    if !tokio::fs::metadata(&spec.work_dir)
+        .await
+        .is_ok_and(|m| m.is_dir())
+    {
+        return Err(DriverError::Spec(format!(
+            "working directory {} does not exist",
+            spec.work_dir.display()
+        )));
+    }
+    create_dir(&spec.data_dir).await?;
+    if let Some(parent) = spec.log_path.parent() {
+        create_dir(parent).await?;
+    }
+    Ok(())
+}
+
+async fn create_dir(dir: &Path) -> Result<(), DriverError> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| DriverError::io(format!("cannot create {}", dir.display()), e))
+}
+
+async fn open_log(path: &Path) -> Result<tokio::fs::File, DriverError> {
+    output::open_log(path)
+        .await
+        .map_err(|e| DriverError::io(format!("cannot open log file {}", path.display()), e))
+}
+
+/// Looks the user up (NSS may block, hence the blocking thread) and hands it the instance's
+/// data directory, which valet created and the instance must be able to write.
+async fn lookup_user(name: &str, data_dir: &Path) -> Result<User, DriverError> {
+    let owned = name.to_owned();
+    let found = tokio::task::spawn_blocking(move || User::from_name(&owned))
+        .await
+        .map_err(|e| DriverError::io("user lookup panicked", io::Error::other(e)))?
+        .map_err(|e| DriverError::io(format!("cannot look up user `{name}`"), e.into()))?;
+    let user = found.ok_or_else(|| DriverError::Spec(format!("unknown user `{name}`")))?;
+    nix::unistd::chown(data_dir, Some(user.uid), Some(user.gid)).map_err(|e| {
+        DriverError::io(
+            format!("cannot give {} to user `{name}`", data_dir.display()),
+            e.into(),
+        )
+    })?;
+    Ok(user)
+}
+
+/// A program that is missing or not executable will not appear by retrying: that is the
+/// spec's fault. Anything else (no memory, too many processes) may pass.
+fn spawn_error(program: &str, e: io::Error) -> DriverError {
+    match e.kind() {
+        io::ErrorKind::NotFound => DriverError::Spec(format!("program `{program}` not found: {e}")),
+        io::ErrorKind::PermissionDenied => {
+            DriverError::Spec(format!("cannot run program `{program}`: {e}"))
+        }
+        _ => DriverError::io(format!("cannot start `{program}`"), e),
+    }
+}
+
+fn endpoints(ports: &[command::PickedPort]) -> Endpoints {
+    Endpoints {
+        ports: ports
+            .iter()
+            .map(|(name, port)| (name.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, *port))))
+            .collect(),
+    }
+}

@@ -1,0 +1,187 @@
+//! Turns an [`InstanceSpec`] into a command ready to spawn: free ports, filled placeholders,
+//! the environment valet promises, and the user to run as.
+
+use crate::driver::{DriverError, InstanceSpec};
+use nix::unistd::User;
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::Stdio;
+use tokio::process::Command;
+
+/// A named port and the loopback port picked for it.
+pub(super) type PickedPort = (String, u16);
+
+/// Picks one free loopback port per named port. Every listener stays open until all are
+/// picked, so two names never get the same port; they are then closed for the instance to
+/// bind. Another process could take a port in between; the instance would then fail to bind
+/// and be restarted with fresh ports.
+pub(super) fn pick_ports(spec: &InstanceSpec) -> Result<Vec<PickedPort>, DriverError> {
+    let mut listeners = Vec::with_capacity(spec.ports.len());
+    let mut picked = Vec::with_capacity(spec.ports.len());
+    for (name, _) in &spec.ports {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| DriverError::io("cannot reserve a loopback port", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| DriverError::io("cannot read a reserved port", e))?
+            .port();
+        picked.push((name.clone(), port));
+        listeners.push(listener);
+    }
+    Ok(picked)
+}
+
+/// The port handed over as `PORT` and `{port}`, if the spec has ports at all.
+pub(super) fn default_port(
+    spec: &InstanceSpec,
+    ports: &[PickedPort],
+) -> Result<Option<u16>, DriverError> {
+    if ports.is_empty() {
+        return Ok(None);
+    }
+    find(ports, &spec.default_port).map(Some).ok_or_else(|| {
+        DriverError::Spec(format!(
+            "default port `{}` is not one of the named ports",
+            spec.default_port
+        ))
+    })
+}
+
+/// Builds the command. `user` has been looked up already (the lookup may block).
+pub(super) fn build(
+    spec: &InstanceSpec,
+    ports: &[PickedPort],
+    user: Option<&User>,
+) -> Result<Command, DriverError> {
+    let default = default_port(spec, ports)?;
+    let argv = spec
+        .command
+        .iter()
+        .map(|arg| substitute(arg, default, ports).map_err(DriverError::Spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (program, args) = argv.split_first().ok_or_else(|| {
+        DriverError::Spec(format!("class `{}` has an empty command", spec.id.class()))
+    })?;
+
+    // A relative program path is relative to the working directory, as all paths in
+    // valet.toml are; std leaves that case platform-defined, so make it explicit.
+    let mut command = if program.contains('/') {
+        Command::new(spec.work_dir.join(program))
+    } else {
+        Command::new(program)
+    };
+    command
+        .args(args)
+        .current_dir(&spec.work_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so one killpg reaches every descendant and a Ctrl-C on valet's
+        // terminal does not hit instances before valet can stop them in order.
+        .process_group(0)
+        .kill_on_drop(true);
+
+    if let Some(user) = user {
+        command
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .env("HOME", &user.dir)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    // valet's own variables come last: they are the contract and the spec cannot shadow them.
+    if let Some(port) = default {
+        command.env("PORT", port.to_string());
+    }
+    for (name, port) in ports {
+        command.env(port_env_name(name), port.to_string());
+    }
+    command
+        .env("VALET_DATA_DIR", &spec.data_dir)
+        .env("VALET_INSTANCE_KEY", spec.id.key())
+        .env("VALET_CLASS", spec.id.class());
+    Ok(command)
+}
+
+/// `VALET_PORT_<NAME>`: upper-cased, and anything a shell variable name cannot hold becomes `_`.
+pub(super) fn port_env_name(name: &str) -> String {
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("VALET_PORT_{suffix}")
+}
+
+/// Replaces `{port}` and `{port.NAME}` in one argument. Any other braces are left alone.
+pub(super) fn substitute(
+    arg: &str,
+    default: Option<u16>,
+    ports: &[PickedPort],
+) -> Result<String, String> {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(at) = rest.find("{port") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + "{port".len()..];
+        let (port, consumed) = if let Some(after) = tail.strip_prefix('}') {
+            let port = default.ok_or("`{port}` is used but the class has no ports")?;
+            (port, tail.len() - after.len())
+        } else if let Some(named) = tail.strip_prefix('.').and_then(|t| t.split_once('}')) {
+            let name = named.0;
+            let port =
+                find(ports, name).ok_or_else(|| format!("`{{port.{name}}}` names no port"))?;
+            (port, 1 + name.len() + 1)
+        } else {
+            // `{portal}` and the like are not placeholders.
+            out.push_str("{port");
+            rest = tail;
+            continue;
+        };
+        out.push_str(&port.to_string());
+        rest = &tail[consumed..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn find(ports: &[PickedPort], name: &str) -> Option<u16> {
+    ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports() -> Vec<PickedPort> {
+        vec![("http".into(), 4000), ("admin".into(), 4001)]
+    }
+
+    #[test]
+    fn placeholders_are_filled() {
+        let sub = |s| substitute(s, Some(4000), &ports());
+        assert_eq!(sub("--port={port}").unwrap(), "--port=4000");
+        assert_eq!(sub("{port.admin}:{port.http}").unwrap(), "4001:4000");
+        assert_eq!(sub("{port}{port}").unwrap(), "40004000");
+        assert_eq!(sub("{portal} {port").unwrap(), "{portal} {port");
+        assert_eq!(sub("{}").unwrap(), "{}");
+    }
+
+    #[test]
+    fn unknown_names_and_missing_ports_are_errors() {
+        let err = substitute("{port.metrics}", Some(4000), &ports()).unwrap_err();
+        assert!(err.contains("port.metrics"), "{err}");
+        assert!(substitute("{port}", None, &[]).is_err());
+    }
+
+    #[test]
+    fn env_names_are_shell_safe() {
+        assert_eq!(port_env_name("http"), "VALET_PORT_HTTP");
+        assert_eq!(port_env_name("ws-sync.2"), "VALET_PORT_WS_SYNC_2");
+    }
+}
