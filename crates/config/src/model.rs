@@ -234,7 +234,7 @@ pub struct ReadinessConfig {
     pub path: Option<String>,
     /// Whole start deadline. Default `30s`.
     pub timeout: DurationValue,
-    /// Pause between probes. Default `10ms` (probes are cheap and starts should be fast).
+    /// Longest pause between probes. Default `50ms`; probes start 1 ms apart and back off to it.
     pub interval: DurationValue,
     /// Port name to probe. Default: the class's default port.
     pub port: Option<String>,
@@ -245,7 +245,7 @@ impl Default for ReadinessConfig {
         Self {
             path: None,
             timeout: DurationValue::new("30s"),
-            interval: DurationValue::new("10ms"),
+            interval: DurationValue::new("50ms"),
             port: None,
         }
     }

@@ -61,7 +61,7 @@ fn a_class_and_a_route_get_their_documented_defaults() {
     );
     assert_eq!(class.readiness.path, None);
     assert_eq!(class.readiness.timeout.get(), Duration::from_secs(30));
-    assert_eq!(class.readiness.interval.get(), Duration::from_millis(10));
+    assert_eq!(class.readiness.interval.get(), Duration::from_millis(50));
     assert!(class.liveness.is_none());
     assert_eq!(class.stop_timeout.get(), Duration::from_secs(10));
 

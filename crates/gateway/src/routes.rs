@@ -191,3 +191,64 @@ impl From<InstanceRule> for KeyRule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(pattern: &str, host: Option<&str>) -> Route {
+        let (prefix, wildcard) = split_pattern(pattern);
+        Route {
+            pattern: pattern.into(),
+            prefix: prefix.into(),
+            wildcard,
+            host: host.map(Into::into),
+            target: Target::Assets,
+            jwt: false,
+            limiter: None,
+        }
+    }
+
+    #[test]
+    fn wildcard_matches_prefix_and_below_but_not_siblings() {
+        let r = route("/api/*", None);
+        assert!(r.matches(None, "/api"));
+        assert!(r.matches(None, "/api/"));
+        assert!(r.matches(None, "/api/users/1"));
+        assert!(!r.matches(None, "/apiary"));
+        assert!(!r.matches(None, "/"));
+    }
+
+    #[test]
+    fn exact_and_catch_all_patterns() {
+        assert!(route("/health", None).matches(None, "/health"));
+        assert!(!route("/health", None).matches(None, "/health/x"));
+        assert!(route("/*", None).matches(None, "/anything/at/all"));
+    }
+
+    #[test]
+    fn host_bound_routes_match_only_their_host() {
+        let r = route("/*", Some("example.com"));
+        assert!(r.matches(Some("example.com"), "/"));
+        assert!(!r.matches(Some("other.com"), "/"));
+        assert!(!r.matches(None, "/"));
+    }
+
+    #[test]
+    fn rest_is_the_path_after_the_fixed_prefix() {
+        let r = route("/containers/*", None);
+        assert_eq!(r.rest("/containers/abc/x"), "/abc/x");
+    }
+
+    #[test]
+    fn strip_prefix_with_a_wildcard_segment() {
+        let strip = StripPrefix::new("/containers/*");
+        assert_eq!(strip.apply("/containers/abc/x/y"), Some(("/containers/abc", "/x/y")));
+        assert_eq!(strip.apply("/containers/abc"), Some(("/containers/abc", "/")));
+        assert_eq!(strip.apply("/containers"), None);
+        assert_eq!(strip.apply("/other/abc"), None);
+        let plain = StripPrefix::new("/api");
+        assert_eq!(plain.apply("/api/hello?x"), Some(("/api", "/hello?x")));
+        assert_eq!(plain.apply("/apiary"), None);
+    }
+}

@@ -158,6 +158,9 @@ impl Task {
         let addr = running.endpoints().ports[probe.port].1;
         let deadline = launched + probe.timeout;
         let mut last_error = String::from("not probed yet");
+        // Probes start 1 ms apart and back off to the configured interval: a loopback connect
+        // costs microseconds, and a fast app should not wait out a whole interval to be seen.
+        let mut pause = Duration::from_millis(1).min(probe.interval);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -181,7 +184,7 @@ impl Task {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(probe.interval) => {}
+                _ = tokio::time::sleep(pause) => pause = (pause * 2).min(probe.interval),
                 exit = running.exited() => {
                     return Err(failed(format!("exited during start ({exit})"), Some(exit), Duration::ZERO));
                 }
