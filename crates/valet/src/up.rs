@@ -48,8 +48,11 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     driver.recover().await.map_err(|e| format!("cleaning up after an earlier run: {e}"))?;
 
-    let (trigger, shutdown) = Shutdown::new();
-    let instances = Instances::new(&config, driver, shutdown.clone());
+    // Two stages: the gateway stops accepting and drains first, then instances stop, so requests
+    // in flight when the signal came are still answered by their instance.
+    let (stop_gateway, gateway_shutdown) = Shutdown::new();
+    let (stop_instances, instances_shutdown) = Shutdown::new();
+    let instances = Instances::new(&config, driver, instances_shutdown);
     let state = Arc::new(gateway_state(&config, instances.clone())?);
     let tls = match &config.server.tls {
         Some(tls) => Some(valet_gateway::tls::acceptor(&config.resolve(&tls.cert), &config.resolve(&tls.key))?),
@@ -75,7 +78,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");
-    let gateway = tokio::spawn(server.run(shutdown.clone()));
+    let gateway = tokio::spawn(server.run(gateway_shutdown));
     let limiters = state.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -88,14 +91,15 @@ async fn serve(config: Config) -> Result<(), String> {
     tokio::spawn(async move { pinned.start_pinned().await });
 
     wait_for_signal().await;
-    tracing::info!("shutting down: stopping instances");
-    trigger.trigger();
+    tracing::info!("shutting down: draining connections, then stopping instances");
+    stop_gateway.trigger();
     // A second signal means "now": the instances' process groups die with us by their
     // parent-death signal, and the next valet cleans up what is left.
     tokio::select! {
         _ = async {
-            instances.wait_stopped().await;
             let _ = gateway.await;
+            stop_instances.trigger();
+            instances.wait_stopped().await;
         } => {}
         _ = wait_for_signal() => tracing::warn!("second signal: exiting without waiting"),
     }
