@@ -80,8 +80,15 @@ container = "Projects"
 instance = "random:8"
 "#;
 
+/// A route table, with the runtime `Instances` was made in (it keeps a handle to spawn
+/// instance tasks on; none will be spawned here, but the handle should stay valid).
+struct Fixture {
+    routes: RouteTable,
+    _runtime: tokio::runtime::Runtime,
+}
+
 /// The documented routes plus `extra` filler routes, to show how matching scales with the table.
-fn table(extra: usize) -> RouteTable {
+fn table(extra: usize) -> Fixture {
     let mut text = String::from(CONFIG);
     for i in 0..extra {
         text.push_str(&format!(
@@ -89,27 +96,58 @@ fn table(extra: usize) -> RouteTable {
         ));
     }
     let dir = std::env::temp_dir();
-    let config = valet_config::parse_str(&text, Path::new("bench.toml"), &dir).expect("bench config is valid");
+    let config = valet_config::parse_str(&text, Path::new("bench.toml"), &dir)
+        .expect("bench config is valid");
     let driver = Arc::new(ProcessDriver::new(dir.join("valet-bench-hot-path")));
     // The trigger is dropped at once; that only matters to instance tasks, and none will run.
     let (_trigger, shutdown) = Shutdown::new();
-    let instances = Instances::new(&config, driver, shutdown);
-    RouteTable::build(&config, &instances)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let instances = {
+        let _in_runtime = runtime.enter();
+        Instances::new(&config, driver, shutdown)
+    };
+    Fixture {
+        routes: RouteTable::build(&config, &instances),
+        _runtime: runtime,
+    }
 }
 
 fn route_matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("routes/find");
     for (name, extra) in [("8 routes", 0), ("108 routes", 100)] {
-        let routes = table(extra);
+        let Fixture { routes, .. } = &table(extra);
         group.bench_function(format!("{name}: /api/users/42"), |b| {
-            b.iter(|| routes.find(black_box(Some("app.example.com")), black_box("/api/users/42")).is_some())
+            b.iter(|| {
+                routes
+                    .find(
+                        black_box(Some("app.example.com")),
+                        black_box("/api/users/42"),
+                    )
+                    .is_some()
+            })
         });
         group.bench_function(format!("{name}: /containers/p42/index.html"), |b| {
-            b.iter(|| routes.find(black_box(Some("app.example.com")), black_box("/containers/p42/index.html")).is_some())
+            b.iter(|| {
+                routes
+                    .find(
+                        black_box(Some("app.example.com")),
+                        black_box("/containers/p42/index.html"),
+                    )
+                    .is_some()
+            })
         });
         // A miss walks the whole table: the worst case, what a static asset request pays.
         group.bench_function(format!("{name}: miss /assets/app.js"), |b| {
-            b.iter(|| routes.find(black_box(Some("app.example.com")), black_box("/assets/app.js")).is_none())
+            b.iter(|| {
+                routes
+                    .find(
+                        black_box(Some("app.example.com")),
+                        black_box("/assets/app.js"),
+                    )
+                    .is_none()
+            })
         });
     }
     group.finish();
@@ -117,15 +155,22 @@ fn route_matching(c: &mut Criterion) {
 
 fn container_route<'t>(routes: &'t RouteTable, path: &str) -> &'t Route {
     let route = routes.find(None, path).expect("a route matches");
-    assert!(matches!(route.target, Target::Container(_)), "{path} goes to a container");
+    assert!(
+        matches!(route.target, Target::Container(_)),
+        "{path} goes to a container"
+    );
     route
 }
 
 fn key_derivation(c: &mut Criterion) {
-    let routes = table(0);
+    let fixture = table(0);
+    let routes = &fixture.routes;
     let mut headers = HeaderMap::new();
     headers.insert("x-tenant", HeaderValue::from_static("tenant-7"));
-    headers.insert("cookie", HeaderValue::from_static("theme=dark; session=abc123; lang=en"));
+    headers.insert(
+        "cookie",
+        HeaderValue::from_static("theme=dark; session=abc123; lang=en"),
+    );
     let cases = [
         ("name", "/api/users/42"),
         ("path:1", "/containers/p42/index.html"),
@@ -137,12 +182,22 @@ fn key_derivation(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("key/derive");
     for (name, path) in cases {
-        let route = container_route(&routes, path.split('?').next().unwrap_or(path));
-        let Target::Container(target) = &route.target else { unreachable!() };
+        let route = container_route(routes, path.split('?').next().unwrap_or(path));
+        let Target::Container(target) = &route.target else {
+            unreachable!()
+        };
         let uri: Uri = path.parse().expect("valid URI");
         derive(&target.rule, route, &uri, &headers).expect("the key is present");
         group.bench_function(name, |b| {
-            b.iter(|| derive(black_box(&target.rule), route, black_box(&uri), black_box(&headers)).is_ok())
+            b.iter(|| {
+                derive(
+                    black_box(&target.rule),
+                    route,
+                    black_box(&uri),
+                    black_box(&headers),
+                )
+                .is_ok()
+            })
         });
     }
     group.finish();
@@ -176,20 +231,27 @@ fn header_rewriting(c: &mut Criterion) {
     };
     let plain = browser_headers();
     let mut naming = browser_headers();
-    naming.insert("connection", HeaderValue::from_static("keep-alive, x-debug-trace"));
+    naming.insert(
+        "connection",
+        HeaderValue::from_static("keep-alive, x-debug-trace"),
+    );
     naming.insert("x-debug-trace", HeaderValue::from_static("1"));
     naming.insert("keep-alive", HeaderValue::from_static("timeout=5"));
 
     let mut group = c.benchmark_group("forward");
-    // Cloning the map is part of each sample (iter_batched keeps it out of the timing).
+    // Each sample rewrites a fresh clone; iter_batched_ref keeps the cloning out of the timing.
     group.bench_function("remove_hop_by_hop", |b| {
-        b.iter_batched_ref(|| plain.clone(), |h| remove_hop_by_hop(h), BatchSize::SmallInput)
+        b.iter_batched_ref(|| plain.clone(), remove_hop_by_hop, BatchSize::SmallInput)
     });
     group.bench_function("remove_hop_by_hop, Connection names a header", |b| {
-        b.iter_batched_ref(|| naming.clone(), |h| remove_hop_by_hop(h), BatchSize::SmallInput)
+        b.iter_batched_ref(|| naming.clone(), remove_hop_by_hop, BatchSize::SmallInput)
     });
     group.bench_function("prepare_request", |b| {
-        b.iter_batched_ref(|| plain.clone(), |h| prepare_request(h, &client, None), BatchSize::SmallInput)
+        b.iter_batched_ref(
+            || plain.clone(),
+            |h| prepare_request(h, &client, None),
+            BatchSize::SmallInput,
+        )
     });
     group.bench_function("prepare_request with X-Forwarded-Prefix", |b| {
         b.iter_batched_ref(

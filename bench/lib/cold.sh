@@ -1,0 +1,56 @@
+# Cold start and burst, on a valet of their own (so the warm-hop valet's numbers stay clean).
+# Sourced by run.sh.
+
+write_valet_cold_conf() {
+    local dir=$1
+    mkdir -p "$dir"
+    cat >"$dir/valet.toml" <<CONF
+# Cold: a fresh key per run (path:1), so every request meets a stopped instance.
+# Burst: one key hit by $BURST clients at once; the upstream appends a line to STARTS_FILE on
+# every start, so starts are counted outside valet. Readiness is valet's default (a TCP
+# connect, retried on valet's default schedule), as a user who sets nothing would get.
+[server]
+listen = "127.0.0.1:$COLD_PORT"
+admin_listen = "127.0.0.1:$((COLD_PORT + 1))"
+data_dir = "$dir/data"
+access_log = false
+
+[[containers]]
+class_name = "Cold"
+command = ["$UPSTREAM_BIN", "{port}"]
+max_instances = $((COLD_RUNS + 10))
+
+[[containers]]
+class_name = "Burst"
+command = ["$UPSTREAM_BIN", "{port}"]
+env = { STARTS_FILE = "$dir/burst-starts" }
+
+[[routes]]
+pattern = "/cold/*"
+container = "Cold"
+instance = "path:1"
+
+[[routes]]
+pattern = "/burst/*"
+container = "Burst"
+instance = "path:1"
+CONF
+}
+
+run_cold_and_burst() {
+    local dir=$WORK/valet-cold pid
+    write_valet_cold_conf "$dir"
+    start_bg valet-cold "$dir/valet.log" "$VALET" up "$dir/valet.toml"
+    pid=$BG_PID
+    wait_port "$COLD_PORT"
+
+    log "cold start: $COLD_RUNS runs, app alone vs a fresh key through valet"
+    run_client cold cold --valet "127.0.0.1:$COLD_PORT" --path '/cold/{key}/' --runs "$COLD_RUNS" \
+        --upstream-bin "$UPSTREAM_BIN"
+
+    log "burst: $BURST clients, first requests to one cold key"
+    : >"$dir/burst-starts"
+    run_client burst burst --addr "127.0.0.1:$COLD_PORT" --path /burst/one/ --clients "$BURST"
+    R[burst.starts]=$(wc -l <"$dir/burst-starts")
+    stop_pid "$pid" 60
+}

@@ -1,0 +1,188 @@
+# Warm hop: one upstream reached directly, through nginx and through valet, interleaved round
+# by round with the same wrk settings; then the same three at a fixed rate with oha.
+# Sourced by run.sh; leaves the upstream and valet running for the streams phase.
+
+write_nginx_conf() {
+    local dir=$1
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<CONF
+# nginx as a reverse proxy tuned the way a fair peer would be: HTTP/1.1 to the upstream with a
+# pool of idle keep-alive connections (untuned nginx opens a connection per request).
+worker_processes auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    upstream bench_upstream {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+}
+
+write_valet_warm_conf() {
+    local dir=$1
+    mkdir -p "$dir"
+    cat >"$dir/valet.toml" <<CONF
+# One class, one fixed key: every request goes to the same warm instance of the same upstream
+# binary the direct and nginx targets use.
+[server]
+listen = "127.0.0.1:$VALET_PORT"
+admin_listen = "127.0.0.1:$((VALET_PORT + 1))"
+data_dir = "$dir/data"
+access_log = false
+
+[[containers]]
+class_name = "Upstream"
+command = ["$UPSTREAM_BIN", "{port}"]
+sleep_after = "1h"
+
+[[routes]]
+pattern = "/*"
+container = "Upstream"
+instance = "name:warm"
+CONF
+}
+
+start_warm_targets() {
+    start_bg upstream "$WORK/upstream.log" "$UPSTREAM_BIN" "$UPSTREAM_PORT"
+    UPSTREAM_PID=$BG_PID
+    wait_port "$UPSTREAM_PORT"
+
+    write_nginx_conf "$WORK/nginx"
+    start_bg nginx "$WORK/nginx/stdout.log" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+    NGINX_PID=$BG_PID
+    wait_port "$NGINX_PORT"
+
+    write_valet_warm_conf "$WORK/valet-warm"
+    start_bg valet "$WORK/valet-warm/valet.log" "$VALET" up "$WORK/valet-warm/valet.toml"
+    VALET_PID=$BG_PID
+    wait_port "$VALET_PORT"
+    # The first request starts the instance; the warm hop measures only what comes after.
+    wait_http "$VALET_PORT" / 30
+    wait_http "$NGINX_PORT" / 10
+}
+
+target_port() {
+    case $1 in
+        direct) echo "$UPSTREAM_PORT" ;;
+        nginx) echo "$NGINX_PORT" ;;
+        valet) echo "$VALET_PORT" ;;
+    esac
+}
+
+# The processes whose CPU and memory count as "the proxy" for a target.
+target_pids() {
+    case $1 in
+        direct) ;;
+        nginx) nginx_pids "$NGINX_PID" ;;
+        valet) echo "$VALET_PID" ;;
+    esac
+}
+
+# wrk_once TARGET SECONDS: one wrk run; prints its RESULT line (from bench/wrk-report.lua).
+wrk_once() {
+    local port
+    port=$(target_port "$1")
+    wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${2}s" --timeout 5s -s "$BENCH_DIR/wrk-report.lua" \
+        "http://127.0.0.1:$port/" | grep '^RESULT'
+}
+
+run_warm_hop() {
+    local round target line pids before after
+    declare -A cpu=() reqs=() secs=() errs=() p50=() p99=() p999=()
+    log "warm hop: warm-up, ${WARMUP}s per target"
+    for target in $TARGETS; do
+        wrk_once "$target" "$WARMUP" >/dev/null
+    done
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for target in $TARGETS; do
+            pids=$(target_pids "$target")
+            before=$( [[ -n $pids ]] && cpu_ticks $pids || echo 0)
+            line=$(wrk_once "$target" "$DURATION")
+            after=$( [[ -n $pids ]] && cpu_ticks $pids || echo 0)
+            parse_result "wrk" "$line"
+            log "warm hop round $round/$ROUNDS $target: ${R[wrk.rps]} req/s, p99 ${R[wrk.p99_us]} us"
+            cpu[$target]=$((${cpu[$target]:-0} + after - before))
+            reqs[$target]=$((${reqs[$target]:-0} + ${R[wrk.requests]}))
+            secs[$target]=$(calc "${secs[$target]:-0} + ${R[wrk.seconds]}" 3)
+            errs[$target]=$((${errs[$target]:-0} + ${R[wrk.errors]} + ${R[wrk.non2xx]}))
+            p50[$target]+=" ${R[wrk.p50_us]}"
+            p99[$target]+=" ${R[wrk.p99_us]}"
+            p999[$target]+=" ${R[wrk.p999_us]}"
+        done
+    done
+    local tck
+    tck=$(getconf CLK_TCK)
+    for target in $TARGETS; do
+        R[warm.$target.rps]=$(calc "${reqs[$target]} / ${secs[$target]}" 0)
+        R[warm.$target.errors]=${errs[$target]}
+        # Percentiles: the median over rounds (wrk's histograms cannot be merged from outside).
+        R[warm.$target.p50_ms]=$(calc "$(median ${p50[$target]}) / 1000" 3)
+        R[warm.$target.p99_ms]=$(calc "$(median ${p99[$target]}) / 1000" 3)
+        R[warm.$target.p999_ms]=$(calc "$(median ${p999[$target]}) / 1000" 3)
+        R[warm.$target.cpu_s]=$(calc "${cpu[$target]} / $tck" 2)
+        R[warm.$target.cpu_us_per_req]=$(calc "${cpu[$target]} / $tck * 1000000 / ${reqs[$target]}" 1)
+        pids=$(target_pids "$target")
+        R[warm.$target.hwm_kb]=$( [[ -n $pids ]] && status_kb VmHWM $pids || echo 0)
+    done
+}
+
+# oha_fixed TARGET RATE SECONDS: prints "achieved p50_ms p99_ms p999_ms errors". Requests still
+# in flight when the duration ends ("aborted due to deadline") are not errors.
+oha_fixed() {
+    local port json
+    port=$(target_port "$1")
+    # --latency-correction measures from when each request was due, not when it was sent, so a
+    # stall is not hidden by the requests it delayed (coordinated omission).
+    json=$(oha --no-tui --output-format json --latency-correction -q "$2" -z "${3}s" -c "$CONNECTIONS" \
+        "http://127.0.0.1:$port/")
+    jq -r '[.summary.requestsPerSec,
+            .latencyPercentiles.p50 * 1000, .latencyPercentiles.p99 * 1000,
+            .latencyPercentiles["p99.9"] * 1000,
+            ((.statusCodeDistribution | to_entries | map(select(.key != "200") | .value) | add) // 0)
+            + ((.errorDistribution | to_entries | map(select(.key != "aborted due to deadline") | .value) | add) // 0)]
+           | @tsv' <<<"$json"
+}
+
+run_fixed_rate() {
+    local target achieved l50 l99 l999 errors round
+    declare -A a=() q50=() q99=() q999=() e=()
+    RATE=$(calc "${R[warm.nginx.rps]} / 2" 0)
+    log "fixed rate: $RATE req/s (half of nginx's measured maximum)"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for target in $TARGETS; do
+            read -r achieved l50 l99 l999 errors < <(oha_fixed "$target" "$RATE" "$DURATION")
+            log "fixed rate round $round/$ROUNDS $target: $(calc "$achieved" 0) req/s, p99 $(calc "$l99" 3) ms"
+            a[$target]+=" $achieved"
+            q50[$target]+=" $l50"
+            q99[$target]+=" $l99"
+            q999[$target]+=" $l999"
+            e[$target]=$((${e[$target]:-0} + errors))
+        done
+    done
+    for target in $TARGETS; do
+        R[rate.$target.achieved]=$(calc "$(median ${a[$target]})" 0)
+        R[rate.$target.p50_ms]=$(calc "$(median ${q50[$target]})" 3)
+        R[rate.$target.p99_ms]=$(calc "$(median ${q99[$target]})" 3)
+        R[rate.$target.p999_ms]=$(calc "$(median ${q999[$target]})" 3)
+        R[rate.$target.errors]=${e[$target]}
+        R[rate.$target.added_p99_ms]=$(calc "${R[rate.$target.p99_ms]} - ${R[rate.direct.p99_ms]}" 3)
+    done
+}
