@@ -61,6 +61,8 @@ pub async fn handle(
         },
     };
     response.headers_mut().insert(forward::X_REQUEST_ID.clone(), request_id.clone());
+    let stats = route.map_or(&state.routes.unrouted, |r| &r.stats);
+    stats.record(response.status().as_u16(), started.elapsed());
     if let Some((method, path)) = log {
         let (class, key) = class_key.unwrap_or_default();
         tracing::info!(

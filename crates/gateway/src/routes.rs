@@ -5,6 +5,7 @@ use crate::ratelimit::RouteLimiter;
 use std::sync::Arc;
 use valet_config::{Config, InstanceRule};
 use valet_instances::{ClassRuntime, Instances};
+use valet_metrics::{RouteStats, UNROUTED};
 
 /// Where a matched request goes.
 pub enum Target {
@@ -45,6 +46,8 @@ pub struct Route {
     /// `auth = "jwt"`: a valid token is required before any instance is woken.
     pub jwt: bool,
     pub limiter: Option<RouteLimiter>,
+    /// This route's request counts and latency, registered here so recording is lookup-free.
+    pub stats: Arc<RouteStats>,
 }
 
 /// A prefix to remove, split into segments; `*` matches any one segment.
@@ -107,6 +110,8 @@ impl StripPrefix {
 /// All routes, in match order.
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Counts of requests no route matched (assets, or 404).
+    pub unrouted: Arc<RouteStats>,
 }
 
 impl RouteTable {
@@ -134,7 +139,13 @@ impl RouteTable {
                         })
                     }
                 };
+                let label = match &r.host {
+                    Some(host) => format!("{}{}", host.to_ascii_lowercase(), r.pattern),
+                    None => r.pattern.clone(),
+                };
+                let class = r.container.as_deref().unwrap_or("");
                 Route {
+                    stats: Arc::new(RouteStats::new(&label, class)),
                     pattern: r.pattern.as_str().into(),
                     prefix: prefix.into(),
                     wildcard,
@@ -152,7 +163,12 @@ impl RouteTable {
         routes.sort_by(|a, b| {
             b.prefix.len().cmp(&a.prefix.len()).then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        Self { routes }
+        Self { routes, unrouted: Arc::new(RouteStats::new(UNROUTED, "")) }
+    }
+
+    /// Every route's stats and the unrouted ones, for the admin listener's `/metrics`.
+    pub fn stats(&self) -> Vec<Arc<RouteStats>> {
+        self.routes.iter().map(|r| r.stats.clone()).chain(std::iter::once(self.unrouted.clone())).collect()
     }
 
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
@@ -206,6 +222,7 @@ mod tests {
             target: Target::Assets,
             jwt: false,
             limiter: None,
+            stats: Arc::new(RouteStats::new(pattern, "")),
         }
     }
 

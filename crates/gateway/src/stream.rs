@@ -53,8 +53,14 @@ where
                 // The timer only exists while we wait, so a body that is always ready (most
                 // small responses) never touches the timer wheel.
                 this.idle.set(None);
-                if frame.is_none() {
-                    this.lease.take();
+                match (&frame, this.lease.as_ref()) {
+                    (Some(Ok(f)), Some(lease)) => {
+                        // One relaxed add on this thread's shard per frame.
+                        let bytes = f.data_ref().map_or(0, |d| d.len() as u64);
+                        lease.instance().class.stats.response_bytes.add(bytes);
+                    }
+                    (None, _) => drop(this.lease.take()),
+                    _ => {}
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }

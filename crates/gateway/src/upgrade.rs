@@ -64,13 +64,17 @@ pub async fn tunnel(
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
     tokio::spawn(async move {
-        let _lease = lease;
         let (Ok(client_io), Ok(upstream_io)) = (client_upgrade.await, upstream_upgrade.await) else {
             return;
         };
+        let stats = &lease.instance().class.stats;
+        let _open = stats.websocket_opened();
         let mut client_io = TokioIo::new(client_io);
         let mut upstream_io = TokioIo::new(upstream_io);
-        let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
+        if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await {
+            stats.request_bytes.add(up);
+            stats.response_bytes.add(down);
+        }
     });
     Ok(Response::from_parts(parts, empty()))
 }

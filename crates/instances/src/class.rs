@@ -53,6 +53,9 @@ pub struct ClassRuntime {
     pub(crate) live: AtomicU32,
     /// Every key seen, sleeping ones included. Lock-free reads: the hot path never blocks here.
     pub(crate) instances: papaya::HashMap<Box<str>, Arc<Instance>>,
+    /// The class's metrics (cold starts, crashes, upstream latency), registered once here so
+    /// that recording never looks anything up.
+    pub stats: valet_metrics::ClassStats,
 }
 
 impl ClassRuntime {
@@ -108,6 +111,7 @@ impl ClassRuntime {
             fixed_keys: fixed_keys(config, &class.class_name),
             live: AtomicU32::new(0),
             instances: papaya::HashMap::new(),
+            stats: valet_metrics::ClassStats::new(),
             ports,
         }
     }
@@ -120,6 +124,11 @@ impl ClassRuntime {
     /// Number of instances with a task right now.
     pub fn live(&self) -> u32 {
         self.live.load(Ordering::Acquire)
+    }
+
+    /// Number of keys known, sleeping ones included.
+    pub fn known(&self) -> usize {
+        self.instances.len()
     }
 
     /// Takes a slot under `max_instances`; false when the class is full.

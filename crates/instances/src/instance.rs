@@ -121,6 +121,11 @@ impl Instance {
         self.status.borrow().clone()
     }
 
+    /// The output ring of the running process (tail and follow); `None` while it sleeps.
+    pub fn log_ring(&self) -> Option<Arc<LogRing>> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub(crate) fn last_active_ms(&self) -> u64 {
         self.last_active.load(Ordering::Relaxed)
     }
@@ -169,6 +174,7 @@ impl Instance {
             active: self.active.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
             started_at: *self.started_at.lock().unwrap_or_else(|e| e.into_inner()),
             status,
         }
@@ -186,6 +192,8 @@ pub struct InstanceInfo {
     pub active: usize,
     pub requests: u64,
     pub restarts: u64,
+    /// Requests waiting for it to start.
+    pub waiting: u32,
     pub started_at: Option<SystemTime>,
     pub status: Status,
 }

@@ -195,6 +195,11 @@ impl Instances {
         }
     }
 
+    /// The record of a known key (sleeping ones included), without creating one.
+    pub fn get(&self, class: &str, key: &str) -> Option<Arc<Instance>> {
+        self.class(class)?.instances.pin().get(key).cloned()
+    }
+
     /// Every known instance, sleeping ones included.
     pub fn list(&self) -> Vec<InstanceInfo> {
         let mut all = Vec::new();

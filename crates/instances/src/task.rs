@@ -89,6 +89,7 @@ impl Task {
         let wanted = inst.waiting.load(Ordering::Acquire) > 0
             || class.sleep_after.is_none_or(|s| inst.idle_for() < s)
             || class.is_pinned(inst);
+        class.stats.crashes.inc();
         tracing::warn!(instance = %inst.id, %message, failures, restart = wanted, "instance failed");
         let state = if wanted { InstanceState::Backoff } else { InstanceState::Crashed };
         inst.set_status(|s| {
@@ -112,6 +113,7 @@ impl Task {
             }
         }
         inst.restarts.fetch_add(1, Ordering::Relaxed);
+        class.stats.restarts.inc();
         true
     }
 
@@ -147,6 +149,7 @@ impl Task {
             s.message = None;
             s.last_start_ms = Some(start_ms);
         });
+        inst.class.stats.cold_start.observe(launched.elapsed());
         tracing::info!(instance = %inst.id, start_ms, "instance ready");
         let ready_at = Instant::now();
         self.serve(&mut *running, ready_at).await

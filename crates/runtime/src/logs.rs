@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use tokio::sync::broadcast;
 
 /// Longest line kept, in bytes. A process that prints without newlines must not make valet
 /// buffer its whole output, so anything past this is dropped up to the next newline.
@@ -11,11 +12,17 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Appended to a line that was cut, so a reader knows the rest is missing.
 pub const CUT_MARK: &str = " [line cut]";
 
-/// A bounded ring of output lines.
+/// Lines a follower may fall behind before it is told it missed some.
+const FOLLOW_BACKLOG: usize = 1024;
+
+/// A bounded ring of output lines, with live followers (`valet logs -f`, the dashboard).
 #[derive(Debug)]
 pub struct LogRing {
     capacity: usize,
     lines: Mutex<VecDeque<String>>,
+    /// New lines for followers. Followers end (`Closed`) when the ring is dropped, which
+    /// happens once the process is gone and its output is drained.
+    follow: broadcast::Sender<String>,
 }
 
 impl LogRing {
@@ -23,6 +30,7 @@ impl LogRing {
         Self {
             capacity: capacity.max(1),
             lines: Mutex::new(VecDeque::new()),
+            follow: broadcast::channel(FOLLOW_BACKLOG).0,
         }
     }
 
@@ -31,7 +39,24 @@ impl LogRing {
         if lines.len() == self.capacity {
             lines.pop_front();
         }
+        // Sent under the lock, so `tail_and_follow` sees every line exactly once. Without
+        // followers (the usual case) this costs one atomic load, no clone.
+        if self.follow.receiver_count() > 0 {
+            let _ = self.follow.send(line.clone());
+        }
         lines.push_back(line);
+    }
+
+    /// The last `n` lines and every line after them, with neither a gap nor a repeat.
+    pub fn tail_and_follow(&self, n: usize) -> (Vec<String>, broadcast::Receiver<String>) {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let follower = self.follow.subscribe();
+        let tail = lines
+            .iter()
+            .skip(lines.len().saturating_sub(n))
+            .cloned()
+            .collect();
+        (tail, follower)
     }
 
     /// The last `n` lines, oldest first.
@@ -154,6 +179,21 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced() {
         assert_eq!(split(&[b"a\xffb\n"]), ["a\u{fffd}b"]);
+    }
+
+    #[test]
+    fn followers_get_every_line_after_the_tail() {
+        let ring = LogRing::new(10);
+        ring.push("old".into());
+        let (tail, mut follower) = ring.tail_and_follow(5);
+        ring.push("new".into());
+        assert_eq!(tail, ["old"]);
+        assert_eq!(follower.try_recv().unwrap(), "new");
+        drop(ring);
+        assert!(matches!(
+            follower.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
     }
 
     #[test]

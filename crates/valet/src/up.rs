@@ -77,6 +77,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = Server::bind(listen, workers, server_config)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let admin = valet_api::AdminServer::bind(&config, instances.clone(), state.routes.stats(), addr, gateway_shutdown.clone())?;
+    tracing::info!(addr = %admin.local_addr().map_err(|e| e.to_string())?, "admin listening");
+    tokio::spawn(admin.run());
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");
     let gateway = tokio::spawn(server.run(gateway_shutdown));
     let limiters = state.clone();

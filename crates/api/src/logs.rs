@@ -1,0 +1,204 @@
+//! `/v1/instances/{class}/{key}/logs`: the last lines of an instance's output (`?tail=N`), and
+//! with `?follow=1` every new line as Server-Sent Events, across restarts, until the client
+//! leaves or valet stops. A running instance is read from its in-memory ring; a sleeping or
+//! crashed one (or a key from an earlier run of valet) from its log file.
+
+use crate::error::ApiError;
+use crate::Admin;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::Stream;
+use serde::Deserialize;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use valet_core::InstanceId;
+use valet_runtime::LogRing;
+
+const DEFAULT_TAIL: usize = 100;
+const MAX_TAIL: usize = 10_000;
+/// How much of a log file's end is read for a tail: enough for `MAX_TAIL` ordinary lines.
+const FILE_TAIL_BYTES: u64 = 2 * 1024 * 1024;
+/// How often a follower without a live process looks for a new one.
+const RESTART_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    tail: Option<usize>,
+    #[serde(default)]
+    follow: Option<String>,
+}
+
+pub async fn logs(
+    State(admin): State<Arc<Admin>>,
+    Path((class, key)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let runtime = admin.class(&class)?;
+    let file = runtime.log_root.join(format!(
+        "{}.log",
+        InstanceId::new(class.as_str(), key.as_str()).slug()
+    ));
+    let known = admin.instances.get(&class, &key).is_some();
+    if !known && !file.exists() {
+        return Err(ApiError::no_instance(&class, &key));
+    }
+    let tail = q.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
+    let follow = matches!(q.follow.as_deref(), Some("1" | "true" | "yes" | ""));
+    if follow {
+        return Ok(follow_sse(admin, class, key, file, tail).into_response());
+    }
+    let (lines, source) = match ring_of(&admin, &class, &key) {
+        Some(ring) => (ring.tail(tail), "memory"),
+        None => (file_tail(&file, tail), "file"),
+    };
+    Ok(
+        Json(serde_json::json!({ "class": class, "key": key, "source": source, "lines": lines }))
+            .into_response(),
+    )
+}
+
+fn ring_of(admin: &Admin, class: &str, key: &str) -> Option<Arc<LogRing>> {
+    admin.instances.get(class, key)?.log_ring()
+}
+
+/// The last `n` lines of a log file; nothing when it cannot be read.
+fn file_tail(path: &PathBuf, n: usize) -> Vec<String> {
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        let start = len.saturating_sub(FILE_TAIL_BYTES);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        if start > 0 {
+            // Starting mid-file: the first line is probably cut, so drop it.
+            let cut = bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| i + 1);
+            bytes.drain(..cut);
+        }
+        Ok(bytes)
+    };
+    let bytes = read().unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+fn follow_sse(
+    admin: Arc<Admin>,
+    class: String,
+    key: String,
+    file: PathBuf,
+    tail: usize,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let (tx, mut rx) = mpsc::channel::<Event>(256);
+    tokio::spawn(async move {
+        let follower = Follower {
+            admin,
+            class,
+            key,
+            tx,
+        };
+        follower.run(file, tail).await;
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Feeds one SSE client. Events: unnamed (`message`) for a line of output, `notice` for what
+/// happened to the stream (the process stopped, lines were skipped).
+struct Follower {
+    admin: Arc<Admin>,
+    class: String,
+    key: String,
+    tx: mpsc::Sender<Event>,
+}
+
+impl Follower {
+    async fn run(self, file: PathBuf, tail: usize) {
+        let mut shutdown = self.admin.shutdown.clone();
+        // `seen` only identifies the last ring; a Weak keeps no follower channel open.
+        let mut seen: Weak<LogRing> = Weak::new();
+        let mut current = None;
+        match ring_of(&self.admin, &self.class, &self.key) {
+            Some(ring) => {
+                seen = Arc::downgrade(&ring);
+                current = Some(ring.tail_and_follow(tail));
+            }
+            None => {
+                for line in file_tail(&file, tail) {
+                    if !self.line(line).await {
+                        return;
+                    }
+                }
+            }
+        }
+        loop {
+            if let Some((backlog, mut rx)) = current.take() {
+                for line in backlog {
+                    if !self.line(line).await {
+                        return;
+                    }
+                }
+                loop {
+                    tokio::select! {
+                        line = rx.recv() => match line {
+                            Ok(line) => if !self.line(line).await { return },
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                if !self.notice(format!("{n} lines skipped (reader too slow)")).await { return }
+                            }
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        },
+                        _ = self.tx.closed() => return,
+                        _ = shutdown.wait() => return,
+                    }
+                }
+                if !self
+                    .notice("the process ended; waiting for the next start".into())
+                    .await
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RESTART_POLL) => {}
+                _ = self.tx.closed() => return,
+                _ = shutdown.wait() => return,
+            }
+            if let Some(ring) = ring_of(&self.admin, &self.class, &self.key) {
+                if !std::ptr::eq(Arc::as_ptr(&ring), seen.as_ptr()) {
+                    seen = Arc::downgrade(&ring);
+                    // A new process: everything in its ring is new to this client.
+                    current = Some(ring.tail_and_follow(usize::MAX));
+                }
+            }
+        }
+    }
+
+    async fn line(&self, line: String) -> bool {
+        // A carriage return would end the SSE line early; the ring already strips trailing ones.
+        let line = if line.contains('\r') {
+            line.replace('\r', "")
+        } else {
+            line
+        };
+        self.tx.send(Event::default().data(line)).await.is_ok()
+    }
+
+    async fn notice(&self, text: String) -> bool {
+        self.tx
+            .send(Event::default().event("notice").data(text))
+            .await
+            .is_ok()
+    }
+}

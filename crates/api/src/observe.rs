@@ -1,0 +1,207 @@
+//! `/metrics` (Prometheus), `/v1/status` (the CLI's summary) and `/v1/stats` (the numbers the
+//! dashboard charts). Counters come from the pre-registered route and class stats; gauges of
+//! state (instances by state, waiting, in flight) from the instance table at this moment.
+
+use crate::views::unix_ms;
+use crate::Admin;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use valet_core::InstanceState;
+use valet_metrics::{ClassSample, Exposition, HistogramSnapshot, LATENCY_BOUNDS};
+
+/// What the instance table says about one class right now.
+#[derive(Default)]
+struct Census {
+    states: HashMap<InstanceState, u64>,
+    waiting: u64,
+    active: u64,
+}
+
+impl Admin {
+    fn census(&self) -> HashMap<String, Census> {
+        let mut by_class: HashMap<String, Census> = HashMap::new();
+        for info in self.instances.list() {
+            let census = by_class.entry(info.class).or_default();
+            *census.states.entry(info.state).or_default() += 1;
+            census.waiting += u64::from(info.waiting);
+            census.active += info.active as u64;
+        }
+        by_class
+    }
+}
+
+pub async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    let census = admin.census();
+    let empty = Census::default();
+    let samples: Vec<ClassSample<'_>> = admin
+        .instances
+        .classes()
+        .iter()
+        .map(|class| {
+            let c = census.get(&*class.name).unwrap_or(&empty);
+            ClassSample {
+                name: &class.name,
+                stats: &class.stats,
+                states: InstanceState::ALL
+                    .iter()
+                    .map(|s| (s.as_str(), c.states.get(s).copied().unwrap_or(0)))
+                    .collect(),
+                waiting: c.waiting,
+                active: c.active,
+            }
+        })
+        .collect();
+    let mut out = Exposition::new();
+    valet_metrics::render(&mut out, &admin.routes, &samples);
+    out.family(
+        "valet_build_info",
+        "gauge",
+        "Always 1; the version is a label.",
+    );
+    out.sample(
+        "valet_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out.family(
+        "valet_start_time_seconds",
+        "gauge",
+        "When this valet started (Unix seconds).",
+    );
+    out.sample(
+        "valet_start_time_seconds",
+        &[],
+        unix_ms(admin.started_at) / 1000,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out.finish(),
+    )
+}
+
+/// Requests and latency of a class, summed over its routes.
+fn class_requests(admin: &Admin, class: &str) -> (u64, u64, HistogramSnapshot) {
+    let (mut requests, mut errors) = (0, 0);
+    let mut duration = HistogramSnapshot::empty(LATENCY_BOUNDS);
+    for route in admin.routes.iter().filter(|r| &*r.class == class) {
+        let snap = route.snapshot();
+        requests += snap.status.iter().map(|(_, n)| n).sum::<u64>();
+        errors += snap
+            .status
+            .iter()
+            .filter(|(s, _)| *s >= 500)
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        duration.merge(&snap.duration);
+    }
+    (requests, errors, duration)
+}
+
+/// A histogram in JSON: cumulative buckets as `[le, count]`, `le` null for `+Inf`.
+fn histogram(h: &HistogramSnapshot) -> Value {
+    let buckets: Vec<Value> = h.cumulative().map(|(le, n)| json!([le, n])).collect();
+    json!({ "count": h.count(), "sum_s": h.sum_seconds(), "buckets": buckets })
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    version: &'static str,
+    started_at: u64,
+    uptime_ms: u64,
+    driver: &'static str,
+    listen: String,
+    admin_listen: String,
+    classes: Vec<Value>,
+}
+
+pub async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    let census = admin.census();
+    let classes = admin
+        .instances
+        .classes()
+        .iter()
+        .map(|class| {
+            let states: serde_json::Map<String, Value> = census
+                .get(&*class.name)
+                .map(|c| {
+                    c.states
+                        .iter()
+                        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (requests, errors, _) = class_requests(&admin, &class.name);
+            json!({
+                "name": &*class.name,
+                "live": class.live(),
+                "known": class.known(),
+                "max_instances": class.max_instances,
+                "states": states,
+                "requests": requests,
+                "errors": errors,
+                "cold_starts": class.stats.cold_start.snapshot().count(),
+                "crashes": class.stats.crashes.get(),
+            })
+        })
+        .collect();
+    let view = StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: unix_ms(admin.started_at),
+        uptime_ms: admin.started.elapsed().as_millis() as u64,
+        driver: admin.instances.driver_name(),
+        listen: admin.listen.clone(),
+        admin_listen: admin.admin_listen.clone(),
+        classes,
+    };
+    Json(serde_json::to_value(view).unwrap_or_default())
+}
+
+pub async fn stats(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    let census = admin.census();
+    let classes: Vec<Value> = admin
+        .instances
+        .classes()
+        .iter()
+        .map(|class| {
+            let (requests, errors, duration) = class_requests(&admin, &class.name);
+            let c = census.get(&*class.name);
+            let s = &class.stats;
+            json!({
+                "class": &*class.name,
+                "requests": requests,
+                "errors": errors,
+                "duration": histogram(&duration),
+                "upstream": histogram(&s.upstream.snapshot()),
+                "cold_start": histogram(&s.cold_start.snapshot()),
+                "crashes": s.crashes.get(),
+                "restarts": s.restarts.get(),
+                "websockets_open": s.websockets_open(),
+                "request_bytes": s.request_bytes.get(),
+                "response_bytes": s.response_bytes.get(),
+                "waiting": c.map_or(0, |c| c.waiting),
+                "active": c.map_or(0, |c| c.active),
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = admin
+        .routes
+        .iter()
+        .map(|r| {
+            let snap = r.snapshot();
+            let status: serde_json::Map<String, Value> =
+                snap.status.iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
+            json!({ "route": &*r.route, "class": &*r.class, "status": status, "duration": histogram(&snap.duration) })
+        })
+        .collect();
+    Json(json!({ "at": unix_ms(SystemTime::now()), "classes": classes, "routes": routes }))
+}

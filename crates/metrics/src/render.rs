@@ -1,0 +1,244 @@
+//! The Prometheus text exposition format (version 0.0.4): `# HELP`, `# TYPE`, then one line per
+//! series, every series of a family together.
+
+use crate::histogram::HistogramSnapshot;
+use crate::stats::{ClassStats, RouteStats};
+use std::fmt::{Display, Write};
+use std::sync::Arc;
+
+/// A scrape being written.
+#[derive(Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a family: `kind` is `counter`, `gauge` or `histogram`.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.out.push_str(name);
+        self.labels(labels, None);
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// `_bucket` lines (cumulative, with `le`), then `_sum` and `_count`.
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
+        for (le, count) in h.cumulative() {
+            let le = le.map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = write!(self.out, "{name}_bucket");
+            self.labels(labels, Some(&le));
+            let _ = writeln!(self.out, " {count}");
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum_seconds());
+        self.sample(&format!("{name}_count"), labels, h.count());
+    }
+
+    fn labels(&mut self, labels: &[(&str, &str)], le: Option<&str>) {
+        if labels.is_empty() && le.is_none() {
+            return;
+        }
+        self.out.push('{');
+        let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+        for (i, (name, value)) in all.enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            let _ = write!(self.out, "{name}=\"");
+            escape_into(&mut self.out, value);
+            self.out.push('"');
+        }
+        self.out.push('}');
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Label values may hold any text; backslash, quote and newline are escaped.
+fn escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One class as a scrape sees it: its counters plus what the instance table says right now.
+pub struct ClassSample<'a> {
+    pub name: &'a str,
+    pub stats: &'a ClassStats,
+    /// Instances per state name, every state listed (zeros included) so series never vanish.
+    pub states: Vec<(&'static str, u64)>,
+    /// Requests waiting for an instance of this class to start.
+    pub waiting: u64,
+    /// Requests, streams and WebSockets holding an instance of this class.
+    pub active: u64,
+}
+
+/// Writes every request and instance family.
+pub fn render(out: &mut Exposition, routes: &[Arc<RouteStats>], classes: &[ClassSample<'_>]) {
+    let snapshots: Vec<_> = routes.iter().map(|r| (r, r.snapshot())).collect();
+    out.family(
+        "valet_requests_total",
+        "counter",
+        "Requests answered, by route, class and status.",
+    );
+    for (route, snap) in &snapshots {
+        for (status, n) in &snap.status {
+            let status = status.to_string();
+            let labels = [
+                ("route", &*route.route),
+                ("class", &*route.class),
+                ("status", &status),
+            ];
+            out.sample("valet_requests_total", &labels, n);
+        }
+    }
+    out.family(
+        "valet_request_duration_seconds",
+        "histogram",
+        "Time from request to response head, by route and class.",
+    );
+    for (route, snap) in &snapshots {
+        let labels = [("route", &*route.route), ("class", &*route.class)];
+        out.histogram("valet_request_duration_seconds", &labels, &snap.duration);
+    }
+    let class_histogram =
+        |out: &mut Exposition, name, help, pick: fn(&ClassStats) -> HistogramSnapshot| {
+            out.family(name, "histogram", help);
+            for c in classes {
+                out.histogram(name, &[("class", c.name)], &pick(c.stats));
+            }
+        };
+    class_histogram(
+        out,
+        "valet_upstream_duration_seconds",
+        "Time from sending a request to an instance to its response head, by class.",
+        |s| s.upstream.snapshot(),
+    );
+    class_histogram(
+        out,
+        "valet_cold_start_duration_seconds",
+        "Instance starts (launch to ready), by class; _count is the number of cold starts.",
+        |s| s.cold_start.snapshot(),
+    );
+    out.family(
+        "valet_instances",
+        "gauge",
+        "Known instances by class and state.",
+    );
+    for c in classes {
+        for (state, n) in &c.states {
+            out.sample("valet_instances", &[("class", c.name), ("state", state)], n);
+        }
+    }
+    let per_class =
+        |out: &mut Exposition, name, kind, help, value: &dyn Fn(&ClassSample<'_>) -> u64| {
+            out.family(name, kind, help);
+            for c in classes {
+                out.sample(name, &[("class", c.name)], value(c));
+            }
+        };
+    per_class(
+        out,
+        "valet_instance_restarts_total",
+        "counter",
+        "Restarts after a crash, by class.",
+        &|c| c.stats.restarts.get(),
+    );
+    per_class(
+        out,
+        "valet_instance_crashes_total",
+        "counter",
+        "Unrequested exits, failed starts and failed liveness checks, by class.",
+        &|c| c.stats.crashes.get(),
+    );
+    per_class(
+        out,
+        "valet_waiting_requests",
+        "gauge",
+        "Requests waiting for an instance to start.",
+        &|c| c.waiting,
+    );
+    per_class(
+        out,
+        "valet_active_requests",
+        "gauge",
+        "Requests, streams and WebSockets in flight.",
+        &|c| c.active,
+    );
+    per_class(
+        out,
+        "valet_request_bytes_total",
+        "counter",
+        "Request body bytes passed to instances (declared lengths) and WebSocket bytes upstream.",
+        &|c| c.stats.request_bytes.get(),
+    );
+    per_class(
+        out,
+        "valet_response_bytes_total",
+        "counter",
+        "Response body bytes from instances and WebSocket bytes downstream.",
+        &|c| c.stats.response_bytes.get(),
+    );
+    per_class(
+        out,
+        "valet_websocket_connections",
+        "gauge",
+        "WebSocket tunnels open now.",
+        &|c| c.stats.websockets_open(),
+    );
+    per_class(
+        out,
+        "valet_websocket_connections_total",
+        "counter",
+        "WebSocket tunnels opened.",
+        &|c| c.stats.websockets.get(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_scrape_has_every_family_and_escapes_labels() {
+        let route = Arc::new(RouteStats::new("/a\"b/*", "Api"));
+        route.record(200, Duration::from_millis(2));
+        let stats = ClassStats::new();
+        stats.cold_start.observe(Duration::from_millis(40));
+        let class = ClassSample {
+            name: "Api",
+            stats: &stats,
+            states: vec![("ready", 1)],
+            waiting: 0,
+            active: 0,
+        };
+        let mut out = Exposition::new();
+        render(&mut out, &[route], &[class]);
+        let text = out.finish();
+        assert!(
+            text.contains(
+                "valet_requests_total{route=\"/a\\\"b/*\",class=\"Api\",status=\"200\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("valet_request_duration_seconds_bucket{route=\"/a\\\"b/*\",class=\"Api\",le=\"0.0025\"} 1\n"));
+        assert!(text.contains("valet_cold_start_duration_seconds_count{class=\"Api\"} 1\n"));
+        assert!(text.contains("valet_instances{class=\"Api\",state=\"ready\"} 1\n"));
+        assert!(text.contains("# TYPE valet_upstream_duration_seconds histogram\n"));
+    }
+}
