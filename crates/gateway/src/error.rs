@@ -20,8 +20,11 @@ pub enum GatewayError {
     PayloadTooLarge { limit: u64 },
     /// The instance could not be had.
     Instance { instance: String, error: AcquireError },
-    /// The instance refused or reset the connection.
+    /// The instance closed or reset the connection.
     BadGateway { instance: String, message: &'static str },
+    /// The instance gave no answer: nothing listened at its address (`sent: false`, the request
+    /// never left), or the connection closed before a response head came (`sent: true`).
+    Unanswered { instance: String, sent: bool },
     /// The instance did not answer in time.
     Timeout { instance: String, what: &'static str },
 }
@@ -36,7 +39,7 @@ impl GatewayError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Instance { error, .. } if error.is_client_error() => StatusCode::BAD_REQUEST,
             Self::Instance { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::BadGateway { .. } | Self::Unanswered { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -65,7 +68,7 @@ impl GatewayError {
                 }
                 serde_json::json!({
                     "error": error.code(),
-                    "message": error.to_string(),
+                    "message": error.public_message(),
                     "instance": instance,
                     "state": error.state().as_str(),
                     "timestamp": timestamp,
@@ -73,6 +76,14 @@ impl GatewayError {
                 })
                 .to_string()
             }
+            Self::Unanswered { instance, sent } => json(&[
+                ("error", "bad_gateway"),
+                (
+                    "message",
+                    if sent { "the instance closed the connection" } else { "the instance refused the connection" },
+                ),
+                ("instance", &instance),
+            ]),
             Self::BadGateway { instance, message } => json(&[
                 ("error", "bad_gateway"),
                 ("message", message),

@@ -40,6 +40,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// What the gateway knows about the client side of a request.
+#[derive(Clone)]
 pub struct ClientInfo {
     pub peer: IpAddr,
     /// Whether `peer` is in `trusted_proxies`: then its `X-Forwarded-*` are kept and extended.

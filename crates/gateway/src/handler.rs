@@ -9,13 +9,14 @@ use crate::key;
 use crate::proxy::{self, Pass, Upstream};
 use crate::routes::{ContainerTarget, Route, RouteTable, Target};
 use crate::upgrade;
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use valet_config::IpNet;
-use valet_instances::Instances;
+use valet_instances::{Instances, Lease};
 
 /// Everything a request needs, shared by all connections of the listener.
 pub struct GatewayState {
@@ -52,8 +53,18 @@ pub async fn handle(
                 https: state.https,
                 host,
             };
+            let body_pending = !req.body().is_end_stream();
             let result = to_instance(state, upstream, route, target, req, client, &mut class_key).await;
-            result.unwrap_or_else(GatewayError::into_response)
+            result.unwrap_or_else(|error| {
+                let mut response = error.into_response();
+                // Answered without reading the whole request body (413, 503, ...): the
+                // connection cannot carry another request, so it closes after this answer, and
+                // the client is told, or it might reuse it and meet the close.
+                if body_pending {
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            })
         }
         Some((_, Target::Assets)) | None => match &state.assets {
             Some(assets) => assets.serve(req.method(), req.uri(), req.headers()).await,
@@ -98,28 +109,69 @@ async fn to_instance(
     if state.access_log {
         *class_key = Some((target.class.name.to_string(), key.to_string()));
     }
-    let lease = state
+    let lease = acquire(state, target, &key).await?;
+    let (prefix, uri) = upstream_target(target, lease.addr(), &parts.uri)?;
+    if forward::is_upgrade(&parts.headers) {
+        let pass = Pass { lease, uri, prefix, client };
+        return upgrade::tunnel(upstream, Request::from_parts(parts, body), pass).await;
+    }
+    let resend = proxy::Resend::of(&parts, &body, &client);
+    let (instance, mut addr) = (lease.instance().clone(), lease.addr());
+    let pass = Pass { lease, uri, prefix, client };
+    let mut result = proxy::pass(upstream, Request::from_parts(parts, body), pass).await;
+    let Some(resend) = resend else { return result };
+    // A process that was killed or crashed a moment ago still looks ready until its task
+    // notices: pooled connections to it close unanswered, a new one is refused. Once the task
+    // has noticed, acquiring waits for the restart, and the request goes to the new process.
+    for _ in 0..MAX_RESENDS {
+        let wait = match result {
+            Err(GatewayError::Unanswered { sent: false, .. }) => upstream.connect.min(REFUSED_WAIT),
+            // A live instance may also close an idle pooled connection just as it is reused:
+            // then the address stays ready, and the request goes again after a short wait.
+            Err(GatewayError::Unanswered { sent: true, .. }) if resend.idempotent() => CLOSED_WAIT,
+            _ => break,
+        };
+        instance.wait_address_retired(addr, wait).await;
+        let lease = acquire(state, target, instance.id.key()).await?;
+        addr = lease.addr();
+        let (prefix, uri) = upstream_target(target, addr, resend.uri())?;
+        result = proxy::resend(upstream, resend.clone(), lease, uri, prefix).await;
+    }
+    result
+}
+
+/// Tries after the first for a bodiless request.
+const MAX_RESENDS: usize = 3;
+/// Longest wait for an instance's task to notice that its process is gone, after a refusal
+/// (nothing listens: the process is almost surely gone) ...
+const REFUSED_WAIT: Duration = Duration::from_secs(1);
+/// ... and after a pooled connection closed unanswered (the process may well be alive).
+const CLOSED_WAIT: Duration = Duration::from_millis(100);
+
+async fn acquire(state: &GatewayState, target: &ContainerTarget, key: &str) -> Result<Lease, GatewayError> {
+    state
         .instances
-        .acquire(&target.class, &key, target.port)
+        .acquire(&target.class, key, target.port)
         .await
-        .map_err(|error| GatewayError::Instance { instance: format!("{}/{}", target.class.name, key), error })?;
-    let path = parts.uri.path();
+        .map_err(|error| GatewayError::Instance { instance: format!("{}/{}", target.class.name, key), error })
+}
+
+/// What `strip_prefix` removes (for `X-Forwarded-Prefix`) and the URI at the instance.
+fn upstream_target(
+    target: &ContainerTarget,
+    addr: SocketAddr,
+    original: &Uri,
+) -> Result<(Option<HeaderValue>, Uri), GatewayError> {
+    let path = original.path();
     let (prefix, rest) = match target.strip.as_ref().and_then(|s| s.apply(path)) {
         Some((stripped, rest)) => (HeaderValue::try_from(stripped).ok(), rest),
         None => (None, path),
     };
-    let uri = proxy::upstream_uri(lease.addr(), rest, &parts.uri).map_err(|_| GatewayError::BadRequest {
+    let uri = proxy::upstream_uri(addr, rest, original).map_err(|_| GatewayError::BadRequest {
         code: "bad_uri",
         message: "request target cannot be forwarded".into(),
     })?;
-    let upgrading = forward::is_upgrade(&parts.headers);
-    let req = Request::from_parts(parts, body);
-    let pass = Pass { lease, uri, prefix, client };
-    if upgrading {
-        upgrade::tunnel(upstream, req, pass).await
-    } else {
-        proxy::pass(upstream, req, pass).await
-    }
+    Ok((prefix, uri))
 }
 
 /// Rate limit and JWT, both checked before the instance is looked up, so neither a flood nor

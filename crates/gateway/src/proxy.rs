@@ -5,16 +5,20 @@ use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
 use crate::stream::LeasedBody;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
-use http_body_util::{BodyExt, Either, Limited};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use std::net::SocketAddr;
 use std::time::Duration;
 use valet_instances::Lease;
 
-/// Body sent to instances: the client's body, limited when `max_body_size` is set.
-pub type UpstreamBody = Either<Incoming, Limited<Incoming>>;
+/// Body sent to instances: the client's body, limited when `max_body_size` is set, or none when
+/// a bodiless request is sent again (see [`Resend`]).
+pub type UpstreamBody = Either<Either<Incoming, Limited<Incoming>>, Empty<Bytes>>;
 
 /// The pooled client that reaches instances, and the limits it applies.
 pub struct Upstream {
@@ -64,10 +68,9 @@ pub struct Pass {
 /// Rewrites the request for the instance and sends it; the response streams back.
 pub async fn pass(
     upstream: &Upstream,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     pass: Pass,
 ) -> Result<Response<Body>, GatewayError> {
-    let instance = || pass.lease.instance().id.to_string();
     if upstream.max_body > 0 {
         if let Some(len) = content_length(&req) {
             if len > upstream.max_body {
@@ -75,16 +78,71 @@ pub async fn pass(
             }
         }
     }
+    let (parts, body) = req.into_parts();
+    let body = if upstream.max_body > 0 {
+        Either::Left(Either::Right(Limited::new(body, upstream.max_body as usize)))
+    } else {
+        Either::Left(Either::Left(body))
+    };
+    send(upstream, Request::from_parts(parts, body), pass).await
+}
+
+/// The head of a request without a body, kept so that the request can be sent again when the
+/// instance gives no answer: always when nothing reached it (refused), and for idempotent
+/// methods when the connection closed before the answer (RFC 9110 9.2.2), which is how a
+/// killed process looks on a pooled connection. A request with a body is not kept: the first
+/// try consumes its body.
+#[derive(Clone)]
+pub struct Resend {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    client: ClientInfo,
+}
+
+impl Resend {
+    /// `Some` for a request whose body is empty.
+    pub fn of(parts: &Parts, body: &Incoming, client: &ClientInfo) -> Option<Self> {
+        body.is_end_stream().then(|| Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            client: client.clone(),
+        })
+    }
+
+    /// Whether the request may be repeated after it may have reached the instance.
+    pub fn idempotent(&self) -> bool {
+        self.method.is_idempotent()
+    }
+
+    /// The request target as the client sent it.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+}
+
+/// Sends a kept request again, to the instance behind `lease`.
+pub async fn resend(
+    upstream: &Upstream,
+    resend: Resend,
+    lease: Lease,
+    uri: Uri,
+    prefix: Option<HeaderValue>,
+) -> Result<Response<Body>, GatewayError> {
+    let mut req = Request::new(Either::Right(Empty::new()));
+    *req.method_mut() = resend.method;
+    *req.headers_mut() = resend.headers;
+    send(upstream, req, Pass { lease, uri, prefix, client: resend.client }).await
+}
+
+async fn send(upstream: &Upstream, mut req: Request<UpstreamBody>, pass: Pass) -> Result<Response<Body>, GatewayError> {
+    let instance = || pass.lease.instance().id.to_string();
     forward::prepare_request(req.headers_mut(), &pass.client, pass.prefix.clone());
     let (mut parts, body) = req.into_parts();
     parts.uri = pass.uri;
     // Instances speak HTTP/1.1; an h2 client's request is translated.
     parts.version = Version::HTTP_11;
-    let body = if upstream.max_body > 0 {
-        Either::Right(Limited::new(body, upstream.max_body as usize))
-    } else {
-        Either::Left(body)
-    };
     let sent = upstream.client.request(Request::from_parts(parts, body));
     let response = match tokio::time::timeout(upstream.first_byte, sent).await {
         Err(_) => return Err(GatewayError::Timeout { instance: instance(), what: "answer" }),
@@ -122,21 +180,33 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Sorts a client error into 413 (body limit), 504 (connect timeout) or 502 (refused, reset).
+/// Sorts a client error into 413 (body limit), 504 (connect timeout) or 502 (refused, closed).
 fn classify(e: hyper_util::client::legacy::Error, max_body: u64, instance: String) -> GatewayError {
+    let mut closed = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
             return GatewayError::PayloadTooLarge { limit: max_body };
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return GatewayError::Timeout { instance, what: "accept a connection" };
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                TimedOut => return GatewayError::Timeout { instance, what: "accept a connection" },
+                ConnectionReset | ConnectionAborted | BrokenPipe => closed = true,
+                _ => {}
             }
+        }
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            closed |= hyper.is_incomplete_message() || hyper.is_canceled();
         }
         source = err.source();
     }
-    let message = if e.is_connect() { "the instance refused the connection" } else { "the instance closed the connection" };
     tracing::debug!(%instance, error = %e, "upstream request failed");
-    GatewayError::BadGateway { instance, message }
+    if e.is_connect() {
+        return GatewayError::Unanswered { instance, sent: false };
+    }
+    if closed {
+        return GatewayError::Unanswered { instance, sent: true };
+    }
+    GatewayError::BadGateway { instance, message: "the instance failed during the exchange" }
 }

@@ -57,6 +57,19 @@ impl AcquireError {
         }
     }
 
+    /// What a client may be told. The detail of a failure (a driver error, a probe error) can
+    /// name the command's path or other internals: it stays in the instance's status and the
+    /// log, and clients get only what kind of failure it was.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unavailable { state: InstanceState::Backoff, .. } => {
+                "the instance keeps failing to start or crashing; a restart is pending".into()
+            }
+            Self::Unavailable { .. } => "the instance keeps failing to start or crashing".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the client is at fault (400) rather than the instance (503).
     pub fn is_client_error(&self) -> bool {
         matches!(self, Self::BadKey(_))

@@ -146,6 +146,28 @@ impl Instance {
         Duration::from_millis(now_ms().saturating_sub(self.last_active_ms()))
     }
 
+    /// Waits, at most `within`, until `addr` is no longer a port of the ready instance. Called
+    /// after `addr` refused a connection: the process behind it is gone (killed, crashed) and
+    /// its task notices within moments. Until it has, an acquire would hand out the same dead
+    /// address; afterwards it waits for the restart instead.
+    pub async fn wait_address_retired(&self, addr: SocketAddr, within: Duration) {
+        // Subscribed before the first look: the task clears the pointer, then publishes the
+        // crash, so a change after this point is never missed.
+        let mut status = self.status.subscribe();
+        let retired = || match &*self.ready.load() {
+            Some(ports) => !ports.contains(&addr),
+            None => true,
+        };
+        let _ = tokio::time::timeout(within, async {
+            while !retired() {
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Recent output, while it runs.
     pub fn log_tail(&self, n: usize) -> Vec<String> {
         let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());

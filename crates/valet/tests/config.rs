@@ -1,0 +1,142 @@
+//! Config mistakes through the binary: `valet check` lists every one with its line, `valet up`
+//! refuses the file without starting anything, and one data_dir serves one valet.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+use support::*;
+
+/// Five mistakes on lines 3, 10, 11, 15 and 16.
+const FIVE_MISTAKES: &str = r#"# line 1
+[server]
+listen = "127.0.0.1:not-a-port"
+data_dir = "data"
+
+[[containers]]
+class_name = "Api"
+command = ["python3", "app.py"]
+# line 9
+sleep_after = "ten minutes"
+max_instances = -1
+
+[[routes]]
+pattern = "/api/*"
+container = "Nope"
+instance = "sometimes:1"
+"#;
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("valet.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+fn output_text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_lists_all_five_mistakes_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), FIVE_MISTAKES);
+
+    let out = Valet::run(&["check", &path], Duration::from_secs(20));
+    let text = output_text(&out);
+    assert!(
+        !out.status.success(),
+        "check passed a broken config:\n{text}"
+    );
+    for (line, key) in [
+        (3, "server.listen"),
+        (10, "containers[0].sleep_after"),
+        (11, "containers[0].max_instances"),
+        (15, "routes[0].container"),
+        (16, "routes[0].instance"),
+    ] {
+        let found = text
+            .lines()
+            .any(|l| l.starts_with(&format!("{path}:{line}:")) && l.contains(key));
+        assert!(found, "no line-{line} report for {key} in:\n{text}");
+    }
+    assert!(text.contains("5 problems"), "{text}");
+}
+
+#[test]
+fn up_refuses_a_broken_config_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), FIVE_MISTAKES);
+
+    let out = Valet::run(&["up", &path], Duration::from_secs(20));
+    let text = output_text(&out);
+    assert!(
+        !out.status.success(),
+        "up accepted a broken config:\n{text}"
+    );
+    assert!(
+        text.contains("5 problems") && text.contains(":16:"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "up created its data_dir before refusing"
+    );
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[containers]]\nclass_name = \"Api\"\ncommand = [\"python3\", \"{BACKEND}\"]\n\n\
+         [[routes]]\npattern = \"/api/*\"\ncontainer = \"Api\"\n"
+    );
+    let path = write_config(dir.path(), &config);
+    let out = Valet::run(&["check", &path], Duration::from_secs(20));
+    assert!(out.status.success(), "{}", output_text(&out));
+}
+
+#[tokio::test]
+async fn a_second_valet_on_the_same_data_dir_is_refused() {
+    let first = Valet::with_config(
+        r#"
+        [server]
+        data_dir = "shared-data"
+
+        [[containers]]
+        class_name = "Echo"
+
+        [[routes]]
+        pattern = "/api/*"
+        container = "Echo"
+        "#,
+    )
+    .start()
+    .await;
+    let data_dir = first.dir().join("shared-data");
+
+    let other = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\ndata_dir = \"{}\"\n",
+        free_addr(),
+        free_addr(),
+        data_dir.display()
+    );
+    let path = write_config(other.path(), &config);
+    let out = Valet::run(&["up", &path], Duration::from_secs(20));
+    let text = output_text(&out);
+    assert!(
+        !out.status.success(),
+        "a second valet ran on a locked data_dir:\n{text}"
+    );
+    assert!(
+        text.contains("another valet is running"),
+        "unclear refusal:\n{text}"
+    );
+    assert!(
+        text.contains(&data_dir.display().to_string()),
+        "the message names the data_dir:\n{text}"
+    );
+
+    // The first one is unaffected.
+    assert_eq!(first.echo("/api/echo").await["class"], "Echo");
+}
