@@ -144,6 +144,9 @@ pub struct ContainerClass {
     pub command: Vec<String>,
     /// Docker driver: a Dockerfile path or an image reference.
     pub image: Option<String>,
+    /// Docker driver: `ARG` values for a Dockerfile build; part of the image's tag hash.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
     /// Named ports inside the instance. Default `{ http = 8080 }`.
     #[serde(default = "default_ports")]
     pub ports: BTreeMap<String, u16>,

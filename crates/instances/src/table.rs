@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use valet_config::Config;
 use valet_core::{validate_key, InstanceState, Shutdown};
-use valet_runtime::Driver;
+use valet_runtime::{Adopted, Driver, Handover};
 
 /// Cheap-to-clone handle on the instance table.
 #[derive(Clone)]
@@ -157,6 +157,27 @@ impl Instances {
         };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
         Ok(())
+    }
+
+    /// Takes over an instance that an earlier valet started and [`Driver::recover`] found still
+    /// running (containers outlive valet). Its task gets it as its first start, so it is probed
+    /// ready, then served, put to sleep and stopped like any other. False when its class is gone
+    /// or full: the instance is then dropped, which stops it.
+    pub fn adopt(&self, adopted: Adopted) -> bool {
+        let Adopted { id, running } = adopted;
+        let Some(class) = self.class(id.class()).cloned() else { return false };
+        let Ok(inst) = self.record(&class, id.key()) else { return false };
+        let mut control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
+        if control.is_some() || !class.try_take_slot() {
+            return false;
+        }
+        let (tx, mailbox) = mpsc::unbounded_channel();
+        *control = Some(tx);
+        inst.set_status(|s| s.state = InstanceState::Starting);
+        let driver = Arc::new(Handover::new(running, self.inner.driver.clone()));
+        let task = Task { inst: inst.clone(), driver, mailbox, shutdown: self.inner.shutdown.clone() };
+        self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
+        true
     }
 
     /// Starts an instance without a request (admin `start`, `min_instances` at boot).

@@ -85,7 +85,10 @@ pub enum DriverError {
 
 impl DriverError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Whether the same start may succeed if tried again later.
@@ -101,8 +104,9 @@ pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Called once at start-up, before any instance starts: cleans what an earlier valet that
-    /// was killed left behind (process groups, containers).
-    async fn recover(&self) -> Result<(), DriverError>;
+    /// was killed left behind (process groups, containers). Instances that still run and still
+    /// match their class (containers survive valet) are handed back to be adopted as ready.
+    async fn recover(&self) -> Result<Vec<Adopted>, DriverError>;
 
     /// Launches one instance. Returns once it is launched, not once it is ready: readiness is
     /// probed by the instance layer on [`Running::endpoints`].
@@ -123,4 +127,50 @@ pub trait Running: Send + Sync {
 
     /// Asks it to stop (SIGTERM), waits up to `timeout`, then kills it (SIGKILL), and reaps it.
     async fn stop(&mut self, timeout: Duration) -> ExitStatus;
+}
+
+/// An instance an earlier valet started that is still running, found by [`Driver::recover`].
+pub struct Adopted {
+    pub id: InstanceId,
+    pub running: Box<dyn Running>,
+}
+
+/// A driver whose first start hands over an adopted instance instead of launching a new one;
+/// later starts (after a crash or sleep) go to the real driver. This lets the instance layer
+/// run an adopted instance through its ordinary task, readiness probe included.
+pub struct Handover {
+    adopted: std::sync::Mutex<Option<Box<dyn Running>>>,
+    driver: Arc<dyn Driver>,
+}
+
+impl Handover {
+    pub fn new(running: Box<dyn Running>, driver: Arc<dyn Driver>) -> Self {
+        Self {
+            adopted: std::sync::Mutex::new(Some(running)),
+            driver,
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for Handover {
+    fn name(&self) -> &'static str {
+        self.driver.name()
+    }
+
+    async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {
+        Ok(Vec::new())
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        let adopted = self
+            .adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match adopted {
+            Some(running) => Ok(running),
+            None => self.driver.start(spec).await,
+        }
+    }
 }

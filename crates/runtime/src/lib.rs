@@ -2,10 +2,14 @@
 //! the process driver is the embedded default, Docker and Kubernetes implement the same traits.
 #![deny(unsafe_code)]
 
+pub mod docker;
 pub mod driver;
 pub mod logs;
 pub mod process;
 
-pub use driver::{Driver, DriverError, Endpoints, ExitStatus, InstanceSpec, Running};
+pub use docker::DockerDriver;
+pub use driver::{
+    Adopted, Driver, DriverError, Endpoints, ExitStatus, Handover, InstanceSpec, Running,
+};
 pub use logs::LogRing;
 pub use process::ProcessDriver;

@@ -6,13 +6,13 @@
 //! - [`output`] copies stdout and stderr into the log ring and the log file;
 //! - [`running`] is the handle the instance layer holds: exit, stop, kill on drop.
 
-mod command;
+pub(crate) mod command;
 mod groups;
 mod output;
 mod running;
 mod spawner;
 
-use crate::driver::{Driver, DriverError, Endpoints, InstanceSpec, Running};
+use crate::driver::{Adopted, Driver, DriverError, Endpoints, InstanceSpec, Running};
 use crate::logs::LogRing;
 use async_trait::async_trait;
 use groups::Groups;
@@ -44,12 +44,14 @@ impl Driver for ProcessDriver {
         "process"
     }
 
-    async fn recover(&self) -> Result<(), DriverError> {
+    /// Processes never outlive valet on purpose, so nothing is adopted: leftovers are killed.
+    async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {
         let groups = self.groups.clone();
         tokio::task::spawn_blocking(move || groups.recover())
             .await
             .map_err(|e| DriverError::io("group recovery panicked", io::Error::other(e)))?
-            .map_err(|e| DriverError::io("cannot clean up leftover process groups", e))
+            .map_err(|e| DriverError::io("cannot clean up leftover process groups", e))?;
+        Ok(Vec::new())
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {

@@ -12,7 +12,7 @@ use valet_gateway::proxy::UpstreamSettings;
 use valet_gateway::server::ServerConfig;
 use valet_gateway::{assets::Assets, routes::RouteTable, GatewayState, Server};
 use valet_instances::Instances;
-use valet_runtime::{Driver, ProcessDriver};
+use valet_runtime::{DockerDriver, Driver, ProcessDriver};
 
 pub fn run(path: &Path) -> ExitCode {
     let config = match valet_config::load(path) {
@@ -44,15 +44,22 @@ async fn serve(config: Config) -> Result<(), String> {
     let _lock = lock::acquire(&data_dir)?;
     let driver: Arc<dyn Driver> = match config.server.driver.as_str() {
         "process" => Arc::new(ProcessDriver::new(data_dir.join("run"))),
+        "docker" => Arc::new(DockerDriver::connect(&config).await.map_err(|e| format!("docker driver: {e}"))?),
         other => return Err(format!("driver {other:?} is not available in this build")),
     };
-    driver.recover().await.map_err(|e| format!("cleaning up after an earlier run: {e}"))?;
+    let adopted = driver.recover().await.map_err(|e| format!("cleaning up after an earlier run: {e}"))?;
 
     // Two stages: the gateway stops accepting and drains first, then instances stop, so requests
     // in flight when the signal came are still answered by their instance.
     let (stop_gateway, gateway_shutdown) = Shutdown::new();
     let (stop_instances, instances_shutdown) = Shutdown::new();
     let instances = Instances::new(&config, driver, instances_shutdown);
+    for found in adopted {
+        let id = found.id.clone();
+        if !instances.adopt(found) {
+            tracing::warn!(instance = %id, "running instance not adopted (class gone or full); stopped");
+        }
+    }
     let state = Arc::new(gateway_state(&config, instances.clone())?);
     let tls = match &config.server.tls {
         Some(tls) => Some(valet_gateway::tls::acceptor(&config.resolve(&tls.cert), &config.resolve(&tls.key))?),

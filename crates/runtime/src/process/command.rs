@@ -104,7 +104,7 @@ pub(super) fn build(
 }
 
 /// `VALET_PORT_<NAME>`: upper-cased, and anything a shell variable name cannot hold becomes `_`.
-pub(super) fn port_env_name(name: &str) -> String {
+pub(crate) fn port_env_name(name: &str) -> String {
     let suffix: String = name
         .chars()
         .map(|c| {
@@ -119,7 +119,7 @@ pub(super) fn port_env_name(name: &str) -> String {
 }
 
 /// Replaces `{port}` and `{port.NAME}` in one argument. Any other braces are left alone.
-pub(super) fn substitute(
+pub(crate) fn substitute(
     arg: &str,
     default: Option<u16>,
     ports: &[PickedPort],

@@ -1,0 +1,215 @@
+//! The Docker driver: every instance is a container on the local Docker Engine (bollard, API
+//! version negotiated, so Engine 20.10 / API 1.41 works).
+//!
+//! - [`settings`] reads each class's image, volume, limits and network from the config once;
+//! - [`image`] builds Dockerfiles (tagged by a hash of [`context`] and build args) or checks
+//!   that a referenced image is present;
+//! - [`provision`] makes the per-instance volume and the internal network;
+//! - [`container`] turns a spec into a create body and reads its endpoints back;
+//! - [`running`] is the handle the instance layer holds: exit, stop, remove;
+//! - [`recover`] finds this valet's containers after a restart and adopts the running ones;
+//! - [`names`] names and labels everything, scoped to one data folder.
+
+mod container;
+mod context;
+mod error;
+mod image;
+mod logs;
+mod names;
+mod provision;
+mod recover;
+mod running;
+mod settings;
+
+pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, SCOPE};
+pub use settings::Resources;
+
+use crate::driver::{Adopted, Driver, DriverError, InstanceSpec, Running};
+use crate::logs::LogRing;
+use async_trait::async_trait;
+use bollard::query_parameters::CreateContainerOptions;
+use bollard::Docker;
+use container::Plan;
+use error::engine;
+use image::Images;
+use running::DockerInstance;
+use settings::ClassSettings;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use valet_config::Config;
+
+/// Runs instances as containers. Cheap to clone.
+#[derive(Clone)]
+pub struct DockerDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    /// Hash of the data folder: this valet's label on everything it makes.
+    scope: String,
+    classes: HashMap<String, ClassSettings>,
+    images: Images,
+    data_dir: PathBuf,
+    /// Held while the internal network is looked up or made, so only one is made.
+    network: tokio::sync::Mutex<()>,
+}
+
+impl DockerDriver {
+    /// Connects to the engine (`DOCKER_HOST`, else the local socket) and reads the classes
+    /// from the config. Fails with a clear message when no engine answers.
+    pub async fn connect(config: &Config) -> Result<Self, DriverError> {
+        let unreachable = |e: bollard::errors::Error| {
+            DriverError::io(
+                "cannot reach the Docker Engine (is dockerd running? DOCKER_HOST may point elsewhere)",
+                std::io::Error::other(e),
+            )
+        };
+        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        let info = docker.info().await.map_err(unreachable)?;
+        let host_cpus = info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
+        let data_dir = config.data_dir();
+        tokio::fs::create_dir_all(&data_dir)
+            .await
+            .map_err(|e| DriverError::io(format!("cannot create {}", data_dir.display()), e))?;
+        let scope = names::scope_of(&data_dir);
+        tracing::info!(
+            api = %docker.client_version(),
+            engine = info.server_version.as_deref().unwrap_or("?"),
+            host_cpus,
+            scope = %scope,
+            "docker driver connected"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                images: Images::new(docker.clone()),
+                classes: settings::all(config, host_cpus),
+                docker,
+                scope,
+                data_dir,
+                network: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The label value that marks this valet's containers, volumes and network.
+    pub fn scope(&self) -> &str {
+        &self.inner.scope
+    }
+
+    /// The engine client, for tools and tests that inspect what the driver made.
+    pub fn engine(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    fn class(&self, name: &str) -> Result<&ClassSettings, DriverError> {
+        self.inner
+            .classes
+            .get(name)
+            .ok_or_else(|| DriverError::Spec(format!("class `{name}` is not in the config")))
+    }
+
+    async fn network_for(&self, settings: &ClassSettings) -> Result<Option<String>, DriverError> {
+        if settings.internet {
+            return Ok(None);
+        }
+        let _one_at_a_time = self.inner.network.lock().await;
+        provision::internal_network(&self.inner.docker, &self.inner.scope)
+            .await
+            .map(Some)
+    }
+}
+
+#[async_trait]
+impl Driver for DockerDriver {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {
+        let adopted = recover::run(self).await?;
+        recover::prebuild(self.clone());
+        Ok(adopted)
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        let class = spec.id.class();
+        let settings = self.class(class)?;
+        let docker = &self.inner.docker;
+        let ring = Arc::new(LogRing::new(spec.log_lines));
+        let mut sink = logs::LogSink::open(&spec.log_path, ring.clone()).await;
+
+        let resolved = self.inner.images.resolve(class, settings).await?;
+        let image = resolved.reference.clone();
+        let images = &self.inner.images;
+        let image_id = images.ensure(class, settings, resolved, &mut sink).await?;
+        let config_hash = settings.config_hash(&image_id);
+        if settings.volume.is_some() {
+            provision::volume(docker, &self.inner.scope, &spec.id).await?;
+        }
+        let network = self.network_for(settings).await?;
+        let plan = Plan {
+            spec,
+            settings,
+            scope: &self.inner.scope,
+            image: &image,
+            config_hash: &config_hash,
+            network: network.as_deref(),
+        };
+        let name = plan.name();
+        // A container of this name is a stopped leftover: the instance layer never starts a
+        // key that still runs, and the name being taken would fail the create.
+        running::remove(docker, &name).await;
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(Some(options), plan.body()?)
+            .await
+            .map_err(|e| engine(format!("class `{class}`: cannot create container"), e))?;
+        let id = created.id;
+        if let Err(e) = docker.start_container(&id, None).await {
+            running::remove(docker, &id).await;
+            return Err(engine(
+                format!("class `{class}`: cannot start container"),
+                e,
+            ));
+        }
+        let pump = logs::follow(docker.clone(), id.clone(), "all", sink);
+        let inspect = docker
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| engine("cannot inspect the new container", e));
+        let endpoints = inspect.and_then(|i| {
+            let exited = i.state.as_ref().and_then(|s| s.running) == Some(false);
+            match container::endpoints(&spec.ports, &i, network.as_deref()) {
+                Ok(endpoints) => Ok(endpoints),
+                // Exited already, so the engine dropped its ports: hand it over anyway and let
+                // the instance layer report the exit code and output like any early exit.
+                Err(_) if exited => Ok(container::unreachable(&spec.ports)),
+                Err(e) => Err(DriverError::io(
+                    "container endpoints",
+                    std::io::Error::other(e),
+                )),
+            }
+        });
+        let endpoints = match endpoints {
+            Ok(endpoints) => endpoints,
+            Err(e) => {
+                running::remove(docker, &id).await;
+                return Err(e);
+            }
+        };
+        tracing::info!(instance = %spec.id, container = %name, %image, "container started");
+        Ok(Box::new(DockerInstance::watch(
+            docker.clone(),
+            id,
+            endpoints,
+            ring,
+            pump,
+        )))
+    }
+}

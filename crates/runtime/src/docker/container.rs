@@ -1,0 +1,181 @@
+//! One container from an [`InstanceSpec`]: its create body (env, command, ports, labels,
+//! volume, limits, network) and where its ports can be reached once it runs.
+
+use super::names;
+use super::settings::ClassSettings;
+use crate::driver::{DriverError, Endpoints, InstanceSpec};
+use crate::process::command::{port_env_name, substitute};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig, Mount,
+    MountType, PortBinding,
+};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Everything needed to create one instance's container.
+pub struct Plan<'a> {
+    pub spec: &'a InstanceSpec,
+    pub settings: &'a ClassSettings,
+    pub scope: &'a str,
+    pub image: &'a str,
+    pub config_hash: &'a str,
+    /// The internal network, for a class without internet.
+    pub network: Option<&'a str>,
+}
+
+impl Plan<'_> {
+    pub fn name(&self) -> String {
+        names::instance_name(self.scope, &self.spec.id)
+    }
+
+    pub fn labels(&self) -> HashMap<String, String> {
+        let mut labels = names::instance_labels(self.scope, &self.spec.id);
+        labels.insert(names::CONFIG_HASH.into(), self.config_hash.into());
+        labels
+    }
+
+    pub fn body(&self) -> Result<ContainerCreateBody, DriverError> {
+        let spec = self.spec;
+        let ports: Vec<(String, u16)> = spec.ports.clone();
+        let default = default_port(spec)?;
+        let cmd = spec
+            .command
+            .iter()
+            .map(|arg| substitute(arg, default, &ports).map_err(DriverError::Spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let port_keys: Vec<String> = ports.iter().map(|(_, p)| format!("{p}/tcp")).collect();
+        let bindings = (self.network.is_none()).then(|| {
+            port_keys
+                .iter()
+                .map(|key| {
+                    // Port 0 lets the engine pick; only loopback is ever published.
+                    let loopback = PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    };
+                    (key.clone(), Some(vec![loopback]))
+                })
+                .collect()
+        });
+        let mounts = self.settings.volume.as_ref().map(|target| {
+            vec![Mount {
+                target: Some(target.clone()),
+                source: Some(self.name()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]
+        });
+        let host = HostConfig {
+            port_bindings: bindings,
+            mounts,
+            nano_cpus: Some(self.settings.resources.nano_cpus),
+            memory: Some(self.settings.resources.memory),
+            network_mode: self.network.map(str::to_string),
+            // tini as PID 1 passes SIGTERM on: many apps install no handler as PID 1 and
+            // would otherwise sit out the whole stop_timeout before being killed.
+            init: Some(true),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".into(), "10m".into()),
+                    ("max-file".into(), "2".into()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        Ok(ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            cmd: (!cmd.is_empty()).then_some(cmd),
+            env: Some(self.env(default)),
+            exposed_ports: Some(port_keys),
+            labels: Some(self.labels()),
+            user: spec.user.clone(),
+            host_config: Some(host),
+            ..Default::default()
+        })
+    }
+
+    /// The spec's env, then valet's own variables, which the spec cannot shadow. Ports are
+    /// the container's own: every container may listen on its configured port.
+    fn env(&self, default: Option<u16>) -> Vec<String> {
+        let spec = self.spec;
+        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(port) = default {
+            env.push(format!("PORT={port}"));
+        }
+        for (name, port) in &spec.ports {
+            env.push(format!("{}={port}", port_env_name(name)));
+        }
+        if let Some(volume) = &self.settings.volume {
+            env.push(format!("VALET_DATA_DIR={volume}"));
+        }
+        env.push(format!("VALET_INSTANCE_KEY={}", spec.id.key()));
+        env.push(format!("VALET_CLASS={}", spec.id.class()));
+        env
+    }
+}
+
+fn default_port(spec: &InstanceSpec) -> Result<Option<u16>, DriverError> {
+    if spec.ports.is_empty() {
+        return Ok(None);
+    }
+    let found = spec.ports.iter().find(|(n, _)| *n == spec.default_port);
+    found.map(|(_, p)| Some(*p)).ok_or_else(|| {
+        DriverError::Spec(format!(
+            "default port `{}` is not one of the named ports",
+            spec.default_port
+        ))
+    })
+}
+
+/// Where valet reaches each named port of a running container: the published loopback port,
+/// or the container's address on the internal network.
+pub fn endpoints(
+    ports: &[(String, u16)],
+    inspect: &ContainerInspectResponse,
+    network: Option<&str>,
+) -> Result<Endpoints, String> {
+    let settings = inspect
+        .network_settings
+        .as_ref()
+        .ok_or("no network settings")?;
+    let mut out = Vec::with_capacity(ports.len());
+    for (name, port) in ports {
+        let addr = match network {
+            Some(network) => {
+                let ip = settings
+                    .networks
+                    .as_ref()
+                    .and_then(|n| n.get(network))
+                    .and_then(|e| e.ip_address.as_deref())
+                    .filter(|ip| !ip.is_empty())
+                    .ok_or_else(|| format!("no address on network {network}"))?;
+                let ip: IpAddr = ip.parse().map_err(|e| format!("address {ip}: {e}"))?;
+                SocketAddr::new(ip, *port)
+            }
+            None => {
+                let published = settings
+                    .ports
+                    .as_ref()
+                    .and_then(|p| p.get(&format!("{port}/tcp")))
+                    .and_then(|b| b.as_ref())
+                    .and_then(|b| b.iter().find_map(|b| b.host_port.as_deref()?.parse().ok()))
+                    .ok_or_else(|| format!("port {port} is not published"))?;
+                SocketAddr::from((Ipv4Addr::LOCALHOST, published))
+            }
+        };
+        out.push((name.clone(), addr));
+    }
+    Ok(Endpoints { ports: out })
+}
+
+/// Endpoints of a container that has exited already: nothing listens on port 0.
+pub fn unreachable(ports: &[(String, u16)]) -> Endpoints {
+    let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    Endpoints {
+        ports: ports
+            .iter()
+            .map(|(name, _)| (name.clone(), nowhere))
+            .collect(),
+    }
+}

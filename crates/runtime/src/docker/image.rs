@@ -1,0 +1,297 @@
+//! Images: a class names either a Dockerfile, built through the Engine API and tagged by the
+//! hash of its context and build args, or an image reference that must already be present
+//! (there is no registry to pull from on the machines valet targets, so valet never pulls).
+
+use super::context::Context;
+use super::error::{engine, not_found};
+use super::logs::LogSink;
+use super::settings::ClassSettings;
+use crate::driver::DriverError;
+use bollard::query_parameters::BuildImageOptions;
+use bollard::Docker;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where a class's image comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    Dockerfile {
+        dockerfile: PathBuf,
+        /// Folders left out of the context (valet's data folder).
+        exclude: Vec<PathBuf>,
+    },
+    Reference(String),
+}
+
+impl ImageSource {
+    /// `image` from valet.toml: an existing file, or anything written as a path (`./x`,
+    /// `/x`, `*Dockerfile*`), is a Dockerfile; the rest is an image reference.
+    pub fn parse(image: &str, base_dir: &Path, data_dir: &Path) -> Self {
+        let path = base_dir.join(image);
+        let looks_like_path = image.starts_with('.')
+            || image.starts_with('/')
+            || image.to_ascii_lowercase().contains("dockerfile");
+        if path.is_file() || looks_like_path {
+            Self::Dockerfile {
+                dockerfile: path,
+                exclude: vec![data_dir.to_path_buf()],
+            }
+        } else {
+            Self::Reference(image.to_string())
+        }
+    }
+}
+
+/// A class's image, resolved without building it.
+pub struct Resolved {
+    /// What containers are created from: the hash tag, or the reference.
+    pub reference: String,
+    /// The image id, once known (a reference's at once, a Dockerfile's after [`Images::ensure`]).
+    id: Option<String>,
+    /// The context archive of a Dockerfile.
+    context: Option<Vec<u8>>,
+    dockerfile: String,
+}
+
+/// Builds and looks up images. One build per tag at a time: instances of one class that
+/// start together wait for a single build.
+#[derive(Clone)]
+pub struct Images {
+    docker: Docker,
+    building: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Images {
+    pub fn new(docker: Docker) -> Self {
+        Self {
+            docker,
+            building: Arc::default(),
+        }
+    }
+
+    /// The image a class runs, without building: the tag of a Dockerfile's context, or a
+    /// present image. A missing image or Dockerfile is an error naming the class.
+    pub async fn resolve(
+        &self,
+        class: &str,
+        settings: &ClassSettings,
+    ) -> Result<Resolved, DriverError> {
+        match &settings.image {
+            ImageSource::Reference(reference) => {
+                let found = self.docker.inspect_image(reference).await;
+                let image = found.map_err(|e| match not_found(&e) {
+                    true => DriverError::Spec(format!(
+                        "class `{class}`: image `{reference}` is not present on the Docker Engine \
+                         (valet does not pull: build or load it first)"
+                    )),
+                    false => engine(format!("cannot inspect image `{reference}`"), e),
+                })?;
+                Ok(Resolved {
+                    reference: reference.clone(),
+                    id: Some(image.id.unwrap_or_else(|| reference.clone())),
+                    context: None,
+                    dockerfile: String::new(),
+                })
+            }
+            ImageSource::Dockerfile {
+                dockerfile,
+                exclude,
+            } => {
+                let (context, name) = archive(class, dockerfile, exclude).await?;
+                let tag = tag_for(class, &context, &name, &settings.build_args);
+                Ok(Resolved {
+                    reference: tag,
+                    id: None,
+                    context: Some(context),
+                    dockerfile: name,
+                })
+            }
+        }
+    }
+
+    /// Makes sure the resolved image exists, building it when its tag is missing, and returns
+    /// its id: what the config hash names, since a rebuild that only hit the layer cache gives
+    /// the same id under a new tag. Build output goes to `sink` and to valet's own log.
+    pub async fn ensure(
+        &self,
+        class: &str,
+        settings: &ClassSettings,
+        resolved: Resolved,
+        sink: &mut LogSink,
+    ) -> Result<String, DriverError> {
+        if let Some(id) = resolved.id {
+            return Ok(id); // A reference, checked by `resolve`.
+        }
+        let tag = resolved.reference;
+        let lock = self.build_lock(&tag);
+        let _building = lock.lock().await;
+        if let Some(id) = self.id_of(&tag).await {
+            return Ok(id);
+        }
+        tracing::info!(class, %tag, "building image");
+        let options = BuildImageOptions {
+            dockerfile: resolved.dockerfile,
+            t: Some(tag.clone()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(settings.build_args.clone().into_iter().collect()),
+            labels: Some(HashMap::from([
+                ("valet.managed".to_string(), "true".to_string()),
+                ("valet.class".to_string(), class.to_string()),
+            ])),
+            ..Default::default()
+        };
+        let body = bollard::body_full(resolved.context.unwrap_or_default().into());
+        let mut output = self.docker.build_image(options, None, Some(body));
+        let mut failure = None;
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.or(info.status) {
+                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            tracing::info!(class, line, "image build");
+                            sink.line(line).await;
+                        }
+                    }
+                    let error = info.error_detail.and_then(|d| d.message);
+                    if let Some(message) = error {
+                        sink.line(&message).await;
+                        failure = Some(message);
+                    }
+                }
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        sink.flush().await;
+        let failed = |message: &str| {
+            DriverError::Spec(format!(
+                "class `{class}`: image build failed: {}",
+                message.trim()
+            ))
+        };
+        match failure {
+            Some(message) => Err(failed(&message)),
+            None => match self.id_of(&tag).await {
+                Some(id) => Ok(id),
+                None => Err(failed("the engine reported no image")),
+            },
+        }
+    }
+
+    async fn id_of(&self, tag: &str) -> Option<String> {
+        let image = self.docker.inspect_image(tag).await.ok()?;
+        Some(image.id.unwrap_or_else(|| tag.to_string()))
+    }
+
+    fn build_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
+        building.entry(tag.to_string()).or_default().clone()
+    }
+}
+
+/// The context archive and the Dockerfile's name inside it.
+async fn archive(
+    class: &str,
+    dockerfile: &Path,
+    exclude: &[PathBuf],
+) -> Result<(Vec<u8>, String), DriverError> {
+    if !dockerfile.is_file() {
+        return Err(DriverError::Spec(format!(
+            "class `{class}`: Dockerfile {} not found",
+            dockerfile.display()
+        )));
+    }
+    let root = dockerfile.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let name = dockerfile
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    let context = Context {
+        root: root.clone(),
+        exclude: exclude.to_vec(),
+    };
+    let archived = tokio::task::spawn_blocking(move || context.archive())
+        .await
+        .map_err(|e| DriverError::io("context archiving panicked", std::io::Error::other(e)))?;
+    let bytes = archived.map_err(|e| {
+        DriverError::io(
+            format!(
+                "class `{class}`: cannot read build context {}",
+                root.display()
+            ),
+            e,
+        )
+    })?;
+    Ok((bytes, name))
+}
+
+/// `valet-<class>:<hash>`; repository names must be lower case.
+fn tag_for(
+    class: &str,
+    context: &[u8],
+    dockerfile: &str,
+    args: &BTreeMap<String, String>,
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(context);
+    hash.update(dockerfile.as_bytes());
+    for (k, v) in args {
+        hash.update([0]);
+        hash.update(k.as_bytes());
+        hash.update([0]);
+        hash.update(v.as_bytes());
+    }
+    let digest = hex::encode(&hash.finalize()[..12]);
+    format!(
+        "valet-{}:{digest}",
+        super::names::sanitize(class).to_ascii_lowercase()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_path_like_names_are_dockerfiles() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.Dockerfile"), "FROM scratch").unwrap();
+        let data = dir.path().join(".valet");
+        let parse = |s| ImageSource::parse(s, dir.path(), &data);
+        assert!(matches!(
+            parse("app.Dockerfile"),
+            ImageSource::Dockerfile { .. }
+        ));
+        assert!(matches!(
+            parse("./missing/Dockerfile"),
+            ImageSource::Dockerfile { .. }
+        ));
+        assert_eq!(
+            parse("busybox:1.36"),
+            ImageSource::Reference("busybox:1.36".into())
+        );
+        assert_eq!(
+            parse("ghcr.io/x/y"),
+            ImageSource::Reference("ghcr.io/x/y".into())
+        );
+    }
+
+    #[test]
+    fn tags_change_with_context_and_build_args() {
+        let args = BTreeMap::from([("V".to_string(), "1".to_string())]);
+        let a = tag_for("My Class", b"ctx", "Dockerfile", &BTreeMap::new());
+        assert!(a.starts_with("valet-my-class:"), "{a}");
+        assert_eq!(
+            a,
+            tag_for("My Class", b"ctx", "Dockerfile", &BTreeMap::new())
+        );
+        assert_ne!(
+            a,
+            tag_for("My Class", b"ctx2", "Dockerfile", &BTreeMap::new())
+        );
+        assert_ne!(a, tag_for("My Class", b"ctx", "Dockerfile", &args));
+    }
+}

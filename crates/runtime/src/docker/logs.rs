@@ -1,0 +1,106 @@
+//! A container's output (and its image build's) into the instance's log ring and log file,
+//! split into lines the same way as a process's output.
+
+use crate::logs::{LineSplitter, LogRing};
+use bollard::container::LogOutput;
+use bollard::query_parameters::LogsOptions;
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::fs::{File, OpenOptions};
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
+
+/// Where an instance's lines go. A log file that cannot be written is given up on, and the
+/// ring alone keeps the output: an instance never waits on its logs.
+pub struct LogSink {
+    ring: Arc<LogRing>,
+    file: Option<File>,
+    batch: Vec<u8>,
+}
+
+impl LogSink {
+    pub async fn open(path: &Path, ring: Arc<LogRing>) -> Self {
+        if let Some(parent) = path.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await;
+        let file = match file {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open instance log file");
+                None
+            }
+        };
+        Self {
+            ring,
+            file,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Keeps one line; it reaches the file at the next [`Self::flush`].
+    pub fn keep(&mut self, line: String) {
+        self.batch.extend_from_slice(line.as_bytes());
+        self.batch.push(b'\n');
+        self.ring.push(line);
+    }
+
+    /// Keeps one line and writes it out at once.
+    pub async fn line(&mut self, line: &str) {
+        self.keep(line.to_string());
+        self.flush().await;
+    }
+
+    pub async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Some(file) = &mut self.file {
+            if let Err(e) = file.write_all(&self.batch).await {
+                tracing::warn!(error = %e, "cannot write instance log file; keeping output in memory only");
+                self.file = None;
+            }
+        }
+        self.batch.clear();
+    }
+}
+
+/// Follows a container's stdout and stderr until it stops. `tail`: `"all"` for a container
+/// just made, `"0"` for an adopted one whose earlier output is in the file already.
+pub fn follow(docker: Docker, container: String, tail: &str, mut sink: LogSink) -> JoinHandle<()> {
+    let options = LogsOptions {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        tail: tail.to_string(),
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        // The engine sends frames per stream; each keeps its own unfinished line.
+        let (mut out, mut err) = (LineSplitter::new(), LineSplitter::new());
+        let mut frames = docker.logs(&container, Some(options));
+        while let Some(frame) = frames.next().await {
+            match frame {
+                Ok(LogOutput::StdErr { message }) => err.feed(&message, |l| sink.keep(l)),
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    out.feed(&message, |l| sink.keep(l))
+                }
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(e) => {
+                    tracing::debug!(container, error = %e, "container log stream ended");
+                    break;
+                }
+            }
+            sink.flush().await;
+        }
+        out.finish(|l| sink.keep(l));
+        err.finish(|l| sink.keep(l));
+        sink.flush().await;
+    })
+}

@@ -1,0 +1,62 @@
+//! What containers need besides their image: the per-instance volume and the internal network.
+
+use super::error::{conflict, engine, not_found};
+use super::names;
+use crate::driver::DriverError;
+use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
+use bollard::Docker;
+use std::collections::HashMap;
+use valet_core::InstanceId;
+
+/// Creates the instance's named volume with valet's labels, or finds it. The engine answers a
+/// create of an existing name with that volume, so this is idempotent and keeps its data.
+pub async fn volume(docker: &Docker, scope: &str, id: &InstanceId) -> Result<String, DriverError> {
+    let name = names::instance_name(scope, id);
+    let request = VolumeCreateRequest {
+        name: Some(name.clone()),
+        labels: Some(names::instance_labels(scope, id)),
+        ..Default::default()
+    };
+    docker
+        .create_volume(request)
+        .await
+        .map_err(|e| engine(format!("cannot create volume {name}"), e))?;
+    Ok(name)
+}
+
+/// The internal network of this valet, created on first use. Internal: the engine gives it
+/// no route out (and publishes no ports from it), so its containers reach nothing but each
+/// other and the host's end of the bridge, through which valet reaches them.
+///
+/// The caller serializes calls: Engine 20.10 accepts two networks of one name.
+pub async fn internal_network(docker: &Docker, scope: &str) -> Result<String, DriverError> {
+    let name = names::internal_network(scope);
+    match docker.inspect_network(&name, None).await {
+        Ok(network) if network.internal == Some(true) => return Ok(name),
+        Ok(_) => {
+            return Err(DriverError::Spec(format!(
+                "network {name} exists but is not internal; remove it and valet makes it anew"
+            )))
+        }
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(engine(format!("cannot inspect network {name}"), e)),
+    }
+    let request = NetworkCreateRequest {
+        name: name.clone(),
+        driver: Some("bridge".into()),
+        internal: Some(true),
+        labels: Some(HashMap::from([
+            (names::MANAGED.to_string(), "true".to_string()),
+            (names::SCOPE.to_string(), scope.to_string()),
+        ])),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => {
+            tracing::info!(network = %name, "internal network created");
+            Ok(name)
+        }
+        Err(e) if conflict(&e) => Ok(name),
+        Err(e) => Err(engine(format!("cannot create network {name}"), e)),
+    }
+}

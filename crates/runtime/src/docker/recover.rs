@@ -1,0 +1,181 @@
+//! After a restart: containers outlive valet, so the next valet finds its own (by the scope
+//! label) and adopts every running one whose class config is unchanged. Stopped leftovers are
+//! removed; containers of a changed or removed class are stopped gracefully and removed, and
+//! the next request starts a fresh one. No container is left unowned, none is duplicated.
+
+use super::error::engine;
+use super::image::ImageSource;
+use super::logs::{follow, LogSink};
+use super::running::{remove, DockerInstance};
+use super::{container, names, DockerDriver};
+use crate::driver::{Adopted, DriverError, Running};
+use crate::logs::LogRing;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::ListContainersOptions;
+use futures_util::future::join_all;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use valet_core::{validate_key, InstanceId};
+
+/// Lines kept in memory per instance, as the instance layer asks for new ones.
+const LOG_LINES: usize = 1000;
+/// Grace for a container whose class is gone from the config.
+const ORPHAN_STOP: Duration = Duration::from_secs(10);
+
+pub async fn run(driver: &DockerDriver) -> Result<Vec<Adopted>, DriverError> {
+    let docker = &driver.inner.docker;
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(names::scope_filter(&driver.inner.scope)),
+        ..Default::default()
+    };
+    let found = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| engine("cannot list containers", e))?;
+    let hashes = current_hashes(driver, &found).await;
+    let mut adopted = Vec::new();
+    let mut retire = Vec::new();
+    for summary in &found {
+        let Some(id) = summary.id.clone() else {
+            continue;
+        };
+        let running = summary.state == Some(ContainerSummaryStateEnum::RUNNING);
+        match (running, adoptable(summary, &hashes)) {
+            (true, Some(instance)) => match adopt(driver, &id, &instance).await {
+                Ok(running) => {
+                    tracing::info!(%instance, container = %id, "adopted running container");
+                    adopted.push(Adopted {
+                        id: instance,
+                        running,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%instance, error = %e, "cannot adopt container; removing it");
+                    remove(docker, &id).await;
+                }
+            },
+            (true, None) => {
+                let class = summary_label(summary, names::CLASS).unwrap_or_default();
+                let class = driver.inner.classes.get(class);
+                let grace = class.map_or(ORPHAN_STOP, |c| c.stop_timeout);
+                tracing::info!(container = %id, "container's class changed or is gone; stopping it");
+                retire.push(retire_one(driver, id, grace));
+            }
+            (false, _) => remove(docker, &id).await,
+        }
+    }
+    join_all(retire).await;
+    Ok(adopted)
+}
+
+fn summary_label<'a>(summary: &'a ContainerSummary, name: &str) -> Option<&'a str> {
+    summary.labels.as_ref()?.get(name).map(String::as_str)
+}
+
+/// The instance a container may be adopted as: its class exists with the same config hash,
+/// and its key label decodes to a valid key.
+fn adoptable(
+    summary: &ContainerSummary,
+    hashes: &HashMap<String, Option<String>>,
+) -> Option<InstanceId> {
+    let class = summary_label(summary, names::CLASS)?;
+    let current = hashes.get(class)?.as_deref()?;
+    if summary_label(summary, names::CONFIG_HASH) != Some(current) {
+        return None;
+    }
+    let key = names::unescape_key(summary_label(summary, names::KEY)?)?;
+    validate_key(&key).ok()?;
+    Some(InstanceId::new(class, key))
+}
+
+/// The config hash each class's containers should carry, for the classes that have some;
+/// `None` when its image cannot be had (its containers are then replaced, and the start
+/// reports why). A changed Dockerfile context is built here, before anything is served.
+async fn current_hashes(
+    driver: &DockerDriver,
+    found: &[ContainerSummary],
+) -> HashMap<String, Option<String>> {
+    let mut hashes = HashMap::new();
+    for summary in found {
+        let Some(class) = summary_label(summary, names::CLASS) else {
+            continue;
+        };
+        let Some(settings) = driver.inner.classes.get(class) else {
+            continue;
+        };
+        if hashes.contains_key(class) {
+            continue;
+        }
+        let hash = match build(driver, class).await {
+            Ok(image_id) => Some(settings.config_hash(&image_id)),
+            Err(e) => {
+                tracing::warn!(class, error = %e, "cannot have the class's image");
+                None
+            }
+        };
+        hashes.insert(class.to_string(), hash);
+    }
+    hashes
+}
+
+/// Resolves (and builds, if needed) a class's image, with the build output in
+/// `<data_dir>/logs/<class>/build.log`: no instance's start asked for this build.
+async fn build(driver: &DockerDriver, class: &str) -> Result<String, DriverError> {
+    let settings = driver.class(class)?;
+    let path = driver.inner.data_dir.join("logs").join(class);
+    let mut sink = LogSink::open(&path.join("build.log"), Arc::new(LogRing::new(1))).await;
+    let images = &driver.inner.images;
+    let resolved = images.resolve(class, settings).await?;
+    images.ensure(class, settings, resolved, &mut sink).await
+}
+
+async fn adopt(
+    driver: &DockerDriver,
+    id: &str,
+    instance: &InstanceId,
+) -> Result<Box<dyn Running>, DriverError> {
+    let docker = &driver.inner.docker;
+    let settings = driver.class(instance.class())?;
+    let network = (!settings.internet).then(|| names::internal_network(&driver.inner.scope));
+    let inspect = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| engine("cannot inspect container", e))?;
+    // The config hash matched, so the class's ports are the ones the container was made with.
+    let endpoints = container::endpoints(&settings.ports, &inspect, network.as_deref())
+        .map_err(|e| DriverError::io("container endpoints", std::io::Error::other(e)))?;
+    // Same layout as the instance layer's log files: <data_dir>/logs/<class>/<slug>.log.
+    let logs = driver.inner.data_dir.join("logs").join(instance.class());
+    let log_path = logs.join(format!("{}.log", instance.slug()));
+    let ring = Arc::new(LogRing::new(LOG_LINES));
+    let sink = LogSink::open(&log_path, ring.clone()).await;
+    let pump = follow(docker.clone(), id.to_string(), "0", sink);
+    let handle = DockerInstance::watch(docker.clone(), id.to_string(), endpoints, ring, pump);
+    Ok(Box::new(handle))
+}
+
+/// Stops a container the same way as any instance (signal, grace, kill) and removes it.
+async fn retire_one(driver: &DockerDriver, id: String, grace: Duration) {
+    let docker = driver.inner.docker.clone();
+    let ring = Arc::new(LogRing::new(1));
+    let no_logs = tokio::spawn(async {});
+    let mut handle = DockerInstance::watch(docker, id, Default::default(), ring, no_logs);
+    handle.stop(grace).await;
+}
+
+/// Builds every Dockerfile class's image in the background, so the first request does not
+/// wait for a build. A start that comes meanwhile waits for the same build.
+pub fn prebuild(driver: DockerDriver) {
+    tokio::spawn(async move {
+        for (class, settings) in &driver.inner.classes {
+            if !matches!(settings.image, ImageSource::Dockerfile { .. }) {
+                continue;
+            }
+            if let Err(e) = build(&driver, class).await {
+                tracing::warn!(class = %class, error = %e, "image not built ahead of the first start");
+            }
+        }
+    });
+}

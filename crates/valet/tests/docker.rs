@@ -1,0 +1,224 @@
+//! `driver = "docker"` through the real binary and the real engine: a cold request builds and
+//! starts a busybox container, its volume keeps data, a valet killed with SIGKILL leaves the
+//! container running and the next valet adopts it, and SIGTERM stops it.
+//!
+//! Without an engine these tests fail under `CI=true` and are skipped with a reason otherwise.
+
+mod support;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+use tempfile::TempDir;
+
+/// busybox on `scratch` (no registry here), serving /www, with a CGI script that counts its
+/// calls in the volume.
+const DOCKERFILE: &str = "FROM scratch\n\
+COPY busybox /bin/busybox\n\
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+COPY www /www\n";
+const COUNT_CGI: &str = "#!/bin/sh\n\
+echo 'Content-Type: text/plain'\n\
+echo\n\
+echo hit >> /data/hits\n\
+wc -l < /data/hits\n";
+
+/// The image's build context, outside valet's folder; `None` when Docker tests must be skipped.
+fn context() -> Option<TempDir> {
+    let engine = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let reason = match engine {
+        Ok(status) if status.success() && Path::new("/bin/busybox").is_file() => None,
+        Ok(status) if status.success() => Some("no /bin/busybox (apt-get install busybox-static)"),
+        _ => Some("the Docker Engine does not answer"),
+    };
+    if let Some(reason) = reason {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{reason} (CI=true: Docker tests must run)");
+        }
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("valet-e2e-image-")
+        .tempdir()
+        .unwrap();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+    std::fs::create_dir_all(dir.path().join("www/cgi-bin")).unwrap();
+    std::fs::write(
+        dir.path().join("www/index.html"),
+        "hello from a container\n",
+    )
+    .unwrap();
+    let cgi = dir.path().join("www/cgi-bin/count");
+    std::fs::write(&cgi, COUNT_CGI).unwrap();
+    std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    Some(dir)
+}
+
+fn config(class: &str, dockerfile: &Path) -> String {
+    format!(
+        r#"
+        [server]
+        driver = "docker"
+
+        [[containers]]
+        class_name = "{class}"
+        image = "{dockerfile}"
+        command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        volume = "/data"
+        instance_type = "lite"
+        stop_timeout = "2s"
+        readiness = {{ path = "/index.html", timeout = "60s" }}
+
+        [[routes]]
+        pattern = "/api/*"
+        container = "{class}"
+        instance = "name:one"
+        strip_prefix = "/api"
+        "#,
+        dockerfile = dockerfile.join("Dockerfile").display()
+    )
+}
+
+/// Removes the class's containers, volumes and image, however the test ends.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=valet.class={}", self.0);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        for id in ids.lines() {
+            docker(&["rm", "-f", id]);
+        }
+        let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
+        for volume in volumes.lines() {
+            docker(&["volume", "rm", "-f", volume]);
+        }
+        // The image is named after this run's class: nothing else will use it.
+        let images = docker(&["images", "-q", "--filter", &filter]);
+        for image in images.lines() {
+            docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Running containers of a class.
+fn containers(class: &str) -> Vec<String> {
+    let filter = format!("label=valet.class={class}");
+    docker(&["ps", "-q", "--filter", &filter])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn text(valet: &Valet, path: &str) -> String {
+    let response = valet.get(path).await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "{path}: {body}\n--- valet log ---\n{}",
+        valet.log()
+    );
+    body
+}
+
+#[tokio::test]
+async fn a_container_serves_keeps_its_volume_is_adopted_after_sigkill_and_stops_with_valet() {
+    let Some(image) = context() else { return };
+    let class = format!("E2e{}", std::process::id());
+    let _cleanup = Cleanup(class.clone());
+    let valet = Valet::with_config(&config(&class, image.path()))
+        .start()
+        .await;
+
+    assert_eq!(
+        text(&valet, "/api/index.html").await,
+        "hello from a container\n"
+    );
+    assert_eq!(text(&valet, "/api/cgi-bin/count").await.trim(), "1");
+    let before = containers(&class);
+    assert_eq!(before.len(), 1);
+    let bindings = docker(&["port", &before[0]]);
+    assert!(
+        bindings.trim().starts_with("8080/tcp -> 127.0.0.1:"),
+        "{bindings}"
+    );
+
+    // valet dies without a chance to stop anything; the container keeps running.
+    kill(Pid::from_raw(valet.pid() as i32), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(5), "valet to die", || async {
+        (!pid_alive(valet.pid())).then_some(())
+    })
+    .await;
+    assert_eq!(containers(&class), before);
+
+    // The next valet on the same folder adopts it: same container, same data, no second one.
+    let log = std::fs::File::create(valet.dir().join("second.log")).unwrap();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .arg("up")
+        .arg(valet.dir().join("valet.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let addr = valet.addr();
+    eventually(
+        Duration::from_secs(30),
+        "the second valet to listen",
+        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) },
+    )
+    .await;
+    let second_log = || std::fs::read_to_string(valet.dir().join("second.log")).unwrap_or_default();
+    assert_eq!(
+        text(&valet, "/api/cgi-bin/count").await.trim(),
+        "2",
+        "{}",
+        second_log()
+    );
+    assert_eq!(containers(&class), before, "adopted: {}", second_log());
+    assert!(
+        second_log().contains("adopted running container"),
+        "{}",
+        second_log()
+    );
+
+    // SIGTERM stops valet and its container; the volume stays.
+    kill(Pid::from_raw(second.id() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}: {}", second_log());
+    assert!(
+        containers(&class).is_empty(),
+        "stopped with valet: {}",
+        second_log()
+    );
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=valet.class={class}"),
+    ]);
+    assert_eq!(volumes.lines().count(), 1, "{volumes}");
+}
