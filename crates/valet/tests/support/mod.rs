@@ -179,7 +179,7 @@ impl ValetBuilder {
             let toml = complete_config(&self.toml, addr, dir.path());
             std::fs::write(dir.path().join("valet.toml"), toml).expect("write config");
             let log = File::create(log_path(&dir)).expect("log file");
-            let child = Command::new(VALET)
+            let mut child = Command::new(VALET)
                 .arg("up")
                 .arg(dir.path().join("valet.toml"))
                 .current_dir(dir.path())
@@ -190,7 +190,6 @@ impl ValetBuilder {
                 .stderr(log)
                 .spawn()
                 .expect("spawn valet");
-            let mut child = child;
             match wait_listening(&mut child, addr).await {
                 Listening::Yes => {
                     return Ok(Valet {
