@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "valet", version, about = "Serve a front end and wake one backend per key, on your own machine.")]
+#[command(
+    name = "valet",
+    version,
+    about = "Serve a front end and wake one backend per key, on your own machine."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -38,6 +42,55 @@ pub enum Command {
         /// Path of valet.toml.
         config: Option<PathBuf>,
     },
+    /// Show what a running valet is doing: classes, instances by state, requests.
+    Status(AdminArgs),
+    /// List instances, sleeping ones included (all classes, or one).
+    Instances {
+        /// Only this class.
+        class: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Start an instance and wait until it is ready.
+    Start(InstanceArgs),
+    /// Stop an instance gracefully; the next request starts it again.
+    Stop(InstanceArgs),
+    /// Stop an instance and delete its persistent data and log.
+    Destroy(InstanceArgs),
+    /// Print an instance's output; -f follows it.
+    Logs {
+        class: String,
+        /// Needed when the class has more than one instance.
+        key: Option<String>,
+        /// Keep printing new lines (across restarts) until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of earlier output to print first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        tail: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// How an admin command finds the running valet: the admin listener and token of the config
+/// beside it (`admin_listen`; `server.admin_token` or `<data_dir>/admin-token`).
+#[derive(Args, Clone)]
+pub struct AdminArgs {
+    /// Path of valet.toml.
+    #[arg(short, long, default_value = "valet.toml", env = "VALET_CONFIG")]
+    pub config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct InstanceArgs {
+    pub class: String,
+    pub key: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// A command run beside a valet.toml uses it by default.
@@ -48,7 +101,9 @@ pub fn config_path(given: Option<PathBuf>) -> PathBuf {
 /// `RUST_LOG` filters as usual; the default shows valet's own info lines.
 pub fn init_tracing(global: &Global) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

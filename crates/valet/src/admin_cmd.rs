@@ -1,0 +1,320 @@
+//! `valet status`, `instances`, `start`, `stop`, `destroy`, `logs`: clients of the admin API of
+//! the valet running with the config beside them. Tables for people, `--json` for scripts.
+
+use crate::admin_client::{instance_path, segment, AdminClient};
+use crate::cli::{AdminArgs, Command, InstanceArgs};
+use crate::table::{state_color, use_color, Cell, Table};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::io::Write;
+use std::process::ExitCode;
+
+pub fn run(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let done = runtime.block_on(async move {
+        match command {
+            Command::Status(admin) => status(&admin).await,
+            Command::Instances { class, admin } => instances(class.as_deref(), &admin).await,
+            Command::Start(args) => act(&args, "start").await,
+            Command::Stop(args) => act(&args, "stop").await,
+            Command::Destroy(args) => act(&args, "destroy").await,
+            Command::Logs {
+                class,
+                key,
+                follow,
+                tail,
+                admin,
+            } => logs(&class, key, follow, tail, &admin).await,
+            Command::Up { .. } | Command::Check { .. } => unreachable!("handled by main"),
+        }
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// `println!` that ends the process quietly when stdout is closed (`valet instances | head`),
+/// instead of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, $($arg)*).and_then(|()| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+fn print_json(value: &Value) {
+    say!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn status(args: &AdminArgs) -> Result<(), String> {
+    let s = AdminClient::new(args)?.get("/v1/status").await?;
+    if args.json {
+        print_json(&s);
+        return Ok(());
+    }
+    say!(
+        "valet {} · {} driver · gateway {} · admin {} · up {}",
+        text(&s["version"]),
+        text(&s["driver"]),
+        text(&s["listen"]),
+        text(&s["admin_listen"]),
+        duration(s["uptime_ms"].as_u64())
+    );
+    let mut table = Table::new(vec![
+        "CLASS",
+        "RUNNING",
+        "INSTANCES",
+        "REQUESTS",
+        "5XX",
+        "COLD STARTS",
+        "CRASHES",
+    ]);
+    for c in s["classes"].as_array().into_iter().flatten() {
+        let states = c["states"].as_object().map_or_else(String::new, |m| {
+            m.iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        table.row(vec![
+            text(&c["name"]).into(),
+            format!("{}/{}", c["live"], c["max_instances"]).into(),
+            if states.is_empty() {
+                "none".into()
+            } else {
+                states.into()
+            },
+            text(&c["requests"]).into(),
+            text(&c["errors"]).into(),
+            text(&c["cold_starts"]).into(),
+            text(&c["crashes"]).into(),
+        ]);
+    }
+    say!("{}", table.render(use_color()).trim_end());
+    Ok(())
+}
+
+async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> {
+    let path = match class {
+        Some(class) => format!("/v1/instances?class={}", segment(class)),
+        None => "/v1/instances".to_string(),
+    };
+    let list = AdminClient::new(args)?.get(&path).await?;
+    if args.json {
+        print_json(&list);
+        return Ok(());
+    }
+    let all = list.as_array().cloned().unwrap_or_default();
+    if all.is_empty() {
+        say!("no instances yet: one appears with the first request to its key");
+        return Ok(());
+    }
+    let mut table = Table::new(vec![
+        "CLASS",
+        "KEY",
+        "STATE",
+        "UPTIME",
+        "LAST ACTIVE",
+        "REQUESTS",
+        "RESTARTS",
+        "LAST EXIT",
+        "LAST START",
+    ]);
+    for i in &all {
+        let state = text(&i["state"]);
+        let active = if i["active"].as_u64().unwrap_or(0) > 0 {
+            "now".to_string()
+        } else {
+            format!("{} ago", duration(i["idle_ms"].as_u64()))
+        };
+        table.row(vec![
+            text(&i["class"]).into(),
+            text(&i["key"]).into(),
+            Cell::colored(state.clone(), state_color(&state)),
+            duration(i["uptime_ms"].as_u64()).into(),
+            active.into(),
+            text(&i["requests"]).into(),
+            text(&i["restarts"]).into(),
+            exit_text(&i["last_exit"]).into(),
+            i["last_start_ms"]
+                .as_u64()
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"))
+                .into(),
+        ]);
+    }
+    say!("{}", table.render(use_color()).trim_end());
+    for i in all
+        .iter()
+        .filter(|i| i["state"] == "crashed" || i["state"] == "backoff")
+    {
+        say!(
+            "\n{}/{}: {}",
+            text(&i["class"]),
+            text(&i["key"]),
+            text(&i["message"])
+        );
+        for line in i["last_log"].as_array().into_iter().flatten() {
+            say!("  | {}", text(line));
+        }
+    }
+    Ok(())
+}
+
+async fn act(args: &InstanceArgs, action: &str) -> Result<(), String> {
+    let client = AdminClient::new(&args.admin)?;
+    let answer = client
+        .post(&format!(
+            "{}/{action}",
+            instance_path(&args.class, &args.key)
+        ))
+        .await?;
+    if args.admin.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let id = format!("{}/{}", args.class, args.key);
+    match action {
+        "destroy" => say!("{id}: destroyed"),
+        "start" => match answer["last_start_ms"].as_u64() {
+            Some(ms) => say!("{id}: {} (last start took {ms} ms)", text(&answer["state"])),
+            None => say!("{id}: {}", text(&answer["state"])),
+        },
+        _ => say!("{id}: {}", text(&answer["state"])),
+    }
+    Ok(())
+}
+
+async fn logs(
+    class: &str,
+    key: Option<String>,
+    follow: bool,
+    tail: usize,
+    args: &AdminArgs,
+) -> Result<(), String> {
+    let client = AdminClient::new(args)?;
+    let key = match key {
+        Some(key) => key,
+        None => only_key(&client, class).await?,
+    };
+    let path = format!("{}/logs?tail={tail}", instance_path(class, &key));
+    if !follow {
+        let answer = client.get(&path).await?;
+        if args.json {
+            print_json(&answer);
+        } else {
+            answer["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .for_each(|l| say!("{}", text(l)));
+        }
+        return Ok(());
+    }
+    let response = client.stream(&format!("{path}&follow=1")).await?;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("log stream broke: {e}"))?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            print_event(&event, args.json);
+        }
+    }
+    Ok(())
+}
+
+/// `valet logs CLASS` without a key: fine when the class has one instance.
+async fn only_key(client: &AdminClient, class: &str) -> Result<String, String> {
+    let list = client
+        .get(&format!("/v1/instances?class={}", segment(class)))
+        .await?;
+    let keys: Vec<&str> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["key"].as_str())
+        .collect();
+    match keys.as_slice() {
+        [key] => Ok(key.to_string()),
+        [] => Err(format!("class {class} has no instance yet; name a key")),
+        many => {
+            let shown: Vec<&str> = many.iter().take(10).copied().collect();
+            Err(format!(
+                "class {class} has {} instances; name one: {}",
+                many.len(),
+                shown.join(", ")
+            ))
+        }
+    }
+}
+
+/// One SSE event: output lines to stdout, notices to stderr (or everything as JSON lines).
+fn print_event(event: &str, json: bool) {
+    let mut kind = "message";
+    let mut data = Vec::new();
+    for line in event.lines() {
+        if let Some(name) = line.strip_prefix("event:") {
+            kind = name.trim();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push(value.strip_prefix(' ').unwrap_or(value));
+        }
+    }
+    if data.is_empty() {
+        return; // a keep-alive comment
+    }
+    let data = data.join("\n");
+    if json {
+        say!("{}", serde_json::json!({ "event": kind, "data": data }));
+    } else if kind == "notice" {
+        eprintln!("-- {data}");
+    } else {
+        say!("{data}");
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn exit_text(exit: &Value) -> String {
+    if let Some(signal) = exit["signal"].as_i64() {
+        format!("signal {signal}")
+    } else if let Some(code) = exit["code"].as_i64() {
+        format!("code {code}")
+    } else {
+        "-".into()
+    }
+}
+
+fn duration(ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
