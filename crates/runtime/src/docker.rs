@@ -5,7 +5,7 @@
 //! - [`image`] builds Dockerfiles (tagged by a hash of [`context`] and build args) or checks
 //!   that a referenced image is present;
 //! - [`provision`] makes the per-instance volume and the internal network;
-//! - [`container`] turns a spec into a create body and reads its endpoints back;
+//! - [`container`] turns a spec into a create body, [`reach`] says where valet connects;
 //! - [`running`] is the handle the instance layer holds: exit, stop, remove;
 //! - [`recover`] finds this valet's containers after a restart and adopts the running ones;
 //! - [`names`] names and labels everything, scoped to one data folder.
@@ -17,6 +17,7 @@ mod image;
 mod logs;
 mod names;
 mod provision;
+mod reach;
 mod recover;
 mod running;
 mod settings;
@@ -24,7 +25,7 @@ mod settings;
 pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, SCOPE};
 pub use settings::Resources;
 
-use crate::driver::{Adopted, Driver, DriverError, InstanceSpec, Running};
+use crate::driver::{Adopted, Driver, DriverError, Endpoints, InstanceSpec, Running};
 use crate::logs::LogRing;
 use async_trait::async_trait;
 use bollard::query_parameters::CreateContainerOptions;
@@ -32,6 +33,7 @@ use bollard::Docker;
 use container::Plan;
 use error::engine;
 use image::Images;
+use reach::Reach;
 use running::DockerInstance;
 use settings::ClassSettings;
 use std::collections::HashMap;
@@ -52,6 +54,8 @@ struct Inner {
     classes: HashMap<String, ClassSettings>,
     images: Images,
     data_dir: PathBuf,
+    /// A rootless engine's container addresses cannot be reached from here (see [`reach`]).
+    rootless: bool,
     /// Held while the internal network is looked up or made, so only one is made.
     network: tokio::sync::Mutex<()>,
 }
@@ -70,6 +74,8 @@ impl DockerDriver {
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         let info = docker.info().await.map_err(unreachable)?;
         let host_cpus = info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
+        let security = info.security_options.unwrap_or_default();
+        let rootless = security.iter().any(|o| o.contains("name=rootless"));
         let data_dir = config.data_dir();
         tokio::fs::create_dir_all(&data_dir)
             .await
@@ -89,6 +95,7 @@ impl DockerDriver {
                 docker,
                 scope,
                 data_dir,
+                rootless,
                 network: tokio::sync::Mutex::new(()),
             }),
         })
@@ -119,6 +126,35 @@ impl DockerDriver {
         provision::internal_network(&self.inner.docker, &self.inner.scope)
             .await
             .map(Some)
+    }
+}
+
+impl DockerDriver {
+    /// Where valet reaches a container just started or found running.
+    async fn endpoints_of(
+        &self,
+        id: &str,
+        ports: &[(String, u16)],
+        internal: Option<&str>,
+    ) -> Result<Endpoints, DriverError> {
+        let inspect = self
+            .inner
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| engine("cannot inspect the container", e))?;
+        let exited = inspect.state.as_ref().and_then(|s| s.running) == Some(false);
+        let reach = Reach::choose(internal, self.inner.rootless);
+        match reach::endpoints(ports, &inspect, reach) {
+            Ok(endpoints) => Ok(endpoints),
+            // Exited already, so the engine dropped its addresses: hand it over anyway and let
+            // the instance layer report the exit code and output like any early exit.
+            Err(_) if exited => Ok(reach::unreachable(ports)),
+            Err(e) => Err(DriverError::io(
+                "container endpoints",
+                std::io::Error::other(e),
+            )),
+        }
     }
 }
 
@@ -179,24 +215,10 @@ impl Driver for DockerDriver {
             ));
         }
         let pump = logs::follow(docker.clone(), id.clone(), "all", sink);
-        let inspect = docker
-            .inspect_container(&id, None)
+        let endpoints = match self
+            .endpoints_of(&id, &spec.ports, network.as_deref())
             .await
-            .map_err(|e| engine("cannot inspect the new container", e));
-        let endpoints = inspect.and_then(|i| {
-            let exited = i.state.as_ref().and_then(|s| s.running) == Some(false);
-            match container::endpoints(&spec.ports, &i, network.as_deref()) {
-                Ok(endpoints) => Ok(endpoints),
-                // Exited already, so the engine dropped its ports: hand it over anyway and let
-                // the instance layer report the exit code and output like any early exit.
-                Err(_) if exited => Ok(container::unreachable(&spec.ports)),
-                Err(e) => Err(DriverError::io(
-                    "container endpoints",
-                    std::io::Error::other(e),
-                )),
-            }
-        });
-        let endpoints = match endpoints {
+        {
             Ok(endpoints) => endpoints,
             Err(e) => {
                 running::remove(docker, &id).await;

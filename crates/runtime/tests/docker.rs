@@ -17,14 +17,17 @@ macro_rules! project {
 }
 
 #[tokio::test]
-async fn a_dockerfile_is_built_once_and_its_container_serves_on_loopback() {
+async fn a_dockerfile_is_built_once_and_its_container_serves() {
     // A file of its own makes the context, and so the image, unique to this test.
     let project = project!("");
     let marker = format!("{:?}", Instant::now());
     std::fs::write(project.app().join("www/marker"), &marker).unwrap();
     let mut first = project.driver.start(&project.spec("one")).await.unwrap();
     let addr = first.endpoints().get("http").unwrap();
-    assert!(addr.ip().is_loopback() && addr.port() != 8080, "{addr}");
+    assert!(
+        !addr.ip().is_loopback() && addr.port() == 8080,
+        "its own address: {addr}"
+    );
     let page = get(addr, "/index.html", Duration::from_secs(10)).await;
     assert!(
         page.contains(" 200 OK") && page.contains("hello from busybox"),
@@ -62,6 +65,20 @@ async fn a_dockerfile_is_built_once_and_its_container_serves_on_loopback() {
     second.stop(Duration::from_secs(5)).await;
     // The image is unique to this test; leave no clutter.
     docker_cli(&["rmi", image.trim()]);
+}
+
+#[tokio::test]
+async fn a_connect_is_refused_until_the_app_listens() {
+    // Through docker-proxy a published port accepts before the app listens, which would fool
+    // a TCP readiness probe; valet connects to the container itself.
+    let project = project!(r#"command = ["sh", "-c", "sleep 2; exec httpd -f -p 8080 -h /www"]"#);
+    let mut running = project.driver.start(&project.spec("slow")).await.unwrap();
+    let addr = running.endpoints().get("http").unwrap();
+    let early = tokio::net::TcpStream::connect(addr).await;
+    assert!(early.is_err(), "nothing listens yet, so nothing accepts");
+    let page = get(addr, "/index.html", Duration::from_secs(10)).await;
+    assert!(page.contains(" 200 OK"), "{page}");
+    running.stop(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

@@ -64,6 +64,12 @@ fn context() -> Option<TempDir> {
 }
 
 fn config(class: &str, dockerfile: &Path) -> String {
+    let class_options = r#"command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        readiness = { path = "/index.html", timeout = "60s" }"#;
+    config_with(class, dockerfile, class_options)
+}
+
+fn config_with(class: &str, dockerfile: &Path, class_options: &str) -> String {
     format!(
         r#"
         [server]
@@ -72,11 +78,10 @@ fn config(class: &str, dockerfile: &Path) -> String {
         [[containers]]
         class_name = "{class}"
         image = "{dockerfile}"
-        command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
         volume = "/data"
         instance_type = "lite"
         stop_timeout = "2s"
-        readiness = {{ path = "/index.html", timeout = "60s" }}
+        {class_options}
 
         [[routes]]
         pattern = "/api/*"
@@ -221,4 +226,19 @@ async fn a_container_serves_keeps_its_volume_is_adopted_after_sigkill_and_stops_
         &format!("label=valet.class={class}"),
     ]);
     assert_eq!(volumes.lines().count(), 1, "{volumes}");
+}
+
+#[tokio::test]
+async fn a_slow_app_behind_a_tcp_probe_is_waited_for_not_answered_502() {
+    let Some(image) = context() else { return };
+    let class = format!("Slow{}", std::process::id());
+    let _cleanup = Cleanup(class.clone());
+    let slow = r#"command = ["sh", "-c", "sleep 2; exec httpd -f -p 8080 -h /www"]"#;
+    let valet = Valet::with_config(&config_with(&class, image.path(), slow))
+        .start()
+        .await;
+    assert_eq!(
+        text(&valet, "/api/index.html").await,
+        "hello from a container\n"
+    );
 }

@@ -1,16 +1,14 @@
 //! One container from an [`InstanceSpec`]: its create body (env, command, ports, labels,
-//! volume, limits, network) and where its ports can be reached once it runs.
+//! volume, limits, network).
 
 use super::names;
 use super::settings::ClassSettings;
-use crate::driver::{DriverError, Endpoints, InstanceSpec};
+use crate::driver::{DriverError, InstanceSpec};
 use crate::process::command::{port_env_name, substitute};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig, Mount,
-    MountType, PortBinding,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, PortBinding,
 };
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Everything needed to create one instance's container.
 pub struct Plan<'a> {
@@ -126,56 +124,4 @@ fn default_port(spec: &InstanceSpec) -> Result<Option<u16>, DriverError> {
             spec.default_port
         ))
     })
-}
-
-/// Where valet reaches each named port of a running container: the published loopback port,
-/// or the container's address on the internal network.
-pub fn endpoints(
-    ports: &[(String, u16)],
-    inspect: &ContainerInspectResponse,
-    network: Option<&str>,
-) -> Result<Endpoints, String> {
-    let settings = inspect
-        .network_settings
-        .as_ref()
-        .ok_or("no network settings")?;
-    let mut out = Vec::with_capacity(ports.len());
-    for (name, port) in ports {
-        let addr = match network {
-            Some(network) => {
-                let ip = settings
-                    .networks
-                    .as_ref()
-                    .and_then(|n| n.get(network))
-                    .and_then(|e| e.ip_address.as_deref())
-                    .filter(|ip| !ip.is_empty())
-                    .ok_or_else(|| format!("no address on network {network}"))?;
-                let ip: IpAddr = ip.parse().map_err(|e| format!("address {ip}: {e}"))?;
-                SocketAddr::new(ip, *port)
-            }
-            None => {
-                let published = settings
-                    .ports
-                    .as_ref()
-                    .and_then(|p| p.get(&format!("{port}/tcp")))
-                    .and_then(|b| b.as_ref())
-                    .and_then(|b| b.iter().find_map(|b| b.host_port.as_deref()?.parse().ok()))
-                    .ok_or_else(|| format!("port {port} is not published"))?;
-                SocketAddr::from((Ipv4Addr::LOCALHOST, published))
-            }
-        };
-        out.push((name.clone(), addr));
-    }
-    Ok(Endpoints { ports: out })
-}
-
-/// Endpoints of a container that has exited already: nothing listens on port 0.
-pub fn unreachable(ports: &[(String, u16)]) -> Endpoints {
-    let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    Endpoints {
-        ports: ports
-            .iter()
-            .map(|(name, _)| (name.clone(), nowhere))
-            .collect(),
-    }
 }

@@ -7,7 +7,7 @@ use super::error::engine;
 use super::image::ImageSource;
 use super::logs::{follow, LogSink};
 use super::running::{remove, DockerInstance};
-use super::{container, names, DockerDriver};
+use super::{names, DockerDriver};
 use crate::driver::{Adopted, DriverError, Running};
 use crate::logs::LogRing;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
@@ -138,14 +138,11 @@ async fn adopt(
 ) -> Result<Box<dyn Running>, DriverError> {
     let docker = &driver.inner.docker;
     let settings = driver.class(instance.class())?;
-    let network = (!settings.internet).then(|| names::internal_network(&driver.inner.scope));
-    let inspect = docker
-        .inspect_container(id, None)
-        .await
-        .map_err(|e| engine("cannot inspect container", e))?;
+    let internal = (!settings.internet).then(|| names::internal_network(&driver.inner.scope));
     // The config hash matched, so the class's ports are the ones the container was made with.
-    let endpoints = container::endpoints(&settings.ports, &inspect, network.as_deref())
-        .map_err(|e| DriverError::io("container endpoints", std::io::Error::other(e)))?;
+    let endpoints = driver
+        .endpoints_of(id, &settings.ports, internal.as_deref())
+        .await?;
     // Same layout as the instance layer's log files: <data_dir>/logs/<class>/<slug>.log.
     let logs = driver.inner.data_dir.join("logs").join(instance.class());
     let log_path = logs.join(format!("{}.log", instance.slug()));
