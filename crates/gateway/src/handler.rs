@@ -117,8 +117,14 @@ async fn to_instance(
     }
     let resend = proxy::Resend::of(&parts, &body, &client);
     let (instance, mut addr) = (lease.instance().clone(), lease.addr());
+    // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
+    // the upstream time of the first try, from sending until the response head.
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    target.class.stats.request_bytes.add(declared.unwrap_or(0));
+    let sent = Instant::now();
     let pass = Pass { lease, uri, prefix, client };
     let mut result = proxy::pass(upstream, Request::from_parts(parts, body), pass).await;
+    target.class.stats.upstream.observe(sent.elapsed());
     let Some(resend) = resend else { return result };
     // A process that was killed or crashed a moment ago still looks ready until its task
     // notices: pooled connections to it close unanswered, a new one is refused. Once the task

@@ -181,6 +181,12 @@ async fn metrics_count_requests_cold_starts_and_instances_by_state() {
         assert_eq!(request(&valet, "/api/echo", "m").await.status(), 200);
     }
     assert_eq!(valet.get("/nowhere").await.status(), 404);
+    let upload = valet
+        .client
+        .post(valet.url("/api/upload"))
+        .header("X-Tenant", "m");
+    let upload = upload.body(vec![7u8; 1000]).send().await.unwrap();
+    assert_eq!(upload.status(), 200);
     let missing_key = valet
         .client
         .get(valet.url("/api/echo"))
@@ -190,43 +196,49 @@ async fn metrics_count_requests_cold_starts_and_instances_by_state() {
     assert_eq!(missing_key.status(), 400);
 
     let m = admin.metrics().await;
-    let series = |s: &str| sample(&m, s).unwrap_or_else(|| panic!("no {s} in\n{m}"));
-    assert_eq!(
-        series(r#"valet_requests_total{route="/api/*",class="Echo",status="200"}"#),
-        5.0
-    );
-    assert_eq!(
-        series(r#"valet_requests_total{route="/api/*",class="Echo",status="400"}"#),
-        1.0
-    );
-    assert_eq!(
-        series(r#"valet_requests_total{route="(none)",class="",status="404"}"#),
-        1.0
-    );
-    assert_eq!(
-        series(r#"valet_request_duration_seconds_count{route="/api/*",class="Echo"}"#),
-        6.0
-    );
-    assert_eq!(
-        series(r#"valet_request_duration_seconds_bucket{route="/api/*",class="Echo",le="+Inf"}"#),
-        6.0
-    );
-    assert_eq!(
-        series(r#"valet_cold_start_duration_seconds_count{class="Echo"}"#),
-        1.0
-    );
-    assert!(series(r#"valet_cold_start_duration_seconds_sum{class="Echo"}"#) > 0.0);
-    assert_eq!(
-        series(r#"valet_instances{class="Echo",state="ready"}"#),
-        1.0
-    );
-    assert_eq!(
-        series(r#"valet_instances{class="Echo",state="stopped"}"#),
-        0.0
-    );
-    assert!(series(r#"valet_response_bytes_total{class="Echo"}"#) > 0.0);
+    let expected = [
+        (
+            r#"valet_requests_total{route="/api/*",class="Echo",status="200"}"#,
+            6.0,
+        ),
+        (
+            r#"valet_requests_total{route="/api/*",class="Echo",status="400"}"#,
+            1.0,
+        ),
+        (
+            r#"valet_requests_total{route="(none)",class="",status="404"}"#,
+            1.0,
+        ),
+        (
+            r#"valet_request_duration_seconds_count{route="/api/*",class="Echo"}"#,
+            7.0,
+        ),
+        (
+            r#"valet_request_duration_seconds_bucket{route="/api/*",class="Echo",le="+Inf"}"#,
+            7.0,
+        ),
+        // The request without a key never reached an instance.
+        (
+            r#"valet_upstream_duration_seconds_count{class="Echo"}"#,
+            6.0,
+        ),
+        (r#"valet_request_bytes_total{class="Echo"}"#, 1000.0),
+        (
+            r#"valet_cold_start_duration_seconds_count{class="Echo"}"#,
+            1.0,
+        ),
+        (r#"valet_instances{class="Echo",state="ready"}"#, 1.0),
+        (r#"valet_instances{class="Echo",state="stopped"}"#, 0.0),
+    ];
+    for (series, value) in expected {
+        assert_eq!(sample(&m, series), Some(value), "{series} in\n{m}");
+    }
+    let positive = |s: &str| sample(&m, s).is_some_and(|v| v > 0.0);
+    assert!(positive(
+        r#"valet_cold_start_duration_seconds_sum{class="Echo"}"#
+    ));
+    assert!(positive(r#"valet_response_bytes_total{class="Echo"}"#));
     for family in [
-        "valet_upstream_duration_seconds",
         "valet_instance_restarts_total",
         "valet_waiting_requests",
         "valet_websocket_connections",
@@ -371,4 +383,45 @@ async fn the_cli_lists_stops_and_prints_logs_as_tables_or_json() {
     let missing = admin.cli(&["stop", "Echo", "nobody"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stdout).contains("no instance Echo/nobody"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_counted_while_open_and_their_bytes_both_ways() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let config = format!(
+        "{ECHO}\n[[routes]]\npattern = \"/ws/*\"\ncontainer = \"Echo\"\ninstance = \"name:ws\"\nstrip_prefix = \"/ws\"\n"
+    );
+    let valet = Valet::with_config(&with_token(&config)).start().await;
+    let admin = Admin::of(&valet, TOKEN).await;
+    let url = format!("ws://{}/ws/ws", valet.addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket through valet");
+    ws.send(Message::text("x".repeat(5000))).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap();
+    assert_eq!(echo.unwrap().unwrap().len(), 5000);
+    let open = r#"valet_websocket_connections{class="Echo"}"#;
+    assert_eq!(sample(&admin.metrics().await, open), Some(1.0));
+
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let m = eventually(
+        Duration::from_secs(10),
+        "the tunnel is counted closed",
+        || async {
+            let m = admin.metrics().await;
+            (sample(&m, open) == Some(0.0)).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&m, r#"valet_websocket_connections_total{class="Echo"}"#),
+        Some(1.0)
+    );
+    let up = sample(&m, r#"valet_request_bytes_total{class="Echo"}"#).unwrap();
+    let down = sample(&m, r#"valet_response_bytes_total{class="Echo"}"#).unwrap();
+    assert!(up >= 5000.0 && down >= 5000.0, "up {up}, down {down}");
 }
