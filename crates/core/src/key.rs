@@ -27,7 +27,10 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
         return Err(KeyError::Empty);
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(KeyError::TooLong { len: key.len(), max: MAX_KEY_LEN });
+        return Err(KeyError::TooLong {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
     }
     if key.chars().any(char::is_control) {
         return Err(KeyError::ControlChar);
@@ -44,7 +47,10 @@ pub struct InstanceId {
 
 impl InstanceId {
     pub fn new(class: impl Into<Arc<str>>, key: impl Into<Arc<str>>) -> Self {
-        Self { class: class.into(), key: key.into() }
+        Self {
+            class: class.into(),
+            key: key.into(),
+        }
     }
 
     pub fn class(&self) -> &str {
@@ -95,7 +101,11 @@ mod tests {
     fn slug_never_holds_path_characters() {
         for key in ["../../etc/passwd", "a/b", "%2F..%2F", "nul\0byte", "."] {
             let slug = InstanceId::new("C", key).slug();
-            assert!(slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{slug}");
+            assert!(
+                slug.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{slug}"
+            );
             assert!(!slug.is_empty());
         }
     }
@@ -110,7 +120,10 @@ mod tests {
     #[test]
     fn keys_are_bounded() {
         assert_eq!(validate_key(""), Err(KeyError::Empty));
-        assert!(matches!(validate_key(&"x".repeat(10_000)), Err(KeyError::TooLong { .. })));
+        assert!(matches!(
+            validate_key(&"x".repeat(10_000)),
+            Err(KeyError::TooLong { .. })
+        ));
         assert_eq!(validate_key("a\0b"), Err(KeyError::ControlChar));
         assert_eq!(validate_key("project-42"), Ok(()));
     }

@@ -12,7 +12,10 @@ pub struct UnitError {
 }
 
 fn unit_error(input: &str, message: &'static str) -> UnitError {
-    UnitError { input: input.to_string(), message }
+    UnitError {
+        input: input.to_string(),
+        message,
+    }
 }
 
 /// Reads `"250ms"`, `"30s"`, `"10m"`, `"2h"`, `"1d"` and sums like `"1h30m"`. `"0"` is zero.
@@ -27,15 +30,22 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(unit_error(input, "expected a number like \"30s\" or \"10m\""));
+            return Err(unit_error(
+                input,
+                "expected a number like \"30s\" or \"10m\"",
+            ));
         }
         let number: f64 = rest[..digits]
             .parse()
             .map_err(|_| unit_error(input, "expected a number like \"30s\" or \"10m\""))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ms" => number / 1000.0,
             "s" => number,
@@ -43,7 +53,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
             "h" => number * 3600.0,
             "d" => number * 86400.0,
             "" => return Err(unit_error(input, "duration needs a unit (ms, s, m, h, d)")),
-            _ => return Err(unit_error(input, "unknown duration unit (use ms, s, m, h, d)")),
+            _ => {
+                return Err(unit_error(
+                    input,
+                    "unknown duration unit (use ms, s, m, h, d)",
+                ))
+            }
         };
         rest = &rest[unit_len..];
         total += Duration::try_from_secs_f64(seconds)
@@ -56,9 +71,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
 /// `"1MiB"`, `"1GiB"` (powers of 1024). Case of the unit is ignored.
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
     let s = input.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let digits = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     if digits == 0 {
-        return Err(unit_error(input, "expected a size like \"10MB\" or \"1GiB\""));
+        return Err(unit_error(
+            input,
+            "expected a size like \"10MB\" or \"1GiB\"",
+        ));
     }
     let number: f64 = s[..digits]
         .parse()
@@ -73,7 +93,12 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(unit_error(input, "unknown size unit (use B, KB, MB, GB, KiB, MiB, GiB)")),
+        _ => {
+            return Err(unit_error(
+                input,
+                "unknown size unit (use B, KB, MB, GB, KiB, MiB, GiB)",
+            ))
+        }
     };
     let bytes = number * multiplier;
     if !bytes.is_finite() || bytes > u64::MAX as f64 {

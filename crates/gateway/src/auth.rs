@@ -26,7 +26,10 @@ const EC: &[Algorithm] = &[Algorithm::ES256];
 
 impl JwtVerifier {
     /// Reads the secret and PEM keys; `resolve` turns config paths into real ones.
-    pub fn from_config(auth: &AuthConfig, resolve: impl Fn(&Path) -> std::path::PathBuf) -> Result<Self, String> {
+    pub fn from_config(
+        auth: &AuthConfig,
+        resolve: impl Fn(&Path) -> std::path::PathBuf,
+    ) -> Result<Self, String> {
         let mut keys = Vec::new();
         if let Some(secret) = &auth.jwt_secret {
             keys.push((DecodingKey::from_secret(secret.as_bytes()), HMAC));
@@ -43,7 +46,11 @@ impl JwtVerifier {
         if keys.is_empty() {
             return Err("[auth] needs jwt_secret or jwt_public_keys".into());
         }
-        Ok(Self { keys, issuer: auth.issuer.clone(), audience: auth.audience.clone() })
+        Ok(Self {
+            keys,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+        })
     }
 
     /// Checks signature, `exp`, `nbf`, and `iss`/`aud` when configured. `alg: none` and any
@@ -77,8 +84,14 @@ impl JwtVerifier {
 /// The token a request carries: `Authorization: Bearer`, else an `access_token` cookie, else an
 /// `access_token` query parameter.
 pub fn token_from(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
             return Some(token.trim().to_string());
         }
     }

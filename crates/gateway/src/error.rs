@@ -19,14 +19,23 @@ pub enum GatewayError {
     /// Body larger than `max_body_size`.
     PayloadTooLarge { limit: u64 },
     /// The instance could not be had.
-    Instance { instance: String, error: AcquireError },
+    Instance {
+        instance: String,
+        error: AcquireError,
+    },
     /// The instance closed or reset the connection.
-    BadGateway { instance: String, message: &'static str },
+    BadGateway {
+        instance: String,
+        message: &'static str,
+    },
     /// The instance gave no answer: nothing listened at its address (`sent: false`, the request
     /// never left), or the connection closed before a response head came (`sent: true`).
     Unanswered { instance: String, sent: bool },
     /// The instance did not answer in time.
-    Timeout { instance: String, what: &'static str },
+    Timeout {
+        instance: String,
+        what: &'static str,
+    },
 }
 
 impl GatewayError {
@@ -49,17 +58,28 @@ impl GatewayError {
         let timestamp = httpdate::fmt_http_date(SystemTime::now());
         let mut retry_after = None;
         let body = match self {
-            Self::NotFound => json(&[("error", "not_found"), ("message", "no route matches this path")]),
+            Self::NotFound => json(&[
+                ("error", "not_found"),
+                ("message", "no route matches this path"),
+            ]),
             Self::BadRequest { code, message } => json(&[("error", code), ("message", &message)]),
-            Self::Unauthorized { message } => json(&[("error", "unauthorized"), ("message", &message)]),
+            Self::Unauthorized { message } => {
+                json(&[("error", "unauthorized"), ("message", &message)])
+            }
             Self::TooManyRequests { retry_after: wait } => {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                 retry_after = Some(secs);
-                json(&[("error", "rate_limited"), ("message", "too many requests; retry later")])
+                json(&[
+                    ("error", "rate_limited"),
+                    ("message", "too many requests; retry later"),
+                ])
             }
             Self::PayloadTooLarge { limit } => json(&[
                 ("error", "payload_too_large"),
-                ("message", &format!("request body exceeds the limit of {limit} bytes")),
+                (
+                    "message",
+                    &format!("request body exceeds the limit of {limit} bytes"),
+                ),
             ]),
             Self::Instance { instance, error } => {
                 let secs = error.retry_after().max(Duration::from_secs(1)).as_secs();
@@ -80,7 +100,11 @@ impl GatewayError {
                 ("error", "bad_gateway"),
                 (
                     "message",
-                    if sent { "the instance closed the connection" } else { "the instance refused the connection" },
+                    if sent {
+                        "the instance closed the connection"
+                    } else {
+                        "the instance refused the connection"
+                    },
                 ),
                 ("instance", &instance),
             ]),
@@ -98,7 +122,10 @@ impl GatewayError {
         let mut response = Response::new(full(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -111,7 +138,9 @@ impl GatewayError {
 }
 
 fn json(fields: &[(&str, &str)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> =
-        fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
     serde_json::Value::Object(map).to_string()
 }

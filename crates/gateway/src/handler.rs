@@ -40,28 +40,39 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let request_id = forward::request_id(req.headers_mut());
-    let log = state.access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
+    let log = state
+        .access_log
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let host = request_host(&req);
-    let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(host_without_port);
+    let host_name = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map(host_without_port);
     let route = state.routes.find(host_name.as_deref(), req.uri().path());
     let mut class_key = None;
     let mut response = match route.map(|r| (r, &r.target)) {
         Some((route, Target::Container(target))) => {
             let client = ClientInfo {
                 peer: peer.ip(),
-                trusted: state.trusted_proxies.iter().any(|net| net.contains(peer.ip())),
+                trusted: state
+                    .trusted_proxies
+                    .iter()
+                    .any(|net| net.contains(peer.ip())),
                 https: state.https,
                 host,
             };
             let body_pending = !req.body().is_end_stream();
-            let result = to_instance(state, upstream, route, target, req, client, &mut class_key).await;
+            let result =
+                to_instance(state, upstream, route, target, req, client, &mut class_key).await;
             result.unwrap_or_else(|error| {
                 let mut response = error.into_response();
                 // Answered without reading the whole request body (413, 503, ...): the
                 // connection cannot carry another request, so it closes after this answer, and
                 // the client is told, or it might reuse it and meet the close.
                 if body_pending {
-                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 response
             })
@@ -71,7 +82,9 @@ pub async fn handle(
             None => GatewayError::NotFound.into_response(),
         },
     };
-    response.headers_mut().insert(forward::X_REQUEST_ID.clone(), request_id.clone());
+    response
+        .headers_mut()
+        .insert(forward::X_REQUEST_ID.clone(), request_id.clone());
     let stats = route.map_or(&state.routes.unrouted, |r| &r.stats);
     stats.record(response.status().as_u16(), started.elapsed());
     if let Some((method, path)) = log {
@@ -104,25 +117,42 @@ async fn to_instance(
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = req.into_parts();
     admit(state, route, &parts, &client)?;
-    let key = key::derive(&target.rule, route, &parts.uri, &parts.headers)
-        .map_err(|e| GatewayError::BadRequest { code: "missing_instance_key", message: e.0 })?;
+    let key = key::derive(&target.rule, route, &parts.uri, &parts.headers).map_err(|e| {
+        GatewayError::BadRequest {
+            code: "missing_instance_key",
+            message: e.0,
+        }
+    })?;
     if state.access_log {
         *class_key = Some((target.class.name.to_string(), key.to_string()));
     }
     let lease = acquire(state, target, &key).await?;
     let (prefix, uri) = upstream_target(target, lease.addr(), &parts.uri)?;
     if forward::is_upgrade(&parts.headers) {
-        let pass = Pass { lease, uri, prefix, client };
+        let pass = Pass {
+            lease,
+            uri,
+            prefix,
+            client,
+        };
         return upgrade::tunnel(upstream, Request::from_parts(parts, body), pass).await;
     }
     let resend = proxy::Resend::of(&parts, &body, &client);
     let (instance, mut addr) = (lease.instance().clone(), lease.addr());
     // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
     // the upstream time of the first try, from sending until the response head.
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     target.class.stats.request_bytes.add(declared.unwrap_or(0));
     let sent = Instant::now();
-    let pass = Pass { lease, uri, prefix, client };
+    let pass = Pass {
+        lease,
+        uri,
+        prefix,
+        client,
+    };
     let mut result = proxy::pass(upstream, Request::from_parts(parts, body), pass).await;
     target.class.stats.upstream.observe(sent.elapsed());
     let Some(resend) = resend else { return result };
@@ -154,12 +184,19 @@ const REFUSED_WAIT: Duration = Duration::from_secs(1);
 /// ... and after a pooled connection closed unanswered (the process may well be alive).
 const CLOSED_WAIT: Duration = Duration::from_millis(100);
 
-async fn acquire(state: &GatewayState, target: &ContainerTarget, key: &str) -> Result<Lease, GatewayError> {
+async fn acquire(
+    state: &GatewayState,
+    target: &ContainerTarget,
+    key: &str,
+) -> Result<Lease, GatewayError> {
     state
         .instances
         .acquire(&target.class, key, target.port)
         .await
-        .map_err(|error| GatewayError::Instance { instance: format!("{}/{}", target.class.name, key), error })
+        .map_err(|error| GatewayError::Instance {
+            instance: format!("{}/{}", target.class.name, key),
+            error,
+        })
 }
 
 /// What `strip_prefix` removes (for `X-Forwarded-Prefix`) and the URI at the instance.
@@ -182,21 +219,34 @@ fn upstream_target(
 
 /// Rate limit and JWT, both checked before the instance is looked up, so neither a flood nor
 /// an anonymous client can wake a sleeping backend.
-fn admit(state: &GatewayState, route: &Route, parts: &http::request::Parts, client: &ClientInfo) -> Result<(), GatewayError> {
+fn admit(
+    state: &GatewayState,
+    route: &Route,
+    parts: &http::request::Parts,
+    client: &ClientInfo,
+) -> Result<(), GatewayError> {
     if let Some(limiter) = &route.limiter {
         limiter
             .check(client_address(client, &parts.headers))
             .map_err(|retry_after| GatewayError::TooManyRequests { retry_after })?;
     }
     if route.jwt {
-        let verifier = state.jwt.as_ref().ok_or_else(|| GatewayError::Unauthorized {
-            message: "this route requires a token but no [auth] is configured".into(),
+        let verifier = state
+            .jwt
+            .as_ref()
+            .ok_or_else(|| GatewayError::Unauthorized {
+                message: "this route requires a token but no [auth] is configured".into(),
+            })?;
+        let token = auth::token_from(&parts.headers, &parts.uri).ok_or_else(|| {
+            GatewayError::Unauthorized {
+                message: "a bearer token is required".into(),
+            }
         })?;
-        let token = auth::token_from(&parts.headers, &parts.uri)
-            .ok_or_else(|| GatewayError::Unauthorized { message: "a bearer token is required".into() })?;
         verifier
             .verify(&token)
-            .map_err(|e| GatewayError::Unauthorized { message: format!("invalid token: {e}") })?;
+            .map_err(|e| GatewayError::Unauthorized {
+                message: format!("invalid token: {e}"),
+            })?;
     }
     Ok(())
 }
@@ -220,7 +270,9 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     if let Some(host) = req.headers().get(header::HOST) {
         return Some(host.clone());
     }
-    req.uri().authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok())
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
 }
 
 /// `Example.com:8787` -> `example.com`; `[::1]:80` -> `[::1]`.

@@ -23,14 +23,17 @@ pub fn derive<'r>(
         KeyRule::Path(n) => {
             let rest = route.rest(uri.path());
             let segment = rest.split('/').filter(|s| !s.is_empty()).nth(n - 1);
-            let segment = segment.ok_or_else(|| MissingKey(format!("path segment {n} is missing")))?;
+            let segment =
+                segment.ok_or_else(|| MissingKey(format!("path segment {n} is missing")))?;
             decode(segment).ok_or_else(|| MissingKey(format!("path segment {n} is not UTF-8")))
         }
         KeyRule::Header(name) => {
             let value = headers
                 .get(name)
                 .ok_or_else(|| MissingKey(format!("header {name} is missing")))?;
-            let value = value.to_str().map_err(|_| MissingKey(format!("header {name} is not text")))?;
+            let value = value
+                .to_str()
+                .map_err(|_| MissingKey(format!("header {name} is not text")))?;
             Ok(Cow::Borrowed(value.trim()))
         }
         KeyRule::Query(name) => {

@@ -4,9 +4,9 @@ use crate::body::Body;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
 use crate::stream::LeasedBody;
-use http::uri::{Authority, PathAndQuery, Scheme};
 use bytes::Bytes;
 use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Empty, Limited};
@@ -41,7 +41,12 @@ pub struct UpstreamSettings {
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Self {
-        let UpstreamSettings { connect, first_byte, idle, max_body } = *settings;
+        let UpstreamSettings {
+            connect,
+            first_byte,
+            idle,
+            max_body,
+        } = *settings;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect));
@@ -51,7 +56,13 @@ impl Upstream {
             .pool_max_idle_per_host(1024)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Self { client, connect, first_byte, idle, max_body }
+        Self {
+            client,
+            connect,
+            first_byte,
+            idle,
+            max_body,
+        }
     }
 }
 
@@ -74,13 +85,18 @@ pub async fn pass(
     if upstream.max_body > 0 {
         if let Some(len) = content_length(&req) {
             if len > upstream.max_body {
-                return Err(GatewayError::PayloadTooLarge { limit: upstream.max_body });
+                return Err(GatewayError::PayloadTooLarge {
+                    limit: upstream.max_body,
+                });
             }
         }
     }
     let (parts, body) = req.into_parts();
     let body = if upstream.max_body > 0 {
-        Either::Left(Either::Right(Limited::new(body, upstream.max_body as usize)))
+        Either::Left(Either::Right(Limited::new(
+            body,
+            upstream.max_body as usize,
+        )))
     } else {
         Either::Left(Either::Left(body))
     };
@@ -133,10 +149,24 @@ pub async fn resend(
     let mut req = Request::new(Either::Right(Empty::new()));
     *req.method_mut() = resend.method;
     *req.headers_mut() = resend.headers;
-    send(upstream, req, Pass { lease, uri, prefix, client: resend.client }).await
+    send(
+        upstream,
+        req,
+        Pass {
+            lease,
+            uri,
+            prefix,
+            client: resend.client,
+        },
+    )
+    .await
 }
 
-async fn send(upstream: &Upstream, mut req: Request<UpstreamBody>, pass: Pass) -> Result<Response<Body>, GatewayError> {
+async fn send(
+    upstream: &Upstream,
+    mut req: Request<UpstreamBody>,
+    pass: Pass,
+) -> Result<Response<Body>, GatewayError> {
     let instance = || pass.lease.instance().id.to_string();
     forward::prepare_request(req.headers_mut(), &pass.client, pass.prefix.clone());
     let (mut parts, body) = req.into_parts();
@@ -145,7 +175,12 @@ async fn send(upstream: &Upstream, mut req: Request<UpstreamBody>, pass: Pass) -
     parts.version = Version::HTTP_11;
     let sent = upstream.client.request(Request::from_parts(parts, body));
     let response = match tokio::time::timeout(upstream.first_byte, sent).await {
-        Err(_) => return Err(GatewayError::Timeout { instance: instance(), what: "answer" }),
+        Err(_) => {
+            return Err(GatewayError::Timeout {
+                instance: instance(),
+                what: "answer",
+            })
+        }
         Ok(Err(e)) => return Err(classify(e, upstream.max_body, instance())),
         Ok(Ok(response)) => response,
     };
@@ -153,7 +188,11 @@ async fn send(upstream: &Upstream, mut req: Request<UpstreamBody>, pass: Pass) -
 }
 
 /// The instance's answer on its way back: hop-by-hop headers dropped, lease kept by the body.
-pub fn leased_response(response: Response<Incoming>, lease: Lease, idle: Duration) -> Response<Body> {
+pub fn leased_response(
+    response: Response<Incoming>,
+    lease: Lease,
+    idle: Duration,
+) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     forward::remove_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, LeasedBody::new(body, lease, idle).boxed_unsync())
@@ -191,7 +230,12 @@ fn classify(e: hyper_util::client::legacy::Error, max_body: u64, instance: Strin
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             match io.kind() {
-                TimedOut => return GatewayError::Timeout { instance, what: "accept a connection" },
+                TimedOut => {
+                    return GatewayError::Timeout {
+                        instance,
+                        what: "accept a connection",
+                    }
+                }
                 ConnectionReset | ConnectionAborted | BrokenPipe => closed = true,
                 _ => {}
             }
@@ -203,10 +247,19 @@ fn classify(e: hyper_util::client::legacy::Error, max_body: u64, instance: Strin
     }
     tracing::debug!(%instance, error = %e, "upstream request failed");
     if e.is_connect() {
-        return GatewayError::Unanswered { instance, sent: false };
+        return GatewayError::Unanswered {
+            instance,
+            sent: false,
+        };
     }
     if closed {
-        return GatewayError::Unanswered { instance, sent: true };
+        return GatewayError::Unanswered {
+            instance,
+            sent: true,
+        };
     }
-    GatewayError::BadGateway { instance, message: "the instance failed during the exchange" }
+    GatewayError::BadGateway {
+        instance,
+        message: "the instance failed during the exchange",
+    }
 }

@@ -19,13 +19,22 @@ impl RouteLimiter {
     pub fn new(requests: u32, per: Duration, by: &str) -> Self {
         let burst = NonZeroU32::new(requests.max(1)).expect("at least 1");
         let period = (per / burst.get()).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(period).expect("non-zero period").allow_burst(burst);
-        Self { limiter: RateLimiter::keyed(quota), per_client: by != "route" }
+        let quota = Quota::with_period(period)
+            .expect("non-zero period")
+            .allow_burst(burst);
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            per_client: by != "route",
+        }
     }
 
     /// `Err(wait)` when the client is over its limit.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        let key = if self.per_client { client } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        let key = if self.per_client {
+            client
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
         self.limiter
             .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))

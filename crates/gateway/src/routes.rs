@@ -83,7 +83,11 @@ impl Route {
 
 impl StripPrefix {
     pub fn new(prefix: &str) -> Self {
-        let segments = prefix.split('/').filter(|s| !s.is_empty()).map(Into::into).collect();
+        let segments = prefix
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(Into::into)
+            .collect();
         Self { segments }
     }
 
@@ -103,7 +107,10 @@ impl StripPrefix {
             end += 1 + len;
         }
         let remaining = &path[end..];
-        Some((&path[..end], if remaining.is_empty() { "/" } else { remaining }))
+        Some((
+            &path[..end],
+            if remaining.is_empty() { "/" } else { remaining },
+        ))
     }
 }
 
@@ -161,14 +168,24 @@ impl RouteTable {
             .collect();
         // Longest pattern first; among equals, a route bound to a host wins.
         routes.sort_by(|a, b| {
-            b.prefix.len().cmp(&a.prefix.len()).then(b.host.is_some().cmp(&a.host.is_some()))
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        Self { routes, unrouted: Arc::new(RouteStats::new(UNROUTED, "")) }
+        Self {
+            routes,
+            unrouted: Arc::new(RouteStats::new(UNROUTED, "")),
+        }
     }
 
     /// Every route's stats and the unrouted ones, for the admin listener's `/metrics`.
     pub fn stats(&self) -> Vec<Arc<RouteStats>> {
-        self.routes.iter().map(|r| r.stats.clone()).chain(std::iter::once(self.unrouted.clone())).collect()
+        self.routes
+            .iter()
+            .map(|r| r.stats.clone())
+            .chain(std::iter::once(self.unrouted.clone()))
+            .collect()
     }
 
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
@@ -181,7 +198,10 @@ impl RouteTable {
 
     /// Lets rate limiters forget idle clients.
     pub fn shrink_limiters(&self) {
-        self.routes.iter().filter_map(|r| r.limiter.as_ref()).for_each(RouteLimiter::shrink);
+        self.routes
+            .iter()
+            .filter_map(|r| r.limiter.as_ref())
+            .for_each(RouteLimiter::shrink);
     }
 }
 
@@ -260,8 +280,14 @@ mod tests {
     #[test]
     fn strip_prefix_with_a_wildcard_segment() {
         let strip = StripPrefix::new("/containers/*");
-        assert_eq!(strip.apply("/containers/abc/x/y"), Some(("/containers/abc", "/x/y")));
-        assert_eq!(strip.apply("/containers/abc"), Some(("/containers/abc", "/")));
+        assert_eq!(
+            strip.apply("/containers/abc/x/y"),
+            Some(("/containers/abc", "/x/y"))
+        );
+        assert_eq!(
+            strip.apply("/containers/abc"),
+            Some(("/containers/abc", "/"))
+        );
         assert_eq!(strip.apply("/containers"), None);
         assert_eq!(strip.apply("/other/abc"), None);
         let plain = StripPrefix::new("/api");

@@ -53,7 +53,10 @@ impl Server {
         for _ in 1..workers.max(1) {
             listeners.push(reuseport_listener(bound)?);
         }
-        Ok(Self { listeners, config: Arc::new(config) })
+        Ok(Self {
+            listeners,
+            config: Arc::new(config),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -68,10 +71,12 @@ impl Server {
             let config = self.config.clone();
             let shutdown = shutdown.clone();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let spawned = std::thread::Builder::new().name(format!("valet-gw-{index}")).spawn(move || {
-                worker(listener, config, shutdown);
-                drop(tx);
-            });
+            let spawned = std::thread::Builder::new()
+                .name(format!("valet-gw-{index}"))
+                .spawn(move || {
+                    worker(listener, config, shutdown);
+                    drop(tx);
+                });
             match spawned {
                 Ok(_) => done.push(rx),
                 Err(e) => tracing::error!(error = %e, "cannot start a gateway worker thread"),
@@ -95,7 +100,10 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
 
 /// One worker thread: its runtime, its pool, its accept loop.
 fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: Shutdown) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return tracing::error!(error = %e, "cannot start a gateway worker runtime"),
     };
@@ -111,7 +119,11 @@ fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: 
 async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutdown: Shutdown) {
     let upstream = Arc::new(Upstream::new(&config.upstream));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read).keep_alive(true);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read)
+        .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Rc::new(builder);
     let graceful = GracefulShutdown::new();

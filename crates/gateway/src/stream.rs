@@ -26,7 +26,12 @@ pin_project! {
 
 impl<B> LeasedBody<B> {
     pub fn new(inner: B, lease: Lease, idle_timeout: Duration) -> Self {
-        Self { inner, idle: None, idle_timeout, lease: Some(lease) }
+        Self {
+            inner,
+            idle: None,
+            idle_timeout,
+            lease: Some(lease),
+        }
     }
 }
 
@@ -66,7 +71,9 @@ where
             }
             Poll::Pending => {
                 if this.idle.is_none() {
-                    this.idle.set(Some(tokio::time::sleep_until(Instant::now() + *this.idle_timeout)));
+                    this.idle.set(Some(tokio::time::sleep_until(
+                        Instant::now() + *this.idle_timeout,
+                    )));
                 }
                 let sleep = this.idle.as_pin_mut().expect("just set");
                 match sleep.poll(cx) {

@@ -62,12 +62,17 @@ impl ClassRuntime {
     pub fn from_config(config: &Config, class: &ContainerClass) -> Self {
         let ports: Vec<(String, u16)> = class.ports.iter().map(|(n, p)| (n.clone(), *p)).collect();
         let port_index = |name: Option<&str>| -> usize {
-            name.and_then(|n| ports.iter().position(|(p, _)| p == n)).unwrap_or(0)
+            name.and_then(|n| ports.iter().position(|(p, _)| p == n))
+                .unwrap_or(0)
         };
         let default_port = port_index(class.default_port_name());
         let readiness = Probe {
             path: class.readiness.path.clone(),
-            port: class.readiness.port.as_deref().map_or(default_port, |p| port_index(Some(p))),
+            port: class
+                .readiness
+                .port
+                .as_deref()
+                .map_or(default_port, |p| port_index(Some(p))),
             timeout: class.readiness.timeout.get(),
             interval: class.readiness.interval.get().max(Duration::from_millis(1)),
             failures: 1,
@@ -79,14 +84,19 @@ impl ClassRuntime {
             interval: l.interval.get(),
             failures: l.failures.max(1),
         });
-        let mut env: Vec<(String, String)> =
-            class.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = class
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         // Secrets come from valet's own environment until the store holds them; a missing one is
         // left unset rather than set empty, so the app's own "missing secret" check still fires.
         for name in &class.secrets {
             match std::env::var(name) {
                 Ok(value) => env.push((name.clone(), value)),
-                Err(_) => tracing::warn!(class = %class.class_name, secret = %name, "secret not set"),
+                Err(_) => {
+                    tracing::warn!(class = %class.class_name, secret = %name, "secret not set")
+                }
             }
         }
         let data_dir = config.data_dir();
@@ -164,13 +174,20 @@ impl ClassRuntime {
 
     /// Fixed keys started at boot.
     pub fn pinned_fixed_keys(&self) -> impl Iterator<Item = &str> {
-        self.fixed_keys.iter().take(self.min_instances as usize).map(String::as_str)
+        self.fixed_keys
+            .iter()
+            .take(self.min_instances as usize)
+            .map(String::as_str)
     }
 }
 
 fn fixed_keys(config: &Config, class: &str) -> Vec<String> {
     let mut keys = Vec::new();
-    for route in config.routes.iter().filter(|r| r.container.as_deref() == Some(class)) {
+    for route in config
+        .routes
+        .iter()
+        .filter(|r| r.container.as_deref() == Some(class))
+    {
         for key in route.rule().fixed_keys().unwrap_or_default() {
             if !keys.contains(&key) {
                 keys.push(key);

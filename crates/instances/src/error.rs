@@ -17,10 +17,17 @@ pub enum AcquireError {
     QueueFull { state: InstanceState },
     /// It failed to start or keeps crashing; a restart is pending or needs a new request.
     #[error("{message}")]
-    Unavailable { state: InstanceState, message: String, retry_after: Duration },
+    Unavailable {
+        state: InstanceState,
+        message: String,
+        retry_after: Duration,
+    },
     /// It did not become ready within the readiness timeout.
     #[error("instance did not become ready within {timeout:?}")]
-    StartTimeout { state: InstanceState, timeout: Duration },
+    StartTimeout {
+        state: InstanceState,
+        timeout: Duration,
+    },
     /// valet is stopping.
     #[error("valet is shutting down")]
     ShuttingDown,
@@ -62,9 +69,10 @@ impl AcquireError {
     /// log, and clients get only what kind of failure it was.
     pub fn public_message(&self) -> String {
         match self {
-            Self::Unavailable { state: InstanceState::Backoff, .. } => {
-                "the instance keeps failing to start or crashing; a restart is pending".into()
-            }
+            Self::Unavailable {
+                state: InstanceState::Backoff,
+                ..
+            } => "the instance keeps failing to start or crashing; a restart is pending".into(),
             Self::Unavailable { .. } => "the instance keeps failing to start or crashing".into(),
             other => other.to_string(),
         }

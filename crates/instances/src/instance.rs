@@ -135,7 +135,10 @@ impl Instance {
     }
 
     pub(crate) fn has_task(&self) -> bool {
-        self.control.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Time since the last request or stream ended, or zero while one is open.

@@ -7,7 +7,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One probe, bounded by `timeout`. `Err` says what failed, for the instance's status.
-pub async fn probe_once(addr: SocketAddr, path: Option<&str>, timeout: Duration) -> Result<(), String> {
+pub async fn probe_once(
+    addr: SocketAddr,
+    path: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
     match tokio::time::timeout(timeout, probe(addr, path)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {timeout:?}")),
@@ -15,19 +19,27 @@ pub async fn probe_once(addr: SocketAddr, path: Option<&str>, timeout: Duration)
 }
 
 async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let Some(path) = path else {
         return Ok(());
     };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: valet-probe\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     let mut head = [0u8; 64];
     let mut len = 0;
     // The status code sits in the first 12 bytes ("HTTP/1.1 200"); read until we have them.
     while len < 12 {
-        let n = stream.read(&mut head[len..]).await.map_err(|e| format!("read: {e}"))?;
+        let n = stream
+            .read(&mut head[len..])
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("connection closed before a status line".into());
         }

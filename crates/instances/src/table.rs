@@ -41,14 +41,30 @@ impl Instances {
             .iter()
             .map(|c| Arc::new(ClassRuntime::from_config(config, c)))
             .collect();
-        let by_name = classes.iter().enumerate().map(|(i, c)| (c.name.to_string(), i)).collect();
+        let by_name = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.to_string(), i))
+            .collect();
         let runtime = tokio::runtime::Handle::current();
         let tasks = TaskTracker::new();
-        Self { inner: Arc::new(Inner { classes, by_name, driver, shutdown, tasks, runtime }) }
+        Self {
+            inner: Arc::new(Inner {
+                classes,
+                by_name,
+                driver,
+                shutdown,
+                tasks,
+                runtime,
+            }),
+        }
     }
 
     pub fn class(&self, name: &str) -> Option<&Arc<ClassRuntime>> {
-        self.inner.by_name.get(name).map(|&i| &self.inner.classes[i])
+        self.inner
+            .by_name
+            .get(name)
+            .map(|&i| &self.inner.classes[i])
     }
 
     pub fn classes(&self) -> &[Arc<ClassRuntime>] {
@@ -83,7 +99,9 @@ impl Instances {
             return Ok(inst.clone());
         }
         validate_key(key)?;
-        Ok(map.get_or_insert_with(key.into(), || Arc::new(Instance::new(class.clone(), key))).clone())
+        Ok(map
+            .get_or_insert_with(key.into(), || Arc::new(Instance::new(class.clone(), key)))
+            .clone())
     }
 
     /// The cold path: make sure the task runs, then wait for ready, a clear failure or the
@@ -92,7 +110,9 @@ impl Instances {
         let class = inst.class.clone();
         if inst.waiting.fetch_add(1, Ordering::AcqRel) >= class.max_waiting {
             inst.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(AcquireError::QueueFull { state: inst.state() });
+            return Err(AcquireError::QueueFull {
+                state: inst.state(),
+            });
         }
         let _waiting = WaitingGuard(&inst);
         let timeout = class.readiness.timeout + Duration::from_secs(1);
@@ -117,7 +137,12 @@ impl Instances {
                 }
                 match tokio::time::timeout_at(deadline, status.changed()).await {
                     Ok(_) => continue,
-                    Err(_) => return Err(AcquireError::StartTimeout { state: inst.state(), timeout }),
+                    Err(_) => {
+                        return Err(AcquireError::StartTimeout {
+                            state: inst.state(),
+                            timeout,
+                        })
+                    }
                 }
             }
         }
@@ -135,7 +160,8 @@ impl Instances {
         }
         {
             let s = inst.status.borrow();
-            let in_loop = s.failures >= CRASH_LOOP && s.retry_at.is_some_and(|at| at > Instant::now());
+            let in_loop =
+                s.failures >= CRASH_LOOP && s.retry_at.is_some_and(|at| at > Instant::now());
             if s.state == InstanceState::Crashed && in_loop {
                 return Err(unavailable(inst));
             }
@@ -165,8 +191,12 @@ impl Instances {
     /// or full: the instance is then dropped, which stops it.
     pub fn adopt(&self, adopted: Adopted) -> bool {
         let Adopted { id, running } = adopted;
-        let Some(class) = self.class(id.class()).cloned() else { return false };
-        let Ok(inst) = self.record(&class, id.key()) else { return false };
+        let Some(class) = self.class(id.class()).cloned() else {
+            return false;
+        };
+        let Ok(inst) = self.record(&class, id.key()) else {
+            return false;
+        };
         let mut control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
         if control.is_some() || !class.try_take_slot() {
             return false;
@@ -175,7 +205,12 @@ impl Instances {
         *control = Some(tx);
         inst.set_status(|s| s.state = InstanceState::Starting);
         let driver = Arc::new(Handover::new(running, self.inner.driver.clone()));
-        let task = Task { inst: inst.clone(), driver, mailbox, shutdown: self.inner.shutdown.clone() };
+        let task = Task {
+            inst: inst.clone(),
+            driver,
+            mailbox,
+            shutdown: self.inner.shutdown.clone(),
+        };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
         true
     }
@@ -188,11 +223,15 @@ impl Instances {
     /// Stops an instance; `destroy` also deletes its persistent data and forgets the key.
     /// Returns false when the key is unknown.
     pub async fn stop(&self, class: &Arc<ClassRuntime>, key: &str, destroy: bool) -> bool {
-        let Some(inst) = class.instances.pin().get(key).cloned() else { return false };
+        let Some(inst) = class.instances.pin().get(key).cloned() else {
+            return false;
+        };
         let mut status = inst.status.subscribe();
         let sent = {
             let control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
-            control.as_ref().is_some_and(|tx| tx.send(Command::Stop { destroy }).is_ok())
+            control
+                .as_ref()
+                .is_some_and(|tx| tx.send(Command::Stop { destroy }).is_ok())
         };
         if sent {
             let _ = status
@@ -208,7 +247,11 @@ impl Instances {
     /// Boots the fixed keys that `min_instances` keeps running.
     pub async fn start_pinned(&self) {
         for class in self.classes().to_vec() {
-            for key in class.pinned_fixed_keys().map(str::to_string).collect::<Vec<_>>() {
+            for key in class
+                .pinned_fixed_keys()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+            {
                 if let Err(e) = self.start(&class, &key).await {
                     tracing::warn!(class = %class.name, key = %key, error = %e, "pinned instance did not start");
                 }
@@ -249,7 +292,10 @@ impl Instances {
 fn try_lease(inst: &Arc<Instance>, port: usize) -> Option<Lease> {
     inst.active.fetch_add(1, Ordering::SeqCst);
     match &*inst.ready.load() {
-        Some(ports) => Some(Lease::counted(inst.clone(), ports[port.min(ports.len() - 1)])),
+        Some(ports) => Some(Lease::counted(
+            inst.clone(),
+            ports[port.min(ports.len() - 1)],
+        )),
         None => {
             inst.active.fetch_sub(1, Ordering::SeqCst);
             None
@@ -261,7 +307,10 @@ fn unavailable(inst: &Instance) -> AcquireError {
     let s = inst.status.borrow();
     AcquireError::Unavailable {
         state: s.state,
-        message: s.message.clone().unwrap_or_else(|| "instance is not available".into()),
+        message: s
+            .message
+            .clone()
+            .unwrap_or_else(|| "instance is not available".into()),
         retry_after: s.retry_after(),
     }
 }

@@ -29,7 +29,11 @@ enum End {
     /// Stopped on request, idleness or shutdown.
     Stopped { shutdown: bool },
     /// Exited by itself, failed to start, or failed liveness.
-    Failed { message: String, exit: Option<ExitStatus>, served_for: Duration },
+    Failed {
+        message: String,
+        exit: Option<ExitStatus>,
+        served_for: Duration,
+    },
 }
 
 pub(crate) struct Task {
@@ -49,7 +53,11 @@ impl Task {
                 End::Stopped { shutdown: false } => {
                     self.inst.set_status(|s| s.state = InstanceState::Stopped);
                 }
-                End::Failed { message, exit, served_for } => {
+                End::Failed {
+                    message,
+                    exit,
+                    served_for,
+                } => {
                     if self.crashed(message, exit, served_for).await {
                         continue;
                     }
@@ -76,7 +84,12 @@ impl Task {
     }
 
     /// Records a failure and decides on a restart. Returns true to start again now.
-    async fn crashed(&mut self, message: String, exit: Option<ExitStatus>, served_for: Duration) -> bool {
+    async fn crashed(
+        &mut self,
+        message: String,
+        exit: Option<ExitStatus>,
+        served_for: Duration,
+    ) -> bool {
         let inst = &self.inst;
         let class = &inst.class;
         let last_log = inst.log_tail(CRASH_LOG_LINES);
@@ -91,7 +104,11 @@ impl Task {
             || class.is_pinned(inst);
         class.stats.crashes.inc();
         tracing::warn!(instance = %inst.id, %message, failures, restart = wanted, "instance failed");
-        let state = if wanted { InstanceState::Backoff } else { InstanceState::Crashed };
+        let state = if wanted {
+            InstanceState::Backoff
+        } else {
+            InstanceState::Crashed
+        };
         inst.set_status(|s| {
             s.state = state;
             s.message = Some(message);
@@ -138,10 +155,16 @@ impl Task {
             .class
             .ports
             .iter()
-            .map(|(name, _)| running.endpoints().get(name).expect("driver returns every port"))
+            .map(|(name, _)| {
+                running
+                    .endpoints()
+                    .get(name)
+                    .expect("driver returns every port")
+            })
             .collect();
         let start_ms = launched.elapsed().as_millis() as u64;
-        *inst.started_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::SystemTime::now());
+        *inst.started_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::SystemTime::now());
         inst.touch();
         inst.ready.store(Some(Arc::new(ports)));
         inst.set_status(|s| {
@@ -156,7 +179,11 @@ impl Task {
     }
 
     /// Probes until ready, the deadline passes, the process exits, or valet shuts down.
-    async fn wait_ready(&mut self, running: &mut dyn Running, launched: Instant) -> Result<(), End> {
+    async fn wait_ready(
+        &mut self,
+        running: &mut dyn Running,
+        launched: Instant,
+    ) -> Result<(), End> {
         let probe = self.inst.class.readiness.clone();
         let addr = running.endpoints().ports[probe.port].1;
         let deadline = launched + probe.timeout;
@@ -198,12 +225,16 @@ impl Task {
     /// Watches a ready instance until it exits, idles out, is stopped or fails liveness.
     async fn serve(&mut self, running: &mut dyn Running, ready_at: Instant) -> End {
         let class = self.inst.class.clone();
-        let check_every = class
-            .sleep_after
-            .map_or(Duration::from_secs(3600), |s| (s / 10).clamp(Duration::from_millis(50), Duration::from_secs(5)));
+        let check_every = class.sleep_after.map_or(Duration::from_secs(3600), |s| {
+            (s / 10).clamp(Duration::from_millis(50), Duration::from_secs(5))
+        });
         let mut idle_tick = tokio::time::interval(check_every);
-        let live_every = class.liveness.as_ref().map_or(Duration::from_secs(3600), |l| l.interval);
-        let mut live_tick = tokio::time::interval_at(tokio::time::Instant::now() + live_every, live_every);
+        let live_every = class
+            .liveness
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |l| l.interval);
+        let mut live_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + live_every, live_every);
         let mut live_failures = 0;
         loop {
             tokio::select! {
@@ -252,7 +283,9 @@ impl Task {
     /// here, one that comes after finds no pointer and queues a wake.
     fn should_sleep(&self) -> bool {
         let inst = &self.inst;
-        let Some(sleep_after) = inst.class.sleep_after else { return false };
+        let Some(sleep_after) = inst.class.sleep_after else {
+            return false;
+        };
         if inst.idle_for() < sleep_after || inst.class.is_pinned(inst) {
             return false;
         }
@@ -274,7 +307,11 @@ impl Task {
 }
 
 fn failed(message: String, exit: Option<ExitStatus>, served_for: Duration) -> End {
-    End::Failed { message, exit, served_for }
+    End::Failed {
+        message,
+        exit,
+        served_for,
+    }
 }
 
 /// Waits for a stop command, ignoring wakes. Returns whether it asked for destroy.
