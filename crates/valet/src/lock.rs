@@ -20,7 +20,10 @@ pub fn acquire(data_dir: &Path) -> Result<DataDirLock, String> {
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        format!("another valet is running with data_dir {} (its lock is held)", data_dir.display())
+        format!(
+            "another valet is running with data_dir {} (its lock is held)",
+            data_dir.display()
+        )
     })?;
     Ok(DataDirLock { _lock: lock })
 }

@@ -23,7 +23,10 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
@@ -44,10 +47,17 @@ async fn serve(config: Config) -> Result<(), String> {
     let _lock = lock::acquire(&data_dir)?;
     let driver: Arc<dyn Driver> = match config.server.driver.as_str() {
         "process" => Arc::new(ProcessDriver::new(data_dir.join("run"))),
-        "docker" => Arc::new(DockerDriver::connect(&config).await.map_err(|e| format!("docker driver: {e}"))?),
+        "docker" => Arc::new(
+            DockerDriver::connect(&config)
+                .await
+                .map_err(|e| format!("docker driver: {e}"))?,
+        ),
         other => return Err(format!("driver {other:?} is not available in this build")),
     };
-    let adopted = driver.recover().await.map_err(|e| format!("cleaning up after an earlier run: {e}"))?;
+    let adopted = driver
+        .recover()
+        .await
+        .map_err(|e| format!("cleaning up after an earlier run: {e}"))?;
 
     // Two stages: the gateway stops accepting and drains first, then instances stop, so requests
     // in flight when the signal came are still answered by their instance.
@@ -62,7 +72,10 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     let state = Arc::new(gateway_state(&config, instances.clone())?);
     let tls = match &config.server.tls {
-        Some(tls) => Some(valet_gateway::tls::acceptor(&config.resolve(&tls.cert), &config.resolve(&tls.key))?),
+        Some(tls) => Some(valet_gateway::tls::acceptor(
+            &config.resolve(&tls.cert),
+            &config.resolve(&tls.key),
+        )?),
         None => None,
     };
     let t = &config.server.timeouts;
@@ -77,14 +90,25 @@ async fn serve(config: Config) -> Result<(), String> {
             max_body: config.server.max_body_size.get(),
         },
     };
-    let listen: std::net::SocketAddr = config.server.listen.parse().map_err(|e| format!("listen: {e}"))?;
-    let workers = config.server.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    });
+    let listen: std::net::SocketAddr = config
+        .server
+        .listen
+        .parse()
+        .map_err(|e| format!("listen: {e}"))?;
+    let workers = config
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let server = Server::bind(listen, workers, server_config)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    let admin = valet_api::AdminServer::bind(&config, instances.clone(), state.routes.stats(), addr, gateway_shutdown.clone())?;
+    let admin = valet_api::AdminServer::bind(
+        &config,
+        instances.clone(),
+        state.routes.stats(),
+        addr,
+        gateway_shutdown.clone(),
+    )?;
     tracing::info!(addr = %admin.local_addr().map_err(|e| e.to_string())?, "admin listening");
     tokio::spawn(admin.run());
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");
@@ -122,7 +146,10 @@ fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, 
         Some(a) => {
             let root = config.resolve(&a.directory);
             let handling = a.not_found_handling.parse().map_err(|e| format!("{e}"))?;
-            Some(Assets::new(&root, handling).map_err(|e| format!("assets directory {}: {e}", root.display()))?)
+            Some(
+                Assets::new(&root, handling)
+                    .map_err(|e| format!("assets directory {}: {e}", root.display()))?,
+            )
         }
         None => None,
     };
