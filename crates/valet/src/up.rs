@@ -135,7 +135,12 @@ async fn serve(config: Config) -> Result<(), String> {
             stop_instances.trigger();
             instances.wait_stopped().await;
         } => {}
-        _ = wait_for_signal() => tracing::warn!("second signal: exiting without waiting"),
+        _ = async {
+            // Supervisors like `timeout` or a process-group kill can deliver the same stop twice
+            // at once; only a signal that comes later is a person asking to hurry.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            wait_for_signal().await
+        } => tracing::warn!("second signal: exiting without waiting"),
     }
     tracing::info!("valet stopped");
     Ok(())
