@@ -239,6 +239,10 @@ impl Instances {
                 .await;
         }
         if destroy {
+            // A sleeping or crashed instance has no task to delete its data: do it here.
+            if !sent {
+                crate::task::remove_data(&inst, &*self.inner.driver).await;
+            }
             class.instances.pin().remove(key);
         }
         true

@@ -124,8 +124,9 @@ impl Task {
             _ = tokio::time::sleep(delay) => {}
             _ = self.shutdown.wait() => return false,
             stop = wait_for_stop(&mut self.mailbox) => {
+                // Data first: `Instances::stop` returns once the state reads stopped.
+                if stop { remove_data(&self.inst, &*self.driver).await }
                 self.inst.set_status(|s| s.state = InstanceState::Stopped);
-                if stop { remove_data(&self.inst) }
                 return false;
             }
         }
@@ -249,7 +250,7 @@ impl Task {
                 cmd = self.mailbox.recv() => {
                     if let Some(Command::Stop { destroy }) = cmd {
                         self.stop_running(running).await;
-                        if destroy { remove_data(&self.inst) }
+                        if destroy { remove_data(&self.inst, &*self.driver).await }
                         return End::Stopped { shutdown: false };
                     }
                 }
@@ -343,8 +344,12 @@ fn spec_for(inst: &Instance) -> InstanceSpec {
     }
 }
 
-fn remove_data(inst: &Instance) {
+/// Deletes a stopped instance's persistent data through its driver (data folder, volume),
+/// then its log file.
+pub(crate) async fn remove_data(inst: &Instance, driver: &dyn Driver) {
+    if let Err(e) = driver.destroy(&spec_for(inst)).await {
+        tracing::warn!(instance = %inst.id, error = %e, "cannot delete the instance's data");
+    }
     let slug = inst.id.slug();
-    let _ = std::fs::remove_dir_all(inst.class.data_root.join(&slug));
     let _ = std::fs::remove_file(inst.class.log_root.join(format!("{slug}.log")));
 }

@@ -25,7 +25,9 @@ mod settings;
 pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, SCOPE};
 pub use settings::Resources;
 
-use crate::driver::{Adopted, Driver, DriverError, Endpoints, InstanceSpec, Running};
+use crate::driver::{
+    remove_data_dir, Adopted, Driver, DriverError, Endpoints, InstanceSpec, Running,
+};
 use crate::logs::LogRing;
 use async_trait::async_trait;
 use bollard::query_parameters::CreateContainerOptions;
@@ -233,5 +235,12 @@ impl Driver for DockerDriver {
             ring,
             pump,
         )))
+    }
+
+    async fn destroy(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        provision::remove_volume(&self.inner.docker, &self.inner.scope, &spec.id).await?;
+        // The driver keeps nothing in the data folder, but a class that switched from the
+        // process driver may have left data there: destroy means all of it.
+        remove_data_dir(spec).await
     }
 }

@@ -111,6 +111,23 @@ pub trait Driver: Send + Sync + 'static {
     /// Launches one instance. Returns once it is launched, not once it is ready: readiness is
     /// probed by the instance layer on [`Running::endpoints`].
     async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError>;
+
+    /// Deletes an instance's persistent data for good (admin `destroy`), after it stopped.
+    /// The default removes its data folder, which is all the process driver keeps.
+    async fn destroy(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        remove_data_dir(spec).await
+    }
+}
+
+/// Removes an instance's data folder; one that was never made is no error.
+pub async fn remove_data_dir(spec: &InstanceSpec) -> Result<(), DriverError> {
+    match tokio::fs::remove_dir_all(&spec.data_dir).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::io(
+            format!("cannot remove {}", spec.data_dir.display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One launched instance. Dropping it without [`Running::stop`] kills it.
@@ -172,5 +189,9 @@ impl Driver for Handover {
             Some(running) => Ok(running),
             None => self.driver.start(spec).await,
         }
+    }
+
+    async fn destroy(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        self.driver.destroy(spec).await
     }
 }

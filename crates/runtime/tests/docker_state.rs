@@ -61,6 +61,33 @@ command = ["sh", "-c", "echo run >> $VALET_DATA_DIR/runs; echo runs=$(wc -l < /d
 }
 
 #[tokio::test]
+async fn destroy_removes_the_volume_and_only_that_keys() {
+    let project = project!(
+        r#"volume = "/data"
+command = ["sh", "-c", "echo kept > /data/file"]"#
+    );
+    run_to_end(&project, "gone").await;
+    run_to_end(&project, "kept").await;
+    let filter = format!("label=valet.scope={}", project.driver.scope());
+    let volumes = || docker_cli(&["volume", "ls", "-q", "--filter", &filter]);
+    assert_eq!(volumes().lines().count(), 2, "{}", volumes());
+
+    project.driver.destroy(&project.spec("gone")).await.unwrap();
+    let left = volumes();
+    assert_eq!(left.lines().count(), 1, "{left}");
+    let key = docker_cli(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{index .Labels \"valet.key\"}}",
+        left.trim(),
+    ]);
+    assert_eq!(key.trim(), "kept");
+    // Destroying what is already gone (or never was) is no error.
+    project.driver.destroy(&project.spec("gone")).await.unwrap();
+}
+
+#[tokio::test]
 async fn instance_types_and_overrides_are_enforced_by_the_engine() {
     let host_cpus: i64 = docker_cli(&["info", "-f", "{{.NCPU}}"])
         .trim()

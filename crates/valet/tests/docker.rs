@@ -242,3 +242,41 @@ async fn a_slow_app_behind_a_tcp_probe_is_waited_for_not_answered_502() {
         "hello from a container\n"
     );
 }
+
+/// The volumes of a class, by name.
+fn volumes(class: &str) -> Vec<String> {
+    let filter = format!("label=valet.class={class}");
+    docker(&["volume", "ls", "-q", "--filter", &filter])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs a valet command against the running valet's config, to completion.
+fn valet_cli(valet: &Valet, args: &[&str]) -> std::process::Output {
+    let config = valet.dir().join("valet.toml");
+    let mut all = args.to_vec();
+    all.extend(["--config", config.to_str().unwrap()]);
+    Valet::run(&all, Duration::from_secs(60))
+}
+
+#[tokio::test]
+async fn destroy_deletes_the_instances_volume_and_its_data() {
+    let Some(image) = context() else { return };
+    let class = format!("Destroy{}", std::process::id());
+    let _cleanup = Cleanup(class.clone());
+    let valet = Valet::with_config(&config(&class, image.path()))
+        .start()
+        .await;
+    assert_eq!(text(&valet, "/api/cgi-bin/count").await.trim(), "1");
+    assert_eq!(volumes(&class).len(), 1);
+
+    let out = valet_cli(&valet, &["destroy", &class, "one"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}\n{}", valet.log());
+    assert!(containers(&class).is_empty(), "{}", valet.log());
+    assert!(volumes(&class).is_empty(), "{}", valet.log());
+
+    // The next request starts afresh, on an empty volume.
+    assert_eq!(text(&valet, "/api/cgi-bin/count").await.trim(), "1");
+}

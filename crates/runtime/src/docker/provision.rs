@@ -4,6 +4,7 @@ use super::error::{conflict, engine, not_found};
 use super::names;
 use crate::driver::DriverError;
 use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
+use bollard::query_parameters::RemoveVolumeOptions;
 use bollard::Docker;
 use std::collections::HashMap;
 use valet_core::InstanceId;
@@ -22,6 +23,29 @@ pub async fn volume(docker: &Docker, scope: &str, id: &InstanceId) -> Result<Str
         .await
         .map_err(|e| engine(format!("cannot create volume {name}"), e))?;
     Ok(name)
+}
+
+/// Deletes the instance's named volume and its data (admin `destroy`). The container is gone
+/// by then (the instance layer stops it first, and a stopped container is removed), so a
+/// volume still in use means something else mounted it: that is an error, not a force.
+pub async fn remove_volume(
+    docker: &Docker,
+    scope: &str,
+    id: &InstanceId,
+) -> Result<(), DriverError> {
+    let name = names::instance_name(scope, id);
+    match docker
+        .remove_volume(&name, None::<RemoveVolumeOptions>)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(instance = %id, volume = %name, "volume removed");
+            Ok(())
+        }
+        // Never made (a class without a volume, or an instance that never started).
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(engine(format!("cannot remove volume {name}"), e)),
+    }
 }
 
 /// The internal network of this valet, created on first use. Internal: the engine gives it
