@@ -122,7 +122,7 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Loads (or makes) the admin token and binds `server.admin_listen`. Binding happens here,
-    /// before the gateway accepts, so that anyone who sees the gateway up finds the admin up too.
+    /// before the gateway serves, so that anyone who sees the gateway up finds the admin up too.
     pub fn bind(
         config: &Config,
         instances: Instances,

@@ -55,8 +55,8 @@ pub struct ServerConfig {
     pub max_body_size: SizeValue,
     /// Proxy timeouts.
     pub timeouts: TimeoutsConfig,
-    /// Token that opens the admin API. Optional; without it the admin listener asks for tokens
-    /// made by `valet token create`.
+    /// Token that opens the admin API (at least 16 characters). Optional; when unset, valet
+    /// makes a random one at its first start in `<data_dir>/admin-token` (mode 0600).
     pub admin_token: Option<String>,
     /// Gateway worker threads, each with its own listener (SO_REUSEPORT), runtime and
     /// connection pool. Default: one per CPU core.

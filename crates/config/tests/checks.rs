@@ -53,6 +53,12 @@ fn server_checks() {
         "differ",
     );
     assert_problem(
+        "[server]\nadmin_token = \"short\"\n",
+        2,
+        "server.admin_token",
+        "at least 16 characters",
+    );
+    assert_problem(
         "[server]\ndriver = \"podman\"\n",
         2,
         "server.driver",

@@ -29,6 +29,12 @@ impl Checks<'_> {
         self.require(!clash, at.key("admin_listen"), || {
             "admin_listen must differ from listen: the control plane needs its own listener".into()
         });
+        if let Some(token) = &server.admin_token {
+            // A short token can be guessed; unset, valet makes a random one.
+            self.require(token.trim().len() >= 16, at.key("admin_token"), || {
+                "admin_token must be at least 16 characters (or unset, to have one made)".into()
+            });
+        }
         if let Some(workers) = server.workers {
             self.require((1..=1024).contains(&workers), at.key("workers"), || {
                 format!("workers must be between 1 and 1024, not {workers}")
