@@ -101,6 +101,15 @@ fn follow_sse(
     file: PathBuf,
     tail: usize,
 ) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+    // Subscribed here, before the response goes out: a line printed right after the client
+    // sees the stream open must not slip past a follower task that has not run yet.
+    let (seen, backlog, current) = match ring_of(&admin, &class, &key) {
+        Some(ring) => {
+            let (lines, follower) = ring.tail_and_follow(tail);
+            (Arc::downgrade(&ring), lines, Some((Vec::new(), follower)))
+        }
+        None => (Weak::new(), file_tail(&file, tail), None),
+    };
     let (tx, mut rx) = mpsc::channel::<Event>(256);
     tokio::spawn(async move {
         let follower = Follower {
@@ -109,11 +118,14 @@ fn follow_sse(
             key,
             tx,
         };
-        follower.run(file, tail).await;
+        follower.run(seen, backlog, current).await;
     });
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
+
+/// Lines not yet sent, then the live ones.
+type Following = (Vec<String>, broadcast::Receiver<String>);
 
 /// Feeds one SSE client. Events: unnamed (`message`) for a line of output, `notice` for what
 /// happened to the stream (the process stopped, lines were skipped).
@@ -125,22 +137,18 @@ struct Follower {
 }
 
 impl Follower {
-    async fn run(self, file: PathBuf, tail: usize) {
+    /// `seen` only identifies the ring being followed (a Weak keeps no follower channel open);
+    /// `backlog` is what the client gets first; `current` the ring's follower, if it runs.
+    async fn run(
+        self,
+        mut seen: Weak<LogRing>,
+        backlog: Vec<String>,
+        mut current: Option<Following>,
+    ) {
         let mut shutdown = self.admin.shutdown.clone();
-        // `seen` only identifies the last ring; a Weak keeps no follower channel open.
-        let mut seen: Weak<LogRing> = Weak::new();
-        let mut current = None;
-        match ring_of(&self.admin, &self.class, &self.key) {
-            Some(ring) => {
-                seen = Arc::downgrade(&ring);
-                current = Some(ring.tail_and_follow(tail));
-            }
-            None => {
-                for line in file_tail(&file, tail) {
-                    if !self.line(line).await {
-                        return;
-                    }
-                }
+        for line in backlog {
+            if !self.line(line).await {
+                return;
             }
         }
         loop {
