@@ -8,7 +8,8 @@
 //! - [`container`] turns a spec into a create body, [`reach`] says where valet connects;
 //! - [`running`] is the handle the instance layer holds: exit, stop, remove;
 //! - [`recover`] finds this valet's containers after a restart and adopts the running ones;
-//! - [`names`] names and labels everything, scoped to one data folder.
+//! - [`names`] names and labels everything, scoped to one data folder;
+//! - [`volumes`] lists and removes the per-instance volumes for `valet volumes`.
 
 mod container;
 mod context;
@@ -21,9 +22,11 @@ mod reach;
 mod recover;
 mod running;
 mod settings;
+mod volumes;
 
 pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, SCOPE};
 pub use settings::Resources;
+pub use volumes::{VolumeInfo, VolumeTarget, VolumeUser, Volumes};
 
 use crate::driver::{
     remove_data_dir, Adopted, Driver, DriverError, Endpoints, InstanceSpec, Running,
@@ -42,6 +45,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use valet_config::Config;
+
+fn unreachable(e: bollard::errors::Error) -> DriverError {
+    DriverError::io(
+        "cannot reach the Docker Engine (is dockerd running? DOCKER_HOST may point elsewhere)",
+        std::io::Error::other(e),
+    )
+}
+
+/// The engine client (`DOCKER_HOST`, else the local socket), its API version negotiated.
+async fn connect_engine() -> Result<Docker, DriverError> {
+    let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+    docker.negotiate_version().await.map_err(unreachable)
+}
 
 /// Runs instances as containers. Cheap to clone.
 #[derive(Clone)]
@@ -66,14 +82,7 @@ impl DockerDriver {
     /// Connects to the engine (`DOCKER_HOST`, else the local socket) and reads the classes
     /// from the config. Fails with a clear message when no engine answers.
     pub async fn connect(config: &Config) -> Result<Self, DriverError> {
-        let unreachable = |e: bollard::errors::Error| {
-            DriverError::io(
-                "cannot reach the Docker Engine (is dockerd running? DOCKER_HOST may point elsewhere)",
-                std::io::Error::other(e),
-            )
-        };
-        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
-        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        let docker = connect_engine().await?;
         let info = docker.info().await.map_err(unreachable)?;
         let host_cpus = info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
         let security = info.security_options.unwrap_or_default();

@@ -31,7 +31,9 @@ pub fn run(command: Command) -> ExitCode {
                 tail,
                 admin,
             } => logs(&class, key, follow, tail, &admin).await,
-            Command::Up { .. } | Command::Check { .. } => unreachable!("handled by main"),
+            Command::Up { .. } | Command::Check { .. } | Command::Volumes(_) => {
+                unreachable!("handled by main")
+            }
         }
     });
     match done {

@@ -71,6 +71,28 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The Docker driver's per-instance volumes of this config (no running valet needed).
+    #[command(subcommand)]
+    Volumes(VolumesCommand),
+}
+
+#[derive(Subcommand)]
+pub enum VolumesCommand {
+    /// List them: class, key, size, and whether a container uses them.
+    Ls(AdminArgs),
+    /// Remove one and its data, by name or by instance; refused while its container runs.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["name", "class"])))]
+    Rm {
+        /// The volume's name, as `valet volumes ls` shows it.
+        name: Option<String>,
+        /// The instance's class (with --key) instead of a name.
+        #[arg(long, requires = "key")]
+        class: Option<String>,
+        #[arg(long, requires = "class")]
+        key: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// How an admin command finds the running valet: the admin listener and token of the config

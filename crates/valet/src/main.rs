@@ -8,6 +8,7 @@ mod cli;
 mod lock;
 mod table;
 mod up;
+mod volumes;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Up { config } => up::run(&cli::config_path(config)),
         cli::Command::Check { config } => check::run(&cli::config_path(config)),
+        cli::Command::Volumes(command) => volumes::run(command),
         admin => admin_cmd::run(admin),
     }
 }

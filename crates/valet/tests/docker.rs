@@ -280,3 +280,57 @@ async fn destroy_deletes_the_instances_volume_and_its_data() {
     // The next request starts afresh, on an empty volume.
     assert_eq!(text(&valet, "/api/cgi-bin/count").await.trim(), "1");
 }
+
+#[tokio::test]
+async fn volumes_ls_shows_the_instances_volume_and_rm_refuses_it_while_it_runs() {
+    let Some(image) = context() else { return };
+    let class = format!("Vols{}", std::process::id());
+    let _cleanup = Cleanup(class.clone());
+    let valet = Valet::with_config(&config(&class, image.path()))
+        .start()
+        .await;
+    assert_eq!(text(&valet, "/api/cgi-bin/count").await.trim(), "1");
+    let said = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    let out = valet_cli(&valet, &["volumes", "ls", "--json"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let listed: serde_json::Value = serde_json::from_str(&said(&out)).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let volume = &listed[0];
+    let name = volume["name"].as_str().unwrap().to_string();
+    assert_eq!(volumes(&class), [name.clone()]);
+    assert_eq!(volume["class"], class.as_str());
+    assert_eq!(volume["key"], "one");
+    assert_eq!(volume["in_use"], true, "{volume}");
+    let table = said(&valet_cli(&valet, &["volumes", "ls"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains(&name) && table.contains(" yes"), "{table}");
+
+    let out = valet_cli(
+        &valet,
+        &["volumes", "rm", "--class", &class, "--key", "one"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains(&format!(
+            "error: volume {name} is in use by running container"
+        )) && said(&out).contains(&format!("valet stop {class} one")),
+        "{}",
+        said(&out)
+    );
+    assert_eq!(volumes(&class).len(), 1);
+
+    // Stopped, the instance keeps its volume until it is removed by hand.
+    assert!(valet_cli(&valet, &["stop", &class, "one"]).status.success());
+    let listed = said(&valet_cli(&valet, &["volumes", "ls", "--json"]));
+    assert!(listed.contains("\"in_use\": false"), "{listed}");
+    let out = valet_cli(&valet, &["volumes", "rm", &name]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(said(&out).trim(), format!("removed volume {name}"));
+    assert!(volumes(&class).is_empty());
+
+    let out = valet_cli(&valet, &["volumes", "rm", &name]);
+    assert!(!out.status.success());
+    assert!(said(&out).contains("no volume"), "{}", said(&out));
+}
