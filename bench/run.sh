@@ -2,10 +2,10 @@
 # valet's benchmarks, beside nginx and a direct connection, in one run: warm hop (max throughput
 # and a fixed rate), cold start, burst, scale and streams. Prints a markdown table on stdout;
 # progress goes to stderr. See BENCHMARKS.md for what each number means.
+#
+# Everything runs from main(), called on the last line: bash then parses the whole script
+# before running any of it, so editing this file during a run cannot break that run.
 set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
 
 usage() {
     cat <<'USAGE'
@@ -20,15 +20,19 @@ Usage: bench/run.sh [options]
       --instances N          running instances for the scale measurement (default 200)
       --only LIST            phases to run, comma-separated: warm,cold,scale,streams (default all)
       --perf FILE            also record valet with `perf record -g` during one extra valet
-                             run of the warm hop and write the top of `perf report` to FILE
+                             run of the warm hop and write a summary of `perf report` to FILE
       --out FILE             also write the table to FILE
+      --no-build             use the release binaries already built
       --quick                a smoke test: tiny durations and counts; the numbers mean nothing
-      --port-base N          first of the local ports used (default 19080; uses N..N+9)
+      --port-base N          first of the local ports used (default 19080; uses N..N+7)
   -h, --help
 
 Needs: cargo; installs nginx, wrk and jq (apt-get) and oha (cargo install) when missing.
 USAGE
 }
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
 
 DURATION=10
 CONNECTIONS=64
@@ -40,6 +44,7 @@ INSTANCES=200
 PHASES=warm,cold,scale,streams
 PERF_OUT=""
 OUT=""
+BUILD=1
 PORT_BASE=19080
 WARMUP=2
 WS_CONNECTIONS=4
@@ -47,27 +52,30 @@ WS_MESSAGES=50000
 WS_ROUND_TRIPS=2000
 SSE_EVENTS=200
 
-while (($#)); do
-    case $1 in
-        -d | --duration) DURATION=$2; shift 2 ;;
-        -c | --connections) CONNECTIONS=$2; shift 2 ;;
-        -r | --rounds) ROUNDS=$2; shift 2 ;;
-        --cold-runs) COLD_RUNS=$2; shift 2 ;;
-        --burst) BURST=$2; shift 2 ;;
-        --keys) KEYS=$2; shift 2 ;;
-        --instances) INSTANCES=$2; shift 2 ;;
-        --only) PHASES=$2; shift 2 ;;
-        --perf) PERF_OUT=$(realpath -m "$2"); shift 2 ;;
-        --out) OUT=$(realpath -m "$2"); shift 2 ;;
-        --port-base) PORT_BASE=$2; shift 2 ;;
-        --quick)
-            DURATION=1 ROUNDS=1 WARMUP=1 COLD_RUNS=3 BURST=50 KEYS=200 INSTANCES=5
-            WS_MESSAGES=2000 WS_ROUND_TRIPS=100 SSE_EVENTS=20
-            shift ;;
-        -h | --help) usage; exit 0 ;;
-        *) usage >&2; exit 2 ;;
-    esac
-done
+parse_args() {
+    while (($#)); do
+        case $1 in
+            -d | --duration) DURATION=$2; shift 2 ;;
+            -c | --connections) CONNECTIONS=$2; shift 2 ;;
+            -r | --rounds) ROUNDS=$2; shift 2 ;;
+            --cold-runs) COLD_RUNS=$2; shift 2 ;;
+            --burst) BURST=$2; shift 2 ;;
+            --keys) KEYS=$2; shift 2 ;;
+            --instances) INSTANCES=$2; shift 2 ;;
+            --only) PHASES=$2; shift 2 ;;
+            --perf) PERF_OUT=$(realpath -m "$2"); shift 2 ;;
+            --out) OUT=$(realpath -m "$2"); shift 2 ;;
+            --no-build) BUILD=0; shift ;;
+            --port-base) PORT_BASE=$2; shift 2 ;;
+            --quick)
+                DURATION=1 ROUNDS=1 WARMUP=1 COLD_RUNS=3 BURST=50 KEYS=200 INSTANCES=5
+                WS_MESSAGES=2000 WS_ROUND_TRIPS=100 SSE_EVENTS=20
+                shift ;;
+            -h | --help) usage; exit 0 ;;
+            *) usage >&2; exit 2 ;;
+        esac
+    done
+}
 
 has_phase() { [[ ",$PHASES," == *",$1,"* ]]; }
 
@@ -83,19 +91,11 @@ source "$BENCH_DIR/lib/cold.sh"
 source "$BENCH_DIR/lib/scale.sh"
 # shellcheck source=bench/lib/streams.sh
 source "$BENCH_DIR/lib/streams.sh"
+# shellcheck source=bench/lib/perf.sh
+source "$BENCH_DIR/lib/perf.sh"
 # shellcheck source=bench/lib/table.sh
 source "$BENCH_DIR/lib/table.sh"
 
-UPSTREAM_PORT=$PORT_BASE
-NGINX_PORT=$((PORT_BASE + 1))
-VALET_PORT=$((PORT_BASE + 2)) # + 1 for its admin listener
-COLD_PORT=$((PORT_BASE + 4))  # + 1
-SCALE_PORT=$((PORT_BASE + 6)) # + 1
-TARGETS="direct nginx valet"
-# wrk's threads: one per core, so the load generator is as strong as the machine allows.
-WRK_THREADS=$(nproc)
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/valet-bench.XXXXXX")
 on_exit() {
     local code=$?
     stop_all
@@ -105,68 +105,82 @@ on_exit() {
         log "failed; logs and configs kept in $WORK"
     fi
 }
-trap on_exit EXIT
-trap 'exit 130' INT TERM
 
-for port in $(seq "$PORT_BASE" $((PORT_BASE + 7))); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        die "port $port is already in use (pick others with --port-base)"
+check_ports_free() {
+    local port
+    for port in $(seq "$PORT_BASE" $((PORT_BASE + 7))); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "port $port is already in use (pick others with --port-base)"
+        fi
+    done
+}
+
+# Release builds of valet and the bench helpers; a CARGO_TARGET_DIR in the environment is honoured.
+build() {
+    if ((BUILD)); then
+        log "building valet and valet-bench (release)"
+        (cd "$REPO" && cargo build --release -p valet -p valet-bench >&2)
     fi
-done
+    local target_dir=${CARGO_TARGET_DIR:-$REPO/target}
+    VALET=$target_dir/release/valet
+    UPSTREAM_BIN=$target_dir/release/valet-bench-upstream
+    CLIENT=$target_dir/release/valet-bench
+    local bin
+    for bin in "$VALET" "$UPSTREAM_BIN" "$CLIENT"; do
+        [[ -x $bin ]] || die "$bin is missing (run without --no-build)"
+    done
+}
 
-ensure_tools
+main() {
+    parse_args "$@"
+    UPSTREAM_PORT=$PORT_BASE
+    NGINX_PORT=$((PORT_BASE + 1))
+    VALET_PORT=$((PORT_BASE + 2)) # + 1 for its admin listener
+    COLD_PORT=$((PORT_BASE + 4))  # + 1
+    SCALE_PORT=$((PORT_BASE + 6)) # + 1
+    TARGETS="direct nginx valet"
+    # wrk's threads: one per core, so the load generator is as strong as the machine allows.
+    WRK_THREADS=$(nproc)
 
-# Release builds of valet and the bench helpers; the shared target dir is honoured.
-log "building valet and valet-bench (release)"
-(cd "$REPO" && cargo build --release -p valet -p valet-bench >&2)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-VALET=$TARGET_DIR/release/valet
-UPSTREAM_BIN=$TARGET_DIR/release/valet-bench-upstream
-CLIENT=$TARGET_DIR/release/valet-bench
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/valet-bench.XXXXXX")
+    trap on_exit EXIT
+    trap 'exit 130' INT TERM
+    check_ports_free
+    ensure_tools
+    build
+    # Other work on the machine skews everything; the table shows the load around the run.
+    LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+    # The burst holds $BURST connections in one client; valet raises its own limit at start.
+    ulimit -n "$(ulimit -Hn)"
 
-# The burst holds $BURST connections in one client; valet raises its own limit at start.
-ulimit -n "$(ulimit -Hn)"
-
-if has_phase warm || has_phase streams; then
-    start_warm_targets
-fi
-if has_phase warm; then
-    run_warm_hop
-    run_fixed_rate
-fi
-if [[ -n $PERF_OUT ]]; then
-    has_phase warm || has_phase streams || die "--perf needs the warm phase"
-    log "perf: recording valet for ${DURATION}s under wrk"
-    perf record -g -F 999 -o "$WORK/perf.data" -p "$VALET_PID" -- sleep "$DURATION" 2>"$WORK/perf-record.log" &
-    perf_pid=$!
-    wrk_once valet "$DURATION" >/dev/null
-    wait "$perf_pid" || die "perf record failed: $(cat "$WORK/perf-record.log")"
-    {
-        echo "# self time per symbol (perf report --no-children -g none)"
-        perf report -i "$WORK/perf.data" --no-children -g none --sort dso,symbol --stdio --percent-limit 0.3 2>/dev/null |
-            grep -v '^$' | grep -v '^#' | head -80
-        echo
-        echo "# time including callees (perf report --children -g none)"
-        perf report -i "$WORK/perf.data" --children -g none --sort symbol --stdio --percent-limit 2 2>/dev/null |
-            grep -v '^$' | grep -v '^#' | head -80
-    } >"$PERF_OUT"
-    log "perf: top symbols written to $PERF_OUT"
-fi
-if has_phase streams; then
-    run_streams
-fi
-if has_phase warm || has_phase streams; then
+    if has_phase warm || has_phase streams; then
+        start_warm_targets
+    fi
+    if has_phase warm; then
+        run_warm_hop
+        run_fixed_rate
+    fi
+    if [[ -n $PERF_OUT ]]; then
+        has_phase warm || die "--perf needs the warm phase"
+        run_perf "$PERF_OUT"
+    fi
+    if has_phase streams; then
+        run_streams
+    fi
+    # The warm-hop processes go before the next phases, which measure valets of their own.
     stop_all
-fi
-if has_phase cold; then
-    run_cold_and_burst
-fi
-if has_phase scale; then
-    run_scale
-fi
+    if has_phase cold; then
+        run_cold_and_burst
+    fi
+    if has_phase scale; then
+        run_scale
+    fi
 
-if [[ -n $OUT ]]; then
-    print_table | tee "$OUT"
-else
-    print_table
-fi
+    if [[ -n $OUT ]]; then
+        print_table | tee "$OUT"
+    else
+        print_table
+    fi
+}
+
+main "$@"

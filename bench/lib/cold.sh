@@ -48,6 +48,15 @@ run_cold_and_burst() {
     run_client cold cold --valet "127.0.0.1:$COLD_PORT" --path '/cold/{key}/' --runs "$COLD_RUNS" \
         --upstream-bin "$UPSTREAM_BIN"
 
+    # The same client against an upstream that already runs, without valet: what $BURST
+    # simultaneous new connections cost this machine anyway.
+    start_bg upstream-baseline "$dir/upstream-baseline.log" "$UPSTREAM_BIN" "$UPSTREAM_PORT"
+    local upstream=$BG_PID
+    wait_port "$UPSTREAM_PORT"
+    log "burst baseline: $BURST clients straight to a running upstream"
+    run_client burst_direct burst --addr "127.0.0.1:$UPSTREAM_PORT" --path / --clients "$BURST"
+    stop_pid "$upstream"
+
     log "burst: $BURST clients, first requests to one cold key"
     : >"$dir/burst-starts"
     run_client burst burst --addr "127.0.0.1:$COLD_PORT" --path /burst/one/ --clients "$BURST"

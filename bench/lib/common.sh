@@ -117,6 +117,19 @@ run_client() {
     parse_result "$phase" "$(grep '^RESULT' <<<"$out" | tail -1)"
 }
 
+# median_of_rounds PREFIX KEY...: R[PREFIX.KEY] = median of R[PREFIX.1.KEY] .. R[PREFIX.$ROUNDS.KEY].
+median_of_rounds() {
+    local prefix=$1 key round values
+    shift
+    for key in "$@"; do
+        values=()
+        for ((round = 1; round <= ROUNDS; round++)); do
+            values+=("${R[$prefix.$round.$key]}")
+        done
+        R[$prefix.$key]=$(median "${values[@]}")
+    done
+}
+
 # Arithmetic on decimals, which bash lacks: calc 'EXPR' with awk, printed with %.Nf (N=$2, default 2).
 calc() { awk "BEGIN { v = $1; printf \"%.${2:-2}f\", v }"; }
 

@@ -13,7 +13,7 @@ print_header() {
     cat <<EOF
 ## valet benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
 
-Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, Linux $(uname -r). valet $(git -C "$REPO" rev-parse --short HEAD)$dirty. Load generator, upstream and proxy share these cores.
+Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, Linux $(uname -r). valet $(git -C "$REPO" rev-parse --short HEAD)$dirty. Load generator, upstream and proxy share these cores. 1-minute load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1 /proc/loadavg) (the run itself adds about 2).
 EOF
 }
 
@@ -69,9 +69,10 @@ print_cold() {
 
 ### Burst: $BURST concurrent first requests to one cold key
 
-| clients | succeeded (200) | outcomes | instance starts | median answer ms | last answer ms |
-|---:|---:|---|---:|---:|---:|
-| ${R[burst.clients]} | ${R[burst.ok]} | ${R[burst.statuses]} | ${R[burst.starts]} | ${R[burst.p50_ms]} | ${R[burst.last_ms]} |
+| | clients | succeeded (200) | outcomes | instance starts | median answer ms | last answer ms |
+|---|---:|---:|---|---:|---:|---:|
+| through valet, cold key | ${R[burst.clients]} | ${R[burst.ok]} | ${R[burst.statuses]} | ${R[burst.starts]} | ${R[burst.p50_ms]} | ${R[burst.last_ms]} |
+| baseline: straight to a running upstream | ${R[burst_direct.clients]} | ${R[burst_direct.ok]} | ${R[burst_direct.statuses]} | - | ${R[burst_direct.p50_ms]} | ${R[burst_direct.last_ms]} |
 EOF
 }
 
@@ -97,7 +98,7 @@ print_streams() {
     local d=direct v=valet
     cat <<EOF
 
-### Streams: direct vs through valet
+### Streams: direct vs through valet, median of $ROUNDS interleaved rounds
 
 | | direct | valet |
 |---|---:|---:|

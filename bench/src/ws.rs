@@ -9,8 +9,12 @@ use crate::stats::{ResultLine, Samples};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct Ws {
     /// e.g. `ws://127.0.0.1:19082/ws`.
@@ -52,13 +56,22 @@ impl Ws {
     }
 }
 
+/// Connects with Nagle off, as browsers do: small messages must not wait for an ACK.
+async fn connect(url: &str) -> Result<Socket, BoxError> {
+    Ok(
+        tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await?
+            .0,
+    )
+}
+
 async fn pipelined(
     url: String,
     messages: usize,
     size: usize,
     window: usize,
 ) -> Result<usize, BoxError> {
-    let (ws, _) = tokio_tungstenite::connect_async(&url).await?;
+    let ws = connect(&url).await?;
     let (mut tx, mut rx) = ws.split();
     let credit = Arc::new(Semaphore::new(window.max(1)));
     let writer_credit = credit.clone();
@@ -90,7 +103,7 @@ async fn pipelined(
 
 /// Round-trip times in microseconds, one message in flight.
 async fn round_trips(url: &str, n: usize, size: usize) -> Result<Vec<f64>, BoxError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let mut ws = connect(url).await?;
     let payload = vec![b'x'; size];
     let mut rtts = Vec::with_capacity(n);
     for _ in 0..n {
