@@ -299,7 +299,7 @@ async fn volumes_ls_shows_the_instances_volume_and_rm_refuses_it_while_it_runs()
     assert_eq!(listed.len(), 1, "{listed:?}");
     let volume = &listed[0];
     let name = volume["name"].as_str().unwrap().to_string();
-    assert_eq!(volumes(&class), [name.clone()]);
+    assert_eq!(volumes(&class), std::slice::from_ref(&name));
     assert_eq!(volume["class"], class.as_str());
     assert_eq!(volume["key"], "one");
     assert_eq!(volume["in_use"], true, "{volume}");
