@@ -59,6 +59,12 @@ async fn connect_engine() -> Result<Docker, DriverError> {
     docker.negotiate_version().await.map_err(unreachable)
 }
 
+/// How many CPUs the engine's host has: the most a container may be given.
+pub async fn engine_cpus() -> Result<u32, DriverError> {
+    let info = connect_engine().await?.info().await.map_err(unreachable)?;
+    Ok(info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(1))
+}
+
 /// Runs instances as containers. Cheap to clone.
 #[derive(Clone)]
 pub struct DockerDriver {

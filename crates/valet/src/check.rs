@@ -1,7 +1,14 @@
-//! `valet check`: every problem of a config, with its line and column.
+//! `valet check`: every problem of a config, with its line and column, and warnings about
+//! what valid keys will not get on this host.
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
+use valet_config::Config;
+use valet_runtime::docker::{engine_cpus, Resources};
+
+/// How long `check` waits for the engine's CPU count before counting this machine's.
+const ENGINE_WAIT: Duration = Duration::from_secs(3);
 
 pub fn run(path: &Path) -> ExitCode {
     match valet_config::load(path) {
@@ -13,6 +20,9 @@ pub fn run(path: &Path) -> ExitCode {
                 config.routes.len(),
                 config.server.driver
             );
+            for warning in warnings(&config) {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -20,4 +30,48 @@ pub fn run(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Valid but not what it says: the Docker driver clamps a CPU limit above the host's cores,
+/// since the engine refuses such a container.
+fn warnings(config: &Config) -> Vec<String> {
+    if config.server.driver != "docker" {
+        return Vec::new();
+    }
+    let host_cpus = host_cpus();
+    let mut warnings = Vec::new();
+    for class in &config.containers {
+        let wanted = Resources::requested(class).cpus();
+        if wanted <= f64::from(host_cpus) {
+            continue;
+        }
+        let asked = match class.cpu {
+            Some(cpu) => format!("cpu = {cpu}"),
+            None => format!("instance_type = \"{}\"", class.instance_type),
+        };
+        warnings.push(format!(
+            "class `{}`: {asked} asks for {wanted} CPUs but the host has {host_cpus}; \
+             the docker driver clamps it to {host_cpus}",
+            class.class_name
+        ));
+    }
+    warnings
+}
+
+/// The engine's count (it may run elsewhere, through DOCKER_HOST); this machine's when no
+/// engine answers in time, so `check` works without one.
+fn host_cpus() -> u32 {
+    let local = || std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return local();
+    };
+    runtime.block_on(async {
+        match tokio::time::timeout(ENGINE_WAIT, engine_cpus()).await {
+            Ok(Ok(cpus)) => cpus,
+            _ => local(),
+        }
+    })
 }

@@ -140,3 +140,34 @@ async fn a_second_valet_on_the_same_data_dir_is_refused() {
     // The first one is unaffected.
     assert_eq!(first.echo("/api/echo").await["class"], "Echo");
 }
+
+#[test]
+fn check_warns_but_passes_when_a_docker_class_asks_for_more_cpus_than_the_host_has() {
+    let dir = tempfile::tempdir().unwrap();
+    // No host has 4096 cores; the second class overrides its big instance type downwards.
+    let config = "[server]\ndriver = \"docker\"\n\n\
+         [[containers]]\nclass_name = \"Greedy\"\nimage = \"busybox:valet-check\"\ncpu = 4096\n\n\
+         [[containers]]\nclass_name = \"Modest\"\nimage = \"busybox:valet-check\"\n\
+         instance_type = \"standard-4\"\ncpu = 0.5\n";
+    let path = write_config(dir.path(), config);
+    let out = Valet::run(&["check", &path], Duration::from_secs(20));
+    let text = output_text(&out);
+    assert!(out.status.success(), "a warning is not a failure: {text}");
+    let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("class `Greedy`: cpu = 4096 asks for 4096 CPUs")
+            && warnings[0].contains("clamps it to"),
+        "{text}"
+    );
+
+    // The process driver sets no CPU limit: nothing to warn about.
+    let process = config.replace("driver = \"docker\"", "driver = \"process\"");
+    let path = write_config(dir.path(), &process);
+    let out = Valet::run(&["check", &path], Duration::from_secs(20));
+    assert!(
+        !output_text(&out).contains("warning:"),
+        "{}",
+        output_text(&out)
+    );
+}

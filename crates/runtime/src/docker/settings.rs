@@ -44,14 +44,7 @@ impl Resources {
     /// The class's instance type with its `cpu` / `memory` overrides, CPU clamped to the
     /// engine's cores: Docker refuses a container asking for more CPUs than the host has.
     pub fn for_class(class: &ContainerClass, host_cpus: u32) -> Self {
-        let mut resources = Self::of_instance_type(&class.instance_type)
-            .unwrap_or_else(|| Self::of_instance_type("basic").expect("basic is known"));
-        if let Some(cpu) = class.cpu {
-            resources.nano_cpus = cores_to_nanos(cpu);
-        }
-        if let Some(memory) = &class.memory {
-            resources.memory = i64::try_from(memory.get()).unwrap_or(i64::MAX);
-        }
+        let mut resources = Self::requested(class);
         let most = i64::from(host_cpus.max(1)) * NANOS_PER_CPU as i64;
         if resources.nano_cpus > most {
             tracing::warn!(
@@ -63,6 +56,25 @@ impl Resources {
             resources.nano_cpus = most;
         }
         resources
+    }
+
+    /// What the class asks for, before any clamp: its instance type with its `cpu` /
+    /// `memory` overrides. `valet check` compares this with the host.
+    pub fn requested(class: &ContainerClass) -> Self {
+        let mut resources = Self::of_instance_type(&class.instance_type)
+            .unwrap_or_else(|| Self::of_instance_type("basic").expect("basic is known"));
+        if let Some(cpu) = class.cpu {
+            resources.nano_cpus = cores_to_nanos(cpu);
+        }
+        if let Some(memory) = &class.memory {
+            resources.memory = i64::try_from(memory.get()).unwrap_or(i64::MAX);
+        }
+        resources
+    }
+
+    /// CPUs as a fraction of cores.
+    pub fn cpus(&self) -> f64 {
+        self.nano_cpus as f64 / NANOS_PER_CPU
     }
 }
 
