@@ -225,6 +225,7 @@ fn browser_headers() -> HeaderMap {
 fn header_rewriting(c: &mut Criterion) {
     let client = ClientInfo {
         peer: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)),
+        peer_header: HeaderValue::from_static("203.0.113.9"),
         trusted: false,
         https: true,
         host: Some(HeaderValue::from_static("app.example.com")),

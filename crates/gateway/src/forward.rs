@@ -2,7 +2,8 @@
 //! `X-Forwarded-*` set (replaced unless the peer is a trusted proxy), a request id kept or made.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use valet_config::IpNet;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -39,10 +40,32 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The client end of one connection, worked out once per connection rather than per request.
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The address as an `X-Forwarded-For` value.
+    pub header: HeaderValue,
+    /// Whether the address is in `trusted_proxies`.
+    pub trusted: bool,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, trusted_proxies: &[IpNet]) -> Self {
+        let ip = addr.ip();
+        Self {
+            addr,
+            header: HeaderValue::try_from(ip.to_string()).expect("an IP address is a header value"),
+            trusted: trusted_proxies.iter().any(|net| net.contains(ip)),
+        }
+    }
+}
+
 /// What the gateway knows about the client side of a request.
 #[derive(Clone)]
 pub struct ClientInfo {
     pub peer: IpAddr,
+    /// `peer` rendered for `X-Forwarded-For`.
+    pub peer_header: HeaderValue,
     /// Whether `peer` is in `trusted_proxies`: then its `X-Forwarded-*` are kept and extended.
     pub trusted: bool,
     pub https: bool,
@@ -67,15 +90,14 @@ pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Opt
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the instance.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
-    let peer = client.peer.to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).filter(|_| client.trusted) {
         Some(prior) => {
             let mut chain = prior.as_bytes().to_vec();
             chain.extend_from_slice(b", ");
-            chain.extend_from_slice(peer.as_bytes());
+            chain.extend_from_slice(client.peer_header.as_bytes());
             HeaderValue::from_bytes(&chain).ok()
         }
-        None => HeaderValue::try_from(peer).ok(),
+        None => Some(client.peer_header.clone()),
     };
     if let Some(v) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), v);

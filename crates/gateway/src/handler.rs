@@ -4,7 +4,7 @@ use crate::assets::Assets;
 use crate::auth::{self, JwtVerifier};
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::forward::{self, ClientInfo};
+use crate::forward::{self, ClientInfo, Peer};
 use crate::key;
 use crate::proxy::{self, Pass, Upstream};
 use crate::routes::{ContainerTarget, Route, RouteTable, Target};
@@ -35,7 +35,7 @@ pub struct GatewayState {
 pub async fn handle(
     state: &GatewayState,
     upstream: &Upstream,
-    peer: SocketAddr,
+    peer: &Peer,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -53,11 +53,9 @@ pub async fn handle(
     let mut response = match route.map(|r| (r, &r.target)) {
         Some((route, Target::Container(target))) => {
             let client = ClientInfo {
-                peer: peer.ip(),
-                trusted: state
-                    .trusted_proxies
-                    .iter()
-                    .any(|net| net.contains(peer.ip())),
+                peer: peer.addr.ip(),
+                peer_header: peer.header.clone(),
+                trusted: peer.trusted,
                 https: state.https,
                 host,
             };

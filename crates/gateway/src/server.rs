@@ -7,6 +7,7 @@
 //! request to [`crate::handler::handle`]. On shutdown it stops accepting and lets open
 //! connections finish for a grace period.
 
+use crate::forward::Peer;
 use crate::handler::{handle, GatewayState};
 use crate::proxy::{Upstream, UpstreamSettings};
 use hyper::service::service_fn;
@@ -160,10 +161,12 @@ fn serve_connection(
 ) {
     let state = config.state.clone();
     let upstream = upstream.clone();
+    let client = Arc::new(Peer::new(peer, &state.trusted_proxies));
     let service = service_fn(move |req| {
         let state = state.clone();
         let upstream = upstream.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(&state, &upstream, peer, req).await) }
+        let client = client.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, &upstream, &client, req).await) }
     });
     match &config.tls {
         None => {
