@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::docker::*;
 use support::*;
 use tempfile::TempDir;
 
@@ -28,38 +29,17 @@ wc -l < /data/hits\n";
 
 /// The image's build context, outside valet's folder; `None` when Docker tests must be skipped.
 fn context() -> Option<TempDir> {
-    let engine = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let reason = match engine {
-        Ok(status) if status.success() && Path::new("/bin/busybox").is_file() => None,
-        Ok(status) if status.success() => Some("no /bin/busybox (apt-get install busybox-static)"),
-        _ => Some("the Docker Engine does not answer"),
-    };
-    if let Some(reason) = reason {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{reason} (CI=true: Docker tests must run)");
-        }
-        eprintln!("skipped: {reason}");
+    if !engine_ready() {
         return None;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("valet-e2e-image-")
-        .tempdir()
-        .unwrap();
-    std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
-    std::fs::create_dir_all(dir.path().join("www/cgi-bin")).unwrap();
-    std::fs::write(
-        dir.path().join("www/index.html"),
+    let dir = busybox_context(DOCKERFILE);
+    put(
+        dir.path(),
+        "www/index.html",
         "hello from a container\n",
-    )
-    .unwrap();
-    let cgi = dir.path().join("www/cgi-bin/count");
-    std::fs::write(&cgi, COUNT_CGI).unwrap();
-    std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE).unwrap();
+        false,
+    );
+    put(dir.path(), "www/cgi-bin/count", COUNT_CGI, true);
     Some(dir)
 }
 
@@ -91,58 +71,6 @@ fn config_with(class: &str, dockerfile: &Path, class_options: &str) -> String {
         "#,
         dockerfile = dockerfile.join("Dockerfile").display()
     )
-}
-
-/// Removes the class's containers, volumes and image, however the test ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=valet.class={}", self.0);
-        let ids = docker(&["ps", "-aq", "--filter", &filter]);
-        for id in ids.lines() {
-            docker(&["rm", "-f", id]);
-        }
-        let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
-        for volume in volumes.lines() {
-            docker(&["volume", "rm", "-f", volume]);
-        }
-        // The image is named after this run's class: nothing else will use it.
-        let images = docker(&["images", "-q", "--filter", &filter]);
-        for image in images.lines() {
-            docker(&["rmi", "-f", image]);
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Running containers of a class.
-fn containers(class: &str) -> Vec<String> {
-    let filter = format!("label=valet.class={class}");
-    docker(&["ps", "-q", "--filter", &filter])
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-async fn text(valet: &Valet, path: &str) -> String {
-    let response = valet.get(path).await;
-    let status = response.status();
-    let body = response.text().await.unwrap();
-    assert_eq!(
-        status,
-        200,
-        "{path}: {body}\n--- valet log ---\n{}",
-        valet.log()
-    );
-    body
 }
 
 #[tokio::test]

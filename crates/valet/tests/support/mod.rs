@@ -9,6 +9,7 @@
 //! Every test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod docker;
 pub mod http;
 pub mod procs;
 
