@@ -13,6 +13,7 @@ pub mod rule;
 mod section;
 mod validate;
 pub mod values;
+pub mod wrangler;
 
 pub use error::{render_report, ConfigError, ConfigErrors};
 pub use keypath::{KeyPath, Segment};
