@@ -31,7 +31,10 @@ pub fn run(command: Command) -> ExitCode {
                 tail,
                 admin,
             } => logs(&class, key, follow, tail, &admin).await,
-            Command::Up { .. } | Command::Check { .. } | Command::Volumes(_) => {
+            Command::Up { .. }
+            | Command::Check { .. }
+            | Command::Import { .. }
+            | Command::Volumes(_) => {
                 unreachable!("handled by main")
             }
         }

@@ -42,6 +42,17 @@ pub enum Command {
         /// Path of valet.toml.
         config: Option<PathBuf>,
     },
+    /// Write a valet.toml from a Cloudflare wrangler config (wrangler.jsonc, .json or .toml).
+    Import {
+        /// wrangler.jsonc, wrangler.json or wrangler.toml.
+        file: PathBuf,
+        /// Where to write (default: valet.toml beside FILE; `-` prints it to stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show what a running valet is doing: classes, instances by state, requests.
     Status(AdminArgs),
     /// List instances, sleeping ones included (all classes, or one).

@@ -5,6 +5,7 @@ mod admin_client;
 mod admin_cmd;
 mod check;
 mod cli;
+mod import;
 mod lock;
 mod table;
 mod up;
@@ -25,6 +26,11 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Up { config } => up::run(&cli::config_path(config)),
         cli::Command::Check { config } => check::run(&cli::config_path(config)),
+        cli::Command::Import {
+            file,
+            output,
+            force,
+        } => import::run(&file, output.as_deref(), force),
         cli::Command::Volumes(command) => volumes::run(command),
         admin => admin_cmd::run(admin),
     }
