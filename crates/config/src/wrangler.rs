@@ -53,7 +53,8 @@ pub fn import_wrangler(
 ) -> Result<(String, Vec<String>), String> {
     let root = match format {
         WranglerFormat::Jsonc => {
-            let json = strip_jsonc(text)?;
+            // Editors on Windows like to start files with a byte-order mark; JSON has none.
+            let json = strip_jsonc(text.strip_prefix('\u{feff}').unwrap_or(text))?;
             serde_json::from_str::<Value>(&json).map_err(|e| format!("invalid JSON: {e}"))?
         }
         WranglerFormat::Toml => toml::from_str::<Value>(text)
@@ -213,10 +214,15 @@ impl Reader {
             project.vars = self.vars(vars);
         }
         for key in root.keys() {
-            if !QUIET_KEYS.contains(&key.as_str()) && !["assets", "vars"].contains(&key.as_str()) {
-                self.notes
-                    .push(format!("`{key}` has no valet equivalent; not translated"));
+            if QUIET_KEYS.contains(&key.as_str()) || ["assets", "vars"].contains(&key.as_str()) {
+                continue;
             }
+            self.notes.push(if key == "env" {
+                // One valet.toml per environment: import is of the top level only.
+                "`env` (per-environment overrides) is not translated; the top level is".into()
+            } else {
+                format!("`{key}` has no valet equivalent; not translated")
+            });
         }
         project
     }
@@ -280,7 +286,10 @@ impl Reader {
                 "dev" => (Some("lite".into()), None, None),
                 "standard" => (Some("standard-1".into()), None, None),
                 _ => {
-                    self.errors.push(format!("{at}.instance_type: unknown instance type {kind:?} (valet knows lite, basic, standard-1..4, dev, standard)"));
+                    self.errors.push(format!(
+                        "{at}.instance_type: unknown instance type {kind:?} \
+                         (valet knows lite, basic, standard-1..4, dev, standard)"
+                    ));
                     (None, None, None)
                 }
             },
@@ -291,12 +300,17 @@ impl Reader {
                     .and_then(Value::as_u64)
                     .map(|mib| format!("{mib}MiB"));
                 if custom.contains_key("disk_mb") {
-                    self.notes.push(format!("{at}.instance_type.disk_mb is not translated (use a volume for lasting data)"));
+                    self.notes.push(format!(
+                        "{at}.instance_type.disk_mb is not translated (lasting data: `volume`)"
+                    ));
                 }
                 (None, cpu, memory)
             }
             Some(other) => {
-                self.errors.push(format!("{at}.instance_type: expected a name like \"basic\" or {{ vcpu, memory_mib }}, got {other}"));
+                self.errors.push(format!(
+                    "{at}.instance_type: expected a name like \"basic\" \
+                     or {{ vcpu, memory_mib }}, got {other}"
+                ));
                 (None, None, None)
             }
         }
@@ -323,7 +337,10 @@ impl Reader {
         let handling = assets.get("not_found_handling").map(|h| match h.as_str() {
             Some(h @ ("single-page-application" | "404-page" | "none")) => h.to_owned(),
             _ => {
-                self.errors.push(format!("assets.not_found_handling: expected \"single-page-application\", \"404-page\" or \"none\", got {h}"));
+                self.errors.push(format!(
+                    "assets.not_found_handling: expected \"single-page-application\", \
+                     \"404-page\" or \"none\", got {h}"
+                ));
                 String::new()
             }
         });
@@ -371,7 +388,8 @@ impl Reader {
         for binding in &project.bindings {
             if !is_container(&binding.class_name) {
                 self.notes.push(format!(
-                    "Durable Object binding {} -> {} is not a container class; a plain Durable Object's code lives in the Worker and is not translated",
+                    "Durable Object binding {} -> {} is not a container class; a plain Durable \
+                     Object's code lives in the Worker and is not translated",
                     binding.name, binding.class_name
                 ));
             }
@@ -382,7 +400,11 @@ impl Reader {
                 .iter()
                 .any(|b| b.class_name == container.class_name)
             {
-                self.notes.push(format!("container class {} has no Durable Object binding; its route stub uses the key \"default\"", container.class_name));
+                self.notes.push(format!(
+                    "container class {} has no Durable Object binding; \
+                     its route stub uses the key \"default\"",
+                    container.class_name
+                ));
             }
         }
         let main = project
@@ -390,10 +412,15 @@ impl Reader {
             .as_deref()
             .map_or(String::new(), |m| format!(" ({m})"));
         self.notes.push(format!(
-            "the Worker's JavaScript{main} cannot be translated: which requests reach which container, and under which instance name, was decided there; fill in the [[routes]] stubs in the output"
+            "the Worker's JavaScript{main} cannot be translated: which requests reach which \
+             container, and under which instance name, was decided there; fill in the \
+             [[routes]] stubs in the output"
         ));
         if !project.containers.is_empty() {
-            self.notes.push(format!("every class listens on port {DEFAULT_PORT} (Cloudflare's common defaultPort); change `ports` where the Container class sets another"));
+            self.notes.push(format!(
+                "every class listens on port {DEFAULT_PORT} (Cloudflare's common defaultPort); \
+                 change `ports` where the Container class sets another"
+            ));
         }
     }
 

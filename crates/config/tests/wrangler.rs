@@ -141,12 +141,14 @@ const DOCUMENTED: &str = r#"// wrangler.jsonc
   "assets": { "directory": "public", "not_found_handling": "404-page", },
   "vars": { "URL": "http://x//y /* not a comment */", "LIMIT": 5, },
   "kv_namespaces": [{ "binding": "KV", "id": "abc" }],
+  "env": { "staging": { "vars": { "URL": "http://staging" } } },
 }
 "#;
 
 #[test]
 fn documented_fields_with_comments_and_trailing_commas() {
-    let (toml, notes, config) = import_and_load(DOCUMENTED, WranglerFormat::Jsonc);
+    let with_bom = format!("\u{feff}{DOCUMENTED}");
+    let (toml, notes, config) = import_and_load(&with_bom, WranglerFormat::Jsonc);
     assert_eq!(config.containers.len(), 2, "{toml}");
     let api = &config.containers[0];
     assert_eq!(api.image.as_deref(), Some("registry.example/api:1"));
@@ -169,7 +171,7 @@ fn documented_fields_with_comments_and_trailing_commas() {
         "the second class's route is a commented stub"
     );
     assert!(toml.contains("# container = \"Worker-2\""), "{toml}");
-    for expected in ["kv_namespaces", "Counter", "disk_mb"] {
+    for expected in ["kv_namespaces", "Counter", "disk_mb", "per-environment"] {
         assert!(
             notes.iter().any(|n| n.contains(expected)),
             "{expected}: {notes:?}"

@@ -103,11 +103,13 @@ fn print_notes(notes: &[String]) {
     }
 }
 
+/// The folder of a file, absolute when it exists, so that notes name a real place.
 fn parent(path: &Path) -> PathBuf {
-    match path.parent() {
+    let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
-    }
+    };
+    dir.canonicalize().unwrap_or(dir)
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
