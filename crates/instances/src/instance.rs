@@ -22,6 +22,9 @@ pub(crate) enum Command {
     Wake,
     /// Stop it (admin, or shutdown). `destroy` also removes its persistent data.
     Stop { destroy: bool },
+    /// Start a successor from the current config while this one serves, switch to it once it is
+    /// ready, then stop this one (an adopted container of an older config).
+    Replace,
 }
 
 /// The slow-changing part of an instance's state, published to waiters and to the admin API.

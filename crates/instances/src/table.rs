@@ -188,9 +188,10 @@ impl Instances {
     /// Takes over an instance that an earlier valet started and [`Driver::recover`] found still
     /// running (containers outlive valet). Its task gets it as its first start, so it is probed
     /// ready, then served, put to sleep and stopped like any other. False when its class is gone
-    /// or full: the instance is then dropped, which stops it.
+    /// or full: the instance is then dropped, which stops it. A stale one (older config) is
+    /// replaced by its task once it serves: see `Command::Replace`.
     pub fn adopt(&self, adopted: Adopted) -> bool {
-        let Adopted { id, running } = adopted;
+        let Adopted { id, running, stale } = adopted;
         let Some(class) = self.class(id.class()).cloned() else {
             return false;
         };
@@ -202,6 +203,11 @@ impl Instances {
             return false;
         }
         let (tx, mailbox) = mpsc::unbounded_channel();
+        if stale {
+            // Queued first: the task reads its mailbox only once the adopted container is ready
+            // and serving, which is when a successor may start beside it.
+            let _ = tx.send(Command::Replace);
+        }
         *control = Some(tx);
         inst.set_status(|s| s.state = InstanceState::Starting);
         let driver = Arc::new(Handover::new(running, self.inner.driver.clone()));

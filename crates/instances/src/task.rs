@@ -152,22 +152,12 @@ impl Task {
         if let Err(end) = self.wait_ready(&mut *running, launched).await {
             return end;
         }
-        let ports: Vec<_> = inst
-            .class
-            .ports
-            .iter()
-            .map(|(name, _)| {
-                running
-                    .endpoints()
-                    .get(name)
-                    .expect("driver returns every port")
-            })
-            .collect();
+        let ports = ports_of(&inst, &*running);
         let start_ms = launched.elapsed().as_millis() as u64;
         *inst.started_at.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(std::time::SystemTime::now());
         inst.touch();
-        inst.ready.store(Some(Arc::new(ports)));
+        inst.ready.store(Some(ports));
         inst.set_status(|s| {
             s.state = InstanceState::Ready;
             s.message = None;
@@ -176,7 +166,7 @@ impl Task {
         inst.class.stats.cold_start.observe(launched.elapsed());
         tracing::info!(instance = %inst.id, start_ms, "instance ready");
         let ready_at = Instant::now();
-        self.serve(&mut *running, ready_at).await
+        self.serve(&mut running, ready_at).await
     }
 
     /// Probes until ready, the deadline passes, the process exits, or valet shuts down.
@@ -224,7 +214,8 @@ impl Task {
     }
 
     /// Watches a ready instance until it exits, idles out, is stopped or fails liveness.
-    async fn serve(&mut self, running: &mut dyn Running, ready_at: Instant) -> End {
+    /// `running` is swapped for its successor when a `Replace` succeeds.
+    async fn serve(&mut self, running: &mut Box<dyn Running>, ready_at: Instant) -> End {
         let class = self.inst.class.clone();
         let check_every = class.sleep_after.map_or(Duration::from_secs(3600), |s| {
             (s / 10).clamp(Duration::from_millis(50), Duration::from_secs(5))
@@ -244,20 +235,26 @@ impl Task {
                     return failed(format!("exited unexpectedly ({exit})"), Some(exit), ready_at.elapsed());
                 }
                 _ = self.shutdown.wait() => {
-                    self.stop_running(running).await;
+                    self.stop_running(&mut **running).await;
                     return End::Stopped { shutdown: true };
                 }
-                cmd = self.mailbox.recv() => {
-                    if let Some(Command::Stop { destroy }) = cmd {
-                        self.stop_running(running).await;
+                cmd = self.mailbox.recv() => match cmd {
+                    Some(Command::Stop { destroy }) => {
+                        self.stop_running(&mut **running).await;
                         if destroy { remove_data(&self.inst, &*self.driver).await }
                         return End::Stopped { shutdown: false };
                     }
-                }
+                    Some(Command::Replace) => {
+                        if let Some(end) = self.replace(running).await {
+                            return end;
+                        }
+                    }
+                    Some(Command::Wake) | None => {}
+                },
                 _ = idle_tick.tick() => {
                     if self.should_sleep() {
                         tracing::info!(instance = %self.inst.id, "instance idle, sleeping");
-                        self.stop_running(running).await;
+                        self.stop_running(&mut **running).await;
                         return End::Stopped { shutdown: false };
                     }
                 }
@@ -269,7 +266,7 @@ impl Task {
                         Err(e) => {
                             live_failures += 1;
                             if live_failures >= probe.failures {
-                                self.stop_running(running).await;
+                                self.stop_running(&mut **running).await;
                                 return failed(format!("liveness failed {live_failures} times: {e}"), None, ready_at.elapsed());
                             }
                         }
@@ -277,6 +274,73 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Graceful replacement (an adopted container of an older config): starts a successor from
+    /// the current config while `running` keeps serving, points requests at it once its
+    /// readiness probe passes, lets requests already on the old one finish (at most
+    /// `stop_timeout`), then stops the old one. A successor that does not get ready is stopped
+    /// and the old one serves on: an old config serving beats none, and the next restart of
+    /// the instance uses the current one anyway. Returns an end only if valet shuts down.
+    ///
+    /// Meanwhile the task watches neither the old one's exit nor its mailbox: a stop waits for
+    /// the replacement to finish, bounded by the readiness timeout.
+    async fn replace(&mut self, running: &mut Box<dyn Running>) -> Option<End> {
+        let inst = self.inst.clone();
+        let class = inst.class.clone();
+        tracing::info!(instance = %inst.id, "config changed: starting a successor beside the serving instance");
+        let launched = Instant::now();
+        let mut successor = match self.driver.start(&spec_for(&inst)).await {
+            Ok(successor) => successor,
+            Err(e) => {
+                tracing::warn!(instance = %inst.id, error = %e, "successor did not start; the old instance serves on");
+                return None;
+            }
+        };
+        let probe = &class.readiness;
+        let addr = successor.endpoints().ports[probe.port].1;
+        let deadline = launched + probe.timeout;
+        let ready = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(format!("not ready within {:?}", probe.timeout));
+            }
+            tokio::select! {
+                exit = successor.exited() => break Err(format!("exited during start ({exit})")),
+                _ = self.shutdown.wait() => {
+                    successor.stop(class.stop_timeout).await;
+                    self.stop_running(&mut **running).await;
+                    return Some(End::Stopped { shutdown: true });
+                }
+                result = probe_once(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
+                    if result.is_ok() {
+                        break Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(probe.interval.min(Duration::from_millis(50))).await;
+        };
+        if let Err(message) = ready {
+            tracing::warn!(instance = %inst.id, %message, "successor not ready; the old instance serves on");
+            successor.stop(class.stop_timeout).await;
+            return None;
+        }
+        // New requests go to the successor from here on; leases taken before still hold the
+        // old endpoints. `active` counts both, so it reaching zero means the old one is idle.
+        inst.ready.store(Some(ports_of(&inst, &*successor)));
+        *inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = Some(successor.logs());
+        let mut old = std::mem::replace(running, successor);
+        let drain_until = Instant::now() + class.stop_timeout;
+        while inst.active.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let exit = old.stop(class.stop_timeout).await;
+        let start_ms = launched.elapsed().as_millis() as u64;
+        *inst.started_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::SystemTime::now());
+        inst.set_status(|s| s.last_start_ms = Some(start_ms));
+        tracing::info!(instance = %inst.id, start_ms, %exit, "instance replaced; old one stopped");
+        None
     }
 
     /// Idle past `sleep_after`, not pinned, and no request slipped in while we looked. The ready
@@ -320,10 +384,26 @@ async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> bool {
     loop {
         match mailbox.recv().await {
             Some(Command::Stop { destroy }) => return destroy,
-            Some(Command::Wake) => continue,
+            Some(Command::Wake | Command::Replace) => continue,
             None => std::future::pending::<()>().await,
         }
     }
+}
+
+/// Where requests reach a running instance, in the class's port order.
+fn ports_of(inst: &Instance, running: &dyn Running) -> Arc<Vec<std::net::SocketAddr>> {
+    let ports = inst
+        .class
+        .ports
+        .iter()
+        .map(|(name, _)| {
+            running
+                .endpoints()
+                .get(name)
+                .expect("driver returns every port")
+        })
+        .collect();
+    Arc::new(ports)
 }
 
 fn spec_for(inst: &Instance) -> InstanceSpec {

@@ -150,6 +150,9 @@ pub trait Running: Send + Sync {
 pub struct Adopted {
     pub id: InstanceId,
     pub running: Box<dyn Running>,
+    /// Made from an older class config: it serves until the instance layer has started a
+    /// successor from the current config and seen it ready, then it is stopped.
+    pub stale: bool,
 }
 
 /// A driver whose first start hands over an adopted instance instead of launching a new one;

@@ -207,9 +207,39 @@ async fn a_restarted_valet_adopts_running_containers_and_replaces_changed_ones()
     assert_eq!(project.containers().len(), 1, "adopted, not duplicated");
     get(addr, "/index.html", Duration::from_secs(5)).await;
 
-    // Killed again, and this time the class changed meanwhile: replaced, not adopted.
+    assert!(!adopted[0].stale);
+
+    // Killed again, and this time the class changed meanwhile. Without a volume the old
+    // container is adopted as stale: it serves on, moved off the instance's name, until the
+    // instance layer has its successor ready.
     std::mem::forget(adopted.pop());
     project.reconfigure("env = { CHANGED = \"yes\" }").await;
+    let mut adopted = project.driver.recover().await.unwrap();
+    assert_eq!(adopted.len(), 1);
+    assert!(adopted[0].stale);
+    get(addr, "/index.html", Duration::from_secs(5)).await;
+    let successor = project.driver.start(&project.spec("a")).await.unwrap();
+    get(addr, "/index.html", Duration::from_secs(5)).await;
+    assert_eq!(project.containers().len(), 2, "old and new side by side");
+    adopted
+        .pop()
+        .unwrap()
+        .running
+        .stop(Duration::from_secs(5))
+        .await;
+    std::mem::forget(successor);
+    assert_eq!(project.containers().len(), 1);
+
+    // With a volume, a changed class's container is stopped at once: two containers never
+    // share the volume.
+    project.reconfigure("volume = \"/data\"").await;
+    assert!(project.driver.recover().await.unwrap().is_empty());
+    assert!(project.containers().is_empty());
+    let successor = project.driver.start(&project.spec("a")).await.unwrap();
+    std::mem::forget(successor);
+    project
+        .reconfigure("volume = \"/data\"\nenv = { CHANGED = \"again\" }")
+        .await;
     assert!(project.driver.recover().await.unwrap().is_empty());
     assert!(
         project.containers().is_empty(),

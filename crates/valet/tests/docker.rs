@@ -262,3 +262,113 @@ async fn volumes_ls_shows_the_instances_volume_and_rm_refuses_it_while_it_runs()
     assert!(!out.status.success());
     assert!(said(&out).contains("no volume"), "{}", said(&out));
 }
+
+/// A class without a volume whose env says which config made the container: its page is
+/// written at start, a second late (so a replacement takes a while, and requests keep coming).
+fn versioned_config(class: &str, dockerfile: &Path, version: &str) -> String {
+    format!(
+        r#"
+        [server]
+        driver = "docker"
+
+        [[containers]]
+        class_name = "{class}"
+        image = "{dockerfile}"
+        instance_type = "lite"
+        stop_timeout = "2s"
+        env = {{ VERSION = "{version}" }}
+        command = ["sh", "-c", "sleep 1; mkdir /v; echo $VERSION > /v/index.html; exec httpd -f -p 8080 -h /v"]
+        readiness = {{ path = "/index.html", timeout = "60s" }}
+
+        [[routes]]
+        pattern = "/api/*"
+        container = "{class}"
+        instance = "name:one"
+        strip_prefix = "/api"
+        "#,
+        dockerfile = dockerfile.join("Dockerfile").display()
+    )
+}
+
+#[tokio::test]
+async fn a_changed_class_without_volume_is_replaced_after_reattach_without_a_failed_request() {
+    let Some(image) = context() else { return };
+    let class = format!("Swap{}", std::process::id());
+    let _cleanup = Cleanup(class.clone());
+    let valet = Valet::with_config(&versioned_config(&class, image.path(), "first"))
+        .start()
+        .await;
+    assert_eq!(text(&valet, "/api/index.html").await, "first\n");
+    let old = containers(&class);
+    assert_eq!(old.len(), 1);
+
+    // valet dies, its container serves on; the config changes before the next valet.
+    kill(Pid::from_raw(valet.pid() as i32), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(5), "valet to die", || async {
+        (!pid_alive(valet.pid())).then_some(())
+    })
+    .await;
+    let path = valet.dir().join("valet.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    assert!(toml.contains("\"first\""), "{toml}");
+    std::fs::write(&path, toml.replace("\"first\"", "\"second\"")).unwrap();
+
+    let log = std::fs::File::create(valet.dir().join("second.log")).unwrap();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .arg("up")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let second_log = || std::fs::read_to_string(valet.dir().join("second.log")).unwrap_or_default();
+    let addr = valet.addr();
+    eventually(
+        Duration::from_secs(30),
+        "the second valet to listen",
+        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) },
+    )
+    .await;
+
+    // The old container answers until the new one is ready, then the new one does; every
+    // request on the way succeeds.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = valet.client.get(valet.url("/api/index.html")).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{e}: {}", second_log()));
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "{body}\n{}", second_log());
+        if seen.last() != Some(&body) {
+            seen.push(body.clone());
+        }
+        if body == "second\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never replaced: {seen:?}\n{}",
+            second_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, ["first\n", "second\n"], "{}", second_log());
+    // The old container goes once the new one serves: one container, not the old one.
+    let now = eventually(Duration::from_secs(20), "the old container to stop", || {
+        let now = containers(&class);
+        async move { (now.len() == 1).then_some(now) }
+    })
+    .await;
+    assert_ne!(now, old, "{}", second_log());
+    assert_eq!(text(&valet, "/api/index.html").await, "second\n");
+
+    kill(Pid::from_raw(second.id() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}: {}", second_log());
+    assert!(containers(&class).is_empty(), "{}", second_log());
+}

@@ -1,7 +1,10 @@
 //! After a restart: containers outlive valet, so the next valet finds its own (by the scope
 //! label) and adopts every running one whose class config is unchanged. Stopped leftovers are
-//! removed; containers of a changed or removed class are stopped gracefully and removed, and
-//! the next request starts a fresh one. No container is left unowned, none is duplicated.
+//! removed. A container whose class config changed is adopted as stale when its class has no
+//! volume: it keeps serving while the instance layer starts its successor (graceful
+//! replacement). With a volume it is stopped here, before anything else starts, so two
+//! containers never write one volume; the next request starts a fresh one. Containers of a
+//! removed class are stopped and removed. No container is left unowned, none is duplicated.
 
 use super::error::engine;
 use super::image::ImageSource;
@@ -11,7 +14,7 @@ use super::{names, DockerDriver};
 use crate::driver::{Adopted, DriverError, Running};
 use crate::logs::LogRing;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
-use bollard::query_parameters::ListContainersOptions;
+use bollard::query_parameters::{ListContainersOptions, RenameContainerOptions};
 use futures_util::future::join_all;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,13 +45,14 @@ pub async fn run(driver: &DockerDriver) -> Result<Vec<Adopted>, DriverError> {
             continue;
         };
         let running = summary.state == Some(ContainerSummaryStateEnum::RUNNING);
-        match (running, adoptable(summary, &hashes)) {
-            (true, Some(instance)) => match adopt(driver, &id, &instance).await {
+        match (running, adoptable(driver, summary, &hashes)) {
+            (true, Some((instance, stale))) => match adopt(driver, &id, &instance, stale).await {
                 Ok(running) => {
-                    tracing::info!(%instance, container = %id, "adopted running container");
+                    tracing::info!(%instance, container = %id, stale, "adopted running container");
                     adopted.push(Adopted {
                         id: instance,
                         running,
+                        stale,
                     });
                 }
                 Err(e) => {
@@ -74,20 +78,24 @@ fn summary_label<'a>(summary: &'a ContainerSummary, name: &str) -> Option<&'a st
     summary.labels.as_ref()?.get(name).map(String::as_str)
 }
 
-/// The instance a container may be adopted as: its class exists with the same config hash,
-/// and its key label decodes to a valid key.
+/// The instance a container may be adopted as, and whether it is stale: its class exists and
+/// its key label decodes to a valid key; the same config hash adopts it as is, a different one
+/// adopts it as stale only when the class has no volume (see the module comment). A class
+/// whose image cannot be had has no current hash: its containers are not adopted.
 fn adoptable(
+    driver: &DockerDriver,
     summary: &ContainerSummary,
     hashes: &HashMap<String, Option<String>>,
-) -> Option<InstanceId> {
+) -> Option<(InstanceId, bool)> {
     let class = summary_label(summary, names::CLASS)?;
     let current = hashes.get(class)?.as_deref()?;
-    if summary_label(summary, names::CONFIG_HASH) != Some(current) {
+    let stale = summary_label(summary, names::CONFIG_HASH) != Some(current);
+    if stale && driver.inner.classes.get(class)?.volume.is_some() {
         return None;
     }
     let key = names::unescape_key(summary_label(summary, names::KEY)?)?;
     validate_key(&key).ok()?;
-    Some(InstanceId::new(class, key))
+    Some((InstanceId::new(class, key), stale))
 }
 
 /// The config hash each class's containers should carry, for the classes that have some;
@@ -135,11 +143,29 @@ async fn adopt(
     driver: &DockerDriver,
     id: &str,
     instance: &InstanceId,
+    stale: bool,
 ) -> Result<Box<dyn Running>, DriverError> {
     let docker = &driver.inner.docker;
     let settings = driver.class(instance.class())?;
+    if stale {
+        // The successor is created under the instance's name, and a start removes whatever
+        // holds that name: move the old one aside so it serves on until it is replaced. Its
+        // labels stay, so a valet that dies meanwhile still finds it and retires it.
+        let aside = format!(
+            "{}-stale-{}",
+            names::instance_name(&driver.inner.scope, instance),
+            &id[..12.min(id.len())]
+        );
+        let options = RenameContainerOptions { name: aside };
+        docker
+            .rename_container(id, options)
+            .await
+            .map_err(|e| engine("cannot rename the stale container", e))?;
+    }
     let internal = (!settings.internet).then(|| names::internal_network(&driver.inner.scope));
-    // The config hash matched, so the class's ports are the ones the container was made with.
+    // With a matching hash the class's ports are the ones the container was made with. A stale
+    // one may have been made with other ports: a port it does not publish fails the adoption,
+    // and the container is removed like any unadoptable one.
     let endpoints = driver
         .endpoints_of(id, &settings.ports, internal.as_deref())
         .await?;
