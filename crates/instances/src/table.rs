@@ -180,6 +180,7 @@ impl Instances {
             driver: self.inner.driver.clone(),
             mailbox,
             shutdown: self.inner.shutdown.clone(),
+            lives: 0,
         };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
         Ok(())
@@ -216,6 +217,7 @@ impl Instances {
             driver,
             mailbox,
             shutdown: self.inner.shutdown.clone(),
+            lives: 0,
         };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
         true

@@ -41,6 +41,9 @@ pub(crate) struct Task {
     pub driver: Arc<dyn Driver>,
     pub mailbox: mpsc::UnboundedReceiver<Command>,
     pub shutdown: Shutdown,
+    /// Lives started by this task so far: a `Replace` concerns the adopted container, which is
+    /// the first life; a later life (restart after a crash) already runs the current config.
+    pub lives: u32,
 }
 
 impl Task {
@@ -137,6 +140,7 @@ impl Task {
 
     /// Starts the instance, serves until it stops or fails.
     async fn life(&mut self) -> End {
+        self.lives += 1;
         let inst = self.inst.clone();
         inst.set_status(|s| {
             s.state = InstanceState::Starting;
@@ -244,12 +248,12 @@ impl Task {
                         if destroy { remove_data(&self.inst, &*self.driver).await }
                         return End::Stopped { shutdown: false };
                     }
-                    Some(Command::Replace) => {
+                    Some(Command::Replace) if self.lives == 1 => {
                         if let Some(end) = self.replace(running).await {
                             return end;
                         }
                     }
-                    Some(Command::Wake) | None => {}
+                    Some(Command::Wake | Command::Replace) | None => {}
                 },
                 _ = idle_tick.tick() => {
                     if self.should_sleep() {
