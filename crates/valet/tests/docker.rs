@@ -113,14 +113,15 @@ async fn a_container_serves_keeps_its_volume_is_adopted_after_sigkill_and_stops_
         .stderr(log)
         .spawn()
         .unwrap();
-    let addr = valet.addr();
+    let second_log = || std::fs::read_to_string(valet.dir().join("second.log")).unwrap_or_default();
+    // Its own word that it listens, not a TCP connect: a connect can land in the moment the
+    // port is probed free before the gateway's listeners are bound, and be reset.
     eventually(
         Duration::from_secs(30),
         "the second valet to listen",
-        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) },
+        || async { second_log().contains("valet listening").then_some(()) },
     )
     .await;
-    let second_log = || std::fs::read_to_string(valet.dir().join("second.log")).unwrap_or_default();
     assert_eq!(
         text(&valet, "/api/cgi-bin/count").await.trim(),
         "2",
@@ -323,21 +324,24 @@ async fn a_changed_class_without_volume_is_replaced_after_reattach_without_a_fai
         .spawn()
         .unwrap();
     let second_log = || std::fs::read_to_string(valet.dir().join("second.log")).unwrap_or_default();
-    let addr = valet.addr();
+    // Its own word that it listens, not a TCP connect: a connect can land in the moment the
+    // port is probed free before the gateway's listeners are bound, and be reset.
     eventually(
         Duration::from_secs(30),
         "the second valet to listen",
-        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) },
+        || async { second_log().contains("valet listening").then_some(()) },
     )
     .await;
 
     // The old container answers until the new one is ready, then the new one does; every
-    // request on the way succeeds.
+    // request on the way succeeds. A new client: the old one's pooled connections went to the
+    // valet that was killed.
+    let fresh = client();
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let response = valet.client.get(valet.url("/api/index.html")).send().await;
-        let response = response.unwrap_or_else(|e| panic!("{e}: {}", second_log()));
+        let response = fresh.get(valet.url("/api/index.html")).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{e:?}: {}", second_log()));
         let status = response.status();
         let body = response.text().await.unwrap();
         assert_eq!(status, 200, "{body}\n{}", second_log());
