@@ -113,41 +113,7 @@ async fn a_crash_loop_answers_503_with_retry_after_and_a_json_body() {
     .await;
 
     let response = valet.get("/api/anything").await;
-    assert_eq!(
-        response.status(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        valet.log()
-    );
-    let retry_after: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .expect("seconds");
-    assert!(retry_after >= 1);
-    let body = json_of(response).await;
-    for field in [
-        "error",
-        "message",
-        "instance",
-        "state",
-        "timestamp",
-        "retry_after",
-    ] {
-        assert!(
-            body.get(field).is_some(),
-            "field {field} missing from {body}"
-        );
-    }
-    assert_eq!(body["error"], "instance_unavailable");
-    assert_eq!(body["instance"], "Broken/broken");
-    assert_eq!(body["retry_after"], retry_after);
-    let state = body["state"].as_str().unwrap();
-    assert!(["backoff", "crashed"].contains(&state), "state {state}");
-    assert!(
-        body["message"].as_str().unwrap().contains("failing"),
-        "{body}"
-    );
+    assert_crash_loop_answer(response, "Broken/broken", &valet.log()).await;
 
     // While the loop lasts, further requests are refused at once rather than queued.
     let again = valet.get("/api/anything").await;

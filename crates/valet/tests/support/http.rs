@@ -24,6 +24,45 @@ pub async fn json_of(response: reqwest::Response) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("status {status}, body is not JSON ({e}): {text}"))
 }
 
+/// The answer to a request for an instance in a crash loop: 503, `Retry-After` in seconds, and
+/// the JSON body DESIGN.md names, whatever the driver.
+pub async fn assert_crash_loop_answer(response: reqwest::Response, instance: &str, log: &str) {
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "{log}"
+    );
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1);
+    let body = json_of(response).await;
+    for field in [
+        "error",
+        "message",
+        "instance",
+        "state",
+        "timestamp",
+        "retry_after",
+    ] {
+        assert!(
+            body.get(field).is_some(),
+            "field {field} missing from {body}"
+        );
+    }
+    assert_eq!(body["error"], "instance_unavailable");
+    assert_eq!(body["instance"], instance);
+    assert_eq!(body["retry_after"], retry_after);
+    let state = body["state"].as_str().unwrap();
+    assert!(["backoff", "crashed"].contains(&state), "state {state}");
+    assert!(
+        body["message"].as_str().unwrap().contains("failing"),
+        "{body}"
+    );
+}
+
 /// The backend's echo JSON; panics (with `log`) unless the answer is 200.
 pub async fn echo_of(response: reqwest::Response, log: &str) -> serde_json::Value {
     let status = response.status();

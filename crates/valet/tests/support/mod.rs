@@ -13,7 +13,7 @@ pub mod docker;
 pub mod http;
 pub mod procs;
 
-pub use self::http::{client, echo_of, json_of, raw, RawResponse};
+pub use self::http::{assert_crash_loop_answer, client, echo_of, json_of, raw, RawResponse};
 pub use self::procs::{eventually, pid_alive, Start};
 
 use nix::sys::signal::{kill, Signal};
