@@ -2,7 +2,7 @@
 //! the valet running with the config beside them. Tables for people, `--json` for scripts.
 
 use crate::admin_client::{instance_path, segment, AdminClient};
-use crate::cli::{AdminArgs, Command, InstanceArgs};
+use crate::cli::{self, AdminArgs, Command, InstanceArgs};
 use crate::table::{state_color, use_color, Cell, Table};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -10,14 +10,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 pub fn run(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
-    };
-    let done = runtime.block_on(async move {
+    cli::run_to_exit(async move {
         match command {
             Command::Status(admin) => status(&admin).await,
             Command::Instances { class, admin } => instances(class.as_deref(), &admin).await,
@@ -38,16 +31,7 @@ pub fn run(command: Command) -> ExitCode {
                 unreachable!("handled by main")
             }
         }
-    });
-    match done {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(message),
-    }
-}
-
-fn fail(message: String) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::FAILURE
+    })
 }
 
 /// `println!` that ends the process quietly when stdout is closed (`valet instances | head`),

@@ -142,3 +142,22 @@ pub fn init_tracing(global: &Global) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
+
+/// Runs a command's async body on a small runtime of its own and turns its outcome into the
+/// exit code: `error: ...` on stderr and failure, or success.
+pub fn run_to_exit(
+    body: impl std::future::Future<Output = Result<(), String>>,
+) -> std::process::ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(body));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

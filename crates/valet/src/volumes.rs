@@ -2,21 +2,14 @@
 //! config beside the command. They talk to the engine directly, not to a running valet:
 //! volumes outlive valet, and cleaning up after one is when they matter most.
 
-use crate::cli::{AdminArgs, VolumesCommand};
+use crate::cli::{self, AdminArgs, VolumesCommand};
 use crate::table::{use_color, Cell, Table};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use valet_runtime::docker::{VolumeInfo, VolumeTarget, Volumes};
 
 pub fn run(command: VolumesCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
-    };
-    let done = runtime.block_on(async move {
+    cli::run_to_exit(async move {
         match command {
             VolumesCommand::Ls(args) => list(&args).await,
             VolumesCommand::Rm {
@@ -34,16 +27,7 @@ pub fn run(command: VolumesCommand) -> ExitCode {
                 remove(&target, &admin).await
             }
         }
-    });
-    match done {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(message),
-    }
-}
-
-fn fail(message: String) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::FAILURE
+    })
 }
 
 /// The volumes of the valet that runs (or ran) with this config.
