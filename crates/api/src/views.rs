@@ -94,6 +94,8 @@ pub struct ClassView {
     pub max_instances: u32,
     pub min_instances: u32,
     pub max_waiting: u32,
+    /// 0: no limit.
+    pub max_concurrent_requests: u32,
     pub readiness: ProbeView,
     pub liveness: Option<ProbeView>,
     pub stop_timeout_ms: u64,
@@ -156,6 +158,7 @@ impl ClassView {
             max_instances: class.max_instances,
             min_instances: class.min_instances,
             max_waiting: class.max_waiting,
+            max_concurrent_requests: class.max_concurrent_requests,
             readiness: probe(&class.readiness),
             liveness: class.liveness.as_ref().map(probe),
             stop_timeout_ms: ms(class.stop_timeout),

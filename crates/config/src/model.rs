@@ -170,6 +170,12 @@ pub struct ContainerClass {
     /// Requests that may wait for one starting instance; more get 503. Default 10000.
     #[serde(default = "default_max_waiting")]
     pub max_waiting: u32,
+    /// Most requests one instance handles at once; more wait (within `timeouts.first_byte`) for
+    /// one to finish. Each in-flight HTTP/1.1 request needs its own connection, so this also
+    /// caps the connections opened to an instance: set it for apps with a small listen backlog
+    /// or a fixed worker count. WebSockets are not counted. Default 0: no limit.
+    #[serde(default)]
+    pub max_concurrent_requests: u32,
     /// Cloudflare's instance types: lite, basic, standard-1..4. Default basic.
     #[serde(default = "default_instance_type")]
     pub instance_type: String,

@@ -167,24 +167,36 @@ async fn send(
     mut req: Request<UpstreamBody>,
     pass: Pass,
 ) -> Result<Response<Body>, GatewayError> {
-    let instance = || pass.lease.instance().id.to_string();
     forward::prepare_request(req.headers_mut(), &pass.client, pass.prefix.clone());
     let (mut parts, body) = req.into_parts();
     parts.uri = pass.uri;
     // Instances speak HTTP/1.1; an h2 client's request is translated.
     parts.version = Version::HTTP_11;
-    let sent = upstream.client.request(Request::from_parts(parts, body));
+    let mut lease = pass.lease;
+    let request = Request::from_parts(parts, body);
+    // Waiting for a turn under `max_concurrent_requests` counts against the first-byte
+    // deadline: to the client it is part of waiting for the answer.
+    let sent = async {
+        lease.take_turn().await;
+        upstream.client.request(request).await
+    };
     let response = match tokio::time::timeout(upstream.first_byte, sent).await {
         Err(_) => {
             return Err(GatewayError::Timeout {
-                instance: instance(),
+                instance: lease.instance().id.to_string(),
                 what: "answer",
             })
         }
-        Ok(Err(e)) => return Err(classify(e, upstream.max_body, instance())),
+        Ok(Err(e)) => {
+            return Err(classify(
+                e,
+                upstream.max_body,
+                lease.instance().id.to_string(),
+            ))
+        }
         Ok(Ok(response)) => response,
     };
-    Ok(leased_response(response, pass.lease, upstream.idle))
+    Ok(leased_response(response, lease, upstream.idle))
 }
 
 /// The instance's answer on its way back: hop-by-hop headers dropped, lease kept by the body.

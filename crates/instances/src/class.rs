@@ -37,6 +37,8 @@ pub struct ClassRuntime {
     pub max_instances: u32,
     pub min_instances: u32,
     pub max_waiting: u32,
+    /// 0: no limit (see the config key).
+    pub max_concurrent_requests: u32,
     pub readiness: Probe,
     pub liveness: Option<Probe>,
     pub stop_timeout: Duration,
@@ -111,6 +113,7 @@ impl ClassRuntime {
             max_instances: class.max_instances.max(1),
             min_instances: class.min_instances,
             max_waiting: class.max_waiting.max(1),
+            max_concurrent_requests: class.max_concurrent_requests,
             readiness,
             liveness,
             stop_timeout: class.stop_timeout.get(),

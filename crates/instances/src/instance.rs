@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use valet_core::{InstanceId, InstanceState};
 use valet_runtime::{ExitStatus, LogRing};
 
@@ -96,13 +96,14 @@ pub struct Instance {
     /// Output of the running process; dropped when it sleeps.
     pub(crate) logs: Mutex<Option<Arc<LogRing>>>,
     pub(crate) started_at: Mutex<Option<SystemTime>>,
+    /// Permits for `max_concurrent_requests`; `None` (8 bytes) when the class sets no limit.
+    pub limiter: Option<Arc<Semaphore>>,
 }
 
 impl Instance {
     pub(crate) fn new(class: Arc<ClassRuntime>, key: &str) -> Self {
         Self {
             id: InstanceId::new(class.name.clone(), key),
-            class,
             ready: ArcSwapOption::empty(),
             status: watch::Sender::new(Status::stopped()),
             active: AtomicUsize::new(0),
@@ -113,6 +114,9 @@ impl Instance {
             control: Mutex::new(None),
             logs: Mutex::new(None),
             started_at: Mutex::new(None),
+            limiter: (class.max_concurrent_requests > 0)
+                .then(|| Arc::new(Semaphore::new(class.max_concurrent_requests as usize))),
+            class,
         }
     }
 
@@ -231,12 +235,31 @@ pub struct InstanceInfo {
 pub struct Lease {
     instance: Arc<Instance>,
     addr: SocketAddr,
+    /// A turn under `max_concurrent_requests`, held until the response ends.
+    turn: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
     /// Takes over one count of `active` that the caller already added.
     pub(crate) fn counted(instance: Arc<Instance>, addr: SocketAddr) -> Self {
-        Self { instance, addr }
+        Self {
+            instance,
+            addr,
+            turn: None,
+        }
+    }
+
+    /// Waits for the instance to have fewer than `max_concurrent_requests` requests in flight,
+    /// then counts this one until the lease is dropped. Immediate when the class sets no limit.
+    /// Waiters are served first come, first served.
+    pub async fn take_turn(&mut self) {
+        if self.turn.is_some() {
+            return;
+        }
+        if let Some(limiter) = &self.instance.limiter {
+            // The semaphore is never closed, so acquiring cannot fail.
+            self.turn = limiter.clone().acquire_owned().await.ok();
+        }
     }
 
     /// Address of the port the lease was taken for.

@@ -46,6 +46,10 @@ fn config(class: &str, image: &TempDir, class_options: &str) -> String {
         class_name = "{class}"
         image = "{dockerfile}"
         instance_type = "lite"
+        # busybox httpd listens with a backlog of 9 and forks per connection on 1/16 of a CPU:
+        # a burst of fresh connections overflows it and the dropped SYNs are retried only
+        # seconds later. Capping the requests in flight keeps valet's connections within it.
+        max_concurrent_requests = 8
         {class_options}
 
         [[routes]]

@@ -69,6 +69,47 @@ async fn a_burst_to_a_cold_key_starts_exactly_one_instance() {
     assert_eq!(pids.into_iter().next(), Some(u64::from(starts[0].pid)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_requests_makes_a_burst_wait_its_turn() {
+    let valet = Valet::with_config(
+        r#"
+        [[containers]]
+        class_name = "Narrow"
+        max_concurrent_requests = 2
+        readiness = { path = "/health" }
+
+        [[routes]]
+        pattern = "/api/*"
+        container = "Narrow"
+        instance = "name:one"
+        strip_prefix = "/api"
+        "#,
+    )
+    .start()
+    .await;
+
+    let requests = (0..12).map(|i| {
+        let request = valet
+            .client
+            .get(valet.url(&format!("/api/slow?ms=300&i={i}")))
+            .send();
+        tokio::spawn(request)
+    });
+    for response in join_all(requests).await {
+        let response = response
+            .expect("task")
+            .unwrap_or_else(|e| panic!("request failed: {e}\n{}", valet.log()));
+        assert_eq!(response.status(), StatusCode::OK, "{}", valet.log());
+    }
+    let peak = json_of(valet.client.get(valet.url("/api/peak")).send().await.unwrap()).await;
+    assert_eq!(peak["peak"], 2, "at most two requests at the instance at once: {peak}");
+    // Two turns, each worker's pool opening at most one connection per turn it holds, plus
+    // the readiness probe's connections.
+    let connections = peak["connections"].as_u64().unwrap();
+    assert!(connections <= 6, "connections opened to the instance: {connections}");
+    assert_eq!(valet.starts().len(), 1);
+}
+
 #[tokio::test]
 async fn different_keys_get_different_instances() {
     let valet = Valet::with_config(KEYED).start().await;
