@@ -101,12 +101,26 @@ async fn max_concurrent_requests_makes_a_burst_wait_its_turn() {
             .unwrap_or_else(|e| panic!("request failed: {e}\n{}", valet.log()));
         assert_eq!(response.status(), StatusCode::OK, "{}", valet.log());
     }
-    let peak = json_of(valet.client.get(valet.url("/api/peak")).send().await.unwrap()).await;
-    assert_eq!(peak["peak"], 2, "at most two requests at the instance at once: {peak}");
+    let peak = json_of(
+        valet
+            .client
+            .get(valet.url("/api/peak"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        peak["peak"], 2,
+        "at most two requests at the instance at once: {peak}"
+    );
     // Two turns, each worker's pool opening at most one connection per turn it holds, plus
     // the readiness probe's connections.
     let connections = peak["connections"].as_u64().unwrap();
-    assert!(connections <= 6, "connections opened to the instance: {connections}");
+    assert!(
+        connections <= 6,
+        "connections opened to the instance: {connections}"
+    );
     assert_eq!(valet.starts().len(), 1);
 }
 
