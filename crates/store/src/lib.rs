@@ -1,0 +1,268 @@
+//! valet's records: projects (apps uploaded through the deploy API), their deployments
+//! (versions), API tokens (hashed) and usage events.
+//!
+//! One code path for both backends: sqlx's `Any` driver runs the same SQL on the embedded
+//! SQLite file (`<data_dir>/store/valet.db`, WAL) and on PostgreSQL (`store = "postgres://..."`).
+//! The SQL sticks to what both understand: `TEXT` and `BIGINT` columns, `$n` placeholders in
+//! order, ids made by valet rather than by the database.
+//!
+//! The proxy hot path never reads the store: the deploy layer loads what it needs at start and
+//! keeps routes in memory.
+#![forbid(unsafe_code)]
+
+mod error;
+mod migrate;
+mod open;
+mod records;
+
+pub use error::StoreError;
+pub use records::{random_hex, Deployment, NewDeployment, Project, TokenRecord, UsageEvent};
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: one SQLite file under `data_dir`.
+    Sqlite,
+    /// A PostgreSQL server named by `store = "postgres://..."`.
+    Postgres,
+}
+
+/// Cheap-to-clone handle on the store (a connection pool).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Seconds since the Unix epoch, the one time format both backends store the same way.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+const PROJECT_COLUMNS: &str = "id, name, owner, runtime, current_version, created_at";
+const DEPLOYMENT_COLUMNS: &str =
+    "project_id, version, build, runtime, command, requirements, created_at";
+
+impl Store {
+    /// Which backend this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Records a deployment that became ready, in one transaction: the project (made on its
+    /// first version), the deployment with the next version number, the project's current
+    /// version, and a usage event. A crash before the commit leaves none of it.
+    pub async fn record_deployment(
+        &self,
+        new: &NewDeployment,
+    ) -> Result<(Project, Deployment), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = records::record_deployment(&mut tx, new, now()).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Writes a deployment's records and abandons the transaction instead of committing it:
+    /// what a crash just before the commit leaves. For tests of that promise.
+    #[doc(hidden)]
+    pub async fn record_deployment_uncommitted(
+        &self,
+        new: &NewDeployment,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        records::record_deployment(&mut tx, new, now()).await?;
+        drop(tx);
+        Ok(())
+    }
+
+    /// Every stored token hash, for tests that check no token is kept in clear.
+    #[doc(hidden)]
+    pub async fn token_hashes(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT hash FROM tokens")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| col(r, "hash")).collect()
+    }
+
+    /// Closes every connection (waits for them to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Projects of one owner, or every project when `owner` is `None` (admin).
+    pub async fn projects(&self, owner: Option<&str>) -> Result<Vec<Project>, StoreError> {
+        let rows = match owner {
+            Some(owner) => sqlx::query(&format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects WHERE owner = $1 ORDER BY created_at, id"
+            ))
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?,
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY created_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(Project::from_row).collect()
+    }
+
+    /// One project by id.
+    pub async fn project(&self, id: &str) -> Result<Option<Project>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Project::from_row).transpose()
+    }
+
+    /// One owner's project by name (names are unique per owner).
+    pub async fn project_named(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<Project>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE owner = $1 AND name = $2"
+        ))
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Project::from_row).transpose()
+    }
+
+    /// Number of projects an owner has (plan limit `max_projects`).
+    pub async fn count_projects(&self, owner: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM projects WHERE owner = $1")
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    /// Every version of a project, oldest first.
+    pub async fn deployments(&self, project_id: &str) -> Result<Vec<Deployment>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE project_id = $1 ORDER BY version"
+        ))
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Deployment::from_row).collect()
+    }
+
+    /// One version of a project.
+    pub async fn deployment(
+        &self,
+        project_id: &str,
+        version: i64,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE project_id = $1 AND version = $2"
+        ))
+        .bind(project_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Deployment::from_row).transpose()
+    }
+
+    /// Points a project at one of its versions (rollback). False when the project or the
+    /// version does not exist; nothing changes then.
+    pub async fn set_current(&self, project_id: &str, version: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists =
+            sqlx::query("SELECT version FROM deployments WHERE project_id = $1 AND version = $2")
+                .bind(project_id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE projects SET current_version = $1 WHERE id = $2")
+            .bind(version)
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes a project and all its versions in one transaction. False when it did not exist.
+    pub async fn delete_project(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM deployments WHERE project_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone > 0)
+    }
+
+    /// Makes an API token and returns it; only its SHA-256 is kept.
+    pub async fn create_token(
+        &self,
+        user: &str,
+        plan: &str,
+        admin: bool,
+    ) -> Result<String, StoreError> {
+        let token = format!("vt_{}", records::random_hex(24));
+        sqlx::query(
+            "INSERT INTO tokens (hash, username, plan, admin, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(records::token_hash(&token))
+        .bind(user)
+        .bind(plan)
+        .bind(i64::from(admin))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(token)
+    }
+
+    /// The record of a presented token, if valet made it.
+    pub async fn token(&self, presented: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT username, plan, admin FROM tokens WHERE hash = $1")
+            .bind(records::token_hash(presented))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(TokenRecord::from_row).transpose()
+    }
+
+    /// Usage events of one owner, newest first.
+    pub async fn usage(&self, owner: &str) -> Result<Vec<UsageEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT owner, project_id, kind, amount, at FROM usage_events WHERE owner = $1 ORDER BY at DESC",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(UsageEvent::from_row).collect()
+    }
+}
+
+/// Reads one column, naming it in the error.
+fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(name).map_err(StoreError::from)
+}
