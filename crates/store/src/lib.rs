@@ -98,12 +98,14 @@ impl Store {
     /// Projects of one owner, or every project when `owner` is `None` (admin).
     pub async fn projects(&self, owner: Option<&str>) -> Result<Vec<Project>, StoreError> {
         let rows = match owner {
-            Some(owner) => sqlx::query(&format!(
+            Some(owner) => {
+                sqlx::query(&format!(
                 "SELECT {PROJECT_COLUMNS} FROM projects WHERE owner = $1 ORDER BY created_at, id"
             ))
-            .bind(owner)
-            .fetch_all(&self.pool)
-            .await?,
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?
+            }
             None => {
                 sqlx::query(&format!(
                     "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY created_at, id"
