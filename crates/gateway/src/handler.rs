@@ -13,7 +13,6 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use valet_config::IpNet;
 use valet_instances::{Instances, Lease};
@@ -125,7 +124,7 @@ async fn to_instance(
         *class_key = Some((target.class.name.to_string(), key.to_string()));
     }
     let lease = acquire(state, target, &key).await?;
-    let (prefix, uri) = upstream_target(target, lease.addr(), &parts.uri)?;
+    let (prefix, uri) = upstream_target(target, &parts.uri)?;
     if forward::is_upgrade(&parts.headers) {
         let pass = Pass {
             lease,
@@ -168,7 +167,7 @@ async fn to_instance(
         instance.wait_address_retired(addr, wait).await;
         let lease = acquire(state, target, instance.id.key()).await?;
         addr = lease.addr();
-        let (prefix, uri) = upstream_target(target, addr, resend.uri())?;
+        let (prefix, uri) = upstream_target(target, resend.uri())?;
         result = proxy::resend(upstream, resend.clone(), lease, uri, prefix).await;
     }
     result
@@ -200,7 +199,6 @@ async fn acquire(
 /// What `strip_prefix` removes (for `X-Forwarded-Prefix`) and the URI at the instance.
 fn upstream_target(
     target: &ContainerTarget,
-    addr: SocketAddr,
     original: &Uri,
 ) -> Result<(Option<HeaderValue>, Uri), GatewayError> {
     let path = original.path();
@@ -208,7 +206,7 @@ fn upstream_target(
         Some((stripped, rest)) => (HeaderValue::try_from(stripped).ok(), rest),
         None => (None, path),
     };
-    let uri = proxy::upstream_uri(addr, rest, original).map_err(|_| GatewayError::BadRequest {
+    let uri = proxy::upstream_uri(rest, original).map_err(|_| GatewayError::BadRequest {
         code: "bad_uri",
         message: "request target cannot be forwarded".into(),
     })?;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod key;
+pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;

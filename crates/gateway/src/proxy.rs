@@ -3,16 +3,16 @@
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
+use crate::pool::{Pool, SendError};
 use crate::stream::LeasedBody;
 use bytes::Bytes;
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Empty, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use valet_instances::Lease;
 
@@ -20,9 +20,9 @@ use valet_instances::Lease;
 /// a bodiless request is sent again (see [`Resend`]).
 pub type UpstreamBody = Either<Either<Incoming, Limited<Incoming>>, Empty<Bytes>>;
 
-/// The pooled client that reaches instances, and the limits it applies.
+/// The worker's connection pool to instances, and the limits it applies.
 pub struct Upstream {
-    pub client: Client<HttpConnector, UpstreamBody>,
+    pub pool: Arc<Pool>,
     pub connect: Duration,
     pub first_byte: Duration,
     pub idle: Duration,
@@ -47,17 +47,9 @@ impl Upstream {
             idle,
             max_body,
         } = *settings;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect));
-        connector.enforce_http(true);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(connect);
         Self {
-            client,
+            pool,
             connect,
             first_byte,
             idle,
@@ -69,7 +61,7 @@ impl Upstream {
 /// What the gateway decided about a request before passing it on.
 pub struct Pass {
     pub lease: Lease,
-    /// `http://<instance><path after strip_prefix>?<query>`.
+    /// `<path after strip_prefix>?<query>`, the origin form the instance gets.
     pub uri: Uri,
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
     pub prefix: Option<HeaderValue>,
@@ -173,14 +165,21 @@ async fn send(
     // Instances speak HTTP/1.1; an h2 client's request is translated.
     parts.version = Version::HTTP_11;
     let mut lease = pass.lease;
+    let addr = lease.addr();
+    if !parts.headers.contains_key(http::header::HOST) {
+        // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the instance's.
+        if let Ok(host) = HeaderValue::try_from(addr.to_string()) {
+            parts.headers.insert(http::header::HOST, host);
+        }
+    }
     let request = Request::from_parts(parts, body);
     // Waiting for a turn under `max_concurrent_requests` counts against the first-byte
     // deadline: to the client it is part of waiting for the answer.
     let sent = async {
         lease.take_turn().await;
-        upstream.client.request(request).await
+        upstream.pool.send(addr, request).await
     };
-    let response = match tokio::time::timeout(upstream.first_byte, sent).await {
+    let (response, conn) = match tokio::time::timeout(upstream.first_byte, sent).await {
         Err(_) => {
             return Err(GatewayError::Timeout {
                 instance: lease.instance().id.to_string(),
@@ -194,9 +193,12 @@ async fn send(
                 lease.instance().id.to_string(),
             ))
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(answer)) => answer,
     };
-    Ok(leased_response(response, lease, upstream.idle))
+    let (mut parts, body) = response.into_parts();
+    forward::remove_hop_by_hop(&mut parts.headers);
+    let body = LeasedBody::new(body, lease, upstream.idle).returning(conn);
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
 /// The instance's answer on its way back: hop-by-hop headers dropped, lease kept by the body.
@@ -210,18 +212,13 @@ pub fn leased_response(
     Response::from_parts(parts, LeasedBody::new(body, lease, idle).boxed_unsync())
 }
 
-/// `http://<addr><path>?<query>`: the instance's address with the (stripped) path.
-pub fn upstream_uri(addr: SocketAddr, path: &str, original: &Uri) -> Result<Uri, http::Error> {
+/// `<path>?<query>`: the (stripped) path in the origin form an instance gets.
+pub fn upstream_uri(path: &str, original: &Uri) -> Result<Uri, http::Error> {
     let path_and_query = match original.query() {
         Some(q) => PathAndQuery::try_from(format!("{path}?{q}"))?,
         None => PathAndQuery::try_from(path)?,
     };
-    let authority = Authority::try_from(addr.to_string())?;
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
+    Ok(Uri::from(path_and_query))
 }
 
 fn content_length<B>(req: &Request<B>) -> Option<u64> {
@@ -231,9 +228,26 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Sorts a client error into 413 (body limit), 504 (connect timeout) or 502 (refused, closed).
-fn classify(e: hyper_util::client::legacy::Error, max_body: u64, instance: String) -> GatewayError {
-    let mut closed = false;
+/// Sorts a failed exchange into 413 (body limit), 504 (connect timeout) or 502 (refused,
+/// closed), saying whether the request reached the instance (for [`Resend`]).
+fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
+    let e = match e {
+        SendError::ConnectTimeout => {
+            return GatewayError::Timeout {
+                instance,
+                what: "accept a connection",
+            }
+        }
+        SendError::Connect(e) => {
+            tracing::debug!(%instance, error = %e, "cannot connect to the instance");
+            return GatewayError::Unanswered {
+                instance,
+                sent: false,
+            };
+        }
+        SendError::Exchange(e) => e,
+    };
+    let mut closed = e.is_incomplete_message() || e.is_canceled();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
@@ -241,29 +255,11 @@ fn classify(e: hyper_util::client::legacy::Error, max_body: u64, instance: Strin
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            match io.kind() {
-                TimedOut => {
-                    return GatewayError::Timeout {
-                        instance,
-                        what: "accept a connection",
-                    }
-                }
-                ConnectionReset | ConnectionAborted | BrokenPipe => closed = true,
-                _ => {}
-            }
-        }
-        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
-            closed |= hyper.is_incomplete_message() || hyper.is_canceled();
+            closed |= matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
         }
         source = err.source();
     }
-    tracing::debug!(%instance, error = %e, "upstream request failed");
-    if e.is_connect() {
-        return GatewayError::Unanswered {
-            instance,
-            sent: false,
-        };
-    }
+    tracing::debug!(%instance, error = %e, "upstream exchange failed");
     if closed {
         return GatewayError::Unanswered {
             instance,

@@ -3,6 +3,7 @@
 //! instance stays silent longer than the idle timeout.
 
 use crate::body::BoxError;
+use crate::pool::Pooled;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -21,6 +22,8 @@ pin_project! {
         idle: Option<Sleep>,
         idle_timeout: Duration,
         lease: Option<Lease>,
+        // The pooled connection the body arrives on, released to its pool at the body's end.
+        conn: Option<Pooled>,
     }
 }
 
@@ -31,7 +34,21 @@ impl<B> LeasedBody<B> {
             idle: None,
             idle_timeout,
             lease: Some(lease),
+            conn: None,
         }
+    }
+}
+
+impl<B: Body> LeasedBody<B> {
+    /// Hands `conn` back to its pool once the body has been read to its end: at once for an
+    /// empty body, which the server may never poll.
+    pub fn returning(mut self, mut conn: Pooled) -> Self {
+        if self.inner.is_end_stream() {
+            conn.release();
+        } else {
+            self.conn = Some(conn);
+        }
+        self
     }
 }
 
@@ -53,7 +70,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 // The timer only exists while we wait, so a body that is always ready (most
                 // small responses) never touches the timer wheel.
@@ -65,7 +82,16 @@ where
                         lease.instance().class.stats.response_bytes.add(bytes);
                     }
                     (None, _) => drop(this.lease.take()),
+                    // A broken body leaves its connection unusable: it closes with `conn`.
+                    (Some(Err(_)), _) => drop(this.conn.take()),
                     _ => {}
+                }
+                // The server stops polling once `is_end_stream` says so, often right after the
+                // last data frame, so the connection goes back as soon as that is true.
+                if frame.is_none() || this.inner.is_end_stream() {
+                    if let Some(mut conn) = this.conn.take() {
+                        conn.release();
+                    }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
