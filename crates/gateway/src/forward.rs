@@ -13,9 +13,65 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the ones
-/// `Connection` names.
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+static HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHORIZATION,
+];
+
+/// Headers that frame a message or that valet sets itself. A backend that reads `-` and `_`
+/// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
+/// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
+static GUARDED: [&str; 17] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "content-length",
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-request-id",
+];
+
+/// Removes headers whose name, with `_` read as `-`, is one of [`GUARDED`].
+pub fn remove_underscore_lookalikes(headers: &mut HeaderMap) {
+    // Almost no request has a `_` in a header name: one scan, no allocation.
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| GUARDED.contains(&name.as_str().replace('_', "-").as_str()))
+        .cloned()
+        .collect();
+    for name in lookalikes {
+        headers.remove(name);
+    }
+}
+
+/// Removes the hop-by-hop headers, plus the ones `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names present is cheaper than a
+    // hashed removal per name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -26,16 +82,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -76,6 +123,7 @@ pub struct ClientInfo {
 /// Everything done to a client's request headers before they go to an instance.
 pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Option<HeaderValue>) {
     remove_hop_by_hop(headers);
+    remove_underscore_lookalikes(headers);
     set_forwarded(headers, client);
     if let Some(prefix) = prefix {
         headers.insert(X_FORWARDED_PREFIX.clone(), prefix);

@@ -260,6 +260,13 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
         source = err.source();
     }
     tracing::debug!(%instance, error = %e, "upstream exchange failed");
+    if e.is_user() {
+        // The client's own body failed (bad chunked framing, gone mid-upload): its fault.
+        return GatewayError::BadRequest {
+            code: "bad_request_body",
+            message: "the request body could not be read".into(),
+        };
+    }
     if closed {
         return GatewayError::Unanswered {
             instance,

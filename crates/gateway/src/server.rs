@@ -16,7 +16,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +24,10 @@ use valet_core::Shutdown;
 
 /// How long open connections may take to finish once shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) read from a client; a larger one is
+/// answered 431. hyper's own default (~400 KB) would pass 200 KB header values on to the
+/// instance, which many backends refuse with an error page of their own, or not at all.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// What every worker needs to serve.
 pub struct ServerConfig {
@@ -124,9 +127,13 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Rc::new(builder);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -142,7 +149,9 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        serve_connection(stream, peer, &config, &upstream, &builder, &graceful);
+        serve_connection(
+            stream, peer, &config, &upstream, &builder, &graceful, &shutdown,
+        );
     }
     drop(listener);
     tokio::select! {
@@ -156,8 +165,9 @@ fn serve_connection(
     peer: SocketAddr,
     config: &Arc<ServerConfig>,
     upstream: &Arc<Upstream>,
-    builder: &Rc<auto::Builder<TokioExecutor>>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
+    shutdown: &Shutdown,
 ) {
     let state = config.state.clone();
     let upstream = upstream.clone();
@@ -170,10 +180,22 @@ fn serve_connection(
     });
     match &config.tls {
         None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn.into_owned());
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
+            let (header_read, mut shutdown) = (config.header_read, shutdown.clone());
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                // hyper starts its header read timeout with the first byte of a request: a
+                // client that connects and never sends one would hold its descriptor forever.
+                // (`readable()` may wake without data on a fresh socket; a peek does not.)
+                let mut first = [0u8; 1];
+                let first_byte = tokio::time::timeout(header_read, stream.peek(&mut first));
+                tokio::select! {
+                    sent = first_byte => if sent.is_err() {
+                        return tracing::debug!(%peer, "connection sent nothing; closed");
+                    },
+                    _ = shutdown.wait() => return,
+                }
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });

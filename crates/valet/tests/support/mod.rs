@@ -13,6 +13,7 @@ pub mod docker;
 pub mod faults;
 pub mod http;
 pub mod procs;
+pub mod wire;
 
 pub use self::http::{assert_crash_loop_answer, client, echo_of, json_of, raw, RawResponse};
 pub use self::procs::{eventually, pid_alive, Start};
