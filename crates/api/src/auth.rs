@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::Admin;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
@@ -14,17 +14,20 @@ pub async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
+    match bearer(req.headers()) {
+        Some(token) if admin.token.matches(token) => Ok(next.run(req).await),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    match presented {
-        Some(token) if admin.token.matches(token) => Ok(next.run(req).await),
-        _ => Err(ApiError::Unauthorized),
-    }
+        .map(str::trim)
 }

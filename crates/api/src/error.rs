@@ -14,6 +14,24 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A bearer token that was presented but is not valid (a forged or expired JWT).
+    #[error("invalid token: {0}")]
+    BadToken(String),
+    /// Something failed on valet's side; the details are in valet's log, not in the answer.
+    #[error("internal error; see valet's log")]
+    Internal,
+    /// A deploy endpoint refused or failed, with its own status and code.
+    #[error("{message}")]
+    Deploy {
+        /// HTTP status.
+        status: u16,
+        /// Short code for scripts.
+        code: &'static str,
+        /// What went wrong, for people.
+        message: String,
+        /// A failed version's last log lines.
+        log: Option<Vec<String>>,
+    },
     /// The instance could not be started; operators see the whole reason.
     #[error("{message}")]
     Unavailable {
@@ -34,7 +52,9 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::BadToken(_) => "unauthorized",
+            Self::Internal => "internal",
+            Self::Deploy { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::BadRequest(_) => "bad_request",
             Self::Unavailable { code, .. } => code,
@@ -43,7 +63,11 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::BadToken(_) => StatusCode::UNAUTHORIZED,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Deploy { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -64,13 +88,53 @@ impl From<AcquireError> for ApiError {
     }
 }
 
+impl From<valet_deploy::DeployError> for ApiError {
+    fn from(e: valet_deploy::DeployError) -> Self {
+        if e.status() >= 500 {
+            tracing::error!(error = %e, "deploy failed");
+        }
+        let log = match &e {
+            valet_deploy::DeployError::NotReady { log, .. } => Some(log.clone()),
+            _ => None,
+        };
+        Self::Deploy {
+            status: e.status(),
+            code: e.code(),
+            message: e.public_message(),
+            log,
+        }
+    }
+}
+
+impl From<valet_store::StoreError> for ApiError {
+    fn from(e: valet_store::StoreError) -> Self {
+        tracing::error!(error = %e, "store failed");
+        Self::Internal
+    }
+}
+
+impl ApiError {
+    /// A refusal with its own status (403 plan limit, 413, 429) and a message naming the limit.
+    pub fn refuse(status: u16, code: &'static str, message: String) -> Self {
+        Self::Deploy {
+            status,
+            code,
+            message,
+            log: None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        if let Self::Deploy { log: Some(log), .. } = &self {
+            body["log"] = serde_json::json!(log);
+        }
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
-            Self::Unauthorized => {
+            Self::Unauthorized | Self::BadToken(_) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"valet admin\""),

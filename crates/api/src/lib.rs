@@ -11,14 +11,18 @@
 
 mod auth;
 mod dashboard;
+pub mod deploy;
 mod error;
 mod instances;
 mod logs;
 mod observe;
+pub mod principal;
 pub mod token;
 mod views;
 
+pub use deploy::DeployApi;
 pub use error::ApiError;
+pub use principal::{JwtCheck, Principal};
 pub use token::{AdminToken, TokenSource};
 
 use axum::http::StatusCode;
@@ -44,6 +48,8 @@ pub struct Admin {
     pub(crate) started_at: SystemTime,
     pub(crate) listen: String,
     pub(crate) admin_listen: String,
+    /// The deploy API, when valet runs with a store.
+    pub(crate) deploy: Option<DeployApi>,
 }
 
 impl Admin {
@@ -62,6 +68,7 @@ impl Admin {
             started_at: SystemTime::now(),
             listen: String::new(),
             admin_listen: String::new(),
+            deploy: None,
         }
     }
 }
@@ -94,6 +101,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/readyz", get(readyz))
         .merge(dashboard::routes())
         .merge(guarded)
+        .merge(deploy::routes(admin.clone()))
         .fallback(|| async { ApiError::NotFound("no such admin endpoint".into()) })
         .with_state(admin)
 }
@@ -153,6 +161,14 @@ impl AdminServer {
             listener,
             admin: Arc::new(admin),
         })
+    }
+
+    /// Turns on the deploy API. Call before [`AdminServer::run`].
+    pub fn with_deploy(mut self, deploy: DeployApi) -> Self {
+        if let Some(admin) = Arc::get_mut(&mut self.admin) {
+            admin.deploy = Some(deploy);
+        }
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -49,8 +49,19 @@ pub async fn handle(
         .map(host_without_port);
     let route = state.routes.find(host_name.as_deref(), req.uri().path());
     let mut class_key = None;
-    let mut response = match route.map(|r| (r, &r.target)) {
-        Some((route, Target::Container(target))) => {
+    // A deployed project's target is made per request from the in-memory project map.
+    let project;
+    let target = match route.map(|r| &r.target) {
+        Some(Target::Container(target)) => Some(Ok(target)),
+        Some(Target::Projects) => {
+            project = ContainerTarget::project(&state.instances, req.uri().path());
+            Some(project.as_ref().ok_or(GatewayError::NotFound))
+        }
+        _ => None,
+    };
+    let mut response = match route.zip(target) {
+        Some((_, Err(not_found))) => not_found.into_response(),
+        Some((route, Ok(target))) => {
             let client = ClientInfo {
                 peer: peer.addr.ip(),
                 peer_header: peer.header.clone(),
@@ -74,7 +85,7 @@ pub async fn handle(
                 response
             })
         }
-        Some((_, Target::Assets)) | None => match &state.assets {
+        None => match &state.assets {
             Some(assets) => assets.serve(req.method(), req.uri(), req.headers()).await,
             None => GatewayError::NotFound.into_response(),
         },

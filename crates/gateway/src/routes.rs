@@ -11,7 +11,15 @@ use valet_metrics::{RouteStats, UNROUTED};
 pub enum Target {
     Assets,
     Container(ContainerTarget),
+    /// `/containers/<id>/*`: the deploy API's projects, looked up per request in the
+    /// instance table's in-memory project map (never in the store).
+    Projects,
 }
+
+/// The pattern that reaches deployed projects, unless the config routes it elsewhere.
+pub const PROJECTS_PATTERN: &str = "/containers/*";
+/// Every project has one instance, under this key of its version's class.
+pub const PROJECT_KEY: &str = "main";
 
 /// A route to a container class, with everything resolved that a request needs.
 pub struct ContainerTarget {
@@ -166,6 +174,19 @@ impl RouteTable {
                 }
             })
             .collect();
+        if !config.routes.iter().any(|r| r.pattern == PROJECTS_PATTERN) {
+            let (prefix, wildcard) = split_pattern(PROJECTS_PATTERN);
+            routes.push(Route {
+                stats: Arc::new(RouteStats::new(PROJECTS_PATTERN, "")),
+                pattern: PROJECTS_PATTERN.into(),
+                prefix: prefix.into(),
+                wildcard,
+                host: None,
+                target: Target::Projects,
+                jwt: false,
+                limiter: None,
+            });
+        }
         // Longest pattern first; among equals, a route bound to a host wins.
         routes.sort_by(|a, b| {
             b.prefix
@@ -202,6 +223,22 @@ impl RouteTable {
             .iter()
             .filter_map(|r| r.limiter.as_ref())
             .for_each(RouteLimiter::shrink);
+    }
+}
+
+impl ContainerTarget {
+    /// The target of a deployed project's request (`/containers/<id>/...`), if the project
+    /// exists: its current version's class, key [`PROJECT_KEY`], `/containers/<id>` stripped.
+    pub fn project(instances: &Instances, path: &str) -> Option<Self> {
+        let rest = path.strip_prefix("/containers/")?;
+        let id = rest.split('/').next().filter(|id| !id.is_empty())?;
+        let class = instances.project(id)?;
+        Some(Self {
+            port: class.default_port,
+            rule: KeyRule::Fixed(PROJECT_KEY.into()),
+            strip: Some(StripPrefix::new(PROJECTS_PATTERN)),
+            class,
+        })
     }
 }
 

@@ -31,6 +31,9 @@ struct Inner {
     /// Instance tasks run on the runtime that made the table, not on whichever gateway worker
     /// happened to take the cold request: a worker's runtime ends before instances are stopped.
     runtime: tokio::runtime::Handle,
+    /// Deployed projects (the deploy API): project id -> the class of the version that takes
+    /// traffic. Swapped whole when a new version is ready; read lock-free per request.
+    projects: papaya::HashMap<Box<str>, Arc<ClassRuntime>>,
 }
 
 impl Instances {
@@ -56,6 +59,7 @@ impl Instances {
                 shutdown,
                 tasks,
                 runtime,
+                projects: papaya::HashMap::new(),
             }),
         }
     }
@@ -69,6 +73,27 @@ impl Instances {
 
     pub fn classes(&self) -> &[Arc<ClassRuntime>] {
         &self.inner.classes
+    }
+
+    /// The class serving a deployed project, if the project exists.
+    pub fn project(&self, id: &str) -> Option<Arc<ClassRuntime>> {
+        self.inner.projects.pin().get(id).cloned()
+    }
+
+    /// Points a project's traffic at `class` (a version that passed readiness). Returns the
+    /// class that served it before, which the caller stops once its requests are done.
+    pub fn route_project(&self, id: &str, class: Arc<ClassRuntime>) -> Option<Arc<ClassRuntime>> {
+        self.inner.projects.pin().insert(id.into(), class).cloned()
+    }
+
+    /// Removes a project's route; later requests get 404. Returns the class it had.
+    pub fn unroute_project(&self, id: &str) -> Option<Arc<ClassRuntime>> {
+        self.inner.projects.pin().remove(id).cloned()
+    }
+
+    /// Classes of every routed project, for listings.
+    pub fn project_classes(&self) -> Vec<Arc<ClassRuntime>> {
+        self.inner.projects.pin().values().cloned().collect()
     }
 
     pub fn driver_name(&self) -> &'static str {
@@ -276,10 +301,15 @@ impl Instances {
         self.class(class)?.instances.pin().get(key).cloned()
     }
 
+    /// The record of a key of any class (deployed project classes included), without creating one.
+    pub fn instance_of(&self, class: &ClassRuntime, key: &str) -> Option<Arc<Instance>> {
+        class.instances.pin().get(key).cloned()
+    }
+
     /// Every known instance, sleeping ones included.
     pub fn list(&self) -> Vec<InstanceInfo> {
         let mut all = Vec::new();
-        for class in self.classes() {
+        for class in self.classes().iter().chain(&self.project_classes()) {
             all.extend(class.instances.pin().values().map(|i| i.info()));
         }
         all.sort_by(|a, b| (&a.class, &a.key).cmp(&(&b.class, &b.key)));

@@ -5,6 +5,7 @@ mod admin_client;
 mod admin_cmd;
 mod check;
 mod cli;
+mod deploy;
 mod import;
 mod lock;
 mod table;

@@ -108,7 +108,8 @@ async fn serve(config: Config) -> Result<(), String> {
         state.routes.stats(),
         addr,
         gateway_shutdown.clone(),
-    )?;
+    )?
+    .with_deploy(crate::deploy::api(&config, &instances).await?);
     tracing::info!(addr = %admin.local_addr().map_err(|e| e.to_string())?, "admin listening");
     tokio::spawn(admin.run());
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");

@@ -1,0 +1,378 @@
+//! The deploy API on the admin listener: the seed's paths (`POST /api/containers/upload`,
+//! `GET /api/mcp-projects`, `DELETE /api/containers/servers/{id}`) and their REST twins under
+//! `/v1/projects`, plus `POST /v1/tokens` for `valet token create`. Every endpoint needs a
+//! bearer token ([`crate::principal`]); users see only their own projects, and a project that
+//! is not theirs answers 404 as if it did not exist.
+
+use crate::error::ApiError;
+use crate::principal::{require_principal, JwtCheck, Principal};
+use crate::Admin;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{middleware, Extension, Json, Router};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use valet_config::PlanConfig;
+use valet_deploy::{Deployer, Upload};
+use valet_store::Project;
+
+/// Largest upload when no plan sets `max_upload` (and for the admin).
+pub const DEFAULT_MAX_UPLOAD: u64 = 100 * 1024 * 1024;
+
+/// What the deploy endpoints need besides the admin state.
+pub struct DeployApi {
+    /// Runs deploys; holds the store.
+    pub deployer: Arc<Deployer>,
+    /// `[plans.*]`.
+    pub plans: BTreeMap<String, PlanConfig>,
+    /// Checks JWTs against `[auth]`, when it is configured.
+    pub jwt: Option<JwtCheck>,
+}
+
+impl DeployApi {
+    /// The largest body the upload endpoints read: the largest plan limit, else the default.
+    fn body_limit(&self) -> u64 {
+        self.plans
+            .values()
+            .map(|p| p.max_upload.get())
+            .filter(|&n| n > 0)
+            .max()
+            .unwrap_or(DEFAULT_MAX_UPLOAD)
+            .max(DEFAULT_MAX_UPLOAD)
+    }
+
+    /// The caller's plan; a user without one gets the first plan. Admins have none.
+    fn plan_of<'a>(&'a self, principal: &Principal) -> Option<(&'a str, &'a PlanConfig)> {
+        let Principal::User { plan, .. } = principal else {
+            return None;
+        };
+        match plan {
+            Some(name) => self.plans.get_key_value(name.as_str()),
+            None => self.plans.iter().next(),
+        }
+        .map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// The deploy routes, each behind the principal check.
+pub fn routes(admin: Arc<Admin>) -> Router<Arc<Admin>> {
+    let limit = admin
+        .deploy
+        .as_ref()
+        .map_or(DEFAULT_MAX_UPLOAD, |d| d.body_limit()) as usize;
+    Router::new()
+        .route(
+            "/api/containers/upload",
+            post(upload).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route("/api/mcp-projects", get(list))
+        .route("/api/containers/servers/{id}", delete(remove))
+        .route(
+            "/v1/projects",
+            get(list).post(upload).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route("/v1/projects/{id}", get(show).delete(remove))
+        .route("/v1/projects/{id}/versions", get(versions))
+        .route("/v1/projects/{id}/rollback", post(rollback))
+        .route("/v1/projects/{id}/logs", get(logs))
+        .route("/v1/tokens", post(create_token))
+        .route_layer(middleware::from_fn_with_state(admin, require_principal))
+}
+
+fn api(admin: &Admin) -> Result<&DeployApi, ApiError> {
+    admin
+        .deploy
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("the deploy API is not enabled".into()))
+}
+
+/// The multipart fields of an upload.
+struct Form {
+    upload: Upload,
+    id: Option<String>,
+}
+
+async fn read_form(mut multipart: Multipart, limit: u64) -> Result<Form, ApiError> {
+    let mut upload = Upload::default();
+    let mut id = None;
+    let mut has_file = false;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e, limit)),
+        };
+        let name = field.name().unwrap_or("").to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let bytes = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
+        if name == "file" {
+            upload.file_name = file_name
+                .ok_or_else(|| ApiError::BadRequest("the file field needs a filename".into()))?;
+            upload.bytes = bytes.to_vec();
+            has_file = true;
+            continue;
+        }
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| ApiError::BadRequest(format!("the {name} field is not UTF-8")))?;
+        match name.as_str() {
+            "name" => upload.name = Some(text),
+            "runtime" => upload.runtime = Some(text),
+            "requirements" => upload.requirements = Some(text),
+            "id" => id = Some(text),
+            _ => {}
+        }
+    }
+    if !has_file {
+        return Err(ApiError::BadRequest(
+            "a multipart field named file is required".into(),
+        ));
+    }
+    Ok(Form { upload, id })
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::refuse(
+            413,
+            "too_large",
+            format!("the upload is larger than valet accepts ({limit} bytes)"),
+        );
+    }
+    ApiError::BadRequest(format!("cannot read the multipart body: {}", e.body_text()))
+}
+
+/// `POST /api/containers/upload`, `POST /v1/projects`: 201 with the project's endpoint.
+async fn upload(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    multipart: Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let deploy = api(&admin)?;
+    let form = read_form(multipart, deploy.body_limit()).await?;
+    let plan = deploy.plan_of(&principal);
+    if let Some((plan_name, plan)) = plan {
+        let max = plan.max_upload.get();
+        let size = form.upload.bytes.len() as u64;
+        if max > 0 && size > max {
+            return Err(ApiError::refuse(
+                413,
+                "too_large",
+                format!("the upload is {size} bytes; plan {plan_name:?} allows max_upload = {max} bytes"),
+            ));
+        }
+    }
+    let store = deploy.deployer.store();
+    let owner = principal.owner().to_string();
+    let existing = match (&form.id, &form.upload.name) {
+        (Some(id), _) => Some(visible(deploy, &principal, id).await?),
+        (None, Some(name)) => store.project_named(&owner, name).await?,
+        (None, None) => None,
+    };
+    if let (None, Some((plan_name, plan))) = (&existing, plan) {
+        let count = store.count_projects(&owner).await?;
+        if count >= i64::from(plan.max_projects) {
+            return Err(ApiError::refuse(
+                403,
+                "plan_limit",
+                format!(
+                    "plan {plan_name:?} allows max_projects = {}; you have {count}: delete one first",
+                    plan.max_projects
+                ),
+            ));
+        }
+    }
+    let deployed = deploy
+        .deployer
+        .deploy(&owner, existing, form.upload)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": deployed.project.id,
+            "name": deployed.project.name,
+            "runtime": deployed.deployment.runtime,
+            "version": deployed.deployment.version,
+            "endpoint": deployed.endpoint,
+            "reused_cache": deployed.reused_cache,
+        })),
+    ))
+}
+
+/// A project the caller may see; others' projects are "not found", never "forbidden", so
+/// their ids cannot be probed.
+async fn visible(deploy: &DeployApi, principal: &Principal, id: &str) -> Result<Project, ApiError> {
+    match deploy.deployer.store().project(id).await? {
+        Some(p) if principal.may_touch(&p) => Ok(p),
+        _ => Err(ApiError::NotFound(format!("no project {id:?}"))),
+    }
+}
+
+fn view(deploy: &DeployApi, p: &Project) -> Value {
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "owner": p.owner,
+        "runtime": p.runtime,
+        "version": p.current_version,
+        "endpoint": deploy.deployer.endpoint(&p.id),
+        "state": deploy.deployer.state(&p.id),
+        "created_at": p.created_at,
+    })
+}
+
+/// `GET /api/mcp-projects`, `GET /v1/projects`.
+async fn list(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    let deploy = api(&admin)?;
+    let owner = match &principal {
+        Principal::Admin => None,
+        Principal::User { user, .. } => Some(user.as_str()),
+    };
+    let projects = deploy.deployer.store().projects(owner).await?;
+    Ok(Json(Value::Array(
+        projects.iter().map(|p| view(deploy, p)).collect(),
+    )))
+}
+
+/// `GET /v1/projects/{id}`.
+async fn show(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let deploy = api(&admin)?;
+    let project = visible(deploy, &principal, &id).await?;
+    Ok(Json(view(deploy, &project)))
+}
+
+/// `DELETE /api/containers/servers/{id}`, `DELETE /v1/projects/{id}`.
+async fn remove(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let deploy = api(&admin)?;
+    let project = visible(deploy, &principal, &id).await?;
+    deploy.deployer.delete(&project).await?;
+    Ok(Json(json!({ "deleted": project.id })))
+}
+
+/// `GET /v1/projects/{id}/versions`.
+async fn versions(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let deploy = api(&admin)?;
+    let project = visible(deploy, &principal, &id).await?;
+    let all = deploy.deployer.store().deployments(&project.id).await?;
+    Ok(Json(Value::Array(
+        all.iter()
+            .map(|d| {
+                json!({
+                    "version": d.version,
+                    "runtime": d.runtime,
+                    "requirements": d.requirements,
+                    "created_at": d.created_at,
+                    "current": d.version == project.current_version,
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// Body of `POST /v1/projects/{id}/rollback`.
+#[derive(serde::Deserialize)]
+struct RollbackBody {
+    version: i64,
+}
+
+/// `POST /v1/projects/{id}/rollback` `{"version": N}`: traffic moves once N is ready.
+async fn rollback(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<RollbackBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let deploy = api(&admin)?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::BadRequest(format!("expected {{\"version\": N}}: {}", e.body_text()))
+    })?;
+    let project = visible(deploy, &principal, &id).await?;
+    deploy.deployer.rollback(&project, body.version).await?;
+    let project = visible(deploy, &principal, &id).await?;
+    Ok(Json(view(deploy, &project)))
+}
+
+/// Query of `GET /v1/projects/{id}/logs`.
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+/// `GET /v1/projects/{id}/logs?lines=N`: the current version's output.
+async fn logs(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let deploy = api(&admin)?;
+    let project = visible(deploy, &principal, &id).await?;
+    let lines = deploy
+        .deployer
+        .logs(&project.id, q.lines.unwrap_or(100).min(10_000));
+    Ok(Json(json!({ "lines": lines })))
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct TokenBody {
+    user: Option<String>,
+    plan: Option<String>,
+    admin: bool,
+}
+
+/// `POST /v1/tokens` (admin only): a new API token, shown once.
+async fn create_token(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    body: Option<Json<TokenBody>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let deploy = api(&admin)?;
+    if principal != Principal::Admin {
+        return Err(ApiError::refuse(
+            403,
+            "forbidden",
+            "only an admin may make tokens".into(),
+        ));
+    }
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let user = body
+        .user
+        .unwrap_or_else(|| format!("user-{}", valet_store::random_hex(4)));
+    valet_deploy::check_name(&user).map_err(|e| ApiError::BadRequest(format!("user: {e}")))?;
+    let plan = match body.plan {
+        Some(plan) if deploy.plans.contains_key(&plan) || deploy.plans.is_empty() => plan,
+        Some(plan) => {
+            return Err(ApiError::BadRequest(format!(
+                "no plan named {plan:?} in [plans]"
+            )))
+        }
+        None => deploy.plans.keys().next().cloned().unwrap_or_default(),
+    };
+    let token = deploy
+        .deployer
+        .store()
+        .create_token(&user, &plan, body.admin)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "user": user, "plan": plan, "admin": body.admin })),
+    ))
+}

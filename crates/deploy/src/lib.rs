@@ -1,0 +1,17 @@
+//! The deploy pipeline behind `POST /api/containers/upload`: unpack the upload safely, detect
+//! its runtime, install its requirements into a shared cache, start it as a project class,
+//! and move the project's traffic only once the new version is ready.
+#![forbid(unsafe_code)]
+
+mod cache;
+mod error;
+mod node;
+mod python;
+mod service;
+mod unpack;
+mod upload;
+
+pub use error::DeployError;
+pub use service::{Deployed, Deployer};
+pub use unpack::{MAX_ENTRIES, MAX_UNPACKED};
+pub use upload::{check_name, default_name, FileKind, Upload, MAX_NAME_CHARS};

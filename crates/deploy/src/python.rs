@@ -1,0 +1,183 @@
+//! Python apps: `app.py` run by a Python with the requirements installed in a virtualenv from
+//! PyPI (shared through the cache), with `PORT` set.
+
+use crate::cache::{self, Cache};
+use crate::DeployError;
+use std::path::Path;
+
+/// A prepared Python app: the argv that starts it in its build folder.
+pub struct Prepared {
+    /// argv; `{port}` is replaced by the driver.
+    pub command: Vec<String>,
+    /// Whether the requirement set came from the cache.
+    pub reused: bool,
+}
+
+/// Reads requirements: a requirements.txt body (one per line) or a list on one line ("fastapi
+/// uvicorn"). pip options (`-r`, `--index-url`, `-e`) are refused: they could read files or
+/// reach other indexes.
+pub fn parse_requirements(text: &str) -> Result<Vec<String>, DeployError> {
+    let lines: Vec<&str> = if text.contains('\n') {
+        text.lines().collect()
+    } else {
+        text.split([' ', ',', '\t']).collect()
+    };
+    let mut out = Vec::new();
+    for line in lines {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('-')
+            || line.contains("://")
+            || line.starts_with('.')
+            || line.starts_with('/')
+        {
+            return Err(DeployError::BadUpload(format!(
+                "requirement {line:?} is not allowed: list packages from PyPI only (no pip options, paths or URLs)"
+            )));
+        }
+        out.push(line.to_string());
+    }
+    Ok(out)
+}
+
+/// Prepares the app in `dir` (which holds `app.py`).
+pub async fn prepare(
+    dir: &Path,
+    requirements: &[String],
+    cache: &Cache,
+) -> Result<Prepared, DeployError> {
+    let python = which("python3")?;
+    let (interpreter, reused) = if requirements.is_empty() {
+        (python, false)
+    } else {
+        let version = version_of(&python).await;
+        let key = cache::key("python", &version, requirements);
+        let reqs = requirements.join("\n") + "\n";
+        let (venv, reused) = cache
+            .ensure("python", &key, |dir| async move {
+                let req_file = dir.join("requirements.txt");
+                tokio::fs::write(&req_file, reqs)
+                    .await
+                    .map_err(|e| DeployError::io("cannot write requirements.txt", e))?;
+                cache::run_installer(
+                    "pip",
+                    tokio::process::Command::new(&python)
+                        .args(["-m", "venv"])
+                        .arg(dir.join("venv")),
+                )
+                .await?;
+                cache::run_installer(
+                    "pip",
+                    tokio::process::Command::new(dir.join("venv/bin/python"))
+                        .args([
+                            "-m",
+                            "pip",
+                            "install",
+                            "--disable-pip-version-check",
+                            "--no-input",
+                            "-q",
+                            "-r",
+                        ])
+                        .arg(&req_file),
+                )
+                .await
+            })
+            .await?;
+        (venv.join("venv/bin/python").display().to_string(), reused)
+    };
+    let source = tokio::fs::read_to_string(dir.join("app.py"))
+        .await
+        .map_err(|_| DeployError::BadUpload("app.py must be UTF-8 text".into()))?;
+    Ok(Prepared {
+        command: command_for(&interpreter, &source, requirements),
+        reused,
+    })
+}
+
+/// `python app.py` when the file starts its own server; an ASGI app without one (a FastAPI
+/// `app` and no `__main__` block) is served by uvicorn on `PORT`.
+fn command_for(python: &str, source: &str, requirements: &[String]) -> Vec<String> {
+    let has_main = source.contains("__main__");
+    let has_uvicorn = requirements
+        .iter()
+        .any(|r| r.to_ascii_lowercase().starts_with("uvicorn"));
+    if !has_main && has_uvicorn && source.contains("app =") {
+        return [
+            python,
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+        ]
+        .map(String::from)
+        .to_vec();
+    }
+    vec![python.to_string(), "app.py".to_string()]
+}
+
+/// The interpreter's version, part of the cache key (a venv is tied to its Python).
+pub(crate) async fn version_of(program: &str) -> String {
+    match tokio::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .await
+    {
+        Ok(out) => {
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+                + String::from_utf8_lossy(&out.stderr).trim()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// The absolute path of a program on valet's `PATH`.
+pub(crate) fn which(program: &str) -> Result<String, DeployError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| {
+            DeployError::io(
+                format!("{program} is not installed on valet's host"),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_one_line_or_file() {
+        assert_eq!(
+            parse_requirements("fastapi uvicorn").unwrap(),
+            ["fastapi", "uvicorn"]
+        );
+        assert_eq!(
+            parse_requirements("fastapi==0.110\n# c\n\nuvicorn\n").unwrap(),
+            ["fastapi==0.110", "uvicorn"]
+        );
+        assert!(parse_requirements("-r /etc/passwd").is_err());
+        assert!(parse_requirements("x\n--index-url http://evil\n").is_err());
+    }
+
+    #[test]
+    fn fastapi_without_main_runs_under_uvicorn() {
+        let reqs = vec!["fastapi".into(), "uvicorn".into()];
+        let cmd = command_for(
+            "py",
+            "from fastapi import FastAPI\napp = FastAPI()\n",
+            &reqs,
+        );
+        assert_eq!(cmd[1..4], ["-m", "uvicorn", "app:app"]);
+        let cmd = command_for("py", "app = 1\nif __name__ == '__main__': run()", &reqs);
+        assert_eq!(cmd, ["py", "app.py"]);
+    }
+}

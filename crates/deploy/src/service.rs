@@ -1,0 +1,438 @@
+//! The deployer: one upload becomes a version, which takes traffic only once it is ready.
+//!
+//! Order of a deploy, chosen so that a failure at any step leaves the project as it was:
+//! unpack into `deploy/staging/<build>`, prepare the runtime (cache), move to
+//! `deploy/builds/<build>`, start the version's class and wait for readiness, write the records
+//! in one transaction, and only then point the project's route at it and retire the old
+//! version. A failure before the commit removes the build folder and stops its instance.
+
+use crate::node;
+use crate::python;
+use crate::unpack::{project_root, unpack};
+use crate::upload::{check_name, default_name, FileKind, Upload};
+use crate::{cache::Cache, DeployError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use valet_config::{Config, ContainerClass};
+use valet_core::InstanceId;
+use valet_instances::{ClassRuntime, Instances};
+use valet_store::{random_hex, Deployment, NewDeployment, Project, Store};
+
+/// Every project has one instance, under this key of its version's class.
+const KEY: &str = "main";
+/// The port an app listens on inside a container (the seed's 8000); the process driver
+/// picks a free one and passes it as `PORT`.
+const APP_PORT: i64 = 8000;
+/// Idle time before a project's instance sleeps (the seed's 10 minutes).
+const SLEEP_AFTER: &str = "10m";
+/// How long a new version may take to accept connections.
+const READY_WITHIN: &str = "60s";
+/// How long a retired version may finish its requests before it is stopped.
+const RETIRE_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs deploys, rollbacks and deletes; cheap to share behind an `Arc`.
+pub struct Deployer {
+    store: Store,
+    instances: Instances,
+    config: Arc<Config>,
+    /// `<data_dir>/deploy`.
+    root: PathBuf,
+    cache: Cache,
+    public_url: String,
+    /// One deploy at a time per project (or per new name).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A version that went live.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The project after the deploy.
+    pub project: Project,
+    /// The new version.
+    pub deployment: Deployment,
+    /// `<public_url>/containers/<id>/`.
+    pub endpoint: String,
+    /// Whether its requirement set was already installed.
+    pub reused_cache: bool,
+}
+
+/// A runtime valet can prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    Python,
+    Node,
+}
+
+impl Runtime {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Python => "python",
+            Self::Node => "node",
+        }
+    }
+}
+
+impl Deployer {
+    /// A deployer storing builds under `<data_dir>/deploy`.
+    pub fn new(config: Arc<Config>, store: Store, instances: Instances) -> Self {
+        let root = config.data_dir().join("deploy");
+        let public_url = config
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.server.listen));
+        Self {
+            cache: Cache::new(root.join("cache")),
+            root,
+            store,
+            instances,
+            config,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store behind the deploy API.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A project's URL.
+    pub fn endpoint(&self, id: &str) -> String {
+        format!("{}/containers/{id}/", self.public_url)
+    }
+
+    /// At start: removes half-made builds of a valet that was killed mid-deploy and routes
+    /// every project to its current version (which sleeps until its first request).
+    pub async fn restore(&self) -> Result<usize, DeployError> {
+        let _ = tokio::fs::remove_dir_all(self.root.join("staging")).await;
+        let mut routed = 0;
+        for project in self.store.projects(None).await? {
+            let Some(deployment) = self
+                .store
+                .deployment(&project.id, project.current_version)
+                .await?
+            else {
+                continue;
+            };
+            match self.class_for(&deployment) {
+                Ok(class) => {
+                    self.instances.route_project(&project.id, class);
+                    routed += 1;
+                }
+                Err(e) => tracing::warn!(project = %project.id, error = %e, "project not restored"),
+            }
+        }
+        Ok(routed)
+    }
+
+    /// Deploys an upload as a new project of `owner`, or as the next version of `existing`.
+    pub async fn deploy(
+        &self,
+        owner: &str,
+        existing: Option<Project>,
+        upload: Upload,
+    ) -> Result<Deployed, DeployError> {
+        let kind = FileKind::of(&upload.file_name, &upload.bytes)?;
+        let name = match (&existing, &upload.name) {
+            (Some(p), _) => p.name.clone(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => default_name(&upload.file_name),
+        };
+        check_name(&name)?;
+        let project_id = existing
+            .as_ref()
+            .map_or_else(|| random_hex(8), |p| p.id.clone());
+        let lock_key = match &existing {
+            Some(p) => p.id.clone(),
+            None => format!("new\0{owner}\0{name}"),
+        };
+        let lock = self.lock(&lock_key);
+        let _held = lock.lock().await;
+        let build = random_hex(8);
+        let (runtime, command, reused_cache) = self.build(&build, kind, &upload).await?;
+        let requirements = upload.requirements.clone().unwrap_or_default();
+        let deployment = Deployment {
+            project_id: project_id.clone(),
+            version: 0,
+            build: build.clone(),
+            runtime: runtime.name().into(),
+            command,
+            requirements,
+            created_at: 0,
+        };
+        let class = match self.class_for(&deployment) {
+            Ok(class) => class,
+            Err(e) => {
+                self.remove_build(&build).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.start(&class).await {
+            self.remove_build(&build).await;
+            return Err(e);
+        }
+        let new = NewDeployment {
+            project_id: project_id.clone(),
+            name,
+            owner: owner.to_string(),
+            build: build.clone(),
+            runtime: deployment.runtime.clone(),
+            command: deployment.command.clone(),
+            requirements: deployment.requirements.clone(),
+        };
+        let (project, deployment) = match self.store.record_deployment(&new).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                self.instances.stop(&class, KEY, true).await;
+                self.remove_build(&build).await;
+                return Err(e.into());
+            }
+        };
+        self.switch(&project.id, class);
+        tracing::info!(project = %project.id, version = deployment.version, runtime = %deployment.runtime, "version live");
+        Ok(Deployed {
+            endpoint: self.endpoint(&project.id),
+            project,
+            deployment,
+            reused_cache,
+        })
+    }
+
+    /// Moves a project back (or forward) to one of its versions, once that version is ready.
+    pub async fn rollback(
+        &self,
+        project: &Project,
+        version: i64,
+    ) -> Result<Deployment, DeployError> {
+        let lock = self.lock(&project.id);
+        let _held = lock.lock().await;
+        let deployment = self
+            .store
+            .deployment(&project.id, version)
+            .await?
+            .ok_or_else(|| {
+                DeployError::NotFound(format!("project {} has no version {version}", project.id))
+            })?;
+        let class = self.class_for(&deployment)?;
+        self.start(&class).await?;
+        if !self.store.set_current(&project.id, version).await? {
+            self.instances.stop(&class, KEY, false).await;
+            return Err(DeployError::NotFound(format!(
+                "project {} is gone",
+                project.id
+            )));
+        }
+        self.switch(&project.id, class);
+        Ok(deployment)
+    }
+
+    /// Deletes a project: its route, its instance, its records and its builds.
+    pub async fn delete(&self, project: &Project) -> Result<(), DeployError> {
+        let lock = self.lock(&project.id);
+        let _held = lock.lock().await;
+        let deployments = self.store.deployments(&project.id).await?;
+        if let Some(class) = self.instances.unroute_project(&project.id) {
+            self.instances.stop(&class, KEY, true).await;
+        }
+        self.store.delete_project(&project.id).await?;
+        for d in deployments {
+            self.remove_build(&d.build).await;
+        }
+        Ok(())
+    }
+
+    /// The last `lines` lines of the output of a project's current version.
+    pub fn logs(&self, project_id: &str, lines: usize) -> Vec<String> {
+        match self.instances.project(project_id) {
+            Some(class) => log_tail(&class, lines),
+            None => Vec::new(),
+        }
+    }
+
+    /// State of a project's instance (`stopped` when it sleeps or never ran).
+    pub fn state(&self, project_id: &str) -> String {
+        self.instances
+            .project(project_id)
+            .and_then(|class| self.instances.instance_of(&class, KEY))
+            .map_or_else(|| "stopped".to_string(), |i| i.state().to_string())
+    }
+
+    fn lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Unpacks and prepares an upload into `builds/<build>`. On failure nothing is left.
+    async fn build(
+        &self,
+        build: &str,
+        kind: FileKind,
+        upload: &Upload,
+    ) -> Result<(Runtime, Vec<String>, bool), DeployError> {
+        let staging = self.root.join("staging").join(build);
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(|e| DeployError::io("cannot make a staging folder", e))?;
+        let result = self.prepare(build, kind, upload, &staging).await;
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        result
+    }
+
+    async fn prepare(
+        &self,
+        build: &str,
+        kind: FileKind,
+        upload: &Upload,
+        staging: &Path,
+    ) -> Result<(Runtime, Vec<String>, bool), DeployError> {
+        let bytes = upload.bytes.clone();
+        let into = staging.to_path_buf();
+        tokio::task::spawn_blocking(move || unpack(kind, &bytes, &into))
+            .await
+            .map_err(|e| DeployError::io("unpacking stopped", std::io::Error::other(e)))??;
+        let dir = project_root(staging);
+        let runtime = runtime_of(upload.runtime.as_deref(), &dir)?;
+        let requirements = upload.requirements.as_deref().unwrap_or("");
+        let (command, reused) = match runtime {
+            Runtime::Python => {
+                if !dir.join("app.py").is_file() {
+                    return Err(DeployError::BadUpload(
+                        "a python upload needs app.py at its top".into(),
+                    ));
+                }
+                let mut reqs = python::parse_requirements(requirements)?;
+                if let Ok(text) = std::fs::read_to_string(dir.join("requirements.txt")) {
+                    reqs.extend(python::parse_requirements(&(text + "\n"))?);
+                }
+                let prepared = python::prepare(&dir, &reqs, &self.cache).await?;
+                (prepared.command, prepared.reused)
+            }
+            Runtime::Node => {
+                let reqs = node::parse_requirements(requirements)?;
+                let prepared = node::prepare(&dir, &reqs, &self.cache).await?;
+                (prepared.command, prepared.reused)
+            }
+        };
+        let target = self.root.join("builds").join(build);
+        tokio::fs::create_dir_all(self.root.join("builds"))
+            .await
+            .map_err(|e| DeployError::io("cannot make the builds folder", e))?;
+        tokio::fs::rename(&dir, &target)
+            .await
+            .map_err(|e| DeployError::io("cannot move a build into place", e))?;
+        Ok((runtime, command, reused))
+    }
+
+    async fn remove_build(&self, build: &str) {
+        let _ = tokio::fs::remove_dir_all(self.root.join("builds").join(build)).await;
+    }
+
+    /// The class that runs one version, in its build folder.
+    fn class_for(&self, deployment: &Deployment) -> Result<Arc<ClassRuntime>, DeployError> {
+        let dir = self.root.join("builds").join(&deployment.build);
+        if !dir.is_dir() {
+            return Err(DeployError::NotFound(format!(
+                "the files of version {} are gone",
+                deployment.version
+            )));
+        }
+        let mut table = toml::Table::new();
+        let name = format!("project-{}-{}", deployment.project_id, deployment.build);
+        table.insert("class_name".into(), name.into());
+        table.insert(
+            "command".into(),
+            toml::Value::Array(
+                deployment
+                    .command
+                    .iter()
+                    .map(|a| a.clone().into())
+                    .collect(),
+            ),
+        );
+        let mut ports = toml::Table::new();
+        ports.insert("http".into(), APP_PORT.into());
+        table.insert("ports".into(), ports.into());
+        table.insert("sleep_after".into(), SLEEP_AFTER.into());
+        table.insert("max_instances".into(), 1.into());
+        let mut readiness = toml::Table::new();
+        readiness.insert("timeout".into(), READY_WITHIN.into());
+        table.insert("readiness".into(), readiness.into());
+        table.insert("stop_timeout".into(), "5s".into());
+        let class: ContainerClass = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| DeployError::io("project class", std::io::Error::other(format!("{e}"))))?;
+        let mut runtime = ClassRuntime::from_config(&self.config, &class);
+        runtime.work_dir = dir;
+        Ok(Arc::new(runtime))
+    }
+
+    /// Starts a version and waits until it is ready; on failure stops it and returns its log.
+    async fn start(&self, class: &Arc<ClassRuntime>) -> Result<(), DeployError> {
+        match self.instances.start(class, KEY).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let log = log_tail(class, 30);
+                self.instances.stop(class, KEY, true).await;
+                Err(DeployError::NotReady {
+                    message: e.to_string(),
+                    log,
+                })
+            }
+        }
+    }
+
+    /// Points the project at `class` and stops the version it replaces once its requests are
+    /// done (or after a grace period).
+    fn switch(&self, project_id: &str, class: Arc<ClassRuntime>) {
+        let Some(old) = self.instances.route_project(project_id, class.clone()) else {
+            return;
+        };
+        if Arc::ptr_eq(&old, &class) || old.name == class.name {
+            return;
+        }
+        let instances = self.instances.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + RETIRE_GRACE;
+            while let Some(inst) = instances.instance_of(&old, KEY) {
+                if inst.info().active == 0 || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            instances.stop(&old, KEY, false).await;
+        });
+    }
+}
+
+/// Picks the runtime: the upload's `runtime` field, else what its files say.
+fn runtime_of(requested: Option<&str>, dir: &Path) -> Result<Runtime, DeployError> {
+    match requested.map(str::trim).filter(|r| !r.is_empty()) {
+        Some("python" | "python3") => Ok(Runtime::Python),
+        Some("node" | "nodejs" | "typescript" | "javascript") => Ok(Runtime::Node),
+        Some(other) => Err(DeployError::UnknownRuntime(
+            other.chars().take(40).collect(),
+        )),
+        None if dir.join("app.py").is_file() => Ok(Runtime::Python),
+        None if dir.join("index.ts").is_file() || dir.join("index.js").is_file() => {
+            Ok(Runtime::Node)
+        }
+        None => Err(DeployError::BadUpload(
+            "the upload has no app.py, index.ts or index.js at its top".into(),
+        )),
+    }
+}
+
+/// The last lines of a version's log file.
+fn log_tail(class: &ClassRuntime, lines: usize) -> Vec<String> {
+    let slug = InstanceId::new(class.name.clone(), KEY).slug();
+    let text =
+        std::fs::read_to_string(class.log_root.join(format!("{slug}.log"))).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}

@@ -1,0 +1,212 @@
+//! Talking to a test valet's deploy API: multipart uploads, JSON calls with a bearer token,
+//! the fixture apps, and archives made on the fly (safe and malicious ones).
+#![allow(dead_code)]
+
+use crate::admin_support::{with_token, Admin, TOKEN};
+use crate::support::Valet;
+use serde_json::Value;
+use std::path::Path;
+
+/// The fixture folder of the deploy tests.
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deploy");
+
+/// A fixture's text.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name)).expect("fixture")
+}
+
+/// The stdlib app of a given version (no requirements, starts at once).
+pub fn plain_app(version: &str) -> String {
+    fixture("plain_app.py").replace("VERSION = \"v1\"", &format!("VERSION = \"{version}\""))
+}
+
+/// A valet with the deploy API and the test admin token; `extra` is more config.
+pub async fn valet_with(extra: &str) -> (Valet, Api) {
+    let valet = Valet::with_config(&with_token(extra)).start().await;
+    let admin = Admin::of(&valet, TOKEN).await;
+    let api = Api {
+        base: admin.url(""),
+        client: admin.client.clone(),
+        token: TOKEN.to_string(),
+    };
+    (valet, api)
+}
+
+/// The deploy API as one caller (one bearer token) sees it.
+#[derive(Clone)]
+pub struct Api {
+    /// `http://<admin_listen>`.
+    pub base: String,
+    pub client: reqwest::Client,
+    pub token: String,
+}
+
+/// A multipart upload: the file and the text fields.
+pub struct Form<'a> {
+    pub file_name: &'a str,
+    pub bytes: Vec<u8>,
+    pub fields: Vec<(&'a str, Vec<u8>)>,
+}
+
+impl<'a> Form<'a> {
+    pub fn file(file_name: &'a str, bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            file_name,
+            bytes: bytes.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    pub fn field(mut self, name: &'a str, value: impl Into<Vec<u8>>) -> Self {
+        self.fields.push((name, value.into()));
+        self
+    }
+}
+
+impl Api {
+    /// The same valet with another token.
+    pub fn as_token(&self, token: &str) -> Self {
+        Self {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            token: token.to_string(),
+        }
+    }
+
+    /// POST a multipart form to `path`: status and JSON body.
+    pub async fn upload_to(&self, path: &str, form: Form<'_>) -> (u16, Value) {
+        let mut multipart = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(form.bytes).file_name(form.file_name.to_string()),
+        );
+        for (name, value) in form.fields {
+            multipart = multipart.part(name.to_string(), reqwest::multipart::Part::bytes(value));
+        }
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .multipart(multipart)
+            .timeout(std::time::Duration::from_secs(600))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        status_json(response).await
+    }
+
+    /// `POST /api/containers/upload`.
+    pub async fn upload(&self, form: Form<'_>) -> (u16, Value) {
+        self.upload_to("/api/containers/upload", form).await
+    }
+
+    /// A request with the token and an optional JSON body: status and JSON body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(std::time::Duration::from_secs(120));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        status_json(response).await
+    }
+
+    /// `GET /v1/projects` as this caller.
+    pub async fn projects(&self) -> Vec<Value> {
+        let (status, body) = self.call("GET", "/v1/projects", None).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().expect("a list").clone()
+    }
+
+    /// A new user token from `POST /v1/tokens` (as the admin).
+    pub async fn token_for(&self, user: &str, plan: Option<&str>) -> String {
+        let mut body = serde_json::json!({ "user": user });
+        if let Some(plan) = plan {
+            body["plan"] = plan.into();
+        }
+        let (status, body) = self.call("POST", "/v1/tokens", Some(body)).await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+}
+
+async fn status_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// GET a project URL on the gateway: status and JSON body (or text).
+pub async fn get_app(valet: &Valet, url: &str) -> (u16, Value) {
+    let response = valet
+        .client
+        .get(url)
+        .timeout(std::time::Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", valet.log()));
+    status_json(response).await
+}
+
+/// An entry of a test archive.
+pub enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+    HardLink(&'a str, &'a str),
+}
+
+/// A .tar.gz of the entries, names written raw (so `..` and `/abs` can be tested).
+pub fn tar_gz(entries: &[Entry]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    {
+        let mut builder = tar::Builder::new(&mut raw);
+        for entry in entries {
+            let mut header = tar::Header::new_gnu();
+            let (name, kind, link, data): (&str, tar::EntryType, Option<&str>, &[u8]) = match entry
+            {
+                Entry::File(name, data) => (name, tar::EntryType::Regular, None, data),
+                Entry::Symlink(name, to) => (name, tar::EntryType::Symlink, Some(to), b""),
+                Entry::HardLink(name, to) => (name, tar::EntryType::Link, Some(to), b""),
+            };
+            header.set_entry_type(kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            // Written into the header bytes directly: set_path refuses `..`, which is the point.
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            if let Some(link) = link {
+                let l = link.as_bytes();
+                header.as_old_mut().linkname[..l.len()].copy_from_slice(l);
+            }
+            header.set_cksum();
+            builder.append(&header, data).expect("tar entry");
+        }
+        builder.finish().expect("tar");
+    }
+    gzip(&raw)
+}
+
+/// Gzip of `data`, through the system's gzip (the tests add no compression crate).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("gzip output");
+    writer.join().unwrap().expect("gzip input");
+    out.stdout
+}
