@@ -74,6 +74,26 @@ impl AdminClient {
         self.send(self.http.post(self.url(path))).await
     }
 
+    /// POST with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> Result<Value, String> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
+    /// POST a multipart form (an upload); no overall timeout, installs can take minutes.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> Result<Value, String> {
+        self.send(self.http.post(self.url(path)).multipart(form))
+            .await
+    }
+
     /// A response whose body the caller reads as a stream (log follow).
     pub async fn stream(&self, path: &str) -> Result<reqwest::Response, String> {
         let response = self.request(self.http.get(self.url(path))).await?;
@@ -114,7 +134,15 @@ impl AdminClient {
 async fn error_of(response: reqwest::Response) -> String {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or_default();
+    // A version that failed to start comes with its last log lines.
+    let log: Vec<&str> = body["log"]
+        .as_array()
+        .map(|lines| lines.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     match body["message"].as_str() {
+        Some(message) if !log.is_empty() => {
+            format!("{message} ({status})\n--- its log ---\n{}", log.join("\n"))
+        }
         Some(message) => format!("{message} ({status})"),
         None => format!("valet answered {status}"),
     }

@@ -27,7 +27,11 @@ pub fn run(command: Command) -> ExitCode {
             Command::Up { .. }
             | Command::Check { .. }
             | Command::Import { .. }
-            | Command::Volumes(_) => {
+            | Command::Volumes(_)
+            | Command::Token(_)
+            | Command::Deploy { .. }
+            | Command::Projects(_)
+            | Command::Rollback { .. } => {
                 unreachable!("handled by main")
             }
         }

@@ -85,6 +85,75 @@ pub enum Command {
     /// The Docker driver's per-instance volumes of this config (no running valet needed).
     #[command(subcommand)]
     Volumes(VolumesCommand),
+    /// API tokens for the deploy API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Deploy an app (index.ts, index.js, app.py, an archive or a folder) and print its URL.
+    Deploy {
+        /// The file or folder to upload.
+        path: PathBuf,
+        /// Project name (default: from the file name); an existing name gets a new version.
+        #[arg(long)]
+        name: Option<String>,
+        /// `python` or `node`, overriding detection.
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Requirements, e.g. "express cors" or "fastapi uvicorn".
+        #[arg(long)]
+        requirements: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deployed projects.
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
+    /// Move a project's traffic back to one of its versions (once that version is ready).
+    Rollback {
+        /// Project id.
+        project: String,
+        /// Version number, as `valet projects versions` shows it.
+        version: i64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once, as the last line of stdout.
+    Create {
+        /// An admin token (every admin endpoint) instead of a user token.
+        #[arg(long)]
+        admin: bool,
+        /// Whose token (default: a new user).
+        #[arg(long)]
+        user: Option<String>,
+        /// The user's plan, a [plans.*] name (default: the first plan).
+        #[arg(long)]
+        plan: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProjectsCommand {
+    /// List projects (yours, or all with an admin token).
+    Ls(AdminArgs),
+    /// Delete a project: its instance, versions and files.
+    Rm {
+        /// Project id.
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// A project's versions.
+    Versions {
+        /// Project id.
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]

@@ -6,6 +6,7 @@ mod admin_cmd;
 mod check;
 mod cli;
 mod deploy;
+mod deploy_cmd;
 mod import;
 mod lock;
 mod table;
@@ -33,6 +34,10 @@ fn main() -> ExitCode {
             force,
         } => import::run(&file, output.as_deref(), force),
         cli::Command::Volumes(command) => volumes::run(command),
+        command @ (cli::Command::Token(_)
+        | cli::Command::Deploy { .. }
+        | cli::Command::Projects(_)
+        | cli::Command::Rollback { .. }) => deploy_cmd::run(command),
         admin => admin_cmd::run(admin),
     }
 }

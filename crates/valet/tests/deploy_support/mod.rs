@@ -210,3 +210,27 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     writer.join().unwrap().expect("gzip input");
     out.stdout
 }
+
+/// Runs a valet CLI command against this valet's config; stdout and stderr apart (the token
+/// must be the last line of stdout alone).
+pub fn cli(valet: &Valet, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(args)
+        .arg("--config")
+        .arg(valet.dir().join("valet.toml"))
+        .env_remove("VALET_ADMIN_URL")
+        .env_remove("VALET_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run valet");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The last line of a command's stdout.
+pub fn last_line(stdout: &str) -> String {
+    stdout.lines().last().unwrap_or("").to_string()
+}

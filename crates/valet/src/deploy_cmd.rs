@@ -1,0 +1,239 @@
+//! `valet token create`, `valet deploy`, `valet projects ls|rm|versions`, `valet rollback`:
+//! clients of the deploy API on the running valet's admin listener. Tables for people,
+//! `--json` for scripts; `token create` prints the token as the last line of stdout.
+
+use crate::admin_client::{segment, AdminClient};
+use crate::cli::{self, AdminArgs, Command, ProjectsCommand, TokenCommand};
+use crate::table::{use_color, Cell, Table};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(command: Command) -> ExitCode {
+    cli::run_to_exit(async move {
+        match command {
+            Command::Token(TokenCommand::Create {
+                admin,
+                user,
+                plan,
+                args,
+            }) => token_create(admin, user, plan, &args).await,
+            Command::Deploy {
+                path,
+                name,
+                runtime,
+                requirements,
+                admin,
+            } => deploy(&path, name, runtime, requirements, &admin).await,
+            Command::Projects(ProjectsCommand::Ls(admin)) => projects(&admin).await,
+            Command::Projects(ProjectsCommand::Rm { project, admin }) => {
+                let client = AdminClient::new(&admin)?;
+                let answer = client
+                    .delete(&format!("/v1/projects/{}", segment(&project)))
+                    .await?;
+                print(&admin, &answer, || format!("deleted {project}"));
+                Ok(())
+            }
+            Command::Projects(ProjectsCommand::Versions { project, admin }) => {
+                versions(&project, &admin).await
+            }
+            Command::Rollback {
+                project,
+                version,
+                admin,
+            } => {
+                let client = AdminClient::new(&admin)?;
+                let answer = client
+                    .post_json(
+                        &format!("/v1/projects/{}/rollback", segment(&project)),
+                        &json!({ "version": version }),
+                    )
+                    .await?;
+                print(&admin, &answer, || {
+                    format!("{project} now serves version {version}")
+                });
+                Ok(())
+            }
+            _ => unreachable!("handled elsewhere"),
+        }
+    })
+}
+
+/// JSON with `--json`, else the one-line summary.
+fn print(args: &AdminArgs, answer: &Value, line: impl FnOnce() -> String) {
+    if args.json {
+        println!("{answer}");
+    } else {
+        println!("{}", line());
+    }
+}
+
+async fn token_create(
+    admin: bool,
+    user: Option<String>,
+    plan: Option<String>,
+    args: &AdminArgs,
+) -> Result<(), String> {
+    let client = AdminClient::new(args)?;
+    let mut body = json!({ "admin": admin });
+    if let Some(user) = user {
+        body["user"] = user.into();
+    }
+    if let Some(plan) = plan {
+        body["plan"] = plan.into();
+    }
+    let answer = client.post_json("/v1/tokens", &body).await?;
+    let token = answer["token"].as_str().unwrap_or_default();
+    if args.json {
+        println!("{}", json!({ "token": token }));
+    } else {
+        eprintln!(
+            "token for user {} (plan {}{}); it is shown only once:",
+            answer["user"].as_str().unwrap_or(""),
+            answer["plan"].as_str().unwrap_or(""),
+            if admin { ", admin" } else { "" }
+        );
+        println!("{token}");
+    }
+    Ok(())
+}
+
+async fn deploy(
+    path: &Path,
+    name: Option<String>,
+    runtime: Option<String>,
+    requirements: Option<String>,
+    args: &AdminArgs,
+) -> Result<(), String> {
+    let client = AdminClient::new(args)?;
+    let (file_name, bytes) = if path.is_dir() {
+        eprintln!("packing {}", path.display());
+        let bytes = pack(path).map_err(|e| format!("cannot pack {}: {e}", path.display()))?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "app".into());
+        (format!("{base}.tar.gz"), bytes)
+    } else {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (file_name, bytes)
+    };
+    eprintln!(
+        "uploading {file_name} ({} bytes); valet installs the requirements and waits until the app is ready",
+        bytes.len()
+    );
+    let mut form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(file_name),
+    );
+    for (field, value) in [
+        ("name", name),
+        ("runtime", runtime),
+        ("requirements", requirements),
+    ] {
+        if let Some(value) = value {
+            form = form.text(field, value);
+        }
+    }
+    let answer = client.post_form("/v1/projects", form).await?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        eprintln!(
+            "{} version {} is live ({})",
+            answer["name"].as_str().unwrap_or(""),
+            answer["version"],
+            answer["runtime"].as_str().unwrap_or("")
+        );
+        println!("{}", answer["endpoint"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// A folder as a .tar.gz, without `node_modules`, `.git` or virtualenvs (valet installs them).
+fn pack(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    add_dir(&mut tar, dir, Path::new(""))?;
+    tar.into_inner()?.finish()
+}
+
+fn add_dir<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    prefix: &Path,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if [".git", "node_modules", ".venv", "venv", "__pycache__"]
+            .iter()
+            .any(|skip| name == *skip)
+        {
+            continue;
+        }
+        let inside = prefix.join(&name);
+        if entry.file_type()?.is_dir() {
+            add_dir(tar, &entry.path(), &inside)?;
+        } else {
+            tar.append_path_with_name(entry.path(), &inside)?;
+        }
+    }
+    Ok(())
+}
+
+async fn projects(args: &AdminArgs) -> Result<(), String> {
+    let list = AdminClient::new(args)?.get("/v1/projects").await?;
+    if args.json {
+        println!("{list}");
+        return Ok(());
+    }
+    let mut table = Table::new(vec![
+        "ID", "NAME", "OWNER", "RUNTIME", "VERSION", "STATE", "ENDPOINT",
+    ]);
+    for p in list.as_array().into_iter().flatten() {
+        table.row(vec![
+            Cell::from(p["id"].as_str().unwrap_or("")),
+            Cell::from(p["name"].as_str().unwrap_or("")),
+            Cell::from(p["owner"].as_str().unwrap_or("")),
+            Cell::from(p["runtime"].as_str().unwrap_or("")),
+            Cell::from(p["version"].to_string()),
+            Cell::from(p["state"].as_str().unwrap_or("")),
+            Cell::from(p["endpoint"].as_str().unwrap_or("")),
+        ]);
+    }
+    print!("{}", table.render(use_color()));
+    Ok(())
+}
+
+async fn versions(project: &str, args: &AdminArgs) -> Result<(), String> {
+    let list = AdminClient::new(args)?
+        .get(&format!("/v1/projects/{}/versions", segment(project)))
+        .await?;
+    if args.json {
+        println!("{list}");
+        return Ok(());
+    }
+    let mut table = Table::new(vec!["VERSION", "RUNTIME", "CURRENT", "REQUIREMENTS"]);
+    for v in list.as_array().into_iter().flatten() {
+        table.row(vec![
+            Cell::from(v["version"].to_string()),
+            Cell::from(v["runtime"].as_str().unwrap_or("")),
+            Cell::from(if v["current"].as_bool() == Some(true) {
+                "*"
+            } else {
+                ""
+            }),
+            Cell::from(v["requirements"].as_str().unwrap_or("")),
+        ]);
+    }
+    print!("{}", table.render(use_color()));
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Who may use the deploy API: admin token, user tokens from `valet token create`, JWTs from
+//! `[auth]` (forged and expired ones refused); each project belongs to its owner alone; plan
+//! limits answer 403 and 413 with the limit's name, and change nothing.
+
+mod admin_support;
+mod deploy_support;
+mod support;
+
+use deploy_support::*;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "deploy-test-secret-0123456789abcdef";
+
+const CONFIG: &str = r#"
+[auth]
+jwt_secret = "deploy-test-secret-0123456789abcdef"
+
+[plans.free]
+max_projects = 2
+max_running = 1
+max_upload = "4KB"
+
+[plans.pro]
+max_projects = 10
+max_running = 1
+max_upload = "10MB"
+"#;
+
+fn jwt(secret: &str, sub: &str, plan: &str, exp_from_now: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({ "sub": sub, "plan": plan, "exp": now + exp_from_now });
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_sees_and_deletes_only_their_own_projects() {
+    let (valet, admin_api) = valet_with(CONFIG).await;
+    // `valet token create` prints the token as the last line; --json prints {"token": ...}.
+    let (ok, out, err) = cli(
+        &valet,
+        &["token", "create", "--user", "alice", "--plan", "pro"],
+    );
+    assert!(ok, "{out}{err}");
+    let alice = admin_api.as_token(&last_line(&out));
+    let (ok, out, err) = cli(&valet, &["token", "create", "--user", "bob", "--json"]);
+    assert!(ok, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&last_line(&out)).expect("--json");
+    let bob = admin_api.as_token(json["token"].as_str().unwrap());
+
+    let (status, body) = alice
+        .upload(Form::file("app.py", plain_app("alice")).field("name", "mine"))
+        .await;
+    assert_eq!(status, 201, "{body}\n{}", valet.log());
+    let id = body["id"].as_str().unwrap().to_string();
+    let url = body["endpoint"].as_str().unwrap().to_string();
+
+    assert!(
+        bob.projects().await.is_empty(),
+        "bob sees nothing of alice's"
+    );
+    for (method, path) in [
+        ("GET", format!("/v1/projects/{id}")),
+        ("GET", format!("/v1/projects/{id}/versions")),
+        ("GET", format!("/v1/projects/{id}/logs")),
+        ("DELETE", format!("/v1/projects/{id}")),
+        ("DELETE", format!("/api/containers/servers/{id}")),
+    ] {
+        let (status, body) = bob.call(method, &path, None).await;
+        assert_eq!(status, 404, "bob {method} {path}: {body}");
+    }
+    let (status, _) = bob
+        .upload(Form::file("app.py", plain_app("bob")).field("id", id.as_str()))
+        .await;
+    assert_eq!(status, 404, "bob cannot deploy over alice's project");
+    // The same name is bob's own, separate project.
+    let (status, bobs) = bob
+        .upload(Form::file("app.py", plain_app("bob")).field("name", "mine"))
+        .await;
+    assert_eq!(status, 201, "{bobs}");
+    assert_ne!(bobs["id"], id.as_str());
+
+    assert_eq!(get_app(&valet, &url).await.1["version"], "alice");
+    let mine = alice.projects().await;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["owner"], "alice");
+    assert_eq!(admin_api.projects().await.len(), 2, "the admin sees all");
+    // A user token is not an admin token.
+    let (status, _) = alice.call("GET", "/v1/instances", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = alice
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(serde_json::json!({ "admin": true })),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = alice
+        .call("DELETE", &format!("/v1/projects/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(alice.projects().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_limits_are_enforced_and_name_the_limit() {
+    let (valet, admin_api) = valet_with(CONFIG).await;
+    let free = admin_api.as_token(&admin_api.token_for("fred", Some("free")).await);
+    for name in ["one", "two"] {
+        let (status, body) = free
+            .upload(Form::file("app.py", plain_app(name)).field("name", name))
+            .await;
+        assert_eq!(status, 201, "{body}\n{}", valet.log());
+    }
+    let (status, body) = free
+        .upload(Form::file("app.py", plain_app("three")).field("name", "three"))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_projects = 2"),
+        "{body}"
+    );
+    // A new version of an existing project is not a new project.
+    let (status, body) = free
+        .upload(Form::file("app.py", plain_app("two-b")).field("name", "two"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // 4KB plan limit; the file is a valid app padded with a comment.
+    let big = plain_app("big") + &format!("# {}\n", "x".repeat(5000));
+    let (status, body) = free
+        .upload(Form::file("app.py", big).field("name", "two"))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("max_upload"),
+        "{body}"
+    );
+    let projects = free.projects().await;
+    assert_eq!(projects.len(), 2, "refusals changed nothing");
+    assert!(projects.iter().all(|p| p["version"] != 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_open_the_api_for_their_sub_and_forged_or_expired_ones_are_refused() {
+    let (valet, admin_api) = valet_with(CONFIG).await;
+    let carol = admin_api.as_token(&jwt(SECRET, "carol", "free", 600));
+    let (status, body) = carol
+        .upload(Form::file("app.py", plain_app("carol")).field("name", "c"))
+        .await;
+    assert_eq!(status, 201, "{body}\n{}", valet.log());
+    assert_eq!(carol.projects().await[0]["owner"], "carol");
+
+    let forged = admin_api.as_token(&jwt("not-the-secret-0123456789abcdef", "carol", "pro", 600));
+    let expired = admin_api.as_token(&jwt(SECRET, "carol", "free", -3600));
+    let unknown = admin_api.as_token("vt_0000000000000000000000000000000000000000");
+    let nobody = admin_api.as_token("");
+    for (who, api) in [
+        ("forged", &forged),
+        ("expired", &expired),
+        ("unknown token", &unknown),
+        ("no token", &nobody),
+    ] {
+        let (status, body) = api.call("GET", "/v1/projects", None).await;
+        assert_eq!(status, 401, "{who}: {body}");
+        let (status, _) = api
+            .upload(Form::file("app.py", plain_app("x")).field("name", "x"))
+            .await;
+        assert_eq!(status, 401, "{who} upload");
+    }
+    assert_eq!(
+        admin_api.projects().await.len(),
+        1,
+        "nothing was deployed by them"
+    );
+}
