@@ -26,6 +26,9 @@ const MAX_IDLE_PER_ADDR: usize = 512;
 /// sleep, an app that times out idle keep-alive) are dropped, with their addresses.
 const SWEEP_EVERY: u32 = 4096;
 
+/// Longest wait for a returned connection to take its next request.
+const READY_WAIT: Duration = Duration::from_millis(50);
+
 type Sender = SendRequest<UpstreamBody>;
 
 /// One worker's idle connections, by instance address.
@@ -66,10 +69,12 @@ impl Pool {
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Pooled), SendError> {
         while let Some(mut sender) = self.take(addr) {
-            // The previous exchange on it has ended; the connection task may not have noticed
-            // yet, which `ready` waits for. A closed connection answers with an error at once.
-            if sender.ready().await.is_err() {
-                continue;
+            // The previous response has ended; the connection's task may not have noticed yet,
+            // which `ready` waits for. A closed connection answers with an error at once. One
+            // still busy (its request body still going up after the answer) is let go.
+            match tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                Ok(Ok(())) => {}
+                _ => continue,
             }
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok((response, self.pooled(addr, sender))),
