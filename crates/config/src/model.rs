@@ -63,6 +63,10 @@ pub struct ServerConfig {
     pub workers: Option<usize>,
     /// One log line per proxied request. Default true.
     pub access_log: bool,
+    /// A key with no request for this long, whose instance does not run, is forgotten: its
+    /// record, its log file, and its data folder when empty (data stays until `valet destroy`).
+    /// `"0"`: never. Default `1h`.
+    pub forget_after: DurationValue,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             admin_token: None,
             workers: None,
             access_log: true,
+            forget_after: DurationValue::new("1h"),
         }
     }
 }

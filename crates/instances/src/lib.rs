@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod class;
+pub mod collect;
 pub mod error;
 pub mod instance;
 pub mod probe;

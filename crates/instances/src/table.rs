@@ -51,17 +51,22 @@ impl Instances {
             .collect();
         let runtime = tokio::runtime::Handle::current();
         let tasks = TaskTracker::new();
-        Self {
+        let table = Self {
             inner: Arc::new(Inner {
                 classes,
                 by_name,
                 driver,
-                shutdown,
+                shutdown: shutdown.clone(),
                 tasks,
-                runtime,
+                runtime: runtime.clone(),
                 projects: papaya::HashMap::new(),
             }),
+        };
+        let forget_after = config.server.forget_after.get();
+        if !forget_after.is_zero() {
+            runtime.spawn(crate::collect::sweep(table.clone(), forget_after, shutdown));
         }
+        table
     }
 
     pub fn class(&self, name: &str) -> Option<&Arc<ClassRuntime>> {
@@ -132,6 +137,27 @@ impl Instances {
     /// The cold path: make sure the task runs, then wait for ready, a clear failure or the
     /// start deadline, whichever comes first.
     async fn wait_ready(&self, inst: Arc<Instance>, port: usize) -> Result<Lease, AcquireError> {
+        let mut inst = inst;
+        // Forgotten (collect.rs) between finding the record and starting it: the key has a
+        // new record by now, or gets one; once is all it takes, a few tries are a bound.
+        for _ in 0..3 {
+            match self.wait_on(&inst, port).await? {
+                Some(lease) => return Ok(lease),
+                None => inst = self.record(&inst.class, inst.id.key())?,
+            }
+        }
+        Err(AcquireError::StartTimeout {
+            state: inst.state(),
+            timeout: Duration::ZERO,
+        })
+    }
+
+    /// [`Self::wait_ready`] on one record; `None` when that record was forgotten.
+    async fn wait_on(
+        &self,
+        inst: &Arc<Instance>,
+        port: usize,
+    ) -> Result<Option<Lease>, AcquireError> {
         let class = inst.class.clone();
         if inst.waiting.fetch_add(1, Ordering::AcqRel) >= class.max_waiting {
             inst.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -139,15 +165,17 @@ impl Instances {
                 state: inst.state(),
             });
         }
-        let _waiting = WaitingGuard(&inst);
+        let _waiting = WaitingGuard(inst);
         let timeout = class.readiness.timeout + Duration::from_secs(1);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut status = inst.status.subscribe();
         loop {
-            self.wake(&inst)?;
+            if !self.wake(inst)? {
+                return Ok(None);
+            }
             loop {
-                if let Some(lease) = try_lease(&inst, port) {
-                    return Ok(lease);
+                if let Some(lease) = try_lease(inst, port) {
+                    return Ok(Some(lease));
                 }
                 let (state, failures) = {
                     let s = status.borrow_and_update();
@@ -155,7 +183,7 @@ impl Instances {
                 };
                 match state {
                     InstanceState::Backoff | InstanceState::Crashed if failures >= CRASH_LOOP => {
-                        return Err(unavailable(&inst));
+                        return Err(unavailable(inst));
                     }
                     InstanceState::Stopped | InstanceState::Crashed if !inst.has_task() => break,
                     _ => {}
@@ -173,15 +201,19 @@ impl Instances {
         }
     }
 
-    /// Queues a wake for the instance's task, or starts the task when it has none.
-    fn wake(&self, inst: &Arc<Instance>) -> Result<(), AcquireError> {
+    /// Queues a wake for the instance's task, or starts the task when it has none. False when
+    /// the record was forgotten (collect.rs): nothing may start on it.
+    fn wake(&self, inst: &Arc<Instance>) -> Result<bool, AcquireError> {
         if self.inner.shutdown.is_shutdown() {
             return Err(AcquireError::ShuttingDown);
         }
         let mut control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = control.as_ref() {
             let _ = tx.send(Command::Wake);
-            return Ok(());
+            return Ok(true);
+        }
+        if !crate::collect::is_current(inst) {
+            return Ok(false);
         }
         {
             let s = inst.status.borrow();
@@ -208,7 +240,7 @@ impl Instances {
             lives: 0,
         };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
-        Ok(())
+        Ok(true)
     }
 
     /// Takes over an instance that an earlier valet started and [`Driver::recover`] found still

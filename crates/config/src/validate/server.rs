@@ -79,6 +79,7 @@ impl Checks<'_> {
             }
         }
         self.size(at.key("max_body_size"), &server.max_body_size);
+        self.duration(at.key("forget_after"), &server.forget_after);
         let timeouts = &server.timeouts;
         let at = at.key("timeouts");
         self.duration(at.key("connect"), &timeouts.connect);

@@ -1,0 +1,97 @@
+//! A stream of new keys cannot grow valet forever: keys idle for `forget_after` whose instance
+//! sleeps are forgotten (record, log file, empty data folder), a data folder holding data is
+//! kept, and a forgotten key that comes back gets a fresh instance.
+
+mod admin_support;
+mod support;
+
+use admin_support::{with_token, Admin, TOKEN};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+
+const CONFIG: &str = r#"
+forget_after = "8s"
+
+[[containers]]
+class_name = "Echo"
+readiness = { path = "/health" }
+sleep_after = "300ms"
+
+[[routes]]
+pattern = "/k/*"
+container = "Echo"
+instance = "path:1"
+strip_prefix = "/k/*"
+"#;
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+async fn known_keys(admin: &Admin) -> usize {
+    let (status, list) = admin.get("/v1/instances").await;
+    assert_eq!(status, 200);
+    list.as_array().expect("a list").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_sleep_long_are_forgotten_with_their_logs_but_not_their_data() {
+    // `forget_after` belongs to [server], which with_token opens.
+    let valet = Valet::with_config(&with_token(CONFIG)).start().await;
+    let admin = Admin::of(&valet, TOKEN).await;
+    let data = valet.dir().join(".valet/instances/Echo");
+    let logs = valet.dir().join(".valet/logs/Echo");
+
+    let keys: Vec<String> = (0..20).map(|i| format!("random-{i}")).collect();
+    let starting: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            valet
+                .client
+                .get(valet.url(&format!("/k/{key}/echo")))
+                .send()
+        })
+        .collect();
+    for response in futures_util::future::join_all(starting).await {
+        assert_eq!(response.unwrap().status(), reqwest::StatusCode::OK);
+    }
+    // One key's backend keeps data: its folder is the user's and must survive.
+    let env = valet.echo("/k/keeper/echo").await;
+    let keeper_dir = valet
+        .dir()
+        .join(env["data_dir"].as_str().expect("data_dir"));
+    std::fs::write(keeper_dir.join("state.db"), "precious").unwrap();
+    assert_eq!(entries(&data).len(), 21);
+    assert_eq!(entries(&logs).len(), 21);
+    assert_eq!(known_keys(&admin).await, 21);
+
+    // They sleep after 300 ms and are forgotten 8 s after their last request.
+    eventually(
+        Duration::from_secs(40),
+        "every idle key to be forgotten",
+        || async { (known_keys(&admin).await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(entries(&logs), Vec::<PathBuf>::new(), "log files removed");
+    assert_eq!(
+        entries(&data),
+        std::slice::from_ref(&keeper_dir),
+        "only the data folder with data stays"
+    );
+    assert_eq!(
+        std::fs::read_to_string(keeper_dir.join("state.db")).unwrap(),
+        "precious"
+    );
+    assert!(valet.log().contains("forgot keys"), "{}", valet.log());
+
+    // A forgotten key that comes back gets a new instance, on its old data.
+    let again = valet.echo("/k/keeper/echo").await;
+    assert_eq!(again["data_dir"], env["data_dir"]);
+    valet.echo("/k/random-0/echo").await;
+    assert_eq!(known_keys(&admin).await, 2);
+    let starts = valet.starts();
+    assert_eq!(starts.len(), 23, "{starts:?}");
+}
