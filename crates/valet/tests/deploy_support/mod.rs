@@ -234,3 +234,78 @@ pub fn cli(valet: &Valet, args: &[&str]) -> (bool, String, String) {
 pub fn last_line(stdout: &str) -> String {
     stdout.lines().last().unwrap_or("").to_string()
 }
+
+/// A second `valet up` on a stopped test valet's folder (same config, same data_dir): what a
+/// restart sees. Dropping it stops it.
+pub struct Restarted {
+    child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Restarted {
+    /// Starts valet again on `dir/valet.toml` and waits until `listen` accepts.
+    pub async fn start(dir: &Path, listen: std::net::SocketAddr) -> Self {
+        let log = dir.join("valet-restarted.log");
+        let file = std::fs::File::create(&log).expect("log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_valet"))
+            .arg("up")
+            .arg(dir.join("valet.toml"))
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn valet");
+        let restarted = Self { child, log };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "restarted valet did not listen:\n{}",
+                restarted.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        restarted
+    }
+
+    /// What it printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh database on the test PostgreSQL server (`VALET_TEST_POSTGRES`, default
+/// `postgres://valet:valet@127.0.0.1:5432/postgres`), as a URL. `None` when there is no
+/// server, which fails the test under `CI=true`.
+pub async fn postgres_database() -> Option<String> {
+    let base = std::env::var("VALET_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://valet:valet@127.0.0.1:5432/postgres".to_string());
+    sqlx::any::install_default_drivers();
+    let mut admin = match <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("PostgreSQL is required under CI=true, but {base} is unreachable: {e}");
+            }
+            eprintln!("NOT RUN: no PostgreSQL at {base}: {e}");
+            return None;
+        }
+    };
+    let name = format!("valet_it_{}", valet_store::random_hex(6));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (server, _) = base.rsplit_once('/').expect("URL with a database");
+    Some(format!("{server}/{name}"))
+}
