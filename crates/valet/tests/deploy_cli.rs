@@ -1,0 +1,87 @@
+//! The deploy CLI against a running valet: `valet deploy DIR|FILE`, `projects ls|versions|rm`,
+//! `rollback`, and a failing deploy that prints the version's log.
+
+mod admin_support;
+mod deploy_support;
+mod support;
+
+use deploy_support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_a_folder_and_a_file_list_roll_back_and_remove() {
+    let (valet, _api) = valet_with("").await;
+    let app_dir = valet.dir().join("myapp");
+    std::fs::create_dir_all(app_dir.join("static")).unwrap();
+    std::fs::write(app_dir.join("app.py"), plain_app("from-folder")).unwrap();
+    std::fs::write(app_dir.join("static/readme.txt"), "packed too").unwrap();
+    let dir_arg = app_dir.display().to_string();
+
+    let (ok, out, err) = cli(&valet, &["deploy", &dir_arg, "--name", "cli-app"]);
+    assert!(ok, "{out}{err}\n{}", valet.log());
+    let url = last_line(&out);
+    assert!(
+        url.contains("/containers/"),
+        "the URL is the last line: {out}"
+    );
+    assert_eq!(get_app(&valet, &url).await.1["version"], "from-folder");
+    let build = valet.dir().join(".valet/deploy/builds");
+    let packed = std::fs::read_dir(&build)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|b| b.path().join("static/readme.txt").is_file());
+    assert!(packed, "the folder's files were uploaded");
+
+    let file = valet.dir().join("app.py");
+    std::fs::write(&file, plain_app("from-file")).unwrap();
+    let (ok, out, err) = cli(
+        &valet,
+        &["deploy", &file.display().to_string(), "--name", "cli-app"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(last_line(&out), url, "same project, new version");
+    assert_eq!(get_app(&valet, &url).await.1["version"], "from-file");
+
+    let (ok, out, err) = cli(&valet, &["projects", "ls", "--json"]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("--json");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["version"], 2);
+    let (ok, out, _) = cli(&valet, &["projects", "ls"]);
+    assert!(
+        ok && out.contains("cli-app") && out.contains("ENDPOINT"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&valet, &["projects", "versions", &id]);
+    assert!(
+        ok && out.lines().count() == 3,
+        "header and two versions: {out}"
+    );
+
+    let (ok, out, err) = cli(&valet, &["rollback", &id, "1"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(get_app(&valet, &url).await.1["version"], "from-folder");
+
+    let broken = valet.dir().join("broken.py");
+    std::fs::write(
+        &broken,
+        plain_app("x").replace("CRASH = False", "CRASH = True"),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &valet,
+        &["deploy", &broken.display().to_string(), "--name", "cli-app"],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("did not become ready") && err.contains("boom"),
+        "{err}"
+    );
+    assert_eq!(get_app(&valet, &url).await.1["version"], "from-folder");
+
+    let (ok, out, err) = cli(&valet, &["projects", "rm", &id]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(get_app(&valet, &url).await.0, 404);
+    let (ok, out, _) = cli(&valet, &["projects", "ls", "--json"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "[]");
+}
