@@ -17,6 +17,7 @@ forget_after = "8s"
 class_name = "Echo"
 readiness = { path = "/health" }
 sleep_after = "300ms"
+max_instances = 50
 
 [[routes]]
 pattern = "/k/*"
