@@ -73,3 +73,63 @@ impl Valet {
         panic!("valet did not start again\n{}", self.log());
     }
 }
+
+/// A small tmpfs mounted for one test (needs root), unmounted on drop. Declare it before the
+/// `Valet` that uses it, so valet stops (and closes its files) first.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (`"1m"`). `None` (skipped) when mounting is not allowed, except
+    /// under `CI=true`, where that fails the test.
+    pub fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("valet-small-disk-")
+            .tempdir()
+            .expect("tempdir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(Self { dir }),
+            other => {
+                let why = format!("cannot mount a tmpfs (root needed): {other:?}");
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("{why} (CI=true: the full-disk test must run)");
+                }
+                eprintln!("skipped: {why}");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a filler file until the disk is full; returns its size.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.dir.path().join("filler")).expect("filler");
+        let block = vec![0u8; 4096];
+        let mut written = 0;
+        while file.write_all(&block).is_ok() {
+            written += block.len() as u64;
+        }
+        let _ = file.sync_all();
+        written
+    }
+
+    /// Removes the filler file.
+    pub fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
