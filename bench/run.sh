@@ -15,10 +15,12 @@ Usage: bench/run.sh [options]
   -c, --connections N        connections for the warm hop and the fixed rate (default 64)
   -r, --rounds N             interleaved rounds of direct, nginx, valet (default 3)
       --cold-runs N          cold starts measured (default 20)
+      --docker-runs N        Docker cold starts measured (default 10)
       --burst N              concurrent first requests in the burst (default 1000)
       --keys N               sleeping keys for the memory measurement (default 10000)
       --instances N          running instances for the scale measurement (default 200)
-      --only LIST            phases to run, comma-separated: warm,cold,scale,streams (default all)
+      --only LIST            phases to run, comma-separated: warm,cold,docker,scale,streams
+                             (default all; docker is reported as not measured without an engine)
       --perf FILE            also record valet with `perf record -g` during one extra valet
                              run of the warm hop and write a summary of `perf report` to FILE
       --out FILE             also write the table to FILE
@@ -38,10 +40,11 @@ DURATION=10
 CONNECTIONS=64
 ROUNDS=3
 COLD_RUNS=20
+DOCKER_RUNS=10
 BURST=1000
 KEYS=10000
 INSTANCES=200
-PHASES=warm,cold,scale,streams
+PHASES=warm,cold,docker,scale,streams
 PERF_OUT=""
 OUT=""
 BUILD=1
@@ -59,6 +62,7 @@ parse_args() {
             -c | --connections) CONNECTIONS=$2; shift 2 ;;
             -r | --rounds) ROUNDS=$2; shift 2 ;;
             --cold-runs) COLD_RUNS=$2; shift 2 ;;
+            --docker-runs) DOCKER_RUNS=$2; shift 2 ;;
             --burst) BURST=$2; shift 2 ;;
             --keys) KEYS=$2; shift 2 ;;
             --instances) INSTANCES=$2; shift 2 ;;
@@ -68,7 +72,7 @@ parse_args() {
             --no-build) BUILD=0; shift ;;
             --port-base) PORT_BASE=$2; shift 2 ;;
             --quick)
-                DURATION=1 ROUNDS=1 WARMUP=1 COLD_RUNS=3 BURST=50 KEYS=200 INSTANCES=5
+                DURATION=1 ROUNDS=1 WARMUP=1 COLD_RUNS=3 DOCKER_RUNS=2 BURST=50 KEYS=200 INSTANCES=5
                 WS_MESSAGES=2000 WS_ROUND_TRIPS=100 SSE_EVENTS=20
                 shift ;;
             -h | --help) usage; exit 0 ;;
@@ -171,6 +175,9 @@ main() {
     stop_all
     if has_phase cold; then
         run_cold_and_burst
+    fi
+    if has_phase docker; then
+        run_cold_docker
     fi
     if has_phase scale; then
         run_scale

@@ -63,3 +63,64 @@ run_cold_and_burst() {
     R[burst.starts]=$(wc -l <"$dir/burst-starts")
     stop_pid "$pid" 60
 }
+
+# Docker cold start: the same measurement with driver = "docker" and a busybox httpd image built
+# here (FROM scratch, Debian's static busybox): the app alone is created and started through
+# the Engine API by valet-bench, as valet's driver does it, then through valet to a fresh key.
+run_cold_docker() {
+    local dir=$WORK/valet-docker pid image=valet-bench-busybox:latest
+    if ! docker info >/dev/null 2>&1; then
+        log "docker: no Docker Engine answers; the Docker cold start is not measured"
+        R[dcold.skipped]="Not measured: no Docker Engine answered \`docker info\`."
+        return
+    fi
+    # The image's only file is busybox itself, so it must be the static build.
+    if ! ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable'; then
+        log "installing busybox-static with apt-get"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >&2
+    fi
+    mkdir -p "$dir/image/www"
+    cp /bin/busybox "$dir/image/busybox"
+    echo "hello" >"$dir/image/www/index.html"
+    cat >"$dir/image/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY www /www
+EXPOSE 8080
+CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
+DOCKERFILE
+    log "docker: building $image"
+    docker build -q -t "$image" "$dir/image" >/dev/null
+    cat >"$dir/valet.toml" <<CONF
+# Docker cold start: a fresh key per run; standard-3 (2 vCPU, 8 GiB) leaves the container as
+# unconstrained as the one valet-bench starts alone. Readiness is an HTTP GET: the published
+# port accepts (docker-proxy) before the app inside listens.
+[server]
+listen = "127.0.0.1:$COLD_PORT"
+admin_listen = "127.0.0.1:$((COLD_PORT + 1))"
+data_dir = "$dir/data"
+driver = "docker"
+access_log = false
+
+[[containers]]
+class_name = "DockerCold"
+image = "$image"
+instance_type = "standard-3"
+readiness = { path = "/index.html" }
+max_instances = $((DOCKER_RUNS + 10))
+
+[[routes]]
+pattern = "/dcold/*"
+container = "DockerCold"
+instance = "path:1"
+strip_prefix = "/dcold/*"
+CONF
+    start_bg valet-docker "$dir/valet.log" "$VALET" up "$dir/valet.toml"
+    pid=$BG_PID
+    wait_port "$COLD_PORT"
+    log "docker cold start: $DOCKER_RUNS runs, the container alone vs a fresh key through valet"
+    run_client dcold cold --valet "127.0.0.1:$COLD_PORT" --path '/dcold/{key}/' --runs "$DOCKER_RUNS" \
+        --key-prefix "dcold$$-" --docker-image "$image" --poll-us 1000
+    stop_pid "$pid" 120
+}

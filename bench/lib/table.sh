@@ -109,6 +109,23 @@ print_streams() {
 EOF
 }
 
+print_cold_docker() {
+    if [[ -n ${R[dcold.skipped]:-} ]]; then
+        printf '\n### Cold start, Docker driver\n\n%s\n' "${R[dcold.skipped]}"
+        return
+    fi
+    cat <<EOF
+
+### Cold start, Docker driver: $DOCKER_RUNS runs, a fresh key each (busybox httpd, FROM scratch)
+
+| | median ms | p90 ms |
+|---|---:|---:|
+| the container alone: create + start through the Engine API until it answers a GET (polled every 1 ms) | ${R[dcold.app_p50_ms]} | ${R[dcold.app_p90_ms]} |
+| through valet: connect + GET to a fresh key until the response head | ${R[dcold.valet_p50_ms]} | ${R[dcold.valet_p90_ms]} |
+| valet's share (difference of the two) | ${R[dcold.share_p50_ms]} | ${R[dcold.share_p90_ms]} |
+EOF
+}
+
 print_targets() {
     cat <<EOF
 
@@ -125,6 +142,9 @@ EOF
         echo "| valet's share of a cold start | < 5 ms | ${R[cold.share_p50_ms]} ms (median) | $(met "${R[cold.share_p50_ms]} < 5") |"
         echo "| burst | $BURST of $BURST succeed, exactly 1 start | ${R[burst.ok]} of $BURST, ${R[burst.starts]} start(s) | $(met "${R[burst.ok]} == $BURST && ${R[burst.starts]} == 1") |"
     fi
+    if has_phase docker && [[ -z ${R[dcold.skipped]:-} ]]; then
+        echo "| Docker cold start | reported (no target) | ${R[dcold.valet_p50_ms]} ms to first byte, valet's share ${R[dcold.share_p50_ms]} ms (medians) | - |"
+    fi
     if has_phase scale; then
         echo "| memory per sleeping key | < 2 KB | ${R[scale.bytes_per_key]} bytes | $(met "${R[scale.bytes_per_key]} < 2048") |"
     fi
@@ -134,6 +154,7 @@ print_table() {
     print_header
     if has_phase warm; then print_warm; fi
     if has_phase cold; then print_cold; fi
+    if has_phase docker; then print_cold_docker; fi
     if has_phase scale; then print_scale; fi
     if has_phase streams; then print_streams; fi
     print_targets

@@ -7,7 +7,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use valet_bench::{burst, cold::Cold, http::BoxError, keys::Keys, sse, ws::Ws};
+use valet_bench::{
+    burst,
+    cold::{App, Cold},
+    http::BoxError,
+    keys::Keys,
+    sse,
+    ws::Ws,
+};
 
 #[derive(Parser)]
 #[command(about = "Load clients for bench/run.sh")]
@@ -28,8 +35,14 @@ enum Command {
         key_prefix: String,
         #[arg(long, default_value_t = 20)]
         runs: usize,
-        #[arg(long)]
-        upstream_bin: PathBuf,
+        /// The binary the class runs (process driver) ...
+        #[arg(long, required_unless_present = "docker_image")]
+        upstream_bin: Option<PathBuf>,
+        /// ... or the image it runs (Docker driver), listening on `--docker-port` inside.
+        #[arg(long, conflicts_with = "upstream_bin")]
+        docker_image: Option<String>,
+        #[arg(long, default_value_t = 8080)]
+        docker_port: u16,
         /// Poll interval, in microseconds, while waiting for the app started without valet.
         #[arg(long, default_value_t = 200)]
         poll_us: u64,
@@ -107,15 +120,25 @@ async fn run(command: Command) -> Result<(), BoxError> {
             key_prefix,
             runs,
             upstream_bin,
+            docker_image,
+            docker_port,
             poll_us,
         } => {
             let poll = Duration::from_micros(poll_us);
+            let app = match (upstream_bin, docker_image) {
+                (_, Some(image)) => App::Docker {
+                    image,
+                    port: docker_port,
+                },
+                (Some(bin), None) => App::Process(bin),
+                (None, None) => return Err("--upstream-bin or --docker-image is required".into()),
+            };
             Cold {
                 valet,
                 path,
                 key_prefix,
                 runs,
-                upstream_bin,
+                app,
                 poll,
             }
             .run()
