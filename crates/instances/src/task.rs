@@ -434,6 +434,7 @@ pub(crate) async fn remove_data(inst: &Instance, driver: &dyn Driver) {
     if let Err(e) = driver.destroy(&spec_for(inst)).await {
         tracing::warn!(instance = %inst.id, error = %e, "cannot delete the instance's data");
     }
-    let slug = inst.id.slug();
-    let _ = std::fs::remove_file(inst.class.log_root.join(format!("{slug}.log")));
+    let log = inst.class.log_root.join(format!("{}.log", inst.id.slug()));
+    let _ = std::fs::remove_file(log.with_extension("log.1"));
+    let _ = std::fs::remove_file(log);
 }

@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod driver;
+pub mod logfile;
 pub mod logs;
 pub mod process;
 

@@ -80,11 +80,11 @@ impl Driver for ProcessDriver {
             child
                 .stdout
                 .take()
-                .map(|s| output::pump(s, stdout_log, logs.clone())),
+                .map(|s| output::pump(s, stdout_log, spec.log_path.clone(), logs.clone())),
             child
                 .stderr
                 .take()
-                .map(|s| output::pump(s, stderr_log, logs.clone())),
+                .map(|s| output::pump(s, stderr_log, spec.log_path.clone(), logs.clone())),
         ];
         let instance = ProcessInstance {
             child,

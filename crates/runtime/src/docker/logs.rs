@@ -1,6 +1,7 @@
 //! A container's output (and its image build's) into the instance's log ring and log file,
 //! split into lines the same way as a process's output.
 
+use crate::logfile::LogFile;
 use crate::logs::{LineSplitter, LogRing};
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
@@ -8,15 +9,13 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::fs::{File, OpenOptions};
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 /// Where an instance's lines go. A log file that cannot be written is given up on, and the
 /// ring alone keeps the output: an instance never waits on its logs.
 pub struct LogSink {
     ring: Arc<LogRing>,
-    file: Option<File>,
+    file: Option<LogFile>,
     batch: Vec<u8>,
 }
 
@@ -25,13 +24,8 @@ impl LogSink {
         if let Some(parent) = path.parent() {
             let _ = tokio::fs::create_dir_all(parent).await;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await;
-        let file = match file {
-            Ok(file) => Some(file),
+        let file = match crate::logfile::open(path).await {
+            Ok(file) => Some(LogFile::new(file, path.to_path_buf()).await),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot open instance log file");
                 None
@@ -61,13 +55,10 @@ impl LogSink {
         if self.batch.is_empty() {
             return;
         }
-        if let Some(file) = &mut self.file {
-            if let Err(e) = file.write_all(&self.batch).await {
-                tracing::warn!(error = %e, "cannot write instance log file; keeping output in memory only");
-                self.file = None;
-            }
+        match &mut self.file {
+            Some(file) => file.write_batch(&mut self.batch).await,
+            None => self.batch.clear(),
         }
-        self.batch.clear();
     }
 }
 
