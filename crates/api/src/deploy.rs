@@ -78,10 +78,15 @@ pub fn routes(admin: Arc<Admin>) -> Router<Arc<Admin>> {
         .route("/v1/projects/{id}/rollback", post(rollback))
         .route("/v1/projects/{id}/logs", get(logs))
         .route("/v1/tokens", post(create_token))
+        .route("/v1/projects/{id}/secrets", get(crate::secrets::list))
+        .route(
+            "/v1/projects/{id}/secrets/{name}",
+            axum::routing::put(crate::secrets::put).delete(crate::secrets::remove),
+        )
         .route_layer(middleware::from_fn_with_state(admin, require_principal))
 }
 
-fn api(admin: &Admin) -> Result<&DeployApi, ApiError> {
+pub(crate) fn api(admin: &Admin) -> Result<&DeployApi, ApiError> {
     admin
         .deploy
         .as_ref()
@@ -202,7 +207,11 @@ async fn upload(
 
 /// A project the caller may see; others' projects are "not found", never "forbidden", so
 /// their ids cannot be probed.
-async fn visible(deploy: &DeployApi, principal: &Principal, id: &str) -> Result<Project, ApiError> {
+pub(crate) async fn visible(
+    deploy: &DeployApi,
+    principal: &Principal,
+    id: &str,
+) -> Result<Project, ApiError> {
     match deploy.deployer.store().project(id).await? {
         Some(p) if principal.may_touch(&p) => Ok(p),
         _ => Err(ApiError::NotFound(format!("no project {id:?}"))),

@@ -17,6 +17,7 @@ mod instances;
 mod logs;
 mod observe;
 pub mod principal;
+mod secrets;
 pub mod token;
 mod views;
 

@@ -7,11 +7,13 @@ mod cache;
 mod error;
 mod node;
 mod python;
+mod secrets;
 mod service;
 mod unpack;
 mod upload;
 
 pub use error::DeployError;
+pub use secrets::{check_secret_name, SecretBox, MAX_SECRET_BYTES};
 pub use service::{Deployed, Deployer};
 pub use unpack::{MAX_ENTRIES, MAX_UNPACKED};
 pub use upload::{check_name, default_name, FileKind, Upload, MAX_NAME_CHARS};

@@ -43,6 +43,11 @@ pub struct Deployer {
     public_url: String,
     /// One deploy at a time per project (or per new name).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Seals and opens project secrets.
+    secrets: crate::SecretBox,
+    /// Makes every class name unique: a version started again (rollback to the current one,
+    /// new secrets) gets a class of its own, so the one it replaces can be retired.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A version that went live.
@@ -75,15 +80,22 @@ impl Runtime {
 }
 
 impl Deployer {
-    /// A deployer storing builds under `<data_dir>/deploy`.
-    pub fn new(config: Arc<Config>, store: Store, instances: Instances) -> Self {
+    /// A deployer storing builds under `<data_dir>/deploy`; reads (or makes) the secret key.
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        instances: Instances,
+    ) -> Result<Self, DeployError> {
+        let secrets =
+            crate::SecretBox::load_or_create(&crate::SecretBox::key_path(&config.data_dir()))?;
         let root = config.data_dir().join("deploy");
         let public_url = config
             .server
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.server.listen));
-        Self {
+        Ok(Self {
+            secrets,
             cache: Cache::new(root.join("cache")),
             root,
             store,
@@ -91,7 +103,8 @@ impl Deployer {
             config,
             public_url: public_url.trim_end_matches('/').to_string(),
             locks: Mutex::new(HashMap::new()),
-        }
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// The store behind the deploy API.
@@ -117,7 +130,7 @@ impl Deployer {
             else {
                 continue;
             };
-            match self.class_for(&deployment) {
+            match self.class_for(&deployment).await {
                 Ok(class) => {
                     self.instances.route_project(&project.id, class);
                     routed += 1;
@@ -163,7 +176,7 @@ impl Deployer {
             requirements,
             created_at: 0,
         };
-        let class = match self.class_for(&deployment) {
+        let class = match self.class_for(&deployment).await {
             Ok(class) => class,
             Err(e) => {
                 self.remove_build(&build).await;
@@ -216,7 +229,7 @@ impl Deployer {
             .ok_or_else(|| {
                 DeployError::NotFound(format!("project {} has no version {version}", project.id))
             })?;
-        let class = self.class_for(&deployment)?;
+        let class = self.class_for(&deployment).await?;
         self.start(&class).await?;
         if !self.store.set_current(&project.id, version).await? {
             self.instances.stop(&class, KEY, false).await;
@@ -330,8 +343,94 @@ impl Deployer {
         let _ = tokio::fs::remove_dir_all(self.root.join("builds").join(build)).await;
     }
 
+    /// The class that runs one version with the project's secrets as env.
+    async fn class_for(&self, deployment: &Deployment) -> Result<Arc<ClassRuntime>, DeployError> {
+        let env = self.env_of(&deployment.project_id).await?;
+        self.class_with_env(deployment, env)
+    }
+
+    /// The project's secrets, opened.
+    async fn env_of(&self, project_id: &str) -> Result<Vec<(String, String)>, DeployError> {
+        let scope = secret_scope(project_id);
+        let mut env = Vec::new();
+        for sealed in self.store.secrets(&scope).await? {
+            env.push((sealed.name.clone(), self.secrets.open(&scope, &sealed)?));
+        }
+        Ok(env)
+    }
+
+    /// Names of a project's secrets (never their values).
+    pub async fn secret_names(&self, project: &Project) -> Result<Vec<String>, DeployError> {
+        let sealed = self.store.secrets(&secret_scope(&project.id)).await?;
+        Ok(sealed.into_iter().map(|s| s.name).collect())
+    }
+
+    /// Sets (`Some`) or removes (`None`) a project secret. The current version is started
+    /// again with the new env first; only once it is ready is the change stored and traffic
+    /// moved, so a value that breaks the app changes nothing. False when removing a secret
+    /// that does not exist.
+    pub async fn set_secret(
+        &self,
+        project: &Project,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<bool, DeployError> {
+        crate::check_secret_name(name)?;
+        if value.is_some_and(|v| v.len() > crate::MAX_SECRET_BYTES) {
+            return Err(DeployError::TooLarge {
+                what: "the secret".into(),
+                limit: crate::MAX_SECRET_BYTES as u64,
+            });
+        }
+        let lock = self.lock(&project.id);
+        let _held = lock.lock().await;
+        let scope = secret_scope(&project.id);
+        let mut env = self.env_of(&project.id).await?;
+        let existed = env.iter().any(|(n, _)| n == name);
+        if value.is_none() && !existed {
+            return Ok(false);
+        }
+        env.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            env.push((name.to_string(), value.to_string()));
+        }
+        let sealed = value
+            .map(|v| self.secrets.seal(&scope, name, v))
+            .transpose()?;
+        let current = self
+            .store
+            .deployment(&project.id, project.current_version)
+            .await?;
+        let class = match current {
+            Some(deployment) => {
+                let class = self.class_with_env(&deployment, env)?;
+                self.start(&class).await?;
+                Some(class)
+            }
+            None => None,
+        };
+        let stored = match &sealed {
+            Some(sealed) => self.store.put_secret(&scope, sealed).await.map(|()| true),
+            None => self.store.delete_secret(&scope, name).await,
+        };
+        if let Err(e) = stored {
+            if let Some(class) = &class {
+                self.instances.stop(class, KEY, true).await;
+            }
+            return Err(e.into());
+        }
+        if let Some(class) = class {
+            self.switch(&project.id, class);
+        }
+        Ok(true)
+    }
+
     /// The class that runs one version, in its build folder.
-    fn class_for(&self, deployment: &Deployment) -> Result<Arc<ClassRuntime>, DeployError> {
+    fn class_with_env(
+        &self,
+        deployment: &Deployment,
+        env: Vec<(String, String)>,
+    ) -> Result<Arc<ClassRuntime>, DeployError> {
         let dir = self.root.join("builds").join(&deployment.build);
         if !dir.is_dir() {
             return Err(DeployError::NotFound(format!(
@@ -340,7 +439,13 @@ impl Deployer {
             )));
         }
         let mut table = toml::Table::new();
-        let name = format!("project-{}-{}", deployment.project_id, deployment.build);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!(
+            "project-{}-{}-{generation}",
+            deployment.project_id, deployment.build
+        );
         table.insert("class_name".into(), name.into());
         table.insert(
             "command".into(),
@@ -366,6 +471,8 @@ impl Deployer {
             .map_err(|e| DeployError::io("project class", std::io::Error::other(format!("{e}"))))?;
         let mut runtime = ClassRuntime::from_config(&self.config, &class);
         runtime.work_dir = dir;
+        // Set here rather than in the class table: values never pass through a config file.
+        runtime.env.extend(env);
         Ok(Arc::new(runtime))
     }
 
@@ -390,7 +497,7 @@ impl Deployer {
         let Some(old) = self.instances.route_project(project_id, class.clone()) else {
             return;
         };
-        if Arc::ptr_eq(&old, &class) || old.name == class.name {
+        if Arc::ptr_eq(&old, &class) {
             return;
         }
         let instances = self.instances.clone();
@@ -405,6 +512,11 @@ impl Deployer {
             instances.stop(&old, KEY, false).await;
         });
     }
+}
+
+/// The store scope of a project's secrets.
+fn secret_scope(project_id: &str) -> String {
+    format!("project:{project_id}")
 }
 
 /// Picks the runtime: the upload's `runtime` field, else what its files say.

@@ -16,7 +16,9 @@ mod open;
 mod records;
 
 pub use error::StoreError;
-pub use records::{random_hex, Deployment, NewDeployment, Project, TokenRecord, UsageEvent};
+pub use records::{
+    random_hex, Deployment, NewDeployment, Project, SealedSecret, TokenRecord, UsageEvent,
+};
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -210,6 +212,10 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM secrets WHERE scope = $1")
+            .bind(format!("project:{id}"))
+            .execute(&mut *tx)
+            .await?;
         let gone = sqlx::query("DELETE FROM projects WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -247,6 +253,49 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(TokenRecord::from_row).transpose()
+    }
+
+    /// Stores (or replaces) a sealed secret of a scope (`project:<id>`).
+    pub async fn put_secret(&self, scope: &str, secret: &SealedSecret) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM secrets WHERE scope = $1 AND name = $2")
+            .bind(scope)
+            .bind(&secret.name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO secrets (scope, name, nonce, sealed, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(scope)
+        .bind(&secret.name)
+        .bind(&secret.nonce)
+        .bind(&secret.sealed)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The sealed secrets of a scope, by name.
+    pub async fn secrets(&self, scope: &str) -> Result<Vec<SealedSecret>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, nonce, sealed FROM secrets WHERE scope = $1 ORDER BY name")
+                .bind(scope)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(SealedSecret::from_row).collect()
+    }
+
+    /// Deletes a secret; false when there was none.
+    pub async fn delete_secret(&self, scope: &str, name: &str) -> Result<bool, StoreError> {
+        let gone = sqlx::query("DELETE FROM secrets WHERE scope = $1 AND name = $2")
+            .bind(scope)
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(gone > 0)
     }
 
     /// Usage events of one owner, newest first.

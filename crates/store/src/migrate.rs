@@ -6,8 +6,9 @@ use crate::StoreError;
 use sqlx::{AnyPool, Row};
 
 /// Every migration, in order. Only append; never edit a step that has shipped.
-const STEPS: &[&[&str]] = &[&[
-    "CREATE TABLE projects (
+const STEPS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE projects (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         owner TEXT NOT NULL,
@@ -15,7 +16,7 @@ const STEPS: &[&[&str]] = &[&[
         current_version BIGINT NOT NULL,
         created_at BIGINT NOT NULL,
         UNIQUE (owner, name))",
-    "CREATE TABLE deployments (
+        "CREATE TABLE deployments (
         project_id TEXT NOT NULL,
         version BIGINT NOT NULL,
         build TEXT NOT NULL,
@@ -24,20 +25,31 @@ const STEPS: &[&[&str]] = &[&[
         requirements TEXT NOT NULL,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (project_id, version))",
-    "CREATE TABLE tokens (
+        "CREATE TABLE tokens (
         hash TEXT PRIMARY KEY,
         username TEXT NOT NULL,
         plan TEXT NOT NULL,
         admin BIGINT NOT NULL,
         created_at BIGINT NOT NULL)",
-    "CREATE TABLE usage_events (
+        "CREATE TABLE usage_events (
         owner TEXT NOT NULL,
         project_id TEXT NOT NULL,
         kind TEXT NOT NULL,
         amount BIGINT NOT NULL,
         at BIGINT NOT NULL)",
-    "CREATE INDEX usage_events_owner ON usage_events (owner, at)",
-]];
+        "CREATE INDEX usage_events_owner ON usage_events (owner, at)",
+    ],
+    &[
+        // Secrets are stored sealed (ChaCha20-Poly1305); the key lives apart from the store.
+        "CREATE TABLE secrets (
+        scope TEXT NOT NULL,
+        name TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, name))",
+    ],
+];
 
 /// Brings the schema up to date.
 pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {

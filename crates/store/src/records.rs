@@ -86,6 +86,27 @@ pub struct UsageEvent {
     pub at: i64,
 }
 
+/// A secret as the store keeps it: sealed by the deploy layer, whose key is kept apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// The environment variable it becomes.
+    pub name: String,
+    /// The AEAD nonce, hex.
+    pub nonce: String,
+    /// Ciphertext and tag, hex.
+    pub sealed: String,
+}
+
+impl SealedSecret {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            name: col(row, "name")?,
+            nonce: col(row, "nonce")?,
+            sealed: col(row, "sealed")?,
+        })
+    }
+}
+
 impl Project {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
         Ok(Self {

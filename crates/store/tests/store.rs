@@ -232,3 +232,35 @@ async fn unknown_store_setting_is_refused() {
     let err = Store::open("mysql://x", dir.path()).await.err().unwrap();
     assert!(err.to_string().contains("not supported"), "{err}");
 }
+
+async fn secrets_replace_list_and_go_with_their_project(store: Store) {
+    use valet_store::SealedSecret;
+    let sealed = |name: &str, v: &str| SealedSecret {
+        name: name.into(),
+        nonce: "00".into(),
+        sealed: v.into(),
+    };
+    store
+        .record_deployment(&new_deployment("p1", "alice", "b1"))
+        .await
+        .unwrap();
+    store
+        .put_secret("project:p1", &sealed("B", "1"))
+        .await
+        .unwrap();
+    store
+        .put_secret("project:p1", &sealed("A", "2"))
+        .await
+        .unwrap();
+    store
+        .put_secret("project:p1", &sealed("B", "3"))
+        .await
+        .unwrap();
+    let all = store.secrets("project:p1").await.unwrap();
+    assert_eq!(all, [sealed("A", "2"), sealed("B", "3")]);
+    assert!(store.delete_secret("project:p1", "A").await.unwrap());
+    assert!(!store.delete_secret("project:p1", "A").await.unwrap());
+    assert!(store.delete_project("p1").await.unwrap());
+    assert!(store.secrets("project:p1").await.unwrap().is_empty());
+}
+on_both!(secrets_replace_list_and_go_with_their_project);

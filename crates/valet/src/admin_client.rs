@@ -79,6 +79,11 @@ impl AdminClient {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    /// PUT with a raw body.
+    pub async fn put_body(&self, path: &str, body: Vec<u8>) -> Result<Value, String> {
+        self.send(self.http.put(self.url(path)).body(body)).await
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> Result<Value, String> {
         self.send(self.http.delete(self.url(path))).await

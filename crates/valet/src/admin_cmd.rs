@@ -31,7 +31,8 @@ pub fn run(command: Command) -> ExitCode {
             | Command::Token(_)
             | Command::Deploy { .. }
             | Command::Projects(_)
-            | Command::Rollback { .. } => {
+            | Command::Rollback { .. }
+            | Command::Secret(_) => {
                 unreachable!("handled by main")
             }
         }

@@ -107,6 +107,9 @@ pub enum Command {
     /// Deployed projects.
     #[command(subcommand)]
     Projects(ProjectsCommand),
+    /// A project's secrets: encrypted at rest, injected as env, never shown again.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Move a project's traffic back to one of its versions (once that version is ready).
     Rollback {
         /// Project id.
@@ -133,6 +136,37 @@ pub enum TokenCommand {
         plan: Option<String>,
         #[command(flatten)]
         args: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret from stdin; the project restarts with it once the new env is ready.
+    Put {
+        /// The environment variable it becomes.
+        name: String,
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List a project's secret names.
+    List {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a secret; the project restarts without it.
+    Rm {
+        name: String,
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 

@@ -15,11 +15,10 @@ pub async fn api(config: &Config, instances: &Instances) -> Result<DeployApi, St
         .await
         .map_err(|e| format!("store: {e}"))?;
     tracing::info!(backend = ?store.backend(), "store open");
-    let deployer = Arc::new(Deployer::new(
-        Arc::new(config.clone()),
-        store,
-        instances.clone(),
-    ));
+    let deployer = Arc::new(
+        Deployer::new(Arc::new(config.clone()), store, instances.clone())
+            .map_err(|e| format!("deploy: {e}"))?,
+    );
     let projects = deployer
         .restore()
         .await

@@ -3,7 +3,7 @@
 //! `--json` for scripts; `token create` prints the token as the last line of stdout.
 
 use crate::admin_client::{segment, AdminClient};
-use crate::cli::{self, AdminArgs, Command, ProjectsCommand, TokenCommand};
+use crate::cli::{self, AdminArgs, Command, ProjectsCommand, SecretCommand, TokenCommand};
 use crate::table::{use_color, Cell, Table};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -54,6 +54,7 @@ pub fn run(command: Command) -> ExitCode {
                 });
                 Ok(())
             }
+            Command::Secret(command) => secret(command).await,
             _ => unreachable!("handled elsewhere"),
         }
     })
@@ -235,5 +236,53 @@ async fn versions(project: &str, args: &AdminArgs) -> Result<(), String> {
         ]);
     }
     print!("{}", table.render(use_color()));
+    Ok(())
+}
+
+async fn secret(command: SecretCommand) -> Result<(), String> {
+    match command {
+        SecretCommand::Put {
+            name,
+            project,
+            admin,
+        } => {
+            use std::io::Read;
+            let mut value = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut value)
+                .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+            let path = format!(
+                "/v1/projects/{}/secrets/{}",
+                segment(&project),
+                segment(&name)
+            );
+            let answer = AdminClient::new(&admin)?.put_body(&path, value).await?;
+            print(&admin, &answer, || format!("{name} set on {project}"));
+        }
+        SecretCommand::List { project, admin } => {
+            let path = format!("/v1/projects/{}/secrets", segment(&project));
+            let answer = AdminClient::new(&admin)?.get(&path).await?;
+            if admin.json {
+                println!("{answer}");
+            } else {
+                for name in answer["secrets"].as_array().into_iter().flatten() {
+                    println!("{}", name.as_str().unwrap_or(""));
+                }
+            }
+        }
+        SecretCommand::Rm {
+            name,
+            project,
+            admin,
+        } => {
+            let path = format!(
+                "/v1/projects/{}/secrets/{}",
+                segment(&project),
+                segment(&name)
+            );
+            let answer = AdminClient::new(&admin)?.delete(&path).await?;
+            print(&admin, &answer, || format!("{name} removed from {project}"));
+        }
+    }
     Ok(())
 }

@@ -37,7 +37,8 @@ fn main() -> ExitCode {
         command @ (cli::Command::Token(_)
         | cli::Command::Deploy { .. }
         | cli::Command::Projects(_)
-        | cli::Command::Rollback { .. }) => deploy_cmd::run(command),
+        | cli::Command::Rollback { .. }
+        | cli::Command::Secret(_)) => deploy_cmd::run(command),
         admin => admin_cmd::run(admin),
     }
 }

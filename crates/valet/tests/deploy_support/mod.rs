@@ -309,3 +309,31 @@ pub async fn postgres_database() -> Option<String> {
     let (server, _) = base.rsplit_once('/').expect("URL with a database");
     Some(format!("{server}/{name}"))
 }
+
+/// Like [`cli`], with `input` on stdin.
+pub fn cli_with_stdin(valet: &Valet, args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(args)
+        .arg("--config")
+        .arg(valet.dir().join("valet.toml"))
+        .env_remove("VALET_ADMIN_URL")
+        .env_remove("VALET_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run valet");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("valet output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

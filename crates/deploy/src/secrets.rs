@@ -1,0 +1,187 @@
+//! Project secrets: sealed with ChaCha20-Poly1305 (ring) before they reach the store, under a
+//! key kept apart from it (`<data_dir>/secret.key`, mode 0600, made at first use; or the file
+//! named by `VALET_SECRET_KEY_FILE`). A stolen store (or a PostgreSQL dump) holds no secret in
+//! clear. The scope and name are the AEAD's associated data, so a sealed value moved to
+//! another slot does not open.
+
+use crate::DeployError;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use valet_store::SealedSecret;
+
+/// Largest secret value, in bytes.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// Seals and opens secrets with valet's secret key.
+pub struct SecretBox {
+    key: LessSafeKey,
+    rng: SystemRandom,
+}
+
+impl SecretBox {
+    /// The key file: `VALET_SECRET_KEY_FILE`, else `<data_dir>/secret.key`.
+    pub fn key_path(data_dir: &Path) -> PathBuf {
+        std::env::var_os("VALET_SECRET_KEY_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("secret.key"))
+    }
+
+    /// Reads the key, or makes one (32 random bytes, hex, mode 0600) when the file is missing.
+    pub fn load_or_create(path: &Path) -> Result<Self, DeployError> {
+        let rng = SystemRandom::new();
+        let hex_key = match std::fs::read_to_string(path) {
+            Ok(text) => text.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rng.fill(&mut key)
+                    .map_err(|_| DeployError::io("no randomness", std::io::Error::other("rng")))?;
+                let text = hex::encode(key);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| DeployError::io(format!("cannot make {}", path.display()), e))?;
+                file.write_all(text.as_bytes())
+                    .map_err(|e| DeployError::io(format!("cannot write {}", path.display()), e))?;
+                tracing::info!(path = %path.display(), "secret key made (mode 0600)");
+                text
+            }
+            Err(e) => {
+                return Err(DeployError::io(
+                    format!("cannot read {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        let bytes = hex::decode(&hex_key)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                DeployError::io(
+                    format!("{} is not a 64-digit hex key", path.display()),
+                    std::io::Error::from(std::io::ErrorKind::InvalidData),
+                )
+            })?;
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes)
+            .map_err(|_| DeployError::io("bad secret key", std::io::Error::other("key")))?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            rng,
+        })
+    }
+
+    /// Seals `value` for `name` in `scope`.
+    pub fn seal(&self, scope: &str, name: &str, value: &str) -> Result<SealedSecret, DeployError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| DeployError::io("no randomness", std::io::Error::other("rng")))?;
+        let mut buf = value.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(scope, name)),
+                &mut buf,
+            )
+            .map_err(|_| DeployError::io("cannot seal a secret", std::io::Error::other("seal")))?;
+        Ok(SealedSecret {
+            name: name.to_string(),
+            nonce: hex::encode(nonce),
+            sealed: hex::encode(buf),
+        })
+    }
+
+    /// Opens a sealed secret of `scope`; an error (never the value) when it was tampered with
+    /// or sealed under another key.
+    pub fn open(&self, scope: &str, secret: &SealedSecret) -> Result<String, DeployError> {
+        let damaged = || {
+            DeployError::io(
+                format!(
+                    "secret {} of {scope} cannot be opened (other key, or damaged)",
+                    secret.name
+                ),
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            )
+        };
+        let nonce: [u8; NONCE_LEN] = hex::decode(&secret.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(damaged)?;
+        let mut buf = hex::decode(&secret.sealed).map_err(|_| damaged())?;
+        let plain = self
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(scope, &secret.name)),
+                &mut buf,
+            )
+            .map_err(|_| damaged())?;
+        String::from_utf8(plain.to_vec()).map_err(|_| damaged())
+    }
+}
+
+fn aad(scope: &str, name: &str) -> Vec<u8> {
+    format!("{scope}\0{name}").into_bytes()
+}
+
+/// A secret's name is the environment variable it becomes: letters, digits and `_`, not
+/// starting with a digit, at most 128 characters; `PORT` and `VALET_*` are valet's own.
+pub fn check_secret_name(name: &str) -> Result<(), DeployError> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(DeployError::BadUpload(format!(
+            "secret name {:?} is not an environment variable name (letters, digits, _; not starting with a digit)",
+            name.chars().take(130).collect::<String>()
+        )));
+    }
+    if name == "PORT" || name.starts_with("VALET_") {
+        return Err(DeployError::BadUpload(format!(
+            "secret name {name:?} is reserved for valet"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        let secrets = SecretBox::load_or_create(&path).unwrap();
+        let sealed = secrets.seal("project:a", "API_KEY", "s3cret").unwrap();
+        assert!(!sealed.sealed.contains(&hex::encode("s3cret")));
+        assert_eq!(secrets.open("project:a", &sealed).unwrap(), "s3cret");
+        assert!(
+            secrets.open("project:b", &sealed).is_err(),
+            "bound to its scope"
+        );
+        let again = SecretBox::load_or_create(&path).unwrap();
+        assert_eq!(
+            again.open("project:a", &sealed).unwrap(),
+            "s3cret",
+            "same key"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_secret_name("API_KEY").is_ok());
+        assert!(check_secret_name("1X").is_err());
+        assert!(check_secret_name("A-B").is_err());
+        assert!(check_secret_name("PORT").is_err());
+        assert!(check_secret_name("VALET_DATA_DIR").is_err());
+    }
+}
