@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod docker;
+pub mod dockerd;
 pub mod faults;
 pub mod http;
 pub mod procs;
