@@ -9,6 +9,7 @@ mod node;
 mod python;
 mod secrets;
 mod service;
+mod tenant;
 mod unpack;
 mod upload;
 

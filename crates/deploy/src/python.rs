@@ -135,19 +135,34 @@ pub(crate) async fn version_of(program: &str) -> String {
     }
 }
 
-/// The absolute path of a program on valet's `PATH`.
+/// The absolute path of a program on valet's `PATH`. When valet is root, apps run as their
+/// project's user, so a program that user cannot reach (a pyenv shim under `/root`) is passed
+/// over for the next one on `PATH`.
 pub(crate) fn which(program: &str) -> Result<String, DeployError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
+    let root = nix::unistd::geteuid().is_root();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+        .filter(|p| p.is_file())
+        .find(|p| !root || reachable_by_others(p))
         .map(|p| p.display().to_string())
         .ok_or_else(|| {
             DeployError::io(
-                format!("{program} is not installed on valet's host"),
+                format!("{program} is not installed on valet's host (for other users)"),
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             )
         })
+}
+
+/// Whether every folder on the way to `path` (links resolved) lets others through and the
+/// file lets others run it.
+fn reachable_by_others(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode());
+    mode(&real) & 0o001 != 0 && real.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0)
 }
 
 #[cfg(test)]

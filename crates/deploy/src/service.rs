@@ -166,6 +166,10 @@ impl Deployer {
         let _held = lock.lock().await;
         let build = random_hex(8);
         let (runtime, command, reused_cache) = self.build(&build, kind, &upload).await?;
+        if let Err(e) = self.hand_over(&project_id, &build).await {
+            self.remove_build(&build).await;
+            return Err(e);
+        }
         let requirements = upload.requirements.clone().unwrap_or_default();
         let deployment = Deployment {
             project_id: project_id.clone(),
@@ -254,6 +258,7 @@ impl Deployer {
         for d in deployments {
             self.remove_build(&d.build).await;
         }
+        crate::tenant::remove_user(&project.id).await;
         Ok(())
     }
 
@@ -339,6 +344,16 @@ impl Deployer {
         Ok((runtime, command, reused))
     }
 
+    /// Gives a build to its project's user (when valet is root).
+    async fn hand_over(&self, project_id: &str, build: &str) -> Result<(), DeployError> {
+        match crate::tenant::ensure_user(project_id).await? {
+            Some(user) => {
+                crate::tenant::hand_over(&self.root.join("builds").join(build), &user).await
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn remove_build(&self, build: &str) {
         let _ = tokio::fs::remove_dir_all(self.root.join("builds").join(build)).await;
     }
@@ -346,7 +361,8 @@ impl Deployer {
     /// The class that runs one version with the project's secrets as env.
     async fn class_for(&self, deployment: &Deployment) -> Result<Arc<ClassRuntime>, DeployError> {
         let env = self.env_of(&deployment.project_id).await?;
-        self.class_with_env(deployment, env)
+        let user = crate::tenant::ensure_user(&deployment.project_id).await?;
+        self.class_with_env(deployment, env, user)
     }
 
     /// The project's secrets, opened.
@@ -403,7 +419,8 @@ impl Deployer {
             .await?;
         let class = match current {
             Some(deployment) => {
-                let class = self.class_with_env(&deployment, env)?;
+                let user = crate::tenant::ensure_user(&project.id).await?;
+                let class = self.class_with_env(&deployment, env, user)?;
                 self.start(&class).await?;
                 Some(class)
             }
@@ -430,6 +447,7 @@ impl Deployer {
         &self,
         deployment: &Deployment,
         env: Vec<(String, String)>,
+        user: Option<String>,
     ) -> Result<Arc<ClassRuntime>, DeployError> {
         let dir = self.root.join("builds").join(&deployment.build);
         if !dir.is_dir() {
@@ -473,6 +491,7 @@ impl Deployer {
         runtime.work_dir = dir;
         // Set here rather than in the class table: values never pass through a config file.
         runtime.env.extend(env);
+        runtime.user = user;
         Ok(Arc::new(runtime))
     }
 

@@ -5,6 +5,7 @@
 use crate::admin_support::{with_token, Admin, TOKEN};
 use crate::support::Valet;
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// The fixture folder of the deploy tests.
@@ -23,6 +24,9 @@ pub fn plain_app(version: &str) -> String {
 /// A valet with the deploy API and the test admin token; `extra` is more config.
 pub async fn valet_with(extra: &str) -> (Valet, Api) {
     let valet = Valet::with_config(&with_token(extra)).start().await;
+    // Run as root, valet starts each project as its own user, which must be able to pass
+    // through the test's folder (a tempdir is 0700) to reach its build.
+    std::fs::set_permissions(valet.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let admin = Admin::of(&valet, TOKEN).await;
     let api = Api {
         base: admin.url(""),

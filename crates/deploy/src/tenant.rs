@@ -1,0 +1,86 @@
+//! With the process driver, each project runs as its own unprivileged system user
+//! (`valet-<project id>`), made at its first deploy when valet runs as root. Its build folder
+//! is given to that user with mode 0700, so one tenant cannot read another's code, and
+//! valet's own files (store, secret key, admin token: mode 0600, root's) stay out of reach.
+//! Without root, projects run as valet's user (the README says what that does not isolate).
+
+use crate::DeployError;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The system user of a project, made if missing. `None` when valet is not root.
+pub async fn ensure_user(project_id: &str) -> Result<Option<String>, DeployError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let name = user_name(project_id);
+    if lookup(&name).await? {
+        return Ok(Some(name));
+    }
+    let status = tokio::process::Command::new("useradd")
+        .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
+        .args(["--shell", "/usr/sbin/nologin", "--user-group", &name])
+        .status()
+        .await
+        .map_err(|e| DeployError::io("cannot run useradd", e))?;
+    // Another deploy of the same project may have made it meanwhile: look again.
+    if !status.success() && !lookup(&name).await? {
+        return Err(DeployError::io(
+            format!("useradd {name} failed ({status})"),
+            std::io::Error::other("useradd"),
+        ));
+    }
+    Ok(Some(name))
+}
+
+/// Gives a build folder to the project's user, readable by it alone.
+pub async fn hand_over(dir: &Path, user: &str) -> Result<(), DeployError> {
+    let status = tokio::process::Command::new("chown")
+        .args(["-R", "-h", &format!("{user}:{user}")])
+        .arg(dir)
+        .status()
+        .await
+        .map_err(|e| DeployError::io("cannot run chown", e))?;
+    if !status.success() {
+        return Err(DeployError::io(
+            format!("chown of a build to {user} failed ({status})"),
+            std::io::Error::other("chown"),
+        ));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| DeployError::io("cannot restrict a build folder", e))
+}
+
+/// Removes a deleted project's user (best effort: a leftover user owns nothing).
+pub async fn remove_user(project_id: &str) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let name = user_name(project_id);
+    if let Err(e) = tokio::process::Command::new("userdel")
+        .arg(&name)
+        .status()
+        .await
+    {
+        tracing::warn!(user = %name, error = %e, "cannot remove a project's user");
+    }
+}
+
+/// `valet-<id>`: project ids are 16 hex digits, well under the 32 characters a name may have.
+fn user_name(project_id: &str) -> String {
+    let id: String = project_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(24)
+        .collect();
+    format!("valet-{id}")
+}
+
+async fn lookup(name: &str) -> Result<bool, DeployError> {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || nix::unistd::User::from_name(&name))
+        .await
+        .map_err(|e| DeployError::io("user lookup stopped", std::io::Error::other(e)))?
+        .map(|found| found.is_some())
+        .map_err(|e| DeployError::io("cannot look up a user", e.into()))
+}
