@@ -32,6 +32,9 @@ pub async fn valet_with(extra: &str) -> (Valet, Api) {
         base: admin.url(""),
         client: admin.client.clone(),
         token: TOKEN.to_string(),
+        _users: std::sync::Arc::new(UserCleanup {
+            builds: valet.dir().join(".valet/deploy/builds"),
+        }),
     };
     (valet, api)
 }
@@ -43,6 +46,36 @@ pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
     pub token: String,
+    _users: std::sync::Arc<UserCleanup>,
+}
+
+/// Removes the system users valet made for this test's projects (run as root, valet makes one
+/// per project), so test runs leave none behind on the machine.
+struct UserCleanup {
+    builds: std::path::PathBuf,
+}
+
+impl Drop for UserCleanup {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        for entry in std::fs::read_dir(&self.builds)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(meta) = entry.metadata() else { continue };
+            let uid = nix::unistd::Uid::from_raw(meta.uid());
+            if let Ok(Some(user)) = nix::unistd::User::from_uid(uid) {
+                if user.name.starts_with("valet-") {
+                    // -f: its app may still run until valet stops right after this.
+                    let _ = std::process::Command::new("userdel")
+                        .args(["-f", &user.name])
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
 }
 
 /// A multipart upload: the file and the text fields.
@@ -74,6 +107,7 @@ impl Api {
             base: self.base.clone(),
             client: self.client.clone(),
             token: token.to_string(),
+            _users: self._users.clone(),
         }
     }
 
