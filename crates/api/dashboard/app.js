@@ -12,6 +12,8 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY);
 let timers = [];
 let pending = new Set(); // instances with an action in flight: their buttons stay disabled
+const openProjects = new Set(); // projects whose versions are shown
+const rollingBack = new Set(); // projects with a rollback in flight
 let lastStats = null;
 const series = { rate: {}, latency: {}, cold: {} };
 let logsAbort = null;
@@ -82,12 +84,85 @@ function guard(fn) {
 }
 
 function start() {
-  const polls = [[refreshInstances, 1000], [refreshStats, 2000], [refreshStatus, 2000]];
+  const polls = [[refreshInstances, 1000], [refreshStats, 2000], [refreshStatus, 2000],
+    [refreshProjects, 2000]];
   for (const [fn, every] of polls) {
     const run = guard(fn);
     run();
     timers.push(setInterval(run, every));
   }
+}
+
+// ---- Projects (deploy API) -------------------------------------------------------------------
+
+const projectPath = (id) => `/v1/projects/${encodeURIComponent(id)}`;
+
+async function refreshProjects() {
+  let list;
+  try {
+    list = await api("/v1/projects");
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    // 404 "the deploy API is not enabled": nothing to show.
+    $("projects-panel").hidden = true;
+    return;
+  }
+  $("projects-panel").hidden = false;
+  $("project-count").textContent = `(${list.length})`;
+  $("no-projects").hidden = list.length > 0;
+  const versions = await Promise.all(list.map((p) =>
+    openProjects.has(p.id) ? api(`${projectPath(p.id)}/versions`).catch(() => []) : null));
+  const rows = [];
+  list.forEach((p, n) => {
+    const open = openProjects.has(p.id);
+    rows.push(el("tr", { data: { project: p.id, version: p.version } },
+      el("td", {}, p.name),
+      el("td", { class: "key" }, p.id),
+      el("td", {}, p.owner || "–"),
+      el("td", {}, p.runtime),
+      el("td", { class: "num" }, p.version),
+      el("td", {}, el("span", { class: `state state-${p.state}` }, p.state || "–")),
+      el("td", { class: "key" }, el("a", { href: p.endpoint, target: "_blank", rel: "noopener" }, p.endpoint)),
+      el("td", { class: "actions" },
+        el("button", {
+          class: "link", data: { action: "versions" },
+          on: { click: () => { open ? openProjects.delete(p.id) : openProjects.add(p.id); guard(refreshProjects)(); } },
+        }, open ? "Hide versions" : "Versions"))));
+    if (open && versions[n]) {
+      const items = versions[n].map((v) => el("li", { data: { version: v.version } },
+        `v${v.version} · ${v.runtime} · ${new Date(v.created_at * 1000).toLocaleString()} `,
+        v.current ? el("span", { class: "state state-ready" }, "current")
+          : el("button", {
+            class: "secondary", disabled: rollingBack.has(p.id), data: { rollback: v.version },
+            title: `Move ${p.name}'s traffic back to version ${v.version}`,
+            on: { click: () => rollback(p, v.version) },
+          }, "Roll back")));
+      rows.push(el("tr", { class: "versions-row", data: { versionsOf: p.id } },
+        el("td", { colSpan: 8 }, el("ul", { class: "versions" }, ...items))));
+    }
+  });
+  document.querySelector("#projects tbody").replaceChildren(...rows);
+}
+
+async function rollback(project, version) {
+  rollingBack.add(project.id);
+  $("project-error").hidden = true;
+  guard(refreshProjects)();
+  try {
+    // Answers once the version is ready and has the traffic.
+    await api(`${projectPath(project.id)}/rollback`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ version }),
+    });
+  } catch (e) {
+    if (e instanceof Unauthorized) return signOut("The token is no longer accepted.");
+    $("project-error").textContent = `rollback of ${project.name} to v${version}: ${e.message}`;
+    $("project-error").hidden = false;
+  } finally {
+    rollingBack.delete(project.id);
+  }
+  guard(refreshProjects)();
 }
 
 // ---- Formatting ------------------------------------------------------------------------------

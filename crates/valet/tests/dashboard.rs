@@ -1,12 +1,14 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver loads the
 //! page from the admin listener, signs in with the token, sees an instance appear after a
 //! request to the gateway, stops and starts it with the buttons, follows its logs, and draws
-//! its charts. Screenshots of each step are kept under `<target>/test-artifacts/dashboard/`.
+//! its charts; and lists deployed projects with their versions and rolls one back with its
+//! button. Screenshots of each step are kept under `<target>/test-artifacts/dashboard/`.
 //!
 //! Without Chromium and chromedriver (Debian: `chromium`, `chromium-driver`) the test is skipped,
 //! except under `CI=true`, where it fails: CI must never pass without having run it.
 
 mod admin_support;
+mod deploy_support;
 mod support;
 
 use admin_support::{with_token, Admin, TOKEN};
@@ -102,6 +104,60 @@ async fn the_dashboard_shows_an_instance_and_stops_it_with_its_button() {
             "loaded from elsewhere: {url}"
         );
     }
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_projects_and_rolls_one_back_with_its_button() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let (valet, api) = deploy_support::valet_with("").await;
+    let mut id = String::new();
+    let mut url = String::new();
+    for version in ["v1", "v2"] {
+        let (status, body) = api
+            .upload(
+                deploy_support::Form::file("app.py", deploy_support::plain_app(version))
+                    .field("name", "site"),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}\n{}", valet.log());
+        id = body["id"].as_str().unwrap().to_string();
+        url = body["endpoint"].as_str().unwrap().to_string();
+    }
+    assert_eq!(
+        deploy_support::get_app(&valet, &url).await.1["version"],
+        "v2"
+    );
+
+    let admin = Admin::of(&valet, TOKEN).await;
+    let page = &browser.client;
+    let shots = Screenshots::new();
+    page.goto(&admin.url("/"))
+        .await
+        .expect("open the dashboard");
+    wait_for(page, "#token")
+        .await
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    click(page, "#login").await;
+    let row = format!(r#"tr[data-project="{id}"]"#);
+    wait_for(page, &format!(r#"{row}[data-version="2"]"#)).await;
+    click(page, &format!(r#"{row} button[data-action="versions"]"#)).await;
+    wait_for(page, r#"button[data-rollback="1"]"#).await;
+    shots.take(page, "06-project-versions").await;
+
+    click(page, r#"button[data-rollback="1"]"#).await;
+    wait_for(page, &format!(r#"{row}[data-version="1"]"#)).await;
+    // The version in the table is the one that serves.
+    assert_eq!(
+        deploy_support::get_app(&valet, &url).await.1["version"],
+        "v1"
+    );
+    wait_for(page, r#"button[data-rollback="2"]"#).await;
+    shots.take(page, "07-rolled-back").await;
     browser.close().await;
 }
 
