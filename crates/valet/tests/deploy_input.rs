@@ -237,3 +237,21 @@ async fn requirements_that_fail_to_install_fail_the_deploy_with_the_installers_m
     );
     assert!(api.projects().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_largest_limit_is_refused_with_413_before_it_is_read_whole() {
+    let (valet, api) = valet_with("").await;
+    // 100 MB is the most valet reads when no plan allows more; the admin has no plan limit.
+    let big = vec![b'#'; 101 * 1024 * 1024];
+    let (status, body) = api.upload(Form::file("app.py", big)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than valet accepts"),
+        "{body}"
+    );
+    assert!(api.projects().await.is_empty());
+    assert_eq!(leftovers(&valet), Vec::<String>::new());
+}
