@@ -5,9 +5,10 @@
 //! is not theirs answers 404 as if it did not exist.
 
 use crate::error::ApiError;
+use crate::owned::Owned;
 use crate::principal::{require_principal, JwtCheck, Principal};
 use crate::Admin;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
@@ -248,37 +249,25 @@ async fn list(
 }
 
 /// `GET /v1/projects/{id}`.
-async fn show(
-    State(admin): State<Arc<Admin>>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let deploy = api(&admin)?;
-    let project = visible(deploy, &principal, &id).await?;
-    Ok(Json(view(deploy, &project)))
+async fn show(owned: Owned) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(owned.deploy(), &owned.project)))
 }
 
 /// `DELETE /api/containers/servers/{id}`, `DELETE /v1/projects/{id}`.
-async fn remove(
-    State(admin): State<Arc<Admin>>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let deploy = api(&admin)?;
-    let project = visible(deploy, &principal, &id).await?;
-    deploy.deployer.delete(&project).await?;
-    Ok(Json(json!({ "deleted": project.id })))
+async fn remove(owned: Owned) -> Result<Json<Value>, ApiError> {
+    owned.deploy().deployer.delete(&owned.project).await?;
+    Ok(Json(json!({ "deleted": owned.project.id })))
 }
 
 /// `GET /v1/projects/{id}/versions`.
-async fn versions(
-    State(admin): State<Arc<Admin>>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let deploy = api(&admin)?;
-    let project = visible(deploy, &principal, &id).await?;
-    let all = deploy.deployer.store().deployments(&project.id).await?;
+async fn versions(owned: Owned) -> Result<Json<Value>, ApiError> {
+    let project = &owned.project;
+    let all = owned
+        .deploy()
+        .deployer
+        .store()
+        .deployments(&project.id)
+        .await?;
     Ok(Json(Value::Array(
         all.iter()
             .map(|d| {
@@ -302,19 +291,20 @@ struct RollbackBody {
 
 /// `POST /v1/projects/{id}/rollback` `{"version": N}`: traffic moves once N is ready.
 async fn rollback(
-    State(admin): State<Arc<Admin>>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
+    owned: Owned,
     body: Result<Json<RollbackBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let deploy = api(&admin)?;
     let Json(body) = body.map_err(|e| {
         ApiError::BadRequest(format!("expected {{\"version\": N}}: {}", e.body_text()))
     })?;
-    let project = visible(deploy, &principal, &id).await?;
-    deploy.deployer.rollback(&project, body.version).await?;
-    let project = visible(deploy, &principal, &id).await?;
-    Ok(Json(view(deploy, &project)))
+    let deployer = &owned.deploy().deployer;
+    deployer.rollback(&owned.project, body.version).await?;
+    let project = deployer
+        .store()
+        .project(&owned.project.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no project {:?}", owned.project.id)))?;
+    Ok(Json(view(owned.deploy(), &project)))
 }
 
 /// Query of `GET /v1/projects/{id}/logs`.
@@ -324,17 +314,11 @@ struct LogsQuery {
 }
 
 /// `GET /v1/projects/{id}/logs?lines=N`: the current version's output.
-async fn logs(
-    State(admin): State<Arc<Admin>>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let deploy = api(&admin)?;
-    let project = visible(deploy, &principal, &id).await?;
-    let lines = deploy
+async fn logs(owned: Owned, Query(q): Query<LogsQuery>) -> Result<Json<Value>, ApiError> {
+    let lines = owned
+        .deploy()
         .deployer
-        .logs(&project.id, q.lines.unwrap_or(100).min(10_000));
+        .logs(&owned.project.id, q.lines.unwrap_or(100).min(10_000));
     Ok(Json(json!({ "lines": lines })))
 }
 

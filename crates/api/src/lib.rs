@@ -16,6 +16,7 @@ mod error;
 mod instances;
 mod logs;
 mod observe;
+mod owned;
 pub mod principal;
 mod secrets;
 pub mod token;
