@@ -54,6 +54,9 @@ pub enum DeployError {
     /// A plan limit (or ownership) forbids it.
     #[error("{0}")]
     Forbidden(String),
+    /// The configured driver cannot run deployed projects yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -86,6 +89,7 @@ impl DeployError {
             Self::Install { .. } | Self::Compile(_) | Self::NotReady { .. } => 422,
             Self::NotFound(_) => 404,
             Self::Forbidden(_) => 403,
+            Self::Unsupported(_) => 501,
             Self::Store(_) | Self::Io { .. } => 500,
         }
     }
@@ -104,6 +108,7 @@ impl DeployError {
             Self::NotReady { .. } => "not_ready",
             Self::NotFound(_) => "not_found",
             Self::Forbidden(_) => "forbidden",
+            Self::Unsupported(_) => "not_implemented",
             Self::Store(_) | Self::Io { .. } => "internal",
         }
     }

@@ -148,6 +148,12 @@ impl Deployer {
         existing: Option<Project>,
         upload: Upload,
     ) -> Result<Deployed, DeployError> {
+        if self.instances.driver_name() != "process" {
+            return Err(DeployError::Unsupported(format!(
+                "deploying onto the {} driver is not built yet; use driver = \"process\"",
+                self.instances.driver_name()
+            )));
+        }
         let kind = FileKind::of(&upload.file_name, &upload.bytes)?;
         let name = match (&existing, &upload.name) {
             (Some(p), _) => p.name.clone(),
