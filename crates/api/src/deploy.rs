@@ -8,12 +8,13 @@ use crate::error::ApiError;
 use crate::owned::Owned;
 use crate::principal::{require_principal, JwtCheck, Principal};
 use crate::Admin;
-use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use valet_config::PlanConfig;
 use valet_deploy::{Deployer, Upload};
@@ -59,20 +60,17 @@ impl DeployApi {
 
 /// The deploy routes, each behind the principal check.
 pub fn routes(admin: Arc<Admin>) -> Router<Arc<Admin>> {
-    let limit = admin
-        .deploy
-        .as_ref()
-        .map_or(DEFAULT_MAX_UPLOAD, |d| d.body_limit()) as usize;
     Router::new()
         .route(
             "/api/containers/upload",
-            post(upload).layer(DefaultBodyLimit::max(limit)),
+            // The upload's own cap (upload_body.rs) replaces axum's default 2 MB limit.
+            post(upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/mcp-projects", get(list))
         .route("/api/containers/servers/{id}", delete(remove))
         .route(
             "/v1/projects",
-            get(list).post(upload).layer(DefaultBodyLimit::max(limit)),
+            get(list).post(upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/projects/{id}", get(show).delete(remove))
         .route("/v1/projects/{id}/versions", get(versions))
@@ -100,7 +98,11 @@ struct Form {
     id: Option<String>,
 }
 
-async fn read_form(mut multipart: Multipart, limit: u64) -> Result<Form, ApiError> {
+async fn read_form(
+    mut multipart: Multipart,
+    limit: u64,
+    over: &AtomicBool,
+) -> Result<Form, ApiError> {
     let mut upload = Upload::default();
     let mut id = None;
     let mut has_file = false;
@@ -108,11 +110,14 @@ async fn read_form(mut multipart: Multipart, limit: u64) -> Result<Form, ApiErro
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return Err(multipart_error(e, limit)),
+            Err(e) => return Err(multipart_error(e, limit, over)),
         };
         let name = field.name().unwrap_or("").to_string();
         let file_name = field.file_name().map(str::to_string);
-        let bytes = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| multipart_error(e, limit, over))?;
         if name == "file" {
             upload.file_name = file_name
                 .ok_or_else(|| ApiError::BadRequest("the file field needs a filename".into()))?;
@@ -138,8 +143,12 @@ async fn read_form(mut multipart: Multipart, limit: u64) -> Result<Form, ApiErro
     Ok(Form { upload, id })
 }
 
-fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+fn multipart_error(
+    e: axum::extract::multipart::MultipartError,
+    limit: u64,
+    over: &AtomicBool,
+) -> ApiError {
+    if over.load(Ordering::Relaxed) || e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::refuse(
             413,
             "too_large",
@@ -153,10 +162,15 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> A
 async fn upload(
     State(admin): State<Arc<Admin>>,
     Extension(principal): Extension<Principal>,
-    multipart: Multipart,
+    req: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let deploy = api(&admin)?;
-    let form = read_form(multipart, deploy.body_limit()).await?;
+    let limit = deploy.body_limit();
+    let (req, over) = crate::upload_body::capped(req, limit);
+    let multipart = Multipart::from_request(req, &admin)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let form = read_form(multipart, limit, &over).await?;
     let plan = deploy.plan_of(&principal);
     if let Some((plan_name, plan)) = plan {
         let max = plan.max_upload.get();

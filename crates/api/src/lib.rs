@@ -20,6 +20,7 @@ mod owned;
 pub mod principal;
 mod secrets;
 pub mod token;
+mod upload_body;
 mod views;
 
 pub use deploy::DeployApi;

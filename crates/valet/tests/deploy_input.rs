@@ -239,7 +239,7 @@ async fn requirements_that_fail_to_install_fail_the_deploy_with_the_installers_m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_over_the_largest_limit_is_refused_with_413_before_it_is_read_whole() {
+async fn an_upload_over_the_largest_limit_gets_a_413_that_reaches_the_still_sending_client() {
     let (valet, api) = valet_with("").await;
     // 100 MB is the most valet reads when no plan allows more; the admin has no plan limit.
     let big = vec![b'#'; 101 * 1024 * 1024];
