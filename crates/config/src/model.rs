@@ -109,7 +109,9 @@ pub struct TimeoutsConfig {
     pub first_byte: DurationValue,
     /// Longest silence inside a body, either way. Default `5m`.
     pub idle: DurationValue,
-    /// Reading a client's request head. Default `10s`.
+    /// Reading a client's request head, counted from the end of the previous exchange on a
+    /// keep-alive connection: it is also how long an idle client connection stays open.
+    /// Default `10s`.
     pub header_read: DurationValue,
 }
 
