@@ -84,6 +84,9 @@ pub async fn prepare(
                     tokio::process::Command::new(&npm)
                         .args([
                             "install",
+                            // No install scripts: they would run a package's own code, as
+                            // valet's user, at deploy time.
+                            "--ignore-scripts",
                             "--no-audit",
                             "--no-fund",
                             "--loglevel=error",

@@ -78,6 +78,10 @@ pub async fn prepare(
                             "--disable-pip-version-check",
                             "--no-input",
                             "-q",
+                            // Wheels only: building an sdist runs the package's own code,
+                            // as valet's user, at deploy time.
+                            "--only-binary",
+                            ":all:",
                             "-r",
                         ])
                         .arg(&req_file),
