@@ -41,9 +41,29 @@ fn jwt(secret: &str, sub: &str, plan: &str, exp_from_now: i64) -> String {
     .unwrap()
 }
 
+/// `CONFIG`, on the embedded store or on the PostgreSQL database `store`.
+fn config_on(store: Option<&str>) -> String {
+    // with_token opens [server]; the store line lands in it, before [auth].
+    match store {
+        Some(url) => format!("store = \"{url}\"\n{CONFIG}"),
+        None => CONFIG.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_sees_and_deletes_only_their_own_projects() {
-    let (valet, admin_api) = valet_with(CONFIG).await;
+    owners_alone(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_user_sees_and_deletes_only_their_own_projects() {
+    if let Some(url) = postgres_database().await {
+        owners_alone(Some(&url)).await;
+    }
+}
+
+async fn owners_alone(store: Option<&str>) {
+    let (valet, admin_api) = valet_with(&config_on(store)).await;
     // `valet token create` prints the token as the last line; --json prints {"token": ...}.
     let (ok, out, err) = cli(
         &valet,
@@ -113,7 +133,18 @@ async fn a_user_sees_and_deletes_only_their_own_projects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_limits_are_enforced_and_name_the_limit() {
-    let (valet, admin_api) = valet_with(CONFIG).await;
+    plan_limits(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_plan_limits_are_enforced_and_name_the_limit() {
+    if let Some(url) = postgres_database().await {
+        plan_limits(Some(&url)).await;
+    }
+}
+
+async fn plan_limits(store: Option<&str>) {
+    let (valet, admin_api) = valet_with(&config_on(store)).await;
     let free = admin_api.as_token(&admin_api.token_for("fred", Some("free")).await);
     for name in ["one", "two"] {
         let (status, body) = free
@@ -154,7 +185,18 @@ async fn plan_limits_are_enforced_and_name_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwts_open_the_api_for_their_sub_and_forged_or_expired_ones_are_refused() {
-    let (valet, admin_api) = valet_with(CONFIG).await;
+    jwts(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_jwts_open_the_api_for_their_sub_and_forged_or_expired_ones_are_refused() {
+    if let Some(url) = postgres_database().await {
+        jwts(Some(&url)).await;
+    }
+}
+
+async fn jwts(store: Option<&str>) {
+    let (valet, admin_api) = valet_with(&config_on(store)).await;
     let carol = admin_api.as_token(&jwt(SECRET, "carol", "free", 600));
     let (status, body) = carol
         .upload(Form::file("app.py", plain_app("carol")).field("name", "c"))
