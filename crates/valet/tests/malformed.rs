@@ -126,6 +126,23 @@ async fn request_smuggling_patterns_never_reach_the_instance() {
     for (name, request) in &all {
         let wire = assert_no_smuggling(&valet, name, request.as_bytes()).await;
         eprintln!("{name}: {:?}", wire.statuses());
+        if wire.statuses() == [200] {
+            // What the instance itself saw (the backend echoes it): one framing, never both.
+            let text = wire.text();
+            let echo: serde_json::Value =
+                serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..])
+                    .unwrap_or_else(|e| panic!("{name}: {e}: {text}"));
+            let headers = &echo["headers"];
+            assert!(
+                headers.get("content-length").is_none()
+                    || headers.get("transfer-encoding").is_none(),
+                "{name}: the instance got both framings: {headers}"
+            );
+            assert!(
+                echo["body_len"].as_u64().unwrap() < SMUGGLED.len() as u64 + 16,
+                "{name}: {echo}"
+            );
+        }
     }
     // After all that, the instance still serves ordinary requests.
     valet.echo("/api/echo").await;
