@@ -96,3 +96,83 @@ async fn keys_that_sleep_long_are_forgotten_with_their_logs_but_not_their_data()
     let starts = valet.starts();
     assert_eq!(starts.len(), 23, "{starts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_the_sweeper_never_get_two_instances_of_a_key() {
+    // Sleep after 100 ms, forgotten 200 ms after the last request (swept every 100 ms): two
+    // clients 180-480 ms apart keep landing just before, during and after a forget.
+    let valet = Valet::with_config(
+        r#"
+[server]
+forget_after = "200ms"
+
+[[containers]]
+class_name = "Echo"
+readiness = { path = "/health" }
+sleep_after = "100ms"
+
+[[routes]]
+pattern = "/k/*"
+container = "Echo"
+instance = "path:1"
+strip_prefix = "/k/*"
+"#,
+    )
+    .start()
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..2u64)
+        .map(|i| {
+            let (client, url, stop) = (
+                valet.client.clone(),
+                valet.url("/k/race/echo"),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                let mut pause = 180 + i * 110;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = client.get(&url).send().await.map(|r| r.status().as_u16());
+                    statuses.push(status.map_err(|e| e.to_string()));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    pause = 180 + (pause * 7 + 13) % 300;
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Meanwhile: never two live backends for the key.
+    let started = std::time::Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let alive = valet
+            .starts()
+            .iter()
+            .filter(|s| s.key == "race" && pid_alive(s.pid))
+            .count();
+        most = most.max(alive);
+        assert!(
+            alive <= 1,
+            "{alive} live instances of one key: {:?}",
+            valet.starts()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for client in clients {
+        for status in client.await.unwrap() {
+            assert_eq!(status, Ok(200), "{}", valet.log());
+            answered += 1;
+        }
+    }
+    let forgets = valet.log().matches("forgot keys").count();
+    eprintln!(
+        "race: {answered} requests, {} starts, {forgets} sweeps that forgot the key, at most {most} alive",
+        valet.starts().len()
+    );
+    assert!(
+        forgets > 0,
+        "the key was never forgotten: the test raced nothing"
+    );
+}
