@@ -10,6 +10,7 @@ use crate::principal::{require_principal, JwtCheck, Principal};
 use crate::Admin;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
 use serde_json::{json, Value};
@@ -162,8 +163,9 @@ fn multipart_error(
 async fn upload(
     State(admin): State<Arc<Admin>>,
     Extension(principal): Extension<Principal>,
+    Query(query): Query<UploadQuery>,
     req: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let deploy = api(&admin)?;
     let limit = deploy.body_limit();
     let (req, over) = crate::upload_body::capped(req, limit);
@@ -203,21 +205,37 @@ async fn upload(
             ));
         }
     }
+    if query.progress.is_some_and(|p| p != "0") {
+        return Ok(crate::deploy_stream::stream(
+            admin.clone(),
+            owner,
+            existing,
+            form.upload,
+        ));
+    }
     let deployed = deploy
         .deployer
         .deploy(&owner, existing, form.upload)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": deployed.project.id,
-            "name": deployed.project.name,
-            "runtime": deployed.deployment.runtime,
-            "version": deployed.deployment.version,
-            "endpoint": deployed.endpoint,
-            "reused_cache": deployed.reused_cache,
-        })),
-    ))
+    Ok((StatusCode::CREATED, Json(deployed_view(&deployed))).into_response())
+}
+
+/// The answer to a deploy: `{id, name, runtime, version, endpoint, reused_cache}`.
+pub(crate) fn deployed_view(deployed: &valet_deploy::Deployed) -> Value {
+    json!({
+        "id": deployed.project.id,
+        "name": deployed.project.name,
+        "runtime": deployed.deployment.runtime,
+        "version": deployed.deployment.version,
+        "endpoint": deployed.endpoint,
+        "reused_cache": deployed.reused_cache,
+    })
+}
+
+/// Query of the upload endpoints: `?progress=1` answers with a stream of events.
+#[derive(serde::Deserialize)]
+pub(crate) struct UploadQuery {
+    progress: Option<String>,
 }
 
 /// A project the caller may see; others' projects are "not found", never "forbidden", so

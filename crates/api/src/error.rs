@@ -125,13 +125,25 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The HTTP status of this answer.
+    pub fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    /// The JSON body of this answer: `{error, message}`, plus `log` for a failed version.
+    pub fn body(&self) -> serde_json::Value {
         let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
-        if let Self::Deploy { log: Some(log), .. } = &self {
+        if let Self::Deploy { log: Some(log), .. } = self {
             body["log"] = serde_json::json!(log);
         }
-        let mut response = (self.status(), Json(body)).into_response();
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
         let headers = response.headers_mut();
         match &self {
             Self::Unauthorized | Self::BadToken(_) => {

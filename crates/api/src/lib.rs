@@ -12,6 +12,7 @@
 mod auth;
 mod dashboard;
 pub mod deploy;
+mod deploy_stream;
 mod error;
 mod instances;
 mod logs;

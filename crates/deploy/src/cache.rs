@@ -3,6 +3,7 @@
 //! marked complete last, so a crash mid-install leaves a folder that the next deploy
 //! rebuilds, never one that is used half-made.
 
+use crate::progress::Progress;
 use crate::DeployError;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -86,33 +87,62 @@ async fn remove_dir(dir: &Path) {
     let _ = tokio::fs::remove_dir_all(dir).await;
 }
 
-/// Runs an installer; on failure, its last output lines become the error.
+/// Runs an installer, reporting its output line by line; on failure its last lines (stderr
+/// first: that is where pip and npm say what went wrong) become the error.
 pub async fn run_installer(
     tool: &'static str,
     command: &mut tokio::process::Command,
+    progress: &Progress,
 ) -> Result<(), DeployError> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
     const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
-    command
+    let cannot = |e: std::io::Error| DeployError::Install {
+        tool,
+        log: format!("cannot run {tool}: {e}"),
+    };
+    let mut child = command
         .kill_on_drop(true)
-        .stdin(std::process::Stdio::null());
-    let output = tokio::time::timeout(LIMIT, command.output())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(cannot)?;
+    let read = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        let progress = progress.clone();
+        async move {
+            let mut kept = Vec::new();
+            let Some(pipe) = pipe else { return kept };
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                progress.line(line.clone());
+                kept.push(line);
+                if kept.len() > 200 {
+                    kept.remove(0);
+                }
+            }
+            kept
+        }
+    };
+    let stdout = child.stdout.take().map(|p| Box::new(p) as Box<_>);
+    let stderr = child.stderr.take().map(|p| Box::new(p) as Box<_>);
+    let run = async {
+        let (out, err, status) = tokio::join!(read(stdout), read(stderr), child.wait());
+        status.map(|s| (out, err, s))
+    };
+    let (out, err, status) = tokio::time::timeout(LIMIT, run)
         .await
         .map_err(|_| DeployError::Install {
             tool,
             log: format!("{tool} did not finish within {} s", LIMIT.as_secs()),
         })?
-        .map_err(|e| DeployError::Install {
-            tool,
-            log: format!("cannot run {tool}: {e}"),
-        })?;
-    if output.status.success() {
+        .map_err(cannot)?;
+    if status.success() {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
-    if text.trim().is_empty() {
-        text = String::from_utf8_lossy(&output.stdout).into_owned();
-    }
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines = if err.is_empty() { out } else { err };
     let tail = lines[lines.len().saturating_sub(15)..].join("\n");
     Err(DeployError::Install { tool, log: tail })
 }

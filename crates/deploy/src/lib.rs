@@ -6,6 +6,7 @@
 mod cache;
 mod error;
 mod node;
+mod progress;
 mod python;
 mod secrets;
 mod service;
@@ -14,6 +15,7 @@ mod unpack;
 mod upload;
 
 pub use error::DeployError;
+pub use progress::{Event, Progress};
 pub use secrets::{check_secret_name, SecretBox, MAX_SECRET_BYTES};
 pub use service::{Deployed, Deployer};
 pub use unpack::{MAX_ENTRIES, MAX_UNPACKED};

@@ -2,6 +2,7 @@
 //! with npm into the cache (shared by apps with the same set), run with `node index.js`.
 
 use crate::cache::{self, Cache};
+use crate::progress::Progress;
 use crate::python::{version_of, which};
 use crate::DeployError;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ pub async fn prepare(
     dir: &Path,
     requirements: &[String],
     cache: &Cache,
+    progress: &Progress,
 ) -> Result<Prepared, DeployError> {
     let mut requirements = requirements.to_vec();
     requirements.extend(package_json_dependencies(dir)?);
@@ -74,6 +76,7 @@ pub async fn prepare(
         let npm = which("npm")?;
         let key = cache::key("node", &version_of(&node).await, &requirements);
         let specs = requirements.clone();
+        progress.stage("installing");
         let (deps, was_there) = cache
             .ensure("node", &key, |dir| async move {
                 tokio::fs::write(dir.join("package.json"), "{\"private\": true}\n")
@@ -89,11 +92,11 @@ pub async fn prepare(
                             "--ignore-scripts",
                             "--no-audit",
                             "--no-fund",
-                            "--loglevel=error",
                             "--prefix",
                         ])
                         .arg(&dir)
                         .args(&specs),
+                    progress,
                 )
                 .await
             })

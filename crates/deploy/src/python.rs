@@ -2,6 +2,7 @@
 //! PyPI (shared through the cache), with `PORT` set.
 
 use crate::cache::{self, Cache};
+use crate::progress::Progress;
 use crate::DeployError;
 use std::path::Path;
 
@@ -47,6 +48,7 @@ pub async fn prepare(
     dir: &Path,
     requirements: &[String],
     cache: &Cache,
+    progress: &Progress,
 ) -> Result<Prepared, DeployError> {
     let python = which("python3")?;
     let (interpreter, reused) = if requirements.is_empty() {
@@ -55,6 +57,7 @@ pub async fn prepare(
         let version = version_of(&python).await;
         let key = cache::key("python", &version, requirements);
         let reqs = requirements.join("\n") + "\n";
+        progress.stage("installing");
         let (venv, reused) = cache
             .ensure("python", &key, |dir| async move {
                 let req_file = dir.join("requirements.txt");
@@ -66,6 +69,7 @@ pub async fn prepare(
                     tokio::process::Command::new(&python)
                         .args(["-m", "venv"])
                         .arg(dir.join("venv")),
+                    progress,
                 )
                 .await?;
                 cache::run_installer(
@@ -77,7 +81,6 @@ pub async fn prepare(
                             "install",
                             "--disable-pip-version-check",
                             "--no-input",
-                            "-q",
                             // Wheels only: building an sdist runs the package's own code,
                             // as valet's user, at deploy time.
                             "--only-binary",
@@ -85,6 +88,7 @@ pub async fn prepare(
                             "-r",
                         ])
                         .arg(&req_file),
+                    progress,
                 )
                 .await
             })

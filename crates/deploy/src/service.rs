@@ -7,6 +7,7 @@
 //! version. A failure before the commit removes the build folder and stops its instance.
 
 use crate::node;
+use crate::progress::Progress;
 use crate::python;
 use crate::unpack::{project_root, unpack};
 use crate::upload::{check_name, default_name, FileKind, Upload};
@@ -148,6 +149,18 @@ impl Deployer {
         existing: Option<Project>,
         upload: Upload,
     ) -> Result<Deployed, DeployError> {
+        self.deploy_reporting(owner, existing, upload, &Progress::none())
+            .await
+    }
+
+    /// [`Deployer::deploy`], reporting stages and installer output to `progress`.
+    pub async fn deploy_reporting(
+        &self,
+        owner: &str,
+        existing: Option<Project>,
+        upload: Upload,
+        progress: &Progress,
+    ) -> Result<Deployed, DeployError> {
         if self.instances.driver_name() != "process" {
             return Err(DeployError::Unsupported(format!(
                 "deploying onto the {} driver is not built yet; use driver = \"process\"",
@@ -171,7 +184,8 @@ impl Deployer {
         let lock = self.lock(&lock_key);
         let _held = lock.lock().await;
         let build = random_hex(8);
-        let (runtime, command, reused_cache) = self.build(&build, kind, &upload).await?;
+        progress.stage("unpacking");
+        let (runtime, command, reused_cache) = self.build(&build, kind, &upload, progress).await?;
         if let Err(e) = self.hand_over(&project_id, &build).await {
             self.remove_build(&build).await;
             return Err(e);
@@ -193,6 +207,7 @@ impl Deployer {
                 return Err(e);
             }
         };
+        progress.stage("starting");
         if let Err(e) = self.start(&class).await {
             self.remove_build(&build).await;
             return Err(e);
@@ -295,12 +310,13 @@ impl Deployer {
         build: &str,
         kind: FileKind,
         upload: &Upload,
+        progress: &Progress,
     ) -> Result<(Runtime, Vec<String>, bool), DeployError> {
         let staging = self.root.join("staging").join(build);
         tokio::fs::create_dir_all(&staging)
             .await
             .map_err(|e| DeployError::io("cannot make a staging folder", e))?;
-        let result = self.prepare(build, kind, upload, &staging).await;
+        let result = self.prepare(build, kind, upload, &staging, progress).await;
         let _ = tokio::fs::remove_dir_all(&staging).await;
         result
     }
@@ -311,6 +327,7 @@ impl Deployer {
         kind: FileKind,
         upload: &Upload,
         staging: &Path,
+        progress: &Progress,
     ) -> Result<(Runtime, Vec<String>, bool), DeployError> {
         let bytes = upload.bytes.clone();
         let into = staging.to_path_buf();
@@ -331,12 +348,12 @@ impl Deployer {
                 if let Ok(text) = std::fs::read_to_string(dir.join("requirements.txt")) {
                     reqs.extend(python::parse_requirements(&(text + "\n"))?);
                 }
-                let prepared = python::prepare(&dir, &reqs, &self.cache).await?;
+                let prepared = python::prepare(&dir, &reqs, &self.cache, progress).await?;
                 (prepared.command, prepared.reused)
             }
             Runtime::Node => {
                 let reqs = node::parse_requirements(requirements)?;
-                let prepared = node::prepare(&dir, &reqs, &self.cache).await?;
+                let prepared = node::prepare(&dir, &reqs, &self.cache, progress).await?;
                 (prepared.command, prepared.reused)
             }
         };

@@ -246,7 +246,10 @@ mod tests {
         ] {
             let into = tempfile::tempdir().unwrap();
             let err = unpack(FileKind::Zip, &bad, into.path()).unwrap_err();
-            assert!(matches!(err, DeployError::UnsafeArchive(_)), "{what}: {err}");
+            assert!(
+                matches!(err, DeployError::UnsafeArchive(_)),
+                "{what}: {err}"
+            );
         }
         assert!(!Path::new("/tmp/valet-zip-abs.py").exists());
     }

@@ -89,14 +89,20 @@ impl AdminClient {
         self.send(self.http.delete(self.url(path))).await
     }
 
-    /// POST a multipart form (an upload); no overall timeout, installs can take minutes.
-    pub async fn post_form(
+    /// POST a multipart form and hand back the response to read as a stream (`?progress=1`).
+    pub async fn post_form_stream(
         &self,
         path: &str,
         form: reqwest::multipart::Form,
-    ) -> Result<Value, String> {
-        self.send(self.http.post(self.url(path)).multipart(form))
-            .await
+    ) -> Result<reqwest::Response, String> {
+        let response = self
+            .request(self.http.post(self.url(path)).multipart(form))
+            .await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(error_of(response).await)
+        }
     }
 
     /// A response whose body the caller reads as a stream (log follow).

@@ -142,7 +142,10 @@ async fn deploy(
             form = form.text(field, value);
         }
     }
-    let answer = client.post_form("/v1/projects", form).await?;
+    let response = client
+        .post_form_stream("/v1/projects?progress=1", form)
+        .await?;
+    let answer = follow_deploy(response).await?;
     if args.json {
         println!("{answer}");
     } else {
@@ -285,4 +288,55 @@ async fn secret(command: SecretCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Reads a deploy's event stream: stages and installer lines to stderr as they come, then the
+/// outcome (the deployed project, or the error with the failed version's log).
+async fn follow_deploy(response: reqwest::Response) -> Result<Value, String> {
+    use futures_util::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("the deploy's progress stream broke: {e}"))?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let (mut name, mut data) = ("", Vec::new());
+            for line in event.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = n.trim();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+            let data = data.join("\n");
+            match name {
+                "stage" => eprintln!("==> {data}"),
+                "log" => eprintln!("    {data}"),
+                "done" => {
+                    return serde_json::from_str(&data)
+                        .map_err(|e| format!("unreadable answer from valet: {e}"))
+                }
+                "error" => {
+                    let error: Value = serde_json::from_str(&data).unwrap_or_default();
+                    let body = &error["body"];
+                    let mut message = format!(
+                        "{} ({})",
+                        body["message"].as_str().unwrap_or("the deploy failed"),
+                        error["status"]
+                    );
+                    if let Some(log) = body["log"].as_array().filter(|l| !l.is_empty()) {
+                        message.push_str("\n--- its log ---");
+                        for line in log {
+                            message.push('\n');
+                            message.push_str(line.as_str().unwrap_or(""));
+                        }
+                    }
+                    return Err(message);
+                }
+                _ => {}
+            }
+        }
+    }
+    Err("valet ended the deploy's progress stream without an outcome".into())
 }

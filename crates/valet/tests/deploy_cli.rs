@@ -18,6 +18,10 @@ async fn deploy_a_folder_and_a_file_list_roll_back_and_remove() {
 
     let (ok, out, err) = cli(&valet, &["deploy", &dir_arg, "--name", "cli-app"]);
     assert!(ok, "{out}{err}\n{}", valet.log());
+    assert!(
+        err.contains("==> unpacking") && err.contains("==> starting"),
+        "progress: {err}"
+    );
     let url = last_line(&out);
     assert!(
         url.contains("/containers/"),
@@ -84,4 +88,36 @@ async fn deploy_a_folder_and_a_file_list_roll_back_and_remove() {
     let (ok, out, _) = cli(&valet, &["projects", "ls", "--json"]);
     assert!(ok);
     assert_eq!(out.trim(), "[]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_streams_the_installers_output_as_it_runs() {
+    let (valet, _api) = valet_with("").await;
+    let file = valet.dir().join("index.js");
+    std::fs::write(
+        &file,
+        "const http = require('http');\n\
+         const ms = require('ms');\n\
+         http.createServer((q, s) => s.end(String(ms('1m')))).listen(process.env.PORT, '127.0.0.1');\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &valet,
+        &[
+            "deploy",
+            &file.display().to_string(),
+            "--name",
+            "ms",
+            "--requirements",
+            "ms@2.1.3",
+        ],
+    );
+    assert!(ok, "{out}{err}\n{}", valet.log());
+    assert!(err.contains("==> installing"), "{err}");
+    assert!(
+        err.contains("added 1 package"),
+        "npm's own output, streamed: {err}"
+    );
+    let response = valet.client.get(last_line(&out)).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "60000");
 }
