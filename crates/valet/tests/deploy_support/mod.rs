@@ -323,9 +323,9 @@ impl Drop for Restarted {
 }
 
 /// A fresh database on the test PostgreSQL server (`VALET_TEST_POSTGRES`, default
-/// `postgres://valet:valet@127.0.0.1:5432/postgres`), as a URL. `None` when there is no
-/// server, which fails the test under `CI=true`.
-pub async fn postgres_database() -> Option<String> {
+/// `postgres://valet:valet@127.0.0.1:5432/postgres`), dropped when the returned value is.
+/// `None` when there is no server, which fails the test under `CI=true`.
+pub async fn postgres_database() -> Option<PgDatabase> {
     let base = std::env::var("VALET_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://valet:valet@127.0.0.1:5432/postgres".to_string());
     sqlx::any::install_default_drivers();
@@ -345,7 +345,48 @@ pub async fn postgres_database() -> Option<String> {
         .await
         .expect("create database");
     let (server, _) = base.rsplit_once('/').expect("URL with a database");
-    Some(format!("{server}/{name}"))
+    Some(PgDatabase {
+        url: format!("{server}/{name}"),
+        name,
+        base,
+    })
+}
+
+/// A test database; its URL derefs as a `&str`.
+pub struct PgDatabase {
+    url: String,
+    name: String,
+    base: String,
+}
+
+impl std::ops::Deref for PgDatabase {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Dropped inside the test's runtime, which cannot be blocked on: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+                    .await
+                    .ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            });
+            Ok::<_, std::io::Error>(())
+        })
+        .join();
+    }
 }
 
 /// Like [`cli`], with `input` on stdin.
