@@ -34,7 +34,16 @@ async fn probe(client: &reqwest::Client, url: &str) -> String {
                 Err(e) => format!("{status} unreadable body: {e}"),
             }
         }
-        Err(e) => format!("error: {e}"),
+        Err(e) => {
+            // The whole chain: "error sending request" alone does not say what happened.
+            let mut text = format!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -72,8 +81,12 @@ async fn a_rolling_redeploy_at_a_steady_rate_fails_no_request() {
     assert_eq!(status, 201, "{v1}\n{}", valet.log());
     let id = v1["id"].as_str().unwrap().to_string();
     let url = v1["endpoint"].as_str().unwrap().to_string();
+    // valet closes a client connection that sends no request within `timeouts.header_read`
+    // (10 s), idle keep-alive included; a client must let its idle connections go sooner, or
+    // it may send on one just as valet closes it (the usual keep-alive race).
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     assert_eq!(probe(&client, &url).await, "v1");
