@@ -187,6 +187,22 @@ async fn instances_carry_sigkill_as_their_parent_death_signal() {
     assert_eq!(running.logs().tail(1), ["9"]);
 }
 
+#[tokio::test]
+async fn instances_get_transparent_huge_pages_back_when_valet_turned_them_off() {
+    // valet turns THP off for itself at start; the flag is inherited across fork and exec.
+    nix::sys::prctl::set_thp_disable(true).unwrap();
+    let sandbox = Sandbox::new();
+    let mut running = sandbox
+        .start(&["sh", "-c", "grep THP_enabled /proc/self/status"])
+        .await;
+    assert_eq!(running.exited().await, code(0));
+    let line = running.logs().tail(1).join("");
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        ["THP_enabled:", "1"]
+    );
+}
+
 /// The parent-death signal follows the forking thread, so an instance must outlive the
 /// thread (and runtime) that asked for it.
 #[tokio::test]

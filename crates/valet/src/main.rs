@@ -23,6 +23,11 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // mimalloc asks for transparent huge pages, and on a machine where THP is `madvise` every
+    // fresh 2 MB page is then zeroed whole on first touch: a burst of 1,000 new connections
+    // spent a third of valet's CPU in the kernel's clear_page. valet's heap gains nothing from
+    // huge pages that is worth that. Instances get the setting back (process spawner).
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = cli::Cli::parse();
     cli::init_tracing(&cli.global);
     match cli.command {

@@ -75,6 +75,9 @@ fn set_parent_death_signal(command: &mut Command) {
     let valet = Pid::this();
     let hook = move || -> io::Result<()> {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+        // valet turns transparent huge pages off for itself (see main.rs); the flag would be
+        // inherited across exec, and an instance's own memory is the app's business.
+        nix::sys::prctl::set_thp_disable(false)?;
         // valet may have died between fork and prctl, in which case the signal will never
         // come: give up rather than run unsupervised.
         if getppid() != valet {
@@ -83,7 +86,7 @@ fn set_parent_death_signal(command: &mut Command) {
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed. It makes two raw syscalls (prctl, getppid) and on failure builds an
+    // calls are allowed. It makes raw syscalls only (prctl twice, getppid) and on failure builds an
     // io::Error from an errno, which does not allocate; it takes no locks.
     #[allow(unsafe_code)]
     unsafe {
