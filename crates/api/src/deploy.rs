@@ -78,6 +78,14 @@ pub fn routes(admin: Arc<Admin>) -> Router<Arc<Admin>> {
         .route("/v1/projects/{id}/rollback", post(rollback))
         .route("/v1/projects/{id}/logs", get(logs))
         .route("/v1/tokens", post(create_token))
+        .route(
+            "/v1/classes/{class}/secrets",
+            get(crate::secrets::class_list),
+        )
+        .route(
+            "/v1/classes/{class}/secrets/{name}",
+            axum::routing::put(crate::secrets::class_put).delete(crate::secrets::class_remove),
+        )
         .route("/v1/projects/{id}/secrets", get(crate::secrets::list))
         .route(
             "/v1/projects/{id}/secrets/{name}",

@@ -1,12 +1,16 @@
 //! `/v1/projects/{id}/secrets[/{name}]`: a project owner's secrets. Values go in (PUT, the raw
 //! body) and never come out: listing gives names only, and no answer or error repeats a value.
 
+use crate::deploy::api;
 use crate::error::ApiError;
 use crate::owned::Owned;
+use crate::principal::Principal;
+use crate::Admin;
 use axum::body::Bytes;
-use axum::extract::Path;
-use axum::Json;
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// `GET /v1/projects/{id}/secrets`: the names.
 pub async fn list(owned: Owned) -> Result<Json<Value>, ApiError> {
@@ -51,5 +55,77 @@ pub async fn remove(
     }
     Ok(Json(
         json!({ "project": owned.project.id, "secret": name, "deleted": true }),
+    ))
+}
+
+/// Only the admin manages a container class's secrets.
+fn admin_only(principal: &Principal) -> Result<(), ApiError> {
+    match principal {
+        Principal::Admin => Ok(()),
+        Principal::User { .. } => Err(ApiError::refuse(
+            403,
+            "forbidden",
+            "only an admin may manage a container class's secrets".into(),
+        )),
+    }
+}
+
+/// `GET /v1/classes/{class}/secrets`: the names stored for a `[[containers]]` class.
+pub async fn class_list(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(class): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&principal)?;
+    let names = api(&admin)?
+        .deployer
+        .class_secret_names(&class)
+        .await?
+        .ok_or_else(|| ApiError::no_class(&class))?;
+    Ok(Json(json!({ "class": class, "secrets": names })))
+}
+
+/// `PUT /v1/classes/{class}/secrets/{name}`: stored sealed; reaches the class's instances
+/// from valet's next start.
+pub async fn class_put(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path((class, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&principal)?;
+    let value = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("a secret's value must be UTF-8 text".into()))?;
+    let value = value.strip_suffix('\n').unwrap_or(value);
+    api(&admin)?
+        .deployer
+        .set_class_secret(&class, &name, Some(value))
+        .await?;
+    Ok(Json(json!({
+        "class": class,
+        "secret": name,
+        "set": true,
+        "applies": "from valet's next start",
+    })))
+}
+
+/// `DELETE /v1/classes/{class}/secrets/{name}`.
+pub async fn class_remove(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path((class, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&principal)?;
+    if !api(&admin)?
+        .deployer
+        .set_class_secret(&class, &name, None)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "class {class} has no stored secret {name:?}"
+        )));
+    }
+    Ok(Json(
+        json!({ "class": class, "secret": name, "deleted": true }),
     ))
 }

@@ -16,7 +16,7 @@ mod upload;
 
 pub use error::DeployError;
 pub use progress::{Event, Progress};
-pub use secrets::{check_secret_name, SecretBox, MAX_SECRET_BYTES};
+pub use secrets::{check_secret_name, class_scope, open_scope, SecretBox, MAX_SECRET_BYTES};
 pub use service::{Deployed, Deployer};
 pub use unpack::{MAX_ENTRIES, MAX_UNPACKED};
 pub use upload::{check_name, default_name, FileKind, Upload, MAX_NAME_CHARS};

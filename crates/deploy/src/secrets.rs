@@ -124,6 +124,24 @@ impl SecretBox {
     }
 }
 
+/// Every secret of `scope`, opened.
+pub async fn open_scope(
+    store: &valet_store::Store,
+    secrets: &SecretBox,
+    scope: &str,
+) -> Result<Vec<(String, String)>, DeployError> {
+    let mut opened = Vec::new();
+    for sealed in store.secrets(scope).await? {
+        opened.push((sealed.name.clone(), secrets.open(scope, &sealed)?));
+    }
+    Ok(opened)
+}
+
+/// The store scope of a container class's secrets.
+pub fn class_scope(class: &str) -> String {
+    format!("class:{class}")
+}
+
 fn aad(scope: &str, name: &str) -> Vec<u8> {
     format!("{scope}\0{name}").into_bytes()
 }

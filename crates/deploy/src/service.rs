@@ -465,6 +465,59 @@ impl Deployer {
         Ok(true)
     }
 
+    /// Names of a container class's stored secrets; `None` when the config has no such class.
+    pub async fn class_secret_names(
+        &self,
+        class: &str,
+    ) -> Result<Option<Vec<String>>, DeployError> {
+        if !self.config.containers.iter().any(|c| c.class_name == class) {
+            return Ok(None);
+        }
+        let sealed = self.store.secrets(&crate::class_scope(class)).await?;
+        Ok(Some(sealed.into_iter().map(|s| s.name).collect()))
+    }
+
+    /// Sets (`Some`) or removes (`None`) a secret of a `[[containers]]` class. It must be one
+    /// of the class's `secrets`; it reaches the class's instances from valet's next start
+    /// (valet's own environment still wins). False when removing one that is not stored.
+    pub async fn set_class_secret(
+        &self,
+        class: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<bool, DeployError> {
+        let Some(config) = self
+            .config
+            .containers
+            .iter()
+            .find(|c| c.class_name == class)
+        else {
+            return Err(DeployError::NotFound(format!(
+                "no container class named {class:?}"
+            )));
+        };
+        if !config.secrets.iter().any(|s| s == name) {
+            return Err(DeployError::BadUpload(format!(
+                "class {class:?} does not list {name:?} in its secrets = [...]"
+            )));
+        }
+        if value.is_some_and(|v| v.len() > crate::MAX_SECRET_BYTES) {
+            return Err(DeployError::TooLarge {
+                what: "the secret".into(),
+                limit: crate::MAX_SECRET_BYTES as u64,
+            });
+        }
+        let scope = crate::class_scope(class);
+        match value {
+            Some(value) => {
+                let sealed = self.secrets.seal(&scope, name, value)?;
+                self.store.put_secret(&scope, &sealed).await?;
+                Ok(true)
+            }
+            None => Ok(self.store.delete_secret(&scope, name).await?),
+        }
+    }
+
     /// The class that runs one version, in its build folder.
     fn class_with_env(
         &self,

@@ -94,6 +94,10 @@ impl ClassRuntime {
         // Secrets come from valet's own environment until the store holds them; a missing one is
         // left unset rather than set empty, so the app's own "missing secret" check still fires.
         for name in &class.secrets {
+            // Put into the class's env from the store by `valet up` (see valet's deploy.rs).
+            if class.env.contains_key(name) {
+                continue;
+            }
             match std::env::var(name) {
                 Ok(value) => env.push((name.clone(), value)),
                 Err(_) => {

@@ -139,32 +139,41 @@ pub enum TokenCommand {
     },
 }
 
+/// Whose secret: a deployed project's, or a `[[containers]]` class's (admin only).
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct SecretScope {
+    /// Project id.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Container class name (from valet's next start; must be in its `secrets`).
+    #[arg(long)]
+    pub class: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum SecretCommand {
-    /// Set a secret from stdin; the project restarts with it once the new env is ready.
+    /// Set a secret from stdin. A project restarts with it once the new env is ready.
     Put {
         /// The environment variable it becomes.
         name: String,
-        /// Project id.
-        #[arg(long)]
-        project: String,
+        #[command(flatten)]
+        scope: SecretScope,
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// List a project's secret names.
+    /// List secret names.
     List {
-        /// Project id.
-        #[arg(long)]
-        project: String,
+        #[command(flatten)]
+        scope: SecretScope,
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Remove a secret; the project restarts without it.
+    /// Remove a secret; a project restarts without it.
     Rm {
         name: String,
-        /// Project id.
-        #[arg(long)]
-        project: String,
+        #[command(flatten)]
+        scope: SecretScope,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -4,17 +4,44 @@
 use std::sync::Arc;
 use valet_api::{DeployApi, JwtCheck};
 use valet_config::Config;
-use valet_deploy::Deployer;
+use valet_deploy::{Deployer, SecretBox};
 use valet_gateway::auth::JwtVerifier;
 use valet_instances::Instances;
 use valet_store::Store;
 
-/// Opens the store (migrations run here), restores project routes and builds the deploy API.
-pub async fn api(config: &Config, instances: &Instances) -> Result<DeployApi, String> {
+/// Opens the store (migrations run here) and puts each class's stored secrets into its env,
+/// where valet's own environment does not set them already. Runs before the instance table
+/// is made from `config`.
+pub async fn open_store(config: &mut Config) -> Result<Store, String> {
     let store = Store::open(&config.server.store, &config.data_dir())
         .await
         .map_err(|e| format!("store: {e}"))?;
     tracing::info!(backend = ?store.backend(), "store open");
+    if config.containers.iter().all(|c| c.secrets.is_empty()) {
+        return Ok(store);
+    }
+    let secrets = SecretBox::load_or_create(&SecretBox::key_path(&config.data_dir()))
+        .map_err(|e| format!("secrets: {e}"))?;
+    for class in &mut config.containers {
+        let scope = valet_deploy::class_scope(&class.class_name);
+        let opened = valet_deploy::open_scope(&store, &secrets, &scope)
+            .await
+            .map_err(|e| format!("secrets of class {}: {e}", class.class_name))?;
+        for (name, value) in opened {
+            if class.secrets.contains(&name) && std::env::var_os(&name).is_none() {
+                class.env.insert(name, value);
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// Restores project routes and builds the deploy API on the open store.
+pub async fn api(
+    config: &Config,
+    instances: &Instances,
+    store: Store,
+) -> Result<DeployApi, String> {
     let deployer = Arc::new(
         Deployer::new(Arc::new(config.clone()), store, instances.clone())
             .map_err(|e| format!("deploy: {e}"))?,

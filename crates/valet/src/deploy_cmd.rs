@@ -3,7 +3,9 @@
 //! `--json` for scripts; `token create` prints the token as the last line of stdout.
 
 use crate::admin_client::{segment, AdminClient};
-use crate::cli::{self, AdminArgs, Command, ProjectsCommand, SecretCommand, TokenCommand};
+use crate::cli::{
+    self, AdminArgs, Command, ProjectsCommand, SecretCommand, SecretScope, TokenCommand,
+};
 use crate::table::{use_color, Cell, Table};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -242,29 +244,41 @@ async fn versions(project: &str, args: &AdminArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `/v1/projects/{id}/secrets` or `/v1/classes/{class}/secrets`, and what to call it.
+fn secrets_path(scope: &SecretScope) -> (String, String) {
+    match (&scope.project, &scope.class) {
+        (Some(project), _) => (
+            format!("/v1/projects/{}/secrets", segment(project)),
+            format!("project {project}"),
+        ),
+        (None, Some(class)) => (
+            format!("/v1/classes/{}/secrets", segment(class)),
+            format!("class {class}"),
+        ),
+        (None, None) => unreachable!("clap requires --project or --class"),
+    }
+}
+
 async fn secret(command: SecretCommand) -> Result<(), String> {
     match command {
-        SecretCommand::Put {
-            name,
-            project,
-            admin,
-        } => {
+        SecretCommand::Put { name, scope, admin } => {
             use std::io::Read;
             let mut value = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut value)
                 .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
-            let path = format!(
-                "/v1/projects/{}/secrets/{}",
-                segment(&project),
-                segment(&name)
-            );
-            let answer = AdminClient::new(&admin)?.put_body(&path, value).await?;
-            print(&admin, &answer, || format!("{name} set on {project}"));
+            let (base, whose) = secrets_path(&scope);
+            let answer = AdminClient::new(&admin)?
+                .put_body(&format!("{base}/{}", segment(&name)), value)
+                .await?;
+            print(&admin, &answer, || match answer["applies"].as_str() {
+                Some(when) => format!("{name} set on {whose}; it applies {when}"),
+                None => format!("{name} set on {whose}"),
+            });
         }
-        SecretCommand::List { project, admin } => {
-            let path = format!("/v1/projects/{}/secrets", segment(&project));
-            let answer = AdminClient::new(&admin)?.get(&path).await?;
+        SecretCommand::List { scope, admin } => {
+            let (base, _) = secrets_path(&scope);
+            let answer = AdminClient::new(&admin)?.get(&base).await?;
             if admin.json {
                 println!("{answer}");
             } else {
@@ -273,18 +287,12 @@ async fn secret(command: SecretCommand) -> Result<(), String> {
                 }
             }
         }
-        SecretCommand::Rm {
-            name,
-            project,
-            admin,
-        } => {
-            let path = format!(
-                "/v1/projects/{}/secrets/{}",
-                segment(&project),
-                segment(&name)
-            );
-            let answer = AdminClient::new(&admin)?.delete(&path).await?;
-            print(&admin, &answer, || format!("{name} removed from {project}"));
+        SecretCommand::Rm { name, scope, admin } => {
+            let (base, whose) = secrets_path(&scope);
+            let answer = AdminClient::new(&admin)?
+                .delete(&format!("{base}/{}", segment(&name)))
+                .await?;
+            print(&admin, &answer, || format!("{name} removed from {whose}"));
         }
     }
     Ok(())

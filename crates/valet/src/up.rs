@@ -63,6 +63,8 @@ async fn serve(config: Config) -> Result<(), String> {
     // in flight when the signal came are still answered by their instance.
     let (stop_gateway, gateway_shutdown) = Shutdown::new();
     let (stop_instances, instances_shutdown) = Shutdown::new();
+    let mut config = config;
+    let store = crate::deploy::open_store(&mut config).await?;
     let instances = Instances::new(&config, driver, instances_shutdown);
     for found in adopted {
         let id = found.id.clone();
@@ -109,7 +111,7 @@ async fn serve(config: Config) -> Result<(), String> {
         addr,
         gateway_shutdown.clone(),
     )?
-    .with_deploy(crate::deploy::api(&config, &instances).await?);
+    .with_deploy(crate::deploy::api(&config, &instances, store).await?);
     tracing::info!(addr = %admin.local_addr().map_err(|e| e.to_string())?, "admin listening");
     tokio::spawn(admin.run());
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");

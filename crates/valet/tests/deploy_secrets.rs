@@ -114,3 +114,55 @@ async fn secrets_are_sealed_at_rest_injected_as_env_and_never_shown() {
         .await;
     assert_eq!(status, 404, "already gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_class_gets_its_stored_secrets_from_valets_next_start() {
+    let config = format!(
+        r#"
+[[containers]]
+class_name = "Keyed"
+command = ["python3", "{FIXTURES}/env_app.py"]
+secrets = ["API_KEY"]
+
+[[routes]]
+pattern = "/api/*"
+container = "Keyed"
+instance = "name:one"
+strip_prefix = "/api"
+"#
+    );
+    let (mut valet, api) = valet_with(&config).await;
+    let url = valet.url("/api/");
+    assert_eq!(
+        get_app(&valet, &url).await.1["API_KEY"],
+        serde_json::Value::Null
+    );
+
+    let put = ["secret", "put", "API_KEY", "--class", "Keyed"];
+    let (ok, out, err) = cli_with_stdin(&valet, &put, VALUE);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("next start"), "says when it applies: {out}");
+    let (ok, _, err) = cli_with_stdin(&valet, &["secret", "put", "NOPE", "--class", "Keyed"], "x");
+    assert!(!ok && err.contains("does not list"), "{err}");
+    let (ok, _, err) = cli_with_stdin(&valet, &["secret", "put", "A", "--class", "Missing"], "x");
+    assert!(!ok && err.contains("no container class"), "{err}");
+    let user = api.as_token(&api.token_for("tenant", None).await);
+    let (status, _) = user.call("GET", "/v1/classes/Keyed/secrets", None).await;
+    assert_eq!(status, 403, "class secrets are the operator's");
+    let (ok, out, _) = cli(&valet, &["secret", "list", "--class", "Keyed"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "API_KEY");
+
+    valet.terminate();
+    let again = Restarted::start(valet.dir(), valet.addr()).await;
+    let (status, body) = get_app(&valet, &url).await;
+    assert_eq!(
+        (status, body["API_KEY"].as_str()),
+        (200, Some(VALUE)),
+        "{}",
+        again.log()
+    );
+    let data = valet.dir().join(".valet");
+    assert_eq!(files_containing(&data, VALUE), Vec::<String>::new());
+    assert!(!again.log().contains(VALUE) && !valet.log().contains(VALUE));
+}
