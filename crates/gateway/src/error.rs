@@ -18,6 +18,8 @@ pub enum GatewayError {
     TooManyRequests { retry_after: Duration },
     /// Body larger than `max_body_size`.
     PayloadTooLarge { limit: u64 },
+    /// The client went silent mid-body for longer than `timeouts.idle`.
+    RequestTimeout { idle: Duration },
     /// The instance could not be had.
     Instance {
         instance: String,
@@ -44,6 +46,7 @@ impl GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Instance { error, .. } if error.is_client_error() => StatusCode::BAD_REQUEST,
@@ -79,6 +82,16 @@ impl GatewayError {
                 (
                     "message",
                     &format!("request body exceeds the limit of {limit} bytes"),
+                ),
+            ]),
+            Self::RequestTimeout { idle } => json(&[
+                ("error", "request_timeout"),
+                (
+                    "message",
+                    &format!(
+                        "the request body stalled for more than {} s",
+                        idle.as_secs_f64()
+                    ),
                 ),
             ]),
             Self::Instance { instance, error } => {

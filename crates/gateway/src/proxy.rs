@@ -4,7 +4,7 @@ use crate::body::Body;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
 use crate::pool::{Pool, SendError};
-use crate::stream::LeasedBody;
+use crate::stream::{ClientBodyIdle, LeasedBody, SentBody};
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -18,7 +18,7 @@ use valet_instances::Lease;
 
 /// Body sent to instances: the client's body, limited when `max_body_size` is set, or none when
 /// a bodiless request is sent again (see [`Resend`]).
-pub type UpstreamBody = Either<Either<Incoming, Limited<Incoming>>, Empty<Bytes>>;
+pub type UpstreamBody = Either<SentBody<Either<Incoming, Limited<Incoming>>>, Empty<Bytes>>;
 
 /// The worker's connection pool to instances, and the limits it applies.
 pub struct Upstream {
@@ -84,15 +84,20 @@ pub async fn pass(
         }
     }
     let (parts, body) = req.into_parts();
-    let body = if upstream.max_body > 0 {
-        Either::Left(Either::Right(Limited::new(
-            body,
-            upstream.max_body as usize,
-        )))
+    // A body to send: the first-byte clock starts once it has gone out in full.
+    let (sent, body_sent) = if body.is_end_stream() {
+        (None, None)
     } else {
-        Either::Left(Either::Left(body))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Some(tx), Some(rx))
     };
-    send(upstream, Request::from_parts(parts, body), pass).await
+    let body = if upstream.max_body > 0 {
+        Either::Right(Limited::new(body, upstream.max_body as usize))
+    } else {
+        Either::Left(body)
+    };
+    let body = Either::Left(SentBody::new(body, upstream.idle, sent));
+    send(upstream, Request::from_parts(parts, body), pass, body_sent).await
 }
 
 /// The head of a request without a body, kept so that the request can be sent again when the
@@ -150,6 +155,7 @@ pub async fn resend(
             prefix,
             client: resend.client,
         },
+        None,
     )
     .await
 }
@@ -158,6 +164,7 @@ async fn send(
     upstream: &Upstream,
     mut req: Request<UpstreamBody>,
     pass: Pass,
+    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<Response<Body>, GatewayError> {
     forward::prepare_request(req.headers_mut(), &pass.client, pass.prefix.clone());
     let (mut parts, body) = req.into_parts();
@@ -175,25 +182,43 @@ async fn send(
     let request = Request::from_parts(parts, body);
     // Waiting for a turn under `max_concurrent_requests` counts against the first-byte
     // deadline: to the client it is part of waiting for the answer.
-    let sent = async {
+    let exchange = async {
         lease.take_turn().await;
         upstream.pool.send(addr, request).await
     };
-    let (response, conn) = match tokio::time::timeout(upstream.first_byte, sent).await {
-        Err(_) => {
+    let answer = match body_sent {
+        None => tokio::time::timeout(upstream.first_byte, exchange)
+            .await
+            .ok(),
+        // The clock starts once the body is sent (or dropped unsent); until then the body's own
+        // idle timeout is what stops a client that stalls.
+        Some(body_sent) => {
+            let deadline = async {
+                let _ = body_sent.await;
+                tokio::time::sleep(upstream.first_byte).await;
+            };
+            tokio::select! {
+                biased;
+                answer = exchange => Some(answer),
+                () = deadline => None,
+            }
+        }
+    };
+    let (response, conn) = match answer {
+        None => {
             return Err(GatewayError::Timeout {
                 instance: lease.instance().id.to_string(),
                 what: "answer",
             })
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             return Err(classify(
                 e,
                 upstream.max_body,
                 lease.instance().id.to_string(),
             ))
         }
-        Ok(Ok(answer)) => answer,
+        Some(Ok(answer)) => answer,
     };
     let (mut parts, body) = response.into_parts();
     forward::remove_hop_by_hop(&mut parts.headers);
@@ -252,6 +277,9 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
             return GatewayError::PayloadTooLarge { limit: max_body };
+        }
+        if let Some(idle) = err.downcast_ref::<ClientBodyIdle>() {
+            return GatewayError::RequestTimeout { idle: idle.0 };
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;

@@ -1,6 +1,7 @@
-//! The body of a proxied response on its way to the client. It holds the instance lease, so an
-//! unfinished stream (SSE, a large download) counts as activity, and it ends the stream when the
-//! instance stays silent longer than the idle timeout.
+//! Bodies on their way through: the instance's response to the client ([`LeasedBody`]: it holds
+//! the instance lease, so an unfinished stream (SSE, a large download) counts as activity, and it
+//! ends the stream when the instance stays silent longer than the idle timeout), and the
+//! client's request body to the instance ([`SentBody`]).
 
 use crate::body::BoxError;
 use crate::pool::Pooled;
@@ -10,6 +11,7 @@ use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use valet_instances::Lease;
 
@@ -123,3 +125,84 @@ where
 }
 
 use std::future::Future;
+
+pin_project! {
+    /// The client's body on its way to the instance. It reports when it has been sent in full,
+    /// which is when the first-byte clock starts (an upload may take longer than `first_byte`
+    /// to send), and it fails the exchange when the client goes silent for longer than the idle
+    /// timeout mid-body, so a trickling client cannot hold an instance's turn forever.
+    pub struct SentBody<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        idle: Option<Sleep>,
+        idle_timeout: Duration,
+        sent: Option<oneshot::Sender<()>>,
+    }
+}
+
+impl<B: Body> SentBody<B> {
+    /// `sent` fires once the body has ended (or is dropped unsent).
+    pub fn new(inner: B, idle_timeout: Duration, sent: Option<oneshot::Sender<()>>) -> Self {
+        Self {
+            inner,
+            idle: None,
+            idle_timeout,
+            sent,
+        }
+    }
+}
+
+/// The client stayed silent mid-body for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of its request body for {0:?}")]
+pub struct ClientBodyIdle(pub Duration);
+
+impl<B> Body for SentBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.idle.set(None);
+                if frame.is_none() || this.inner.is_end_stream() {
+                    if let Some(sent) = this.sent.take() {
+                        let _ = sent.send(());
+                    }
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if this.idle.is_none() {
+                    this.idle.set(Some(tokio::time::sleep_until(
+                        Instant::now() + *this.idle_timeout,
+                    )));
+                }
+                let sleep = this.idle.as_pin_mut().expect("just set");
+                match sleep.poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(ClientBodyIdle(*this.idle_timeout)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

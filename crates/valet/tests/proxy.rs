@@ -212,3 +212,66 @@ async fn an_h2c_prior_knowledge_client_reaches_the_backend() {
     assert_eq!(posted.status(), StatusCode::OK);
     assert_eq!(json_of(posted).await["bytes"], 100_000);
 }
+
+/// One class behind `/api` with short first-byte and idle timeouts.
+const SHORT_TIMEOUTS: &str = r#"
+[server]
+timeouts = { first_byte = "2s", idle = "1s" }
+
+[[containers]]
+class_name = "Echo"
+readiness = { path = "/health" }
+
+[[routes]]
+pattern = "/api/*"
+container = "Echo"
+instance = "name:one"
+strip_prefix = "/api"
+"#;
+
+#[tokio::test]
+async fn an_upload_slower_than_first_byte_still_gets_its_answer() {
+    let valet = Valet::with_config(SHORT_TIMEOUTS).start().await;
+    assert_eq!(valet.get("/api/health").await.status(), StatusCode::OK);
+    // Five pieces 800 ms apart: 4 s to send, twice `first_byte`, never silent for `idle`.
+    let pieces = futures_util::stream::unfold(0, |i| async move {
+        if i == 5 {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        }
+        Some((Ok::<_, std::io::Error>(vec![b'x'; 1000]), i + 1))
+    });
+    let response = valet
+        .client
+        .post(valet.url("/api/upload"))
+        .body(reqwest::Body::wrap_stream(pieces))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", valet.log());
+    assert_eq!(json_of(response).await["bytes"], 5000);
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_body_gets_408_and_the_instance_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let valet = Valet::with_config(SHORT_TIMEOUTS).start().await;
+    assert_eq!(valet.get("/api/health").await.status(), StatusCode::OK);
+    let mut stream = tokio::net::TcpStream::connect(valet.addr()).await.unwrap();
+    let head = "POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Then nothing: after `idle` (1 s) of silence valet gives up on the body.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "valet kept waiting for the stalled body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert_eq!(valet.get("/api/health").await.status(), StatusCode::OK);
+}
