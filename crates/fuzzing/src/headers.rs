@@ -1,0 +1,140 @@
+//! Header rewriting on the way to an instance and back.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use valet_gateway::forward::{
+    is_upgrade, prepare_request, remove_hop_by_hop, request_id, ClientInfo, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+
+/// Connection-level headers (RFC 9110 7.6.1): none may reach the other side.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Headers a `_` lookalike of which must not reach an instance (`X_Forwarded_For`).
+const GUARDED: [&str; 17] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "content-length",
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-request-id",
+];
+
+/// Headers valet sets itself after removing what `Connection` names.
+const SET_BY_VALET: [&str; 5] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+];
+
+/// Input: a flags byte (bit 0 trusted peer, 1 https, 2 IPv6 peer, 3 a client host, 4 a
+/// forwarded prefix), then `name: value` header lines. Rewrites them as a request to an
+/// instance and as a response back, and checks what may pass.
+pub fn headers(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let original = crate::header_map(crate::lines(rest));
+    let peer = if flags & 4 != 0 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))
+    };
+    let client = ClientInfo {
+        peer,
+        peer_header: HeaderValue::try_from(peer.to_string()).expect("an address is a value"),
+        trusted: flags & 1 != 0,
+        https: flags & 2 != 0,
+        host: (flags & 8 != 0).then(|| HeaderValue::from_static("app.example.com")),
+    };
+    let prefix = (flags & 16 != 0).then(|| HeaderValue::from_static("/api"));
+
+    let mut request = original.clone();
+    let id = request_id(&mut request);
+    assert!(!id.is_empty() && id.len() <= 128, "request id {id:?}");
+    assert_eq!(request.get(&X_REQUEST_ID), Some(&id));
+    let _ = is_upgrade(&request);
+    prepare_request(&mut request, &client, prefix.clone());
+    no_hop_by_hop(&original, &request, &SET_BY_VALET);
+    for name in request.keys() {
+        let dashed = name.as_str().replace('_', "-");
+        assert!(
+            !name.as_str().contains('_') || !GUARDED.contains(&dashed.as_str()),
+            "lookalike {name} passed"
+        );
+    }
+    let forwarded_for = request
+        .get(&X_FORWARDED_FOR)
+        .expect("X-Forwarded-For is set");
+    let proto = request
+        .get(&X_FORWARDED_PROTO)
+        .expect("X-Forwarded-Proto is set");
+    if !client.trusted {
+        // An untrusted client's own X-Forwarded-* never pass.
+        assert_eq!(forwarded_for, &client.peer_header);
+        let want = if client.https { "https" } else { "http" };
+        assert_eq!(proto, want);
+        assert_eq!(request.get(&X_FORWARDED_HOST), client.host.as_ref());
+        assert_eq!(request.get(&X_FORWARDED_PREFIX), prefix.as_ref());
+        assert!(request.get_all(&X_FORWARDED_FOR).iter().count() == 1);
+    } else {
+        assert!(forwarded_for
+            .as_bytes()
+            .ends_with(client.peer_header.as_bytes()));
+    }
+    if let Some(prefix) = &prefix {
+        assert_eq!(request.get(&X_FORWARDED_PREFIX), Some(prefix));
+    }
+    if client.host.is_some() {
+        assert!(request.contains_key(header::HOST));
+    }
+
+    // The same headers as an instance's response on the way back.
+    let mut response = original.clone();
+    remove_hop_by_hop(&mut response);
+    no_hop_by_hop(&original, &response, &[]);
+}
+
+/// Neither a hop-by-hop header nor one that `Connection` named is left in `after`, unless
+/// valet sets it again itself (`set_again`).
+fn no_hop_by_hop(before: &HeaderMap, after: &HeaderMap, set_again: &[&str]) {
+    for name in HOP_BY_HOP {
+        assert!(!after.contains_key(name), "hop-by-hop {name} passed");
+    }
+    let named = before
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok());
+    for name in named {
+        if !set_again.contains(&name.as_str()) {
+            assert!(
+                !after.contains_key(&name),
+                "{name}, named by Connection, passed"
+            );
+        }
+    }
+}
