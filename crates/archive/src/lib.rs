@@ -127,7 +127,33 @@ fn inside(dir: &Path, name: &Path) -> Result<PathBuf, ArchiveError> {
     Ok(dir.join(clean))
 }
 
+/// Refuses an entry below a symlink the archive made earlier: written through the link, it
+/// would land wherever the link points rather than where its name says.
+fn not_through_link(dir: &Path, path: &Path) -> Result<(), ArchiveError> {
+    let Ok(below) = path.strip_prefix(dir) else {
+        return Ok(());
+    };
+    let mut at = dir.to_path_buf();
+    let mut parts = below.components().peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            break;
+        }
+        at.push(part);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ArchiveError::Unsafe(format!(
+                "entry {} goes through the link {}",
+                below.display(),
+                at.strip_prefix(dir).unwrap_or(&at).display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a symlink at `entry` (relative to the tree) pointing at `target` stays inside.
+/// `..` may only lead the target: after a name, the name may itself be a link (`s -> .`, then
+/// `s/..` is the folder's parent), so only climbing through real folders is counted.
 fn link_stays_inside(entry: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
@@ -137,9 +163,14 @@ fn link_stays_inside(entry: &Path, target: &Path) -> bool {
         .filter(|c| matches!(c, Component::Normal(_)))
         .count() as i64
         - 1;
+    let mut named = false;
     for part in target.components() {
         match part {
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                named = true;
+                depth += 1
+            }
+            Component::ParentDir if named => return false,
             Component::ParentDir => depth -= 1,
             Component::CurDir => {}
             _ => return false,
@@ -166,6 +197,7 @@ fn untar(bytes: &[u8], dir: &Path, budget: &mut Budget) -> Result<(), ArchiveErr
             .map_err(|e| ArchiveError::Unsafe(format!("bad entry name: {e}")))?
             .into_owned();
         let path = inside(dir, &name)?;
+        not_through_link(dir, &path)?;
         let kind = entry.header().entry_type();
         if kind.is_dir() {
             std::fs::create_dir_all(&path)
@@ -254,6 +286,9 @@ mod tests {
         assert!(link_stays_inside(Path::new("a/b"), Path::new("../c")));
         assert!(!link_stays_inside(Path::new("a/b"), Path::new("../../c")));
         assert!(!link_stays_inside(Path::new("b"), Path::new("/etc/passwd")));
+        // `s` may be a link to `.`: then `s/..` is the parent of the folder.
+        assert!(!link_stays_inside(Path::new("a/b"), Path::new("s/..")));
+        assert!(link_stays_inside(Path::new("a/b"), Path::new("../s/./t")));
     }
 
     #[test]

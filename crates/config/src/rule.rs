@@ -17,6 +17,14 @@ pub enum InstanceRule {
     Random(u32),
 }
 
+/// A header name as HTTP allows it (RFC 9110 5.1: a token).
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 impl InstanceRule {
     /// Reads `name:backend`, `path:1`, `header:X-Project`, `query:id`, `cookie:sid`, `random:4`.
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -32,7 +40,11 @@ impl InstanceRule {
                 Ok(n) if n >= 1 => Ok(Self::Path(n)),
                 _ => Err(format!("instance rule {raw:?}: path segments count from 1")),
             },
-            "header" => Ok(Self::Header(arg.to_string())),
+            "header" if is_token(arg) => Ok(Self::Header(arg.to_string())),
+            "header" => Err(format!(
+                "instance rule {raw:?}: {arg:?} is not a header name (letters, digits and \
+                 !#$%&'*+-.^_`|~)"
+            )),
             "query" => Ok(Self::Query(arg.to_string())),
             "cookie" => Ok(Self::Cookie(arg.to_string())),
             "random" => match arg.parse::<u32>() {
@@ -80,6 +92,11 @@ mod tests {
         );
         assert_eq!(InstanceRule::parse("random:3"), Ok(InstanceRule::Random(3)));
         assert!(InstanceRule::parse("path:0").is_err());
+        // Found by the fuzz target `config`: such a name passed validation and `valet up`
+        // panicked compiling the route.
+        assert!(InstanceRule::parse("header:X127.0.0.1:8788-Tenant").is_err());
+        assert!(InstanceRule::parse("header:").is_err());
+        assert!(InstanceRule::parse("header:X Tenant").is_err());
         assert!(InstanceRule::parse("pathx").is_err());
         assert!(InstanceRule::parse("ip:1").is_err());
     }
