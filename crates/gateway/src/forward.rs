@@ -72,12 +72,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
         return;
     }
+    // Split the raw bytes: a value with a non-ASCII byte elsewhere still names its headers.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -198,4 +198,22 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_value_with_a_non_ascii_byte_still_names_its_headers() {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"x-secret, caf\xc3\xa9").unwrap();
+        headers.insert(header::CONNECTION, value);
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers);
+        assert!(!headers.contains_key("x-secret"));
+        assert!(!headers.contains_key(header::CONNECTION));
+        assert!(headers.contains_key("x-kept"));
+    }
 }
