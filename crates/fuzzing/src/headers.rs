@@ -3,42 +3,9 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use valet_gateway::forward::{
-    is_upgrade, prepare_request, remove_hop_by_hop, request_id, ClientInfo, X_FORWARDED_FOR,
-    X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO, X_REQUEST_ID,
+    is_upgrade, prepare_request, remove_hop_by_hop, request_id, ClientInfo, GUARDED, HOP_BY_HOP,
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
-
-/// Connection-level headers (RFC 9110 7.6.1): none may reach the other side.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
-
-/// Headers a `_` lookalike of which must not reach an instance (`X_Forwarded_For`).
-const GUARDED: [&str; 17] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "content-length",
-    "host",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-prefix",
-    "x-real-ip",
-    "x-request-id",
-];
 
 /// Headers valet sets itself after removing what `Connection` names.
 const SET_BY_VALET: [&str; 5] = [

@@ -14,7 +14,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-static HOP_BY_HOP: [&HeaderName; 8] = [
+pub static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -28,7 +28,7 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
 /// Headers that frame a message or that valet sets itself. A backend that reads `-` and `_`
 /// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
 /// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
-static GUARDED: [&str; 17] = [
+pub static GUARDED: [&str; 17] = [
     "connection",
     "keep-alive",
     "proxy-connection",

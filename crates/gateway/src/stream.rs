@@ -97,21 +97,13 @@ where
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => {
-                if this.idle.is_none() {
-                    this.idle.set(Some(tokio::time::sleep_until(
-                        Instant::now() + *this.idle_timeout,
-                    )));
+            Poll::Pending => match idle_elapsed(this.idle, *this.idle_timeout, cx) {
+                Poll::Ready(()) => {
+                    this.lease.take();
+                    Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_timeout)))))
                 }
-                let sleep = this.idle.as_pin_mut().expect("just set");
-                match sleep.poll(cx) {
-                    Poll::Ready(()) => {
-                        this.lease.take();
-                        Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_timeout)))))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -181,20 +173,12 @@ where
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => {
-                if this.idle.is_none() {
-                    this.idle.set(Some(tokio::time::sleep_until(
-                        Instant::now() + *this.idle_timeout,
-                    )));
+            Poll::Pending => match idle_elapsed(this.idle, *this.idle_timeout, cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(Box::new(ClientBodyIdle(*this.idle_timeout)))))
                 }
-                let sleep = this.idle.as_pin_mut().expect("just set");
-                match sleep.poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(Box::new(ClientBodyIdle(*this.idle_timeout)))))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -205,4 +189,18 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Ready once a body has waited `timeout` in a row. The timer only exists while the body waits
+/// (callers clear it on every frame), so a body that is always ready never touches the timer
+/// wheel.
+fn idle_elapsed(
+    mut idle: Pin<&mut Option<Sleep>>,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if idle.is_none() {
+        idle.set(Some(tokio::time::sleep_until(Instant::now() + timeout)));
+    }
+    idle.as_pin_mut().expect("just set").poll(cx)
 }
