@@ -298,6 +298,25 @@ impl Store {
         Ok(gone > 0)
     }
 
+    /// When an owner's deploys since `since` (Unix seconds, exclusive) happened, oldest
+    /// first: the plan limit `deploys_per_hour`. Read from the usage events, which
+    /// `record_deployment` writes with every new project and version, and which outlive a
+    /// deleted project, so deleting and uploading again does not reset the count.
+    pub async fn deploy_times_since(
+        &self,
+        owner: &str,
+        since: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at FROM usage_events WHERE owner = $1 AND kind = 'deploy' AND at > $2 ORDER BY at",
+        )
+        .bind(owner)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| col(r, "at")).collect()
+    }
+
     /// Usage events of one owner, newest first.
     pub async fn usage(&self, owner: &str) -> Result<Vec<UsageEvent>, StoreError> {
         let rows = sqlx::query(

@@ -264,3 +264,61 @@ async fn secrets_replace_list_and_go_with_their_project(store: Store) {
     assert!(store.secrets("project:p1").await.unwrap().is_empty());
 }
 on_both!(secrets_replace_list_and_go_with_their_project);
+
+/// The deploys counted against `deploys_per_hour`: one owner's, after the window's start,
+/// oldest first, still counted once their project is deleted.
+async fn deploy_times_count_one_owners_recent_deploys(store: Store) {
+    let before = now();
+    for (project, owner, build) in [
+        ("p1", "alice", "b1"),
+        ("p1", "alice", "b2"),
+        ("q1", "bob", "b3"),
+    ] {
+        store
+            .record_deployment(&new_deployment(project, owner, build))
+            .await
+            .unwrap();
+    }
+    let after = now();
+    let times = store.deploy_times_since("alice", before - 1).await.unwrap();
+    assert_eq!(times.len(), 2, "alice's two versions, not bob's: {times:?}");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {times:?}"
+    );
+    assert!(
+        times.iter().all(|&t| (before..=after).contains(&t)),
+        "{times:?}"
+    );
+    assert!(
+        store
+            .deploy_times_since("alice", after)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the window's start is exclusive"
+    );
+    assert!(store
+        .deploy_times_since("carol", 0)
+        .await
+        .unwrap()
+        .is_empty());
+    // Deleting the project does not give its deploys back.
+    assert!(store.delete_project("p1").await.unwrap());
+    assert_eq!(
+        store
+            .deploy_times_since("alice", before - 1)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+on_both!(deploy_times_count_one_owners_recent_deploys);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
