@@ -87,6 +87,7 @@ impl<'d> Reader<'d> {
                 "containers" => config.containers = self.read_list("containers", item),
                 "routes" => config.routes = self.read_list("routes", item),
                 "plans" => config.plans = self.read_map(&at, item),
+                "deploy" => config.deploy = self.read(&at, item).unwrap_or_default(),
                 _ => self.unknown_key(&at),
             }
         }

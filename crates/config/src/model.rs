@@ -25,6 +25,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// Limits per plan for the deploy API, by plan name.
     pub plans: BTreeMap<String, PlanConfig>,
+    /// `[deploy]`: how uploaded apps are run. Optional.
+    pub deploy: DeployConfig,
     /// Folder of the config file; relative paths are resolved against it. Set by the loader.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -372,6 +374,28 @@ impl Default for PlanConfig {
             max_projects: 3,
             max_running: 1,
             max_upload: SizeValue::new("10MB"),
+        }
+    }
+}
+
+/// `[deploy]`: settings of the deploy API's uploaded apps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DeployConfig {
+    /// With `driver = "docker"`: the image a Node app's image is built on. It must already
+    /// be on the engine (valet never pulls). Default `node:20-slim`.
+    pub node_image: String,
+    /// With `driver = "docker"`: the image a Python app's image is built on; its Python
+    /// runs the app with the requirements (installed on the host) on `PYTHONPATH`. It must
+    /// already be on the engine. Default `python:3.11-slim`.
+    pub python_image: String,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            node_image: "node:20-slim".into(),
+            python_image: "python:3.11-slim".into(),
         }
     }
 }

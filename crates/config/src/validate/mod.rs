@@ -3,6 +3,7 @@
 //! turns that key into a line and column.
 
 mod containers;
+mod deploy;
 mod routes;
 mod server;
 
@@ -51,6 +52,7 @@ impl Config {
         checks.assets();
         checks.auth();
         checks.plans();
+        checks.deploy();
         checks.containers();
         checks.routes();
         checks.problems
