@@ -213,6 +213,9 @@ async fn upload(
             ));
         }
     }
+    if let Some((plan_name, plan)) = plan {
+        check_deploy_rate(store, &owner, plan_name, plan).await?;
+    }
     if query.progress.is_some_and(|p| p != "0") {
         return Ok(crate::deploy_stream::stream(
             admin.clone(),
@@ -226,6 +229,50 @@ async fn upload(
         .deploy(&owner, existing, form.upload)
         .await?;
     Ok((StatusCode::CREATED, Json(deployed_view(&deployed))).into_response())
+}
+
+/// The window of `deploys_per_hour`, in seconds.
+const RATE_WINDOW: i64 = 3600;
+
+/// `deploys_per_hour`: refuses with 429 when the owner's deploys in the last hour already
+/// reach the plan's number. The check reads the records of finished deploys, so two uploads
+/// racing past it may both run; the next one sees them.
+async fn check_deploy_rate(
+    store: &valet_store::Store,
+    owner: &str,
+    plan_name: &str,
+    plan: &PlanConfig,
+) -> Result<(), ApiError> {
+    let limit = plan.deploys_per_hour;
+    if limit == 0 {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let times = store.deploy_times_since(owner, now - RATE_WINDOW).await?;
+    match retry_after(&times, limit, now) {
+        None => Ok(()),
+        Some(retry_after) => Err(ApiError::RateLimited {
+            message: format!(
+                "plan {plan_name:?} allows deploys_per_hour = {limit}; you made {} in the last hour: try again in {retry_after} s",
+                times.len()
+            ),
+            retry_after,
+        }),
+    }
+}
+
+/// Seconds until one more deploy fits under `limit`, or `None` when it fits now. `times` are
+/// the deploys inside the window, oldest first; the one that must leave the window is the
+/// oldest when there are exactly `limit`, a later one when the plan was lowered since.
+fn retry_after(times: &[i64], limit: u32, now: i64) -> Option<u64> {
+    let limit = limit as usize;
+    if times.len() < limit {
+        return None;
+    }
+    let leaving = times[times.len() - limit];
+    Some((leaving + RATE_WINDOW - now).max(1) as u64)
 }
 
 /// The answer to a deploy: `{id, name, runtime, version, endpoint, reused_cache}`.
@@ -408,4 +455,30 @@ async fn create_token(
         StatusCode::CREATED,
         Json(json!({ "token": token, "user": user, "plan": plan, "admin": body.admin })),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+
+    #[test]
+    fn under_the_limit_a_deploy_passes() {
+        assert_eq!(retry_after(&[], 2, 10_000), None);
+        assert_eq!(retry_after(&[9_000], 2, 10_000), None);
+    }
+
+    #[test]
+    fn at_the_limit_the_wait_is_until_the_oldest_leaves_the_hour() {
+        // Deploys 1000 s and 200 s ago: the first leaves the window in 2600 s.
+        assert_eq!(retry_after(&[9_000, 9_800], 2, 10_000), Some(2_600));
+        // A deploy at the window's very edge still asks for a second, never 0.
+        assert_eq!(retry_after(&[6_400, 9_800], 2, 10_000), Some(1));
+    }
+
+    #[test]
+    fn over_a_lowered_limit_the_wait_is_until_enough_have_left() {
+        // Three in the window, limit 2: two must leave before one fits, so wait for the second.
+        assert_eq!(retry_after(&[7_000, 8_000, 9_000], 2, 10_000), Some(1_600));
+        assert_eq!(retry_after(&[7_000, 8_000, 9_000], 1, 10_000), Some(2_600));
+    }
 }

@@ -32,6 +32,10 @@ pub enum ApiError {
         /// A failed version's last log lines.
         log: Option<Vec<String>>,
     },
+    /// A plan's rate limit (`deploys_per_hour`): 429, and `Retry-After` says when the next
+    /// try can pass.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     /// The instance could not be started; operators see the whole reason.
     #[error("{message}")]
     Unavailable {
@@ -58,6 +62,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::BadRequest(_) => "bad_request",
             Self::Unavailable { code, .. } => code,
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -71,6 +76,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -152,7 +158,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"valet admin\""),
                 );
             }
-            Self::Unavailable { retry_after, .. } => {
+            Self::Unavailable { retry_after, .. } | Self::RateLimited { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}

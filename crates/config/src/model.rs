@@ -366,6 +366,10 @@ pub struct PlanConfig {
     pub max_running: u32,
     /// Largest upload.
     pub max_upload: SizeValue,
+    /// Deploys (new projects and new versions) one user may make in any hour; more answer
+    /// 429 with `Retry-After`. 0 means no limit. Default 30: generous for people, but it
+    /// keeps a script from keeping the builder busy.
+    pub deploys_per_hour: u32,
 }
 
 impl Default for PlanConfig {
@@ -374,6 +378,7 @@ impl Default for PlanConfig {
             max_projects: 3,
             max_running: 1,
             max_upload: SizeValue::new("10MB"),
+            deploys_per_hour: 30,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Who may use the deploy API: admin token, user tokens from `valet token create`, JWTs from
 //! `[auth]` (forged and expired ones refused); each project belongs to its owner alone; plan
-//! limits answer 403 and 413 with the limit's name, and change nothing.
+//! limits answer 403, 413 and 429 with the limit's name, and change nothing.
 
 mod admin_support;
 mod deploy_support;
@@ -25,6 +25,12 @@ max_upload = "4KB"
 max_projects = 10
 max_running = 1
 max_upload = "10MB"
+
+# Sorts after "free", which stays the plan of tokens made without --plan.
+[plans.throttled]
+max_projects = 10
+max_upload = "10MB"
+deploys_per_hour = 2
 "#;
 
 fn jwt(secret: &str, sub: &str, plan: &str, exp_from_now: i64) -> String {
@@ -181,6 +187,124 @@ async fn plan_limits(store: Option<&str>) {
     let projects = free.projects().await;
     assert_eq!(projects.len(), 2, "refusals changed nothing");
     assert!(projects.iter().all(|p| p["version"] != 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_per_hour_answers_429_with_retry_after() {
+    deploy_rate(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_deploys_per_hour_answers_429_with_retry_after() {
+    if let Some(url) = postgres_database().await {
+        deploy_rate(Some(&url)).await;
+    }
+}
+
+/// An upload to `path` as `api`'s caller: status, `Retry-After` (if any) and JSON body.
+async fn upload_seeing_retry_after(
+    api: &Api,
+    path: &str,
+    form: Form<'_>,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut multipart = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(form.bytes).file_name(form.file_name.to_string()),
+    );
+    for (name, value) in form.fields {
+        multipart = multipart.part(name.to_string(), reqwest::multipart::Part::bytes(value));
+    }
+    let response = api
+        .client
+        .post(format!("{}{path}", api.base))
+        .bearer_auth(&api.token)
+        .multipart(multipart)
+        .timeout(std::time::Duration::from_secs(600))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, retry_after, body)
+}
+
+async fn deploy_rate(store: Option<&str>) {
+    let (valet, admin_api) = valet_with(&config_on(store)).await;
+    let tess = admin_api.as_token(&admin_api.token_for("tess", Some("throttled")).await);
+    // A new project and a new version: both count.
+    for version in ["one-a", "one-b"] {
+        let (status, body) = tess
+            .upload(Form::file("app.py", plain_app(version)).field("name", "one"))
+            .await;
+        assert_eq!(status, 201, "{body}\n{}", valet.log());
+    }
+    let id = tess.projects().await[0]["id"].as_str().unwrap().to_string();
+    let versions_before = tess
+        .call("GET", &format!("/v1/projects/{id}/versions"), None)
+        .await;
+
+    // The third, as a new project, a new version, and through the CLI's streamed endpoint.
+    for (path, name, what) in [
+        ("/api/containers/upload", "two", "a new project"),
+        ("/api/containers/upload", "one", "a new version"),
+        ("/v1/projects?progress=1", "one", "a streamed deploy"),
+    ] {
+        let (status, retry_after, body) = upload_seeing_retry_after(
+            &tess,
+            path,
+            Form::file("app.py", plain_app("three")).field("name", name),
+        )
+        .await;
+        assert_eq!(status, 429, "{what}: {body}");
+        assert_eq!(body["error"], "rate_limited", "{what}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("deploys_per_hour = 2") && message.contains("throttled"),
+            "{what}: the message names the plan and the limit: {body}"
+        );
+        // The oldest counted deploy was made moments ago: it leaves the hour in just under
+        // 3600 s (the margin covers a slow test machine).
+        let seconds: u64 = retry_after
+            .unwrap_or_else(|| panic!("{what}: no Retry-After"))
+            .parse()
+            .expect("Retry-After in seconds");
+        assert!(
+            (3000..=3600).contains(&seconds),
+            "{what}: Retry-After {seconds}"
+        );
+    }
+
+    let projects = tess.projects().await;
+    assert_eq!(projects.len(), 1, "no project was made: {projects:?}");
+    assert_eq!(projects[0]["version"], 2, "no version was added");
+    assert_eq!(
+        tess.call("GET", &format!("/v1/projects/{id}/versions"), None)
+            .await,
+        versions_before,
+        "the versions are unchanged"
+    );
+    assert_eq!(
+        get_app(&valet, projects[0]["endpoint"].as_str().unwrap())
+            .await
+            .1["version"],
+        "one-b"
+    );
+
+    // The limit is per user: another user on the same plan, and the admin, still deploy.
+    let tom = admin_api.as_token(&admin_api.token_for("tom", Some("throttled")).await);
+    let (status, body) = tom
+        .upload(Form::file("app.py", plain_app("tom")).field("name", "one"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = admin_api
+        .upload(Form::file("app.py", plain_app("admin")).field("name", "admins"))
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
