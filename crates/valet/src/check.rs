@@ -1,5 +1,6 @@
 //! `valet check`: every problem of a config, with its line and column, and warnings about
-//! what valid keys will not get on this host.
+//! what valid keys will not get on this host and about a config file that holds a secret
+//! and others can read.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,7 +21,8 @@ pub fn run(path: &Path) -> ExitCode {
                 config.routes.len(),
                 config.server.driver
             );
-            for warning in warnings(&config) {
+            let file_mode = crate::config_mode::warning(path, &config);
+            for warning in file_mode.into_iter().chain(warnings(&config)) {
                 eprintln!("warning: {warning}");
             }
             ExitCode::SUCCESS

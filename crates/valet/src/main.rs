@@ -5,6 +5,7 @@ mod admin_client;
 mod admin_cmd;
 mod check;
 mod cli;
+mod config_mode;
 mod deploy;
 mod deploy_cmd;
 mod import;

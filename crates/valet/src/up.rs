@@ -22,6 +22,9 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(warning) = crate::config_mode::warning(path, &config) {
+        tracing::warn!("{warning}");
+    }
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -171,3 +171,82 @@ fn check_warns_but_passes_when_a_docker_class_asks_for_more_cpus_than_the_host_h
         output_text(&out)
     );
 }
+
+const ADMIN_TOKEN_CONFIG: &str =
+    "[server]\nadmin_token = \"config-mode-test-token-0123456789abcdef\"\n";
+
+fn chmod(path: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn check_warns_when_a_config_holding_a_secret_is_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), ADMIN_TOKEN_CONFIG);
+    chmod(&path, 0o644);
+    let out = Valet::run(&["check", &path], Duration::from_secs(20));
+    let text = output_text(&out);
+    assert!(out.status.success(), "a warning is not a failure: {text}");
+    let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    for part in [
+        path.as_str(),
+        "server.admin_token",
+        "mode 0644",
+        &format!("`chmod 600 {path}`"),
+    ] {
+        assert!(warnings[0].contains(part), "no {part:?} in: {text}");
+    }
+
+    chmod(&path, 0o600);
+    let out = Valet::run(&["check", &path], Duration::from_secs(20));
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("warning:"), "0600 is right: {text}");
+
+    // The JWT signing secret is one too, and a group is enough to be told.
+    let path = write_config(dir.path(), "[auth]\njwt_secret = \"s3cret-s3cret\"\n");
+    chmod(&path, 0o640);
+    let text = output_text(&Valet::run(&["check", &path], Duration::from_secs(20)));
+    assert!(
+        text.contains("warning:") && text.contains("auth.jwt_secret") && text.contains("mode 0640"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_a_mistyped_deploys_per_hour_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[plans.free]\nmax_projects = 3\ndeploys_per_hour = -1\n",
+    );
+    let out = Valet::run(&["check", &path], Duration::from_secs(20));
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{path}:3:")) && text.contains("plans.free.deploys_per_hour"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn up_warns_when_its_config_holding_a_secret_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let valet = Valet::with_config(ADMIN_TOKEN_CONFIG).start().await;
+    // The test harness writes valet.toml under this process's umask: the warning must follow
+    // the mode the file really has.
+    let config = valet.dir().join("valet.toml");
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    let log = valet.log();
+    let fix = format!("chmod 600 {}", config.display());
+    if mode & 0o044 != 0 {
+        assert!(
+            log.contains(&fix) && log.contains(&format!("mode {mode:04o}")),
+            "{log}"
+        );
+    } else {
+        assert!(!log.contains("chmod 600"), "mode {mode:o}: {log}");
+    }
+}
