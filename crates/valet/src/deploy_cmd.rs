@@ -1,12 +1,14 @@
 //! `valet token create`, `valet deploy`, `valet projects ls|rm|versions`, `valet rollback`:
 //! clients of the deploy API on the running valet's admin listener. Tables for people,
 //! `--json` for scripts; `token create` prints the token as the last line of stdout.
+//! `valet deploy` shows an upload bar, then the build's stages and log as valet streams them.
 
 use crate::admin_client::{segment, AdminClient};
 use crate::cli::{
     self, AdminArgs, Command, ProjectsCommand, SecretCommand, SecretScope, TokenCommand,
 };
 use crate::table::{use_color, Cell, Table};
+use crate::upload_progress::UploadProgress;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::ExitCode;
@@ -131,9 +133,12 @@ async fn deploy(
         "uploading {file_name} ({} bytes); valet installs the requirements and waits until the app is ready",
         bytes.len()
     );
+    let progress = UploadProgress::new(bytes.len() as u64);
+    let length = bytes.len() as u64;
     let mut form = reqwest::multipart::Form::new().part(
         "file",
-        reqwest::multipart::Part::bytes(bytes).file_name(file_name),
+        reqwest::multipart::Part::stream_with_length(progress.body(bytes), length)
+            .file_name(file_name),
     );
     for (field, value) in [
         ("name", name),
@@ -144,8 +149,9 @@ async fn deploy(
             form = form.text(field, value);
         }
     }
-    let response = client
-        .post_form_stream("/v1/projects?progress=1", form)
+    // The send ends once valet has read the whole upload and starts its event stream.
+    let response = progress
+        .during(client.post_form_stream("/v1/projects?progress=1", form))
         .await?;
     let answer = follow_deploy(response).await?;
     if args.json {

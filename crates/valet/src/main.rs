@@ -12,6 +12,7 @@ mod import;
 mod lock;
 mod table;
 mod up;
+mod upload_progress;
 mod volumes;
 
 use clap::Parser;
