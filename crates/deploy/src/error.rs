@@ -57,6 +57,10 @@ pub enum DeployError {
     /// The configured driver cannot run deployed projects yet.
     #[error("{0}")]
     Unsupported(String),
+    /// What runs projects cannot now (the Docker Engine does not answer, or lacks the
+    /// runtime's base image): the operator's to fix, not the uploader's.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -90,6 +94,7 @@ impl DeployError {
             Self::NotFound(_) => 404,
             Self::Forbidden(_) => 403,
             Self::Unsupported(_) => 501,
+            Self::Unavailable(_) => 503,
             Self::Store(_) | Self::Io { .. } => 500,
         }
     }
@@ -109,6 +114,7 @@ impl DeployError {
             Self::NotFound(_) => "not_found",
             Self::Forbidden(_) => "forbidden",
             Self::Unsupported(_) => "not_implemented",
+            Self::Unavailable(_) => "unavailable",
             Self::Store(_) | Self::Io { .. } => "internal",
         }
     }

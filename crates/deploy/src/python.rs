@@ -99,28 +99,116 @@ pub async fn prepare(
         .await
         .map_err(|_| DeployError::BadUpload("app.py must be UTF-8 text".into()))?;
     Ok(Prepared {
-        command: command_for(&interpreter, &source, requirements),
+        command: command_for(&interpreter, "127.0.0.1", &source, requirements),
         reused,
     })
 }
 
+/// Where the requirements sit in a Docker image, on `PYTHONPATH`.
+pub const IMAGE_SITE: &str = "/opt/valet/python";
+
+/// A Python app prepared for an image.
+pub struct PreparedImage {
+    /// argv inside the container.
+    pub command: Vec<String>,
+    /// Whether the requirement set came from the cache.
+    pub reused: bool,
+    /// The installed requirements (a folder on the host), to copy to [`IMAGE_SITE`].
+    pub site: Option<std::path::PathBuf>,
+}
+
+/// Prepares the app in `dir` for an image whose Python is `target` ("3.11"; `None`: the
+/// host's). A virtualenv cannot move into an image (it points at the host's interpreter), so
+/// the requirements are installed as plain packages into a folder (`pip install --target`),
+/// for the image's own Python, and put on its `PYTHONPATH`.
+pub async fn prepare_for_image(
+    dir: &Path,
+    requirements: &[String],
+    target: Option<&str>,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<PreparedImage, DeployError> {
+    let source = tokio::fs::read_to_string(dir.join("app.py"))
+        .await
+        .map_err(|_| DeployError::BadUpload("app.py must be UTF-8 text".into()))?;
+    let command = command_for("python3", "0.0.0.0", &source, requirements);
+    if requirements.is_empty() {
+        return Ok(PreparedImage {
+            command,
+            reused: false,
+            site: None,
+        });
+    }
+    let python = which("python3")?;
+    let version = match target {
+        Some(target) => format!("image {target}"),
+        None => version_of(&python).await,
+    };
+    let key = cache::key("python-image", &version, requirements);
+    let reqs = requirements.join("\n") + "\n";
+    let target = target.map(str::to_string);
+    progress.stage("installing");
+    let (folder, reused) = cache
+        .ensure("python-image", &key, |dir| async move {
+            let req_file = dir.join("requirements.txt");
+            tokio::fs::write(&req_file, reqs)
+                .await
+                .map_err(|e| DeployError::io("cannot write requirements.txt", e))?;
+            // pip itself comes from a throwaway virtualenv: the host's Python may have none
+            // of its own (Debian's without python3-pip), but venv brings one (ensurepip).
+            let installer = dir.join(".installer");
+            cache::run_installer(
+                "pip",
+                tokio::process::Command::new(&python)
+                    .args(["-m", "venv"])
+                    .arg(&installer),
+                progress,
+            )
+            .await?;
+            let mut pip = tokio::process::Command::new(installer.join("bin/python"));
+            pip.args(["-m", "pip", "install", "--disable-pip-version-check"])
+                // Wheels only, as for a virtualenv; pip also needs it to pick wheels for
+                // another Python than its own.
+                .args(["--no-input", "--only-binary", ":all:", "--target"])
+                .arg(dir.join("site"));
+            if let Some(version) = &target {
+                let abi = format!("cp{}", version.replace('.', ""));
+                pip.args(["--python-version", version, "--implementation", "cp"])
+                    .args(["--abi", &abi]);
+            }
+            pip.arg("-r").arg(&req_file);
+            let installed = cache::run_installer("pip", &mut pip, progress).await;
+            let _ = tokio::fs::remove_dir_all(&installer).await;
+            installed
+        })
+        .await?;
+    Ok(PreparedImage {
+        command,
+        reused,
+        site: Some(folder.join("site")),
+    })
+}
+
+/// The `major.minor` of the Python a base image holds, from the `PYTHON_VERSION` the official
+/// images set (`3.11.7` -> `3.11`).
+pub fn image_python(env: &[String]) -> Option<String> {
+    let value = env.iter().find_map(|e| e.strip_prefix("PYTHON_VERSION="))?;
+    let mut parts = value.split('.');
+    let (major, minor) = (parts.next()?, parts.next()?);
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    (digits(major) && digits(minor)).then(|| format!("{major}.{minor}"))
+}
+
 /// `python app.py` when the file starts its own server; an ASGI app without one (a FastAPI
-/// `app` and no `__main__` block) is served by uvicorn on `PORT`.
-fn command_for(python: &str, source: &str, requirements: &[String]) -> Vec<String> {
+/// `app` and no `__main__` block) is served by uvicorn on `PORT`, on `host`.
+fn command_for(python: &str, host: &str, source: &str, requirements: &[String]) -> Vec<String> {
     let has_main = source.contains("__main__");
     let has_uvicorn = requirements
         .iter()
         .any(|r| r.to_ascii_lowercase().starts_with("uvicorn"));
     if !has_main && has_uvicorn && source.contains("app =") {
         return [
-            python,
-            "-m",
-            "uvicorn",
-            "app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
+            python, "-m", "uvicorn", "app:app", "--host", host, "--port", "{port}",
         ]
         .map(String::from)
         .to_vec();
@@ -196,11 +284,28 @@ mod tests {
         let reqs = vec!["fastapi".into(), "uvicorn".into()];
         let cmd = command_for(
             "py",
+            "127.0.0.1",
             "from fastapi import FastAPI\napp = FastAPI()\n",
             &reqs,
         );
         assert_eq!(cmd[1..4], ["-m", "uvicorn", "app:app"]);
-        let cmd = command_for("py", "app = 1\nif __name__ == '__main__': run()", &reqs);
+        let cmd = command_for(
+            "py",
+            "::",
+            "app = 1\nif __name__ == '__main__': run()",
+            &reqs,
+        );
         assert_eq!(cmd, ["py", "app.py"]);
+    }
+
+    #[test]
+    fn the_python_of_an_official_image() {
+        let env = [
+            "PATH=/usr/local/bin".to_string(),
+            "PYTHON_VERSION=3.11.7".into(),
+        ];
+        assert_eq!(image_python(&env).as_deref(), Some("3.11"));
+        assert_eq!(image_python(&["PYTHON_VERSION=x".into()]), None);
+        assert_eq!(image_python(&[]), None);
     }
 }

@@ -19,6 +19,8 @@ use std::time::Duration;
 use valet_config::{Config, ContainerClass};
 use valet_core::InstanceId;
 use valet_instances::{ClassRuntime, Instances};
+use valet_runtime::docker::ProjectBuild;
+use valet_runtime::DockerDriver;
 use valet_store::{random_hex, Deployment, NewDeployment, Project, Store};
 
 /// Every project has one instance, under this key of its version's class.
@@ -32,6 +34,10 @@ const SLEEP_AFTER: &str = "10m";
 const READY_WITHIN: &str = "60s";
 /// How long a retired version may finish its requests before it is stopped.
 const RETIRE_GRACE: Duration = Duration::from_secs(30);
+/// Where a project's volume is mounted in its containers (`VALET_DATA_DIR`).
+const IMAGE_DATA: &str = valet_runtime::docker::DATA_DIR;
+/// Where the app sits in its image (its working directory).
+const APP_IN_IMAGE: &str = valet_runtime::docker::APP_DIR;
 
 /// Runs deploys, rollbacks and deletes; cheap to share behind an `Arc`.
 pub struct Deployer {
@@ -49,6 +55,11 @@ pub struct Deployer {
     /// Makes every class name unique: a version started again (rollback to the current one,
     /// new secrets) gets a class of its own, so the one it replaces can be retired.
     generation: std::sync::atomic::AtomicU64,
+    /// With `driver = "docker"`: the driver, which builds each version's image.
+    docker: Option<DockerDriver>,
+    /// Classes started per project and not yet stopped (the current version, and old ones
+    /// still finishing their requests), so a delete stops every one of them.
+    live: Arc<Live>,
 }
 
 /// A version that went live.
@@ -62,6 +73,18 @@ pub struct Deployed {
     pub endpoint: String,
     /// Whether its requirement set was already installed.
     pub reused_cache: bool,
+}
+
+/// A prepared build: what runs it, and for an image, what is copied in beside the app.
+struct Prepared {
+    runtime: Runtime,
+    /// argv: on the host (process driver) or in the container (docker).
+    command: Vec<String>,
+    reused_cache: bool,
+    /// Docker: host folders copied into the image, and where.
+    copies: Vec<(PathBuf, String)>,
+    /// Docker: environment baked into the image.
+    env: Vec<(String, String)>,
 }
 
 /// A runtime valet can prepare.
@@ -95,8 +118,11 @@ impl Deployer {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.server.listen));
+        let docker = instances.driver().docker().cloned();
         Ok(Self {
             secrets,
+            docker,
+            live: Arc::default(),
             cache: Cache::new(root.join("cache")),
             root,
             store,
@@ -161,9 +187,9 @@ impl Deployer {
         upload: Upload,
         progress: &Progress,
     ) -> Result<Deployed, DeployError> {
-        if self.instances.driver_name() != "process" {
+        if self.instances.driver_name() != "process" && self.docker.is_none() {
             return Err(DeployError::Unsupported(format!(
-                "deploying onto the {} driver is not built yet; use driver = \"process\"",
+                "deploying onto the {} driver is not built yet; use driver = \"process\" or \"docker\"",
                 self.instances.driver_name()
             )));
         }
@@ -185,11 +211,13 @@ impl Deployer {
         let _held = lock.lock().await;
         let build = random_hex(8);
         progress.stage("unpacking");
-        let (runtime, command, reused_cache) = self.build(&build, kind, &upload, progress).await?;
-        if let Err(e) = self.hand_over(&project_id, &build).await {
-            self.remove_build(&build).await;
+        let prepared = self.build(&build, kind, &upload, progress).await?;
+        let (runtime, reused_cache) = (prepared.runtime, prepared.reused_cache);
+        if let Err(e) = self.package(&project_id, &build, &prepared, progress).await {
+            self.remove_build(&project_id, &build).await;
             return Err(e);
         }
+        let command = prepared.command;
         let requirements = upload.requirements.clone().unwrap_or_default();
         let deployment = Deployment {
             project_id: project_id.clone(),
@@ -203,13 +231,13 @@ impl Deployer {
         let class = match self.class_for(&deployment).await {
             Ok(class) => class,
             Err(e) => {
-                self.remove_build(&build).await;
+                self.remove_build(&project_id, &build).await;
                 return Err(e);
             }
         };
         progress.stage("starting");
-        if let Err(e) = self.start(&class).await {
-            self.remove_build(&build).await;
+        if let Err(e) = self.start(&project_id, &class).await {
+            self.remove_build(&project_id, &build).await;
             return Err(e);
         }
         let new = NewDeployment {
@@ -224,8 +252,8 @@ impl Deployer {
         let (project, deployment) = match self.store.record_deployment(&new).await {
             Ok(recorded) => recorded,
             Err(e) => {
-                self.instances.stop(&class, KEY, true).await;
-                self.remove_build(&build).await;
+                self.stop_for_good(&project_id, &class).await;
+                self.remove_build(&project_id, &build).await;
                 return Err(e.into());
             }
         };
@@ -255,9 +283,9 @@ impl Deployer {
                 DeployError::NotFound(format!("project {} has no version {version}", project.id))
             })?;
         let class = self.class_for(&deployment).await?;
-        self.start(&class).await?;
+        self.start(&project.id, &class).await?;
         if !self.store.set_current(&project.id, version).await? {
-            self.instances.stop(&class, KEY, false).await;
+            self.stop_for_good(&project.id, &class).await;
             return Err(DeployError::NotFound(format!(
                 "project {} is gone",
                 project.id
@@ -267,20 +295,53 @@ impl Deployer {
         Ok(deployment)
     }
 
-    /// Deletes a project: its route, its instance, its records and its builds.
+    /// Deletes a project: its route, every running version, its records, its builds, its
+    /// data and every version's log; on Docker also its images, volume and network.
     pub async fn delete(&self, project: &Project) -> Result<(), DeployError> {
         let lock = self.lock(&project.id);
         let _held = lock.lock().await;
         let deployments = self.store.deployments(&project.id).await?;
+        let mut classes: Vec<Arc<ClassRuntime>> = self.untrack_all(&project.id);
         if let Some(class) = self.instances.unroute_project(&project.id) {
-            self.instances.stop(&class, KEY, true).await;
+            classes.push(class);
+        }
+        for class in &classes {
+            self.instances.stop(class, KEY, false).await;
         }
         self.store.delete_project(&project.id).await?;
         for d in deployments {
-            self.remove_build(&d.build).await;
+            self.remove_build(&project.id, &d.build).await;
         }
+        if let Some(docker) = &self.docker {
+            if let Err(e) = docker.remove_project(&project.id).await {
+                tracing::warn!(project = %project.id, error = %e, "project's Docker objects not all removed");
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(self.data_root(&project.id)).await;
+        self.remove_logs(&project.id).await;
         crate::tenant::remove_user(&project.id).await;
         Ok(())
+    }
+
+    /// A project's persistent folder (process driver): the parent of its `VALET_DATA_DIR`,
+    /// the same for all its versions.
+    fn data_root(&self, project_id: &str) -> PathBuf {
+        self.root.join("data").join(project_id)
+    }
+
+    /// Removes the log folders of every version of a project, from this run or earlier ones
+    /// (class names are `project-<id>-<build>-<n>`; ids are hex, so no prefix of another).
+    async fn remove_logs(&self, project_id: &str) {
+        let logs = self.config.data_dir().join("logs");
+        let prefix = format!("project-{project_id}-");
+        let Ok(mut entries) = tokio::fs::read_dir(&logs).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = tokio::fs::remove_dir_all(entry.path()).await;
+            }
+        }
     }
 
     /// The last `lines` lines of the output of a project's current version.
@@ -311,7 +372,7 @@ impl Deployer {
         kind: FileKind,
         upload: &Upload,
         progress: &Progress,
-    ) -> Result<(Runtime, Vec<String>, bool), DeployError> {
+    ) -> Result<Prepared, DeployError> {
         let staging = self.root.join("staging").join(build);
         tokio::fs::create_dir_all(&staging)
             .await
@@ -328,7 +389,7 @@ impl Deployer {
         upload: &Upload,
         staging: &Path,
         progress: &Progress,
-    ) -> Result<(Runtime, Vec<String>, bool), DeployError> {
+    ) -> Result<Prepared, DeployError> {
         let bytes = upload.bytes.clone();
         let into = staging.to_path_buf();
         tokio::task::spawn_blocking(move || unpack(kind, &bytes, &into))
@@ -337,7 +398,14 @@ impl Deployer {
         let dir = project_root(staging);
         let runtime = runtime_of(upload.runtime.as_deref(), &dir)?;
         let requirements = upload.requirements.as_deref().unwrap_or("");
-        let (command, reused) = match runtime {
+        let mut prepared = Prepared {
+            runtime,
+            command: Vec::new(),
+            reused_cache: false,
+            copies: Vec::new(),
+            env: Vec::new(),
+        };
+        match runtime {
             Runtime::Python => {
                 if !dir.join("app.py").is_file() {
                     return Err(DeployError::BadUpload(
@@ -348,15 +416,51 @@ impl Deployer {
                 if let Ok(text) = std::fs::read_to_string(dir.join("requirements.txt")) {
                     reqs.extend(python::parse_requirements(&(text + "\n"))?);
                 }
-                let prepared = python::prepare(&dir, &reqs, &self.cache, progress).await?;
-                (prepared.command, prepared.reused)
+                if let Some(docker) = &self.docker {
+                    let base = &self.config.deploy.python_image;
+                    let env = docker.base_image_env(base).await.map_err(unavailable)?;
+                    let target = python::image_python(&env);
+                    let cache = &self.cache;
+                    let ready =
+                        python::prepare_for_image(&dir, &reqs, target.as_deref(), cache, progress)
+                            .await?;
+                    if let Some(site) = ready.site {
+                        prepared.copies.push((site, python::IMAGE_SITE.into()));
+                        prepared
+                            .env
+                            .push(("PYTHONPATH".into(), python::IMAGE_SITE.into()));
+                    }
+                    // print() reaches the log at once, not when a buffer fills.
+                    prepared.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+                    (prepared.command, prepared.reused_cache) = (ready.command, ready.reused);
+                } else {
+                    let ready = python::prepare(&dir, &reqs, &self.cache, progress).await?;
+                    (prepared.command, prepared.reused_cache) = (ready.command, ready.reused);
+                }
             }
             Runtime::Node => {
+                if let Some(docker) = &self.docker {
+                    // Checked before installing anything: without it nothing can run.
+                    let base = &self.config.deploy.node_image;
+                    docker.base_image_env(base).await.map_err(unavailable)?;
+                }
                 let reqs = node::parse_requirements(requirements)?;
-                let prepared = node::prepare(&dir, &reqs, &self.cache, progress).await?;
-                (prepared.command, prepared.reused)
+                let ready = node::prepare(&dir, &reqs, &self.cache, progress).await?;
+                (prepared.command, prepared.reused_cache) = (ready.command, ready.reused);
+                if self.docker.is_some() {
+                    // The cache's node_modules is linked into the build; an image gets a copy.
+                    let link = dir.join("node_modules");
+                    if let Ok(cached) = std::fs::read_link(&link) {
+                        std::fs::remove_file(&link)
+                            .map_err(|e| DeployError::io("cannot unlink node_modules", e))?;
+                        prepared
+                            .copies
+                            .push((cached, format!("{}/node_modules", APP_IN_IMAGE)));
+                    }
+                    prepared.command = vec!["node".into(), "index.js".into()];
+                }
             }
-        };
+        }
         let target = self.root.join("builds").join(build);
         tokio::fs::create_dir_all(self.root.join("builds"))
             .await
@@ -364,21 +468,75 @@ impl Deployer {
         tokio::fs::rename(&dir, &target)
             .await
             .map_err(|e| DeployError::io("cannot move a build into place", e))?;
-        Ok((runtime, command, reused))
+        Ok(prepared)
     }
 
-    /// Gives a build to its project's user (when valet is root).
-    async fn hand_over(&self, project_id: &str, build: &str) -> Result<(), DeployError> {
-        match crate::tenant::ensure_user(project_id).await? {
-            Some(user) => {
-                crate::tenant::hand_over(&self.root.join("builds").join(build), &user).await
+    /// Makes a build runnable. Process driver: gives the build and the project's data folder
+    /// to the project's user (when valet is root). Docker: builds the version's image.
+    async fn package(
+        &self,
+        project_id: &str,
+        build: &str,
+        prepared: &Prepared,
+        progress: &Progress,
+    ) -> Result<(), DeployError> {
+        let dir = self.root.join("builds").join(build);
+        let Some(docker) = &self.docker else {
+            let user = crate::tenant::ensure_user(project_id).await?;
+            let data = self.data_root(project_id);
+            tokio::fs::create_dir_all(&data)
+                .await
+                .map_err(|e| DeployError::io("cannot make a project's data folder", e))?;
+            if let Some(user) = user {
+                crate::tenant::hand_over(&dir, &user).await?;
+                crate::tenant::hand_over_folder(&data, &user).await?;
             }
-            None => Ok(()),
+            return Ok(());
+        };
+        progress.stage("building image");
+        let base = match prepared.runtime {
+            Runtime::Python => &self.config.deploy.python_image,
+            Runtime::Node => &self.config.deploy.node_image,
+        };
+        let request = ProjectBuild {
+            project: project_id,
+            build,
+            base,
+            app: &dir,
+            copies: prepared.copies.clone(),
+            env: prepared.env.clone(),
+            command: prepared.command.clone(),
+        };
+        let mut tail: Vec<String> = Vec::new();
+        let built = docker
+            .build_project_image(request, &mut |line| {
+                progress.line(line.to_string());
+                tail.push(line.to_string());
+                if tail.len() > 15 {
+                    tail.remove(0);
+                }
+            })
+            .await;
+        match built {
+            Ok(_) => Ok(()),
+            Err(valet_runtime::DriverError::Spec(message)) => Err(DeployError::Install {
+                tool: "docker build",
+                log: if tail.is_empty() {
+                    message
+                } else {
+                    tail.join("\n")
+                },
+            }),
+            Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn remove_build(&self, build: &str) {
+    /// Removes a build that will not run: its folder, and its image on Docker.
+    async fn remove_build(&self, project_id: &str, build: &str) {
         let _ = tokio::fs::remove_dir_all(self.root.join("builds").join(build)).await;
+        if let Some(docker) = &self.docker {
+            docker.remove_project_image(project_id, build).await;
+        }
     }
 
     /// The class that runs one version with the project's secrets as env.
@@ -444,7 +602,7 @@ impl Deployer {
             Some(deployment) => {
                 let user = crate::tenant::ensure_user(&project.id).await?;
                 let class = self.class_with_env(&deployment, env, user)?;
-                self.start(&class).await?;
+                self.start(&project.id, &class).await?;
                 Some(class)
             }
             None => None,
@@ -455,7 +613,7 @@ impl Deployer {
         };
         if let Err(e) = stored {
             if let Some(class) = &class {
-                self.instances.stop(class, KEY, true).await;
+                self.stop_for_good(&project.id, class).await;
             }
             return Err(e.into());
         }
@@ -526,7 +684,8 @@ impl Deployer {
         user: Option<String>,
     ) -> Result<Arc<ClassRuntime>, DeployError> {
         let dir = self.root.join("builds").join(&deployment.build);
-        if !dir.is_dir() {
+        // On Docker the image is what runs; its build folder is kept for a rebuild only.
+        if self.docker.is_none() && !dir.is_dir() {
             return Err(DeployError::NotFound(format!(
                 "the files of version {} are gone",
                 deployment.version
@@ -560,30 +719,66 @@ impl Deployer {
         readiness.insert("timeout".into(), READY_WITHIN.into());
         table.insert("readiness".into(), readiness.into());
         table.insert("stop_timeout".into(), "5s".into());
+        if let Some(docker) = &self.docker {
+            let image = docker.project_image(&deployment.project_id, &deployment.build);
+            table.insert("image".into(), image.into());
+            table.insert("volume".into(), IMAGE_DATA.into());
+        }
         let class: ContainerClass = toml::Value::Table(table)
             .try_into()
             .map_err(|e| DeployError::io("project class", std::io::Error::other(format!("{e}"))))?;
         let mut runtime = ClassRuntime::from_config(&self.config, &class);
         runtime.work_dir = dir;
+        // One data folder per project, not per version: data outlives upgrades and rollbacks.
+        runtime.data_root = self.data_root(&deployment.project_id);
         // Set here rather than in the class table: values never pass through a config file.
         runtime.env.extend(env);
-        runtime.user = user;
+        match &self.docker {
+            // In its container the app runs as the image's unprivileged user.
+            Some(docker) => docker.register_project_class(&deployment.project_id, &class),
+            None => runtime.user = user,
+        }
         Ok(Arc::new(runtime))
     }
 
     /// Starts a version and waits until it is ready; on failure stops it and returns its log.
-    async fn start(&self, class: &Arc<ClassRuntime>) -> Result<(), DeployError> {
+    async fn start(&self, project_id: &str, class: &Arc<ClassRuntime>) -> Result<(), DeployError> {
+        self.track(project_id, class);
         match self.instances.start(class, KEY).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let log = log_tail(class, 30);
-                self.instances.stop(class, KEY, true).await;
+                self.stop_for_good(project_id, class).await;
+                let _ = tokio::fs::remove_dir_all(&class.log_root).await;
                 Err(DeployError::NotReady {
                     message: e.to_string(),
                     log,
                 })
             }
         }
+    }
+
+    /// Stops a version's instance that will not serve again. Its data is the project's and
+    /// stays (no destroy); its class is forgotten.
+    async fn stop_for_good(&self, project_id: &str, class: &Arc<ClassRuntime>) {
+        self.instances.stop(class, KEY, false).await;
+        untrack(&self.live, project_id, class);
+        if let Some(docker) = &self.docker {
+            docker.forget_project_class(&class.name);
+        }
+    }
+
+    fn track(&self, project_id: &str, class: &Arc<ClassRuntime>) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let classes = live.entry(project_id.to_string()).or_default();
+        if !classes.iter().any(|c| Arc::ptr_eq(c, class)) {
+            classes.push(class.clone());
+        }
+    }
+
+    fn untrack_all(&self, project_id: &str) -> Vec<Arc<ClassRuntime>> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.remove(project_id).unwrap_or_default()
     }
 
     /// Points the project at `class` and stops the version it replaces once its requests are
@@ -596,6 +791,8 @@ impl Deployer {
             return;
         }
         let instances = self.instances.clone();
+        let (live, docker) = (self.live.clone(), self.docker.clone());
+        let project_id = project_id.to_string();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + RETIRE_GRACE;
             while let Some(inst) = instances.instance_of(&old, KEY) {
@@ -605,8 +802,30 @@ impl Deployer {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             instances.stop(&old, KEY, false).await;
+            untrack(&live, &project_id, &old);
+            if let Some(docker) = docker {
+                docker.forget_project_class(&old.name);
+            }
         });
     }
+}
+
+/// Live classes per project (see [`Deployer::live`]).
+type Live = Mutex<HashMap<String, Vec<Arc<ClassRuntime>>>>;
+
+fn untrack(live: &Live, project_id: &str, class: &Arc<ClassRuntime>) {
+    let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(classes) = live.get_mut(project_id) {
+        classes.retain(|c| !Arc::ptr_eq(c, class));
+        if classes.is_empty() {
+            live.remove(project_id);
+        }
+    }
+}
+
+/// The Docker Engine failed or lacks a base image: nothing the uploader can change.
+fn unavailable(e: valet_runtime::DriverError) -> DeployError {
+    DeployError::Unavailable(e.to_string())
 }
 
 /// The store scope of a project's secrets.

@@ -51,6 +51,21 @@ pub async fn hand_over(dir: &Path, user: &str) -> Result<(), DeployError> {
         .map_err(|e| DeployError::io("cannot restrict a build folder", e))
 }
 
+/// Gives a project's data folder to its user, mode 0700: the folder itself only, since what
+/// is inside was made by the app as that user already.
+pub async fn hand_over_folder(dir: &Path, user: &str) -> Result<(), DeployError> {
+    let name = user.to_string();
+    let found = tokio::task::spawn_blocking(move || nix::unistd::User::from_name(&name))
+        .await
+        .map_err(|e| DeployError::io("user lookup stopped", std::io::Error::other(e)))?
+        .map_err(|e| DeployError::io("cannot look up a user", e.into()))?
+        .ok_or_else(|| DeployError::io(format!("no user {user}"), std::io::Error::other("user")))?;
+    nix::unistd::chown(dir, Some(found.uid), Some(found.gid))
+        .map_err(|e| DeployError::io("cannot give a data folder to its user", e.into()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| DeployError::io("cannot restrict a data folder", e))
+}
+
 /// Removes a deleted project's user (best effort: a leftover user owns nothing).
 pub async fn remove_user(project_id: &str) {
     if !nix::unistd::geteuid().is_root() {

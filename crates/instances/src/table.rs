@@ -105,6 +105,11 @@ impl Instances {
         self.inner.driver.name()
     }
 
+    /// The driver instances run on (the deployer builds project images through it).
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.inner.driver
+    }
+
     /// The instance for `key`, started if it sleeps. Hold the lease while the request, its
     /// streamed response or its WebSocket lasts.
     /// `port` is an index from [`ClassRuntime::port_index`].

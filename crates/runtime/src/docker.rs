@@ -17,6 +17,7 @@ mod error;
 mod image;
 mod logs;
 mod names;
+mod project;
 mod provision;
 mod reach;
 mod recover;
@@ -24,7 +25,8 @@ mod running;
 mod settings;
 mod volumes;
 
-pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, SCOPE};
+pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, PROJECT, SCOPE};
+pub use project::{ProjectBuild, APP_DIR, DATA_DIR};
 pub use settings::Resources;
 pub use volumes::{VolumeInfo, VolumeTarget, VolumeUser, Volumes};
 
@@ -38,6 +40,7 @@ use bollard::Docker;
 use container::Plan;
 use error::engine;
 use image::Images;
+use provision::Network;
 use reach::Reach;
 use running::DockerInstance;
 use settings::ClassSettings;
@@ -76,6 +79,11 @@ struct Inner {
     /// Hash of the data folder: this valet's label on everything it makes.
     scope: String,
     classes: HashMap<String, ClassSettings>,
+    /// Classes of deployed projects' versions, registered by the deployer (they are not in
+    /// valet.toml). Read once per container start, so a plain lock does.
+    projects: std::sync::RwLock<HashMap<String, ClassSettings>>,
+    /// The engine's cores: the most CPU a container may be given.
+    host_cpus: u32,
     images: Images,
     data_dir: PathBuf,
     /// A rootless engine's container addresses cannot be reached from here (see [`reach`]).
@@ -109,6 +117,8 @@ impl DockerDriver {
             inner: Arc::new(Inner {
                 images: Images::new(docker.clone()),
                 classes: settings::all(config, host_cpus),
+                projects: std::sync::RwLock::default(),
+                host_cpus,
                 docker,
                 scope,
                 data_dir,
@@ -128,21 +138,40 @@ impl DockerDriver {
         &self.inner.docker
     }
 
-    fn class(&self, name: &str) -> Result<&ClassSettings, DriverError> {
-        self.inner
-            .classes
+    fn class(&self, name: &str) -> Result<ClassSettings, DriverError> {
+        if let Some(settings) = self.inner.classes.get(name) {
+            return Ok(settings.clone());
+        }
+        let projects = self
+            .inner
+            .projects
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        projects
             .get(name)
+            .cloned()
             .ok_or_else(|| DriverError::Spec(format!("class `{name}` is not in the config")))
     }
 
-    async fn network_for(&self, settings: &ClassSettings) -> Result<Option<String>, DriverError> {
+    /// The network a class's containers join: a project's own, the internal one, or none
+    /// (the default bridge).
+    async fn network_for(&self, settings: &ClassSettings) -> Result<Option<Network>, DriverError> {
+        let (docker, scope) = (&self.inner.docker, &self.inner.scope);
+        if let Some(project) = &settings.project {
+            let _one_at_a_time = self.inner.network.lock().await;
+            return provision::project_network(docker, scope, project)
+                .await
+                .map(Some);
+        }
         if settings.internet {
             return Ok(None);
         }
         let _one_at_a_time = self.inner.network.lock().await;
-        provision::internal_network(&self.inner.docker, &self.inner.scope)
-            .await
-            .map(Some)
+        let name = provision::internal_network(docker, scope).await?;
+        Ok(Some(Network {
+            name,
+            internal: true,
+        }))
     }
 }
 
@@ -152,7 +181,7 @@ impl DockerDriver {
         &self,
         id: &str,
         ports: &[(String, u16)],
-        internal: Option<&str>,
+        network: Option<&Network>,
     ) -> Result<Endpoints, DriverError> {
         let inspect = self
             .inner
@@ -161,7 +190,11 @@ impl DockerDriver {
             .await
             .map_err(|e| engine("cannot inspect the container", e))?;
         let exited = inspect.state.as_ref().and_then(|s| s.running) == Some(false);
-        let reach = Reach::choose(internal, self.inner.rootless);
+        let reach = match network {
+            // Nothing is published from an internal network: its address is the only way in.
+            Some(n) if n.internal || !self.inner.rootless => Reach::Network(&n.name),
+            _ => Reach::choose(None, self.inner.rootless),
+        };
         match reach::endpoints(ports, &inspect, reach) {
             Ok(endpoints) => Ok(endpoints),
             // Exited already, so the engine dropped its addresses: hand it over anyway and let
@@ -181,6 +214,10 @@ impl Driver for DockerDriver {
         "docker"
     }
 
+    fn docker(&self) -> Option<&DockerDriver> {
+        Some(self)
+    }
+
     async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {
         let adopted = recover::run(self).await?;
         recover::prebuild(self.clone());
@@ -189,7 +226,7 @@ impl Driver for DockerDriver {
 
     async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
         let class = spec.id.class();
-        let settings = self.class(class)?;
+        let settings = &self.class(class)?;
         let docker = &self.inner.docker;
         let ring = Arc::new(LogRing::new(spec.log_lines));
         let mut sink = logs::LogSink::open(&spec.log_path, ring.clone()).await;
@@ -199,8 +236,14 @@ impl Driver for DockerDriver {
         let images = &self.inner.images;
         let image_id = images.ensure(class, settings, resolved, &mut sink).await?;
         let config_hash = settings.config_hash(&image_id);
-        if settings.volume.is_some() {
-            provision::volume(docker, &self.inner.scope, &spec.id).await?;
+        match (&settings.volume, &settings.project) {
+            (None, _) => {}
+            (Some(_), Some(project)) => {
+                provision::project_volume(docker, &self.inner.scope, project).await?;
+            }
+            (Some(_), None) => {
+                provision::volume(docker, &self.inner.scope, &spec.id).await?;
+            }
         }
         let network = self.network_for(settings).await?;
         let plan = Plan {
@@ -209,7 +252,7 @@ impl Driver for DockerDriver {
             scope: &self.inner.scope,
             image: &image,
             config_hash: &config_hash,
-            network: network.as_deref(),
+            network: network.as_ref(),
         };
         let name = plan.name();
         // A container of this name is a stopped leftover: the instance layer never starts a
@@ -232,10 +275,7 @@ impl Driver for DockerDriver {
             ));
         }
         let pump = logs::follow(docker.clone(), id.clone(), "all", sink);
-        let endpoints = match self
-            .endpoints_of(&id, &spec.ports, network.as_deref())
-            .await
-        {
+        let endpoints = match self.endpoints_of(&id, &spec.ports, network.as_ref()).await {
             Ok(endpoints) => endpoints,
             Err(e) => {
                 running::remove(docker, &id).await;
@@ -253,7 +293,14 @@ impl Driver for DockerDriver {
     }
 
     async fn destroy(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
-        provision::remove_volume(&self.inner.docker, &self.inner.scope, &spec.id).await?;
+        // A project's volume belongs to the project, not to one version's instance: it goes
+        // with the project (`remove_project`), never when a version is stopped for good.
+        let of_project = self
+            .class(spec.id.class())
+            .is_ok_and(|settings| settings.project.is_some());
+        if !of_project {
+            provision::remove_volume(&self.inner.docker, &self.inner.scope, &spec.id).await?;
+        }
         // The driver keeps nothing in the data folder, but a class that switched from the
         // process driver may have left data there: destroy means all of it.
         remove_data_dir(spec).await

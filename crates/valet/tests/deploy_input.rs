@@ -255,16 +255,3 @@ async fn an_upload_over_the_largest_limit_gets_a_413_that_reaches_the_still_send
     assert!(api.projects().await.is_empty());
     assert_eq!(leftovers(&valet), Vec::<String>::new());
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_docker_driver_refuses_deploys_clearly_until_it_supports_them() {
-    // with_token opens [server]; this line lands in it.
-    let (_valet, api) = valet_with("driver = \"docker\"\n").await;
-    let (status, body) = api.upload(Form::file("app.py", plain_app("v1"))).await;
-    assert_eq!(status, 501, "{body}");
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .contains("docker driver is not built yet"));
-    assert!(api.projects().await.is_empty());
-}

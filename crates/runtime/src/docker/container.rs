@@ -2,6 +2,7 @@
 //! volume, limits, network).
 
 use super::names;
+use super::provision::Network;
 use super::settings::ClassSettings;
 use crate::driver::{DriverError, InstanceSpec};
 use crate::process::command::{port_env_name, substitute};
@@ -17,18 +18,25 @@ pub struct Plan<'a> {
     pub scope: &'a str,
     pub image: &'a str,
     pub config_hash: &'a str,
-    /// The internal network, for a class without internet.
-    pub network: Option<&'a str>,
+    /// The network it joins instead of the default bridge: the internal network (a class
+    /// without internet) or a deployed project's own.
+    pub network: Option<&'a Network>,
 }
 
 impl Plan<'_> {
     pub fn name(&self) -> String {
-        names::instance_name(self.scope, &self.spec.id)
+        match &self.settings.project {
+            Some(project) => names::project_container(self.scope, project, &self.spec.id),
+            None => names::instance_name(self.scope, &self.spec.id),
+        }
     }
 
     pub fn labels(&self) -> HashMap<String, String> {
         let mut labels = names::instance_labels(self.scope, &self.spec.id);
         labels.insert(names::CONFIG_HASH.into(), self.config_hash.into());
+        if let Some(project) = &self.settings.project {
+            labels.insert(names::PROJECT.into(), project.clone());
+        }
         labels
     }
 
@@ -42,7 +50,9 @@ impl Plan<'_> {
             .map(|arg| substitute(arg, default, &ports).map_err(DriverError::Spec))
             .collect::<Result<Vec<_>, _>>()?;
         let port_keys: Vec<String> = ports.iter().map(|(_, p)| format!("{p}/tcp")).collect();
-        let bindings = (self.network.is_none()).then(|| {
+        // The engine publishes nothing from an internal network.
+        let internal = self.network.is_some_and(|n| n.internal);
+        let bindings = (!internal).then(|| {
             port_keys
                 .iter()
                 .map(|key| {
@@ -55,10 +65,15 @@ impl Plan<'_> {
                 })
                 .collect()
         });
+        // A project's versions share the project's volume; any other instance has its own.
+        let volume = match &self.settings.project {
+            Some(project) => names::project_volume(self.scope, project),
+            None => self.name(),
+        };
         let mounts = self.settings.volume.as_ref().map(|target| {
             vec![Mount {
                 target: Some(target.clone()),
-                source: Some(self.name()),
+                source: Some(volume),
                 typ: Some(MountType::VOLUME),
                 ..Default::default()
             }]
@@ -68,7 +83,7 @@ impl Plan<'_> {
             mounts,
             nano_cpus: Some(self.settings.resources.nano_cpus),
             memory: Some(self.settings.resources.memory),
-            network_mode: self.network.map(str::to_string),
+            network_mode: self.network.map(|n| n.name.clone()),
             // tini as PID 1 passes SIGTERM on: many apps install no handler as PID 1 and
             // would otherwise sit out the whole stop_timeout before being killed.
             init: Some(true),

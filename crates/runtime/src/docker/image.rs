@@ -144,27 +144,12 @@ impl Images {
             ])),
             ..Default::default()
         };
-        let body = bollard::body_full(resolved.context.unwrap_or_default().into());
-        let mut output = self.docker.build_image(options, None, Some(body));
-        let mut failure = None;
-        while let Some(item) = output.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(text) = info.stream.or(info.status) {
-                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                            tracing::info!(class, line, "image build");
-                            sink.line(line).await;
-                        }
-                    }
-                    let error = info.error_detail.and_then(|d| d.message);
-                    if let Some(message) = error {
-                        sink.line(&message).await;
-                        failure = Some(message);
-                    }
-                }
-                Err(e) => failure = Some(e.to_string()),
-            }
-        }
+        let context = resolved.context.unwrap_or_default();
+        let result = run_build(&self.docker, options, context, &mut |line| {
+            tracing::info!(class, line, "image build");
+            sink.keep(line.to_string());
+        })
+        .await;
         sink.flush().await;
         let failed = |message: &str| {
             DriverError::Spec(format!(
@@ -172,9 +157,9 @@ impl Images {
                 message.trim()
             ))
         };
-        match failure {
-            Some(message) => Err(failed(&message)),
-            None => match self.id_of(&tag).await {
+        match result {
+            Err(message) => Err(failed(&message)),
+            Ok(()) => match self.id_of(&tag).await {
                 Some(id) => Ok(id),
                 None => Err(failed("the engine reported no image")),
             },
@@ -190,6 +175,36 @@ impl Images {
         let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
         building.entry(tag.to_string()).or_default().clone()
     }
+}
+
+/// Sends a build context to the engine and reads its output to the end, each non-empty line
+/// to `line`. `Err` holds the engine's reason when the build failed.
+pub(super) async fn run_build(
+    docker: &Docker,
+    options: BuildImageOptions,
+    context: Vec<u8>,
+    line: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), String> {
+    let body = bollard::body_full(context.into());
+    let mut output = docker.build_image(options, None, Some(body));
+    let mut failure = None;
+    while let Some(item) = output.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream.or(info.status) {
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .for_each(&mut *line);
+                }
+                if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                    line(&message);
+                    failure = Some(message);
+                }
+            }
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// The context archive and the Dockerfile's name inside it.

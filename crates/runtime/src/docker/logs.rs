@@ -45,12 +45,6 @@ impl LogSink {
         self.ring.push(line);
     }
 
-    /// Keeps one line and writes it out at once.
-    pub async fn line(&mut self, line: &str) {
-        self.keep(line.to_string());
-        self.flush().await;
-    }
-
     pub async fn flush(&mut self) {
         if self.batch.is_empty() {
             return;

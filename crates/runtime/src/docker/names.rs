@@ -13,6 +13,8 @@ pub const SCOPE: &str = "valet.scope";
 pub const CLASS: &str = "valet.class";
 pub const KEY: &str = "valet.key";
 pub const CONFIG_HASH: &str = "valet.config-hash";
+/// The deployed project a container, image, volume or network belongs to.
+pub const PROJECT: &str = "valet.project";
 
 /// Everything but unreserved URL characters is escaped in the key label.
 const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
@@ -54,6 +56,62 @@ pub fn instance_name(scope: &str, id: &InstanceId) -> String {
 /// The internal network of one valet (`enable_internet = false`).
 pub fn internal_network(scope: &str) -> String {
     format!("valet-{scope}-internal")
+}
+
+/// A deployed project's own network, volume and image repository share this stem. Project ids
+/// are made by valet (hex), but they are sanitized like any name all the same.
+fn project_stem(scope: &str, project: &str) -> String {
+    format!(
+        "valet-{scope}-project-{}",
+        sanitize(project).to_ascii_lowercase()
+    )
+}
+
+/// The network of one deployed project: its versions' containers and nothing else.
+pub fn project_network(scope: &str, project: &str) -> String {
+    project_stem(scope, project)
+}
+
+/// The container of one version's instance. Version classes differ only at the end of long
+/// names, past what [`instance_name`] keeps, so a hash of the whole class name tells them apart.
+pub fn project_container(scope: &str, project: &str, id: &InstanceId) -> String {
+    let class = hex::encode(&Sha256::digest(id.class().as_bytes())[..6]);
+    format!("{}-{class}-{}", project_stem(scope, project), id.slug())
+}
+
+/// The volume of one deployed project, shared by its versions (`VALET_DATA_DIR`).
+pub fn project_volume(scope: &str, project: &str) -> String {
+    format!("{}-data", project_stem(scope, project))
+}
+
+/// The image of one version (build) of a deployed project.
+pub fn project_image(scope: &str, project: &str, build: &str) -> String {
+    format!(
+        "{}:{}",
+        project_stem(scope, project),
+        sanitize(build).to_ascii_lowercase()
+    )
+}
+
+/// Labels on what valet makes for a project as a whole (its network, volume, images).
+pub fn project_labels(scope: &str, project: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (MANAGED.to_string(), "true".to_string()),
+        (SCOPE.to_string(), scope.to_string()),
+        (PROJECT.to_string(), project.to_string()),
+    ])
+}
+
+/// Engine filter for everything of one project of one valet.
+pub fn project_filter(scope: &str, project: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{MANAGED}=true"),
+            format!("{SCOPE}={scope}"),
+            format!("{PROJECT}={project}"),
+        ],
+    )])
 }
 
 pub fn escape_key(key: &str) -> String {
@@ -100,6 +158,16 @@ mod tests {
         let label = escape_key(id.key());
         assert!(!label.contains('/') && !label.contains(' ') && !label.contains('='));
         assert_eq!(unescape_key(&label).as_deref(), Some(id.key()));
+    }
+
+    #[test]
+    fn versions_of_a_project_get_containers_of_their_own() {
+        let one = InstanceId::new("project-64b25bc228a4b50f-a6f26f934d89f317-1", "main");
+        let two = InstanceId::new("project-64b25bc228a4b50f-a6f26f934d89f317-2", "main");
+        assert_eq!(instance_name("s", &one), instance_name("s", &two), "truncated alike");
+        let (a, b) = (project_container("s", "p", &one), project_container("s", "p", &two));
+        assert_ne!(a, b);
+        assert!(a.starts_with("valet-s-project-p-"), "{a}");
     }
 
     #[test]

@@ -9,6 +9,14 @@ use bollard::Docker;
 use std::collections::HashMap;
 use valet_core::InstanceId;
 
+/// A network a container joins instead of the default bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    /// Internal: no route out, and no ports published from it.
+    pub internal: bool,
+}
+
 /// Creates the instance's named volume with valet's labels, or finds it. The engine answers a
 /// create of an existing name with that volume, so this is idempotent and keeps its data.
 pub async fn volume(docker: &Docker, scope: &str, id: &InstanceId) -> Result<String, DriverError> {
@@ -23,6 +31,66 @@ pub async fn volume(docker: &Docker, scope: &str, id: &InstanceId) -> Result<Str
         .await
         .map_err(|e| engine(format!("cannot create volume {name}"), e))?;
     Ok(name)
+}
+
+/// Creates a deployed project's volume (shared by its versions), or finds it.
+pub async fn project_volume(
+    docker: &Docker,
+    scope: &str,
+    project: &str,
+) -> Result<String, DriverError> {
+    let name = names::project_volume(scope, project);
+    let mut labels = names::project_labels(scope, project);
+    // `valet volumes ls` shows it under this class name.
+    labels.insert(names::CLASS.to_string(), format!("project-{project}"));
+    let request = VolumeCreateRequest {
+        name: Some(name.clone()),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    docker
+        .create_volume(request)
+        .await
+        .map_err(|e| engine(format!("cannot create volume {name}"), e))?;
+    Ok(name)
+}
+
+/// A deployed project's own bridge network, created on first use. Not internal: the app may
+/// reach the internet, and its port is published on loopback. Docker's isolation rules keep
+/// bridges apart, so one project's containers cannot reach another's.
+///
+/// The caller serializes calls: Engine 20.10 accepts two networks of one name.
+pub async fn project_network(
+    docker: &Docker,
+    scope: &str,
+    project: &str,
+) -> Result<Network, DriverError> {
+    let name = names::project_network(scope, project);
+    match docker.inspect_network(&name, None).await {
+        Ok(_) => {
+            return Ok(Network {
+                name,
+                internal: false,
+            })
+        }
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(engine(format!("cannot inspect network {name}"), e)),
+    }
+    let request = NetworkCreateRequest {
+        name: name.clone(),
+        driver: Some("bridge".into()),
+        labels: Some(names::project_labels(scope, project)),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => tracing::info!(network = %name, project, "project network created"),
+        Err(e) if conflict(&e) => {}
+        Err(e) => return Err(engine(format!("cannot create network {name}"), e)),
+    }
+    Ok(Network {
+        name,
+        internal: false,
+    })
 }
 
 /// Deletes the instance's named volume and its data (admin `destroy`). The container is gone

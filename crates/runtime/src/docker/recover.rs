@@ -135,8 +135,8 @@ async fn build(driver: &DockerDriver, class: &str) -> Result<String, DriverError
     let path = driver.inner.data_dir.join("logs").join(class);
     let mut sink = LogSink::open(&path.join("build.log"), Arc::new(LogRing::new(1))).await;
     let images = &driver.inner.images;
-    let resolved = images.resolve(class, settings).await?;
-    images.ensure(class, settings, resolved, &mut sink).await
+    let resolved = images.resolve(class, &settings).await?;
+    images.ensure(class, &settings, resolved, &mut sink).await
 }
 
 async fn adopt(
@@ -162,12 +162,15 @@ async fn adopt(
             .await
             .map_err(|e| engine("cannot rename the stale container", e))?;
     }
-    let internal = (!settings.internet).then(|| names::internal_network(&driver.inner.scope));
+    let internal = (!settings.internet).then(|| super::Network {
+        name: names::internal_network(&driver.inner.scope),
+        internal: true,
+    });
     // With a matching hash the class's ports are the ones the container was made with. A stale
     // one may have been made with other ports: a port it does not publish fails the adoption,
     // and the container is removed like any unadoptable one.
     let endpoints = driver
-        .endpoints_of(id, &settings.ports, internal.as_deref())
+        .endpoints_of(id, &settings.ports, internal.as_ref())
         .await?;
     // Same layout as the instance layer's log files: <data_dir>/logs/<class>/<slug>.log.
     let logs = driver.inner.data_dir.join("logs").join(instance.class());

@@ -98,12 +98,28 @@ pub struct ClassSettings {
     /// Everything else that shapes a container (command, env, ports, user), in a stable form,
     /// so a change shows in the config hash.
     pub shape: String,
+    /// The id of the deployed project this class runs a version of: its containers join the
+    /// project's own network and mount the project's volume, which all its versions share.
+    pub project: Option<String>,
 }
 
 impl ClassSettings {
     pub fn from_config(config: &Config, class: &ContainerClass, host_cpus: u32) -> Self {
         let image = class.image.as_deref().unwrap_or_default();
         let image = ImageSource::parse(image, &config.base_dir, &config.data_dir());
+        Self::from_class(image, class, host_cpus)
+    }
+
+    /// A deployed project's version: `class.image` is the version's image, built already.
+    pub fn for_project(project_id: &str, class: &ContainerClass, host_cpus: u32) -> Self {
+        let image = ImageSource::Reference(class.image.clone().unwrap_or_default());
+        Self {
+            project: Some(project_id.to_string()),
+            ..Self::from_class(image, class, host_cpus)
+        }
+    }
+
+    fn from_class(image: ImageSource, class: &ContainerClass, host_cpus: u32) -> Self {
         let mut env: BTreeMap<&str, String> = class
             .env
             .iter()
@@ -133,6 +149,7 @@ impl ClassSettings {
             stop_timeout: class.stop_timeout.get(),
             ports: class.ports.iter().map(|(n, p)| (n.clone(), *p)).collect(),
             shape,
+            project: None,
         }
     }
 

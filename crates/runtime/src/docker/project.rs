@@ -1,0 +1,311 @@
+//! Deployed projects on the Docker driver. The deployer prepares an upload on the host (its
+//! requirements installed into the host's cache, since no registry is reachable from inside
+//! an image here) and hands it over: each version becomes an image built `FROM` the runtime's
+//! base image with the app and its installed requirements copied in. Each project gets its own
+//! network and volume (shared by its versions); its versions' classes are registered here,
+//! since they are not in valet.toml. Deleting the project removes all of it.
+
+use super::error::{engine, not_found};
+use super::image::run_build;
+use super::names;
+use super::settings::ClassSettings;
+use super::DockerDriver;
+use crate::driver::DriverError;
+use bollard::query_parameters::{
+    BuildImageOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
+    RemoveImageOptions, RemoveVolumeOptions,
+};
+use std::path::{Path, PathBuf};
+use valet_config::ContainerClass;
+
+/// Where the app sits in its image, and its working directory.
+pub const APP_DIR: &str = "/app";
+/// The mount point of the project's volume (`VALET_DATA_DIR`).
+pub const DATA_DIR: &str = "/data";
+/// The app runs as this unprivileged user (nobody), which owns its folder and its volume.
+const APP_USER: &str = "65534:65534";
+
+/// One version's image, as the deployer asks for it.
+pub struct ProjectBuild<'a> {
+    pub project: &'a str,
+    /// The version's build id (part of the image tag).
+    pub build: &'a str,
+    /// The runtime's base image; it must be on the engine already.
+    pub base: &'a str,
+    /// The prepared app folder, copied to [`APP_DIR`].
+    pub app: &'a Path,
+    /// Folders installed on the host, copied to a path in the image (read-only for the app).
+    pub copies: Vec<(PathBuf, String)>,
+    /// Environment baked into the image (`PYTHONPATH`, ...).
+    pub env: Vec<(String, String)>,
+    /// The image's command (the container is created with the same one).
+    pub command: Vec<String>,
+}
+
+impl DockerDriver {
+    /// Checks that a base image is on the engine; valet never pulls. Returns its env.
+    pub async fn base_image_env(&self, image: &str) -> Result<Vec<String>, DriverError> {
+        match self.inner.docker.inspect_image(image).await {
+            Ok(found) => Ok(found.config.and_then(|c| c.env).unwrap_or_default()),
+            Err(e) if not_found(&e) => Err(DriverError::Spec(format!(
+                "the base image `{image}` is not on the Docker Engine (valet does not pull: \
+                 load or build it there, or set [deploy] node_image / python_image)"
+            ))),
+            Err(e) => Err(engine(format!("cannot inspect image `{image}`"), e)),
+        }
+    }
+
+    /// Builds a version's image; returns its tag. Build output goes to `line`.
+    pub async fn build_project_image(
+        &self,
+        build: ProjectBuild<'_>,
+        line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<String, DriverError> {
+        self.base_image_env(build.base).await?;
+        let scope = &self.inner.scope;
+        let tag = names::project_image(scope, build.project, build.build);
+        let dockerfile = dockerfile(&build)?;
+        let app = build.app.to_path_buf();
+        let copies = build.copies.clone();
+        let context = tokio::task::spawn_blocking(move || context(&dockerfile, &app, &copies))
+            .await
+            .map_err(|e| DriverError::io("context archiving stopped", std::io::Error::other(e)))?
+            .map_err(|e| DriverError::io("cannot archive the build context", e))?;
+        let options = BuildImageOptions {
+            t: Some(tag.clone()),
+            rm: true,
+            forcerm: true,
+            labels: Some(names::project_labels(scope, build.project)),
+            ..Default::default()
+        };
+        tracing::info!(project = build.project, %tag, base = build.base, "building project image");
+        run_build(&self.inner.docker, options, context, line)
+            .await
+            .map_err(|message| {
+                DriverError::Spec(format!("image build failed: {}", message.trim()))
+            })?;
+        Ok(tag)
+    }
+
+    /// The tag of a version's image (built by [`Self::build_project_image`]).
+    pub fn project_image(&self, project: &str, build: &str) -> String {
+        names::project_image(&self.inner.scope, project, build)
+    }
+
+    /// Makes a version's class known to the driver: `class.image` is its built image. Its
+    /// containers join the project's network and mount its volume at `class.volume`.
+    pub fn register_project_class(&self, project: &str, class: &ContainerClass) {
+        let settings = ClassSettings::for_project(project, class, self.inner.host_cpus);
+        let mut projects = self
+            .inner
+            .projects
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        projects.insert(class.class_name.clone(), settings);
+    }
+
+    /// Forgets a version's class (its instance has stopped for good).
+    pub fn forget_project_class(&self, class: &str) {
+        let mut projects = self
+            .inner
+            .projects
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        projects.remove(class);
+    }
+
+    /// Removes one image of a project (a version that failed to start).
+    pub async fn remove_project_image(&self, project: &str, build: &str) {
+        let tag = names::project_image(&self.inner.scope, project, build);
+        let options = RemoveImageOptions {
+            force: true,
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .inner
+            .docker
+            .remove_image(&tag, Some(options), None)
+            .await
+        {
+            if !not_found(&e) {
+                tracing::warn!(%tag, error = %e, "cannot remove a project image");
+            }
+        }
+    }
+
+    /// Removes everything of a deleted project: containers left running (a version still
+    /// being retired), its images, its volume and its network. Its classes are forgotten.
+    pub async fn remove_project(&self, project: &str) -> Result<(), DriverError> {
+        let docker = &self.inner.docker;
+        let scope = &self.inner.scope;
+        let filter = names::project_filter(scope, project);
+        {
+            let mut projects = self
+                .inner
+                .projects
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            projects.retain(|_, s| s.project.as_deref() != Some(project));
+        }
+        let containers = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filter.clone()),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| engine("cannot list a project's containers", e))?;
+        for id in containers.into_iter().filter_map(|c| c.id) {
+            let options = RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            match docker.remove_container(&id, Some(options)).await {
+                Err(e) if !not_found(&e) => {
+                    return Err(engine("cannot remove a project's container", e))
+                }
+                _ => {}
+            }
+        }
+        let images = docker
+            .list_images(Some(ListImagesOptions {
+                filters: Some(filter),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| engine("cannot list a project's images", e))?;
+        for image in images {
+            let options = RemoveImageOptions {
+                force: true,
+                ..Default::default()
+            };
+            match docker.remove_image(&image.id, Some(options), None).await {
+                Err(e) if !not_found(&e) => {
+                    return Err(engine("cannot remove a project's image", e))
+                }
+                _ => {}
+            }
+        }
+        let volume = names::project_volume(scope, project);
+        match docker
+            .remove_volume(&volume, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Err(e) if !not_found(&e) => {
+                return Err(engine(format!("cannot remove volume {volume}"), e))
+            }
+            _ => {}
+        }
+        let network = names::project_network(scope, project);
+        let _one_at_a_time = self.inner.network.lock().await;
+        match docker.remove_network(&network).await {
+            Err(e) if !not_found(&e) => {
+                return Err(engine(format!("cannot remove network {network}"), e))
+            }
+            _ => {}
+        }
+        tracing::info!(
+            project,
+            "project's containers, images, volume and network removed"
+        );
+        Ok(())
+    }
+}
+
+/// The Dockerfile of a version. Everything in it comes from valet (the base image is checked
+/// by config validation, the rest is fixed or made by the deployer), but values are still
+/// written as JSON strings so nothing can end a line.
+fn dockerfile(build: &ProjectBuild<'_>) -> Result<String, DriverError> {
+    let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    if build
+        .base
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(DriverError::Spec(format!(
+            "base image {:?} is not an image reference",
+            build.base
+        )));
+    }
+    let mut file = format!("FROM {}\n", build.base);
+    // The app owns its folder and the volume's mount point (a fresh volume takes the owner of
+    // the folder it is mounted on), as a process-driver project owns its build folder.
+    file += &format!("COPY --chown={APP_USER} app {APP_DIR}\n");
+    file += &format!("COPY --chown={APP_USER} data {DATA_DIR}\n");
+    for (i, (_, target)) in build.copies.iter().enumerate() {
+        file += &format!("COPY [\"copy{i}\", {}]\n", json(target));
+    }
+    file += &format!("WORKDIR {APP_DIR}\n");
+    for (name, value) in &build.env {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(DriverError::Spec(format!("bad variable name {name:?}")));
+        }
+        file += &format!("ENV {name}={}\n", json(value));
+    }
+    file += &format!("USER {APP_USER}\n");
+    let command: Vec<String> = build.command.iter().map(|a| json(a)).collect();
+    file += &format!("CMD [{}]\n", command.join(", "));
+    Ok(file)
+}
+
+/// The build context: the Dockerfile, the app as `app/`, an empty `data/`, and each copied
+/// folder as `copy<n>/`. Links are kept as links, never followed out of their folder.
+fn context(dockerfile: &str, app: &Path, copies: &[(PathBuf, String)]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    dir.set_cksum();
+    builder.append_data(&mut dir, "data/", std::io::empty())?;
+    builder.append_dir_all("app", app)?;
+    for (i, (from, _)) in copies.iter().enumerate() {
+        builder.append_dir_all(format!("copy{i}"), from)?;
+    }
+    builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dockerfile_copies_the_app_and_its_requirements_and_runs_unprivileged() {
+        let build = ProjectBuild {
+            project: "abc",
+            build: "b1",
+            base: "python:3.11-slim",
+            app: Path::new("/nowhere"),
+            copies: vec![("/cache/x/site".into(), "/opt/valet/python".into())],
+            env: vec![("PYTHONPATH".into(), "/opt/valet/python".into())],
+            command: vec!["python3".into(), "app.py".into()],
+        };
+        let file = dockerfile(&build).unwrap();
+        assert!(file.starts_with("FROM python:3.11-slim\n"), "{file}");
+        assert!(
+            file.contains("COPY --chown=65534:65534 app /app\n"),
+            "{file}"
+        );
+        assert!(
+            file.contains("COPY [\"copy0\", \"/opt/valet/python\"]\n"),
+            "{file}"
+        );
+        assert!(
+            file.contains("ENV PYTHONPATH=\"/opt/valet/python\"\n"),
+            "{file}"
+        );
+        assert!(file.contains("USER 65534:65534\n"), "{file}");
+        assert!(file.ends_with("CMD [\"python3\", \"app.py\"]\n"), "{file}");
+        let evil = ProjectBuild {
+            base: "x\nRUN rm -rf /",
+            ..build
+        };
+        assert!(dockerfile(&evil).is_err());
+    }
+}
