@@ -323,6 +323,15 @@ impl Deployer {
         Ok(())
     }
 
+    /// The system user a project runs as on the process driver (when valet is root). On
+    /// Docker the app runs as the image's unprivileged user and needs no account here.
+    async fn user_of(&self, project_id: &str) -> Result<Option<String>, DeployError> {
+        match self.docker {
+            Some(_) => Ok(None),
+            None => crate::tenant::ensure_user(project_id).await,
+        }
+    }
+
     /// A project's persistent folder (process driver): the parent of its `VALET_DATA_DIR`,
     /// the same for all its versions.
     fn data_root(&self, project_id: &str) -> PathBuf {
@@ -542,7 +551,7 @@ impl Deployer {
     /// The class that runs one version with the project's secrets as env.
     async fn class_for(&self, deployment: &Deployment) -> Result<Arc<ClassRuntime>, DeployError> {
         let env = self.env_of(&deployment.project_id).await?;
-        let user = crate::tenant::ensure_user(&deployment.project_id).await?;
+        let user = self.user_of(&deployment.project_id).await?;
         self.class_with_env(deployment, env, user)
     }
 
@@ -600,7 +609,7 @@ impl Deployer {
             .await?;
         let class = match current {
             Some(deployment) => {
-                let user = crate::tenant::ensure_user(&project.id).await?;
+                let user = self.user_of(&project.id).await?;
                 let class = self.class_with_env(&deployment, env, user)?;
                 self.start(&project.id, &class).await?;
                 Some(class)

@@ -23,7 +23,8 @@ use std::process::Command;
 use std::time::Duration;
 use support::docker::{docker, engine_ready};
 
-const PYTHON_BASE: &str = "valet-test-deploy-python:1";
+/// Bump the tag whenever what goes into a base image changes: an existing tag is reused.
+const PYTHON_BASE: &str = "valet-test-deploy-python:3";
 const NODE_BASE: &str = "valet-test-deploy-node:1";
 
 /// An app that answers with its version, its data folder's note (`/write/<text>` sets it), its
@@ -602,6 +603,28 @@ fn python_root() -> Root {
         }
     }
     copy_libraries(&fs, &linked);
+    // What every Debian python:*-slim holds and compiled wheels (pydantic-core) link: all of
+    // glibc (libc6), and libgcc_s, which libc6 depends on.
+    let libc6 = [
+        "libc.so.6",
+        "libm.so.6",
+        "libdl.so.2",
+        "libpthread.so.0",
+        "librt.so.1",
+        "libresolv.so.2",
+        "libutil.so.1",
+        "libanl.so.1",
+        "libnss_files.so.2",
+        "libnss_dns.so.2",
+        "libgcc_s.so.1",
+        "libstdc++.so.6",
+    ];
+    for library in libc6 {
+        let path = system_library(library);
+        if !inside(&fs, &path).exists() {
+            copy_file(&path, &inside(&fs, &path));
+        }
+    }
     std::fs::create_dir_all(fs.join("usr/local/bin")).unwrap();
     std::os::unix::fs::symlink(binary, fs.join("usr/local/bin/python3")).unwrap();
     std::fs::create_dir_all(fs.join("tmp")).unwrap();
@@ -629,6 +652,23 @@ fn node_root() -> Root {
     copy_libraries(&fs, &[node]);
     std::fs::create_dir_all(fs.join("tmp")).unwrap();
     root
+}
+
+/// Where the dynamic loader finds a system library (`ldconfig -p`).
+fn system_library(name: &str) -> PathBuf {
+    let out = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .expect("ldconfig");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&format!("{name} ")) && l.contains("x86-64"))
+        .find_map(|l| l.rsplit_once("=> ").map(|(_, p)| PathBuf::from(p.trim())))
+        .or_else(|| {
+            let fallback = Path::new("/lib/x86_64-linux-gnu").join(name);
+            fallback.is_file().then_some(fallback)
+        })
+        .unwrap_or_else(|| panic!("no {name} on this host"))
 }
 
 /// `path` as a path below `fs`.
