@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod h1;
 pub mod handler;
 pub mod key;
 pub mod pool;

@@ -1,23 +1,24 @@
-//! Keep-alive HTTP/1.1 connections to instances, one pool per gateway worker.
+//! Keep-alive HTTP/1.1 connections to instances, one pool per gateway worker, and the exchange
+//! on them (see [`crate::h1`] for the protocol).
 //!
 //! Each worker thread has its own current-thread runtime, so its pool is only ever touched from
 //! that thread: the mutex is never contended and is there only because the request futures
 //! must be `Send` for the HTTP/2 server. A request takes an idle connection of its instance's
 //! address, or dials a new one, and sends on it from its own task; the connection goes back to
-//! the pool when the response body has been read to its end (see [`Pooled`]). A request that
-//! finds its pooled connection closed before anything was written is handed back by hyper and
-//! goes out on another connection, so no copy of it is kept for that case.
+//! the pool when the response body has been read to its end (see [`crate::h1::ResponseBody`]).
 
-use crate::proxy::UpstreamBody;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use crate::body::BoxError;
+use crate::h1::{self, BadResponse, RequestFraming, ResponseBody};
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per instance address; more are closed when they come back.
@@ -25,11 +26,8 @@ const MAX_IDLE_PER_ADDR: usize = 512;
 /// Every this many returns, connections that closed while idle (an instance that went to
 /// sleep, an app that times out idle keep-alive) are dropped, with their addresses.
 const SWEEP_EVERY: u32 = 4096;
-
-/// Longest wait for a returned connection to take its next request.
-const READY_WAIT: Duration = Duration::from_millis(50);
-
-type Sender = SendRequest<UpstreamBody>;
+/// Request body bytes gathered into one write when they are at hand already.
+const COALESCE: usize = 64 * 1024;
 
 /// One worker's idle connections, by instance address.
 pub struct Pool {
@@ -39,8 +37,32 @@ pub struct Pool {
 
 #[derive(Default)]
 struct Idle {
-    by_addr: HashMap<SocketAddr, Vec<Sender>, BuildHasherDefault<AddrHasher>>,
+    by_addr: HashMap<SocketAddr, Vec<Conn>, BuildHasherDefault<AddrHasher>>,
     returns: u32,
+}
+
+/// A connection to an instance and what has been read from it and not yet used.
+pub struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
+    pool: Arc<Pool>,
+    addr: SocketAddr,
+}
+
+impl Conn {
+    /// The exchange is over: the connection may carry the next request.
+    pub(crate) fn release(self) {
+        let pool = self.pool.clone();
+        pool.put(self);
+    }
+
+    /// Whether an idle connection can still carry a request: the instance has not closed it
+    /// and has sent nothing unasked. Costs no system call while the socket has not turned
+    /// readable (tokio keeps the readiness it last saw).
+    fn usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
 }
 
 /// Why a request got no response.
@@ -48,10 +70,15 @@ struct Idle {
 pub enum SendError {
     /// The connect timeout passed before the instance accepted.
     ConnectTimeout,
-    /// Nothing reached the instance: connecting or the handshake failed.
+    /// Nothing reached the instance: connecting failed.
     Connect(std::io::Error),
-    /// The request was (maybe partly) written and then the exchange failed.
-    Exchange(hyper::Error),
+    /// The request was (maybe partly) written, and the connection failed or closed before a
+    /// whole response head came back.
+    Closed(std::io::Error),
+    /// The client's request body failed: over the size limit, silent too long, bad framing.
+    RequestBody(BoxError),
+    /// The instance's answer cannot be passed on.
+    BadResponse(BadResponse),
 }
 
 impl Pool {
@@ -62,37 +89,69 @@ impl Pool {
         })
     }
 
-    /// Sends `req` (origin-form target) to `addr` on a pooled or new connection.
-    pub async fn send(
+    /// Sends `req` (origin-form target) to `addr` on a pooled or new connection and returns
+    /// the response head; its body reads the rest off the connection.
+    pub async fn send<B>(
         self: &Arc<Self>,
         addr: SocketAddr,
-        mut req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Pooled), SendError> {
-        while let Some(mut sender) = self.take(addr) {
-            // The previous response has ended; the connection's task may not have noticed yet,
-            // which `ready` waits for. A closed connection answers with an error at once. One
-            // still busy (its request body still going up after the answer) is let go.
-            match tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                Ok(Ok(())) => {}
-                _ => continue,
+        req: Request<B>,
+    ) -> Result<Response<ResponseBody>, SendError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = req.into_parts();
+        let mut body = std::pin::pin!(body);
+        let framing = if body.is_end_stream() {
+            // Servers may refuse a POST without a length (411); an empty one says 0.
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+                && !parts.headers.contains_key(header::CONTENT_LENGTH)
+            {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             }
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, self.pooled(addr, sender))),
-                Err(mut e) => match e.take_message() {
-                    // Closed before a byte was written: the request goes out on the next one.
-                    Some(unsent) => req = unsent,
-                    None => return Err(SendError::Exchange(e.into_error())),
-                },
+            RequestFraming::None
+        } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            // The client's own length: its body (checked against it by the server side) is
+            // passed as it comes.
+            RequestFraming::Length
+        } else if let Some(len) = body.size_hint().exact() {
+            parts.headers.insert(header::CONTENT_LENGTH, len.into());
+            RequestFraming::Length
+        } else {
+            RequestFraming::Chunked
+        };
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut head = BytesMut::new();
+        h1::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
+        let method = parts.method;
+        loop {
+            let (mut conn, reused) = match self.take(addr) {
+                Some(conn) => (conn, true),
+                None => (self.connect(addr).await?, false),
+            };
+            match exchange(&mut conn, &head, &mut body, framing, &method).await {
+                Ok((head, keep_alive)) => {
+                    let framing = head.framing;
+                    let mut response = Response::new(ResponseBody::new(conn, framing, keep_alive));
+                    *response.status_mut() = head.status;
+                    *response.version_mut() = head.version;
+                    *response.headers_mut() = head.headers;
+                    return Ok(response);
+                }
+                // A pooled connection the instance closed just as it was taken, before it read
+                // a byte of this request: nothing reached the application, so the request goes
+                // out again on a new connection (once: a new connection is not retried).
+                Err(Failure::Unsent(_)) if reused => continue,
+                Err(Failure::Unsent(e) | Failure::Closed(e)) => return Err(SendError::Closed(e)),
+                Err(Failure::RequestBody(e)) => return Err(SendError::RequestBody(e)),
+                Err(Failure::BadResponse(e)) => return Err(SendError::BadResponse(e)),
             }
-        }
-        let mut sender = self.connect(addr).await?;
-        match sender.send_request(req).await {
-            Ok(response) => Ok((response, self.pooled(addr, sender))),
-            Err(e) => Err(SendError::Exchange(e)),
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Sender, SendError> {
+    async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<Conn, SendError> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Err(_) => return Err(SendError::ConnectTimeout),
@@ -100,53 +159,37 @@ impl Pool {
                 Ok(Ok(stream)) => stream,
             };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;
-        // The connection's task: it reads and writes the socket for every exchange on it, and
-        // ends when the instance closes it or the last handle to it is dropped.
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Conn {
+            stream,
+            buf: BytesMut::new(),
+            pool: self.clone(),
+            addr,
+        })
     }
 
-    fn take(&self, addr: SocketAddr) -> Option<Sender> {
+    fn take(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.lock();
         let list = idle.by_addr.get_mut(&addr)?;
-        while let Some(sender) = list.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+        while let Some(conn) = list.pop() {
+            if conn.usable() {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn put(&self, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, conn: Conn) {
         let mut idle = self.lock();
         idle.returns = idle.returns.wrapping_add(1);
         if idle.returns.is_multiple_of(SWEEP_EVERY) {
             idle.by_addr.retain(|_, list| {
-                list.retain(|s| !s.is_closed());
+                list.retain(Conn::usable);
                 !list.is_empty()
             });
         }
-        let list = idle.by_addr.entry(addr).or_default();
+        let list = idle.by_addr.entry(conn.addr).or_default();
         if list.len() < MAX_IDLE_PER_ADDR {
-            list.push(sender);
-        }
-    }
-
-    fn pooled(self: &Arc<Self>, addr: SocketAddr, sender: Sender) -> Pooled {
-        Pooled {
-            pool: self.clone(),
-            addr,
-            sender: Some(sender),
+            list.push(conn);
         }
     }
 
@@ -161,20 +204,159 @@ impl Pool {
     }
 }
 
-/// A connection busy with one exchange. [`Pooled::release`] puts it back once the response
-/// body has ended; dropped before that (the client went away mid-body), the connection closes,
-/// since the rest of that body would be in the way of the next response.
-pub struct Pooled {
-    pool: Arc<Pool>,
-    addr: SocketAddr,
-    sender: Option<Sender>,
+enum Failure {
+    /// Writing the head failed: the instance has none of this request.
+    Unsent(std::io::Error),
+    Closed(std::io::Error),
+    RequestBody(BoxError),
+    BadResponse(BadResponse),
 }
 
-impl Pooled {
-    /// The exchange is over: the connection may carry the next request.
-    pub fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put(self.addr, sender);
+/// Writes the request and reads the response head. The body goes up while the head is awaited,
+/// so an instance that answers early (a 413 before reading an upload) is heard at once; the
+/// connection is then not reused, since part of the body was never sent.
+async fn exchange<B>(
+    conn: &mut Conn,
+    head: &[u8],
+    body: &mut B,
+    framing: RequestFraming,
+    method: &Method,
+) -> Result<(h1::Head, bool), Failure>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let Conn { stream, buf, .. } = conn;
+    if framing == RequestFraming::None {
+        stream.write_all(head).await.map_err(Failure::Unsent)?;
+        return read_head(stream, buf, method).await;
+    }
+    let (mut reader, mut writer) = stream.split();
+    let upload = send_body(&mut writer, head, body, framing);
+    let answer = read_head(&mut reader, buf, method);
+    tokio::pin!(upload, answer);
+    let early = tokio::select! {
+        biased;
+        sent = &mut upload => match sent {
+            Ok(()) => None,
+            Err(Failure::Unsent(e) | Failure::Closed(e)) => Some(e),
+            Err(other) => return Err(other),
+        },
+        head = &mut answer => {
+            let (head, _) = head?;
+            // Answered before the whole body went up: the connection carries no more requests.
+            return Ok((head, false));
+        }
+    };
+    match (answer.await, early) {
+        (Ok(answered), None) => Ok(answered),
+        // Writing failed, yet the instance may have answered before closing (a 413 for an
+        // upload it would not read): that answer is the one the client gets.
+        (Ok((head, _)), Some(_)) => Ok((head, false)),
+        (Err(Failure::Closed(_)), Some(e)) => Err(Failure::Closed(e)),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Writes the head and the client's body. Frames already at hand go out with the head in one
+/// write.
+async fn send_body<W, B>(
+    writer: &mut W,
+    head: &[u8],
+    body: &mut B,
+    framing: RequestFraming,
+) -> Result<(), Failure>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut out = BytesMut::with_capacity(head.len() + 1024);
+    out.extend_from_slice(head);
+    let mut unsent = true;
+    loop {
+        // Gather what is ready without waiting; wait only with nothing to write.
+        let frame = if out.is_empty() {
+            body.frame().await
+        } else {
+            match futures_util::FutureExt::now_or_never(body.frame()) {
+                Some(frame) if out.len() < COALESCE => frame,
+                Some(frame) => {
+                    flush(writer, &mut out, &mut unsent).await?;
+                    frame
+                }
+                None => {
+                    flush(writer, &mut out, &mut unsent).await?;
+                    continue;
+                }
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(Failure::RequestBody(e.into())),
+            Some(Ok(frame)) => {
+                // Trailers of the client's body are not passed on.
+                if let Ok(data) = frame.into_data() {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    match framing {
+                        RequestFraming::Chunked => h1::encode_chunk(&data, &mut out),
+                        _ => out.extend_from_slice(&data),
+                    }
+                }
+            }
+        }
+    }
+    if framing == RequestFraming::Chunked {
+        out.extend_from_slice(h1::LAST_CHUNK);
+    }
+    flush(writer, &mut out, &mut unsent).await
+}
+
+async fn flush<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &mut BytesMut,
+    unsent: &mut bool,
+) -> Result<(), Failure> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let result = writer.write_all(out).await;
+    out.clear();
+    match result {
+        Ok(()) => {
+            *unsent = false;
+            Ok(())
+        }
+        Err(e) if *unsent => Err(Failure::Unsent(e)),
+        Err(e) => Err(Failure::Closed(e)),
+    }
+}
+
+/// Reads until a whole response head is buffered and parses it.
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<(h1::Head, bool), Failure> {
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = h1::parse_head(buf, method).map_err(Failure::BadResponse)? {
+                let keep_alive = head.keep_alive;
+                return Ok((head, keep_alive));
+            }
+        }
+        buf.reserve(8 * 1024);
+        match reader.read_buf(buf).await {
+            Ok(0) => {
+                return Err(Failure::Closed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed before a response",
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Failure::Closed(e)),
         }
     }
 }
@@ -221,21 +403,24 @@ impl Hasher for AddrHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Either, Empty};
+    use http_body_util::{BodyExt, Empty};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    fn get() -> Request<UpstreamBody> {
+    fn get() -> Request<Empty<Bytes>> {
         Request::builder()
             .uri("/")
             .header("host", "test")
-            .body(Either::Right(Empty::new()))
+            .body(Empty::<Bytes>::new())
             .unwrap()
     }
 
-    /// An HTTP/1.1 server that answers every request on a connection with "ok" (or only the
+    /// An HTTP/1.1 server that answers every request on a connection with `reply` (or only the
     /// first, then closes, when `close_after_one`) and counts the connections it accepted.
-    async fn server(close_after_one: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    async fn server_with(
+        reply: &'static [u8],
+        close_after_one: bool,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -254,7 +439,6 @@ mod tests {
                         seen.extend_from_slice(&buf[..n]);
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
-                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                             if stream.write_all(reply).await.is_err() || close_after_one {
                                 return;
                             }
@@ -266,28 +450,39 @@ mod tests {
         (addr, accepted)
     }
 
+    async fn server(close_after_one: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        server_with(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            close_after_one,
+        )
+        .await
+    }
+
     #[tokio::test]
-    async fn a_released_connection_carries_the_next_request() {
+    async fn a_finished_body_returns_its_connection_for_the_next_request() {
         let (addr, accepted) = server(false).await;
         let pool = Pool::new(Duration::from_secs(1));
         for _ in 0..5 {
-            let (response, mut pooled) = pool.send(addr, get()).await.unwrap();
+            let response = pool.send(addr, get()).await.unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
-            pooled.release();
             assert_eq!(pool.idle(addr), 1);
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
-    async fn a_connection_dropped_mid_exchange_is_not_reused() {
-        let (addr, accepted) = server(false).await;
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let (addr, accepted) = server_with(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n",
+            false,
+        )
+        .await;
         let pool = Pool::new(Duration::from_secs(1));
-        let (_response, pooled) = pool.send(addr, get()).await.unwrap();
-        drop(pooled);
+        let response = pool.send(addr, get()).await.unwrap();
+        drop(response);
         assert_eq!(pool.idle(addr), 0);
-        let (response, _) = pool.send(addr, get()).await.unwrap();
+        let response = pool.send(addr, get()).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
@@ -296,24 +491,67 @@ mod tests {
     async fn an_idle_connection_the_instance_closed_is_skipped() {
         let (addr, accepted) = server(true).await;
         let pool = Pool::new(Duration::from_secs(1));
-        let (response, mut pooled) = pool.send(addr, get()).await.unwrap();
+        let response = pool.send(addr, get()).await.unwrap();
         response.into_body().collect().await.unwrap();
-        pooled.release();
-        // The server closes after one answer; the connection's task sees it soon after.
-        let all_closed = || {
-            let idle = pool.lock();
-            let list = idle.by_addr.get(&addr);
-            list.is_none_or(|l| l.iter().all(|s| s.is_closed()))
-        };
-        for _ in 0..100 {
-            if all_closed() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let (response, _) = pool.send(addr, get()).await.unwrap();
+        assert_eq!(pool.idle(addr), 1);
+        // The server closes after one answer; give its FIN time to arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let response = pool.send(addr, get()).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_posted_in_pieces_arrives_chunked_and_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.ends_with(b"0\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(seen).unwrap()
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(4);
+        let stream_body = http_body_util::StreamBody::new(tokio_stream_of(rx));
+        let body = crate::stream::SentBody::new(stream_body, Duration::from_secs(5), None);
+        let req = Request::builder()
+            .method("POST")
+            .uri("/up")
+            .header("host", "test")
+            .body(body)
+            .unwrap();
+        let sender = tokio::spawn(async move {
+            for part in ["hello", ", ", "world"] {
+                tx.send(Ok(http_body::Frame::data(Bytes::from(part))))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let pool = Pool::new(Duration::from_secs(1));
+        let response = pool.send(addr, req).await.unwrap();
+        assert_eq!(response.status(), 200);
+        sender.await.unwrap();
+        let seen = got.await.unwrap();
+        assert!(seen.starts_with("POST /up HTTP/1.1\r\n"), "{seen}");
+        assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+        let (_, wire) = seen.split_once("\r\n\r\n").unwrap();
+        assert_eq!(wire, "5\r\nhello\r\n2\r\n, \r\n5\r\nworld\r\n0\r\n\r\n");
+    }
+
+    fn tokio_stream_of<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
     #[tokio::test]

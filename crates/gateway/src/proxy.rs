@@ -204,7 +204,7 @@ async fn send(
             }
         }
     };
-    let (response, conn) = match answer {
+    let response = match answer {
         None => {
             return Err(GatewayError::Timeout {
                 instance: lease.instance().id.to_string(),
@@ -222,7 +222,7 @@ async fn send(
     };
     let (mut parts, body) = response.into_parts();
     forward::remove_hop_by_hop(&mut parts.headers);
-    let body = LeasedBody::new(body, lease, upstream.idle).returning(conn);
+    let body = LeasedBody::new(body, lease, upstream.idle);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
@@ -253,56 +253,53 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Sorts a failed exchange into 413 (body limit), 504 (connect timeout) or 502 (refused,
-/// closed), saying whether the request reached the instance (for [`Resend`]).
+/// Sorts a failed exchange into 413 (body limit), 408 (client silent mid-body), 400 (client's
+/// body broken), 504 (connect timeout) or 502 (refused, closed, bad answer), saying whether the
+/// request reached the instance (for [`Resend`]).
 fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
-    let e = match e {
-        SendError::ConnectTimeout => {
-            return GatewayError::Timeout {
-                instance,
-                what: "accept a connection",
-            }
-        }
+    match e {
+        SendError::ConnectTimeout => GatewayError::Timeout {
+            instance,
+            what: "accept a connection",
+        },
         SendError::Connect(e) => {
             tracing::debug!(%instance, error = %e, "cannot connect to the instance");
-            return GatewayError::Unanswered {
+            GatewayError::Unanswered {
                 instance,
                 sent: false,
-            };
+            }
         }
-        SendError::Exchange(e) => e,
-    };
-    let mut closed = e.is_incomplete_message() || e.is_canceled();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return GatewayError::PayloadTooLarge { limit: max_body };
+        SendError::Closed(e) => {
+            tracing::debug!(%instance, error = %e, "the instance closed the exchange");
+            GatewayError::Unanswered {
+                instance,
+                sent: true,
+            }
         }
-        if let Some(idle) = err.downcast_ref::<ClientBodyIdle>() {
-            return GatewayError::RequestTimeout { idle: idle.0 };
+        SendError::BadResponse(e) => {
+            tracing::debug!(%instance, error = %e, "the instance's answer cannot be passed on");
+            GatewayError::BadGateway {
+                instance,
+                message: "the instance's answer is not valid HTTP/1.1",
+            }
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            closed |= matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
+        SendError::RequestBody(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return GatewayError::PayloadTooLarge { limit: max_body };
+                }
+                if let Some(idle) = err.downcast_ref::<ClientBodyIdle>() {
+                    return GatewayError::RequestTimeout { idle: idle.0 };
+                }
+                source = err.source();
+            }
+            tracing::debug!(%instance, error = %e, "the client's request body failed");
+            // The client's own body failed (bad chunked framing, gone mid-upload): its fault.
+            GatewayError::BadRequest {
+                code: "bad_request_body",
+                message: "the request body could not be read".into(),
+            }
         }
-        source = err.source();
-    }
-    tracing::debug!(%instance, error = %e, "upstream exchange failed");
-    if e.is_user() {
-        // The client's own body failed (bad chunked framing, gone mid-upload): its fault.
-        return GatewayError::BadRequest {
-            code: "bad_request_body",
-            message: "the request body could not be read".into(),
-        };
-    }
-    if closed {
-        return GatewayError::Unanswered {
-            instance,
-            sent: true,
-        };
-    }
-    GatewayError::BadGateway {
-        instance,
-        message: "the instance failed during the exchange",
     }
 }

@@ -4,7 +4,6 @@
 //! client's request body to the instance ([`SentBody`]).
 
 use crate::body::BoxError;
-use crate::pool::Pooled;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -24,8 +23,6 @@ pin_project! {
         idle: Option<Sleep>,
         idle_timeout: Duration,
         lease: Option<Lease>,
-        // The pooled connection the body arrives on, released to its pool at the body's end.
-        conn: Option<Pooled>,
     }
 }
 
@@ -36,21 +33,7 @@ impl<B> LeasedBody<B> {
             idle: None,
             idle_timeout,
             lease: Some(lease),
-            conn: None,
         }
-    }
-}
-
-impl<B: Body> LeasedBody<B> {
-    /// Hands `conn` back to its pool once the body has been read to its end: at once for an
-    /// empty body, which the server may never poll.
-    pub fn returning(mut self, mut conn: Pooled) -> Self {
-        if self.inner.is_end_stream() {
-            conn.release();
-        } else {
-            self.conn = Some(conn);
-        }
-        self
     }
 }
 
@@ -84,16 +67,7 @@ where
                         lease.instance().class.stats.response_bytes.add(bytes);
                     }
                     (None, _) => drop(this.lease.take()),
-                    // A broken body leaves its connection unusable: it closes with `conn`.
-                    (Some(Err(_)), _) => drop(this.conn.take()),
                     _ => {}
-                }
-                // The server stops polling once `is_end_stream` says so, often right after the
-                // last data frame, so the connection goes back as soon as that is true.
-                if frame.is_none() || this.inner.is_end_stream() {
-                    if let Some(mut conn) = this.conn.take() {
-                        conn.release();
-                    }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }

@@ -1,0 +1,727 @@
+//! HTTP/1.1 towards instances, spoken in the request's own task: the request head is written
+//! from the rewritten [`http`] parts, the response head is parsed with `httparse` (header values
+//! are slices of the read buffer, not copies), and the response body is read off the socket by
+//! whoever polls it, which is the client connection's task. Nothing hops to another task or
+//! through a channel between the client's request and the instance's answer; hyper's client
+//! needs a connection task, a request channel and a body channel for the same exchange.
+
+use crate::body::BoxError;
+use crate::pool::Conn;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// Largest response head accepted from an instance.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most response header fields accepted from an instance.
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Longest chunk-size line (with extensions) and total trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// How the request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body.
+    None,
+    /// `Content-Length` (already in the headers).
+    Length,
+    /// `Transfer-Encoding: chunked` (added by [`encode_head`]).
+    Chunked,
+}
+
+/// Writes `METHOD target HTTP/1.1`, the headers and the framing header into `out`.
+pub fn encode_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+    out: &mut BytesMut,
+) {
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(method.as_str().len() + target.len() + size + 64);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if framing == RequestFraming::Chunked {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Appends one chunk of a chunked body.
+pub fn encode_chunk(data: &[u8], out: &mut BytesMut) {
+    out.reserve(data.len() + 20);
+    let mut size = [0u8; 16];
+    let digits = hex(data.len() as u64, &mut size);
+    out.put_slice(digits);
+    out.put_slice(b"\r\n");
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// The last chunk, with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+fn hex(mut n: u64, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Why an instance's answer cannot be passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    #[error("the instance's response head is not valid HTTP/1.x")]
+    Malformed,
+    #[error("the instance's response head is larger than 64 KiB")]
+    TooLarge,
+    #[error("the instance answered with conflicting or invalid Content-Length")]
+    Length,
+    #[error("the instance switched protocols on a request that asked for no upgrade")]
+    Switched,
+    #[error("the instance's chunked body is malformed")]
+    Chunked,
+    #[error("the instance closed the connection before the end of its body")]
+    Truncated,
+}
+
+/// A parsed response head and what it says about the body and the connection.
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: BodyFraming,
+    /// Whether the connection may carry another request after this body.
+    pub keep_alive: bool,
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the instance closes the connection.
+    Close,
+}
+
+/// Parses a response head at the start of `buf`. `Ok(None)`: more bytes are needed. On
+/// success the head's bytes are taken off `buf`; an interim 1xx answer is consumed and
+/// skipped, as nothing of the client's asked for it (`100 Continue` is the gateway's own
+/// business with the client).
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BadResponse> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
+                return Err(BadResponse::TooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(BadResponse::TooLarge),
+            Err(_) => return Err(BadResponse::Malformed),
+        };
+        let code = response.code.ok_or(BadResponse::Malformed)?;
+        let status = StatusCode::from_u16(code).map_err(|_| BadResponse::Malformed)?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(BadResponse::Switched);
+        }
+        if status.is_informational() {
+            buf.advance(len);
+            continue;
+        }
+        let version = match response.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        // Header values become slices of the head's bytes: one allocation for the whole head
+        // instead of one per value.
+        let base = buf.as_ptr() as usize;
+        let mut fields: [(usize, usize, usize, usize); MAX_RESPONSE_HEADERS] =
+            [(0, 0, 0, 0); MAX_RESPONSE_HEADERS];
+        let count = response.headers.len();
+        for (field, header) in fields.iter_mut().zip(response.headers.iter()) {
+            let name = header.name.as_ptr() as usize - base;
+            let value = header.value.as_ptr() as usize - base;
+            *field = (name, header.name.len(), value, header.value.len());
+        }
+        let bytes = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(name, name_len, value, value_len) in &fields[..count] {
+            let name = HeaderName::from_bytes(&bytes[name..name + name_len])
+                .map_err(|_| BadResponse::Malformed)?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(value..value + value_len))
+                .map_err(|_| BadResponse::Malformed)?;
+            headers.append(name, value);
+        }
+        let (framing, keep_alive) = framing(&headers, version, status, method)?;
+        return Ok(Some(Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// The body's framing (RFC 9112 6.3) and whether the connection stays open after it.
+fn framing(
+    headers: &HeaderMap,
+    version: Version,
+    status: StatusCode,
+    method: &Method,
+) -> Result<(BodyFraming, bool), BadResponse> {
+    let mut keep_alive = version == Version::HTTP_11;
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                keep_alive = true;
+            }
+        }
+    }
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((BodyFraming::Empty, keep_alive));
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_some() {
+        let last = codings
+            .last()
+            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+            .map(<[u8]>::trim_ascii)
+            .unwrap_or_default();
+        // Transfer-Encoding overrides Content-Length, and a message with both may be an attempt
+        // to desynchronise whoever reads the connection next: it is not reused.
+        let both = headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(if last.eq_ignore_ascii_case(b"chunked") {
+            (BodyFraming::Chunked, keep_alive && !both)
+        } else {
+            (BodyFraming::Close, false)
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_length(part.trim_ascii()).ok_or(BadResponse::Length)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(BadResponse::Length);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (BodyFraming::Empty, keep_alive),
+        Some(n) => (BodyFraming::Length(n), keep_alive),
+        None => (BodyFraming::Close, false),
+    })
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Where a chunked body's reader is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// A body that was read whole with the head, not yet handed out.
+    Whole,
+    Length(u64),
+    Chunked(Chunk),
+    Close,
+    Done,
+}
+
+/// The instance's response body, read off its connection as it is polled. At its end the
+/// connection goes back to its pool (if the instance keeps it open and sent nothing extra);
+/// dropped before its end, the connection closes, since the rest of the body would be in the
+/// way of the next answer.
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    reading: Reading,
+    whole: Option<Bytes>,
+    keep_alive: bool,
+    /// A failure held back for one turn, see [`ResponseBody::fail`].
+    failed: Option<BoxError>,
+}
+
+impl ResponseBody {
+    /// The body that follows `head` on `conn`, whose buffer holds what was read past the head.
+    pub fn new(mut conn: Conn, framing: BodyFraming, keep_alive: bool) -> Self {
+        let reading = match framing {
+            BodyFraming::Empty => Reading::Done,
+            BodyFraming::Length(n) if conn.buf.len() as u64 >= n => {
+                // The usual small answer: it arrived with its head, and the connection can go
+                // back to the pool before the client has even been sent the head.
+                let whole = conn.buf.split_to(n as usize).freeze();
+                let mut body = Self {
+                    conn: Some(conn),
+                    reading: Reading::Whole,
+                    whole: Some(whole),
+                    keep_alive,
+                    failed: None,
+                };
+                body.release();
+                return body;
+            }
+            BodyFraming::Length(n) => Reading::Length(n),
+            BodyFraming::Chunked => Reading::Chunked(Chunk::Size),
+            BodyFraming::Close => Reading::Close,
+        };
+        let mut body = Self {
+            conn: Some(conn),
+            reading,
+            whole: None,
+            keep_alive,
+            failed: None,
+        };
+        if reading == Reading::Done {
+            body.release();
+        }
+        body
+    }
+
+    /// The body has been read to its end: the connection may carry the next request.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.buf.is_empty() {
+                conn.release();
+            }
+        }
+    }
+
+    /// Ends the body with `error`, one turn later: the server writing to the client drops
+    /// what it has not flushed when a body fails, and the bytes that came before the failure
+    /// (often in the same read as the close) must reach the client first. Returning pending
+    /// with a wake-up lets the server flush them.
+    fn fail(
+        &mut self,
+        error: BoxError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.reading = Reading::Done;
+        self.failed = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Reads more of the socket into the connection's buffer: `Ok(false)` at its end.
+    fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        let conn = self.conn.as_mut().expect("reading with a connection");
+        conn.buf.reserve(READ_SIZE);
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut conn.stream),
+            cx,
+            &mut conn.buf
+        ))?;
+        Poll::Ready(Ok(n > 0))
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        loop {
+            let buffered = this.conn.as_ref().map_or(0, |c| c.buf.len());
+            match this.reading {
+                Reading::Done => return Poll::Ready(None),
+                Reading::Whole => {
+                    this.reading = Reading::Done;
+                    return Poll::Ready(this.whole.take().map(|b| Ok(Frame::data(b))));
+                }
+                Reading::Length(left) if buffered > 0 => {
+                    let n = (buffered as u64).min(left);
+                    let conn = this.conn.as_mut().expect("buffered");
+                    let data = conn.buf.split_to(n as usize).freeze();
+                    this.reading = Reading::Length(left - n);
+                    if left == n {
+                        this.reading = Reading::Done;
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Reading::Close if buffered > 0 => {
+                    let conn = this.conn.as_mut().expect("buffered");
+                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
+                }
+                Reading::Chunked(state) => {
+                    let conn = this.conn.as_mut().expect("chunked body has its connection");
+                    match decode_chunk(&mut conn.buf, state) {
+                        Err(e) => return this.fail(Box::new(e), cx),
+                        Ok((next, data)) => {
+                            this.reading = Reading::Chunked(next);
+                            if next == Chunk::Trailers(usize::MAX) {
+                                this.reading = Reading::Done;
+                                this.release();
+                                return Poll::Ready(None);
+                            }
+                            if let Some(data) = data {
+                                return Poll::Ready(Some(Ok(Frame::data(data))));
+                            }
+                            if next != state {
+                                continue;
+                            }
+                        }
+                    }
+                }
+                Reading::Length(_) | Reading::Close => {}
+            }
+            // Nothing buffered that makes progress: read.
+            match ready!(this.read_more(cx)) {
+                Ok(true) => {}
+                Ok(false) if this.reading == Reading::Close => {
+                    this.reading = Reading::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(false) => return this.fail(Box::new(BadResponse::Truncated), cx),
+                Err(e) => return this.fail(Box::new(e), cx),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.reading == Reading::Done && self.failed.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.reading {
+            Reading::Done => SizeHint::with_exact(0),
+            Reading::Whole => {
+                SizeHint::with_exact(self.whole.as_ref().map_or(0, |b| b.len()) as u64)
+            }
+            Reading::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// One step of a chunked body over what is buffered: the next state and maybe data. The same
+/// state and no data means more bytes are needed. `Trailers(usize::MAX)` marks the end.
+fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<(Chunk, Option<Bytes>), BadResponse> {
+    match state {
+        Chunk::Size => {
+            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                if buf.len() > MAX_CHUNK_LINE {
+                    return Err(BadResponse::Chunked);
+                }
+                return Ok((state, None));
+            };
+            let line = buf[..end].strip_suffix(b"\r").ok_or(BadResponse::Chunked)?;
+            let digits = line
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii_end();
+            if digits.is_empty() || digits.len() > 15 {
+                return Err(BadResponse::Chunked);
+            }
+            let mut size = 0u64;
+            for &d in digits {
+                let v = (d as char).to_digit(16).ok_or(BadResponse::Chunked)?;
+                size = size * 16 + u64::from(v);
+            }
+            buf.advance(end + 1);
+            Ok((
+                if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                },
+                None,
+            ))
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok((state, None));
+            }
+            let n = (buf.len() as u64).min(left);
+            let data = buf.split_to(n as usize).freeze();
+            let next = if n == left {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(left - n)
+            };
+            Ok((next, Some(data)))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok((state, None));
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(BadResponse::Chunked);
+            }
+            buf.advance(2);
+            Ok((Chunk::Size, None))
+        }
+        Chunk::Trailers(seen) => {
+            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                if seen + buf.len() > MAX_TRAILERS {
+                    return Err(BadResponse::Chunked);
+                }
+                return Ok((state, None));
+            };
+            // Trailer fields are dropped: the head has gone to the client already.
+            let empty = buf[..end] == *b"\r" || end == 0;
+            buf.advance(end + 1);
+            if empty {
+                return Ok((Chunk::Trailers(usize::MAX), None));
+            }
+            let seen = seen + end + 1;
+            if seen > MAX_TRAILERS {
+                return Err(BadResponse::Chunked);
+            }
+            Ok((Chunk::Trailers(seen), None))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], method: &Method) -> Result<Option<Head>, BadResponse> {
+        parse_head(&mut BytesMut::from(bytes), method)
+    }
+
+    #[test]
+    fn a_head_is_parsed_with_its_framing() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"[..]);
+        let head = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.framing, BodyFraming::Length(5));
+        assert!(head.keep_alive);
+        assert_eq!(head.headers["x-a"], "b");
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_huge_ones_fail() {
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET)
+            .unwrap()
+            .is_none());
+        let mut huge = b"HTTP/1.1 200 OK\r\nX-A: ".to_vec();
+        huge.resize(MAX_RESPONSE_HEAD + 10, b'a');
+        assert_eq!(
+            parse(&huge, &Method::GET).err(),
+            Some(BadResponse::TooLarge)
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 2x0 OK\r\n\r\n", &Method::GET).err(),
+            Some(BadResponse::Malformed)
+        );
+    }
+
+    #[test]
+    fn interim_answers_are_skipped() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"[..],
+        );
+        let head = parse_head(&mut buf, &Method::POST).unwrap().unwrap();
+        assert_eq!(head.status, 201);
+        assert_eq!(head.framing, BodyFraming::Empty);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing_of = |head: &[u8], method: &Method| {
+            let h = parse(head, method).unwrap().unwrap();
+            (h.framing, h.keep_alive)
+        };
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &Method::GET
+            ),
+            (BodyFraming::Chunked, true)
+        );
+        // Both: chunked wins, and the connection is not reused.
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &Method::GET
+            ),
+            (BodyFraming::Chunked, false)
+        );
+        assert_eq!(
+            framing_of(b"HTTP/1.1 200 OK\r\n\r\n", &Method::GET),
+            (BodyFraming::Close, false)
+        );
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+                &Method::HEAD
+            ),
+            (BodyFraming::Empty, true)
+        );
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                &Method::GET
+            ),
+            (BodyFraming::Empty, true)
+        );
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                &Method::GET
+            ),
+            (BodyFraming::Length(1), false)
+        );
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+                &Method::GET
+            ),
+            (BodyFraming::Length(1), true)
+        );
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+                &Method::GET
+            ),
+            (BodyFraming::Length(1), false)
+        );
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1,2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert_eq!(parse(bad, &Method::GET).err(), Some(BadResponse::Length));
+        }
+        assert_eq!(
+            parse(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", &Method::GET).err(),
+            Some(BadResponse::Switched)
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_splits() {
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\n";
+        // Feed the bytes one at a time and all at once: the same data comes out.
+        for step in [1, 3, wire.len()] {
+            let mut buf = BytesMut::new();
+            let mut state = Chunk::Size;
+            let mut out = Vec::new();
+            let mut fed = 0;
+            loop {
+                let (next, data) = decode_chunk(&mut buf, state).unwrap();
+                if next == Chunk::Trailers(usize::MAX) {
+                    break;
+                }
+                if let Some(d) = &data {
+                    out.extend_from_slice(d);
+                }
+                if next == state && data.is_none() {
+                    let end = (fed + step).min(wire.len());
+                    assert!(fed < end, "ran out of input in state {state:?}");
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+                state = next;
+            }
+            assert_eq!(out, b"hello, world");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_chunking_fails() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\r\nhelloXX",
+            b"\r\n",
+            b"1234567890abcdef0\r\n",
+        ] {
+            let mut buf = BytesMut::from(bad);
+            let mut state = Chunk::Size;
+            let result = loop {
+                match decode_chunk(&mut buf, state) {
+                    Err(e) => break Err(e),
+                    Ok((next, data)) if next == state && data.is_none() => break Ok(()),
+                    Ok((next, _)) => state = next,
+                }
+            };
+            assert_eq!(result, Err(BadResponse::Chunked), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn heads_encode_with_their_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("a"));
+        let mut out = BytesMut::new();
+        encode_head(
+            &Method::POST,
+            "/x?y",
+            &headers,
+            RequestFraming::Chunked,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"POST /x?y HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        encode_chunk(&[7u8; 26], &mut out);
+        assert!(out.starts_with(b"1a\r\n"));
+        assert!(out.ends_with(b"\r\n"));
+    }
+}
