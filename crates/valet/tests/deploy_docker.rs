@@ -414,6 +414,54 @@ async fn an_express_typescript_app_runs_on_the_node_base_and_switches_versions_o
     eventually_images(&id, 2).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_valet_is_killed_the_next_valet_serves_the_project_from_its_image_with_its_data() {
+    let Some((mut valet, api, cleanup)) = docker_valet().await else {
+        return;
+    };
+    let (status, v1) = api
+        .upload(Form::file("app.py", note_app("v1", "0.0.0.0")).field("name", "survivor"))
+        .await;
+    assert_eq!(status, 201, "{v1}\n{}", valet.log());
+    let id = v1["id"].as_str().unwrap().to_string();
+    cleanup.project(&id);
+    let url = endpoint(&v1);
+    assert_eq!(
+        get_app(&valet, &format!("{url}write/before")).await.1["note"],
+        "before"
+    );
+
+    // SIGKILL: valet stops nothing; its container keeps running.
+    let pid = nix::unistd::Pid::from_raw(valet.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = valet.terminate();
+    assert_eq!(objects_of(&id).containers.len(), 1);
+
+    let again = Restarted::start(valet.dir(), valet.addr()).await;
+    let (status, body) = get_app(&valet, &url).await;
+    assert_eq!(status, 200, "{body}\n{}", again.log());
+    assert_eq!(
+        (body["version"].as_str(), body["note"].as_str()),
+        (Some("v1"), Some("before"))
+    );
+    assert_eq!(
+        objects_of(&id).containers.len(),
+        1,
+        "the leftover was replaced, not doubled"
+    );
+    let (status, _) = api
+        .call("DELETE", &format!("/v1/projects/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{}", again.log());
+    let left = objects_of(&id);
+    assert!(
+        left.containers.is_empty() && left.images.is_empty(),
+        "{:?}",
+        left.images
+    );
+    assert!(left.volumes.is_empty() && left.networks.is_empty());
+}
+
 /// Waits for the project's image count to settle at `n`.
 async fn eventually_images(id: &str, n: usize) {
     for _ in 0..50 {
