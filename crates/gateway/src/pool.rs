@@ -548,6 +548,64 @@ mod tests {
         assert_eq!(wire, "5\r\nhello\r\n2\r\n, \r\n5\r\nworld\r\n0\r\n\r\n");
     }
 
+    #[tokio::test]
+    async fn an_answer_given_before_the_upload_ends_is_passed_on() {
+        // The instance refuses the upload from its head alone, without reading the body.
+        let (addr, _) = server_with(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!",
+            false,
+        )
+        .await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(1);
+        let body = http_body_util::StreamBody::new(tokio_stream_of(rx));
+        let req = Request::builder()
+            .method("POST")
+            .uri("/up")
+            .header("host", "test")
+            .body(body)
+            .unwrap();
+        // The client sends one piece and then nothing: the answer must not wait for the rest.
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"part"))))
+            .await
+            .unwrap();
+        let pool = Pool::new(Duration::from_secs(1));
+        let response = tokio::time::timeout(Duration::from_secs(5), pool.send(addr, req))
+            .await
+            .expect("answered while the upload was still open")
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"big!");
+        // Part of the body was never sent: that connection must not carry another request.
+        assert_eq!(pool.idle(addr), 0);
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http_1_0_answers_are_not_pooled() {
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ] {
+            let (addr, _) = server_with(reply, false).await;
+            let pool = Pool::new(Duration::from_secs(1));
+            let response = pool.send(addr, get()).await.unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+            assert_eq!(pool.idle(addr), 0, "{}", String::from_utf8_lossy(reply));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_delimited_by_close_is_read_to_the_end() {
+        let (addr, _) = server_with(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true).await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let response = pool.send(addr, get()).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"until the end");
+        assert_eq!(pool.idle(addr), 0);
+    }
+
     fn tokio_stream_of<T: Send + 'static>(
         mut rx: tokio::sync::mpsc::Receiver<T>,
     ) -> impl futures_util::Stream<Item = T> {
