@@ -236,6 +236,13 @@ async fn a_python_app_runs_in_its_own_container_keeps_its_data_across_versions_a
     assert_eq!(mounts.len(), 1, "{mounts:?}");
     assert_eq!(mounts[0]["Type"], "volume");
     assert_eq!(mounts[0]["Destination"], "/data");
+    let hardening = docker(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}}",
+        container,
+    ]);
+    assert_eq!(hardening.trim(), r#"["ALL"] ["no-new-privileges"]"#);
     let ports = docker(&["port", container]);
     assert!(
         ports.trim().starts_with("8000/tcp -> 127.0.0.1:"),

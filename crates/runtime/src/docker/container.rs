@@ -84,6 +84,11 @@ impl Plan<'_> {
             nano_cpus: Some(self.settings.resources.nano_cpus),
             memory: Some(self.settings.resources.memory),
             network_mode: self.network.map(|n| n.name.clone()),
+            // A deployed project is a stranger's code: no capabilities (it listens above 1024
+            // as an unprivileged user) and no way to gain privileges through setuid files.
+            cap_drop: self.settings.project.as_ref().map(|_| vec!["ALL".into()]),
+            security_opt: (self.settings.project.as_ref())
+                .map(|_| vec!["no-new-privileges".into()]),
             // tini as PID 1 passes SIGTERM on: many apps install no handler as PID 1 and
             // would otherwise sit out the whole stop_timeout before being killed.
             init: Some(true),
