@@ -711,11 +711,10 @@ fn node_root() -> Root {
 
 /// Where the dynamic loader finds a system library (`ldconfig -p`).
 fn system_library(name: &str) -> PathBuf {
-    let out = Command::new("ldconfig")
-        .arg("-p")
-        .output()
-        .expect("ldconfig");
-    String::from_utf8_lossy(&out.stdout)
+    // ldconfig may be missing from PATH; the fallback is Debian's folder.
+    let out = Command::new("ldconfig").arg("-p").output();
+    let listed = out.map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&listed)
         .lines()
         .filter(|l| l.trim_start().starts_with(&format!("{name} ")) && l.contains("x86-64"))
         .find_map(|l| l.rsplit_once("=> ").map(|(_, p)| PathBuf::from(p.trim())))
