@@ -126,8 +126,14 @@ impl Pool {
         let mut head = BytesMut::new();
         h1::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
         let method = parts.method;
+        // A bodiless idempotent request may go again once, on a new connection, when a pooled
+        // one closes without an answer (RFC 9110 9.2.2): how an instance's idle keep-alive
+        // timeout meets a request that was already on its way.
+        let mut may_resend = framing == RequestFraming::None && method.is_idempotent();
+        let mut pooled = true;
         loop {
-            let (mut conn, reused) = match self.take(addr) {
+            let taken = if pooled { self.take(addr) } else { None };
+            let (mut conn, reused) = match taken {
                 Some(conn) => (conn, true),
                 None => (self.connect(addr).await?, false),
             };
@@ -144,6 +150,10 @@ impl Pool {
                 // a byte of this request: nothing reached the application, so the request goes
                 // out again on a new connection (once: a new connection is not retried).
                 Err(Failure::Unsent(_)) if reused => continue,
+                Err(Failure::Closed(_)) if reused && may_resend => {
+                    may_resend = false;
+                    pooled = false;
+                }
                 Err(Failure::Unsent(e) | Failure::Closed(e)) => return Err(SendError::Closed(e)),
                 Err(Failure::RequestBody(e)) => return Err(SendError::RequestBody(e)),
                 Err(Failure::BadResponse(e)) => return Err(SendError::BadResponse(e)),
@@ -546,6 +556,74 @@ mod tests {
         assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
         let (_, wire) = seen.split_once("\r\n\r\n").unwrap();
         assert_eq!(wire, "5\r\nhello\r\n2\r\n, \r\n5\r\nworld\r\n0\r\n\r\n");
+    }
+
+    /// A server whose first connection answers one request and then closes on reading the
+    /// next, unanswered (the race of an idle keep-alive timeout); later connections answer all.
+    async fn closes_on_the_second_request() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let first = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    let mut answered = 0;
+                    loop {
+                        let n = match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if first && answered == 1 {
+                                return;
+                            }
+                            answered += 1;
+                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_get_on_a_pooled_connection_closed_unanswered_goes_again_on_a_new_one() {
+        let (addr, accepted) = closes_on_the_second_request().await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let response = pool.send(addr, get()).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let response = pool.send(addr, get()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_post_on_a_pooled_connection_closed_unanswered_is_not_sent_again() {
+        let (addr, accepted) = closes_on_the_second_request().await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let response = pool.send(addr, get()).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let post = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        match pool.send(addr, post).await {
+            Err(SendError::Closed(_)) => {}
+            other => panic!("expected Closed, got {:?}", other.map(|r| r.status())),
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
