@@ -213,9 +213,9 @@ impl Deployer {
         progress.stage("unpacking");
         let prepared = self.build(&build, kind, &upload, progress).await?;
         let (runtime, reused_cache) = (prepared.runtime, prepared.reused_cache);
+        let new_project = existing.is_none();
         if let Err(e) = self.package(&project_id, &build, &prepared, progress).await {
-            self.remove_build(&project_id, &build).await;
-            return Err(e);
+            return Err(self.abandon(new_project, &project_id, &build, e).await);
         }
         let command = prepared.command;
         let requirements = upload.requirements.clone().unwrap_or_default();
@@ -230,15 +230,11 @@ impl Deployer {
         };
         let class = match self.class_for(&deployment).await {
             Ok(class) => class,
-            Err(e) => {
-                self.remove_build(&project_id, &build).await;
-                return Err(e);
-            }
+            Err(e) => return Err(self.abandon(new_project, &project_id, &build, e).await),
         };
         progress.stage("starting");
         if let Err(e) = self.start(&project_id, &class).await {
-            self.remove_build(&project_id, &build).await;
-            return Err(e);
+            return Err(self.abandon(new_project, &project_id, &build, e).await);
         }
         let new = NewDeployment {
             project_id: project_id.clone(),
@@ -253,8 +249,9 @@ impl Deployer {
             Ok(recorded) => recorded,
             Err(e) => {
                 self.stop_for_good(&project_id, &class).await;
-                self.remove_build(&project_id, &build).await;
-                return Err(e.into());
+                return Err(self
+                    .abandon(new_project, &project_id, &build, e.into())
+                    .await);
             }
         };
         self.switch(&project.id, class);
@@ -538,6 +535,29 @@ impl Deployer {
             }),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// Undoes a deploy that failed after its build was made: the build goes, and when the
+    /// project was to be new, whatever was made for it (data folder, logs; on Docker its
+    /// network and volume), so a refused first upload leaves nothing. Returns `error`.
+    async fn abandon(
+        &self,
+        new_project: bool,
+        project_id: &str,
+        build: &str,
+        error: DeployError,
+    ) -> DeployError {
+        self.remove_build(project_id, build).await;
+        if new_project {
+            if let Some(docker) = &self.docker {
+                if let Err(e) = docker.remove_project(project_id).await {
+                    tracing::warn!(project = %project_id, error = %e, "failed project's Docker objects not all removed");
+                }
+            }
+            let _ = tokio::fs::remove_dir_all(self.data_root(project_id)).await;
+            self.remove_logs(project_id).await;
+        }
+        error
     }
 
     /// Removes a build that will not run: its folder, and its image on Docker.

@@ -484,6 +484,55 @@ async fn eventually_images(id: &str, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_upload_that_cannot_start_leaves_no_image_network_volume_or_log() {
+    let Some((valet, api, _cleanup)) = docker_valet().await else {
+        return;
+    };
+    let crashing = note_app("v1", "0.0.0.0").replace(
+        "print(f\"starting {VERSION}\", flush=True)",
+        "print(\"boom: no start\", flush=True)\nraise SystemExit(3)",
+    );
+    let (status, body) = api
+        .upload(Form::file("app.py", crashing).field("name", "never"))
+        .await;
+    assert_eq!(status, 422, "{body}\n{}", valet.log());
+    assert!(body["log"].to_string().contains("boom: no start"), "{body}");
+    assert!(api.projects().await.is_empty());
+    // Everything this valet made on the engine carries its scope label.
+    let log = valet.log();
+    let scope = log
+        .split_once("scope=")
+        .map(|(_, rest)| rest.chars().take(12).collect::<String>())
+        .expect("the driver logs its scope");
+    let filter = format!("label=valet.scope={scope}");
+    for what in [
+        vec!["ps", "-aq"],
+        vec!["images", "-q"],
+        vec!["volume", "ls", "-q"],
+        vec!["network", "ls", "-q"],
+    ] {
+        let mut args = what.clone();
+        args.extend(["--filter", &filter]);
+        assert_eq!(
+            lines(&docker(&args)),
+            Vec::<String>::new(),
+            "docker {what:?}"
+        );
+    }
+    let data = valet.dir().join(".valet/deploy/data");
+    let left: Vec<_> = std::fs::read_dir(data).into_iter().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    let logs = std::fs::read_dir(valet.dir().join(".valet/logs"));
+    let project_logs = logs
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("project-"))
+        .count();
+    assert_eq!(project_logs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_its_base_image_a_deploy_is_refused_and_nothing_is_kept() {
     if !engine_ready() {
         return;
