@@ -145,7 +145,6 @@ async fn to_instance(
         };
         return upgrade::tunnel(upstream, Request::from_parts(parts, body), pass).await;
     }
-    let resend = proxy::Resend::of(&parts, &body, &client);
     let (instance, mut addr) = (lease.instance().clone(), lease.addr());
     // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
     // the upstream time of the first try, from sending until the response head.
@@ -163,25 +162,30 @@ async fn to_instance(
     };
     let mut result = proxy::pass(upstream, Request::from_parts(parts, body), pass).await;
     target.class.stats.upstream.observe(sent.elapsed());
-    let Some(resend) = resend else { return result };
     // A process that was killed or crashed a moment ago still looks ready until its task
     // notices: pooled connections to it close unanswered, a new one is refused. Once the task
     // has noticed, acquiring waits for the restart, and the request goes to the new process.
     for _ in 0..MAX_RESENDS {
-        let wait = match result {
-            Err(GatewayError::Unanswered { sent: false, .. }) => upstream.connect.min(REFUSED_WAIT),
+        let (error, resend) = match result {
+            Ok(response) => return Ok(response),
+            Err(failed) => failed,
+        };
+        let Some(resend) = resend else {
+            return Err(error);
+        };
+        let wait = match error {
+            GatewayError::Unanswered { sent: false, .. } => upstream.connect.min(REFUSED_WAIT),
             // A live instance may also close an idle pooled connection just as it is reused:
             // then the address stays ready, and the request goes again after a short wait.
-            Err(GatewayError::Unanswered { sent: true, .. }) if resend.idempotent() => CLOSED_WAIT,
-            _ => break,
+            GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
+            _ => return Err(error),
         };
         instance.wait_address_retired(addr, wait).await;
         let lease = acquire(state, target, instance.id.key()).await?;
         addr = lease.addr();
-        let (prefix, uri) = upstream_target(target, resend.uri())?;
-        result = proxy::resend(upstream, resend.clone(), lease, uri, prefix).await;
+        result = proxy::resend(upstream, resend, lease).await;
     }
-    result
+    result.map_err(|(error, _)| error)
 }
 
 /// Tries after the first for a bodiless request.
@@ -207,21 +211,21 @@ async fn acquire(
         })
 }
 
-/// What `strip_prefix` removes (for `X-Forwarded-Prefix`) and the URI at the instance.
+/// What `strip_prefix` removes (for `X-Forwarded-Prefix`) and the target at the instance when
+/// it differs from the request's own (`None`: the request's path and query go as they are).
 fn upstream_target(
     target: &ContainerTarget,
     original: &Uri,
-) -> Result<(Option<HeaderValue>, Uri), GatewayError> {
-    let path = original.path();
-    let (prefix, rest) = match target.strip.as_ref().and_then(|s| s.apply(path)) {
-        Some((stripped, rest)) => (HeaderValue::try_from(stripped).ok(), rest),
-        None => (None, path),
+) -> Result<(Option<HeaderValue>, Option<Uri>), GatewayError> {
+    let Some((stripped, rest)) = target.strip.as_ref().and_then(|s| s.apply(original.path()))
+    else {
+        return Ok((None, None));
     };
     let uri = proxy::upstream_uri(rest, original).map_err(|_| GatewayError::BadRequest {
         code: "bad_uri",
         message: "request target cannot be forwarded".into(),
     })?;
-    Ok((prefix, uri))
+    Ok((HeaderValue::try_from(stripped).ok(), Some(uri)))
 }
 
 /// Rate limit and JWT, both checked before the instance is looked up, so neither a flood nor

@@ -10,8 +10,8 @@
 use crate::body::BoxError;
 use crate::h1::{self, BadResponse, RequestFraming, ResponseBody};
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response};
-use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -101,31 +101,25 @@ impl Pool {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
+        let (head, framing) = encode(&mut parts, &body);
+        self.send_head(addr, &head, &parts.method, framing, body)
+            .await
+    }
+
+    /// Sends an encoded request head (see [`encode`]) and `body` to `addr`.
+    pub async fn send_head<B>(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        head: &[u8],
+        method: &Method,
+        framing: RequestFraming,
+        body: B,
+    ) -> Result<Response<ResponseBody>, SendError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
         let mut body = std::pin::pin!(body);
-        let framing = if body.is_end_stream() {
-            // Servers may refuse a POST without a length (411); an empty one says 0.
-            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
-                && !parts.headers.contains_key(header::CONTENT_LENGTH)
-            {
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-            }
-            RequestFraming::None
-        } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
-            // The client's own length: its body (checked against it by the server side) is
-            // passed as it comes.
-            RequestFraming::Length
-        } else if let Some(len) = body.size_hint().exact() {
-            parts.headers.insert(header::CONTENT_LENGTH, len.into());
-            RequestFraming::Length
-        } else {
-            RequestFraming::Chunked
-        };
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut head = BytesMut::new();
-        h1::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
-        let method = parts.method;
         // A bodiless idempotent request may go again once, on a new connection, when a pooled
         // one closes without an answer (RFC 9110 9.2.2): how an instance's idle keep-alive
         // timeout meets a request that was already on its way.
@@ -137,7 +131,7 @@ impl Pool {
                 Some(conn) => (conn, true),
                 None => (self.connect(addr).await?, false),
             };
-            match exchange(&mut conn, &head, &mut body, framing, &method).await {
+            match exchange(&mut conn, head, &mut body, framing, method).await {
                 Ok((head, keep_alive)) => {
                     let framing = head.framing;
                     let mut response = Response::new(ResponseBody::new(conn, framing, keep_alive));
@@ -212,6 +206,35 @@ impl Pool {
     fn idle(&self, addr: SocketAddr) -> usize {
         self.lock().by_addr.get(&addr).map_or(0, Vec::len)
     }
+}
+
+/// The request head as it goes on the wire, and how its body is framed: the client's
+/// `Content-Length` when it sent one, else the body's exact size if known, else chunked.
+pub fn encode<B: http_body::Body>(parts: &mut Parts, body: &B) -> (Bytes, RequestFraming) {
+    let framing = if body.is_end_stream() {
+        // Servers may refuse a POST without a length (411); an empty one says 0.
+        if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        RequestFraming::None
+    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        // The client's own length: its body (checked against it by the server side) is passed
+        // as it comes.
+        RequestFraming::Length
+    } else if let Some(len) = body.size_hint().exact() {
+        parts.headers.insert(header::CONTENT_LENGTH, len.into());
+        RequestFraming::Length
+    } else {
+        RequestFraming::Chunked
+    };
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = BytesMut::new();
+    h1::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
+    (head.freeze(), framing)
 }
 
 enum Failure {

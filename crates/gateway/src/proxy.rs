@@ -1,24 +1,20 @@
 //! Passing one request through to an instance and its answer back.
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
-use crate::pool::{Pool, SendError};
+use crate::h1::RequestFraming;
+use crate::pool::{self, Pool, SendError};
 use crate::stream::{ClientBodyIdle, LeasedBody, SentBody};
 use bytes::Bytes;
-use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Empty, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use valet_instances::Lease;
-
-/// Body sent to instances: the client's body, limited when `max_body_size` is set, or none when
-/// a bodiless request is sent again (see [`Resend`]).
-pub type UpstreamBody = Either<SentBody<Either<Incoming, Limited<Incoming>>>, Empty<Bytes>>;
 
 /// The worker's connection pool to instances, and the limits it applies.
 pub struct Upstream {
@@ -61,33 +57,70 @@ impl Upstream {
 /// What the gateway decided about a request before passing it on.
 pub struct Pass {
     pub lease: Lease,
-    /// `<path after strip_prefix>?<query>`, the origin form the instance gets.
-    pub uri: Uri,
+    /// `<path after strip_prefix>?<query>`, the origin form the instance gets, when
+    /// `strip_prefix` changed the path; `None`: the request's own path and query.
+    pub uri: Option<Uri>,
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
     pub prefix: Option<HeaderValue>,
     pub client: ClientInfo,
 }
+
+/// A failed exchange, and the request again when it may be sent again (see [`Resend`]).
+pub type Failed = (GatewayError, Option<Resend>);
 
 /// Rewrites the request for the instance and sends it; the response streams back.
 pub async fn pass(
     upstream: &Upstream,
     req: Request<Incoming>,
     pass: Pass,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Response<Body>, Failed> {
     if upstream.max_body > 0 {
         if let Some(len) = content_length(&req) {
             if len > upstream.max_body {
-                return Err(GatewayError::PayloadTooLarge {
-                    limit: upstream.max_body,
-                });
+                let limit = upstream.max_body;
+                return Err((GatewayError::PayloadTooLarge { limit }, None));
             }
         }
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let Pass {
+        lease,
+        uri,
+        prefix,
+        client,
+    } = pass;
+    forward::prepare_request(&mut parts.headers, &client, prefix);
+    if let Some(uri) = uri {
+        parts.uri = uri;
+    }
+    if !parts.headers.contains_key(http::header::HOST) {
+        // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the instance's.
+        if let Ok(host) = HeaderValue::try_from(lease.addr().to_string()) {
+            parts.headers.insert(http::header::HOST, host);
+        }
+    }
+    // Instances speak HTTP/1.1 (an h2 client's request is translated); the head is encoded
+    // once and, for a bodiless request, kept as it is to be sent again if need be.
+    let (head, framing) = pool::encode(&mut parts, &body);
+    if body.is_end_stream() {
+        let resend = Resend {
+            head,
+            method: parts.method,
+        };
+        let result = send(
+            upstream,
+            &resend.head,
+            &resend.method,
+            framing,
+            Empty::new(),
+            lease,
+            None,
+        )
+        .await;
+        return result.map_err(|e| (e, Some(resend)));
+    }
     // A body to send: the first-byte clock starts once it has gone out in full.
-    let (sent, body_sent) = if body.is_end_stream() {
-        (None, None)
-    } else {
+    let (sent, body_sent) = {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (Some(tx), Some(rx))
     };
@@ -96,95 +129,81 @@ pub async fn pass(
     } else {
         Either::Left(body)
     };
-    let body = Either::Left(SentBody::new(body, upstream.idle, sent));
-    send(upstream, Request::from_parts(parts, body), pass, body_sent).await
+    let body = SentBody::new(body, upstream.idle, sent);
+    send(
+        upstream,
+        &head,
+        &parts.method,
+        framing,
+        body,
+        lease,
+        body_sent,
+    )
+    .await
+    .map_err(|e| (e, None))
 }
 
-/// The head of a request without a body, kept so that the request can be sent again when the
-/// instance gives no answer: always when nothing reached it (refused), and for idempotent
-/// methods when the connection closed before the answer (RFC 9110 9.2.2), which is how a
-/// killed process looks on a pooled connection. A request with a body is not kept: the first
-/// try consumes its body.
+/// A request without a body, as encoded for the instance, kept so that it can be sent again
+/// when the instance gives no answer: always when nothing reached it (refused), and for
+/// idempotent methods when the connection closed before the answer (RFC 9110 9.2.2), which is
+/// how a killed process looks on a pooled connection. A request with a body is not kept: the
+/// first try consumes its body. Keeping the encoded head costs a reference count, where a copy
+/// of the request's headers would cost allocations on every request.
 #[derive(Clone)]
 pub struct Resend {
+    head: Bytes,
     method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    client: ClientInfo,
 }
 
 impl Resend {
-    /// `Some` for a request whose body is empty.
-    pub fn of(parts: &Parts, body: &Incoming, client: &ClientInfo) -> Option<Self> {
-        body.is_end_stream().then(|| Self {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            client: client.clone(),
-        })
-    }
-
     /// Whether the request may be repeated after it may have reached the instance.
     pub fn idempotent(&self) -> bool {
         self.method.is_idempotent()
     }
-
-    /// The request target as the client sent it.
-    pub fn uri(&self) -> &Uri {
-        &self.uri
-    }
 }
 
-/// Sends a kept request again, to the instance behind `lease`.
+/// Sends a kept request again, to the instance behind `lease`. (A request that came without
+/// a Host keeps the first instance address it was given as its Host.)
 pub async fn resend(
     upstream: &Upstream,
     resend: Resend,
     lease: Lease,
-    uri: Uri,
-    prefix: Option<HeaderValue>,
-) -> Result<Response<Body>, GatewayError> {
-    let mut req = Request::new(Either::Right(Empty::new()));
-    *req.method_mut() = resend.method;
-    *req.headers_mut() = resend.headers;
-    send(
+) -> Result<Response<Body>, Failed> {
+    let result = send(
         upstream,
-        req,
-        Pass {
-            lease,
-            uri,
-            prefix,
-            client: resend.client,
-        },
+        &resend.head,
+        &resend.method,
+        RequestFraming::None,
+        Empty::new(),
+        lease,
         None,
     )
-    .await
+    .await;
+    result.map_err(|e| (e, Some(resend)))
 }
 
-async fn send(
+async fn send<B>(
     upstream: &Upstream,
-    mut req: Request<UpstreamBody>,
-    pass: Pass,
+    head: &[u8],
+    method: &Method,
+    framing: RequestFraming,
+    body: B,
+    mut lease: Lease,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<Response<Body>, GatewayError> {
-    forward::prepare_request(req.headers_mut(), &pass.client, pass.prefix.clone());
-    let (mut parts, body) = req.into_parts();
-    parts.uri = pass.uri;
-    // Instances speak HTTP/1.1; an h2 client's request is translated.
-    parts.version = Version::HTTP_11;
-    let mut lease = pass.lease;
+) -> Result<Response<Body>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let addr = lease.addr();
-    if !parts.headers.contains_key(http::header::HOST) {
-        // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the instance's.
-        if let Ok(host) = HeaderValue::try_from(addr.to_string()) {
-            parts.headers.insert(http::header::HOST, host);
-        }
-    }
-    let request = Request::from_parts(parts, body);
     // Waiting for a turn under `max_concurrent_requests` counts against the first-byte
     // deadline: to the client it is part of waiting for the answer.
     let exchange = async {
         lease.take_turn().await;
-        upstream.pool.send(addr, request).await
+        upstream
+            .pool
+            .send_head(addr, head, method, framing, body)
+            .await
     };
     let answer = match body_sent {
         None => tokio::time::timeout(upstream.first_byte, exchange)

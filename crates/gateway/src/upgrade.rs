@@ -60,6 +60,7 @@ pub async fn tunnel(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     // A direct connection takes the origin form of the target, not the absolute one.
+    let uri = uri.unwrap_or_else(|| parts.uri.clone());
     parts.uri = uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
