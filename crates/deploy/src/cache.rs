@@ -44,6 +44,11 @@ impl Cache {
         }
     }
 
+    /// The folder every set lives below.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The folder of `key`, built by `build` when it is not there yet. Returns the folder and
     /// whether it was reused.
     pub async fn ensure<F, Fut>(

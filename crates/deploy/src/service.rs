@@ -87,6 +87,19 @@ struct Prepared {
     env: Vec<(String, String)>,
 }
 
+impl Prepared {
+    /// A build that runs `command`, with nothing copied beside it.
+    fn run(runtime: Runtime, command: Vec<String>, reused_cache: bool) -> Self {
+        Self {
+            runtime,
+            command,
+            reused_cache,
+            copies: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
 /// A runtime valet can prepare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Runtime {
@@ -404,14 +417,7 @@ impl Deployer {
         let dir = project_root(staging);
         let runtime = runtime_of(upload.runtime.as_deref(), &dir)?;
         let requirements = upload.requirements.as_deref().unwrap_or("");
-        let mut prepared = Prepared {
-            runtime,
-            command: Vec::new(),
-            reused_cache: false,
-            copies: Vec::new(),
-            env: Vec::new(),
-        };
-        match runtime {
+        let prepared = match runtime {
             Runtime::Python => {
                 if !dir.join("app.py").is_file() {
                     return Err(DeployError::BadUpload(
@@ -422,51 +428,25 @@ impl Deployer {
                 if let Ok(text) = std::fs::read_to_string(dir.join("requirements.txt")) {
                     reqs.extend(python::parse_requirements(&(text + "\n"))?);
                 }
-                if let Some(docker) = &self.docker {
-                    let base = &self.config.deploy.python_image;
-                    let env = docker.base_image_env(base).await.map_err(unavailable)?;
-                    let target = python::image_python(&env);
-                    let cache = &self.cache;
-                    let ready =
-                        python::prepare_for_image(&dir, &reqs, target.as_deref(), cache, progress)
-                            .await?;
-                    if let Some(site) = ready.site {
-                        prepared.copies.push((site, python::IMAGE_SITE.into()));
-                        prepared
-                            .env
-                            .push(("PYTHONPATH".into(), python::IMAGE_SITE.into()));
+                match &self.docker {
+                    Some(docker) => self.python_for_image(docker, &dir, &reqs, progress).await?,
+                    None => {
+                        let ready = python::prepare(&dir, &reqs, &self.cache, progress).await?;
+                        Prepared::run(runtime, ready.command, ready.reused)
                     }
-                    // print() reaches the log at once, not when a buffer fills.
-                    prepared.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-                    (prepared.command, prepared.reused_cache) = (ready.command, ready.reused);
-                } else {
-                    let ready = python::prepare(&dir, &reqs, &self.cache, progress).await?;
-                    (prepared.command, prepared.reused_cache) = (ready.command, ready.reused);
                 }
             }
             Runtime::Node => {
-                if let Some(docker) = &self.docker {
-                    // Checked before installing anything: without it nothing can run.
-                    let base = &self.config.deploy.node_image;
-                    docker.base_image_env(base).await.map_err(unavailable)?;
-                }
                 let reqs = node::parse_requirements(requirements)?;
-                let ready = node::prepare(&dir, &reqs, &self.cache, progress).await?;
-                (prepared.command, prepared.reused_cache) = (ready.command, ready.reused);
-                if self.docker.is_some() {
-                    // The cache's node_modules is linked into the build; an image gets a copy.
-                    let link = dir.join("node_modules");
-                    if let Ok(cached) = std::fs::read_link(&link) {
-                        std::fs::remove_file(&link)
-                            .map_err(|e| DeployError::io("cannot unlink node_modules", e))?;
-                        prepared
-                            .copies
-                            .push((cached, format!("{}/node_modules", APP_IN_IMAGE)));
+                match &self.docker {
+                    Some(docker) => self.node_for_image(docker, &dir, &reqs, progress).await?,
+                    None => {
+                        let ready = node::prepare(&dir, &reqs, &self.cache, progress).await?;
+                        Prepared::run(runtime, ready.command, ready.reused)
                     }
-                    prepared.command = vec!["node".into(), "index.js".into()];
                 }
             }
-        }
+        };
         let target = self.root.join("builds").join(build);
         tokio::fs::create_dir_all(self.root.join("builds"))
             .await
@@ -474,6 +454,61 @@ impl Deployer {
         tokio::fs::rename(&dir, &target)
             .await
             .map_err(|e| DeployError::io("cannot move a build into place", e))?;
+        Ok(prepared)
+    }
+
+    /// A Python app for an image: requirements installed on the host for the base image's
+    /// Python, to be copied in and put on `PYTHONPATH`.
+    async fn python_for_image(
+        &self,
+        docker: &DockerDriver,
+        dir: &Path,
+        reqs: &[String],
+        progress: &Progress,
+    ) -> Result<Prepared, DeployError> {
+        let base = &self.config.deploy.python_image;
+        let env = docker.base_image_env(base).await.map_err(unavailable)?;
+        let target = python::image_python(&env);
+        let ready =
+            python::prepare_for_image(dir, reqs, target.as_deref(), &self.cache, progress).await?;
+        let mut prepared = Prepared::run(Runtime::Python, ready.command, ready.reused);
+        if let Some(site) = ready.site {
+            prepared.copies.push((site, python::IMAGE_SITE.into()));
+            let path = ("PYTHONPATH".to_string(), python::IMAGE_SITE.to_string());
+            prepared.env.push(path);
+        }
+        // print() reaches the log at once, not when a buffer fills.
+        prepared.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        Ok(prepared)
+    }
+
+    /// A Node app for an image: prepared as for the process driver, then the cache's
+    /// `node_modules`, linked into the build, becomes a copy into the image.
+    async fn node_for_image(
+        &self,
+        docker: &DockerDriver,
+        dir: &Path,
+        reqs: &[String],
+        progress: &Progress,
+    ) -> Result<Prepared, DeployError> {
+        // Checked before installing anything: without it nothing can run.
+        let base = &self.config.deploy.node_image;
+        docker.base_image_env(base).await.map_err(unavailable)?;
+        let ready = node::prepare(dir, reqs, &self.cache, progress).await?;
+        let command = vec!["node".to_string(), "index.js".to_string()];
+        let mut prepared = Prepared::run(Runtime::Node, command, ready.reused);
+        let link = dir.join("node_modules");
+        // Only the link valet made into its cache is followed: an uploaded node_modules link
+        // (which may point anywhere relative) is left as it is, a link in the image.
+        let cached = std::fs::read_link(&link)
+            .ok()
+            .filter(|target| target.is_absolute() && target.starts_with(self.cache.root()));
+        if let Some(cached) = cached {
+            std::fs::remove_file(&link)
+                .map_err(|e| DeployError::io("cannot unlink node_modules", e))?;
+            let target = format!("{APP_IN_IMAGE}/node_modules");
+            prepared.copies.push((cached, target));
+        }
         Ok(prepared)
     }
 
