@@ -164,8 +164,15 @@ mod tests {
     fn versions_of_a_project_get_containers_of_their_own() {
         let one = InstanceId::new("project-64b25bc228a4b50f-a6f26f934d89f317-1", "main");
         let two = InstanceId::new("project-64b25bc228a4b50f-a6f26f934d89f317-2", "main");
-        assert_eq!(instance_name("s", &one), instance_name("s", &two), "truncated alike");
-        let (a, b) = (project_container("s", "p", &one), project_container("s", "p", &two));
+        assert_eq!(
+            instance_name("s", &one),
+            instance_name("s", &two),
+            "truncated alike"
+        );
+        let (a, b) = (
+            project_container("s", "p", &one),
+            project_container("s", "p", &two),
+        );
         assert_ne!(a, b);
         assert!(a.starts_with("valet-s-project-p-"), "{a}");
     }
