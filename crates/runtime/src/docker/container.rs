@@ -145,3 +145,78 @@ fn default_port(spec: &InstanceSpec) -> Result<Option<u16>, DriverError> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use valet_core::InstanceId;
+
+    fn project_settings() -> ClassSettings {
+        let text =
+            "[server]\ndriver = \"docker\"\n[[containers]]\nclass_name = \"project-p1-b1-0\"\n\
+                    image = \"valet-s-project-p1:b1\"\ncommand = [\"python3\", \"app.py\"]\n\
+                    ports = { http = 8000 }\nvolume = \"/data\"\n";
+        let config = valet_config::parse_str(text, Path::new("valet.toml"), Path::new("/srv"))
+            .expect("test config is valid");
+        ClassSettings::for_project("p1", &config.containers[0], 2)
+    }
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            id: InstanceId::new("project-p1-b1-0", "main"),
+            command: vec!["python3".into(), "app.py".into()],
+            image: Some("valet-s-project-p1:b1".into()),
+            ports: vec![("http".into(), 8000)],
+            default_port: "http".into(),
+            env: vec![("GREETING".into(), "hi".into())],
+            work_dir: "/srv".into(),
+            data_dir: "/srv/.valet/deploy/data/p1/main".into(),
+            log_path: "/srv/.valet/logs/x.log".into(),
+            user: None,
+            log_lines: 10,
+        }
+    }
+
+    #[test]
+    fn a_project_container_joins_its_network_mounts_its_volume_and_holds_no_privileges() {
+        let (settings, spec) = (project_settings(), spec());
+        let network = Network {
+            name: "valet-s-project-p1".into(),
+            internal: false,
+        };
+        let plan = Plan {
+            spec: &spec,
+            settings: &settings,
+            scope: "s",
+            image: "valet-s-project-p1:b1",
+            config_hash: "h",
+            network: Some(&network),
+        };
+        let body = plan.body().unwrap();
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("valet-s-project-p1"));
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].source.as_deref(), Some("valet-s-project-p1-data"));
+        assert_eq!(mounts[0].target.as_deref(), Some("/data"));
+        assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
+        let published = host.port_bindings.unwrap()["8000/tcp"].clone().unwrap();
+        assert_eq!(published[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(body.labels.unwrap()["valet.project"], "p1");
+        let env = body.env.unwrap();
+        for wanted in ["GREETING=hi", "PORT=8000", "VALET_DATA_DIR=/data"] {
+            assert!(env.iter().any(|e| e == wanted), "{wanted} in {env:?}");
+        }
+        assert!(
+            plan.name().starts_with("valet-s-project-p1-"),
+            "{}",
+            plan.name()
+        );
+    }
+}
