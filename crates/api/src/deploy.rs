@@ -46,16 +46,35 @@ impl DeployApi {
             .max(DEFAULT_MAX_UPLOAD)
     }
 
-    /// The caller's plan; a user without one gets the first plan. Admins have none.
-    fn plan_of<'a>(&'a self, principal: &Principal) -> Option<(&'a str, &'a PlanConfig)> {
+    /// The caller's plan; a user without one gets the first plan. Admins have none, and with
+    /// no `[plans]` at all nobody has limits. A plan name that is not configured (a token made
+    /// for a plan since removed, a JWT from an issuer that knows other plans) is refused rather
+    /// than let through without limits.
+    fn plan_of<'a>(
+        &'a self,
+        principal: &Principal,
+    ) -> Result<Option<(&'a str, &'a PlanConfig)>, ApiError> {
         let Principal::User { plan, .. } = principal else {
-            return None;
+            return Ok(None);
         };
-        match plan {
-            Some(name) => self.plans.get_key_value(name.as_str()),
-            None => self.plans.iter().next(),
-        }
-        .map(|(k, v)| (k.as_str(), v))
+        let found = match plan {
+            Some(name) if !self.plans.is_empty() => {
+                let found = self.plans.get_key_value(name.as_str());
+                if found.is_none() {
+                    return Err(ApiError::refuse(
+                        403,
+                        "unknown_plan",
+                        format!(
+                            "your plan {name:?} is not configured on this server (plans: {}); ask its operator",
+                            self.plans.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                found
+            }
+            _ => self.plans.iter().next(),
+        };
+        Ok(found.map(|(k, v)| (k.as_str(), v)))
     }
 }
 
@@ -181,7 +200,7 @@ async fn upload(
         .await
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let form = read_form(multipart, limit, &over).await?;
-    let plan = deploy.plan_of(&principal);
+    let plan = deploy.plan_of(&principal)?;
     if let Some((plan_name, plan)) = plan {
         let max = plan.max_upload.get();
         let size = form.upload.bytes.len() as u64;

@@ -345,6 +345,16 @@ async fn jwts(store: Option<&str>) {
             .await;
         assert_eq!(status, 401, "{who} upload");
     }
+    // A valid JWT whose plan is not configured gets no unlimited pass: 403 naming the plan.
+    let gold = admin_api.as_token(&jwt(SECRET, "dave", "gold", 600));
+    let (status, body) = gold
+        .upload(Form::file("app.py", plain_app("dave")).field("name", "d"))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"] == "unknown_plan" && body["message"].to_string().contains("gold"),
+        "the refusal names the plan: {body}"
+    );
     assert_eq!(
         admin_api.projects().await.len(),
         1,
