@@ -138,7 +138,13 @@ pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Opt
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the instance.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).filter(|_| client.trusted) {
+    // An untrusted peer's own X-Forwarded-For is replaced, not read.
+    let prior = if client.trusted {
+        headers.get(&X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let forwarded_for = match prior {
         Some(prior) => {
             let mut chain = prior.as_bytes().to_vec();
             chain.extend_from_slice(b", ");

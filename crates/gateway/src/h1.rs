@@ -11,6 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -134,9 +135,17 @@ pub enum BodyFraming {
 /// business with the client).
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BadResponse> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(buf) {
+        // Uninitialised slots: a zeroed array of 128 headers would be 4 KiB of memset per
+        // response.
+        let mut slots =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
                 return Err(BadResponse::TooLarge)
@@ -159,19 +168,21 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, B
             _ => Version::HTTP_11,
         };
         // Header values become slices of the head's bytes: one allocation for the whole head
-        // instead of one per value.
+        // instead of one per value. Their offsets are noted while the parse borrows the buffer.
         let base = buf.as_ptr() as usize;
-        let mut fields: [(usize, usize, usize, usize); MAX_RESPONSE_HEADERS] =
-            [(0, 0, 0, 0); MAX_RESPONSE_HEADERS];
-        let count = response.headers.len();
-        for (field, header) in fields.iter_mut().zip(response.headers.iter()) {
-            let name = header.name.as_ptr() as usize - base;
-            let value = header.value.as_ptr() as usize - base;
-            *field = (name, header.name.len(), value, header.value.len());
-        }
+        let fields: Vec<(usize, usize, usize, usize)> = response
+            .headers
+            .iter()
+            .map(|h| {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                (name, h.name.len(), value, h.value.len())
+            })
+            .collect();
+        let count = fields.len();
         let bytes = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
-        for &(name, name_len, value, value_len) in &fields[..count] {
+        for &(name, name_len, value, value_len) in &fields {
             let name = HeaderName::from_bytes(&bytes[name..name + name_len])
                 .map_err(|_| BadResponse::Malformed)?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(value..value + value_len))
