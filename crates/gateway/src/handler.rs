@@ -143,7 +143,13 @@ async fn to_instance(
             prefix,
             client,
         };
-        return upgrade::tunnel(upstream, Request::from_parts(parts, body), pass).await;
+        // Boxed: a rare path should not widen every request's future (see proxy::pass).
+        return Box::pin(upgrade::tunnel(
+            upstream,
+            Request::from_parts(parts, body),
+            pass,
+        ))
+        .await;
     }
     let (instance, mut addr) = (lease.instance().clone(), lease.addr());
     // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
@@ -180,10 +186,14 @@ async fn to_instance(
             GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
             _ => return Err(error),
         };
-        instance.wait_address_retired(addr, wait).await;
-        let lease = acquire(state, target, instance.id.key()).await?;
-        addr = lease.addr();
-        result = proxy::resend(upstream, resend, lease).await;
+        // The rare path, boxed so that its futures do not widen every request's.
+        result = Box::pin(async {
+            instance.wait_address_retired(addr, wait).await;
+            let lease = acquire(state, target, instance.id.key()).await?;
+            addr = lease.addr();
+            Ok(proxy::resend(upstream, resend, lease).await)
+        })
+        .await?;
     }
     result.map_err(|(error, _)| error)
 }

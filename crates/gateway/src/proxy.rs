@@ -1,6 +1,6 @@
 //! Passing one request through to an instance and its answer back.
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
 use crate::h1::RequestFraming;
@@ -12,6 +12,7 @@ use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Empty, Limited};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use valet_instances::Lease;
@@ -69,16 +70,51 @@ pub struct Pass {
 pub type Failed = (GatewayError, Option<Resend>);
 
 /// Rewrites the request for the instance and sends it; the response streams back.
-pub async fn pass(
+///
+/// The rewriting happens when this is called, and only the exchange is left to the future:
+/// every future is moved (copied) as it is nested into its caller's, so what it need not hold
+/// across an await (the request and the decision as they came in) is kept out of it.
+pub fn pass(
     upstream: &Upstream,
     req: Request<Incoming>,
     pass: Pass,
-) -> Result<Response<Body>, Failed> {
+) -> impl Future<Output = Result<Response<Body>, Failed>> + Send + '_ {
+    let prepared = prepare(upstream, req, pass);
+    async move {
+        let Prepared {
+            head,
+            method,
+            framing,
+            body,
+            lease,
+            body_sent,
+        } = prepared.map_err(|e| (e, None))?;
+        let bodiless = body_sent.is_none();
+        let result = send(upstream, &head, &method, framing, body, lease, body_sent).await;
+        result.map_err(|e| (e, bodiless.then_some(Resend { head, method })))
+    }
+}
+
+/// A request rewritten and encoded for its instance.
+struct Prepared {
+    head: Bytes,
+    method: Method,
+    framing: RequestFraming,
+    body: UpstreamBody,
+    lease: Lease,
+    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+fn prepare(
+    upstream: &Upstream,
+    req: Request<Incoming>,
+    pass: Pass,
+) -> Result<Prepared, GatewayError> {
     if upstream.max_body > 0 {
         if let Some(len) = content_length(&req) {
             if len > upstream.max_body {
                 let limit = upstream.max_body;
-                return Err((GatewayError::PayloadTooLarge { limit }, None));
+                return Err(GatewayError::PayloadTooLarge { limit });
             }
         }
     }
@@ -102,46 +138,36 @@ pub async fn pass(
     // Instances speak HTTP/1.1 (an h2 client's request is translated); the head is encoded
     // once and, for a bodiless request, kept as it is to be sent again if need be.
     let (head, framing) = pool::encode(&mut parts, &body);
-    if body.is_end_stream() {
-        let resend = Resend {
-            head,
-            method: parts.method,
-        };
-        let result = send(
-            upstream,
-            &resend.head,
-            &resend.method,
-            framing,
-            Empty::new(),
-            lease,
-            None,
-        )
-        .await;
-        return result.map_err(|e| (e, Some(resend)));
-    }
-    // A body to send: the first-byte clock starts once it has gone out in full.
-    let (sent, body_sent) = {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (Some(tx), Some(rx))
-    };
-    let body = if upstream.max_body > 0 {
-        Either::Right(Limited::new(body, upstream.max_body as usize))
+    // One call of `send` for both kinds of request: each call site of an async fn takes its
+    // own room in the caller's future.
+    let (body, body_sent) = if body.is_end_stream() {
+        (Either::Left(Empty::new()), None)
     } else {
-        Either::Left(body)
+        // A body to send: the first-byte clock starts once it has gone out in full.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = if upstream.max_body > 0 {
+            Either::Right(Limited::new(body, upstream.max_body as usize))
+        } else {
+            Either::Left(body)
+        };
+        (
+            Either::Right(SentBody::new(body, upstream.idle, Some(tx))),
+            Some(rx),
+        )
     };
-    let body = SentBody::new(body, upstream.idle, sent);
-    send(
-        upstream,
-        &head,
-        &parts.method,
+    Ok(Prepared {
+        head,
+        method: parts.method,
         framing,
         body,
         lease,
         body_sent,
-    )
-    .await
-    .map_err(|e| (e, None))
+    })
 }
+
+/// What goes up to an instance: nothing, or the client's body (limited when `max_body_size`
+/// is set).
+type UpstreamBody = Either<Empty<Bytes>, SentBody<Either<Incoming, Limited<Incoming>>>>;
 
 /// A request without a body, as encoded for the instance, kept so that it can be sent again
 /// when the instance gives no answer: always when nothing reached it (refused), and for
@@ -174,7 +200,7 @@ pub async fn resend(
         &resend.head,
         &resend.method,
         RequestFraming::None,
-        Empty::new(),
+        Either::Left(Empty::new()),
         lease,
         None,
     )
@@ -182,19 +208,15 @@ pub async fn resend(
     result.map_err(|e| (e, Some(resend)))
 }
 
-async fn send<B>(
+async fn send(
     upstream: &Upstream,
     head: &[u8],
     method: &Method,
     framing: RequestFraming,
-    body: B,
+    body: UpstreamBody,
     mut lease: Lease,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<Response<Body>, GatewayError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+) -> Result<Response<Body>, GatewayError> {
     let addr = lease.addr();
     // Waiting for a turn under `max_concurrent_requests` counts against the first-byte
     // deadline: to the client it is part of waiting for the answer.
