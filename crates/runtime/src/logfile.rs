@@ -12,11 +12,14 @@ use tokio::io::AsyncWriteExt;
 /// this on disk, however long it runs and however much it prints.
 pub const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Opens (creating) a log file for appending.
+/// Opens (creating) a log file for appending. A new file is readable by valet alone: an
+/// instance's output may hold what its app printed of its secrets, and with the process driver
+/// other projects run as other users on the same machine.
 pub(crate) async fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .await
 }
@@ -94,6 +97,16 @@ impl LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_new_log_file_is_readable_by_its_owner_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.log");
+        drop(open(&path).await.unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    }
 
     #[tokio::test]
     async fn a_log_past_the_limit_is_rotated_and_stays_bounded() {
