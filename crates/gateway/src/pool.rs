@@ -448,11 +448,19 @@ mod tests {
             .unwrap()
     }
 
-    /// An HTTP/1.1 server that answers every request on a connection with `reply` (or only the
-    /// first, then closes, when `close_after_one`) and counts the connections it accepted.
-    async fn server_with(
-        reply: &'static [u8],
-        close_after_one: bool,
+    /// What a scripted test server does with a request.
+    #[derive(Clone, Copy)]
+    enum Act {
+        Reply(&'static [u8]),
+        ReplyAndClose(&'static [u8]),
+        /// Closes the connection without answering.
+        Close,
+    }
+
+    /// An HTTP/1.1 server that does `script(connection, request)` for each request head it
+    /// reads (both counted from 0), and counts the connections it accepted.
+    async fn scripted(
+        script: impl Fn(usize, usize) -> Act + Copy + Send + 'static,
     ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -460,10 +468,11 @@ mod tests {
         let count = accepted.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let connection = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     let mut seen = Vec::new();
+                    let mut request = 0;
                     loop {
                         let n = match stream.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
@@ -472,7 +481,13 @@ mod tests {
                         seen.extend_from_slice(&buf[..n]);
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
-                            if stream.write_all(reply).await.is_err() || close_after_one {
+                            let (reply, close) = match script(connection, request) {
+                                Act::Reply(reply) => (reply, false),
+                                Act::ReplyAndClose(reply) => (reply, true),
+                                Act::Close => return,
+                            };
+                            request += 1;
+                            if stream.write_all(reply).await.is_err() || close {
                                 return;
                             }
                         }
@@ -481,6 +496,19 @@ mod tests {
             }
         });
         (addr, accepted)
+    }
+
+    /// Answers every request with `reply` (or only the first, then closes, when
+    /// `close_after_one`).
+    async fn server_with(
+        reply: &'static [u8],
+        close_after_one: bool,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        scripted(move |_, _| match close_after_one {
+            true => Act::ReplyAndClose(reply),
+            false => Act::Reply(reply),
+        })
+        .await
     }
 
     async fn server(close_after_one: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
@@ -584,39 +612,11 @@ mod tests {
     /// A server whose first connection answers one request and then closes on reading the
     /// next, unanswered (the race of an idle keep-alive timeout); later connections answer all.
     async fn closes_on_the_second_request() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let first = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut seen = Vec::new();
-                    let mut answered = 0;
-                    loop {
-                        let n = match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        seen.extend_from_slice(&buf[..n]);
-                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                            seen.drain(..end + 4);
-                            if first && answered == 1 {
-                                return;
-                            }
-                            answered += 1;
-                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if stream.write_all(reply).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        (addr, accepted)
+        scripted(|connection, request| match (connection, request) {
+            (0, 1) => Act::Close,
+            _ => Act::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        })
+        .await
     }
 
     #[tokio::test]

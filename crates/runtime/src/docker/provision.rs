@@ -21,16 +21,7 @@ pub struct Network {
 /// create of an existing name with that volume, so this is idempotent and keeps its data.
 pub async fn volume(docker: &Docker, scope: &str, id: &InstanceId) -> Result<String, DriverError> {
     let name = names::instance_name(scope, id);
-    let request = VolumeCreateRequest {
-        name: Some(name.clone()),
-        labels: Some(names::instance_labels(scope, id)),
-        ..Default::default()
-    };
-    docker
-        .create_volume(request)
-        .await
-        .map_err(|e| engine(format!("cannot create volume {name}"), e))?;
-    Ok(name)
+    create_volume(docker, name, names::instance_labels(scope, id)).await
 }
 
 /// Creates a deployed project's volume (shared by its versions), or finds it.
@@ -43,6 +34,16 @@ pub async fn project_volume(
     let mut labels = names::project_labels(scope, project);
     // `valet volumes ls` shows it under this class name.
     labels.insert(names::CLASS.to_string(), format!("project-{project}"));
+    create_volume(docker, name, labels).await
+}
+
+/// Creates the named volume with `labels`; the engine answers a create of an existing name
+/// with that volume.
+async fn create_volume(
+    docker: &Docker,
+    name: String,
+    labels: HashMap<String, String>,
+) -> Result<String, DriverError> {
     let request = VolumeCreateRequest {
         name: Some(name.clone()),
         labels: Some(labels),
