@@ -11,7 +11,7 @@ use crate::body::BoxError;
 use crate::h1::{self, BadResponse, RequestFraming, ResponseBody};
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{header, HeaderValue, Method, Response};
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -90,11 +90,14 @@ impl Pool {
     }
 
     /// Sends `req` (origin-form target) to `addr` on a pooled or new connection and returns
-    /// the response head; its body reads the rest off the connection.
-    pub async fn send<B>(
+    /// the response head; its body reads the rest off the connection. The proxy encodes its
+    /// heads itself (to keep them for resending) and calls [`Pool::send_head`]; this is the
+    /// tests' shorthand.
+    #[cfg(test)]
+    async fn send<B>(
         self: &Arc<Self>,
         addr: SocketAddr,
-        req: Request<B>,
+        req: http::Request<B>,
     ) -> Result<Response<ResponseBody>, SendError>
     where
         B: http_body::Body<Data = Bytes>,
@@ -436,6 +439,7 @@ impl Hasher for AddrHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
     use http_body_util::{BodyExt, Empty};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
