@@ -3,6 +3,7 @@
 use crate::assets::Assets;
 use crate::auth::{self, JwtVerifier};
 use crate::body::Body;
+use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo, Peer};
 use crate::key;
@@ -11,7 +12,6 @@ use crate::routes::{ContainerTarget, Route, RouteTable, Target};
 use crate::upgrade;
 use http::{header, HeaderValue, Request, Response, Uri};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 use valet_config::IpNet;
@@ -35,7 +35,7 @@ pub async fn handle(
     state: &GatewayState,
     upstream: &Upstream,
     peer: &Peer,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Response<Body> {
     let started = Instant::now();
     let request_id = forward::request_id(req.headers_mut());
@@ -119,7 +119,7 @@ async fn to_instance(
     upstream: &Upstream,
     route: &Route,
     target: &ContainerTarget,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     client: ClientInfo,
     class_key: &mut Option<(String, String)>,
 ) -> Result<Response<Body>, GatewayError> {
@@ -287,7 +287,7 @@ fn client_address(client: &ClientInfo, headers: &http::HeaderMap) -> std::net::I
 }
 
 /// The host the client asked for: the Host header, or the authority of an h2 request.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
     if let Some(host) = req.headers().get(header::HOST) {
         return Some(host.clone());
     }

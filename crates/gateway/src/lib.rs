@@ -7,6 +7,7 @@
 pub mod assets;
 pub mod auth;
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod h1;

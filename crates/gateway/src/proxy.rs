@@ -1,6 +1,7 @@
 //! Passing one request through to an instance and its answer back.
 
 use crate::body::Body;
+use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo};
 use crate::h1::RequestFraming;
@@ -76,7 +77,7 @@ pub type Failed = (GatewayError, Option<Resend>);
 /// across an await (the request and the decision as they came in) is kept out of it.
 pub fn pass(
     upstream: &Upstream,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     pass: Pass,
 ) -> impl Future<Output = Result<Response<Body>, Failed>> + Send + '_ {
     let prepared = prepare(upstream, req, pass);
@@ -107,7 +108,7 @@ struct Prepared {
 
 fn prepare(
     upstream: &Upstream,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     pass: Pass,
 ) -> Result<Prepared, GatewayError> {
     if upstream.max_body > 0 {
@@ -167,7 +168,7 @@ fn prepare(
 
 /// What goes up to an instance: nothing, or the client's body (limited when `max_body_size`
 /// is set).
-type UpstreamBody = Either<Empty<Bytes>, SentBody<Either<Incoming, Limited<Incoming>>>>;
+type UpstreamBody = Either<Empty<Bytes>, SentBody<Either<RequestBody, Limited<RequestBody>>>>;
 
 /// A request without a body, as encoded for the instance, kept so that it can be sent again
 /// when the instance gives no answer: always when nothing reached it (refused), and for

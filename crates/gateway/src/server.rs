@@ -4,22 +4,30 @@
 //! new connections over the workers' listeners.
 //!
 //! Each worker speaks HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN over TLS) and hands every
-//! request to [`crate::handler::handle`]. On shutdown it stops accepting and lets open
-//! connections finish for a grace period.
+//! request to [`crate::handler::handle`]. Plain HTTP/1.1 is served by [`crate::conn`] in the
+//! connection's own task; what it leaves (HTTP/2, upgrades, streamed uploads, malformed heads)
+//! and TLS go through hyper. On shutdown a worker stops accepting and lets open connections
+//! finish for a grace period.
 
+use crate::body::RequestBody;
+use crate::conn::Rewind;
 use crate::forward::Peer;
 use crate::handler::{handle, GatewayState};
 use crate::proxy::{Upstream, UpstreamSettings};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket, Type};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 use valet_core::Shutdown;
 
 /// How long open connections may take to finish once shutdown begins.
@@ -120,8 +128,58 @@ fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: 
     });
 }
 
+/// What every connection of a worker shares.
+pub struct Worker {
+    pub config: Arc<ServerConfig>,
+    pub upstream: Upstream,
+    builder: auto::Builder<TokioExecutor>,
+    pub shutdown: Shutdown,
+}
+
+impl Worker {
+    /// Serves the rest of a connection with hyper, `read` (bytes already taken off the socket)
+    /// first: every request this gateway does not serve in [`crate::conn`], and HTTP/2.
+    pub async fn hand_over(
+        self: Arc<Self>,
+        stream: TcpStream,
+        read: bytes::BytesMut,
+        peer: Peer,
+        watcher: Watcher,
+    ) {
+        let io = TokioIo::new(Rewind::new(stream, read.freeze()));
+        let service = self.service(Arc::new(peer));
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+
+    fn service(
+        self: &Arc<Self>,
+        client: Arc<Peer>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<crate::body::Body>,
+        Error = Infallible,
+        Future = impl std::future::Future<Output = Result<Response<crate::body::Body>, Infallible>>
+                     + Send,
+    > + Clone
+           + Send
+           + 'static {
+        let worker = self.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let (worker, client) = (worker.clone(), client.clone());
+            async move {
+                let req = req.map(RequestBody::Streaming);
+                let state = &worker.config.state;
+                Ok::<_, Infallible>(handle(state, &worker.upstream, &client, req).await)
+            }
+        })
+    }
+}
+
 async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutdown: Shutdown) {
-    let upstream = Arc::new(Upstream::new(&config.upstream));
+    let upstream = Upstream::new(&config.upstream);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -133,8 +191,14 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32);
-    let builder = Arc::new(builder);
+    let worker = Arc::new(Worker {
+        config: config.clone(),
+        upstream,
+        builder,
+        shutdown: shutdown.clone(),
+    });
     let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -149,73 +213,45 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        serve_connection(
-            stream, peer, &config, &upstream, &builder, &graceful, &shutdown,
-        );
+        let client = Peer::new(peer, &config.state.trusted_proxies);
+        let watcher = graceful.watcher();
+        match &config.tls {
+            // Plain HTTP/1.1 is served in the connection's task (crate::conn), which hands
+            // anything else to hyper; it also stops a client that connects and never sends a
+            // request after `header_read`.
+            None => {
+                tracker.spawn(crate::conn::serve(stream, client, worker.clone(), watcher));
+            }
+            Some(acceptor) => {
+                let (acceptor, worker) = (acceptor.clone(), worker.clone());
+                // The TLS handshake happens in the connection's own task; a client that never
+                // finishes it is dropped after the header read timeout.
+                tracker.spawn(async move {
+                    let header_read = worker.config.header_read;
+                    let tls = match tokio::time::timeout(header_read, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        _ => return,
+                    };
+                    let service = worker.service(Arc::new(client));
+                    let conn = worker
+                        .builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
+    tracker.close();
+    let drained = async {
+        graceful.shutdown().await;
+        tracker.wait().await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = drained => {}
         _ = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period"),
-    }
-}
-
-fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    config: &Arc<ServerConfig>,
-    upstream: &Arc<Upstream>,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
-    shutdown: &Shutdown,
-) {
-    let state = config.state.clone();
-    let upstream = upstream.clone();
-    let client = Arc::new(Peer::new(peer, &state.trusted_proxies));
-    let service = service_fn(move |req| {
-        let state = state.clone();
-        let upstream = upstream.clone();
-        let client = client.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(&state, &upstream, &client, req).await) }
-    });
-    match &config.tls {
-        None => {
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
-            let (header_read, mut shutdown) = (config.header_read, shutdown.clone());
-            tokio::spawn(async move {
-                // hyper starts its header read timeout with the first byte of a request: a
-                // client that connects and never sends one would hold its descriptor forever.
-                // (`readable()` may wake without data on a fresh socket; a peek does not.)
-                let mut first = [0u8; 1];
-                let first_byte = tokio::time::timeout(header_read, stream.peek(&mut first));
-                tokio::select! {
-                    sent = first_byte => if sent.is_err() {
-                        return tracing::debug!(%peer, "connection sent nothing; closed");
-                    },
-                    _ = shutdown.wait() => return,
-                }
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
-        }
-        Some(acceptor) => {
-            let acceptor = acceptor.clone();
-            let header_read = config.header_read;
-            let builder = builder.as_ref().clone();
-            // The TLS handshake happens in the connection's own task; a client that never
-            // finishes it is dropped after the header read timeout.
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    _ => return,
-                };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
-        }
     }
 }

@@ -2,20 +2,20 @@
 //! and after a 101 both sides are spliced byte for byte. The lease lives as long as the tunnel,
 //! so an open WebSocket keeps its instance awake.
 
+use crate::body::RequestBody;
 use crate::body::{empty, Body};
 use crate::error::GatewayError;
 use crate::forward;
 use crate::proxy::{leased_response, Pass, Upstream};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// Sends the upgrade request to the instance and, on 101, tunnels the two connections.
 pub async fn tunnel(
     upstream: &Upstream,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     pass: Pass,
 ) -> Result<Response<Body>, GatewayError> {
     let Pass {

@@ -1,0 +1,672 @@
+//! Client-facing HTTP/1.1 for the common request, served in the connection's own task: the head
+//! is parsed with `httparse` straight off the socket's buffer (header values are slices of it),
+//! the request goes to [`handle`] in the same task, and the answer is written back with its head
+//! and a body that is already there in one `send`. hyper's server runs a dispatcher state
+//! machine, a service call and separate buffers around the same work; on the warm hop its share
+//! was the largest part of valet's own CPU time per request.
+//!
+//! Only what this module fully understands is served here: HTTP/1.1 requests in origin form,
+//! without `Transfer-Encoding`, `Expect` or `Upgrade`, with at most one plain `Content-Length`
+//! of at most [`MAX_BUFFERED_BODY`] (read whole before the request is passed on). Anything else,
+//! including every malformed head, an HTTP/2 preface and HTTP/1.0, hands the connection with
+//! the bytes read so far to hyper, which answers it as it always did (400, 431, upgrades,
+//! chunked uploads, `100 Continue`, h2) for the rest of the connection's life.
+
+use crate::body::{Body, RequestBody};
+use crate::error::GatewayError;
+use crate::forward::Peer;
+use crate::h1::LAST_CHUNK;
+use crate::handler::handle;
+use crate::server::Worker;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper_util::server::graceful::Watcher;
+use std::cell::RefCell;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Largest request body read whole before the request is passed on; a larger one streams
+/// through hyper. Small bodies (JSON calls) are the common case, and reading them first costs
+/// no more memory than the socket buffer that holds them anyway.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+/// A head still incomplete at this size goes to hyper, which allows up to the gateway's head
+/// limit and answers 431 beyond it.
+const MAX_FAST_HEAD: usize = 16 * 1024;
+/// Most header fields served here; more go to hyper (which allows 100).
+const MAX_HEADERS: usize = 64;
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 8 * 1024;
+/// Response bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Serves one plain-TCP connection until the client closes it, it idles out, valet shuts down,
+/// or it goes to hyper.
+pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: Watcher) {
+    let mut conn = Connection {
+        stream,
+        buf: BytesMut::new(),
+        out: BytesMut::new(),
+        shutdown: worker.shutdown.clone(),
+    };
+    loop {
+        let next = conn.read_request(&worker).await;
+        let (req, close) = match next {
+            Next::Request(req, close) => (req, close),
+            Next::Answer(response) => {
+                let _ = conn.respond(response, &Method::GET, true).await;
+                return;
+            }
+            Next::Close => return,
+            Next::Hyper => return worker.hand_over(conn.stream, conn.buf, peer, watcher).await,
+        };
+        let method = req.method().clone();
+        let response = handle(&worker.config.state, &worker.upstream, &peer, req).await;
+        let close = close || conn.shutdown.is_shutdown();
+        match conn.respond(response, &method, close).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return,
+        }
+    }
+}
+
+/// What the connection does next.
+enum Next {
+    Request(Request<RequestBody>, bool),
+    /// An answer of valet's own (a stalled body), after which the connection closes.
+    Answer(Response<Body>),
+    Close,
+    Hyper,
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed; empty (and unallocated) on an idle connection.
+    buf: BytesMut,
+    out: BytesMut,
+    shutdown: valet_core::Shutdown,
+}
+
+/// A head this module serves, as offsets into the buffer (taken while the parse borrows it).
+struct Parsed {
+    len: usize,
+    method: Method,
+    target: (usize, usize),
+    fields: Vec<(usize, usize, usize, usize)>,
+    content_length: u64,
+    close: bool,
+}
+
+impl Connection {
+    async fn read_request(&mut self, worker: &Worker) -> Next {
+        // `header_read` bounds both the wait for a request on an idle connection and the time a
+        // head may take to arrive.
+        let deadline = Instant::now() + worker.config.header_read;
+        let parsed = loop {
+            if !self.buf.is_empty() {
+                match parse(&self.buf) {
+                    Parse::Complete(parsed) => break parsed,
+                    Parse::Partial if self.buf.len() < MAX_FAST_HEAD => {}
+                    Parse::Partial | Parse::Other => return Next::Hyper,
+                }
+            }
+            match self.fill(deadline, self.buf.is_empty()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Next::Close,
+            }
+        };
+        let upstream = &worker.upstream;
+        if parsed.content_length > MAX_BUFFERED_BODY
+            || (upstream.max_body > 0 && parsed.content_length > upstream.max_body)
+        {
+            return Next::Hyper;
+        }
+        let head = self.buf.split_to(parsed.len).freeze();
+        let Some(mut req) = build(&head, &parsed) else {
+            // Not what hyper would accept either (a target or header value `http` refuses).
+            let error = GatewayError::BadRequest {
+                code: "bad_request",
+                message: "the request head is malformed".into(),
+            };
+            return Next::Answer(error.into_response());
+        };
+        if parsed.content_length > 0 {
+            let want = parsed.content_length as usize;
+            while self.buf.len() < want {
+                // Like a streamed body's, each read may take up to the upstream idle timeout.
+                let deadline = Instant::now() + upstream.idle;
+                match self.fill(deadline, false).await {
+                    Ok(true) => {}
+                    Err(Stalled) => {
+                        let idle = upstream.idle;
+                        return Next::Answer(GatewayError::RequestTimeout { idle }.into_response());
+                    }
+                    Ok(false) => return Next::Close,
+                }
+            }
+            *req.body_mut() = RequestBody::Buffered(Some(self.buf.split_to(want).freeze()));
+        }
+        Next::Request(req, parsed.close)
+    }
+
+    /// Reads more bytes. `Ok(false)`: the client closed, the read failed, or (when `idle`, with
+    /// nothing of a request read) valet shuts down or the wait ran out.
+    async fn fill(&mut self, deadline: Instant, idle: bool) -> Result<bool, Stalled> {
+        loop {
+            let ready = tokio::select! {
+                ready = tokio::time::timeout_at(deadline, self.stream.readable()) => ready,
+                _ = self.shutdown.wait(), if idle => return Ok(false),
+            };
+            match ready {
+                Err(_) if idle => return Ok(false),
+                Err(_) => return Err(Stalled),
+                Ok(Err(_)) => return Ok(false),
+                Ok(Ok(())) => {}
+            }
+            // The buffer is allocated only once there is something to read: an idle keep-alive
+            // connection holds none.
+            self.buf.reserve(READ_SIZE);
+            match self.stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// Writes the answer. `Ok(true)`: the connection may carry another request.
+    async fn respond(
+        &mut self,
+        response: Response<Body>,
+        method: &Method,
+        mut close: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let mut headers = parts.headers;
+        close |= has_token(&headers, b"close");
+        headers.remove(header::CONNECTION);
+        headers.remove(header::TRANSFER_ENCODING);
+        let bodiless = method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        if status == StatusCode::NO_CONTENT {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        let declared = single_length(&headers);
+        let hint = body.size_hint().exact();
+        let framing = if bodiless {
+            if declared.is_none() && method == Method::HEAD {
+                if let Some(n) = hint.filter(|&n| n > 0) {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+            }
+            Framing::None
+        } else if let Some(n) = declared {
+            Framing::Length(n)
+        } else if let Some(n) = hint {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            Framing::Length(n)
+        } else {
+            Framing::Chunked
+        };
+        let out = &mut self.out;
+        out.clear();
+        encode_head(status, &headers, framing, close, out);
+        drop(headers);
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        if framing != Framing::None {
+            loop {
+                // A frame that is there already goes out with what precedes it; before waiting
+                // for one, what is gathered is written (an event stream's event goes at once).
+                let frame = match std::future::poll_fn(|cx| {
+                    Poll::Ready(Pin::new(&mut body).poll_frame(cx))
+                })
+                .await
+                {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if !self.out.is_empty() {
+                            self.stream.write_all(&self.out).await?;
+                            self.out.clear();
+                        }
+                        body.frame().await
+                    }
+                };
+                let data = match frame {
+                    None => break,
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue, // trailers: not passed on over HTTP/1.1 here
+                    },
+                    Some(Err(e)) => {
+                        // The answer cannot be finished: what was gathered goes out and the
+                        // connection closes, so the client sees a truncated answer, never a
+                        // wrong one.
+                        tracing::debug!(error = %e, "response body failed; closing the connection");
+                        let _ = self.stream.write_all(&self.out).await;
+                        return Ok(false);
+                    }
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                match framing {
+                    Framing::Length(_) => {
+                        if data.len() as u64 > left {
+                            tracing::debug!("response body longer than its length; closing");
+                            return Ok(false);
+                        }
+                        left -= data.len() as u64;
+                        if data.len() >= WRITE_BATCH / 4 {
+                            // Large pieces go as they are, not through a copy.
+                            if !self.out.is_empty() {
+                                self.stream.write_all(&self.out).await?;
+                                self.out.clear();
+                            }
+                            self.stream.write_all(&data).await?;
+                            continue;
+                        }
+                        self.out.put_slice(&data);
+                    }
+                    Framing::Chunked => crate::h1::encode_chunk(&data, &mut self.out),
+                    Framing::None => {}
+                }
+                if self.out.len() >= WRITE_BATCH {
+                    self.stream.write_all(&self.out).await?;
+                    self.out.clear();
+                }
+            }
+        }
+        if framing == Framing::Chunked {
+            self.out.put_slice(LAST_CHUNK);
+        }
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        if left > 0 {
+            tracing::debug!(left, "response body shorter than its length; closing");
+            return Ok(false);
+        }
+        if self.out.capacity() > WRITE_BATCH * 2 {
+            self.out = BytesMut::new();
+        }
+        if close {
+            let _ = self.stream.shutdown().await;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// The client stopped sending mid-body for longer than the idle timeout.
+struct Stalled;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+enum Parse {
+    Complete(Parsed),
+    Partial,
+    /// Valid or not, not for this module: hyper takes the connection.
+    Other,
+}
+
+fn parse(buf: &[u8]) -> Parse {
+    if buf.starts_with(b"PRI ") {
+        return Parse::Other; // an HTTP/2 preface
+    }
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::Other,
+    };
+    if req.version != Some(1) {
+        return Parse::Other;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parse::Other;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parse::Other;
+    };
+    if method == Method::CONNECT || !path.starts_with('/') {
+        return Parse::Other;
+    }
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut content_length = None;
+    let mut close = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match (content_length, parse_length(h.value)) {
+                (None, Some(n)) => content_length = Some(n),
+                _ => return Parse::Other,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Parse::Other;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parse::Other;
+                }
+            }
+        }
+        fields.push((offset(name), name.len(), offset(h.value), h.value.len()));
+    }
+    Parse::Complete(Parsed {
+        len,
+        method,
+        target: (offset(path.as_bytes()), path.len()),
+        fields,
+        content_length: content_length.unwrap_or(0),
+        close,
+    })
+}
+
+/// The request, with header values as slices of the head's bytes.
+fn build(head: &Bytes, parsed: &Parsed) -> Option<Request<RequestBody>> {
+    let (start, len) = parsed.target;
+    let uri = Uri::from_maybe_shared(head.slice(start..start + len)).ok()?;
+    let mut headers = HeaderMap::with_capacity(parsed.fields.len());
+    for &(name, name_len, value, value_len) in &parsed.fields {
+        let name = HeaderName::from_bytes(&head[name..name + name_len]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(RequestBody::Buffered(None));
+    *req.method_mut() = parsed.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// The response's one valid `Content-Length`, if it has exactly that.
+fn single_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    parse_length(first.as_bytes().trim_ascii())
+}
+
+fn has_token(headers: &HeaderMap, wanted: &[u8]) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(wanted))
+    })
+}
+
+fn encode_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    close: bool,
+    out: &mut BytesMut,
+) {
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(size + 128);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.put_slice(b"date: ");
+        put_date(out);
+        out.put_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` value of the current second, formatted once per second per worker.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+fn put_date(out: &mut BytesMut) {
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    DATE.with(|date| {
+        let mut date = date.borrow_mut();
+        if date.0 != second || date.1.is_empty() {
+            *date = (second, httpdate::fmt_http_date(now));
+        }
+        out.put_slice(date.1.as_bytes());
+    });
+}
+
+/// A connection handed to hyper, with the bytes already read from it put back in front.
+pub struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(inner: TcpStream, prefix: Bytes) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(raw: &str) -> Parsed {
+        match parse(raw.as_bytes()) {
+            Parse::Complete(parsed) => parsed,
+            Parse::Partial => panic!("partial: {raw:?}"),
+            Parse::Other => panic!("other: {raw:?}"),
+        }
+    }
+
+    fn other(raw: &str) -> bool {
+        matches!(parse(raw.as_bytes()), Parse::Other)
+    }
+
+    #[test]
+    fn plain_requests_are_served_here_with_their_headers_as_slices() {
+        let raw = "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nX-One: 2\r\n\r\nNEXT";
+        let parsed = complete(raw);
+        assert_eq!(parsed.len, raw.len() - 4);
+        assert!(!parsed.close);
+        let head = Bytes::copy_from_slice(raw.as_bytes());
+        let req = build(&head, &parsed).unwrap();
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/a/b");
+        assert_eq!(req.uri().query(), Some("c=d"));
+        let ones: Vec<_> = req.headers().get_all("x-one").iter().collect();
+        assert_eq!(ones, ["1", "2"]);
+        assert!(req.body().is_end_stream());
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parse::Partial
+        ));
+        assert!(matches!(parse(b"GE"), Parse::Partial));
+    }
+
+    #[test]
+    fn framing_upgrades_and_odd_versions_go_to_hyper() {
+        for raw in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            "G@T / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(other(raw), "{raw:?}");
+        }
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        assert!(other(&format!("GET / HTTP/1.1\r\n{many}\r\n")));
+    }
+
+    #[test]
+    fn a_length_and_a_close_are_read() {
+        let parsed = complete(
+            "POST / HTTP/1.1\r\nContent-Length: 12\r\nConnection: keep-alive, Close\r\n\r\n",
+        );
+        assert_eq!(parsed.content_length, 12);
+        assert!(parsed.close);
+    }
+
+    #[test]
+    fn the_head_says_date_framing_and_close() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("b"));
+        let mut out = BytesMut::new();
+        encode_head(StatusCode::OK, &headers, Framing::Chunked, true, &mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nx-a: b\r\ndate: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("GMT\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
+            "{text}"
+        );
+        let mut out = BytesMut::new();
+        encode_head(
+            StatusCode::from_u16(599).unwrap(),
+            &HeaderMap::new(),
+            Framing::None,
+            false,
+            &mut out,
+        );
+        assert!(out.starts_with(b"HTTP/1.1 599 \r\ndate: "));
+    }
+
+    #[test]
+    fn a_response_length_counts_only_when_it_is_one_valid_number() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
+        assert_eq!(single_length(&headers), Some(42));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
+        assert_eq!(single_length(&headers), None);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("4x"));
+        assert_eq!(single_length(&headers), None);
+    }
+}
