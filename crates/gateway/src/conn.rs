@@ -33,6 +33,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
 /// Largest request body read whole before the request is passed on; a larger one streams
@@ -56,7 +57,7 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
         stream,
         buf: BytesMut::new(),
         out: BytesMut::new(),
-        shutdown: worker.shutdown.clone(),
+        stop: Box::pin(worker.stop.clone().notified_owned()),
     };
     loop {
         let next = conn.read_request(&worker).await;
@@ -71,7 +72,7 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
         };
         let method = req.method().clone();
         let response = handle(&worker.config.state, &worker.upstream, &peer, req).await;
-        let close = close || conn.shutdown.is_shutdown();
+        let close = close || worker.stopping();
         match conn.respond(response, &method, close).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
@@ -93,7 +94,9 @@ struct Connection {
     /// Bytes read and not yet consumed; empty (and unallocated) on an idle connection.
     buf: BytesMut,
     out: BytesMut,
-    shutdown: valet_core::Shutdown,
+    /// Resolves when the worker stops. One per connection, registered once: a new wait per
+    /// request would take a lock every time.
+    stop: Pin<Box<OwnedNotified>>,
 }
 
 /// A head this module serves, as offsets into the buffer (taken while the parse borrows it).
@@ -111,6 +114,9 @@ impl Connection {
         // `header_read` bounds both the wait for a request on an idle connection and the time a
         // head may take to arrive.
         let deadline = Instant::now() + worker.config.header_read;
+        if worker.stopping() {
+            return Next::Close;
+        }
         let parsed = loop {
             if !self.buf.is_empty() {
                 match parse(&self.buf) {
@@ -164,7 +170,7 @@ impl Connection {
         loop {
             let ready = tokio::select! {
                 ready = tokio::time::timeout_at(deadline, self.stream.readable()) => ready,
-                _ = self.shutdown.wait(), if idle => return Ok(false),
+                _ = &mut self.stop, if idle => return Ok(false),
             };
             match ready {
                 Err(_) if idle => return Ok(false),

@@ -23,9 +23,11 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket, Type};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use valet_core::Shutdown;
@@ -133,10 +135,18 @@ pub struct Worker {
     pub config: Arc<ServerConfig>,
     pub upstream: Upstream,
     builder: auto::Builder<TokioExecutor>,
-    pub shutdown: Shutdown,
+    /// Set, and `stop` notified, when the worker stops accepting. The worker's own: valet's
+    /// shutdown signal is shared by every thread, and [`crate::conn`] looks at this on every
+    /// request.
+    stopping: AtomicBool,
+    pub stop: Arc<Notify>,
 }
 
 impl Worker {
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     /// Serves the rest of a connection with hyper, `read` (bytes already taken off the socket)
     /// first: every request this gateway does not serve in [`crate::conn`], and HTTP/2.
     pub async fn hand_over(
@@ -195,7 +205,8 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
         config: config.clone(),
         upstream,
         builder,
-        shutdown: shutdown.clone(),
+        stopping: AtomicBool::new(false),
+        stop: Arc::new(Notify::new()),
     });
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
@@ -245,6 +256,8 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
         }
     }
     drop(listener);
+    worker.stopping.store(true, Ordering::Relaxed);
+    worker.stop.notify_waiters();
     tracker.close();
     let drained = async {
         graceful.shutdown().await;

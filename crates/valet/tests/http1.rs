@@ -1,0 +1,182 @@
+//! The client side of HTTP/1.1 as valet serves it itself (crates/gateway/src/conn.rs): several
+//! requests on one connection, pipelined, with small bodies, HEAD, `Connection: close`, and a
+//! connection that moves to hyper mid-way (a chunked upload) and goes on being served.
+
+mod support;
+
+use std::time::Duration;
+use support::wire::{exchange, Wire};
+use support::*;
+
+const CONFIG: &str = r#"
+[[containers]]
+class_name = "General"
+readiness = { path = "/health" }
+
+[[routes]]
+pattern = "/api/*"
+container = "General"
+instance = "name:general"
+strip_prefix = "/api"
+"#;
+
+/// One answer read off a connection's bytes.
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// The answers on a connection, framed by their Content-Length (every answer here has one);
+/// `bodiless[i]`: answer i is to a HEAD request.
+fn answers(wire: &Wire, bodiless: &[bool]) -> Vec<Answer> {
+    let mut rest = &wire.bytes[..];
+    let mut answers = Vec::new();
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let status = head[9..12].parse().expect("a status code");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        let length = if bodiless.get(answers.len()) == Some(&true) {
+            0
+        } else {
+            length
+        };
+        let body = rest[end + 4..end + 4 + length].to_vec();
+        rest = &rest[end + 4 + length..];
+        answers.push(Answer { status, head, body });
+    }
+    assert!(rest.is_empty(), "bytes after the last answer: {rest:?}");
+    answers
+}
+
+fn statuses(answers: &[Answer]) -> Vec<u16> {
+    answers.iter().map(|a| a.status).collect()
+}
+
+#[tokio::test]
+async fn pipelined_requests_with_small_bodies_are_answered_in_order_on_one_connection() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    valet.echo("/api/echo").await;
+    let wire = exchange(
+        valet.addr(),
+        b"GET /api/echo?i=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /api/echo?i=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /api/echo?i=3 HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    let answers = answers(&wire, &[]);
+    assert_eq!(statuses(&answers), [200, 200, 200], "{}", wire.text());
+    assert!(!wire.closed, "a keep-alive connection stays open: {wire:?}");
+    let bodies: Vec<_> = answers.iter().map(Answer::json).collect();
+    let paths: Vec<_> = bodies.iter().map(|b| b["path"].clone()).collect();
+    assert_eq!(
+        paths,
+        ["/echo?i=1", "/echo?i=2", "/echo?i=3"],
+        "{}",
+        wire.text()
+    );
+    assert_eq!(bodies[1]["method"], "POST");
+    assert_eq!(bodies[1]["body_len"], 5);
+    assert!(
+        answers.iter().all(|a| a.head.contains("\r\ndate: ")),
+        "{}",
+        wire.text()
+    );
+}
+
+#[tokio::test]
+async fn a_connection_goes_on_after_a_chunked_upload_hands_it_to_hyper() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    valet.echo("/api/echo").await;
+    let wire = exchange(
+        valet.addr(),
+        b"GET /api/echo?i=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n\
+          GET /api/echo?i=3 HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    let answers = answers(&wire, &[]);
+    assert_eq!(statuses(&answers), [200, 200, 200], "{}", wire.text());
+    assert!(!wire.closed, "a keep-alive connection stays open: {wire:?}");
+    let bodies: Vec<_> = answers.iter().map(Answer::json).collect();
+    assert_eq!(bodies[0]["path"], "/echo?i=1");
+    assert_eq!(bodies[1]["bytes"], 7, "{}", wire.text());
+    assert_eq!(bodies[2]["path"], "/echo?i=3");
+}
+
+#[tokio::test]
+async fn head_answers_carry_the_length_and_no_body() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    valet.echo("/api/echo").await;
+    let wire = exchange(
+        valet.addr(),
+        b"HEAD /api/echo?head HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /api/echo?after=head HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    // Framed as a HEAD answer, the next answer must start right after its head.
+    let answers = answers(&wire, &[true, false]);
+    assert_eq!(statuses(&answers), [200, 200], "{}", wire.text());
+    // The instance's length of the body a GET would get (an echo of the request), passed on.
+    assert!(
+        answers[0].head.contains("content-length: 3"),
+        "{}",
+        answers[0].head
+    );
+    assert_eq!(answers[1].json()["path"], "/echo?after=head");
+}
+
+#[tokio::test]
+async fn connection_close_is_answered_and_then_closed() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    valet.echo("/api/echo").await;
+    let wire = exchange(
+        valet.addr(),
+        b"GET /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
+          GET /api/echo?never HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(wire.closed, "valet closes after a Connection: close answer");
+    let answers = answers(&wire, &[]);
+    assert_eq!(statuses(&answers), [200], "{}", wire.text());
+    assert!(
+        answers[0].head.contains("connection: close"),
+        "{}",
+        answers[0].head
+    );
+}
+
+#[tokio::test]
+async fn a_large_answer_arrives_whole_and_the_connection_is_reused() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    valet.echo("/api/echo").await;
+    let total = 3_000_000usize;
+    let request = format!(
+        "GET /api/download?bytes={total} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /api/echo?after=download HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    let wire = exchange(valet.addr(), request.as_bytes(), Duration::from_secs(3)).await;
+    let answers = answers(&wire, &[]);
+    assert_eq!(statuses(&answers), [200, 200]);
+    let body = &answers[0].body;
+    assert_eq!(body.len(), total);
+    assert!(
+        body.iter().enumerate().all(|(i, &b)| b == (i % 256) as u8),
+        "the body is the instance's bytes, in order"
+    );
+    assert_eq!(answers[1].json()["path"], "/echo?after=download");
+}
