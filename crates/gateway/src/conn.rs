@@ -117,14 +117,23 @@ impl Connection {
         if worker.stopping() {
             return Next::Close;
         }
+        // Bytes already looked at: a head that arrives in pieces is parsed again only when a
+        // piece brings a line end, or a client trickling bytes could make every byte cost a
+        // parse of all before it.
+        let mut seen = 0;
         let parsed = loop {
-            if !self.buf.is_empty() {
+            let fresh = &self.buf[seen..];
+            if !fresh.is_empty() && (seen == 0 || fresh.contains(&b'\n')) {
                 match parse(&self.buf) {
                     Parse::Complete(parsed) => break parsed,
-                    Parse::Partial if self.buf.len() < MAX_FAST_HEAD => {}
-                    Parse::Partial | Parse::Other => return Next::Hyper,
+                    Parse::Partial => {}
+                    Parse::Other => return Next::Hyper,
                 }
             }
+            if self.buf.len() >= MAX_FAST_HEAD {
+                return Next::Hyper;
+            }
+            seen = self.buf.len();
             match self.fill(deadline, self.buf.is_empty()).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return Next::Close,
