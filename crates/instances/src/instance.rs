@@ -39,7 +39,7 @@ pub struct Status {
     /// Consecutive failed starts or crashes; 0 once an instance served for a while.
     pub failures: u32,
     pub last_exit: Option<ExitStatus>,
-    /// Last lines of output at the last crash.
+    /// Last lines of output at the last crash (at most 10 lines, about 2 KiB).
     pub last_log: Vec<String>,
     /// Duration of the last cold start (launch to ready), milliseconds.
     pub last_start_ms: Option<u64>,
@@ -176,12 +176,6 @@ impl Instance {
             }
         })
         .await;
-    }
-
-    /// Recent output, while it runs.
-    pub fn log_tail(&self, n: usize) -> Vec<String> {
-        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.as_ref().map(|ring| ring.tail(n)).unwrap_or_default()
     }
 
     pub(crate) fn set_status(&self, change: impl FnOnce(&mut Status)) {

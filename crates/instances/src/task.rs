@@ -15,8 +15,10 @@ use valet_runtime::{Driver, ExitStatus, InstanceSpec, Running};
 pub(crate) const CRASH_LOOP: u32 = 3;
 /// An instance that served this long has its failure count reset by its next crash.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Lines of output kept with a crash for the operator.
-const CRASH_LOG_LINES: usize = 20;
+/// Lines of output kept with a crash for the operator (the warning and `Status::last_log`).
+const CRASH_LOG_LINES: usize = 10;
+/// Bytes of those lines at most: one line may be 16 KiB, and the warning should stay readable.
+const CRASH_LOG_BYTES: usize = 2 * 1024;
 
 /// Restart delay after `failures` consecutive failures: 100 ms doubling, at most 30 s.
 pub(crate) fn backoff(failures: u32) -> Duration {
@@ -50,7 +52,14 @@ impl Task {
     pub(crate) async fn run(mut self) {
         loop {
             let end = self.life().await;
-            *self.inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            // The drivers drain a finished process's output before `exited` returns, so the
+            // ring holds its last words; they go with the crash, the ring goes with the life.
+            let ring = self
+                .inst
+                .logs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             match end {
                 End::Stopped { shutdown: true } => break,
                 End::Stopped { shutdown: false } => {
@@ -61,7 +70,9 @@ impl Task {
                     exit,
                     served_for,
                 } => {
-                    if self.crashed(message, exit, served_for).await {
+                    let log_tail = ring.map(|r| crash_tail(r.tail(CRASH_LOG_LINES)));
+                    let log_tail = log_tail.unwrap_or_default();
+                    if self.crashed(message, exit, served_for, log_tail).await {
                         continue;
                     }
                 }
@@ -87,15 +98,16 @@ impl Task {
     }
 
     /// Records a failure and decides on a restart. Returns true to start again now.
+    /// `log_tail`: the last lines the failed life printed (empty if it never started).
     async fn crashed(
         &mut self,
         message: String,
         exit: Option<ExitStatus>,
         served_for: Duration,
+        log_tail: Vec<String>,
     ) -> bool {
         let inst = &self.inst;
         let class = &inst.class;
-        let last_log = inst.log_tail(CRASH_LOG_LINES);
         let mut failures = inst.status.borrow().failures;
         if served_for >= STABLE_AFTER {
             failures = 0;
@@ -106,7 +118,7 @@ impl Task {
             || class.sleep_after.is_none_or(|s| inst.idle_for() < s)
             || class.is_pinned(inst);
         class.stats.crashes.inc();
-        tracing::warn!(instance = %inst.id, %message, failures, restart = wanted, "instance failed");
+        tracing::warn!(instance = %inst.id, %message, failures, restart = wanted, ?log_tail, "instance failed");
         let state = if wanted {
             InstanceState::Backoff
         } else {
@@ -118,7 +130,7 @@ impl Task {
             s.failures = failures;
             s.retry_at = Some(Instant::now() + delay);
             s.last_exit = exit.or(s.last_exit);
-            s.last_log = last_log;
+            s.last_log = log_tail;
         });
         if !wanted {
             return false;
@@ -383,6 +395,29 @@ fn failed(message: String, exit: Option<ExitStatus>, served_for: Duration) -> En
     }
 }
 
+/// The end of `lines` that fits in [`CRASH_LOG_BYTES`], oldest first. A newest line longer
+/// than that keeps its end, where the error usually is.
+fn crash_tail(mut lines: Vec<String>) -> Vec<String> {
+    let mut budget = CRASH_LOG_BYTES;
+    let mut keep = 0;
+    for line in lines.iter_mut().rev() {
+        if line.len() > budget {
+            if keep == 0 {
+                let mut cut = line.len() - budget;
+                while !line.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                line.replace_range(..cut, "");
+                keep = 1;
+            }
+            break;
+        }
+        budget -= line.len();
+        keep += 1;
+    }
+    lines.split_off(lines.len() - keep)
+}
+
 /// Waits for a stop command, ignoring wakes. Returns whether it asked for destroy.
 async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> bool {
     loop {
@@ -437,4 +472,36 @@ pub(crate) async fn remove_data(inst: &Instance, driver: &dyn Driver) {
     let log = inst.class.log_root.join(format!("{}.log", inst.id.slug()));
     let _ = std::fs::remove_file(log.with_extension("log.1"));
     let _ = std::fs::remove_file(log);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(texts: &[&str]) -> Vec<String> {
+        texts.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn a_short_tail_is_kept_whole() {
+        let tail = lines(&["Traceback", "OSError: boom"]);
+        assert_eq!(crash_tail(tail.clone()), tail);
+        assert_eq!(crash_tail(Vec::new()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn older_lines_past_the_byte_budget_are_dropped() {
+        let long = "x".repeat(CRASH_LOG_BYTES - 10);
+        let tail = crash_tail(lines(&["first", &long, "0123456789", "last"]));
+        assert_eq!(tail, lines(&["0123456789", "last"]));
+    }
+
+    #[test]
+    fn one_huge_last_line_keeps_its_end_on_a_char_boundary() {
+        let huge = format!("{}{}", "é".repeat(CRASH_LOG_BYTES), "the error");
+        let tail = crash_tail(lines(&["before", &huge]));
+        assert_eq!(tail.len(), 1);
+        assert!(tail[0].len() <= CRASH_LOG_BYTES, "{}", tail[0].len());
+        assert!(tail[0].ends_with("the error"));
+    }
 }

@@ -265,6 +265,19 @@ async fn a_crash_is_counted_reported_with_its_exit_code_and_restarted() {
     )
     .await;
     assert_eq!(info["last_exit"]["code"], 3, "{info}");
+    // Its last output is kept for the API and the dashboard, and logged with the crash.
+    let crashing = "backend: crashing with code 3";
+    let last_log = info["last_log"].as_array().expect("last_log");
+    assert_eq!(
+        last_log.last(),
+        Some(&serde_json::json!(crashing)),
+        "{info}"
+    );
+    let failures = valet.failures();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    let line = &failures[0].line;
+    assert!(line.contains("exited unexpectedly (exit code 3)"), "{line}");
+    assert!(line.contains(crashing), "{line}");
     let m = admin.metrics().await;
     assert_eq!(
         sample(&m, r#"valet_instance_crashes_total{class="Echo"}"#),

@@ -121,6 +121,42 @@ async fn a_crash_loop_answers_503_with_retry_after_and_a_json_body() {
 }
 
 #[tokio::test]
+async fn an_instance_that_exits_is_logged_with_its_last_output() {
+    let valet = Valet::with_config(
+        r#"
+        [[containers]]
+        class_name = "Broken"
+        command = ["sh", "-c", "echo starting; echo boom-marker: cannot open the database >&2; exit 1"]
+
+        [[routes]]
+        pattern = "/api/*"
+        container = "Broken"
+        instance = "name:broken"
+        "#,
+    )
+    .start()
+    .await;
+
+    let response = valet.get("/api/anything").await;
+    assert_crash_loop_answer(response, "Broken/broken", &valet.log()).await;
+    let failures = valet.failures();
+    assert!(!failures.is_empty(), "{}", valet.log());
+    // What the operator reads: why it ended, and what the app said before.
+    for failure in &failures {
+        assert_eq!(failure.instance, "Broken/broken");
+        let line = &failure.line;
+        assert!(line.contains("exited during start (exit code 1)"), "{line}");
+        // stdout and stderr are read apart, so the two lines may come in either order.
+        assert!(line.contains("log_tail=["), "{line}");
+        assert!(line.contains(r#""starting""#), "{line}");
+        assert!(
+            line.contains(r#""boom-marker: cannot open the database""#),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sigterm_stops_every_instance_and_valet_exits_0() {
     let config = r#"
         [[containers]]

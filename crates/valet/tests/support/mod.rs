@@ -47,6 +47,17 @@ pub struct Valet {
     pub client: reqwest::Client,
 }
 
+/// One "instance failed" warning from valet's log; see [`Valet::failures`].
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// `Class/key`.
+    pub instance: String,
+    /// Whether valet restarts it right away (someone still wants it).
+    pub restart: bool,
+    /// The whole line: message, exit status and `log_tail`, the instance's last output.
+    pub line: String,
+}
+
 /// A config waiting to be started; see [`Valet::with_config`].
 pub struct ValetBuilder {
     toml: String,
@@ -91,6 +102,19 @@ impl Valet {
     /// Everything valet printed so far, for failure messages.
     pub fn log(&self) -> String {
         read(&log_path(&self.dir))
+    }
+
+    /// valet's "instance failed" warnings so far, in order (crashes, failed starts).
+    pub fn failures(&self) -> Vec<Failure> {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("instance failed"))
+            .map(|line| Failure {
+                instance: field(line, "instance").unwrap_or_default().to_string(),
+                restart: field(line, "restart") == Some("true"),
+                line: line.to_string(),
+            })
+            .collect()
     }
 
     /// GET `path`, panicking with valet's log if the request itself fails.
@@ -316,6 +340,12 @@ fn wait_with_deadline(child: &mut Child, within: Duration) -> Option<ExitStatus>
         std::thread::sleep(Duration::from_millis(10));
     }
     None
+}
+
+/// The value of ` name=value` in a plain-text log line, up to the next space.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[at..].split(' ').next()
 }
 
 fn read(path: &Path) -> String {
