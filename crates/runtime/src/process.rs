@@ -1,5 +1,6 @@
 //! The process driver: every instance is a local process group.
 //!
+//! - [`ports`] picks free loopback ports, never the same one for two starting instances;
 //! - [`command`] turns a spec into a command (ports, placeholders, env, user);
 //! - [`spawner`] forks it from one long-lived thread, with the parent-death signal set;
 //! - [`groups`] records each group under `<state_dir>/groups` so a later valet can clean up;
@@ -9,6 +10,7 @@
 pub(crate) mod command;
 mod groups;
 mod output;
+mod ports;
 mod running;
 mod spawner;
 
@@ -63,7 +65,7 @@ impl Driver for ProcessDriver {
             Some(name) => Some(lookup_user(name, &spec.data_dir).await?),
             None => None,
         };
-        let ports = command::pick_ports(spec)?;
+        let ports = ports::pick_ports(&spec.ports)?;
         let command = command::build(spec, &ports, user.as_ref())?;
         let stdout_log = open_log(&spec.log_path).await?;
         let stderr_log = open_log(&spec.log_path).await?;

@@ -1,34 +1,13 @@
-//! Turns an [`InstanceSpec`] into a command ready to spawn: free ports, filled placeholders,
-//! the environment valet promises, and the user to run as.
+//! Turns an [`InstanceSpec`] and the ports picked for it ([`super::ports`]) into a command ready
+//! to spawn: filled placeholders, the environment valet promises, and the user to run as.
 
 use crate::driver::{DriverError, InstanceSpec};
 use nix::unistd::User;
-use std::net::{Ipv4Addr, TcpListener};
 use std::process::Stdio;
 use tokio::process::Command;
 
 /// A named port and the loopback port picked for it.
 pub(super) type PickedPort = (String, u16);
-
-/// Picks one free loopback port per named port. Every listener stays open until all are
-/// picked, so two names never get the same port; they are then closed for the instance to
-/// bind. Another process could take a port in between; the instance would then fail to bind
-/// and be restarted with fresh ports.
-pub(super) fn pick_ports(spec: &InstanceSpec) -> Result<Vec<PickedPort>, DriverError> {
-    let mut listeners = Vec::with_capacity(spec.ports.len());
-    let mut picked = Vec::with_capacity(spec.ports.len());
-    for (name, _) in &spec.ports {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| DriverError::io("cannot reserve a loopback port", e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| DriverError::io("cannot read a reserved port", e))?
-            .port();
-        picked.push((name.clone(), port));
-        listeners.push(listener);
-    }
-    Ok(picked)
-}
 
 /// The port handed over as `PORT` and `{port}`, if the spec has ports at all.
 pub(super) fn default_port(
