@@ -10,6 +10,9 @@ use crate::proxy::{leased_response, Pass, Upstream};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Sends the upgrade request to the instance and, on 101, tunnels the two connections.
@@ -93,14 +96,57 @@ pub async fn tunnel(
         };
         let stats = &lease.instance().class.stats;
         let _open = stats.websocket_opened();
-        let mut client_io = TokioIo::new(client_io);
-        let mut upstream_io = TokioIo::new(upstream_io);
-        if let Ok((up, down)) =
-            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
-        {
-            stats.request_bytes.add(up);
-            stats.response_bytes.add(down);
-        }
+        let mut client_io = Counted::new(TokioIo::new(client_io));
+        let mut upstream_io = Counted::new(TokioIo::new(upstream_io));
+        // Counted as they are read, not from copy_bidirectional's result: a tunnel that ends
+        // in an error (a client that resets instead of closing) returns no counts at all.
+        let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
+        stats.request_bytes.add(client_io.read);
+        stats.response_bytes.add(upstream_io.read);
     });
     Ok(Response::from_parts(parts, empty()))
+}
+
+/// One side of a tunnel, counting the bytes read from it.
+struct Counted<T> {
+    inner: T,
+    read: u64,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T) -> Self {
+        Self { inner, read: 0 }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.read += (buf.filled().len() - before) as u64;
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
