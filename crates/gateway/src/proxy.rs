@@ -220,14 +220,14 @@ async fn send(
 ) -> Result<Response<Body>, GatewayError> {
     let addr = lease.addr();
     // Waiting for a turn under `max_concurrent_requests` counts against the first-byte
-    // deadline: to the client it is part of waiting for the answer.
-    let exchange = async {
+    // deadline: to the client it is part of waiting for the answer. Boxed, so that wrapping it in a timeout or a select moves a pointer, not the future.
+    let exchange = Box::pin(async {
         lease.take_turn().await;
         upstream
             .pool
             .send_head(addr, head, method, framing, body)
             .await
-    };
+    });
     let answer = match body_sent {
         None => tokio::time::timeout(upstream.first_byte, exchange)
             .await
