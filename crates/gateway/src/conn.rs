@@ -190,9 +190,15 @@ impl Connection {
             // The buffer is allocated only once there is something to read: an idle keep-alive
             // connection holds none.
             self.buf.reserve(READ_SIZE);
+            let room = self.buf.capacity() - self.buf.len();
             match self.stream.try_read_buf(&mut self.buf) {
                 Ok(0) => return Ok(false),
-                Ok(_) => return Ok(true),
+                Ok(n) => {
+                    if n < room {
+                        crate::pool::drained(&self.stream);
+                    }
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(_) => return Ok(false),
             }

@@ -365,11 +365,15 @@ impl ResponseBody {
     fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
         let conn = self.conn.as_mut().expect("reading with a connection");
         conn.buf.reserve(READ_SIZE);
+        let room = conn.buf.capacity() - conn.buf.len();
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut conn.stream),
             cx,
             &mut conn.buf
         ))?;
+        if n > 0 && n < room {
+            crate::pool::drained(&conn.stream);
+        }
         Poll::Ready(Ok(n > 0))
     }
 }

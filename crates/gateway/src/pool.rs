@@ -18,7 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per instance address; more are closed when they come back.
@@ -265,7 +265,11 @@ where
     let Conn { stream, buf, .. } = conn;
     if framing == RequestFraming::None {
         stream.write_all(head).await.map_err(Failure::Unsent)?;
-        return read_head(stream, buf, method).await;
+        let (head, keep_alive, short) = read_head(stream, buf, method).await?;
+        if short {
+            drained(stream);
+        }
+        return Ok((head, keep_alive));
     }
     let (mut reader, mut writer) = stream.split();
     let upload = send_body(&mut writer, head, body, framing);
@@ -279,16 +283,16 @@ where
             Err(other) => return Err(other),
         },
         head = &mut answer => {
-            let (head, _) = head?;
+            let (head, _, _) = head?;
             // Answered before the whole body went up: the connection carries no more requests.
             return Ok((head, false));
         }
     };
     match (answer.await, early) {
-        (Ok(answered), None) => Ok(answered),
+        (Ok((head, keep_alive, _)), None) => Ok((head, keep_alive)),
         // Writing failed, yet the instance may have answered before closing (a 413 for an
         // upload it would not read): that answer is the one the client gets.
-        (Ok((head, _)), Some(_)) => Ok((head, false)),
+        (Ok((head, _, _)), Some(_)) => Ok((head, false)),
         (Err(Failure::Closed(_)), Some(e)) => Err(Failure::Closed(e)),
         (Err(e), _) => Err(e),
     }
@@ -375,15 +379,18 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     method: &Method,
-) -> Result<(h1::Head, bool), Failure> {
+) -> Result<(h1::Head, bool, bool), Failure> {
+    // Whether the last read took less than it had room for (see [`drained`]).
+    let mut short = false;
     loop {
         if !buf.is_empty() {
             if let Some(head) = h1::parse_head(buf, method).map_err(Failure::BadResponse)? {
                 let keep_alive = head.keep_alive;
-                return Ok((head, keep_alive));
+                return Ok((head, keep_alive, short));
             }
         }
         buf.reserve(8 * 1024);
+        let room = buf.capacity() - buf.len();
         match reader.read_buf(buf).await {
             Ok(0) => {
                 return Err(Failure::Closed(std::io::Error::new(
@@ -391,10 +398,21 @@ async fn read_head<R: tokio::io::AsyncRead + Unpin>(
                     "closed before a response",
                 )))
             }
-            Ok(_) => {}
+            Ok(n) => short = n < room,
             Err(e) => return Err(Failure::Closed(e)),
         }
     }
+}
+
+/// Called after a read that took less than it had room for: the socket's receive queue was
+/// empty then, so tokio's cached readiness is cleared. Otherwise the next look at the socket
+/// (the pooled connection's check before reuse, the client connection's wait for its next
+/// request) would cost a `recv` that answers EAGAIN. Safe with edge-triggered epoll: bytes that
+/// arrive after the read raise a new event, which tokio records as newer than this clear.
+pub(crate) fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(Interest::READABLE, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// FxHash-style multiply-rotate over the address's bytes: the keys are a worker's own instance
@@ -443,6 +461,37 @@ mod tests {
     use http_body_util::{BodyExt, Empty};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_drained_socket_still_wakes_for_bytes_that_come_later() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        peer.write_all(b"one").await.unwrap();
+        stream.readable().await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(stream.try_read(&mut buf).unwrap(), 3);
+        drained(&stream);
+        // Cleared: a look costs nothing and finds nothing.
+        let err = stream.try_read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        // Bytes sent after the clear wake the reader.
+        peer.write_all(b"two").await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.readable())
+            .await
+            .expect("woken by the later bytes")
+            .unwrap();
+        assert_eq!(stream.try_read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"two");
+        // And a close after a clear is seen too.
+        drained(&stream);
+        drop(peer);
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.readable())
+            .await
+            .expect("woken by the close")
+            .unwrap();
+        assert_eq!(stream.try_read(&mut buf).unwrap(), 0);
+    }
 
     fn get() -> Request<Empty<Bytes>> {
         Request::builder()
