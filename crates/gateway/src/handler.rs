@@ -169,7 +169,11 @@ async fn to_instance(
     // Boxed: an async fn's future is copied whole into its caller's when called, so the
     // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every
     // request; behind a box only the pointer is.
-    let exchange = Box::pin(proxy::pass(upstream, Request::from_parts(parts, body), pass));
+    let exchange = Box::pin(proxy::pass(
+        upstream,
+        Request::from_parts(parts, body),
+        pass,
+    ));
     let mut result = exchange.await;
     target.class.stats.upstream.observe(sent.elapsed());
     // A process that was killed or crashed a moment ago still looks ready until its task
