@@ -15,7 +15,7 @@
 use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
 use crate::forward::Peer;
-use crate::h1::LAST_CHUNK;
+use crate::h1::{self, parse_length, LAST_CHUNK};
 use crate::handler::handle;
 use crate::server::Worker;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -304,7 +304,7 @@ impl Connection {
                         }
                         self.out.put_slice(&data);
                     }
-                    Framing::Chunked => crate::h1::encode_chunk(&data, &mut self.out),
+                    Framing::Chunked => h1::encode_chunk(&data, &mut self.out),
                     Framing::None => {}
                 }
                 if self.out.len() >= WRITE_BATCH {
@@ -434,17 +434,6 @@ fn build(head: &Bytes, parsed: &Parsed) -> Option<Request<RequestBody>> {
     Some(req)
 }
 
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
-    )
-}
-
 /// The response's one valid `Content-Length`, if it has exactly that.
 fn single_length(headers: &HeaderMap) -> Option<u64> {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
@@ -470,22 +459,13 @@ fn encode_head(
     close: bool,
     out: &mut BytesMut,
 ) {
-    let size: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(size + 128);
+    out.reserve(h1::headers_len(headers) + 128);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
-    for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
+    h1::put_headers(headers, out);
     if !headers.contains_key(header::DATE) {
         out.put_slice(b"date: ");
         put_date(out);

@@ -44,25 +44,34 @@ pub fn encode_head(
     framing: RequestFraming,
     out: &mut BytesMut,
 ) {
-    let size: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(method.as_str().len() + target.len() + size + 64);
+    out.reserve(method.as_str().len() + target.len() + headers_len(headers) + 64);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
+    put_headers(headers, out);
+    if framing == RequestFraming::Chunked {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// `name: value` lines, as many as there are values.
+pub(crate) fn put_headers(headers: &HeaderMap, out: &mut BytesMut) {
     for (name, value) in headers {
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
-    if framing == RequestFraming::Chunked {
-        out.put_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.put_slice(b"\r\n");
+}
+
+/// Bytes the header lines will take, for reserving them at once.
+pub(crate) fn headers_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// Appends one chunk of a chunked body.
@@ -257,7 +266,8 @@ fn framing(
     })
 }
 
-fn parse_length(digits: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: ASCII digits only (no sign, no spaces), at most 19 of them.
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
