@@ -465,7 +465,9 @@ mod tests {
     #[tokio::test]
     async fn a_drained_socket_still_wakes_for_bytes_that_come_later() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         peer.write_all(b"one").await.unwrap();
         stream.readable().await.unwrap();
