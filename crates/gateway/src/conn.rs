@@ -205,6 +205,15 @@ impl Connection {
         }
     }
 
+    /// Writes what is gathered in `out`.
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
     /// Writes the answer. `Ok(true)`: the connection may carry another request.
     async fn respond(
         &mut self,
@@ -261,10 +270,7 @@ impl Connection {
                 {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
-                        if !self.out.is_empty() {
-                            self.stream.write_all(&self.out).await?;
-                            self.out.clear();
-                        }
+                        self.flush().await?;
                         body.frame().await
                     }
                 };
@@ -295,10 +301,7 @@ impl Connection {
                         left -= data.len() as u64;
                         if data.len() >= WRITE_BATCH / 4 {
                             // Large pieces go as they are, not through a copy.
-                            if !self.out.is_empty() {
-                                self.stream.write_all(&self.out).await?;
-                                self.out.clear();
-                            }
+                            self.flush().await?;
                             self.stream.write_all(&data).await?;
                             continue;
                         }
@@ -308,18 +311,14 @@ impl Connection {
                     Framing::None => {}
                 }
                 if self.out.len() >= WRITE_BATCH {
-                    self.stream.write_all(&self.out).await?;
-                    self.out.clear();
+                    self.flush().await?;
                 }
             }
         }
         if framing == Framing::Chunked {
             self.out.put_slice(LAST_CHUNK);
         }
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
+        self.flush().await?;
         if left > 0 {
             tracing::debug!(left, "response body shorter than its length; closing");
             return Ok(false);
@@ -395,8 +394,7 @@ fn parse(buf: &[u8]) -> Parse {
         {
             return Parse::Other;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
+            for token in h1::list(h.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
@@ -445,11 +443,10 @@ fn single_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn has_token(headers: &HeaderMap, wanted: &[u8]) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(wanted))
-    })
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| h1::list(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(wanted)))
 }
 
 fn encode_head(

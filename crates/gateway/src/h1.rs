@@ -56,6 +56,11 @@ pub fn encode_head(
     out.put_slice(b"\r\n");
 }
 
+/// The elements of a comma-separated header value (`Connection: keep-alive, Upgrade`), trimmed.
+pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// `name: value` lines, as many as there are values.
 pub(crate) fn put_headers(headers: &HeaderMap, out: &mut BytesMut) {
     for (name, value) in headers {
@@ -218,8 +223,7 @@ fn framing(
 ) -> Result<(BodyFraming, bool), BadResponse> {
     let mut keep_alive = version == Version::HTTP_11;
     for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
+        for token in list(value.as_bytes()) {
             if token.eq_ignore_ascii_case(b"close") {
                 keep_alive = false;
             } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
