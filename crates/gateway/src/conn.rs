@@ -14,10 +14,11 @@
 
 use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
-use crate::forward::Peer;
+use crate::forward::{self, Peer};
 use crate::h1::{self, parse_length, LAST_CHUNK};
 use crate::handler::handle;
 use crate::server::Worker;
+use crate::timer::LazyTimer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -58,6 +59,7 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
         buf: BytesMut::new(),
         out: BytesMut::new(),
         stop: Box::pin(worker.stop.clone().notified_owned()),
+        timer: LazyTimer::new(Instant::now() + worker.config.header_read),
     };
     loop {
         let next = conn.read_request(&worker).await;
@@ -97,6 +99,8 @@ struct Connection {
     /// Resolves when the worker stops. One per connection, registered once: a new wait per
     /// request would take a lock every time.
     stop: Pin<Box<OwnedNotified>>,
+    /// Ends waits for bytes: one per connection, moved lazily.
+    timer: LazyTimer,
 }
 
 /// A head this module serves, as offsets into the buffer (taken while the parse borrows it).
@@ -178,14 +182,15 @@ impl Connection {
     async fn fill(&mut self, deadline: Instant, idle: bool) -> Result<bool, Stalled> {
         loop {
             let ready = tokio::select! {
-                ready = tokio::time::timeout_at(deadline, self.stream.readable()) => ready,
+                biased;
+                ready = self.stream.readable() => ready,
+                () = self.timer.reached(deadline) => {
+                    return if idle { Ok(false) } else { Err(Stalled) };
+                }
                 _ = &mut self.stop, if idle => return Ok(false),
             };
-            match ready {
-                Err(_) if idle => return Ok(false),
-                Err(_) => return Err(Stalled),
-                Ok(Err(_)) => return Ok(false),
-                Ok(Ok(())) => {}
+            if ready.is_err() {
+                return Ok(false);
             }
             // The buffer is allocated only once there is something to read: an idle keep-alive
             // connection holds none.
@@ -418,7 +423,7 @@ fn parse(buf: &[u8]) -> Parse {
 fn build(head: &Bytes, parsed: &Parsed) -> Option<Request<RequestBody>> {
     let (start, len) = parsed.target;
     let uri = Uri::from_maybe_shared(head.slice(start..start + len)).ok()?;
-    let mut headers = HeaderMap::with_capacity(parsed.fields.len());
+    let mut headers = HeaderMap::with_capacity(parsed.fields.len() + forward::ADDED_TO_REQUEST);
     for &(name, name_len, value, value_len) in &parsed.fields {
         let name = HeaderName::from_bytes(&head[name..name + name_len]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len)).ok()?;

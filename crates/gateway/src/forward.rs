@@ -10,6 +10,12 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Headers valet may add to a request on its way to the instance (`X-Request-Id`, the four
+/// `X-Forwarded-*`, `Host`, `Content-Length`): a request's header map is made with room for
+/// them, since each time a map outgrows its room it is reallocated and rehashed whole.
+pub const ADDED_TO_REQUEST: usize = 7;
+/// ... and to an answer on its way back (`X-Request-Id`, `Content-Length`, `Connection`).
+pub const ADDED_TO_RESPONSE: usize = 3;
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

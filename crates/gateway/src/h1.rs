@@ -195,7 +195,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, B
             .collect();
         let count = fields.len();
         let bytes = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = HeaderMap::with_capacity(count + crate::forward::ADDED_TO_RESPONSE);
         for &(name, name_len, value, value_len) in &fields {
             let name = HeaderName::from_bytes(&bytes[name..name + name_len])
                 .map_err(|_| BadResponse::Malformed)?;

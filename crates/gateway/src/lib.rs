@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod stream;
+pub mod timer;
 pub mod tls;
 pub mod upgrade;
 

@@ -9,6 +9,7 @@
 
 use crate::body::BoxError;
 use crate::h1::{self, BadResponse, RequestFraming, ResponseBody};
+use crate::timer::LazyTimer;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Response};
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Idle connections kept per instance address; more are closed when they come back.
 const MAX_IDLE_PER_ADDR: usize = 512;
@@ -47,6 +49,9 @@ pub struct Conn {
     pub(crate) buf: BytesMut,
     pool: Arc<Pool>,
     addr: SocketAddr,
+    /// Bounds the wait for an answer (the first-byte deadline); kept with the connection so
+    /// that a request costs no timer of its own.
+    timer: LazyTimer,
 }
 
 impl Conn {
@@ -70,6 +75,8 @@ impl Conn {
 pub enum SendError {
     /// The connect timeout passed before the instance accepted.
     ConnectTimeout,
+    /// The deadline given to [`Pool::send_head`] passed before the response head came.
+    Deadline,
     /// Nothing reached the instance: connecting failed.
     Connect(std::io::Error),
     /// The request was (maybe partly) written, and the connection failed or closed before a
@@ -105,11 +112,12 @@ impl Pool {
     {
         let (mut parts, body) = req.into_parts();
         let (head, framing) = encode(&mut parts, &body);
-        self.send_head(addr, &head, &parts.method, framing, body)
+        self.send_head(addr, &head, &parts.method, framing, body, None)
             .await
     }
 
-    /// Sends an encoded request head (see [`encode`]) and `body` to `addr`.
+    /// Sends an encoded request head (see [`encode`]) and `body` to `addr`; with a `deadline`,
+    /// [`SendError::Deadline`] if no response head has come by then.
     pub async fn send_head<B>(
         self: &Arc<Self>,
         addr: SocketAddr,
@@ -117,6 +125,7 @@ impl Pool {
         method: &Method,
         framing: RequestFraming,
         body: B,
+        deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody>, SendError>
     where
         B: http_body::Body<Data = Bytes>,
@@ -130,11 +139,15 @@ impl Pool {
         let mut pooled = true;
         loop {
             let taken = if pooled { self.take(addr) } else { None };
-            let (mut conn, reused) = match taken {
-                Some(conn) => (conn, true),
-                None => (self.connect(addr).await?, false),
+            let (mut conn, reused) = match (taken, deadline) {
+                (Some(conn), _) => (conn, true),
+                (None, None) => (self.connect(addr).await?, false),
+                (None, Some(at)) => match tokio::time::timeout_at(at, self.connect(addr)).await {
+                    Ok(conn) => (conn?, false),
+                    Err(_) => return Err(SendError::Deadline),
+                },
             };
-            match exchange(&mut conn, head, &mut body, framing, method).await {
+            match exchange(&mut conn, head, &mut body, framing, method, deadline).await {
                 Ok((head, keep_alive)) => {
                     let framing = head.framing;
                     let mut response = Response::new(ResponseBody::new(conn, framing, keep_alive));
@@ -153,6 +166,7 @@ impl Pool {
                 }
                 Err(Failure::Unsent(e) | Failure::Closed(e)) => return Err(SendError::Closed(e)),
                 Err(Failure::RequestBody(e)) => return Err(SendError::RequestBody(e)),
+                Err(Failure::Deadline) => return Err(SendError::Deadline),
                 Err(Failure::BadResponse(e)) => return Err(SendError::BadResponse(e)),
             }
         }
@@ -171,6 +185,7 @@ impl Pool {
             buf: BytesMut::new(),
             pool: self.clone(),
             addr,
+            timer: LazyTimer::new(Instant::now() + self.connect_timeout),
         })
     }
 
@@ -246,6 +261,7 @@ enum Failure {
     Closed(std::io::Error),
     RequestBody(BoxError),
     BadResponse(BadResponse),
+    Deadline,
 }
 
 /// Writes the request and reads the response head. The body goes up while the head is awaited,
@@ -257,19 +273,32 @@ async fn exchange<B>(
     body: &mut B,
     framing: RequestFraming,
     method: &Method,
+    deadline: Option<Instant>,
 ) -> Result<(h1::Head, bool), Failure>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let Conn { stream, buf, .. } = conn;
+    let Conn {
+        stream, buf, timer, ..
+    } = conn;
     if framing == RequestFraming::None {
-        stream.write_all(head).await.map_err(Failure::Unsent)?;
-        let (head, keep_alive, short) = read_head(stream, buf, method).await?;
-        if short {
-            drained(stream);
-        }
-        return Ok((head, keep_alive));
+        let answer = async {
+            stream.write_all(head).await.map_err(Failure::Unsent)?;
+            let (head, keep_alive, short) = read_head(stream, buf, method).await?;
+            if short {
+                drained(stream);
+            }
+            Ok((head, keep_alive))
+        };
+        let Some(at) = deadline else {
+            return answer.await;
+        };
+        return tokio::select! {
+            biased;
+            answer = answer => answer,
+            () = timer.reached(at) => Err(Failure::Deadline),
+        };
     }
     let (mut reader, mut writer) = stream.split();
     let upload = send_body(&mut writer, head, body, framing);
@@ -510,6 +539,8 @@ mod tests {
         ReplyAndClose(&'static [u8]),
         /// Closes the connection without answering.
         Close,
+        /// Keeps the connection open and never answers.
+        Silent,
     }
 
     /// An HTTP/1.1 server that does `script(connection, request)` for each request head it
@@ -540,6 +571,10 @@ mod tests {
                                 Act::Reply(reply) => (reply, false),
                                 Act::ReplyAndClose(reply) => (reply, true),
                                 Act::Close => return,
+                                Act::Silent => {
+                                    let _ = stream.read(&mut buf).await;
+                                    return;
+                                }
                             };
                             request += 1;
                             if stream.write_all(reply).await.is_err() || close {
@@ -572,6 +607,50 @@ mod tests {
             close_after_one,
         )
         .await
+    }
+
+    #[tokio::test]
+    async fn a_deadline_ends_the_wait_for_an_answer_on_a_pooled_connection_and_drops_it() {
+        // The first request is answered; the second, on the same connection, never is.
+        let (addr, accepted) = scripted(|_, request| match request {
+            0 => Act::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            _ => Act::Silent,
+        })
+        .await;
+        // The connection's timer starts at the connect timeout (200 ms): the first wait's
+        // later deadline leaves it there, so for the second it fires early and is set again.
+        let pool = Pool::new(Duration::from_millis(200));
+        let send = |deadline| {
+            let (mut parts, body) = get().into_parts();
+            let (head, framing) = encode(&mut parts, &body);
+            let pool = pool.clone();
+            async move {
+                pool.send_head(addr, &head, &Method::GET, framing, body, Some(deadline))
+                    .await
+            }
+        };
+        let response = send(Instant::now() + Duration::from_secs(5)).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(pool.idle(addr), 1);
+        let asked = Instant::now();
+        let failed = send(asked + Duration::from_millis(600)).await;
+        let waited = asked.elapsed();
+        assert!(
+            matches!(failed, Err(SendError::Deadline)),
+            "{:?}",
+            failed.err()
+        );
+        assert!(
+            waited >= Duration::from_millis(600) && waited < Duration::from_secs(3),
+            "gave up after {waited:?}, asked for 600 ms"
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            pool.idle(addr),
+            0,
+            "a connection with an answer pending is not reused"
+        );
     }
 
     #[tokio::test]

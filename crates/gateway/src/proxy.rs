@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use valet_instances::Lease;
 
 /// The worker's connection pool to instances, and the limits it applies.
@@ -219,22 +220,42 @@ async fn send(
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<Response<Body>, GatewayError> {
     let addr = lease.addr();
-    // Waiting for a turn under `max_concurrent_requests` counts against the first-byte
-    // deadline: to the client it is part of waiting for the answer. Boxed, so that wrapping it in a timeout or a select moves a pointer, not the future.
-    let exchange = Box::pin(async {
-        lease.take_turn().await;
-        upstream
-            .pool
-            .send_head(addr, head, method, framing, body)
-            .await
-    });
     let answer = match body_sent {
-        None => tokio::time::timeout(upstream.first_byte, exchange)
+        // The first-byte deadline runs from now, and the pooled connection's own timer keeps
+        // it: no timer per request. Waiting for a turn under `max_concurrent_requests` counts
+        // against it: to the client it is part of waiting for the answer.
+        None => {
+            let deadline = Instant::now() + upstream.first_byte;
+            // Boxed, so that the caller's future holds a pointer, not the exchange.
+            Box::pin(async {
+                if lease.needs_turn()
+                    && tokio::time::timeout_at(deadline, lease.take_turn())
+                        .await
+                        .is_err()
+                {
+                    return None;
+                }
+                let sent =
+                    upstream
+                        .pool
+                        .send_head(addr, head, method, framing, body, Some(deadline));
+                match sent.await {
+                    Err(SendError::Deadline) => None,
+                    answer => Some(answer),
+                }
+            })
             .await
-            .ok(),
+        }
         // The clock starts once the body is sent (or dropped unsent); until then the body's own
         // idle timeout is what stops a client that stalls.
         Some(body_sent) => {
+            let exchange = Box::pin(async {
+                lease.take_turn().await;
+                upstream
+                    .pool
+                    .send_head(addr, head, method, framing, body, None)
+                    .await
+            });
             let deadline = async {
                 let _ = body_sent.await;
                 tokio::time::sleep(upstream.first_byte).await;
@@ -303,6 +324,10 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
         SendError::ConnectTimeout => GatewayError::Timeout {
             instance,
             what: "accept a connection",
+        },
+        SendError::Deadline => GatewayError::Timeout {
+            instance,
+            what: "answer",
         },
         SendError::Connect(e) => {
             tracing::debug!(%instance, error = %e, "cannot connect to the instance");

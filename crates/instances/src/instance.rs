@@ -256,6 +256,12 @@ impl Lease {
         }
     }
 
+    /// Whether [`Self::take_turn`] may have to wait: the class limits concurrent requests and
+    /// this lease has no turn yet.
+    pub fn needs_turn(&self) -> bool {
+        self.turn.is_none() && self.instance.limiter.is_some()
+    }
+
     /// Address of the port the lease was taken for.
     pub fn addr(&self) -> SocketAddr {
         self.addr

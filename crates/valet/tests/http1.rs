@@ -58,6 +58,19 @@ fn answers(wire: &Wire, bodiless: &[bool]) -> Vec<Answer> {
     answers
 }
 
+/// Whether `got` holds one whole answer: a head and as many body bytes as it declares.
+fn whole_answer(got: &[u8]) -> bool {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    got.len() >= end + 4 + length
+}
+
 fn statuses(answers: &[Answer]) -> Vec<u16> {
     answers.iter().map(|a| a.status).collect()
 }
@@ -179,4 +192,56 @@ async fn a_large_answer_arrives_whole_and_the_connection_is_reused() {
         "the body is the instance's bytes, in order"
     );
     assert_eq!(answers[1].json()["path"], "/echo?after=download");
+}
+
+/// The idle limit (`header_read`) counts from the last answer, not from the connection's first
+/// request: a client that keeps sending within it is served past it, and once it falls silent
+/// the connection closes after about `header_read`.
+#[tokio::test]
+async fn the_idle_limit_counts_from_the_last_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = format!("[server]\ntimeouts = {{ header_read = \"1s\" }}\n{CONFIG}");
+    let valet = Valet::with_config(&config).start().await;
+    valet.echo("/api/echo").await;
+    let mut stream = tokio::net::TcpStream::connect(valet.addr()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Six requests 400 ms apart: 2.4 s on one connection, well past the first deadline.
+    for i in 0..6 {
+        let request = format!("GET /api/echo?i={i} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Read until the whole answer is in: its head and Content-Length bytes.
+        let mut got = Vec::new();
+        while !whole_answer(&got) {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "request {i}: closed after {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        let wire = Wire {
+            bytes: got,
+            closed: false,
+        };
+        let answers = answers(&wire, &[]);
+        assert_eq!(statuses(&answers), [200], "request {i}");
+        assert_eq!(answers[0].json()["path"], format!("/echo?i={i}"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Silent now (400 ms of it already): closed about 1 s after the last answer.
+    let silent = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    let waited = silent.elapsed();
+    assert_eq!(n, 0, "closed without another byte");
+    assert!(
+        waited >= Duration::from_millis(400) && waited <= Duration::from_millis(2500),
+        "closed {waited:?} after the client fell silent (400 ms after the last answer)"
+    );
 }
