@@ -11,9 +11,10 @@ usage() {
     cat <<'USAGE'
 Usage: bench/run.sh [options]
 
-  -d, --duration SECONDS     length of each wrk / oha run (default 10)
+  -d, --duration SECONDS     length of each wrk / oha run (default 6)
   -c, --connections N        connections for the warm hop and the fixed rate (default 64)
-  -r, --rounds N             interleaved rounds of direct, nginx, valet (default 3)
+  -r, --rounds N             interleaved rounds of direct, nginx, valet, the order reversed
+                             every other round (default 5)
       --cold-runs N          cold starts measured (default 20)
       --docker-runs N        Docker cold starts measured (default 10)
       --burst N              concurrent first requests in the burst (default 1000)
@@ -36,9 +37,9 @@ USAGE
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 
-DURATION=10
+DURATION=6
 CONNECTIONS=64
-ROUNDS=3
+ROUNDS=5
 COLD_RUNS=20
 DOCKER_RUNS=10
 BURST=1000

@@ -42,7 +42,7 @@ EOF
     done
     cat <<EOF
 
-valet / nginx throughput: $(calc "${R[warm.valet.rps]} / ${R[warm.nginx.rps]}" 2)x. Requests/s: all requests of all rounds over their total time. Latency columns: the median of the rounds' percentiles. nginx's CPU and RSS: master plus workers (RSS summed).
+valet / nginx throughput: $(calc "${R[warm.valet.rps]} / ${R[warm.nginx.rps]}" 2)x; round by round:$(printf ' %s' ${R[warm.ratios]:-})x (median $(median ${R[warm.ratios]:-0})x). The targets run in turn, the order reversed every other round. Requests/s: all requests of all rounds over their total time. Latency columns: the median of the rounds' percentiles. nginx's CPU and RSS: master plus workers (RSS summed).
 
 ### Fixed rate: $RATE requests/s (half of nginx's maximum above), oha -q with --latency-correction, $CONNECTIONS connections, ${DURATION}s x $ROUNDS rounds
 
@@ -136,7 +136,7 @@ print_targets() {
 EOF
     if has_phase warm; then
         echo "| warm throughput | >= nginx | $(calc "${R[warm.valet.rps]} / ${R[warm.nginx.rps]}" 2)x nginx | $(met "${R[warm.valet.rps]} >= ${R[warm.nginx.rps]}") |"
-        echo "| added p99 at the fixed rate | < 1 ms over direct | ${R[rate.valet.added_p99_ms]} ms | $(met "${R[rate.valet.added_p99_ms]} < 1") |"
+        echo "| added p99 at the fixed rate | < 1 ms over direct | ${R[rate.valet.added_p99_ms]} ms (nginx: ${R[rate.nginx.added_p99_ms]} ms) | $(met "${R[rate.valet.added_p99_ms]} < 1") |"
     fi
     if has_phase cold; then
         echo "| valet's share of a cold start | < 5 ms | ${R[cold.share_p50_ms]} ms (median) | $(met "${R[cold.share_p50_ms]} < 5") |"

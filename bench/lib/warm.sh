@@ -104,6 +104,16 @@ wrk_once() {
         "http://127.0.0.1:$port/" | grep '^RESULT'
 }
 
+# round_order ROUND: the targets in the order of this round, reversed every other round, so
+# that a drift of the machine over the run (other tenants, frequency) favours no target.
+round_order() {
+    if (($1 % 2)); then
+        echo "$TARGETS"
+    else
+        echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' '
+    fi
+}
+
 run_warm_hop() {
     local round target line pids before after
     declare -A cpu=() reqs=() secs=() errs=() p50=() p99=() p999=()
@@ -112,7 +122,7 @@ run_warm_hop() {
         wrk_once "$target" "$WARMUP" >/dev/null
     done
     for ((round = 1; round <= ROUNDS; round++)); do
-        for target in $TARGETS; do
+        for target in $(round_order "$round"); do
             pids=$(target_pids "$target")
             before=$( [[ -n $pids ]] && cpu_ticks $pids || echo 0)
             line=$(wrk_once "$target" "$DURATION")
@@ -126,7 +136,10 @@ run_warm_hop() {
             p50[$target]+=" ${R[wrk.p50_us]}"
             p99[$target]+=" ${R[wrk.p99_us]}"
             p999[$target]+=" ${R[wrk.p999_us]}"
+            R[warm.round.$round.$target]=${R[wrk.rps]}
         done
+        [[ -n ${R[warm.round.$round.nginx]:-} && -n ${R[warm.round.$round.valet]:-} ]] &&
+            R[warm.ratios]+=" $(calc "${R[warm.round.$round.valet]} / ${R[warm.round.$round.nginx]}" 3)"
     done
     local tck
     tck=$(getconf CLK_TCK)
@@ -167,7 +180,7 @@ run_fixed_rate() {
     RATE=$(calc "${R[warm.nginx.rps]} / 2" 0)
     log "fixed rate: $RATE req/s (half of nginx's measured maximum)"
     for ((round = 1; round <= ROUNDS; round++)); do
-        for target in $TARGETS; do
+        for target in $(round_order "$round"); do
             read -r achieved l50 l99 l999 errors < <(oha_fixed "$target" "$RATE" "$DURATION")
             log "fixed rate round $round/$ROUNDS $target: $(calc "$achieved" 0) req/s, p99 $(calc "$l99" 3) ms"
             a[$target]+=" $achieved"
