@@ -918,11 +918,87 @@ fn runtime_of(requested: Option<&str>, dir: &Path) -> Result<Runtime, DeployErro
 /// The last lines of a version's log file.
 fn log_tail(class: &ClassRuntime, lines: usize) -> Vec<String> {
     let slug = InstanceId::new(class.name.clone(), KEY).slug();
-    let text =
-        std::fs::read_to_string(class.log_root.join(format!("{slug}.log"))).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..]
+    tail_lines(&class.log_root.join(format!("{slug}.log")), lines).unwrap_or_default()
+}
+
+/// The last `lines` lines of a file, read from its end: a log may hold megabytes, and only its
+/// tail is wanted. At most `(lines + 1) * MAX_LINE` bytes are read; lines that do not fit in
+/// that are left out.
+fn tail_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 8 * 1024;
+    const MAX_LINE: u64 = 16 * 1024;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let budget = (lines as u64 + 1).saturating_mul(MAX_LINE);
+    let mut start = len;
+    let mut tail: Vec<u8> = Vec::new();
+    // Back a block at a time until the tail holds `lines` whole lines (a line end before
+    // them), the file's start, or the byte budget.
+    while start > 0 && len - start < budget {
+        // Whole lines after the first line end: the text before it may be part of a line.
+        let ends = tail.iter().filter(|&&b| b == b'\n').count();
+        if ends - usize::from(tail.last() == Some(&b'\n')) >= lines {
+            break;
+        }
+        let from = start.saturating_sub(BLOCK);
+        let mut block = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&tail);
+        tail = block;
+        start = from;
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let mut all: Vec<&str> = text.lines().collect();
+    // Unless the file's start was reached, the first line is only the end of a longer one.
+    if start > 0 && !all.is_empty() {
+        all.remove(0);
+    }
+    Ok(all[all.len().saturating_sub(lines)..]
         .iter()
         .map(|l| l.to_string())
-        .collect()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_lines;
+
+    fn tail_of(text: &str, lines: usize) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, text).unwrap();
+        tail_lines(&path, lines).unwrap()
+    }
+
+    #[test]
+    fn the_last_lines_of_a_large_log_read_from_its_end() {
+        // 200,000 numbered lines (about 2 MB): many blocks back from the end.
+        let text: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+        let expected: Vec<String> = (199_970..200_000).map(|i| format!("line {i}")).collect();
+        assert_eq!(tail_of(&text, 30), expected);
+        // Without a final line end the last line still counts.
+        assert_eq!(tail_of(text.trim_end(), 30), expected);
+    }
+
+    #[test]
+    fn short_logs_empty_logs_and_lines_across_blocks() {
+        assert_eq!(tail_of("a\nb\n", 30), ["a", "b"]);
+        assert_eq!(tail_of("", 30), Vec::<String>::new());
+        assert_eq!(tail_of("a\nb\nc", 2), ["b", "c"]);
+        // A line longer than a block, ending the file.
+        let long = "x".repeat(20_000);
+        assert_eq!(
+            tail_of(&format!("a\n{long}\n"), 1),
+            std::slice::from_ref(&long)
+        );
+        assert_eq!(tail_of(&format!("a\n{long}\n"), 2), ["a".to_string(), long]);
+    }
+
+    #[test]
+    fn a_missing_log_is_an_error_and_no_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(tail_lines(&dir.path().join("none.log"), 5).is_err());
+    }
 }

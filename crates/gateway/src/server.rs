@@ -156,11 +156,22 @@ impl Worker {
         peer: Peer,
         watcher: Watcher,
     ) {
-        let io = TokioIo::new(Rewind::new(stream, read.freeze()));
+        let io = Rewind::new(stream, read.freeze());
+        self.serve_hyper(io, peer, watcher).await;
+    }
+
+    /// Serves a connection with hyper until it ends or a graceful shutdown finishes it.
+    async fn serve_hyper<I>(self: Arc<Self>, io: I, peer: Peer, watcher: Watcher)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let addr = peer.addr;
         let service = self.service(Arc::new(peer));
-        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(error = %e, "connection ended with an error");
+            tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
         }
     }
 
@@ -244,13 +255,7 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
                         Ok(Ok(tls)) => tls,
                         _ => return,
                     };
-                    let service = worker.service(Arc::new(client));
-                    let conn = worker
-                        .builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    worker.serve_hyper(tls, client, watcher).await;
                 });
             }
         }
