@@ -73,7 +73,12 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
             Next::Hyper => return worker.hand_over(conn.stream, conn.buf, peer, watcher).await,
         };
         let method = req.method().clone();
-        let response = handle(&worker.config.state, &worker.upstream, &peer, req).await;
+        let handled = handle(&worker.config.state, &worker.upstream, &peer, req);
+        let Some(response) = conn.while_open(handled).await else {
+            // The client left before its answer: dropping the handler cancels the exchange
+            // (the instance sees its connection close) and gives back the instance's lease.
+            return;
+        };
         let close = close || worker.stopping();
         match conn.respond(response, &method, close).await {
             Ok(true) => {}
@@ -175,6 +180,36 @@ impl Connection {
             *req.body_mut() = RequestBody::Buffered(Some(self.buf.split_to(want).freeze()));
         }
         Next::Request(req, parsed.close)
+    }
+
+    /// Runs `work` (a request's handling) while watching the client: `None` if the client
+    /// closes its connection first, or the connection fails. A long poll or a slow instance
+    /// would otherwise hold the instance's connection, and a turn under
+    /// `max_concurrent_requests`, for a client that is gone. Bytes that arrive meanwhile (the
+    /// next request of a pipelining client) are kept for later, up to a bound; past it the
+    /// client is no longer watched.
+    async fn while_open<F: std::future::Future>(&mut self, work: F) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            if self.buf.len() >= MAX_FAST_HEAD + MAX_BUFFERED_BODY as usize {
+                return Some(work.await);
+            }
+            let ready = tokio::select! {
+                biased;
+                out = &mut work => return Some(out),
+                ready = self.stream.readable() => ready,
+            };
+            ready.ok()?;
+            self.buf.reserve(READ_SIZE);
+            let room = self.buf.capacity() - self.buf.len();
+            match self.stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(n) if n < room => crate::pool::drained(&self.stream),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
     }
 
     /// Reads more bytes. `Ok(false)`: the client closed, the read failed, or (when `idle`, with

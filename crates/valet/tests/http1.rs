@@ -245,3 +245,44 @@ async fn the_idle_limit_counts_from_the_last_answer() {
         "closed {waited:?} after the client fell silent (400 ms after the last answer)"
     );
 }
+
+/// A client that leaves while its request waits on the instance cancels it: the instance's
+/// connection closes and its turn under `max_concurrent_requests` is given back at once, not
+/// when the instance would have answered.
+#[tokio::test]
+async fn a_client_that_leaves_gives_back_its_turn_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let valet = Valet::with_config(
+        r#"
+[[containers]]
+class_name = "Narrow"
+max_concurrent_requests = 1
+readiness = { path = "/health" }
+
+[[routes]]
+pattern = "/api/*"
+container = "Narrow"
+instance = "name:one"
+strip_prefix = "/api"
+"#,
+    )
+    .start()
+    .await;
+    valet.echo("/api/echo").await;
+    // The one turn goes to a request the instance answers after 5 s; its client leaves.
+    let mut leaving = tokio::net::TcpStream::connect(valet.addr()).await.unwrap();
+    leaving
+        .write_all(b"GET /api/slow?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(leaving);
+    let asked = std::time::Instant::now();
+    let answer = valet.get("/api/slow?ms=10").await;
+    let waited = asked.elapsed();
+    assert_eq!(answer.status(), 200, "{}", valet.log());
+    assert!(
+        waited < Duration::from_secs(2),
+        "the next request waited {waited:?} for a turn held for a client that had left"
+    );
+}
