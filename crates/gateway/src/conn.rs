@@ -73,7 +73,9 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
             Next::Hyper => return worker.hand_over(conn.stream, conn.buf, peer, watcher).await,
         };
         let method = req.method().clone();
-        let handled = handle(&worker.config.state, &worker.upstream, &peer, req);
+        // Pinned here, where it is made: passed by value, the handler's future (2.5 KB) would
+        // be copied twice more on every request.
+        let handled = std::pin::pin!(handle(&worker.config.state, &worker.upstream, &peer, req));
         let Some(response) = conn.while_open(handled).await else {
             // The client left before its answer: dropping the handler cancels the exchange
             // (the instance sees its connection close) and gives back the instance's lease.
@@ -188,18 +190,26 @@ impl Connection {
     /// `max_concurrent_requests`, for a client that is gone. Bytes that arrive meanwhile (the
     /// next request of a pipelining client) are kept for later, up to a bound; past it the
     /// client is no longer watched.
-    async fn while_open<F: std::future::Future>(&mut self, work: F) -> Option<F::Output> {
-        let mut work = std::pin::pin!(work);
+    async fn while_open<F: std::future::Future>(
+        &mut self,
+        mut work: Pin<&mut F>,
+    ) -> Option<F::Output> {
         loop {
             if self.buf.len() >= MAX_FAST_HEAD + MAX_BUFFERED_BODY as usize {
                 return Some(work.await);
             }
-            let ready = tokio::select! {
-                biased;
-                out = &mut work => return Some(out),
-                ready = self.stream.readable() => ready,
-            };
-            ready.ok()?;
+            // The socket's one reader slot, not `readable()`: that one adds and removes a
+            // waiter in a locked list per wait, a cost every request would pay.
+            let stream = &self.stream;
+            let ready = std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+                Poll::Ready(out) => Poll::Ready(Ok(out)),
+                Poll::Pending => stream.poll_read_ready(cx).map(Err),
+            })
+            .await;
+            match ready {
+                Ok(out) => return Some(out),
+                Err(ready) => ready.ok()?,
+            }
             self.buf.reserve(READ_SIZE);
             let room = self.buf.capacity() - self.buf.len();
             match self.stream.try_read_buf(&mut self.buf) {
