@@ -135,7 +135,10 @@ print_targets() {
 |---|---|---|---|
 EOF
     if has_phase warm; then
-        echo "| warm throughput | >= nginx | $(calc "${R[warm.valet.rps]} / ${R[warm.nginx.rps]}" 2)x nginx | $(met "${R[warm.valet.rps]} >= ${R[warm.nginx.rps]}") |"
+        # The median of the rounds' ratios: one odd round moves the overall ratio, not this.
+        local ratio
+        ratio=$(median ${R[warm.ratios]:-0})
+        echo "| warm throughput | >= nginx | $(calc "$ratio" 2)x nginx (median of the rounds; overall $(calc "${R[warm.valet.rps]} / ${R[warm.nginx.rps]}" 2)x) | $(met "$ratio >= 1") |"
         echo "| added p99 at the fixed rate | < 1 ms over direct | ${R[rate.valet.added_p99_ms]} ms (nginx: ${R[rate.nginx.added_p99_ms]} ms) | $(met "${R[rate.valet.added_p99_ms]} < 1") |"
     fi
     if has_phase cold; then
