@@ -27,23 +27,11 @@ command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgri
 command -v oha >/dev/null || { echo "needs oha (cargo install oha --locked)" >&2; exit 1; }
 [[ -x $UPSTREAM_BIN ]] || { echo "no $UPSTREAM_BIN: cargo build --release -p valet-bench" >&2; exit 1; }
 
-cat >"$WORK/valet.toml" <<CONF
-[server]
-listen = "127.0.0.1:$PORT"
-admin_listen = "127.0.0.1:$((PORT + 1))"
-data_dir = "$WORK/data"
-access_log = false
-
-[[containers]]
-class_name = "Upstream"
-command = ["$UPSTREAM_BIN", "{port}"]
-sleep_after = "1h"
-
-[[routes]]
-pattern = "/*"
-container = "Upstream"
-instance = "name:warm"
-CONF
+# The warm hop's own valet config (bench/lib/warm.sh), on this script's port.
+# shellcheck source=lib/warm.sh
+source "$BENCH_DIR/lib/warm.sh"
+VALET_PORT=$PORT
+write_valet_warm_conf "$WORK"
 
 # total BINARY REQUESTS: callgrind's instruction total for start-up, REQUESTS requests, shutdown.
 total() {
