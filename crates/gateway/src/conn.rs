@@ -210,15 +210,28 @@ impl Connection {
                 Ok(out) => return Some(out),
                 Err(ready) => ready.ok()?,
             }
-            self.buf.reserve(READ_SIZE);
-            let room = self.buf.capacity() - self.buf.len();
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(n) if n < room => crate::pool::drained(&self.stream),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return None,
+            self.read_ready()?;
+        }
+    }
+
+    /// Reads what the socket holds once it turned readable. `Some(true)`: bytes were added to
+    /// `buf`; `Some(false)`: none after all (the readiness was stale); `None`: the client closed
+    /// or the read failed.
+    fn read_ready(&mut self) -> Option<bool> {
+        // The buffer is allocated only once there is something to read: an idle keep-alive
+        // connection holds none.
+        self.buf.reserve(READ_SIZE);
+        let room = self.buf.capacity() - self.buf.len();
+        match self.stream.try_read_buf(&mut self.buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                if n < room {
+                    crate::pool::drained(&self.stream);
+                }
+                Some(true)
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(false),
+            Err(_) => None,
         }
     }
 
@@ -237,20 +250,10 @@ impl Connection {
             if ready.is_err() {
                 return Ok(false);
             }
-            // The buffer is allocated only once there is something to read: an idle keep-alive
-            // connection holds none.
-            self.buf.reserve(READ_SIZE);
-            let room = self.buf.capacity() - self.buf.len();
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    if n < room {
-                        crate::pool::drained(&self.stream);
-                    }
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Ok(false),
+            match self.read_ready() {
+                Some(true) => return Ok(true),
+                Some(false) => continue,
+                None => return Ok(false),
             }
         }
     }

@@ -239,10 +239,7 @@ async fn send(
                     upstream
                         .pool
                         .send_head(addr, head, method, framing, body, Some(deadline));
-                match sent.await {
-                    Err(SendError::Deadline) => None,
-                    answer => Some(answer),
-                }
+                Some(sent.await)
             })
             .await
         }
