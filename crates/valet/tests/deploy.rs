@@ -124,17 +124,8 @@ async fn a_new_version_takes_traffic_only_once_ready_and_rollback_returns() {
             .upload(Form::file("app.py", slow).field("name", "site"))
             .await
     });
-    let mut served_during_start = 0;
-    while !deploy.is_finished() {
-        let (status, body) = get_app(&valet, &url).await;
-        assert_eq!(
-            (status, body["version"].as_str()),
-            (200, Some("v1")),
-            "{body}"
-        );
-        served_during_start += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served_during_start =
+        served_through_switch(&valet, &url, &deploy, ("v1", "v2"), Duration::from_secs(3)).await;
     assert!(served_during_start >= 10, "v1 served while v2 started");
     let (status, v2) = deploy.await.unwrap();
     assert_eq!(status, 201, "{v2}");

@@ -391,17 +391,8 @@ async fn an_express_typescript_app_runs_on_the_node_base_and_switches_versions_o
             )
             .await
     });
-    let mut served = 0;
-    while !deploy.is_finished() {
-        let (status, body) = get_app(&valet, &url).await;
-        assert_eq!(
-            (status, body["version"].as_str()),
-            (200, Some("v1")),
-            "{body}"
-        );
-        served += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served =
+        served_through_switch(&valet, &url, &deploy, ("v1", "v2"), Duration::from_secs(3)).await;
     let (status, v2) = deploy.await.unwrap();
     assert_eq!(status, 201, "{v2}\n{}", valet.log());
     assert!(served >= 10, "v1 served while v2 started ({served})");

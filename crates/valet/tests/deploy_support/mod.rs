@@ -193,6 +193,37 @@ pub async fn get_app(valet: &Valet, url: &str) -> (u16, Value) {
     status_json(response).await
 }
 
+/// Requests `url` every 100 ms while `deploy` (the upload of a version that listens only after
+/// `start_delay`) runs, and returns how many answers came from `old`. Every answer must be a
+/// 200 from `old` until the switch, and from `new` after it: never an error, never `new`
+/// before it can have started listening, never `old` again once `new` answered. (The switch
+/// happens just before the upload's answer is sent, so the last requests may already see
+/// `new`.)
+pub async fn served_through_switch<T>(
+    valet: &Valet,
+    url: &str,
+    deploy: &tokio::task::JoinHandle<T>,
+    (old, new): (&str, &str),
+    start_delay: std::time::Duration,
+) -> usize {
+    let started = std::time::Instant::now();
+    let (mut from_old, mut switched) = (0, false);
+    while !deploy.is_finished() {
+        let (status, body) = get_app(valet, url).await;
+        let version = body["version"].as_str();
+        assert_eq!(status, 200, "{body}\n{}", valet.log());
+        if version == Some(new) && started.elapsed() >= start_delay {
+            switched = true;
+        } else {
+            assert!(!switched, "{old} answered again after {new}: {body}");
+            assert_eq!(version, Some(old), "{body}");
+            from_old += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    from_old
+}
+
 /// An entry of a test archive.
 pub enum Entry<'a> {
     File(&'a str, &'a [u8]),
