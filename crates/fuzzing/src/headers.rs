@@ -39,11 +39,22 @@ pub fn headers(data: &[u8]) {
     let prefix = (flags & 16 != 0).then(|| HeaderValue::from_static("/api"));
 
     let mut request = original.clone();
-    let id = request_id(&mut request);
+    let (id, new) = request_id(&request);
     assert!(!id.is_empty() && id.len() <= 128, "request id {id:?}");
-    assert_eq!(request.get(&X_REQUEST_ID), Some(&id));
     let _ = is_upgrade(&request);
-    prepare_request(&mut request, &client, prefix.clone());
+    prepare_request(
+        &mut request,
+        &client,
+        prefix.clone(),
+        new.then(|| id.clone()),
+    );
+    if new {
+        // A new id replaces whatever the client sent.
+        assert_eq!(
+            request.get_all(&X_REQUEST_ID).iter().collect::<Vec<_>>(),
+            [&id]
+        );
+    }
     no_hop_by_hop(&original, &request, &SET_BY_VALET);
     for name in request.keys() {
         let dashed = name.as_str().replace('_', "-");

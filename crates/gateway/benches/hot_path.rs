@@ -250,14 +250,14 @@ fn header_rewriting(c: &mut Criterion) {
     group.bench_function("prepare_request", |b| {
         b.iter_batched_ref(
             || plain.clone(),
-            |h| prepare_request(h, &client, None),
+            |h| prepare_request(h, &client, None, None),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("prepare_request-with-prefix", |b| {
         b.iter_batched_ref(
             || plain.clone(),
-            |h| prepare_request(h, &client, Some(HeaderValue::from_static("/api"))),
+            |h| prepare_request(h, &client, Some(HeaderValue::from_static("/api")), None),
             BatchSize::SmallInput,
         )
     });

@@ -272,42 +272,14 @@ impl Connection {
         &mut self,
         response: Response<Body>,
         method: &Method,
-        mut close: bool,
+        close: bool,
     ) -> io::Result<bool> {
         let (parts, mut body) = response.into_parts();
-        let status = parts.status;
-        let mut headers = parts.headers;
-        close |= has_token(&headers, b"close");
-        headers.remove(header::CONNECTION);
-        headers.remove(header::TRANSFER_ENCODING);
-        let bodiless = method == Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        if status == StatusCode::NO_CONTENT {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        let declared = single_length(&headers);
-        let hint = body.size_hint().exact();
-        let framing = if bodiless {
-            if declared.is_none() && method == Method::HEAD {
-                if let Some(n) = hint.filter(|&n| n > 0) {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-                }
-            }
-            Framing::None
-        } else if let Some(n) = declared {
-            Framing::Length(n)
-        } else if let Some(n) = hint {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            Framing::Length(n)
-        } else {
-            Framing::Chunked
-        };
         let out = &mut self.out;
         out.clear();
-        encode_head(status, &headers, framing, close, out);
-        drop(headers);
+        let hint = body.size_hint().exact();
+        let (framing, close) = encode_head(parts.status, &parts.headers, method, hint, close, out);
+        drop(parts);
         let mut left = match framing {
             Framing::Length(n) => n,
             _ => 0,
@@ -485,38 +457,61 @@ fn build(head: &Bytes, parsed: &Parsed) -> Option<Request<RequestBody>> {
     Some(req)
 }
 
-/// The response's one valid `Content-Length`, if it has exactly that.
-fn single_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    parse_length(first.as_bytes().trim_ascii())
-}
-
-fn has_token(headers: &HeaderMap, wanted: &[u8]) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| h1::list(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(wanted)))
-}
-
+/// Writes the response head in one pass over its fields: the framing fields (`Connection`,
+/// `Transfer-Encoding`, `Content-Length`) are valet's to write for this connection, the rest go
+/// as they are. The answer's framing is its one valid `Content-Length`, else the body's exact
+/// size, else chunked; none for a bodiless answer. Returns the framing and whether the
+/// connection closes after this answer (asked by the caller or by a `Connection: close`).
 fn encode_head(
     status: StatusCode,
     headers: &HeaderMap,
-    framing: Framing,
-    close: bool,
+    method: &Method,
+    hint: Option<u64>,
+    mut close: bool,
     out: &mut BytesMut,
-) {
+) -> (Framing, bool) {
     out.reserve(h1::headers_len(headers) + 128);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
-    h1::put_headers(headers, out);
-    if !headers.contains_key(header::DATE) {
+    let (mut lengths, mut declared, mut date) = (0, None, false);
+    for (name, value) in headers {
+        if name == header::CONNECTION {
+            close |= h1::list(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
+        } else if name == header::CONTENT_LENGTH {
+            lengths += 1;
+            declared = parse_length(value.as_bytes().trim_ascii());
+        } else if name != header::TRANSFER_ENCODING {
+            date |= name == header::DATE;
+            h1::put_field(name.as_str().as_bytes(), value.as_bytes(), out);
+        }
+    }
+    let declared = declared.filter(|_| lengths == 1);
+    let bodiless = method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let (framing, length) = if bodiless {
+        // A HEAD answer says the length a GET would have; a 204 says none.
+        let length = match declared {
+            _ if status == StatusCode::NO_CONTENT => None,
+            Some(n) => Some(n),
+            None if method == Method::HEAD => hint.filter(|&n| n > 0),
+            None => None,
+        };
+        (Framing::None, length)
+    } else if let Some(n) = declared.or(hint) {
+        (Framing::Length(n), Some(n))
+    } else {
+        (Framing::Chunked, None)
+    };
+    if let Some(n) = length {
+        let mut digits = [0u8; 20];
+        h1::put_field(b"content-length", decimal(n, &mut digits), out);
+    }
+    if !date {
         out.put_slice(b"date: ");
         put_date(out);
         out.put_slice(b"\r\n");
@@ -528,6 +523,20 @@ fn encode_head(
         out.put_slice(b"connection: close\r\n");
     }
     out.put_slice(b"\r\n");
+    (framing, close)
+}
+
+/// `n` in decimal digits, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 thread_local! {
@@ -684,13 +693,39 @@ mod tests {
         assert!(parsed.close);
     }
 
+    /// The head written for an answer with these fields, and what it decided.
+    fn head(
+        status: u16,
+        fields: &[(&str, &str)],
+        method: Method,
+        hint: Option<u64>,
+    ) -> (String, Framing, bool) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let status = StatusCode::from_u16(status).unwrap();
+        let mut out = BytesMut::new();
+        let (framing, close) = encode_head(status, &headers, &method, hint, false, &mut out);
+        (String::from_utf8(out.to_vec()).unwrap(), framing, close)
+    }
+
     #[test]
     fn the_head_says_date_framing_and_close() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-a", HeaderValue::from_static("b"));
-        let mut out = BytesMut::new();
-        encode_head(StatusCode::OK, &headers, Framing::Chunked, true, &mut out);
-        let text = std::str::from_utf8(&out).unwrap();
+        let (text, framing, close) = head(
+            200,
+            &[
+                ("x-a", "b"),
+                ("connection", "close"),
+                ("transfer-encoding", "gzip"),
+            ],
+            Method::GET,
+            None,
+        );
+        assert_eq!((framing, close), (Framing::Chunked, true));
         assert!(
             text.starts_with("HTTP/1.1 200 OK\r\nx-a: b\r\ndate: "),
             "{text}"
@@ -699,25 +734,51 @@ mod tests {
             text.ends_with("GMT\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
             "{text}"
         );
-        let mut out = BytesMut::new();
-        encode_head(
-            StatusCode::from_u16(599).unwrap(),
-            &HeaderMap::new(),
-            Framing::None,
-            false,
-            &mut out,
+        let (text, framing, close) = head(599, &[], Method::GET, Some(0));
+        assert_eq!((framing, close), (Framing::Length(0), false));
+        assert!(text.starts_with("HTTP/1.1 599 \r\ncontent-length: 0\r\ndate: "));
+        let (text, _, _) = head(200, &[("date", "yesterday")], Method::GET, Some(3));
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ndate: yesterday\r\ncontent-length: 3\r\n\r\n"
         );
-        assert!(out.starts_with(b"HTTP/1.1 599 \r\ndate: "));
     }
 
     #[test]
     fn a_response_length_counts_only_when_it_is_one_valid_number() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
-        assert_eq!(single_length(&headers), Some(42));
-        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
-        assert_eq!(single_length(&headers), None);
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("4x"));
-        assert_eq!(single_length(&headers), None);
+        let length = |fields: &[(&str, &str)], method, hint| {
+            let (text, framing, _) = head(200, fields, method, hint);
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.starts_with("content-length"))
+                .map(str::to_string)
+                .collect();
+            (framing, lines)
+        };
+        let one = |n: &str| vec![format!("content-length: {n}")];
+        assert_eq!(
+            length(&[("content-length", "42")], Method::GET, Some(1)),
+            (Framing::Length(42), one("42"))
+        );
+        // Two lengths, or one that is not a number, count for nothing: the body's own size
+        // frames the answer, else it is chunked.
+        let two = [("content-length", "42"), ("content-length", "42")];
+        assert_eq!(
+            length(&two, Method::GET, Some(7)),
+            (Framing::Length(7), one("7"))
+        );
+        assert_eq!(
+            length(&[("content-length", "4x")], Method::GET, None),
+            (Framing::Chunked, vec![])
+        );
+        // Bodiless: a HEAD answer keeps the length a GET would have.
+        assert_eq!(
+            length(&[("content-length", "42")], Method::HEAD, Some(0)),
+            (Framing::None, one("42"))
+        );
+        assert_eq!(
+            length(&[], Method::HEAD, Some(9)),
+            (Framing::None, one("9"))
+        );
     }
 }

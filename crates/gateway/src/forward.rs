@@ -54,23 +54,6 @@ pub static GUARDED: [&str; 17] = [
     "x-request-id",
 ];
 
-/// Removes headers whose name, with `_` read as `-`, is one of [`GUARDED`].
-pub fn remove_underscore_lookalikes(headers: &mut HeaderMap) {
-    // Almost no request has a `_` in a header name: one scan, no allocation.
-    if !headers.keys().any(|name| name.as_str().contains('_')) {
-        return;
-    }
-    let lookalikes: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().contains('_'))
-        .filter(|name| GUARDED.contains(&name.as_str().replace('_', "-").as_str()))
-        .cloned()
-        .collect();
-    for name in lookalikes {
-        headers.remove(name);
-    }
-}
-
 /// Removes the hop-by-hop headers, plus the ones `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names present is cheaper than a
@@ -126,67 +109,251 @@ pub struct ClientInfo {
     pub host: Option<HeaderValue>,
 }
 
-/// Everything done to a client's request headers before they go to an instance.
-pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Option<HeaderValue>) {
-    remove_hop_by_hop(headers);
-    remove_underscore_lookalikes(headers);
-    set_forwarded(headers, client);
-    if let Some(prefix) = prefix {
-        headers.insert(X_FORWARDED_PREFIX.clone(), prefix);
+/// How a client's request head changes on its way to an instance. It is applied as the head is
+/// written ([`Rewrite::fields`] passes or drops each of the client's fields, [`Rewrite::added`]
+/// gives valet's own), so that the common request costs one pass over its fields and no
+/// header-map work; [`prepare_request`] applies the same rules to a map.
+///
+/// Dropped: hop-by-hop fields and those the client's `Connection` names, `_` lookalikes of
+/// [`GUARDED`] names, the client's `X-Forwarded-For` (valet's value replaces it), an untrusted
+/// peer's other `X-Forwarded-*`, a `X-Forwarded-Prefix` when valet sets one, and an
+/// `X-Request-Id` that valet replaces.
+pub struct Rewrite<'a> {
+    pub client: &'a ClientInfo,
+    /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
+    pub prefix: Option<HeaderValue>,
+    /// A request id valet made because the client sent none it could keep.
+    pub request_id: Option<HeaderValue>,
+    /// `Host` for a request that has none and no authority (HTTP/1.0): the instance's address.
+    pub fallback_host: Option<SocketAddr>,
+}
+
+/// What a pass over a client's fields found that decides which fields valet adds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen<'h> {
+    pub host: bool,
+    pub content_length: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    /// The first `X-Forwarded-For` value, extended when the peer is trusted.
+    forwarded_for: Option<&'h [u8]>,
+}
+
+/// A client field's part in the rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Other,
+    Dropped,
+    Connection,
+    Host,
+    ContentLength,
+    ForwardedFor,
+    ForwardedProto,
+    ForwardedHost,
+    ForwardedPrefix,
+    RequestId,
+}
+
+/// Sorts a field name (any case) by what the rewrite does with it: one length-first match per
+/// field instead of a hashed lookup per rule.
+fn field(name: &[u8]) -> Field {
+    let is = |want: &str| name.eq_ignore_ascii_case(want.as_bytes());
+    let field = match name.len() {
+        2 if is("te") => Field::Dropped,
+        4 if is("host") => Field::Host,
+        7 if is("upgrade") || is("trailer") => Field::Dropped,
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::Dropped,
+        12 if is("x-request-id") => Field::RequestId,
+        14 if is("content-length") => Field::ContentLength,
+        15 if is("x-forwarded-for") => Field::ForwardedFor,
+        16 if is("proxy-connection") => Field::Dropped,
+        16 if is("x-forwarded-host") => Field::ForwardedHost,
+        17 if is("x-forwarded-proto") => Field::ForwardedProto,
+        17 if is("transfer-encoding") => Field::Dropped,
+        18 if is("x-forwarded-prefix") => Field::ForwardedPrefix,
+        19 if is("proxy-authorization") => Field::Dropped,
+        _ => Field::Other,
+    };
+    if field == Field::Other && name.contains(&b'_') && is_lookalike(name) {
+        return Field::Dropped;
     }
-    // h2 clients send no Host header, only an authority; instances speak HTTP/1.1 and need one.
-    if let Some(host) = &client.host {
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, host.clone());
+    field
+}
+
+/// Whether `name`, with `_` read as `-`, is one of [`GUARDED`].
+fn is_lookalike(name: &[u8]) -> bool {
+    GUARDED.iter().any(|guarded| {
+        guarded.len() == name.len()
+            && guarded
+                .bytes()
+                .zip(name)
+                .all(|(g, &n)| g == n.to_ascii_lowercase() || (g == b'-' && n == b'_'))
+    })
+}
+
+/// Whether a `Connection` value among `fields` lists `name`.
+fn named_by_connection<'h>(
+    fields: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    name: &[u8],
+) -> bool {
+    fields
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, value)| crate::h1::list(value))
+        .any(|token| token.eq_ignore_ascii_case(name))
+}
+
+impl<'a> Rewrite<'a> {
+    /// Goes through the client's fields (name, value), calling `each` with whether the field
+    /// passes to the instance. `fields` makes the iterator again for each pass.
+    pub fn fields<'h, I>(
+        &self,
+        fields: impl Fn() -> I,
+        mut each: impl FnMut(&'h [u8], &'h [u8], bool),
+    ) -> Seen<'h>
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])>,
+    {
+        let trusted = self.client.trusted;
+        let mut seen = Seen::default();
+        // Almost no request names fields in `Connection` (browsers send `keep-alive`): the
+        // check per field runs only when there is one.
+        let connection =
+            fields().any(|(name, _)| name.len() == 10 && name.eq_ignore_ascii_case(b"connection"));
+        for (name, value) in fields() {
+            // A field the client's `Connection` names is dropped whatever it is, and one that
+            // valet sets is then set as if the client had not sent it.
+            if connection && named_by_connection(fields(), name) {
+                each(name, value, false);
+                continue;
+            }
+            let keep = match field(name) {
+                Field::Other => true,
+                Field::Dropped | Field::Connection => false,
+                Field::Host => {
+                    seen.host = true;
+                    true
+                }
+                Field::ContentLength => {
+                    seen.content_length = true;
+                    true
+                }
+                Field::ForwardedFor => {
+                    if seen.forwarded_for.is_none() {
+                        seen.forwarded_for = Some(value);
+                    }
+                    false
+                }
+                Field::ForwardedProto => {
+                    seen.forwarded_proto = true;
+                    trusted
+                }
+                Field::ForwardedHost => {
+                    seen.forwarded_host = true;
+                    trusted
+                }
+                Field::ForwardedPrefix => trusted && self.prefix.is_none(),
+                Field::RequestId => self.request_id.is_none(),
+            };
+            each(name, value, keep);
+        }
+        seen
+    }
+
+    /// valet's own fields, given what the pass over the client's found.
+    pub fn added(&self, seen: &Seen<'_>, mut add: impl FnMut(&HeaderName, &HeaderValue)) {
+        let client = self.client;
+        if let Some(id) = &self.request_id {
+            add(&X_REQUEST_ID, id);
+        }
+        // An untrusted peer's own X-Forwarded-For is replaced, not read.
+        match seen.forwarded_for.filter(|_| client.trusted) {
+            Some(prior) => {
+                let mut chain = Vec::with_capacity(prior.len() + 2 + client.peer_header.len());
+                chain.extend_from_slice(prior);
+                chain.extend_from_slice(b", ");
+                chain.extend_from_slice(client.peer_header.as_bytes());
+                if let Ok(chain) = HeaderValue::from_bytes(&chain) {
+                    add(&X_FORWARDED_FOR, &chain);
+                }
+            }
+            None => add(&X_FORWARDED_FOR, &client.peer_header),
+        }
+        if !(client.trusted && seen.forwarded_proto) {
+            let proto = if client.https { &HTTPS } else { &HTTP };
+            add(&X_FORWARDED_PROTO, proto);
+        }
+        if !(client.trusted && seen.forwarded_host) {
+            if let Some(host) = &client.host {
+                add(&X_FORWARDED_HOST, host);
+            }
+        }
+        if let Some(prefix) = &self.prefix {
+            add(&X_FORWARDED_PREFIX, prefix);
+        }
+        // h2 clients send no Host header, only an authority; instances speak HTTP/1.1 and need
+        // one. A request with neither gets the instance's address.
+        if !seen.host {
+            if let Some(host) = &client.host {
+                add(&header::HOST, host);
+            } else if let Some(addr) = self.fallback_host {
+                if let Ok(host) = HeaderValue::try_from(addr.to_string()) {
+                    add(&header::HOST, &host);
+                }
+            }
         }
     }
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the instance.
-pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
-    // An untrusted peer's own X-Forwarded-For is replaced, not read.
-    let prior = if client.trusted {
-        headers.get(&X_FORWARDED_FOR)
-    } else {
-        None
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// [`Rewrite`] applied to a header map (the upgrade handshake goes through hyper's client).
+/// `request_id`: a new id valet made, to replace the client's.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    prefix: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+) {
+    let rewrite = Rewrite {
+        client,
+        prefix,
+        request_id,
+        fallback_host: None,
     };
-    let forwarded_for = match prior {
-        Some(prior) => {
-            let mut chain = prior.as_bytes().to_vec();
-            chain.extend_from_slice(b", ");
-            chain.extend_from_slice(client.peer_header.as_bytes());
-            HeaderValue::from_bytes(&chain).ok()
+    let mut dropped = Vec::new();
+    let mut added = Vec::new();
+    let fields = || {
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    };
+    let seen = rewrite.fields(fields, |name, _, keep| {
+        if !keep {
+            dropped.extend(HeaderName::from_bytes(name).ok());
         }
-        None => Some(client.peer_header.clone()),
-    };
-    if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    });
+    rewrite.added(&seen, |name, value| {
+        added.push((name.clone(), value.clone()))
+    });
+    for name in dropped {
+        headers.remove(name);
     }
-    if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if client.https { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match &client.host {
-            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
-    }
-    if !client.trusted {
-        headers.remove(&X_FORWARDED_PREFIX);
+    for (name, value) in added {
+        headers.insert(name, value);
     }
 }
 
-/// The client's request id if it sent a sane one, else a new one. Returned to be echoed back.
-pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+/// The client's request id if it sent a sane one, else a new one (`true`: new, to be sent to
+/// the instance in place of the client's). Returned to be echoed back.
+pub fn request_id(headers: &HeaderMap) -> (HeaderValue, bool) {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
         if !id.is_empty() && id.len() <= 128 {
-            return id.clone();
+            return (id.clone(), false);
         }
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+    (new_request_id(), true)
 }
 
 /// 128 random bits as 32 hex characters.
@@ -215,6 +382,182 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
+    use http_body_util::Empty;
+
+    fn client(trusted: bool) -> ClientInfo {
+        ClientInfo {
+            peer: IpAddr::from([10, 0, 0, 9]),
+            peer_header: HeaderValue::from_static("10.0.0.9"),
+            trusted,
+            https: true,
+            host: Some(HeaderValue::from_static("app.test")),
+        }
+    }
+
+    /// The request head as it goes to the instance, its field lines sorted.
+    fn written(fields: &[(&str, &str)], rewrite: &Rewrite<'_>) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let mut out = BytesMut::new();
+        let body = Empty::<bytes::Bytes>::new();
+        crate::h1::encode_request(
+            &http::Method::GET,
+            "/",
+            &headers,
+            Some(rewrite),
+            &body,
+            &mut out,
+        );
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let mut lines: Vec<String> = text
+            .split("\r\n")
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn an_untrusted_clients_head_is_rewritten_as_it_is_written() {
+        let client = client(false);
+        let rewrite = Rewrite {
+            client: &client,
+            prefix: Some(HeaderValue::from_static("/api")),
+            request_id: Some(HeaderValue::from_static("new-id")),
+            fallback_host: None,
+        };
+        let lines = written(
+            &[
+                ("host", "app.test"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.test"),
+                ("x-forwarded-prefix", "/evil"),
+                ("x-request-id", "client-id"),
+                ("x_forwarded_for", "7.7.7.7"),
+                ("transfer_encoding", "chunked"),
+                ("connection", "keep-alive, x-secret"),
+                ("keep-alive", "timeout=5"),
+                ("x-secret", "1"),
+                ("te", "trailers"),
+                ("x-kept", "yes"),
+                ("x_kept_too", "yes"),
+            ],
+            &rewrite,
+        );
+        assert_eq!(
+            lines,
+            [
+                "host: app.test",
+                "x-forwarded-for: 10.0.0.9",
+                "x-forwarded-host: app.test",
+                "x-forwarded-prefix: /api",
+                "x-forwarded-proto: https",
+                "x-kept: yes",
+                "x-request-id: new-id",
+                "x_kept_too: yes",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarded_fields_are_kept_and_extended() {
+        let client = client(true);
+        let rewrite = Rewrite {
+            client: &client,
+            prefix: None,
+            request_id: None,
+            fallback_host: None,
+        };
+        let lines = written(
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-for", "5.6.7.8"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "outer.test"),
+                ("x-forwarded-prefix", "/outer"),
+                ("x-request-id", "client-id"),
+            ],
+            &rewrite,
+        );
+        assert_eq!(
+            lines,
+            [
+                "host: app.test",
+                "x-forwarded-for: 1.2.3.4, 10.0.0.9",
+                "x-forwarded-host: outer.test",
+                "x-forwarded-prefix: /outer",
+                "x-forwarded-proto: http",
+                "x-request-id: client-id",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_that_connection_names_is_set_by_valet_as_if_never_sent() {
+        let mut client = client(true);
+        client.host = None;
+        let rewrite = Rewrite {
+            client: &client,
+            prefix: None,
+            request_id: None,
+            fallback_host: Some("127.0.0.1:4000".parse().unwrap()),
+        };
+        let lines = written(
+            &[
+                ("host", "named.test"),
+                ("x-forwarded-proto", "http"),
+                ("connection", "Host, X-Forwarded-Proto"),
+            ],
+            &rewrite,
+        );
+        assert_eq!(
+            lines,
+            [
+                "host: 127.0.0.1:4000",
+                "x-forwarded-for: 10.0.0.9",
+                "x-forwarded-proto: https",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_map_version_applies_the_same_rules() {
+        let client = client(false);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("x_real_ip", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        prepare_request(
+            &mut headers,
+            &client,
+            None,
+            Some(HeaderValue::from_static("id")),
+        );
+        let mut names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-kept",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.9");
+    }
 
     #[test]
     fn a_connection_value_with_a_non_ascii_byte_still_names_its_headers() {

@@ -6,6 +6,7 @@
 //! needs a connection task, a request channel and a body channel for the same exchange.
 
 use crate::body::BoxError;
+use crate::forward::Rewrite;
 use crate::pool::Conn;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -32,28 +33,69 @@ pub enum RequestFraming {
     None,
     /// `Content-Length` (already in the headers).
     Length,
-    /// `Transfer-Encoding: chunked` (added by [`encode_head`]).
+    /// `Transfer-Encoding: chunked` (added by [`encode_request`]).
     Chunked,
 }
 
-/// Writes `METHOD target HTTP/1.1`, the headers and the framing header into `out`.
-pub fn encode_head(
+/// Writes the head of a request to an instance into `out`: the request line, the client's
+/// fields as `rewrite` passes them (all of them without one), valet's own, and the framing:
+/// the client's `Content-Length` when it sent one, else the body's exact size if known, else
+/// chunked.
+pub fn encode_request<B: http_body::Body>(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    framing: RequestFraming,
+    rewrite: Option<&Rewrite<'_>>,
+    body: &B,
     out: &mut BytesMut,
-) {
-    out.reserve(method.as_str().len() + target.len() + headers_len(headers) + 64);
+) -> RequestFraming {
+    out.reserve(method.as_str().len() + target.len() + headers_len(headers) + 256);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    put_headers(headers, out);
-    if framing == RequestFraming::Chunked {
+    let fields = || {
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    };
+    let has_length = match rewrite {
+        Some(rewrite) => {
+            let seen = rewrite.fields(fields, |name, value, keep| {
+                if keep {
+                    put_field(name, value, out);
+                }
+            });
+            rewrite.added(&seen, |name, value| {
+                put_field(name.as_str().as_bytes(), value.as_bytes(), out);
+            });
+            seen.content_length
+        }
+        None => {
+            put_headers(headers, out);
+            headers.contains_key(header::CONTENT_LENGTH)
+        }
+    };
+    let framing = if body.is_end_stream() {
+        // Servers may refuse a POST without a length (411); an empty one says 0.
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && !has_length {
+            out.put_slice(b"content-length: 0\r\n");
+        }
+        RequestFraming::None
+    } else if has_length {
+        // The client's own length: its body (checked against it by the server side) is passed
+        // as it comes.
+        RequestFraming::Length
+    } else if let Some(len) = body.size_hint().exact() {
+        // Rare (an h2 client's body of known size without a length): formatting may allocate.
+        let _ = std::fmt::Write::write_fmt(out, format_args!("content-length: {len}\r\n"));
+        RequestFraming::Length
+    } else {
         out.put_slice(b"transfer-encoding: chunked\r\n");
-    }
+        RequestFraming::Chunked
+    };
     out.put_slice(b"\r\n");
+    framing
 }
 
 /// The elements of a comma-separated header value (`Connection: keep-alive, Upgrade`), trimmed.
@@ -64,11 +106,16 @@ pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// `name: value` lines, as many as there are values.
 pub(crate) fn put_headers(headers: &HeaderMap, out: &mut BytesMut) {
     for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        put_field(name.as_str().as_bytes(), value.as_bytes(), out);
     }
+}
+
+/// One `name: value` line.
+pub(crate) fn put_field(name: &[u8], value: &[u8], out: &mut BytesMut) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
 }
 
 /// Bytes the header lines will take, for reserving them at once.
@@ -181,6 +228,13 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, B
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
+        let raw = || {
+            response
+                .headers
+                .iter()
+                .map(|h| (h.name.as_bytes(), h.value))
+        };
+        let (framing, keep_alive) = framing(raw, version, status, method)?;
         // Header values become slices of the head's bytes: one allocation for the whole head
         // instead of one per value. Their offsets are noted while the parse borrows the buffer.
         let base = buf.as_ptr() as usize;
@@ -203,7 +257,6 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, B
                 .map_err(|_| BadResponse::Malformed)?;
             headers.append(name, value);
         }
-        let (framing, keep_alive) = framing(&headers, version, status, method)?;
         return Ok(Some(Head {
             status,
             version,
@@ -214,16 +267,26 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, B
     }
 }
 
-/// The body's framing (RFC 9112 6.3) and whether the connection stays open after it.
-fn framing(
-    headers: &HeaderMap,
+/// The body's framing (RFC 9112 6.3) and whether the connection stays open after it, from the
+/// head's fields as parsed (names in any case); `fields` makes the iterator again for each
+/// pass, which is cheaper than hashed lookups in a map of a handful of fields.
+fn framing<'h, I>(
+    fields: impl Fn() -> I,
     version: Version,
     status: StatusCode,
     method: &Method,
-) -> Result<(BodyFraming, bool), BadResponse> {
+) -> Result<(BodyFraming, bool), BadResponse>
+where
+    I: Iterator<Item = (&'h [u8], &'h [u8])>,
+{
+    let named = |want: &'static [u8]| {
+        fields()
+            .filter(move |(name, _)| name.eq_ignore_ascii_case(want))
+            .map(|(_, value)| value)
+    };
     let mut keep_alive = version == Version::HTTP_11;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in list(value.as_bytes()) {
+    for value in named(b"connection") {
+        for token in list(value) {
             if token.eq_ignore_ascii_case(b"close") {
                 keep_alive = false;
             } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
@@ -237,16 +300,15 @@ fn framing(
     {
         return Ok((BodyFraming::Empty, keep_alive));
     }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_some() {
-        let last = codings
-            .last()
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+    if let Some(last) = named(b"transfer-encoding").last() {
+        let last = last
+            .rsplit(|&b| b == b',')
+            .next()
             .map(<[u8]>::trim_ascii)
             .unwrap_or_default();
         // Transfer-Encoding overrides Content-Length, and a message with both may be an attempt
         // to desynchronise whoever reads the connection next: it is not reused.
-        let both = headers.contains_key(header::CONTENT_LENGTH);
+        let both = named(b"content-length").next().is_some();
         return Ok(if last.eq_ignore_ascii_case(b"chunked") {
             (BodyFraming::Chunked, keep_alive && !both)
         } else {
@@ -254,8 +316,8 @@ fn framing(
         });
     }
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for value in named(b"content-length") {
+        for part in value.split(|&b| b == b',') {
             let n = parse_length(part.trim_ascii()).ok_or(BadResponse::Length)?;
             if length.is_some_and(|l| l != n) {
                 return Err(BadResponse::Length);
@@ -734,19 +796,33 @@ mod tests {
 
     #[test]
     fn heads_encode_with_their_framing() {
+        use http_body_util::{Empty, Full, StreamBody};
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("a"));
         let mut out = BytesMut::new();
-        encode_head(
-            &Method::POST,
-            "/x?y",
-            &headers,
-            RequestFraming::Chunked,
-            &mut out,
-        );
+        let stream =
+            StreamBody::new(futures_util::stream::empty::<Result<Frame<Bytes>, BoxError>>());
+        let framing = encode_request(&Method::POST, "/x?y", &headers, None, &stream, &mut out);
+        assert_eq!(framing, RequestFraming::Chunked);
         assert_eq!(
             &out[..],
             b"POST /x?y HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        let full = Full::new(Bytes::from_static(b"hello"));
+        let framing = encode_request(&Method::PUT, "/", &headers, None, &full, &mut out);
+        assert_eq!(framing, RequestFraming::Length);
+        assert_eq!(
+            &out[..],
+            b"PUT / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        let empty = Empty::<Bytes>::new();
+        let framing = encode_request(&Method::POST, "/", &headers, None, &empty, &mut out);
+        assert_eq!(framing, RequestFraming::None);
+        assert_eq!(
+            &out[..],
+            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
         );
         let mut out = BytesMut::new();
         encode_chunk(&[7u8; 26], &mut out);

@@ -35,10 +35,10 @@ pub async fn handle(
     state: &GatewayState,
     upstream: &Upstream,
     peer: &Peer,
-    mut req: Request<RequestBody>,
+    req: Request<RequestBody>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let request_id = forward::request_id(req.headers_mut());
+    let (request_id, new_id) = forward::request_id(req.headers());
     let log = state
         .access_log
         .then(|| (req.method().clone(), req.uri().path().to_string()));
@@ -70,6 +70,8 @@ pub async fn handle(
                 host,
             };
             let body_pending = !req.body().is_end_stream();
+            // A new id goes to the instance in place of the client's.
+            let client = (client, new_id.then(|| request_id.clone()));
             let result =
                 to_instance(state, upstream, route, target, req, client, &mut class_key).await;
             result.unwrap_or_else(|error| {
@@ -120,7 +122,7 @@ async fn to_instance(
     route: &Route,
     target: &ContainerTarget,
     req: Request<RequestBody>,
-    client: ClientInfo,
+    (client, request_id): (ClientInfo, Option<HeaderValue>),
     class_key: &mut Option<(String, String)>,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = req.into_parts();
@@ -142,6 +144,7 @@ async fn to_instance(
             uri,
             prefix,
             client,
+            request_id,
         };
         // Boxed: a rare path should not widen every request's future (see proxy::pass).
         return Box::pin(upgrade::tunnel(
@@ -165,6 +168,7 @@ async fn to_instance(
         uri,
         prefix,
         client,
+        request_id,
     };
     // Boxed: an async fn's future is copied whole into its caller's when called, so the
     // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every

@@ -11,8 +11,7 @@ use crate::body::BoxError;
 use crate::h1::{self, BadResponse, RequestFraming, ResponseBody};
 use crate::timer::LazyTimer;
 use bytes::{Bytes, BytesMut};
-use http::request::Parts;
-use http::{header, HeaderValue, Method, Response};
+use http::{Method, Response};
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -110,8 +109,9 @@ impl Pool {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let (mut parts, body) = req.into_parts();
-        let (head, framing) = encode(&mut parts, &body);
+        let (parts, body) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let (head, framing) = encode(&parts.method, target, &parts.headers, None, &body);
         self.send_head(addr, &head, &parts.method, framing, body, None)
             .await
     }
@@ -226,32 +226,17 @@ impl Pool {
     }
 }
 
-/// The request head as it goes on the wire, and how its body is framed: the client's
-/// `Content-Length` when it sent one, else the body's exact size if known, else chunked.
-pub fn encode<B: http_body::Body>(parts: &mut Parts, body: &B) -> (Bytes, RequestFraming) {
-    let framing = if body.is_end_stream() {
-        // Servers may refuse a POST without a length (411); an empty one says 0.
-        if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
-            && !parts.headers.contains_key(header::CONTENT_LENGTH)
-        {
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        }
-        RequestFraming::None
-    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
-        // The client's own length: its body (checked against it by the server side) is passed
-        // as it comes.
-        RequestFraming::Length
-    } else if let Some(len) = body.size_hint().exact() {
-        parts.headers.insert(header::CONTENT_LENGTH, len.into());
-        RequestFraming::Length
-    } else {
-        RequestFraming::Chunked
-    };
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+/// The request head as it goes on the wire (see [`h1::encode_request`]), and how its body is
+/// framed.
+pub fn encode<B: http_body::Body>(
+    method: &Method,
+    target: &str,
+    headers: &http::HeaderMap,
+    rewrite: Option<&crate::forward::Rewrite<'_>>,
+    body: &B,
+) -> (Bytes, RequestFraming) {
     let mut head = BytesMut::new();
-    h1::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
+    let framing = h1::encode_request(method, target, headers, rewrite, body, &mut head);
     (head.freeze(), framing)
 }
 
@@ -621,8 +606,8 @@ mod tests {
         // later deadline leaves it there, so for the second it fires early and is set again.
         let pool = Pool::new(Duration::from_millis(200));
         let send = |deadline| {
-            let (mut parts, body) = get().into_parts();
-            let (head, framing) = encode(&mut parts, &body);
+            let (parts, body) = get().into_parts();
+            let (head, framing) = encode(&Method::GET, "/", &parts.headers, None, &body);
             let pool = pool.clone();
             async move {
                 pool.send_head(addr, &head, &Method::GET, framing, body, Some(deadline))

@@ -3,7 +3,7 @@
 use crate::body::Body;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
-use crate::forward::{self, ClientInfo};
+use crate::forward::{self, ClientInfo, Rewrite};
 use crate::h1::RequestFraming;
 use crate::pool::{self, Pool, SendError};
 use crate::stream::{ClientBodyIdle, LeasedBody, SentBody};
@@ -66,6 +66,8 @@ pub struct Pass {
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
     pub prefix: Option<HeaderValue>,
     pub client: ClientInfo,
+    /// A request id valet made, to replace the client's.
+    pub request_id: Option<HeaderValue>,
 }
 
 /// A failed exchange, and the request again when it may be sent again (see [`Resend`]).
@@ -120,26 +122,28 @@ fn prepare(
             }
         }
     }
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let Pass {
         lease,
         uri,
         prefix,
         client,
+        request_id,
     } = pass;
-    forward::prepare_request(&mut parts.headers, &client, prefix);
-    if let Some(uri) = uri {
-        parts.uri = uri;
-    }
-    if !parts.headers.contains_key(http::header::HOST) {
+    let rewrite = Rewrite {
+        client: &client,
+        prefix,
+        request_id,
         // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the instance's.
-        if let Ok(host) = HeaderValue::try_from(lease.addr().to_string()) {
-            parts.headers.insert(http::header::HOST, host);
-        }
-    }
+        fallback_host: Some(lease.addr()),
+    };
+    let target = uri.as_ref().unwrap_or(&parts.uri).path_and_query();
+    let target = target.map_or("/", |pq| pq.as_str());
     // Instances speak HTTP/1.1 (an h2 client's request is translated); the head is encoded
-    // once and, for a bodiless request, kept as it is to be sent again if need be.
-    let (head, framing) = pool::encode(&mut parts, &body);
+    // once, rewritten as it is written, and, for a bodiless request, kept as it is to be sent
+    // again if need be.
+    let (head, framing) =
+        pool::encode(&parts.method, target, &parts.headers, Some(&rewrite), &body);
     // One call of `send` for both kinds of request: each call site of an async fn takes its
     // own room in the caller's future.
     let (body, body_sent) = if body.is_end_stream() {
