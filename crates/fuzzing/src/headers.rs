@@ -2,6 +2,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use valet_gateway::fields::Fields;
 use valet_gateway::forward::{
     is_upgrade, prepare_request, remove_hop_by_hop, request_id, ClientInfo, GUARDED, HOP_BY_HOP,
     X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO, X_REQUEST_ID,
@@ -39,9 +40,9 @@ pub fn headers(data: &[u8]) {
     let prefix = (flags & 16 != 0).then(|| HeaderValue::from_static("/api"));
 
     let mut request = original.clone();
-    let (id, new) = request_id(&request);
+    let (id, new) = request_id(&Fields::Map(request.clone()));
     assert!(!id.is_empty() && id.len() <= 128, "request id {id:?}");
-    let _ = is_upgrade(&request);
+    let _ = is_upgrade(&Fields::Map(request.clone()));
     prepare_request(
         &mut request,
         &client,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use valet_config::Config;
 use valet_core::{validate_key, InstanceId, Shutdown, MAX_KEY_LEN};
+use valet_gateway::fields::Fields;
 use valet_gateway::key::derive;
 use valet_gateway::proxy::upstream_uri;
 use valet_gateway::routes::{KeyRule, RouteTable, Target};
@@ -153,7 +154,8 @@ pub fn routes_and_keys(data: &[u8]) {
             assert_eq!(upstream.query(), uri.query());
         }
     }
-    let key = match derive(&target.rule, route, &uri, &headers) {
+    let fields = Fields::Map(headers.clone());
+    let key = match derive(&target.rule, route, &uri, &fields) {
         Ok(key) => key,
         Err(missing) => {
             assert!(!missing.0.is_empty());

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use valet_core::Shutdown;
+use valet_gateway::fields::Fields;
 use valet_gateway::forward::{prepare_request, remove_hop_by_hop, ClientInfo};
 use valet_gateway::key::derive;
 use valet_gateway::routes::{Route, RouteTable, Target};
@@ -171,6 +172,7 @@ fn key_derivation(c: &mut Criterion) {
         "cookie",
         HeaderValue::from_static("theme=dark; session=abc123; lang=en"),
     );
+    let headers = Fields::Map(headers);
     let cases = [
         ("name", "/api/users/42"),
         ("path1", "/containers/p42/index.html"),

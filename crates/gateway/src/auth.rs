@@ -2,6 +2,7 @@
 //! set headers on a WebSocket, so the token is also taken from an `access_token` cookie or query
 //! parameter.
 
+use crate::fields::{self, Fields};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use std::path::Path;
 use valet_config::AuthConfig;
@@ -83,11 +84,8 @@ impl JwtVerifier {
 
 /// The token a request carries: `Authorization: Bearer`, else an `access_token` cookie, else an
 /// `access_token` query parameter.
-pub fn token_from(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
-    if let Some(value) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+pub fn token_from(headers: &Fields, uri: &http::Uri) -> Option<String> {
+    if let Some(value) = headers.text(&http::header::AUTHORIZATION) {
         if let Some(token) = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -96,9 +94,8 @@ pub fn token_from(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> 
         }
     }
     let cookie = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
+        .get_all(&http::header::COOKIE)
+        .filter_map(fields::text)
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == "access_token")

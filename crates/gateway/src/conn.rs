@@ -14,14 +14,15 @@
 
 use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
-use crate::forward::{self, Peer};
+use crate::fields::{ClientRequest, Fields, Span};
+use crate::forward::Peer;
 use crate::h1::{self, parse_length, LAST_CHUNK};
 use crate::handler::handle;
 use crate::server::Worker;
 use crate::timer::LazyTimer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::header;
+use http::{HeaderMap, Method, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper_util::server::graceful::Watcher;
@@ -72,7 +73,7 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
             Next::Close => return,
             Next::Hyper => return worker.hand_over(conn.stream, conn.buf, peer, watcher).await,
         };
-        let method = req.method().clone();
+        let method = req.method.clone();
         // Pinned here, where it is made: passed by value, the handler's future (2.5 KB) would
         // be copied twice more on every request.
         let handled = std::pin::pin!(handle(&worker.config.state, &worker.upstream, &peer, req));
@@ -91,7 +92,7 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
 
 /// What the connection does next.
 enum Next {
-    Request(Request<RequestBody>, bool),
+    Request(ClientRequest, bool),
     /// An answer of valet's own (a stalled body), after which the connection closes.
     Answer(Response<Body>),
     Close,
@@ -115,7 +116,7 @@ struct Parsed {
     len: usize,
     method: Method,
     target: (usize, usize),
-    fields: Vec<(usize, usize, usize, usize)>,
+    fields: Vec<Span>,
     content_length: u64,
     close: bool,
 }
@@ -132,7 +133,7 @@ impl Connection {
         // piece brings a line end, or a client trickling bytes could make every byte cost a
         // parse of all before it.
         let mut seen = 0;
-        let parsed = loop {
+        let mut parsed = loop {
             let fresh = &self.buf[seen..];
             if !fresh.is_empty() && (seen == 0 || fresh.contains(&b'\n')) {
                 match parse(&self.buf) {
@@ -157,7 +158,7 @@ impl Connection {
             return Next::Hyper;
         }
         let head = self.buf.split_to(parsed.len).freeze();
-        let Some(mut req) = build(&head, &parsed) else {
+        let Some(mut req) = build(&head, &mut parsed) else {
             // Not what hyper would accept either (a target or header value `http` refuses).
             let error = GatewayError::BadRequest {
                 code: "bad_request",
@@ -179,7 +180,7 @@ impl Connection {
                     Ok(false) => return Next::Close,
                 }
             }
-            *req.body_mut() = RequestBody::Buffered(Some(self.buf.split_to(want).freeze()));
+            req.body = RequestBody::Buffered(Some(self.buf.split_to(want).freeze()));
         }
         Next::Request(req, parsed.close)
     }
@@ -402,7 +403,8 @@ fn parse(buf: &[u8]) -> Parse {
         return Parse::Other;
     }
     let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    // A head is at most MAX_FAST_HEAD bytes, so offsets fit in u32.
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut content_length = None;
     let mut close = false;
@@ -427,34 +429,39 @@ fn parse(buf: &[u8]) -> Parse {
                 }
             }
         }
-        fields.push((offset(name), name.len(), offset(h.value), h.value.len()));
+        fields.push(Span {
+            name: (offset(name), name.len() as u32),
+            value: (offset(h.value), h.value.len() as u32),
+        });
     }
     Parse::Complete(Parsed {
         len,
         method,
-        target: (offset(path.as_bytes()), path.len()),
+        target: (offset(path.as_bytes()) as usize, path.len()),
         fields,
         content_length: content_length.unwrap_or(0),
         close,
     })
 }
 
-/// The request, with header values as slices of the head's bytes.
-fn build(head: &Bytes, parsed: &Parsed) -> Option<Request<RequestBody>> {
+/// The request, its fields as spans of the head's bytes (see [`Fields`]). `None`: a target or
+/// field value that `http` would refuse.
+fn build(head: &Bytes, parsed: &mut Parsed) -> Option<ClientRequest> {
     let (start, len) = parsed.target;
     let uri = Uri::from_maybe_shared(head.slice(start..start + len)).ok()?;
-    let mut headers = HeaderMap::with_capacity(parsed.fields.len() + forward::ADDED_TO_REQUEST);
-    for &(name, name_len, value, value_len) in &parsed.fields {
-        let name = HeaderName::from_bytes(&head[name..name + name_len]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len)).ok()?;
-        headers.append(name, value);
-    }
-    let mut req = Request::new(RequestBody::Buffered(None));
-    *req.method_mut() = parsed.method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Some(req)
+    // httparse has checked the fields as `http` would: names are tokens, values hold no
+    // control character but tab (a test below holds it to that).
+    Some(ClientRequest {
+        method: parsed.method.clone(),
+        uri,
+        version: Version::HTTP_11,
+        fields: Fields::Spans {
+            head: head.clone(),
+            spans: std::mem::take(&mut parsed.fields),
+        },
+        extensions: http::Extensions::new(),
+        body: RequestBody::Buffered(None),
+    })
 }
 
 /// Writes the response head in one pass over its fields: the framing fields (`Connection`,
@@ -621,6 +628,7 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{HeaderName, HeaderValue};
 
     fn complete(raw: &str) -> Parsed {
         match parse(raw.as_bytes()) {
@@ -637,17 +645,31 @@ mod tests {
     #[test]
     fn plain_requests_are_served_here_with_their_headers_as_slices() {
         let raw = "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nX-One: 2\r\n\r\nNEXT";
-        let parsed = complete(raw);
+        let mut parsed = complete(raw);
         assert_eq!(parsed.len, raw.len() - 4);
         assert!(!parsed.close);
         let head = Bytes::copy_from_slice(raw.as_bytes());
-        let req = build(&head, &parsed).unwrap();
-        assert_eq!(req.method(), Method::GET);
-        assert_eq!(req.uri().path(), "/a/b");
-        assert_eq!(req.uri().query(), Some("c=d"));
-        let ones: Vec<_> = req.headers().get_all("x-one").iter().collect();
-        assert_eq!(ones, ["1", "2"]);
-        assert!(req.body().is_end_stream());
+        let req = build(&head, &mut parsed).unwrap();
+        assert_eq!(req.method, Method::GET);
+        assert_eq!(req.uri.path(), "/a/b");
+        assert_eq!(req.uri.query(), Some("c=d"));
+        let one = HeaderName::from_static("x-one");
+        let ones: Vec<_> = req.fields.get_all(&one).collect();
+        assert_eq!(ones, [b"1", b"2"]);
+        assert!(req.body.is_end_stream());
+        // Field values are not checked again here: what `http` refuses in a value, httparse
+        // refuses too, and such a head goes to hyper, which answers 400.
+        for bad in [0u8, 1, 0x1f, 0x7f] {
+            let raw = format!("GET / HTTP/1.1\r\nX-Bad: a{}b\r\n\r\n", bad as char);
+            assert!(HeaderValue::from_bytes(&[b'a', bad]).is_err());
+            assert!(other(&raw), "{raw:?}");
+        }
+        // ... and what it takes (obs-text, a tab inside), `http` takes as well.
+        let raw = "GET / HTTP/1.1\r\nX-Fine: caf\u{e9}\t!\r\n\r\n";
+        let mut parsed = complete(raw);
+        let req = build(&Bytes::copy_from_slice(raw.as_bytes()), &mut parsed).unwrap();
+        let fine = req.fields.value(&HeaderName::from_static("x-fine"));
+        assert_eq!(fine.unwrap().as_bytes(), "caf\u{e9}\t!".as_bytes());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Header rewriting on the way to the instance and back: hop-by-hop headers removed,
 //! `X-Forwarded-*` set (replaced unless the peer is a trusted proxy), a request id kept or made.
 
+use crate::fields::Fields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
 use valet_config::IpNet;
@@ -10,11 +11,9 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Headers valet may add to a request on its way to the instance (`X-Request-Id`, the four
-/// `X-Forwarded-*`, `Host`, `Content-Length`): a request's header map is made with room for
-/// them, since each time a map outgrows its room it is reallocated and rehashed whole.
-pub const ADDED_TO_REQUEST: usize = 7;
-/// ... and to an answer on its way back (`X-Request-Id`, `Content-Length`, `Connection`).
+/// Headers valet may add to an answer on its way back (`X-Request-Id`, `Content-Length`,
+/// `Connection`): its header map is made with room for them, since each time a map outgrows its
+/// room it is reallocated and rehashed whole.
 pub const ADDED_TO_RESPONSE: usize = 3;
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -347,10 +346,10 @@ pub fn prepare_request(
 
 /// The client's request id if it sent a sane one, else a new one (`true`: new, to be sent to
 /// the instance in place of the client's). Returned to be echoed back.
-pub fn request_id(headers: &HeaderMap) -> (HeaderValue, bool) {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
+pub fn request_id(headers: &Fields) -> (HeaderValue, bool) {
+    if let Some(id) = headers.value(&X_REQUEST_ID) {
         if !id.is_empty() && id.len() <= 128 {
-            return (id.clone(), false);
+            return (id, false);
         }
     }
     (new_request_id(), true)
@@ -369,12 +368,11 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// Whether a request asks to switch protocols (WebSocket and friends, HTTP/1.1 only).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+pub fn is_upgrade(headers: &Fields) -> bool {
+    headers.contains(&header::UPGRADE)
         && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .get_all(&header::CONNECTION)
+            .filter_map(crate::fields::text)
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
@@ -395,34 +393,44 @@ mod tests {
         }
     }
 
-    /// The request head as it goes to the instance, its field lines sorted.
+    /// The request head as it goes to the instance, its field lines sorted, with the
+    /// client's fields parsed by valet (names as sent) and, the same again, by hyper (names
+    /// lower-cased): both must come out alike, but for the case of the client's own names.
     fn written(fields: &[(&str, &str)], rewrite: &Rewrite<'_>) -> Vec<String> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in fields {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        let mut out = BytesMut::new();
-        let body = Empty::<bytes::Bytes>::new();
-        crate::h1::encode_request(
-            &http::Method::GET,
-            "/",
-            &headers,
-            Some(rewrite),
-            &body,
-            &mut out,
-        );
-        let text = String::from_utf8(out.to_vec()).unwrap();
-        let mut lines: Vec<String> = text
-            .split("\r\n")
-            .skip(1)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
+        let raw: String = fields
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
             .collect();
-        lines.sort();
-        lines
+        let spans = crate::fields::tests::spans(&raw);
+        let map = Fields::Map(crate::fields::tests::spans(&raw).into_map());
+        let [from_spans, from_map] = [spans, map].map(|fields| {
+            let mut out = BytesMut::new();
+            let body = Empty::<bytes::Bytes>::new();
+            crate::h1::encode_request(
+                &http::Method::GET,
+                "/",
+                &fields,
+                Some(rewrite),
+                &body,
+                &mut out,
+            );
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            let mut lines: Vec<String> = text
+                .split("\r\n")
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            lines
+        });
+        let lower = |lines: &[String]| -> Vec<String> {
+            let mut lower: Vec<String> = lines.iter().map(|l| l.to_ascii_lowercase()).collect();
+            lower.sort();
+            lower
+        };
+        assert_eq!(lower(&from_spans), lower(&from_map));
+        from_map
     }
 
     #[test]
@@ -436,16 +444,16 @@ mod tests {
         };
         let lines = written(
             &[
-                ("host", "app.test"),
-                ("x-forwarded-for", "6.6.6.6"),
+                ("Host", "app.test"),
+                ("X-Forwarded-For", "6.6.6.6"),
                 ("x-forwarded-proto", "http"),
                 ("x-forwarded-host", "evil.test"),
                 ("x-forwarded-prefix", "/evil"),
                 ("x-request-id", "client-id"),
                 ("x_forwarded_for", "7.7.7.7"),
                 ("transfer_encoding", "chunked"),
-                ("connection", "keep-alive, x-secret"),
-                ("keep-alive", "timeout=5"),
+                ("Connection", "keep-alive, X-Secret"),
+                ("Keep-Alive", "timeout=5"),
                 ("x-secret", "1"),
                 ("te", "trailers"),
                 ("x-kept", "yes"),

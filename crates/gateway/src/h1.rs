@@ -6,6 +6,7 @@
 //! needs a connection task, a request channel and a body channel for the same exchange.
 
 use crate::body::BoxError;
+use crate::fields::Fields;
 use crate::forward::Rewrite;
 use crate::pool::Conn;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -44,21 +45,17 @@ pub enum RequestFraming {
 pub fn encode_request<B: http_body::Body>(
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    headers: &Fields,
     rewrite: Option<&Rewrite<'_>>,
     body: &B,
     out: &mut BytesMut,
 ) -> RequestFraming {
-    out.reserve(method.as_str().len() + target.len() + headers_len(headers) + 256);
+    out.reserve(method.as_str().len() + target.len() + headers.wire_len() + 256);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    let fields = || {
-        headers
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-    };
+    let fields = || headers.iter();
     let has_length = match rewrite {
         Some(rewrite) => {
             let seen = rewrite.fields(fields, |name, value, keep| {
@@ -72,8 +69,10 @@ pub fn encode_request<B: http_body::Body>(
             seen.content_length
         }
         None => {
-            put_headers(headers, out);
-            headers.contains_key(header::CONTENT_LENGTH)
+            for (name, value) in headers.iter() {
+                put_field(name, value, out);
+            }
+            headers.contains(&header::CONTENT_LENGTH)
         }
     };
     let framing = if body.is_end_stream() {
@@ -101,13 +100,6 @@ pub fn encode_request<B: http_body::Body>(
 /// The elements of a comma-separated header value (`Connection: keep-alive, Upgrade`), trimmed.
 pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
-/// `name: value` lines, as many as there are values.
-pub(crate) fn put_headers(headers: &HeaderMap, out: &mut BytesMut) {
-    for (name, value) in headers {
-        put_field(name.as_str().as_bytes(), value.as_bytes(), out);
-    }
 }
 
 /// One `name: value` line.
@@ -799,6 +791,7 @@ mod tests {
         use http_body_util::{Empty, Full, StreamBody};
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("a"));
+        let headers = Fields::Map(headers);
         let mut out = BytesMut::new();
         let stream =
             StreamBody::new(futures_util::stream::empty::<Result<Frame<Bytes>, BoxError>>());

@@ -3,14 +3,14 @@
 use crate::assets::Assets;
 use crate::auth::{self, JwtVerifier};
 use crate::body::Body;
-use crate::body::RequestBody;
 use crate::error::GatewayError;
+use crate::fields::{ClientRequest, Fields};
 use crate::forward::{self, ClientInfo, Peer};
 use crate::key;
 use crate::proxy::{self, Pass, Upstream};
 use crate::routes::{ContainerTarget, Route, RouteTable, Target};
 use crate::upgrade;
-use http::{header, HeaderValue, Request, Response, Uri};
+use http::{header, HeaderValue, Response, Uri};
 use http_body::Body as _;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -35,26 +35,26 @@ pub async fn handle(
     state: &GatewayState,
     upstream: &Upstream,
     peer: &Peer,
-    req: Request<RequestBody>,
+    req: ClientRequest,
 ) -> Response<Body> {
     let started = Instant::now();
-    let (request_id, new_id) = forward::request_id(req.headers());
+    let (request_id, new_id) = forward::request_id(&req.fields);
     let log = state
         .access_log
-        .then(|| (req.method().clone(), req.uri().path().to_string()));
+        .then(|| (req.method.clone(), req.uri.path().to_string()));
     let host = request_host(&req);
     let host_name = host
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(host_without_port);
-    let route = state.routes.find(host_name.as_deref(), req.uri().path());
+    let route = state.routes.find(host_name.as_deref(), req.uri.path());
     let mut class_key = None;
     // A deployed project's target is made per request from the in-memory project map.
     let project;
     let target = match route.map(|r| &r.target) {
         Some(Target::Container(target)) => Some(Ok(target)),
         Some(Target::Projects) => {
-            project = ContainerTarget::project(&state.instances, req.uri().path());
+            project = ContainerTarget::project(&state.instances, req.uri.path());
             Some(project.as_ref().ok_or(GatewayError::NotFound))
         }
         _ => None,
@@ -69,7 +69,7 @@ pub async fn handle(
                 https: state.https,
                 host,
             };
-            let body_pending = !req.body().is_end_stream();
+            let body_pending = !req.body.is_end_stream();
             // A new id goes to the instance in place of the client's.
             let client = (client, new_id.then(|| request_id.clone()));
             let result =
@@ -88,7 +88,10 @@ pub async fn handle(
             })
         }
         None => match &state.assets {
-            Some(assets) => assets.serve(req.method(), req.uri(), req.headers()).await,
+            Some(assets) => {
+                let headers = req.fields.into_map();
+                assets.serve(&req.method, &req.uri, &headers).await
+            }
             None => GatewayError::NotFound.into_response(),
         },
     };
@@ -121,13 +124,12 @@ async fn to_instance(
     upstream: &Upstream,
     route: &Route,
     target: &ContainerTarget,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     (client, request_id): (ClientInfo, Option<HeaderValue>),
     class_key: &mut Option<(String, String)>,
 ) -> Result<Response<Body>, GatewayError> {
-    let (parts, body) = req.into_parts();
-    admit(state, route, &parts, &client)?;
-    let key = key::derive(&target.rule, route, &parts.uri, &parts.headers).map_err(|e| {
+    admit(state, route, &req, &client)?;
+    let key = key::derive(&target.rule, route, &req.uri, &req.fields).map_err(|e| {
         GatewayError::BadRequest {
             code: "missing_instance_key",
             message: e.0,
@@ -137,8 +139,8 @@ async fn to_instance(
         *class_key = Some((target.class.name.to_string(), key.to_string()));
     }
     let lease = acquire(state, target, &key).await?;
-    let (prefix, uri) = upstream_target(target, &parts.uri)?;
-    if forward::is_upgrade(&parts.headers) {
+    let (prefix, uri) = upstream_target(target, &req.uri)?;
+    if forward::is_upgrade(&req.fields) {
         let pass = Pass {
             lease,
             uri,
@@ -147,20 +149,15 @@ async fn to_instance(
             request_id,
         };
         // Boxed: a rare path should not widen every request's future (see proxy::pass).
-        return Box::pin(upgrade::tunnel(
-            upstream,
-            Request::from_parts(parts, body),
-            pass,
-        ))
-        .await;
+        return Box::pin(upgrade::tunnel(upstream, req.into_http(), pass)).await;
     }
     let (instance, mut addr) = (lease.instance().clone(), lease.addr());
     // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
     // the upstream time of the first try, from sending until the response head.
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let declared = req
+        .fields
+        .text(&header::CONTENT_LENGTH)
+        .and_then(|v| v.parse().ok());
     target.class.stats.request_bytes.add(declared.unwrap_or(0));
     let sent = Instant::now();
     let pass = Pass {
@@ -173,11 +170,7 @@ async fn to_instance(
     // Boxed: an async fn's future is copied whole into its caller's when called, so the
     // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every
     // request; behind a box only the pointer is.
-    let exchange = Box::pin(proxy::pass(
-        upstream,
-        Request::from_parts(parts, body),
-        pass,
-    ));
+    let exchange = Box::pin(proxy::pass(upstream, req, pass));
     let mut result = exchange.await;
     target.class.stats.upstream.observe(sent.elapsed());
     // A process that was killed or crashed a moment ago still looks ready until its task
@@ -255,12 +248,12 @@ fn upstream_target(
 fn admit(
     state: &GatewayState,
     route: &Route,
-    parts: &http::request::Parts,
+    req: &ClientRequest,
     client: &ClientInfo,
 ) -> Result<(), GatewayError> {
     if let Some(limiter) = &route.limiter {
         limiter
-            .check(client_address(client, &parts.headers))
+            .check(client_address(client, &req.fields))
             .map_err(|retry_after| GatewayError::TooManyRequests { retry_after })?;
     }
     if route.jwt {
@@ -270,11 +263,10 @@ fn admit(
             .ok_or_else(|| GatewayError::Unauthorized {
                 message: "this route requires a token but no [auth] is configured".into(),
             })?;
-        let token = auth::token_from(&parts.headers, &parts.uri).ok_or_else(|| {
-            GatewayError::Unauthorized {
+        let token =
+            auth::token_from(&req.fields, &req.uri).ok_or_else(|| GatewayError::Unauthorized {
                 message: "a bearer token is required".into(),
-            }
-        })?;
+            })?;
         verifier
             .verify(&token)
             .map_err(|e| GatewayError::Unauthorized {
@@ -286,24 +278,23 @@ fn admit(
 
 /// The address a rate limit counts: the peer, or, behind a trusted proxy, the last address that
 /// proxy added. A client's own `X-Forwarded-For` never changes its bucket.
-fn client_address(client: &ClientInfo, headers: &http::HeaderMap) -> std::net::IpAddr {
+fn client_address(client: &ClientInfo, headers: &Fields) -> std::net::IpAddr {
     if !client.trusted {
         return client.peer;
     }
     headers
-        .get(&forward::X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
+        .text(&forward::X_FORWARDED_FOR)
         .and_then(|v| v.rsplit(',').next())
         .and_then(|ip| ip.trim().parse().ok())
         .unwrap_or(client.peer)
 }
 
 /// The host the client asked for: the Host header, or the authority of an h2 request.
-fn request_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
-    if let Some(host) = req.headers().get(header::HOST) {
-        return Some(host.clone());
+fn request_host(req: &ClientRequest) -> Option<HeaderValue> {
+    if let Some(host) = req.fields.value(&header::HOST) {
+        return Some(host);
     }
-    req.uri()
+    req.uri
         .authority()
         .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
 }

@@ -1,8 +1,9 @@
 //! Deriving the instance key from a request. A rule whose value is missing answers 400: a
 //! request without its header or cookie must never fall into a shared instance.
 
+use crate::fields::{self, Fields};
 use crate::routes::{KeyRule, Route};
-use http::{HeaderMap, Uri};
+use http::Uri;
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 
@@ -15,7 +16,7 @@ pub fn derive<'r>(
     rule: &'r KeyRule,
     route: &Route,
     uri: &'r Uri,
-    headers: &'r HeaderMap,
+    headers: &'r Fields,
 ) -> Result<Cow<'r, str>, MissingKey> {
     match rule {
         KeyRule::Fixed(key) => Ok(Cow::Borrowed(key)),
@@ -31,9 +32,8 @@ pub fn derive<'r>(
             let value = headers
                 .get(name)
                 .ok_or_else(|| MissingKey(format!("header {name} is missing")))?;
-            let value = value
-                .to_str()
-                .map_err(|_| MissingKey(format!("header {name} is not text")))?;
+            let value = fields::text(value)
+                .ok_or_else(|| MissingKey(format!("header {name} is not text")))?;
             Ok(Cow::Borrowed(value.trim()))
         }
         KeyRule::Query(name) => {
@@ -50,9 +50,8 @@ pub fn derive<'r>(
                 .ok_or_else(|| MissingKey(format!("query parameter {name} is not UTF-8")))
         }
         KeyRule::Cookie(name) => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
+            .get_all(&http::header::COOKIE)
+            .filter_map(fields::text)
             .flat_map(|h| h.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| *k == &**name)

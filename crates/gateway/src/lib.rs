@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod conn;
 pub mod error;
+pub mod fields;
 pub mod forward;
 pub mod h1;
 pub mod handler;

@@ -111,7 +111,8 @@ impl Pool {
     {
         let (parts, body) = req.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let (head, framing) = encode(&parts.method, target, &parts.headers, None, &body);
+        let fields = crate::fields::Fields::Map(parts.headers);
+        let (head, framing) = encode(&parts.method, target, &fields, None, &body);
         self.send_head(addr, &head, &parts.method, framing, body, None)
             .await
     }
@@ -231,7 +232,7 @@ impl Pool {
 pub fn encode<B: http_body::Body>(
     method: &Method,
     target: &str,
-    headers: &http::HeaderMap,
+    headers: &crate::fields::Fields,
     rewrite: Option<&crate::forward::Rewrite<'_>>,
     body: &B,
 ) -> (Bytes, RequestFraming) {
@@ -607,7 +608,8 @@ mod tests {
         let pool = Pool::new(Duration::from_millis(200));
         let send = |deadline| {
             let (parts, body) = get().into_parts();
-            let (head, framing) = encode(&Method::GET, "/", &parts.headers, None, &body);
+            let fields = crate::fields::Fields::Map(parts.headers);
+            let (head, framing) = encode(&Method::GET, "/", &fields, None, &body);
             let pool = pool.clone();
             async move {
                 pool.send_head(addr, &head, &Method::GET, framing, body, Some(deadline))

@@ -3,13 +3,14 @@
 use crate::body::Body;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
+use crate::fields::{ClientRequest, Fields};
 use crate::forward::{self, ClientInfo, Rewrite};
 use crate::h1::RequestFraming;
 use crate::pool::{self, Pool, SendError};
 use crate::stream::{ClientBodyIdle, LeasedBody, SentBody};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Method, Response, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Empty, Limited};
 use hyper::body::Incoming;
@@ -80,7 +81,7 @@ pub type Failed = (GatewayError, Option<Resend>);
 /// across an await (the request and the decision as they came in) is kept out of it.
 pub fn pass(
     upstream: &Upstream,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     pass: Pass,
 ) -> impl Future<Output = Result<Response<Body>, Failed>> + Send + '_ {
     let prepared = prepare(upstream, req, pass);
@@ -109,20 +110,22 @@ struct Prepared {
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-fn prepare(
-    upstream: &Upstream,
-    req: Request<RequestBody>,
-    pass: Pass,
-) -> Result<Prepared, GatewayError> {
+fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepared, GatewayError> {
     if upstream.max_body > 0 {
-        if let Some(len) = content_length(&req) {
+        if let Some(len) = content_length(&req.fields) {
             if len > upstream.max_body {
                 let limit = upstream.max_body;
                 return Err(GatewayError::PayloadTooLarge { limit });
             }
         }
     }
-    let (parts, body) = req.into_parts();
+    let ClientRequest {
+        method,
+        uri: client_uri,
+        fields,
+        body,
+        ..
+    } = req;
     let Pass {
         lease,
         uri,
@@ -137,13 +140,12 @@ fn prepare(
         // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the instance's.
         fallback_host: Some(lease.addr()),
     };
-    let target = uri.as_ref().unwrap_or(&parts.uri).path_and_query();
+    let target = uri.as_ref().unwrap_or(&client_uri).path_and_query();
     let target = target.map_or("/", |pq| pq.as_str());
     // Instances speak HTTP/1.1 (an h2 client's request is translated); the head is encoded
     // once, rewritten as it is written, and, for a bodiless request, kept as it is to be sent
     // again if need be.
-    let (head, framing) =
-        pool::encode(&parts.method, target, &parts.headers, Some(&rewrite), &body);
+    let (head, framing) = pool::encode(&method, target, &fields, Some(&rewrite), &body);
     // One call of `send` for both kinds of request: each call site of an async fn takes its
     // own room in the caller's future.
     let (body, body_sent) = if body.is_end_stream() {
@@ -163,7 +165,7 @@ fn prepare(
     };
     Ok(Prepared {
         head,
-        method: parts.method,
+        method,
         framing,
         body,
         lease,
@@ -310,10 +312,9 @@ pub fn upstream_uri(path: &str, original: &Uri) -> Result<Uri, http::Error> {
     Ok(Uri::from(path_and_query))
 }
 
-fn content_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+fn content_length(fields: &Fields) -> Option<u64> {
+    fields
+        .text(&http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse().ok())
 }
 

@@ -193,6 +193,7 @@ impl Worker {
             async move {
                 let req = req.map(RequestBody::Streaming);
                 let state = &worker.config.state;
+                let req = crate::fields::ClientRequest::from(req);
                 Ok::<_, Infallible>(handle(state, &worker.upstream, &client, req).await)
             }
         })

@@ -1,0 +1,238 @@
+//! A request's header fields as the gateway reads them: in hyper's [`HeaderMap`] when hyper
+//! parsed the request (h2, TLS, streamed bodies), or as spans of the head's own bytes when
+//! [`crate::conn`] did. A header map costs a hashed insert per field, an allocation for its
+//! table and a drop per request; the common request has a handful of fields that the gateway
+//! reads a few of and then writes to the instance in order, which a scan over the spans does
+//! for a fraction of that. Names in spans keep the case the client sent them in; lookups
+//! ignore case.
+
+use crate::body::RequestBody;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Extensions, Method, Request, Uri, Version};
+
+/// Where a field's name and value lie in its head's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub name: (u32, u32),
+    pub value: (u32, u32),
+}
+
+/// The header fields of one request.
+pub enum Fields {
+    Map(HeaderMap),
+    /// Fields of a head parsed by valet, checked as `http` would check them (names are
+    /// tokens, values have no control characters but tab).
+    Spans {
+        head: Bytes,
+        spans: Vec<Span>,
+    },
+}
+
+impl Fields {
+    /// Every field, name and value, in order (a name with several values comes several times).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let (map, spans) = match self {
+            Fields::Map(map) => (Some(map), None),
+            Fields::Spans { head, spans } => (None, Some((head, spans))),
+        };
+        let from_map = map
+            .into_iter()
+            .flatten()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        let from_spans = spans.into_iter().flat_map(|(head, spans)| {
+            spans
+                .iter()
+                .map(move |s| (slice(head, s.name), slice(head, s.value)))
+        });
+        from_map.chain(from_spans)
+    }
+
+    /// The values of the fields named `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (map, spans) = match self {
+            Fields::Map(map) => (Some(map.get_all(name).into_iter()), None),
+            Fields::Spans { .. } => (None, Some(self.iter())),
+        };
+        let wanted = name.as_str().as_bytes();
+        let from_map = map.into_iter().flatten().map(HeaderValue::as_bytes);
+        let from_spans = spans.into_iter().flatten().filter_map(move |(n, v)| {
+            (n.len() == wanted.len() && n.eq_ignore_ascii_case(wanted)).then_some(v)
+        });
+        from_map.chain(from_spans)
+    }
+
+    /// The first value of the fields named `name`.
+    pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        match self {
+            Fields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+            Fields::Spans { head, spans } => {
+                let wanted = name.as_str().as_bytes();
+                let span = spans.iter().find(|s| {
+                    s.name.1 as usize == wanted.len()
+                        && slice(head, s.name).eq_ignore_ascii_case(wanted)
+                })?;
+                Some(slice(head, span.value))
+            }
+        }
+    }
+
+    /// The first value as text, if it is visible ASCII (as [`HeaderValue::to_str`] reads it).
+    pub fn text(&self, name: &HeaderName) -> Option<&str> {
+        self.get(name).and_then(text)
+    }
+
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The first value, owned; a span's is a slice of the head, not a copy.
+    pub fn value(&self, name: &HeaderName) -> Option<HeaderValue> {
+        match self {
+            Fields::Map(map) => map.get(name).cloned(),
+            Fields::Spans { head, spans } => {
+                let wanted = name.as_str().as_bytes();
+                let span = spans.iter().find(|s| {
+                    s.name.1 as usize == wanted.len()
+                        && slice(head, s.name).eq_ignore_ascii_case(wanted)
+                })?;
+                let (start, len) = span.value;
+                let (start, len) = (start as usize, len as usize);
+                HeaderValue::from_maybe_shared(head.slice(start..start + len)).ok()
+            }
+        }
+    }
+
+    /// Bytes the fields take as header lines, for reserving room to write them.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Fields::Map(map) => crate::h1::headers_len(map),
+            Fields::Spans { head, .. } => head.len(),
+        }
+    }
+
+    /// The fields as a header map, for the paths that hand a request to `http`'s types (assets,
+    /// upgrades).
+    pub fn into_map(self) -> HeaderMap {
+        match self {
+            Fields::Map(map) => map,
+            Fields::Spans { head, spans } => {
+                let mut map = HeaderMap::with_capacity(spans.len());
+                for span in &spans {
+                    let (start, len) = span.value;
+                    let (start, len) = (start as usize, len as usize);
+                    // Both were checked when the spans were made.
+                    let name = HeaderName::from_bytes(slice(&head, span.name));
+                    let value = HeaderValue::from_maybe_shared(head.slice(start..start + len));
+                    if let (Ok(name), Ok(value)) = (name, value) {
+                        map.append(name, value);
+                    }
+                }
+                map
+            }
+        }
+    }
+}
+
+fn slice(head: &Bytes, (start, len): (u32, u32)) -> &[u8] {
+    &head[start as usize..(start + len) as usize]
+}
+
+/// A value as text, if it is visible ASCII or tab (what [`HeaderValue::to_str`] accepts).
+pub fn text(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
+/// A client's request as the handler takes it.
+pub struct ClientRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub fields: Fields,
+    /// hyper's (the upgrade handle lives here); empty for requests parsed by valet.
+    pub extensions: Extensions,
+    pub body: RequestBody,
+}
+
+impl From<Request<RequestBody>> for ClientRequest {
+    fn from(req: Request<RequestBody>) -> Self {
+        let (parts, body) = req.into_parts();
+        Self {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            fields: Fields::Map(parts.headers),
+            extensions: parts.extensions,
+            body,
+        }
+    }
+}
+
+impl ClientRequest {
+    /// The request in `http`'s type, its fields in a header map.
+    pub fn into_http(self) -> Request<RequestBody> {
+        let mut req = Request::new(self.body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.fields.into_map();
+        *req.extensions_mut() = self.extensions;
+        req
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use http::header;
+
+    /// Fields of `Name: value` lines, as spans the way conn.rs takes them from httparse.
+    pub(crate) fn spans(raw: &str) -> Fields {
+        let head = Bytes::copy_from_slice(raw.as_bytes());
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for line in raw.split("\r\n").filter(|l| !l.is_empty()) {
+            let colon = line.find(':').unwrap();
+            let value = line[colon + 1..].trim();
+            let value_at = at + line[colon + 1..].find(value).unwrap() + colon + 1;
+            spans.push(Span {
+                name: (at as u32, colon as u32),
+                value: (value_at as u32, value.len() as u32),
+            });
+            at += line.len() + 2;
+        }
+        Fields::Spans { head, spans }
+    }
+
+    #[test]
+    fn spans_and_maps_answer_alike() {
+        let raw = spans("Host: a.test\r\nCookie: x=1\r\nX-Many: 1\r\ncookie: y=2\r\n");
+        let map = Fields::Map(
+            spans("Host: a.test\r\nCookie: x=1\r\nX-Many: 1\r\ncookie: y=2\r\n").into_map(),
+        );
+        for fields in [&raw, &map] {
+            assert_eq!(fields.text(&header::HOST), Some("a.test"));
+            let cookies: Vec<_> = fields.get_all(&header::COOKIE).collect();
+            assert_eq!(cookies, [&b"x=1"[..], b"y=2"]);
+            assert_eq!(fields.value(&header::HOST).unwrap(), "a.test");
+            assert!(!fields.contains(&header::AUTHORIZATION));
+            assert_eq!(fields.iter().count(), 4);
+        }
+        // Names keep the case they came in; the map's are lower case.
+        assert_eq!(raw.iter().next().unwrap().0, b"Host");
+        assert_eq!(map.iter().next().unwrap().0, b"host");
+    }
+
+    #[test]
+    fn text_is_visible_ascii_only() {
+        assert_eq!(text(b"a b\tc"), Some("a b\tc"));
+        assert_eq!(text("café".as_bytes()), None);
+    }
+}
