@@ -4,15 +4,19 @@
 //! The route table is built the way `valet up` builds it (config text -> `Instances` with the
 //! process driver -> `RouteTable`); nothing starts, because instances start only on a request.
 
+use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::Method;
 use http::{HeaderMap, HeaderValue, Uri};
+use http_body_util::Empty;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use valet_core::Shutdown;
-use valet_gateway::fields::Fields;
-use valet_gateway::forward::{prepare_request, remove_hop_by_hop, ClientInfo};
+use valet_gateway::fields::{Fields, Span};
+use valet_gateway::forward::{prepare_request, remove_hop_by_hop, ClientInfo, Rewrite};
+use valet_gateway::h1::encode_request;
 use valet_gateway::key::derive;
 use valet_gateway::routes::{Route, RouteTable, Target};
 use valet_instances::Instances;
@@ -224,6 +228,28 @@ fn browser_headers() -> HeaderMap {
     h
 }
 
+/// `headers` as the fields of a head valet parsed: `name: value` lines and spans into them.
+fn spans_of(headers: &HeaderMap) -> Fields {
+    let mut head = Vec::new();
+    let mut spans = Vec::new();
+    for (name, value) in headers {
+        let at = head.len() as u32;
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        let value_at = head.len() as u32;
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+        spans.push(Span {
+            name: (at, name.as_str().len() as u32),
+            value: (value_at, value.len() as u32),
+        });
+    }
+    Fields::Spans {
+        head: Bytes::from(head),
+        spans,
+    }
+}
+
 fn header_rewriting(c: &mut Criterion) {
     let client = ClientInfo {
         peer: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)),
@@ -249,6 +275,36 @@ fn header_rewriting(c: &mut Criterion) {
     group.bench_function("remove_hop_by_hop-connection-names-a-header", |b| {
         b.iter_batched_ref(|| naming.clone(), remove_hop_by_hop, BatchSize::SmallInput)
     });
+    // The hot path: the rewritten head written straight from the client's fields, as spans
+    // of its head (parsed by valet) and as hyper's map.
+    let spans = spans_of(&plain);
+    let map = Fields::Map(plain.clone());
+    let body = Empty::<Bytes>::new();
+    for (name, fields) in [
+        ("encode_request-spans", &spans),
+        ("encode_request-map", &map),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let rewrite = Rewrite {
+                    client: &client,
+                    prefix: None,
+                    request_id: None,
+                    fallback_host: None,
+                };
+                let mut out = BytesMut::with_capacity(1024);
+                encode_request(
+                    &Method::GET,
+                    "/api/users/42",
+                    black_box(fields),
+                    Some(&rewrite),
+                    &body,
+                    &mut out,
+                );
+                out
+            })
+        });
+    }
     group.bench_function("prepare_request", |b| {
         b.iter_batched_ref(
             || plain.clone(),

@@ -14,15 +14,15 @@
 
 use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
-use crate::fields::{ClientRequest, Fields, Span};
-use crate::forward::Peer;
+use crate::fields::{Answer, ClientRequest, Fields, Span};
+use crate::forward::{self, Peer};
 use crate::h1::{self, parse_length, LAST_CHUNK};
 use crate::handler::handle;
 use crate::server::Worker;
 use crate::timer::LazyTimer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header;
-use http::{HeaderMap, Method, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper_util::server::graceful::Watcher;
@@ -67,7 +67,7 @@ pub async fn serve(stream: TcpStream, peer: Peer, worker: Arc<Worker>, watcher: 
         let (req, close) = match next {
             Next::Request(req, close) => (req, close),
             Next::Answer(response) => {
-                let _ = conn.respond(response, &Method::GET, true).await;
+                let _ = conn.respond(response.into(), &Method::GET, true).await;
                 return;
             }
             Next::Close => return,
@@ -269,18 +269,24 @@ impl Connection {
     }
 
     /// Writes the answer. `Ok(true)`: the connection may carry another request.
-    async fn respond(
-        &mut self,
-        response: Response<Body>,
-        method: &Method,
-        close: bool,
-    ) -> io::Result<bool> {
-        let (parts, mut body) = response.into_parts();
+    async fn respond(&mut self, answer: Answer, method: &Method, close: bool) -> io::Result<bool> {
+        let Answer {
+            status,
+            fields,
+            request_id,
+            mut body,
+        } = answer;
         let out = &mut self.out;
         out.clear();
         let hint = body.size_hint().exact();
-        let (framing, close) = encode_head(parts.status, &parts.headers, method, hint, close, out);
-        drop(parts);
+        let to_write = Head {
+            status,
+            fields: &fields,
+            request_id: request_id.as_ref(),
+            hint,
+        };
+        let (framing, close) = encode_head(&to_write, method, close, out);
+        drop((fields, request_id));
         let mut left = match framing {
             Framing::Length(n) => n,
             _ => 0,
@@ -464,36 +470,70 @@ fn build(head: &Bytes, parsed: &mut Parsed) -> Option<ClientRequest> {
     })
 }
 
-/// Writes the response head in one pass over its fields: the framing fields (`Connection`,
-/// `Transfer-Encoding`, `Content-Length`) are valet's to write for this connection, the rest go
-/// as they are. The answer's framing is its one valid `Content-Length`, else the body's exact
-/// size, else chunked; none for a bodiless answer. Returns the framing and whether the
-/// connection closes after this answer (asked by the caller or by a `Connection: close`).
-fn encode_head(
+/// What the head of an answer is written from.
+struct Head<'a> {
     status: StatusCode,
-    headers: &HeaderMap,
-    method: &Method,
+    fields: &'a Fields,
+    request_id: Option<&'a HeaderValue>,
+    /// The body's exact size, if known.
     hint: Option<u64>,
+}
+
+/// Writes the response head in one pass over its fields. Hop-by-hop fields and those a
+/// `Connection` names describe the instance's connection and are dropped; the framing fields
+/// (`Connection`, `Transfer-Encoding`, `Content-Length`) are valet's to write for this one. The
+/// answer's framing is its one valid `Content-Length`, else the body's exact size, else
+/// chunked; none for a bodiless answer. Returns the framing and whether the connection closes
+/// after this answer (asked by the caller or by a `Connection: close`).
+fn encode_head(
+    head: &Head<'_>,
+    method: &Method,
     mut close: bool,
     out: &mut BytesMut,
 ) -> (Framing, bool) {
-    out.reserve(h1::headers_len(headers) + 128);
+    let Head {
+        status,
+        fields,
+        request_id,
+        hint,
+    } = *head;
+    out.reserve(fields.wire_len() + 128);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
     let (mut lengths, mut declared, mut date) = (0, None, false);
-    for (name, value) in headers {
-        if name == header::CONNECTION {
-            close |= h1::list(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
-        } else if name == header::CONTENT_LENGTH {
+    let is = |name: &[u8], want: &HeaderName| {
+        name.len() == want.as_str().len() && name.eq_ignore_ascii_case(want.as_str().as_bytes())
+    };
+    // Almost no answer names fields in `Connection`: the check per field runs only when one
+    // does.
+    let mut connection = false;
+    for value in fields.get_all(&header::CONNECTION) {
+        connection = true;
+        close |= h1::list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+    }
+    for (name, value) in fields.iter() {
+        if is(name, &header::CONTENT_LENGTH) {
             lengths += 1;
-            declared = parse_length(value.as_bytes().trim_ascii());
-        } else if name != header::TRANSFER_ENCODING {
-            date |= name == header::DATE;
-            h1::put_field(name.as_str().as_bytes(), value.as_bytes(), out);
+            declared = parse_length(value.trim_ascii());
+        } else if forward::is_hop_by_hop(name)
+            || (connection && forward::named_by_connection(fields.iter(), name))
+            || (request_id.is_some() && is(name, &forward::X_REQUEST_ID))
+        {
+            continue;
+        } else {
+            date |= is(name, &header::DATE);
+            h1::put_field(name, value, out);
         }
+    }
+    if let Some(id) = request_id {
+        h1::put_field(
+            forward::X_REQUEST_ID.as_str().as_bytes(),
+            id.as_bytes(),
+            out,
+        );
     }
     let declared = declared.filter(|_| lengths == 1);
     let bodiless = method == Method::HEAD
@@ -715,24 +755,48 @@ mod tests {
         assert!(parsed.close);
     }
 
-    /// The head written for an answer with these fields, and what it decided.
+    /// The head written for an answer with these fields (as an instance's, spans of its
+    /// head), and what it decided.
     fn head(
         status: u16,
         fields: &[(&str, &str)],
         method: Method,
         hint: Option<u64>,
     ) -> (String, Framing, bool) {
-        let mut headers = HeaderMap::new();
-        for (name, value) in fields {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        let status = StatusCode::from_u16(status).unwrap();
+        let raw: String = fields
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        let fields = crate::fields::tests::spans(&raw);
+        let head = Head {
+            status: StatusCode::from_u16(status).unwrap(),
+            fields: &fields,
+            request_id: None,
+            hint,
+        };
         let mut out = BytesMut::new();
-        let (framing, close) = encode_head(status, &headers, &method, hint, false, &mut out);
+        let (framing, close) = encode_head(&head, &method, false, &mut out);
         (String::from_utf8(out.to_vec()).unwrap(), framing, close)
+    }
+
+    #[test]
+    fn an_instances_connection_fields_stay_behind_and_the_request_id_is_valets() {
+        let raw = "X-Request-Id: theirs\r\nKeep-Alive: timeout=5\r\nConnection: X-Hop\r\nX-Hop: 1\r\nUpgrade: h2c\r\nX-Kept: 1\r\nDate: today\r\n";
+        let fields = crate::fields::tests::spans(raw);
+        let id = HeaderValue::from_static("ours");
+        let head = Head {
+            status: StatusCode::OK,
+            fields: &fields,
+            request_id: Some(&id),
+            hint: Some(0),
+        };
+        let mut out = BytesMut::new();
+        let (framing, close) = encode_head(&head, &Method::GET, false, &mut out);
+        assert_eq!((framing, close), (Framing::Length(0), false));
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-Kept: 1\r\nDate: today\r\nx-request-id: ours\r\ncontent-length: 0\r\n\r\n"
+        );
     }
 
     #[test]

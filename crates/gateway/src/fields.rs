@@ -6,10 +6,10 @@
 //! for a fraction of that. Names in spans keep the case the client sent them in; lookups
 //! ignore case.
 
-use crate::body::RequestBody;
+use crate::body::{Body, RequestBody};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Extensions, Method, Request, Uri, Version};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 
 /// Where a field's name and value lie in its head's bytes.
 #[derive(Debug, Clone, Copy)]
@@ -185,6 +185,47 @@ impl ClientRequest {
         *req.headers_mut() = self.fields.into_map();
         *req.extensions_mut() = self.extensions;
         req
+    }
+}
+
+/// An answer as the handler gives it. An instance's answer keeps its fields as spans of its
+/// head (hop-by-hop fields are dropped when it is written); valet's own answers and those
+/// that came through hyper keep a map.
+pub struct Answer<B = Body> {
+    pub status: StatusCode,
+    pub fields: Fields,
+    /// The request's id, sent back in place of any id field among `fields`.
+    pub request_id: Option<HeaderValue>,
+    pub body: B,
+}
+
+impl From<Response<Body>> for Answer {
+    fn from(response: Response<Body>) -> Self {
+        let (parts, body) = response.into_parts();
+        Self {
+            status: parts.status,
+            fields: Fields::Map(parts.headers),
+            request_id: None,
+            body,
+        }
+    }
+}
+
+impl Answer {
+    /// The answer in `http`'s type, for hyper's server.
+    pub fn into_http(self) -> Response<Body> {
+        let spans = matches!(self.fields, Fields::Spans { .. });
+        let mut headers = self.fields.into_map();
+        if spans {
+            crate::forward::remove_hop_by_hop(&mut headers);
+        }
+        if let Some(id) = self.request_id {
+            headers.insert(crate::forward::X_REQUEST_ID.clone(), id);
+        }
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
     }
 }
 

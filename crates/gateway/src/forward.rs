@@ -11,10 +11,6 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Headers valet may add to an answer on its way back (`X-Request-Id`, `Content-Length`,
-/// `Connection`): its header map is made with room for them, since each time a map outgrows its
-/// room it is reallocated and rehashed whole.
-pub const ADDED_TO_RESPONSE: usize = 3;
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -180,6 +176,11 @@ fn field(name: &[u8]) -> Field {
     field
 }
 
+/// Whether a field name (any case) is one of [`HOP_BY_HOP`].
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    matches!(field(name), Field::Dropped | Field::Connection) && !name.contains(&b'_')
+}
+
 /// Whether `name`, with `_` read as `-`, is one of [`GUARDED`].
 fn is_lookalike(name: &[u8]) -> bool {
     GUARDED.iter().any(|guarded| {
@@ -192,7 +193,7 @@ fn is_lookalike(name: &[u8]) -> bool {
 }
 
 /// Whether a `Connection` value among `fields` lists `name`.
-fn named_by_connection<'h>(
+pub(crate) fn named_by_connection<'h>(
     fields: impl Iterator<Item = (&'h [u8], &'h [u8])>,
     name: &[u8],
 ) -> bool {

@@ -6,11 +6,11 @@
 //! needs a connection task, a request channel and a body channel for the same exchange.
 
 use crate::body::BoxError;
-use crate::fields::Fields;
+use crate::fields::{Fields, Span};
 use crate::forward::Rewrite;
 use crate::pool::Conn;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use std::mem::MaybeUninit;
@@ -166,7 +166,7 @@ pub enum BadResponse {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    pub headers: HeaderMap,
+    pub fields: Fields,
     pub framing: BodyFraming,
     /// Whether the connection may carry another request after this body.
     pub keep_alive: bool,
@@ -227,32 +227,24 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, B
                 .map(|h| (h.name.as_bytes(), h.value))
         };
         let (framing, keep_alive) = framing(raw, version, status, method)?;
-        // Header values become slices of the head's bytes: one allocation for the whole head
-        // instead of one per value. Their offsets are noted while the parse borrows the buffer.
+        // The fields stay in the head's bytes, as spans noted while the parse borrows the
+        // buffer (see [`Fields`]); httparse has checked them as `http` would.
         let base = buf.as_ptr() as usize;
-        let fields: Vec<(usize, usize, usize, usize)> = response
+        // A head is at most MAX_RESPONSE_HEAD bytes, so offsets fit in u32.
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let spans = response
             .headers
             .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                (name, h.name.len(), value, h.value.len())
+            .map(|h| Span {
+                name: (offset(h.name.as_bytes()), h.name.len() as u32),
+                value: (offset(h.value), h.value.len() as u32),
             })
             .collect();
-        let count = fields.len();
-        let bytes = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count + crate::forward::ADDED_TO_RESPONSE);
-        for &(name, name_len, value, value_len) in &fields {
-            let name = HeaderName::from_bytes(&bytes[name..name + name_len])
-                .map_err(|_| BadResponse::Malformed)?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(value..value + value_len))
-                .map_err(|_| BadResponse::Malformed)?;
-            headers.append(name, value);
-        }
+        let head = buf.split_to(len).freeze();
         return Ok(Some(Head {
             status,
             version,
-            headers,
+            fields: Fields::Spans { head, spans },
             framing,
             keep_alive,
         }));
@@ -616,6 +608,7 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<(Chunk, Option<Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{HeaderName, HeaderValue};
 
     fn parse(bytes: &[u8], method: &Method) -> Result<Option<Head>, BadResponse> {
         parse_head(&mut BytesMut::from(bytes), method)
@@ -629,7 +622,7 @@ mod tests {
         assert_eq!(head.status, 200);
         assert_eq!(head.framing, BodyFraming::Length(5));
         assert!(head.keep_alive);
-        assert_eq!(head.headers["x-a"], "b");
+        assert_eq!(head.fields.text(&HeaderName::from_static("x-a")), Some("b"));
         assert_eq!(&buf[..], b"hello");
     }
 
@@ -648,6 +641,16 @@ mod tests {
             parse(b"HTTP/1.1 2x0 OK\r\n\r\n", &Method::GET).err(),
             Some(BadResponse::Malformed)
         );
+        // Fields stay as spans unchecked by `http`: what it refuses, httparse refuses too.
+        for bad in [0u8, 1, 0x1f, 0x7f] {
+            assert!(HeaderValue::from_bytes(&[b'a', bad]).is_err());
+            let head = [&b"HTTP/1.1 200 OK\r\nX-Bad: a"[..], &[bad], b"\r\n\r\n"].concat();
+            assert_eq!(
+                parse(&head, &Method::GET).err(),
+                Some(BadResponse::Malformed)
+            );
+        }
+        assert!(parse(b"HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n", &Method::GET).is_err());
     }
 
     #[test]

@@ -2,15 +2,14 @@
 
 use crate::assets::Assets;
 use crate::auth::{self, JwtVerifier};
-use crate::body::Body;
 use crate::error::GatewayError;
-use crate::fields::{ClientRequest, Fields};
+use crate::fields::{Answer, ClientRequest, Fields};
 use crate::forward::{self, ClientInfo, Peer};
 use crate::key;
 use crate::proxy::{self, Pass, Upstream};
 use crate::routes::{ContainerTarget, Route, RouteTable, Target};
 use crate::upgrade;
-use http::{header, HeaderValue, Response, Uri};
+use http::{header, HeaderValue, Uri};
 use http_body::Body as _;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -36,7 +35,7 @@ pub async fn handle(
     upstream: &Upstream,
     peer: &Peer,
     req: ClientRequest,
-) -> Response<Body> {
+) -> Answer {
     let started = Instant::now();
     let (request_id, new_id) = forward::request_id(&req.fields);
     let log = state
@@ -60,7 +59,7 @@ pub async fn handle(
         _ => None,
     };
     let mut response = match route.zip(target) {
-        Some((_, Err(not_found))) => not_found.into_response(),
+        Some((_, Err(not_found))) => not_found.into_response().into(),
         Some((route, Ok(target))) => {
             let client = ClientInfo {
                 peer: peer.addr.ip(),
@@ -84,29 +83,27 @@ pub async fn handle(
                         .headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                response
+                response.into()
             })
         }
         None => match &state.assets {
             Some(assets) => {
                 let headers = req.fields.into_map();
-                assets.serve(&req.method, &req.uri, &headers).await
+                assets.serve(&req.method, &req.uri, &headers).await.into()
             }
-            None => GatewayError::NotFound.into_response(),
+            None => GatewayError::NotFound.into_response().into(),
         },
     };
-    response
-        .headers_mut()
-        .insert(forward::X_REQUEST_ID.clone(), request_id.clone());
+    response.request_id = Some(request_id.clone());
     let stats = route.map_or(&state.routes.unrouted, |r| &r.stats);
-    stats.record(response.status().as_u16(), started.elapsed());
+    stats.record(response.status.as_u16(), started.elapsed());
     if let Some((method, path)) = log {
         let (class, key) = class_key.unwrap_or_default();
         tracing::info!(
             target: "valet::access",
             %method,
             %path,
-            status = response.status().as_u16(),
+            status = response.status.as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             route = route.map_or("", |r| &r.pattern),
             %class,
@@ -127,7 +124,7 @@ async fn to_instance(
     req: ClientRequest,
     (client, request_id): (ClientInfo, Option<HeaderValue>),
     class_key: &mut Option<(String, String)>,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Answer, GatewayError> {
     admit(state, route, &req, &client)?;
     let key = key::derive(&target.rule, route, &req.uri, &req.fields).map_err(|e| {
         GatewayError::BadRequest {
@@ -149,7 +146,8 @@ async fn to_instance(
             request_id,
         };
         // Boxed: a rare path should not widen every request's future (see proxy::pass).
-        return Box::pin(upgrade::tunnel(upstream, req.into_http(), pass)).await;
+        let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
+        return tunnel.await.map(Answer::from);
     }
     let (instance, mut addr) = (lease.instance().clone(), lease.addr());
     // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and

@@ -8,10 +8,11 @@
 //! the pool when the response body has been read to its end (see [`crate::h1::ResponseBody`]).
 
 use crate::body::BoxError;
+use crate::fields::Answer;
 use crate::h1::{self, BadResponse, RequestFraming, ResponseBody};
 use crate::timer::LazyTimer;
 use bytes::{Bytes, BytesMut};
-use http::{Method, Response};
+use http::Method;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -104,7 +105,7 @@ impl Pool {
         self: &Arc<Self>,
         addr: SocketAddr,
         req: http::Request<B>,
-    ) -> Result<Response<ResponseBody>, SendError>
+    ) -> Result<Answer<ResponseBody>, SendError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -127,7 +128,7 @@ impl Pool {
         framing: RequestFraming,
         body: B,
         deadline: Option<Instant>,
-    ) -> Result<Response<ResponseBody>, SendError>
+    ) -> Result<Answer<ResponseBody>, SendError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -151,11 +152,12 @@ impl Pool {
             match exchange(&mut conn, head, &mut body, framing, method, deadline).await {
                 Ok((head, keep_alive)) => {
                     let framing = head.framing;
-                    let mut response = Response::new(ResponseBody::new(conn, framing, keep_alive));
-                    *response.status_mut() = head.status;
-                    *response.version_mut() = head.version;
-                    *response.headers_mut() = head.headers;
-                    return Ok(response);
+                    return Ok(Answer {
+                        status: head.status,
+                        fields: head.fields,
+                        request_id: None,
+                        body: ResponseBody::new(conn, framing, keep_alive),
+                    });
                 }
                 // A pooled connection the instance closed just as it was taken, before it read
                 // a byte of this request: nothing reached the application, so the request goes
@@ -617,7 +619,7 @@ mod tests {
             }
         };
         let response = send(Instant::now() + Duration::from_secs(5)).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = response.body.collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
         assert_eq!(pool.idle(addr), 1);
         let asked = Instant::now();
@@ -646,7 +648,7 @@ mod tests {
         let pool = Pool::new(Duration::from_secs(1));
         for _ in 0..5 {
             let response = pool.send(addr, get()).await.unwrap();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = response.body.collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
             assert_eq!(pool.idle(addr), 1);
         }
@@ -665,7 +667,7 @@ mod tests {
         drop(response);
         assert_eq!(pool.idle(addr), 0);
         let response = pool.send(addr, get()).await.unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status, 200);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
@@ -674,12 +676,12 @@ mod tests {
         let (addr, accepted) = server(true).await;
         let pool = Pool::new(Duration::from_secs(1));
         let response = pool.send(addr, get()).await.unwrap();
-        response.into_body().collect().await.unwrap();
+        response.body.collect().await.unwrap();
         assert_eq!(pool.idle(addr), 1);
         // The server closes after one answer; give its FIN time to arrive.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let response = pool.send(addr, get()).await.unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status, 200);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
@@ -721,7 +723,7 @@ mod tests {
         });
         let pool = Pool::new(Duration::from_secs(1));
         let response = pool.send(addr, req).await.unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status, 200);
         sender.await.unwrap();
         let seen = got.await.unwrap();
         assert!(seen.starts_with("POST /up HTTP/1.1\r\n"), "{seen}");
@@ -745,9 +747,9 @@ mod tests {
         let (addr, accepted) = closes_on_the_second_request().await;
         let pool = Pool::new(Duration::from_secs(1));
         let response = pool.send(addr, get()).await.unwrap();
-        response.into_body().collect().await.unwrap();
+        response.body.collect().await.unwrap();
         let response = pool.send(addr, get()).await.unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status, 200);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
@@ -756,7 +758,7 @@ mod tests {
         let (addr, accepted) = closes_on_the_second_request().await;
         let pool = Pool::new(Duration::from_secs(1));
         let response = pool.send(addr, get()).await.unwrap();
-        response.into_body().collect().await.unwrap();
+        response.body.collect().await.unwrap();
         let post = Request::builder()
             .method("POST")
             .uri("/")
@@ -765,7 +767,7 @@ mod tests {
             .unwrap();
         match pool.send(addr, post).await {
             Err(SendError::Closed(_)) => {}
-            other => panic!("expected Closed, got {:?}", other.map(|r| r.status())),
+            other => panic!("expected Closed, got {:?}", other.map(|r| r.status)),
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
@@ -795,8 +797,8 @@ mod tests {
             .await
             .expect("answered while the upload was still open")
             .unwrap();
-        assert_eq!(response.status(), 413);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(response.status, 413);
+        let body = response.body.collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"big!");
         // Part of the body was never sent: that connection must not carry another request.
         assert_eq!(pool.idle(addr), 0);
@@ -812,7 +814,7 @@ mod tests {
             let (addr, _) = server_with(reply, false).await;
             let pool = Pool::new(Duration::from_secs(1));
             let response = pool.send(addr, get()).await.unwrap();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = response.body.collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
             assert_eq!(pool.idle(addr), 0, "{}", String::from_utf8_lossy(reply));
         }
@@ -823,7 +825,7 @@ mod tests {
         let (addr, _) = server_with(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true).await;
         let pool = Pool::new(Duration::from_secs(1));
         let response = pool.send(addr, get()).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = response.body.collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"until the end");
         assert_eq!(pool.idle(addr), 0);
     }

@@ -3,7 +3,7 @@
 use crate::body::Body;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
-use crate::fields::{ClientRequest, Fields};
+use crate::fields::{Answer, ClientRequest, Fields};
 use crate::forward::{self, ClientInfo, Rewrite};
 use crate::h1::RequestFraming;
 use crate::pool::{self, Pool, SendError};
@@ -83,7 +83,7 @@ pub fn pass(
     upstream: &Upstream,
     req: ClientRequest,
     pass: Pass,
-) -> impl Future<Output = Result<Response<Body>, Failed>> + Send + '_ {
+) -> impl Future<Output = Result<Answer, Failed>> + Send + '_ {
     let prepared = prepare(upstream, req, pass);
     async move {
         let Prepared {
@@ -198,11 +198,7 @@ impl Resend {
 
 /// Sends a kept request again, to the instance behind `lease`. (A request that came without
 /// a Host keeps the first instance address it was given as its Host.)
-pub async fn resend(
-    upstream: &Upstream,
-    resend: Resend,
-    lease: Lease,
-) -> Result<Response<Body>, Failed> {
+pub async fn resend(upstream: &Upstream, resend: Resend, lease: Lease) -> Result<Answer, Failed> {
     let result = send(
         upstream,
         &resend.head,
@@ -224,7 +220,7 @@ async fn send(
     body: UpstreamBody,
     mut lease: Lease,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Answer, GatewayError> {
     let addr = lease.addr();
     let answer = match body_sent {
         // The first-byte deadline runs from now, and the pooled connection's own timer keeps
@@ -286,10 +282,14 @@ async fn send(
         }
         Some(Ok(answer)) => answer,
     };
-    let (mut parts, body) = response.into_parts();
-    forward::remove_hop_by_hop(&mut parts.headers);
-    let body = LeasedBody::new(body, lease, upstream.idle);
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    // Hop-by-hop fields are dropped as the answer is written (see [`Answer`]).
+    let body = LeasedBody::new(response.body, lease, upstream.idle);
+    Ok(Answer {
+        status: response.status,
+        fields: response.fields,
+        request_id: None,
+        body: body.boxed_unsync(),
+    })
 }
 
 /// The instance's answer on its way back: hop-by-hop headers dropped, lease kept by the body.

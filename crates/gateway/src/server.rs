@@ -194,7 +194,8 @@ impl Worker {
                 let req = req.map(RequestBody::Streaming);
                 let state = &worker.config.state;
                 let req = crate::fields::ClientRequest::from(req);
-                Ok::<_, Infallible>(handle(state, &worker.upstream, &client, req).await)
+                let answer = handle(state, &worker.upstream, &client, req).await;
+                Ok::<_, Infallible>(answer.into_http())
             }
         })
     }
