@@ -170,26 +170,27 @@ fn field(name: &[u8]) -> Field {
         19 if is("proxy-authorization") => Field::Dropped,
         _ => Field::Other,
     };
-    if field == Field::Other && name.contains(&b'_') && is_lookalike(name) {
-        return Field::Dropped;
-    }
     field
 }
 
 /// Whether a field name (any case) is one of [`HOP_BY_HOP`].
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    matches!(field(name), Field::Dropped | Field::Connection) && !name.contains(&b'_')
+    matches!(field(name), Field::Dropped | Field::Connection)
 }
 
-/// Whether `name`, with `_` read as `-`, is one of [`GUARDED`].
+/// Whether `name`, with `_` read as `-`, is one of [`GUARDED`] (and has a `_`: the name itself
+/// is not its own lookalike). Most names differ from every guarded one of their length in the
+/// first byte, so this costs less than looking for a `_` first.
 fn is_lookalike(name: &[u8]) -> bool {
-    GUARDED.iter().any(|guarded| {
+    let mut underscore = false;
+    let same = |guarded: &&str| {
         guarded.len() == name.len()
-            && guarded
-                .bytes()
-                .zip(name)
-                .all(|(g, &n)| g == n.to_ascii_lowercase() || (g == b'-' && n == b'_'))
-    })
+            && guarded.bytes().zip(name).all(|(g, &n)| {
+                underscore |= n == b'_';
+                g == n.to_ascii_lowercase() || (g == b'-' && n == b'_')
+            })
+    };
+    GUARDED.iter().any(same) && underscore
 }
 
 /// Whether a `Connection` value among `fields` lists `name`.
@@ -228,7 +229,7 @@ impl<'a> Rewrite<'a> {
                 continue;
             }
             let keep = match field(name) {
-                Field::Other => true,
+                Field::Other => !is_lookalike(name),
                 Field::Dropped | Field::Connection => false,
                 Field::Host => {
                     seen.host = true;
