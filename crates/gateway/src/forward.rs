@@ -153,7 +153,7 @@ enum Field {
 /// field instead of a hashed lookup per rule.
 fn field(name: &[u8]) -> Field {
     let is = |want: &str| name.eq_ignore_ascii_case(want.as_bytes());
-    let field = match name.len() {
+    match name.len() {
         2 if is("te") => Field::Dropped,
         4 if is("host") => Field::Host,
         7 if is("upgrade") || is("trailer") => Field::Dropped,
@@ -169,8 +169,7 @@ fn field(name: &[u8]) -> Field {
         18 if is("x-forwarded-prefix") => Field::ForwardedPrefix,
         19 if is("proxy-authorization") => Field::Dropped,
         _ => Field::Other,
-    };
-    field
+    }
 }
 
 /// Whether a field name (any case) is one of [`HOP_BY_HOP`].
