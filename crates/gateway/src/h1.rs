@@ -1,6 +1,7 @@
 //! HTTP/1.1 towards instances, spoken in the request's own task: the request head is written
-//! from the rewritten [`http`] parts, the response head is parsed with `httparse` (header values
-//! are slices of the read buffer, not copies), and the response body is read off the socket by
+//! from the client's fields as [`Rewrite`] passes them, the response head is parsed with
+//! `httparse` (its fields kept as spans of the head's bytes, see [`Fields`]), and the response
+//! body is read off the socket by
 //! whoever polls it, which is the client connection's task. Nothing hops to another task or
 //! through a channel between the client's request and the instance's answer; hyper's client
 //! needs a connection task, a request channel and a body channel for the same exchange.
