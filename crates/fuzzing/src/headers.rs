@@ -30,12 +30,13 @@ pub fn headers(data: &[u8]) {
     } else {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))
     };
-    let client = ClientInfo {
+    let mut client = ClientInfo {
         peer,
         peer_header: HeaderValue::try_from(peer.to_string()).expect("an address is a value"),
         trusted: flags & 1 != 0,
         https: flags & 2 != 0,
         host: (flags & 8 != 0).then(|| HeaderValue::from_static("app.example.com")),
+        new_request_id: None,
     };
     let prefix = (flags & 16 != 0).then(|| HeaderValue::from_static("/api"));
 
@@ -43,12 +44,8 @@ pub fn headers(data: &[u8]) {
     let (id, new) = request_id(&Fields::Map(request.clone()));
     assert!(!id.is_empty() && id.len() <= 128, "request id {id:?}");
     let _ = is_upgrade(&Fields::Map(request.clone()));
-    prepare_request(
-        &mut request,
-        &client,
-        prefix.clone(),
-        new.then(|| id.clone()),
-    );
+    client.new_request_id = new.then(|| id.clone());
+    prepare_request(&mut request, &client, prefix.clone());
     if new {
         // A new id replaces whatever the client sent.
         assert_eq!(

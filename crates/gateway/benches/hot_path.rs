@@ -257,6 +257,7 @@ fn header_rewriting(c: &mut Criterion) {
         trusted: false,
         https: true,
         host: Some(HeaderValue::from_static("app.example.com")),
+        new_request_id: None,
     };
     let plain = browser_headers();
     let mut naming = browser_headers();
@@ -289,7 +290,6 @@ fn header_rewriting(c: &mut Criterion) {
                 let rewrite = Rewrite {
                     client: &client,
                     prefix: None,
-                    request_id: None,
                     fallback_host: None,
                 };
                 let mut out = BytesMut::with_capacity(1024);
@@ -308,14 +308,14 @@ fn header_rewriting(c: &mut Criterion) {
     group.bench_function("prepare_request", |b| {
         b.iter_batched_ref(
             || plain.clone(),
-            |h| prepare_request(h, &client, None, None),
+            |h| prepare_request(h, &client, None),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("prepare_request-with-prefix", |b| {
         b.iter_batched_ref(
             || plain.clone(),
-            |h| prepare_request(h, &client, Some(HeaderValue::from_static("/api")), None),
+            |h| prepare_request(h, &client, Some(HeaderValue::from_static("/api"))),
             BatchSize::SmallInput,
         )
     });

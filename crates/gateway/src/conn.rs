@@ -14,14 +14,14 @@
 
 use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
-use crate::fields::{Answer, ClientRequest, Fields, Span};
+use crate::fields::{is_named, Answer, ClientRequest, Fields, Span};
 use crate::forward::{self, Peer};
 use crate::h1::{self, parse_length, LAST_CHUNK};
 use crate::handler::handle;
 use crate::server::Worker;
 use crate::timer::LazyTimer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -504,9 +504,6 @@ fn encode_head(
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
     let (mut lengths, mut declared, mut date) = (0, None, false);
-    let is = |name: &[u8], want: &HeaderName| {
-        name.len() == want.as_str().len() && name.eq_ignore_ascii_case(want.as_str().as_bytes())
-    };
     // Almost no answer names fields in `Connection`: the check per field runs only when one
     // does.
     let mut connection = false;
@@ -515,16 +512,16 @@ fn encode_head(
         close |= h1::list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
     }
     for (name, value) in fields.iter() {
-        if is(name, &header::CONTENT_LENGTH) {
+        if is_named(name, &header::CONTENT_LENGTH) {
             lengths += 1;
             declared = parse_length(value.trim_ascii());
         } else if forward::is_hop_by_hop(name)
             || (connection && forward::named_by_connection(fields.iter(), name))
-            || (request_id.is_some() && is(name, &forward::X_REQUEST_ID))
+            || (request_id.is_some() && is_named(name, &forward::X_REQUEST_ID))
         {
             continue;
         } else {
-            date |= is(name, &header::DATE);
+            date |= is_named(name, &header::DATE);
             h1::put_field(name, value, out);
         }
     }

@@ -40,24 +40,15 @@ impl Fields {
 
     /// The values of the fields named `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let wanted = name.as_str().as_bytes();
-        self.iter().filter_map(move |(n, v)| {
-            (n.len() == wanted.len() && n.eq_ignore_ascii_case(wanted)).then_some(v)
-        })
+        self.iter()
+            .filter_map(move |(n, v)| is_named(n, name).then_some(v))
     }
 
     /// The first value of the fields named `name`.
     pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
         match self {
             Fields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
-            Fields::Spans { head, spans } => {
-                let wanted = name.as_str().as_bytes();
-                let span = spans.iter().find(|s| {
-                    s.name.1 as usize == wanted.len()
-                        && slice(head, s.name).eq_ignore_ascii_case(wanted)
-                })?;
-                Some(slice(head, span.value))
-            }
+            Fields::Spans { head, spans } => Some(slice(head, find(head, spans, name)?.value)),
         }
     }
 
@@ -70,19 +61,18 @@ impl Fields {
         self.get(name).is_some()
     }
 
+    /// The declared `Content-Length`, if the first one is a number.
+    pub fn content_length(&self) -> Option<u64> {
+        self.text(&http::header::CONTENT_LENGTH)?.parse().ok()
+    }
+
     /// The first value, owned; a span's is a slice of the head, not a copy.
     pub fn value(&self, name: &HeaderName) -> Option<HeaderValue> {
         match self {
             Fields::Map(map) => map.get(name).cloned(),
             Fields::Spans { head, spans } => {
-                let wanted = name.as_str().as_bytes();
-                let span = spans.iter().find(|s| {
-                    s.name.1 as usize == wanted.len()
-                        && slice(head, s.name).eq_ignore_ascii_case(wanted)
-                })?;
-                let (start, len) = span.value;
-                let (start, len) = (start as usize, len as usize);
-                HeaderValue::from_maybe_shared(head.slice(start..start + len)).ok()
+                let span = find(head, spans, name)?;
+                HeaderValue::from_maybe_shared(head.slice(range(span.value))).ok()
             }
         }
     }
@@ -103,11 +93,9 @@ impl Fields {
             Fields::Spans { head, spans } => {
                 let mut map = HeaderMap::with_capacity(spans.len());
                 for span in &spans {
-                    let (start, len) = span.value;
-                    let (start, len) = (start as usize, len as usize);
                     // Both were checked when the spans were made.
                     let name = HeaderName::from_bytes(slice(&head, span.name));
-                    let value = HeaderValue::from_maybe_shared(head.slice(start..start + len));
+                    let value = HeaderValue::from_maybe_shared(head.slice(range(span.value)));
                     if let (Ok(name), Ok(value)) = (name, value) {
                         map.append(name, value);
                     }
@@ -140,8 +128,23 @@ impl<'a> Iterator for Iter<'a> {
     }
 }
 
-fn slice(head: &Bytes, (start, len): (u32, u32)) -> &[u8] {
-    &head[start as usize..(start + len) as usize]
+fn range((start, len): (u32, u32)) -> std::ops::Range<usize> {
+    start as usize..(start + len) as usize
+}
+
+fn slice(head: &Bytes, span: (u32, u32)) -> &[u8] {
+    &head[range(span)]
+}
+
+/// The first span named `name`.
+fn find<'a>(head: &Bytes, spans: &'a [Span], name: &HeaderName) -> Option<&'a Span> {
+    spans.iter().find(|s| is_named(slice(head, s.name), name))
+}
+
+/// Whether a field name as sent (any case) is `wanted`.
+pub fn is_named(name: &[u8], wanted: &HeaderName) -> bool {
+    let wanted = wanted.as_str().as_bytes();
+    name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted)
 }
 
 /// A value as text, if it is visible ASCII or tab (what [`HeaderValue::to_str`] accepts).

@@ -102,6 +102,9 @@ pub struct ClientInfo {
     pub https: bool,
     /// Host the client asked for (Host header or h2 authority).
     pub host: Option<HeaderValue>,
+    /// A request id valet made because the client sent none it could keep: it replaces the
+    /// client's on the way to the instance.
+    pub new_request_id: Option<HeaderValue>,
 }
 
 /// How a client's request head changes on its way to an instance. It is applied as the head is
@@ -117,8 +120,6 @@ pub struct Rewrite<'a> {
     pub client: &'a ClientInfo,
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
     pub prefix: Option<HeaderValue>,
-    /// A request id valet made because the client sent none it could keep.
-    pub request_id: Option<HeaderValue>,
     /// `Host` for a request that has none and no authority (HTTP/1.0): the instance's address.
     pub fallback_host: Option<SocketAddr>,
 }
@@ -174,7 +175,9 @@ fn field(name: &[u8]) -> Field {
 
 /// Whether a field name (any case) is one of [`HOP_BY_HOP`].
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    matches!(field(name), Field::Dropped | Field::Connection)
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| crate::fields::is_named(name, hop))
 }
 
 /// Whether `name`, with `_` read as `-`, is one of [`GUARDED`] (and has a `_`: the name itself
@@ -253,7 +256,7 @@ impl<'a> Rewrite<'a> {
                     trusted
                 }
                 Field::ForwardedPrefix => trusted && self.prefix.is_none(),
-                Field::RequestId => self.request_id.is_none(),
+                Field::RequestId => self.client.new_request_id.is_none(),
             };
             each(name, value, keep);
         }
@@ -263,7 +266,7 @@ impl<'a> Rewrite<'a> {
     /// valet's own fields, given what the pass over the client's found.
     pub fn added(&self, seen: &Seen<'_>, mut add: impl FnMut(&HeaderName, &HeaderValue)) {
         let client = self.client;
-        if let Some(id) = &self.request_id {
+        if let Some(id) = &client.new_request_id {
             add(&X_REQUEST_ID, id);
         }
         // An untrusted peer's own X-Forwarded-For is replaced, not read.
@@ -309,17 +312,10 @@ static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// [`Rewrite`] applied to a header map (the upgrade handshake goes through hyper's client).
-/// `request_id`: a new id valet made, to replace the client's.
-pub fn prepare_request(
-    headers: &mut HeaderMap,
-    client: &ClientInfo,
-    prefix: Option<HeaderValue>,
-    request_id: Option<HeaderValue>,
-) {
+pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Option<HeaderValue>) {
     let rewrite = Rewrite {
         client,
         prefix,
-        request_id,
         fallback_host: None,
     };
     let mut dropped = Vec::new();
@@ -391,6 +387,7 @@ mod tests {
             trusted,
             https: true,
             host: Some(HeaderValue::from_static("app.test")),
+            new_request_id: None,
         }
     }
 
@@ -436,11 +433,11 @@ mod tests {
 
     #[test]
     fn an_untrusted_clients_head_is_rewritten_as_it_is_written() {
-        let client = client(false);
+        let mut client = client(false);
+        client.new_request_id = Some(HeaderValue::from_static("new-id"));
         let rewrite = Rewrite {
             client: &client,
             prefix: Some(HeaderValue::from_static("/api")),
-            request_id: Some(HeaderValue::from_static("new-id")),
             fallback_host: None,
         };
         let lines = written(
@@ -483,7 +480,6 @@ mod tests {
         let rewrite = Rewrite {
             client: &client,
             prefix: None,
-            request_id: None,
             fallback_host: None,
         };
         let lines = written(
@@ -517,7 +513,6 @@ mod tests {
         let rewrite = Rewrite {
             client: &client,
             prefix: None,
-            request_id: None,
             fallback_host: Some("127.0.0.1:4000".parse().unwrap()),
         };
         let lines = written(
@@ -539,19 +534,31 @@ mod tests {
     }
 
     #[test]
+    fn the_rewrite_drops_exactly_the_hop_by_hop_names() {
+        // `field` sorts names with a match of its own; it must agree with HOP_BY_HOP, which
+        // answers and header maps are filtered by.
+        for name in GUARDED {
+            let upper = name.to_ascii_uppercase();
+            let hop = HOP_BY_HOP.iter().any(|h| h.as_str() == name);
+            for spelled in [name.as_bytes(), upper.as_bytes()] {
+                let dropped = matches!(field(spelled), Field::Dropped | Field::Connection);
+                assert_eq!(dropped, hop, "{name}");
+                assert_eq!(is_hop_by_hop(spelled), hop, "{name}");
+            }
+        }
+        assert!(!is_hop_by_hop(b"x-kept"));
+    }
+
+    #[test]
     fn the_map_version_applies_the_same_rules() {
-        let client = client(false);
+        let mut client = client(false);
+        client.new_request_id = Some(HeaderValue::from_static("id"));
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         headers.insert("x_real_ip", HeaderValue::from_static("6.6.6.6"));
         headers.insert("upgrade", HeaderValue::from_static("websocket"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
-        prepare_request(
-            &mut headers,
-            &client,
-            None,
-            Some(HeaderValue::from_static("id")),
-        );
+        prepare_request(&mut headers, &client, None);
         let mut names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
         names.sort();
         assert_eq!(

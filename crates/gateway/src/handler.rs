@@ -67,10 +67,10 @@ pub async fn handle(
                 trusted: peer.trusted,
                 https: state.https,
                 host,
+                // A new id goes to the instance in place of the client's.
+                new_request_id: new_id.then(|| request_id.clone()),
             };
             let body_pending = !req.body.is_end_stream();
-            // A new id goes to the instance in place of the client's.
-            let client = (client, new_id.then(|| request_id.clone()));
             let result =
                 to_instance(state, upstream, route, target, req, client, &mut class_key).await;
             result.unwrap_or_else(|error| {
@@ -122,7 +122,7 @@ async fn to_instance(
     route: &Route,
     target: &ContainerTarget,
     req: ClientRequest,
-    (client, request_id): (ClientInfo, Option<HeaderValue>),
+    client: ClientInfo,
     class_key: &mut Option<(String, String)>,
 ) -> Result<Answer, GatewayError> {
     admit(state, route, &req, &client)?;
@@ -143,7 +143,6 @@ async fn to_instance(
             uri,
             prefix,
             client,
-            request_id,
         };
         // Boxed: a rare path should not widen every request's future (see proxy::pass).
         let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
@@ -152,10 +151,7 @@ async fn to_instance(
     let (instance, mut addr) = (lease.instance().clone(), lease.addr());
     // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
     // the upstream time of the first try, from sending until the response head.
-    let declared = req
-        .fields
-        .text(&header::CONTENT_LENGTH)
-        .and_then(|v| v.parse().ok());
+    let declared = req.fields.content_length();
     target.class.stats.request_bytes.add(declared.unwrap_or(0));
     let sent = Instant::now();
     let pass = Pass {
@@ -163,7 +159,6 @@ async fn to_instance(
         uri,
         prefix,
         client,
-        request_id,
     };
     // Boxed: an async fn's future is copied whole into its caller's when called, so the
     // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every

@@ -3,7 +3,7 @@
 use crate::body::Body;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
-use crate::fields::{Answer, ClientRequest, Fields};
+use crate::fields::{Answer, ClientRequest};
 use crate::forward::{self, ClientInfo, Rewrite};
 use crate::h1::RequestFraming;
 use crate::pool::{self, Pool, SendError};
@@ -67,8 +67,6 @@ pub struct Pass {
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
     pub prefix: Option<HeaderValue>,
     pub client: ClientInfo,
-    /// A request id valet made, to replace the client's.
-    pub request_id: Option<HeaderValue>,
 }
 
 /// A failed exchange, and the request again when it may be sent again (see [`Resend`]).
@@ -112,7 +110,7 @@ struct Prepared {
 
 fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepared, GatewayError> {
     if upstream.max_body > 0 {
-        if let Some(len) = content_length(&req.fields) {
+        if let Some(len) = req.fields.content_length() {
             if len > upstream.max_body {
                 let limit = upstream.max_body;
                 return Err(GatewayError::PayloadTooLarge { limit });
@@ -131,12 +129,10 @@ fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepar
         uri,
         prefix,
         client,
-        request_id,
     } = pass;
     let rewrite = Rewrite {
         client: &client,
         prefix,
-        request_id,
         // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the instance's.
         fallback_host: Some(lease.addr()),
     };
@@ -310,12 +306,6 @@ pub fn upstream_uri(path: &str, original: &Uri) -> Result<Uri, http::Error> {
         None => PathAndQuery::try_from(path)?,
     };
     Ok(Uri::from(path_and_query))
-}
-
-fn content_length(fields: &Fields) -> Option<u64> {
-    fields
-        .text(&http::header::CONTENT_LENGTH)
-        .and_then(|v| v.parse().ok())
 }
 
 /// Sorts a failed exchange into 413 (body limit), 408 (client silent mid-body), 400 (client's

@@ -26,7 +26,6 @@ pub async fn tunnel(
         uri,
         prefix,
         client,
-        request_id,
     } = pass;
     let instance = lease.instance().id.to_string();
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -56,7 +55,7 @@ pub async fn tunnel(
 
     let upgrade = req.headers().get(header::UPGRADE).cloned();
     let (mut parts, _) = req.into_parts();
-    forward::prepare_request(&mut parts.headers, &client, prefix, request_id);
+    forward::prepare_request(&mut parts.headers, &client, prefix);
     if let Some(upgrade) = upgrade {
         parts.headers.insert(header::UPGRADE, upgrade);
         parts
