@@ -504,6 +504,12 @@ fn encode_head(
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
     let (mut lengths, mut declared, mut date) = (0, None, false);
+    let [content_length, request_id_name, date_name] = [
+        &header::CONTENT_LENGTH,
+        &forward::X_REQUEST_ID,
+        &header::DATE,
+    ]
+    .map(|name| name.as_str().as_bytes());
     // Almost no answer names fields in `Connection`: the check per field runs only when one
     // does.
     let mut connection = false;
@@ -512,16 +518,16 @@ fn encode_head(
         close |= h1::list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
     }
     for (name, value) in fields.iter() {
-        if is_named(name, &header::CONTENT_LENGTH) {
+        if is_named(name, content_length) {
             lengths += 1;
             declared = parse_length(value.trim_ascii());
         } else if forward::is_hop_by_hop(name)
             || (connection && forward::named_by_connection(fields.iter(), name))
-            || (request_id.is_some() && is_named(name, &forward::X_REQUEST_ID))
+            || (request_id.is_some() && is_named(name, request_id_name))
         {
             continue;
         } else {
-            date |= is_named(name, &header::DATE);
+            date |= is_named(name, date_name);
             h1::put_field(name, value, out);
         }
     }

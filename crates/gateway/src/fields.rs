@@ -40,8 +40,9 @@ impl Fields {
 
     /// The values of the fields named `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let wanted = name.as_str().as_bytes();
         self.iter()
-            .filter_map(move |(n, v)| is_named(n, name).then_some(v))
+            .filter_map(move |(n, v)| is_named(n, wanted).then_some(v))
     }
 
     /// The first value of the fields named `name`.
@@ -138,12 +139,13 @@ fn slice(head: &Bytes, span: (u32, u32)) -> &[u8] {
 
 /// The first span named `name`.
 fn find<'a>(head: &Bytes, spans: &'a [Span], name: &HeaderName) -> Option<&'a Span> {
-    spans.iter().find(|s| is_named(slice(head, s.name), name))
+    let wanted = name.as_str().as_bytes();
+    spans.iter().find(|s| is_named(slice(head, s.name), wanted))
 }
 
-/// Whether a field name as sent (any case) is `wanted`.
-pub fn is_named(name: &[u8], wanted: &HeaderName) -> bool {
-    let wanted = wanted.as_str().as_bytes();
+/// Whether a field name as sent (any case) is `wanted` (a lower-case name's bytes, taken out
+/// of its `HeaderName` once per lookup, not once per field).
+pub fn is_named(name: &[u8], wanted: &[u8]) -> bool {
     name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted)
 }
 
