@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Instructions valet executes per proxied request, counted by valgrind (callgrind): a number
-# that does not move with the machine's load, for comparing two builds of the hot path where
-# wrk's requests/s moves by several percent from one run to the next. User space only (the
+# that moves far less than wrk's requests/s, for comparing two builds of the hot path. It is
+# not exact: timers, wake-ups and connection reuse differ from run to run, and the same binary
+# has measured 18,571-19,175 over four runs, so compare builds in one call and trust a
+# difference of a few percent, not of a few hundred instructions. User space only (the
 # kernel's socket work is not counted), one connection's worth of work at a time, and slowed
 # down about 50x, so it says nothing about throughput or latency by itself.
 #
