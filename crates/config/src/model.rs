@@ -167,6 +167,11 @@ pub struct ContainerClass {
     /// Names of secrets handed over as environment variables.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Names of variables of valet's own environment handed to the instance. An instance gets
+    /// nothing else of valet's environment: a minimal `PATH`, `HOME`, `LANG`, this class's
+    /// `env`, its `secrets` and the variables valet sets (`PORT`, `VALET_*`).
+    #[serde(default)]
+    pub env_from_host: Vec<String>,
     /// Idle time before the instance is stopped. Default `10m`; `"0"` never sleeps.
     #[serde(default = "default_sleep_after")]
     pub sleep_after: DurationValue,

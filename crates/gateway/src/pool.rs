@@ -182,6 +182,8 @@ impl Pool {
                 Ok(Err(e)) => return Err(SendError::Connect(e)),
                 Ok(Ok(stream)) => stream,
             };
+        // Before a byte of the request is written: the port must still be the instance's.
+        valet_instances::confirm_listener(addr).map_err(|e| SendError::Connect(e.into()))?;
         let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,

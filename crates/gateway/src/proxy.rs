@@ -322,7 +322,12 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
             what: "answer",
         },
         SendError::Connect(e) => {
-            tracing::debug!(%instance, error = %e, "cannot connect to the instance");
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                // A port conflict (see valet_instances::confirm_listener): worth an operator's look.
+                tracing::warn!(%instance, error = %e, "the instance's port is held by another program");
+            } else {
+                tracing::debug!(%instance, error = %e, "cannot connect to the instance");
+            }
             GatewayError::Unanswered {
                 instance,
                 sent: false,

@@ -43,6 +43,12 @@ pub async fn tunnel(
             }
             Ok(Ok(stream)) => stream,
         };
+    // Before a byte of the request is written: the port must still be the instance's.
+    if let Err(e) = valet_instances::confirm_listener(lease.addr()) {
+        tracing::warn!(%instance, error = %e, "the instance's port is held by another program");
+        let message = "the instance's port is held by another program";
+        return Err(GatewayError::BadGateway { instance, message });
+    }
     let _ = stream.set_nodelay(true);
     let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     else {

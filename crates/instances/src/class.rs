@@ -105,6 +105,14 @@ impl ClassRuntime {
                 }
             }
         }
+        for name in &class.env_from_host {
+            if class.env.contains_key(name) || class.secrets.contains(name) {
+                continue;
+            }
+            if let Ok(value) = std::env::var(name) {
+                env.push((name.clone(), value));
+            }
+        }
         let data_dir = config.data_dir();
         let sleep_after = class.sleep_after.get();
         Self {

@@ -17,3 +17,6 @@ pub use class::ClassRuntime;
 pub use error::AcquireError;
 pub use instance::{Instance, InstanceInfo, Lease, Status};
 pub use table::Instances;
+/// Every connection to an instance is confirmed to have reached it (see the process driver's
+/// listeners module); the gateway's connects use this.
+pub use valet_runtime::{confirm_listener, PortConflict};

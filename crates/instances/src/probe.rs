@@ -6,22 +6,49 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One probe, bounded by `timeout`. `Err` says what failed, for the instance's status.
+/// Why a probe did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    /// Not (yet) answering as it should; probing again may pass. Says what failed.
+    Failed(String),
+    /// Something other than the instance holds its port: probing again must not pass it.
+    Conflict(valet_runtime::PortConflict),
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(why) => f.write_str(why),
+            Self::Conflict(conflict) => write!(f, "port conflict: {conflict}"),
+        }
+    }
+}
+
+impl From<String> for ProbeError {
+    fn from(why: String) -> Self {
+        Self::Failed(why)
+    }
+}
+
+/// One probe, bounded by `timeout`.
 pub async fn probe_once(
     addr: SocketAddr,
     path: Option<&str>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     match tokio::time::timeout(timeout, probe(addr, path)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Err(_) => Err(ProbeError::Failed(format!("no answer within {timeout:?}"))),
     }
 }
 
-async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
+async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), ProbeError> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    // A connection accepted by another program's listener must not count as the instance
+    // answering (see valet_runtime's listeners module), with or without a path.
+    valet_runtime::confirm_listener(addr).map_err(ProbeError::Conflict)?;
     let Some(path) = path else {
         return Ok(());
     };
@@ -41,7 +68,9 @@ async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
             .await
             .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err("connection closed before a status line".into());
+            return Err(ProbeError::Failed(
+                "connection closed before a status line".into(),
+            ));
         }
         len += n;
     }
@@ -50,10 +79,10 @@ async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "malformed status line".to_string())?;
+        .ok_or_else(|| ProbeError::Failed("malformed status line".into()))?;
     if (200..400).contains(&code) {
         Ok(())
     } else {
-        Err(format!("{path} answered {code}"))
+        Err(ProbeError::Failed(format!("{path} answered {code}")))
     }
 }

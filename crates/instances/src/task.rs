@@ -3,7 +3,7 @@
 //! sleeping instance has none. Requests talk to it only on the cold path (its mailbox).
 
 use crate::instance::{Command, Instance};
-use crate::probe::probe_once;
+use crate::probe::{probe_once, ProbeError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,7 +216,14 @@ impl Task {
                 result = probe_once(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
                     match result {
                         Ok(()) => return Ok(()),
-                        Err(e) => last_error = e,
+                        // Another program answers on the instance's port: waiting longer
+                        // cannot make it the instance's, and no request may go there.
+                        Err(e @ ProbeError::Conflict(_)) => {
+                            self.stop_running(running).await;
+                            tracing::warn!(instance = %self.inst.id, error = %e, "instance port taken by another program");
+                            return Err(failed(format!("could not start: {e}"), None, Duration::ZERO));
+                        }
+                        Err(e) => last_error = e.to_string(),
                     }
                 }
             }
@@ -280,7 +287,8 @@ impl Task {
                     match probe_once(addr, probe.path.as_deref(), probe.timeout).await {
                         Ok(()) => live_failures = 0,
                         Err(e) => {
-                            live_failures += 1;
+                            // A port that another program holds fails at once.
+                            live_failures = if matches!(e, ProbeError::Conflict(_)) { probe.failures } else { live_failures + 1 };
                             if live_failures >= probe.failures {
                                 self.stop_running(&mut **running).await;
                                 return failed(format!("liveness failed {live_failures} times: {e}"), None, ready_at.elapsed());
@@ -329,8 +337,10 @@ impl Task {
                     return Some(End::Stopped { shutdown: true });
                 }
                 result = probe_once(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
-                    if result.is_ok() {
-                        break Ok(());
+                    match result {
+                        Ok(()) => break Ok(()),
+                        Err(e @ ProbeError::Conflict(_)) => break Err(e.to_string()),
+                        Err(_) => {}
                     }
                 }
             }

@@ -13,4 +13,5 @@ pub use driver::{
     Adopted, Driver, DriverError, Endpoints, ExitStatus, Handover, InstanceSpec, Running,
 };
 pub use logs::LogRing;
+pub use process::listeners::{confirm as confirm_listener, PortConflict};
 pub use process::ProcessDriver;

@@ -3,12 +3,14 @@
 //! - [`ports`] picks free loopback ports, never the same one for two starting instances;
 //! - [`command`] turns a spec into a command (ports, placeholders, env, user);
 //! - [`spawner`] forks it from one long-lived thread, with the parent-death signal set;
+//! - [`listeners`] confirms that whatever answers on an instance's port is the instance;
 //! - [`groups`] records each group under `<state_dir>/groups` so a later valet can clean up;
 //! - [`output`] copies stdout and stderr into the log ring and the log file;
 //! - [`running`] is the handle the instance layer holds: exit, stop, kill on drop.
 
 pub(crate) mod command;
 mod groups;
+pub mod listeners;
 mod output;
 mod ports;
 mod running;
@@ -88,9 +90,14 @@ impl Driver for ProcessDriver {
                 .take()
                 .map(|s| output::pump(s, stderr_log, spec.log_path.clone(), logs.clone())),
         ];
+        let port_numbers: Vec<u16> = ports.iter().map(|(_, port)| *port).collect();
+        // Registered before anything can dial the ports: from here on only this group's own
+        // listeners pass for them.
+        listeners::register(pid as i32, &port_numbers);
         let instance = ProcessInstance {
             child,
             pid,
+            ports: port_numbers,
             endpoints: endpoints(&ports),
             logs,
             pumps: pumps.into_iter().flatten().collect(),

@@ -92,6 +92,9 @@ impl Checks<'_> {
         for name in class.env.keys() {
             self.env_name(at.key("env").key(name), name);
         }
+        for (i, name) in class.env_from_host.iter().enumerate() {
+            self.env_name(at.key("env_from_host").index(i), name);
+        }
         for (i, name) in class.secrets.iter().enumerate() {
             self.env_name(at.key("secrets").index(i), name);
         }

@@ -127,9 +127,9 @@ impl ClassSettings {
             .collect();
         // Secrets are read where the instance layer reads them, so a changed secret replaces
         // the container on the next start of valet.
-        for name in &class.secrets {
+        for name in class.secrets.iter().chain(&class.env_from_host) {
             if let Ok(value) = std::env::var(name) {
-                env.insert(name, value);
+                env.entry(name).or_insert(value);
             }
         }
         let shape = serde_json::json!({

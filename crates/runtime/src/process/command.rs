@@ -46,7 +46,7 @@ pub(super) fn build(
     let mut command = if program.contains('/') {
         Command::new(spec.work_dir.join(program))
     } else {
-        Command::new(program)
+        Command::new(find_program(program))
     };
     command
         .args(args)
@@ -59,13 +59,15 @@ pub(super) fn build(
         .process_group(0)
         .kill_on_drop(true);
 
+    // Nothing of valet's own environment: it holds the admin token, the operator's secrets and
+    // installer settings, and tenant code must see none of it. What a class wants from there
+    // it names (`env_from_host`, `secrets`), and those arrive through `spec.env`.
+    command.env_clear();
+    for (name, value) in base_env(spec, user) {
+        command.env(name, value);
+    }
     if let Some(user) = user {
-        command
-            .uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .env("HOME", &user.dir)
-            .env("USER", &user.name)
-            .env("LOGNAME", &user.name);
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     // valet's own variables come last: they are the contract and the spec cannot shadow them.
@@ -80,6 +82,43 @@ pub(super) fn build(
         .env("VALET_INSTANCE_KEY", spec.id.key())
         .env("VALET_CLASS", spec.id.class());
     Ok(command)
+}
+
+/// A bare program name is looked up in valet's own `PATH`, as a shell beside valet would:
+/// the instance's `PATH` is the minimal [`INSTANCE_PATH`], and a `command` that worked when
+/// typed next to `valet up` (a virtualenv's `uvicorn`, a pyenv `python3`) must keep working.
+/// Not found there: the name as it is, for the spawn to fail with "not found".
+fn find_program(name: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| name.into())
+}
+
+/// Folders searched for programs: the system's, without root's `sbin` folders or anything of
+/// valet's own `PATH` (which may name an operator's private folders).
+pub(crate) const INSTANCE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The minimal environment every instance starts from, before its class's `env`: `PATH`, a
+/// `HOME` of its own (its user's home, or its data folder when it runs as valet's user, whose
+/// home it must not share), `USER`/`LOGNAME` when it has a user, and `LANG`.
+pub(crate) fn base_env(spec: &InstanceSpec, user: Option<&User>) -> Vec<(&'static str, String)> {
+    let mut env = vec![("PATH", INSTANCE_PATH.to_string())];
+    match user {
+        Some(user) => {
+            env.push(("HOME", user.dir.display().to_string()));
+            env.push(("USER", user.name.clone()));
+            env.push(("LOGNAME", user.name.clone()));
+        }
+        None => env.push(("HOME", spec.data_dir.display().to_string())),
+    }
+    env.push(("LANG", "C.UTF-8".to_string()));
+    env
 }
 
 /// `VALET_PORT_<NAME>`: upper-cased, and anything a shell variable name cannot hold becomes `_`.

@@ -26,6 +26,8 @@ pub(super) struct ProcessInstance {
     /// Tasks copying stdout and stderr.
     pub(super) pumps: Vec<JoinHandle<()>>,
     pub(super) groups: Groups,
+    /// Its loopback ports, guarded in [`super::listeners`] while it lives.
+    pub(super) ports: Vec<u16>,
     /// Set once the leader has been reaped and its group killed.
     pub(super) status: Option<ExitStatus>,
 }
@@ -54,6 +56,7 @@ impl ProcessInstance {
         };
         self.signal_group(Signal::SIGKILL);
         self.groups.forget(self.pid);
+        super::listeners::retire(self.pid as i32, &self.ports);
         self.status = Some(status);
         tracing::debug!(pid = self.pid, %status, "instance process ended");
         status
@@ -127,6 +130,7 @@ impl Drop for ProcessInstance {
             // kill_on_drop only reaches the leader; its descendants share its group.
             self.signal_group(Signal::SIGKILL);
             self.groups.forget(self.pid);
+            super::listeners::retire(self.pid as i32, &self.ports);
         }
     }
 }
