@@ -1,6 +1,8 @@
-//! Every admin endpoint but the probes and the dashboard's static page needs the admin token.
+//! Every admin endpoint but the probes and the dashboard's static page needs an admin token:
+//! the configured (or generated) one, or a stored token made with `valet token create --admin`.
 
 use crate::error::ApiError;
+use crate::principal::{identify, Principal};
 use crate::Admin;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
@@ -8,15 +10,27 @@ use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 
-/// Lets a request through only with `Authorization: Bearer <admin token>`.
+/// Lets a request through only with `Authorization: Bearer <admin token>`. The token is
+/// resolved by the same rule as the deploy API's ([`identify`]), so an admin token is an admin
+/// token on every endpoint; a user's token gets 403 naming what it lacks.
 pub async fn require_token(
     State(admin): State<Arc<Admin>>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    match bearer(req.headers()) {
-        Some(token) if admin.token.matches(token) => Ok(next.run(req).await),
-        _ => Err(ApiError::Unauthorized),
+    let Some(token) = bearer(req.headers()) else {
+        return Err(ApiError::Unauthorized);
+    };
+    match identify(&admin, token).await? {
+        Some(Principal::Admin) => Ok(next.run(req).await),
+        Some(Principal::User { user, .. }) => Err(ApiError::refuse(
+            403,
+            "forbidden",
+            format!(
+                "this endpoint needs an admin token; the token of user {user:?} opens only the deploy API"
+            ),
+        )),
+        None => Err(ApiError::Unauthorized),
     }
 }
 

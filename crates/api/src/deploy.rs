@@ -217,7 +217,12 @@ async fn upload(
     let existing = match (&form.id, &form.upload.name) {
         (Some(id), _) => Some(visible(deploy, &principal, id).await?),
         (None, Some(name)) => store.project_named(&owner, name).await?,
-        (None, None) => None,
+        // No name: the file's, as the deployer names a new project, so uploading the same
+        // file again is its next version (and is not counted against max_projects).
+        (None, None) => {
+            let name = valet_deploy::default_name(&form.upload.file_name);
+            store.project_named(&owner, &name).await?
+        }
     };
     if let (None, Some((plan_name, plan))) = (&existing, plan) {
         let count = store.count_projects(&owner).await?;
@@ -455,7 +460,7 @@ async fn create_token(
     let user = body
         .user
         .unwrap_or_else(|| format!("user-{}", valet_store::random_hex(4)));
-    valet_deploy::check_name(&user).map_err(|e| ApiError::BadRequest(format!("user: {e}")))?;
+    crate::principal::check_user(&user).map_err(|e| ApiError::BadRequest(format!("user: {e}")))?;
     let plan = match body.plan {
         Some(plan) if deploy.plans.contains_key(&plan) || deploy.plans.is_empty() => plan,
         Some(plan) => {

@@ -18,5 +18,6 @@ pub use error::DeployError;
 pub use progress::{Event, Progress};
 pub use secrets::{check_secret_name, class_scope, open_scope, SecretBox, MAX_SECRET_BYTES};
 pub use service::{Deployed, Deployer};
+pub use tenant::{blocked_folder, check_reachable};
 pub use unpack::{MAX_ENTRIES, MAX_UNPACKED};
 pub use upload::{check_name, default_name, FileKind, Upload, MAX_NAME_CHARS};

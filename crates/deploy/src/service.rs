@@ -213,15 +213,27 @@ impl Deployer {
             (None, None) => default_name(&upload.file_name),
         };
         check_name(&name)?;
+        // A new name is locked by (owner, name) so two first uploads of one file do not both
+        // make the project; under that lock the name is looked up again, since an upload that
+        // held it may have made the project meanwhile. An (owner, name) that exists is a new
+        // version of that project, never a second project (the store's UNIQUE would refuse it).
+        let mut existing = existing;
+        let _new_name = match &existing {
+            Some(_) => None,
+            None => {
+                let lock = self.lock(&format!("new\0{owner}\0{name}"));
+                let held = lock.lock_owned().await;
+                existing = self.store.project_named(owner, &name).await?;
+                Some(held)
+            }
+        };
         let project_id = existing
             .as_ref()
             .map_or_else(|| random_hex(8), |p| p.id.clone());
-        let lock_key = match &existing {
-            Some(p) => p.id.clone(),
-            None => format!("new\0{owner}\0{name}"),
+        let _project = match &existing {
+            Some(p) => Some(self.lock(&p.id).lock_owned().await),
+            None => None,
         };
-        let lock = self.lock(&lock_key);
-        let _held = lock.lock().await;
         let build = random_hex(8);
         progress.stage("unpacking");
         let prepared = self.build(&build, kind, &upload, progress).await?;
@@ -529,6 +541,10 @@ impl Deployer {
                 .await
                 .map_err(|e| DeployError::io("cannot make a project's data folder", e))?;
             if let Some(user) = user {
+                // Checked at `valet up` too; a folder closed since then is named here rather
+                // than left to fail the start as "cannot run program".
+                let builds = dir.parent().unwrap_or(&dir);
+                crate::tenant::check_reachable(builds).map_err(DeployError::Unavailable)?;
                 crate::tenant::hand_over(&dir, &user).await?;
                 crate::tenant::hand_over_folder(&data, &user).await?;
             }

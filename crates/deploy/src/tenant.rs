@@ -6,7 +6,7 @@
 
 use crate::DeployError;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The system user of a project, made if missing. `None` when valet is not root.
 pub async fn ensure_user(project_id: &str) -> Result<Option<String>, DeployError> {
@@ -66,6 +66,44 @@ pub async fn hand_over_folder(dir: &Path, user: &str) -> Result<(), DeployError>
         .map_err(|e| DeployError::io("cannot restrict a data folder", e))
 }
 
+/// The first folder on the way to `path` (from `/` down, `path` itself included) that lets no
+/// other user pass (no `o+x`), with its mode. A project's user is in no one's group, so
+/// without `o+x` on every folder above its build the kernel refuses the build as its working
+/// directory, and the spawn reports it as "cannot run program ...: Permission denied", naming
+/// the interpreter instead of the folder. Folders that do not exist yet are skipped: valet
+/// makes them passable.
+pub fn blocked_folder(path: &Path) -> Option<(PathBuf, u32)> {
+    // A relative data_dir passes through the working directory's ancestors too.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut on_the_way: Vec<&Path> = path.ancestors().collect();
+    on_the_way.reverse();
+    on_the_way.into_iter().find_map(|dir| {
+        let meta = std::fs::metadata(dir).ok()?;
+        let mode = meta.permissions().mode() & 0o7777;
+        (meta.is_dir() && mode & 0o001 == 0).then(|| (dir.to_path_buf(), mode))
+    })
+}
+
+/// Refuses a folder (`data_dir`, a build's parent) that the project users cannot reach (valet
+/// as root runs each deployed project as its own user), naming the folder to open. `Ok` when
+/// valet is not root: then projects run as valet's own user.
+pub fn check_reachable(folder: &Path) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    match blocked_folder(folder) {
+        None => Ok(()),
+        Some((blocked, mode)) => Err(format!(
+            "deployed projects cannot reach {}: {} (mode {mode:o}) lets no other user pass, \
+             and valet, run as root, starts each project as its own user; \
+             run `chmod o+x {}` or set server.data_dir to a folder other users can pass",
+            folder.display(),
+            blocked.display(),
+            blocked.display()
+        )),
+    }
+}
+
 /// Removes a deleted project's user (best effort: a leftover user owns nothing).
 pub async fn remove_user(project_id: &str) {
     if !nix::unistd::geteuid().is_root() {
@@ -98,4 +136,25 @@ async fn lookup(name: &str) -> Result<bool, DeployError> {
         .map_err(|e| DeployError::io("user lookup stopped", std::io::Error::other(e)))?
         .map(|found| found.is_some())
         .map_err(|e| DeployError::io("cannot look up a user", e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_closed_folder_on_the_way_is_named() {
+        let top = tempfile::tempdir().unwrap();
+        let open = top.path().join("open");
+        let closed = open.join("closed");
+        let inner = closed.join("inner");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let not_yet = inner.join("data");
+        assert_eq!(blocked_folder(&not_yet), Some((closed.clone(), 0o700)));
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o751)).unwrap();
+        assert_eq!(blocked_folder(&not_yet), None);
+    }
 }

@@ -54,8 +54,34 @@ impl JwtVerifier {
         })
     }
 
-    /// Checks signature, `exp`, `nbf`, and `iss`/`aud` when configured. `alg: none` and any
-    /// algorithm other than the key's own are refused.
+    /// The one set of rules every token is held to, at the gateway's `auth = "jwt"` routes and
+    /// at the deploy API alike. jsonwebtoken checks `iss` and `aud` only when a token carries
+    /// them, so a configured one is also made a required claim: a token without it is refused,
+    /// not let through unchecked.
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &self.issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+
+    /// Checks signature, `exp`, `nbf`, and `iss`/`aud` when configured (then required).
+    /// `alg: none` and any algorithm other than the key's own are refused.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         let header = decode_header(token).map_err(|_| "malformed token".to_string())?;
         let mut last = String::from("no key accepts this token's algorithm");
@@ -63,16 +89,7 @@ impl JwtVerifier {
             if !algs.contains(&header.alg) {
                 continue;
             }
-            let mut validation = Validation::new(header.alg);
-            validation.validate_nbf = true;
-            match &self.issuer {
-                Some(iss) => validation.set_issuer(&[iss]),
-                None => validation.iss = None,
-            }
-            match &self.audience {
-                Some(aud) => validation.set_audience(&[aud]),
-                None => validation.validate_aud = false,
-            }
+            let validation = self.validation(header.alg);
             match decode::<Claims>(token, key, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => last = e.to_string(),
@@ -109,4 +126,52 @@ pub fn token_from(headers: &Fields, uri: &http::Uri) -> Option<String> {
         .find(|(k, _)| *k == "access_token")
         .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
         .map(|v| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn verifier(issuer: Option<&str>, audience: Option<&str>) -> JwtVerifier {
+        let auth = AuthConfig {
+            jwt_secret: Some("test-secret".into()),
+            issuer: issuer.map(str::to_string),
+            audience: audience.map(str::to_string),
+            ..AuthConfig::default()
+        };
+        JwtVerifier::from_config(&auth, Path::to_path_buf).unwrap()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(b"test-secret");
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    const LATER: u64 = 4_000_000_000;
+
+    #[test]
+    fn configured_issuer_and_audience_are_required_not_only_checked_when_present() {
+        let v = verifier(Some("idp"), Some("valet"));
+        let full = serde_json::json!({"sub": "u", "exp": LATER, "iss": "idp", "aud": "valet"});
+        assert!(v.verify(&token(full)).is_ok());
+        let no_iss = token(serde_json::json!({"sub": "u", "exp": LATER, "aud": "valet"}));
+        let err = v.verify(&no_iss).unwrap_err();
+        assert!(err.contains("iss"), "{err}");
+        let no_aud = token(serde_json::json!({"sub": "u", "exp": LATER, "iss": "idp"}));
+        let err = v.verify(&no_aud).unwrap_err();
+        assert!(err.contains("aud"), "{err}");
+        let wrong =
+            token(serde_json::json!({"sub": "u", "exp": LATER, "iss": "x", "aud": "valet"}));
+        assert!(v.verify(&wrong).is_err());
+    }
+
+    #[test]
+    fn unconfigured_claims_are_not_demanded() {
+        let v = verifier(None, None);
+        let bare = token(serde_json::json!({"sub": "u", "exp": LATER}));
+        assert!(v.verify(&bare).is_ok());
+        let no_exp = token(serde_json::json!({"sub": "u"}));
+        assert!(v.verify(&no_exp).is_err());
+    }
 }

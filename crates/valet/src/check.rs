@@ -14,6 +14,10 @@ const ENGINE_WAIT: Duration = Duration::from_secs(3);
 pub fn run(path: &Path) -> ExitCode {
     match valet_config::load(path) {
         Ok(config) => {
+            if let Err(message) = crate::up::projects_can_reach(&config) {
+                eprintln!("{}: error: {message}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} classes, {} routes, driver {})",
                 path.display(),

@@ -47,6 +47,8 @@ fn fail(message: String) -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), String> {
     let data_dir = config.data_dir();
+    // Before anything is made: every deploy would fail later, naming the interpreter.
+    projects_can_reach(&config)?;
     let _lock = lock::acquire(&data_dir)?;
     let driver: Arc<dyn Driver> = match config.server.driver.as_str() {
         "process" => Arc::new(ProcessDriver::new(data_dir.join("run"))),
@@ -150,6 +152,15 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("valet stopped");
     Ok(())
+}
+
+/// With the process driver, valet as root runs each deployed project as its own user, which
+/// must be able to pass through every folder down to `data_dir`.
+pub fn projects_can_reach(config: &Config) -> Result<(), String> {
+    if config.server.driver != "process" {
+        return Ok(());
+    }
+    valet_deploy::check_reachable(&config.data_dir())
 }
 
 fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, String> {

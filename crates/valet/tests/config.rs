@@ -86,6 +86,9 @@ fn up_refuses_a_broken_config_without_starting() {
 #[test]
 fn check_accepts_a_good_config() {
     let dir = tempfile::tempdir().unwrap();
+    // As root, check refuses a data_dir that deployed projects cannot reach (a tempdir is 0700).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let config = format!(
         "[[containers]]\nclass_name = \"Api\"\ncommand = [\"python3\", \"{BACKEND}\"]\n\n\
          [[routes]]\npattern = \"/api/*\"\ncontainer = \"Api\"\n"

@@ -194,6 +194,11 @@ impl ValetBuilder {
             .prefix("valet-it-")
             .tempdir()
             .expect("tempdir");
+        // Run as root, `valet up` refuses a data_dir that deployed projects' users cannot pass
+        // through to (a tempdir is 0700).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("open the tempdir to other users");
         for (path, content) in &self.files {
             let path = dir.path().join(path);
             std::fs::create_dir_all(path.parent().unwrap()).expect("asset folder");
