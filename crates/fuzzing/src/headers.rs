@@ -9,12 +9,14 @@ use valet_gateway::forward::{
 };
 
 /// Headers valet sets itself after removing what `Connection` names.
-const SET_BY_VALET: [&str; 5] = [
+const SET_BY_VALET: [&str; 7] = [
     "host",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-prefix",
+    "x-real-ip",
+    "forwarded",
 ];
 
 /// Input: a flags byte (bit 0 trusted peer, 1 https, 2 IPv6 peer, 3 a client host, 4 a

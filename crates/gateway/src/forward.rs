@@ -1,5 +1,10 @@
 //! Header rewriting on the way to the instance and back: hop-by-hop headers removed,
 //! `X-Forwarded-*` set (replaced unless the peer is a trusted proxy), a request id kept or made.
+//!
+//! Every field that tells an instance who the client is (`X-Forwarded-For`, `Forwarded`,
+//! `X-Real-IP`, `True-Client-IP`, ...) follows one rule: from a trusted proxy it passes (and the
+//! ones valet sets are extended or kept), from anyone else it is dropped, and valet sets its own
+//! `X-Forwarded-For`, `X-Real-IP` and `Forwarded` from the peer address.
 
 use crate::fields::Fields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -11,11 +16,14 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-pub static HOP_BY_HOP: [&HeaderName; 8] = [
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1). `HTTP2-Settings`
+/// belongs to an `h2c` upgrade (RFC 7540 3.2.1), which valet never forwards.
+pub static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -24,12 +32,13 @@ pub static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
     &header::PROXY_AUTHORIZATION,
+    &HTTP2_SETTINGS,
 ];
 
 /// Headers that frame a message or that valet sets itself. A backend that reads `-` and `_`
 /// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
 /// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
-pub static GUARDED: [&str; 17] = [
+pub static GUARDED: [&str; 24] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -47,6 +56,13 @@ pub static GUARDED: [&str; 17] = [
     "x-forwarded-prefix",
     "x-real-ip",
     "x-request-id",
+    "http2-settings",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
 ];
 
 /// Removes the hop-by-hop headers, plus the ones `Connection` names.
@@ -114,8 +130,8 @@ pub struct ClientInfo {
 ///
 /// Dropped: hop-by-hop fields and those the client's `Connection` names, `_` lookalikes of
 /// [`GUARDED`] names, the client's `X-Forwarded-For` (valet's value replaces it), an untrusted
-/// peer's other `X-Forwarded-*`, a `X-Forwarded-Prefix` when valet sets one, and an
-/// `X-Request-Id` that valet replaces.
+/// peer's other `X-Forwarded-*` and client-address fields, a `X-Forwarded-Prefix` when valet
+/// sets one, and an `X-Request-Id` that valet replaces.
 pub struct Rewrite<'a> {
     pub client: &'a ClientInfo,
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
@@ -131,6 +147,7 @@ pub struct Seen<'h> {
     pub content_length: bool,
     forwarded_proto: bool,
     forwarded_host: bool,
+    real_ip: bool,
     /// The first `X-Forwarded-For` value, extended when the peer is trusted.
     forwarded_for: Option<&'h [u8]>,
 }
@@ -148,6 +165,11 @@ enum Field {
     ForwardedHost,
     ForwardedPrefix,
     RequestId,
+    RealIp,
+    /// `Forwarded` (RFC 7239): a trusted proxy's elements pass, valet's own follow them.
+    Forwarded,
+    /// Other fields that name the client's address: passed from a trusted proxy only.
+    ClientAddress,
 }
 
 /// Sorts a field name (any case) by what the rewrite does with it: one length-first match per
@@ -158,17 +180,25 @@ fn field(name: &[u8]) -> Field {
         2 if is("te") => Field::Dropped,
         4 if is("host") => Field::Host,
         7 if is("upgrade") || is("trailer") => Field::Dropped,
+        9 if is("x-real-ip") => Field::RealIp,
+        9 if is("forwarded") => Field::Forwarded,
+        11 if is("x-client-ip") => Field::ClientAddress,
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::Dropped,
         12 if is("x-request-id") => Field::RequestId,
         14 if is("content-length") => Field::ContentLength,
+        14 if is("http2-settings") => Field::Dropped,
+        14 if is("true-client-ip") => Field::ClientAddress,
         15 if is("x-forwarded-for") => Field::ForwardedFor,
         16 if is("proxy-connection") => Field::Dropped,
         16 if is("x-forwarded-host") => Field::ForwardedHost,
+        16 if is("cf-connecting-ip") || is("fastly-client-ip") => Field::ClientAddress,
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         17 if is("transfer-encoding") => Field::Dropped,
         18 if is("x-forwarded-prefix") => Field::ForwardedPrefix,
         19 if is("proxy-authorization") => Field::Dropped,
+        19 if is("x-cluster-client-ip") => Field::ClientAddress,
+        24 if is("x-original-forwarded-for") => Field::ClientAddress,
         _ => Field::Other,
     }
 }
@@ -256,6 +286,11 @@ impl<'a> Rewrite<'a> {
                     trusted
                 }
                 Field::ForwardedPrefix => trusted && self.prefix.is_none(),
+                Field::RealIp => {
+                    seen.real_ip = true;
+                    trusted
+                }
+                Field::Forwarded | Field::ClientAddress => trusted,
                 Field::RequestId => self.client.new_request_id.is_none(),
             };
             each(name, value, keep);
@@ -263,53 +298,63 @@ impl<'a> Rewrite<'a> {
         seen
     }
 
-    /// valet's own fields, given what the pass over the client's found.
-    pub fn added(&self, seen: &Seen<'_>, mut add: impl FnMut(&HeaderName, &HeaderValue)) {
+    /// valet's own fields, given what the pass over the client's found, each value in parts
+    /// (written one after another): a value made of the client's and valet's costs no
+    /// allocation when the head is written.
+    pub fn added(&self, seen: &Seen<'_>, mut add: impl FnMut(&HeaderName, &[&[u8]])) {
         let client = self.client;
+        let peer = client.peer_header.as_bytes();
         if let Some(id) = &client.new_request_id {
-            add(&X_REQUEST_ID, id);
+            add(&X_REQUEST_ID, &[id.as_bytes()]);
         }
         // An untrusted peer's own X-Forwarded-For is replaced, not read.
         match seen.forwarded_for.filter(|_| client.trusted) {
-            Some(prior) => {
-                let mut chain = Vec::with_capacity(prior.len() + 2 + client.peer_header.len());
-                chain.extend_from_slice(prior);
-                chain.extend_from_slice(b", ");
-                chain.extend_from_slice(client.peer_header.as_bytes());
-                if let Ok(chain) = HeaderValue::from_bytes(&chain) {
-                    add(&X_FORWARDED_FOR, &chain);
-                }
-            }
-            None => add(&X_FORWARDED_FOR, &client.peer_header),
+            Some(prior) => add(&X_FORWARDED_FOR, &[prior, b", ", peer]),
+            None => add(&X_FORWARDED_FOR, &[peer]),
         }
+        if !(client.trusted && seen.real_ip) {
+            add(&X_REAL_IP, &[peer]);
+        }
+        let proto: &[u8] = if client.https { b"https" } else { b"http" };
         if !(client.trusted && seen.forwarded_proto) {
-            let proto = if client.https { &HTTPS } else { &HTTP };
-            add(&X_FORWARDED_PROTO, proto);
+            add(&X_FORWARDED_PROTO, &[proto]);
         }
         if !(client.trusted && seen.forwarded_host) {
             if let Some(host) = &client.host {
-                add(&X_FORWARDED_HOST, host);
+                add(&X_FORWARDED_HOST, &[host.as_bytes()]);
             }
         }
+        // This hop's element (RFC 7239 4): an IPv6 address is bracketed and quoted, and so is a
+        // host (its `:port` is no token). A host that cannot be quoted as it is stays out.
+        let (open, close): (&[u8], &[u8]) = match client.peer {
+            IpAddr::V4(_) => (b"for=", b""),
+            IpAddr::V6(_) => (b"for=\"[", b"]\""),
+        };
+        match client.host.as_ref().map(HeaderValue::as_bytes) {
+            Some(host)
+                if host
+                    .iter()
+                    .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+            {
+                let value = [open, peer, close, b";host=\"", host, b"\";proto=", proto];
+                add(&header::FORWARDED, &value);
+            }
+            _ => add(&header::FORWARDED, &[open, peer, close, b";proto=", proto]),
+        }
         if let Some(prefix) = &self.prefix {
-            add(&X_FORWARDED_PREFIX, prefix);
+            add(&X_FORWARDED_PREFIX, &[prefix.as_bytes()]);
         }
         // h2 clients send no Host header, only an authority; instances speak HTTP/1.1 and need
         // one. A request with neither gets the instance's address.
         if !seen.host {
             if let Some(host) = &client.host {
-                add(&header::HOST, host);
+                add(&header::HOST, &[host.as_bytes()]);
             } else if let Some(addr) = self.fallback_host {
-                if let Ok(host) = HeaderValue::try_from(addr.to_string()) {
-                    add(&header::HOST, &host);
-                }
+                add(&header::HOST, &[addr.to_string().as_bytes()]);
             }
         }
     }
 }
-
-static HTTP: HeaderValue = HeaderValue::from_static("http");
-static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// [`Rewrite`] applied to a header map (the upgrade handshake goes through hyper's client).
 pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Option<HeaderValue>) {
@@ -330,14 +375,18 @@ pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Opt
             dropped.extend(HeaderName::from_bytes(name).ok());
         }
     });
-    rewrite.added(&seen, |name, value| {
-        added.push((name.clone(), value.clone()))
+    rewrite.added(&seen, |name, parts| {
+        if let Ok(value) = HeaderValue::from_bytes(&parts.concat()) {
+            added.push((name.clone(), value));
+        }
     });
     for name in dropped {
         headers.remove(name);
     }
+    // Appended: a name valet sets is either dropped from the client's above or, like a
+    // trusted proxy's `Forwarded`, extended by valet's value after the client's.
     for (name, value) in added {
-        headers.insert(name, value);
+        headers.append(name, value);
     }
 }
 
@@ -364,9 +413,17 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
-/// Whether a request asks to switch protocols (WebSocket and friends, HTTP/1.1 only).
+/// Whether a request asks to switch to WebSocket, the one upgrade valet forwards (HTTP/1.1
+/// only). Any other (`h2c`, `TLS/1.0`, a list of several) would turn the connection into a
+/// tunnel that later requests take past routing and auth: such a request goes on as an
+/// ordinary one, its `Upgrade` dropped as a hop-by-hop field.
 pub fn is_upgrade(headers: &Fields) -> bool {
-    headers.contains(&header::UPGRADE)
+    let mut protocols = headers.get_all(&header::UPGRADE).flat_map(crate::h1::list);
+    let websocket = protocols
+        .next()
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"))
+        && protocols.next().is_none();
+    websocket
         && headers
             .get_all(&header::CONNECTION)
             .filter_map(crate::fields::text)
@@ -456,18 +513,30 @@ mod tests {
                 ("te", "trailers"),
                 ("x-kept", "yes"),
                 ("x_kept_too", "yes"),
+                ("X-Real-IP", "6.6.6.6"),
+                ("Forwarded", "for=6.6.6.6;proto=https"),
+                ("True-Client-IP", "6.6.6.6"),
+                ("X-Client-IP", "6.6.6.6"),
+                ("CF-Connecting-IP", "6.6.6.6"),
+                ("Fastly-Client-IP", "6.6.6.6"),
+                ("X-Cluster-Client-IP", "6.6.6.6"),
+                ("X-Original-Forwarded-For", "6.6.6.6"),
+                ("x_real_ip", "6.6.6.6"),
+                ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
             ],
             &rewrite,
         );
         assert_eq!(
             lines,
             [
+                "forwarded: for=10.0.0.9;host=\"app.test\";proto=https",
                 "host: app.test",
                 "x-forwarded-for: 10.0.0.9",
                 "x-forwarded-host: app.test",
                 "x-forwarded-prefix: /api",
                 "x-forwarded-proto: https",
                 "x-kept: yes",
+                "x-real-ip: 10.0.0.9",
                 "x-request-id: new-id",
                 "x_kept_too: yes",
             ]
@@ -490,17 +559,24 @@ mod tests {
                 ("x-forwarded-host", "outer.test"),
                 ("x-forwarded-prefix", "/outer"),
                 ("x-request-id", "client-id"),
+                ("x-real-ip", "1.2.3.4"),
+                ("forwarded", "for=1.2.3.4"),
+                ("true-client-ip", "1.2.3.4"),
             ],
             &rewrite,
         );
         assert_eq!(
             lines,
             [
+                "forwarded: for=1.2.3.4",
+                "forwarded: for=10.0.0.9;host=\"app.test\";proto=https",
                 "host: app.test",
+                "true-client-ip: 1.2.3.4",
                 "x-forwarded-for: 1.2.3.4, 10.0.0.9",
                 "x-forwarded-host: outer.test",
                 "x-forwarded-prefix: /outer",
                 "x-forwarded-proto: http",
+                "x-real-ip: 1.2.3.4",
                 "x-request-id: client-id",
             ]
         );
@@ -526,9 +602,11 @@ mod tests {
         assert_eq!(
             lines,
             [
+                "forwarded: for=10.0.0.9;proto=https",
                 "host: 127.0.0.1:4000",
                 "x-forwarded-for: 10.0.0.9",
                 "x-forwarded-proto: https",
+                "x-real-ip: 10.0.0.9",
             ]
         );
     }
@@ -558,21 +636,70 @@ mod tests {
         headers.insert("x_real_ip", HeaderValue::from_static("6.6.6.6"));
         headers.insert("upgrade", HeaderValue::from_static("websocket"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        headers.insert("x-client-ip", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("http2-settings", HeaderValue::from_static("AAMAAABk"));
         prepare_request(&mut headers, &client, None);
         let mut names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
         names.sort();
         assert_eq!(
             names,
             [
+                "forwarded",
                 "host",
                 "x-forwarded-for",
                 "x-forwarded-host",
                 "x-forwarded-proto",
                 "x-kept",
+                "x-real-ip",
                 "x-request-id"
             ]
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(headers["x-real-ip"], "10.0.0.9");
+        let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
+        assert_eq!(forwarded, ["for=10.0.0.9;host=\"app.test\";proto=https"]);
+    }
+
+    #[test]
+    fn forwarded_quotes_an_ipv6_peer_and_follows_a_trusted_proxys_elements() {
+        let mut client = client(true);
+        client.peer = "2001:db8::7".parse().unwrap();
+        client.peer_header = HeaderValue::from_static("2001:db8::7");
+        client.host = Some(HeaderValue::from_static("app.test:8787"));
+        client.https = false;
+        let mut headers = HeaderMap::new();
+        headers.append("forwarded", HeaderValue::from_static("for=192.0.2.1"));
+        headers.append("forwarded", HeaderValue::from_static("for=192.0.2.2"));
+        prepare_request(&mut headers, &client, None);
+        let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
+        assert_eq!(
+            forwarded,
+            [
+                "for=192.0.2.1",
+                "for=192.0.2.2",
+                "for=\"[2001:db8::7]\";host=\"app.test:8787\";proto=http"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_lone_websocket_upgrade_is_an_upgrade() {
+        let upgrade = |raw: &str| is_upgrade(&crate::fields::tests::spans(raw));
+        assert!(upgrade("Connection: Upgrade\r\nUpgrade: websocket\r\n"));
+        assert!(upgrade(
+            "Connection: keep-alive, upgrade\r\nUpgrade: WebSocket\r\n"
+        ));
+        for raw in [
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n",
+            "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n",
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n",
+            "Connection: Upgrade\r\nUpgrade: TLS/1.0\r\n",
+            "Upgrade: websocket\r\n",
+        ] {
+            assert!(!upgrade(raw), "{raw}");
+        }
     }
 
     #[test]

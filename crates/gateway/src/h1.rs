@@ -64,8 +64,13 @@ pub fn encode_request<B: http_body::Body>(
                     put_field(name, value, out);
                 }
             });
-            rewrite.added(&seen, |name, value| {
-                put_field(name.as_str().as_bytes(), value.as_bytes(), out);
+            rewrite.added(&seen, |name, parts| {
+                out.put_slice(name.as_str().as_bytes());
+                out.put_slice(b": ");
+                for part in parts {
+                    out.put_slice(part);
+                }
+                out.put_slice(b"\r\n");
             });
             seen.content_length
         }

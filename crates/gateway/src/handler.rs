@@ -6,6 +6,7 @@ use crate::error::GatewayError;
 use crate::fields::{Answer, ClientRequest, Fields};
 use crate::forward::{self, ClientInfo, Peer};
 use crate::key;
+use crate::path;
 use crate::proxy::{self, Pass, Upstream};
 use crate::routes::{ContainerTarget, Route, RouteTable, Target};
 use crate::upgrade;
@@ -34,19 +35,27 @@ pub async fn handle(
     state: &GatewayState,
     upstream: &Upstream,
     peer: &Peer,
-    req: ClientRequest,
+    mut req: ClientRequest,
 ) -> Answer {
     let started = Instant::now();
     let (request_id, new_id) = forward::request_id(&req.fields);
+    // Before anything reads the path or the host: every later step (route, key, auth,
+    // strip_prefix, the target the instance gets) reads them as `check` leaves them.
+    let (host, refused) = match check(&mut req) {
+        Ok(host) => (host, None),
+        Err(error) => (None, Some(error)),
+    };
     let log = state
         .access_log
         .then(|| (req.method.clone(), req.uri.path().to_string()));
-    let host = request_host(&req);
     let host_name = host
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(host_without_port);
-    let route = state.routes.find(host_name.as_deref(), req.uri.path());
+    let route = match refused {
+        None => state.routes.find(host_name.as_deref(), req.uri.path()),
+        Some(_) => None,
+    };
     let mut class_key = None;
     // A deployed project's target is made per request from the in-memory project map.
     let project;
@@ -58,9 +67,11 @@ pub async fn handle(
         }
         _ => None,
     };
-    let mut response = match route.zip(target) {
-        Some((_, Err(not_found))) => not_found.into_response().into(),
-        Some((route, Ok(target))) => {
+    let body_pending = !req.body.is_end_stream();
+    let mut response = match (refused, route.zip(target)) {
+        (Some(error), _) => refusal(error, body_pending),
+        (None, Some((_, Err(not_found)))) => not_found.into_response().into(),
+        (None, Some((route, Ok(target)))) => {
             let client = ClientInfo {
                 peer: peer.addr.ip(),
                 peer_header: peer.header.clone(),
@@ -70,23 +81,11 @@ pub async fn handle(
                 // A new id goes to the instance in place of the client's.
                 new_request_id: new_id.then(|| request_id.clone()),
             };
-            let body_pending = !req.body.is_end_stream();
             let result =
                 to_instance(state, upstream, route, target, req, client, &mut class_key).await;
-            result.unwrap_or_else(|error| {
-                let mut response = error.into_response();
-                // Answered without reading the whole request body (413, 503, ...): the
-                // connection cannot carry another request, so it closes after this answer, and
-                // the client is told, or it might reuse it and meet the close.
-                if body_pending {
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                response.into()
-            })
+            result.unwrap_or_else(|error| refusal(error, body_pending))
         }
-        None => match &state.assets {
+        (None, None) => match &state.assets {
             Some(assets) => {
                 let headers = req.fields.into_map();
                 assets.serve(&req.method, &req.uri, &headers).await.into()
@@ -126,18 +125,29 @@ async fn to_instance(
     class_key: &mut Option<(String, String)>,
 ) -> Result<Answer, GatewayError> {
     admit(state, route, &req, &client)?;
+    let upgrade = forward::is_upgrade(&req.fields);
+    if upgrade && !req.body.is_end_stream() {
+        // The handshake goes to the instance without a body (a WebSocket handshake has none):
+        // forwarded with its length, the instance would wait for bytes that never come.
+        return Err(GatewayError::BadRequest {
+            code: "upgrade_with_body",
+            message: "a protocol upgrade request cannot carry a body".into(),
+        });
+    }
     let key = key::derive(&target.rule, route, &req.uri, &req.fields).map_err(|e| {
         GatewayError::BadRequest {
-            code: "missing_instance_key",
+            code: e.1,
             message: e.0,
         }
     })?;
     if state.access_log {
         *class_key = Some((target.class.name.to_string(), key.to_string()));
     }
-    let lease = acquire(state, target, &key).await?;
+    // Cold starts are counted per client (server.cold_starts_per_client).
+    let from = client_address(&client, &req.fields);
+    let lease = acquire(state, target, &key, Some(from)).await?;
     let (prefix, uri) = upstream_target(target, &req.uri)?;
-    if forward::is_upgrade(&req.fields) {
+    if upgrade {
         let pass = Pass {
             lease,
             uri,
@@ -187,7 +197,8 @@ async fn to_instance(
         // The rare path, boxed so that its futures do not widen every request's.
         result = Box::pin(async {
             instance.wait_address_retired(addr, wait).await;
-            let lease = acquire(state, target, instance.id.key()).await?;
+            // valet's own retry of a request already admitted: not the client's start.
+            let lease = acquire(state, target, instance.id.key(), None).await?;
             addr = lease.addr();
             Ok(proxy::resend(upstream, resend, lease).await)
         })
@@ -208,10 +219,11 @@ async fn acquire(
     state: &GatewayState,
     target: &ContainerTarget,
     key: &str,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Lease, GatewayError> {
     state
         .instances
-        .acquire(&target.class, key, target.port)
+        .acquire_for(&target.class, key, target.port, client)
         .await
         .map_err(|error| GatewayError::Instance {
             instance: format!("{}/{}", target.class.name, key),
@@ -280,6 +292,47 @@ fn client_address(client: &ClientInfo, headers: &Fields) -> std::net::IpAddr {
         .and_then(|v| v.rsplit(',').next())
         .and_then(|ip| ip.trim().parse().ok())
         .unwrap_or(client.peer)
+}
+
+/// An answer of valet's own in place of the instance's. Given without reading the whole
+/// request body (400, 413, 503, ...), the connection cannot carry another request: it closes
+/// after this answer, and the client is told, or it might reuse it and meet the close.
+fn refusal(error: GatewayError, body_pending: bool) -> Answer {
+    let mut response = error.into_response();
+    if body_pending {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response.into()
+}
+
+/// What every request must be before it is routed, whichever path it came by (valet's own
+/// HTTP/1.1, hyper's HTTP/1.1 or h2, TLS, an upgrade): one `Host` (RFC 9112 3.2: two could route
+/// by one and reach the instance with the other) and a path with one meaning, which replaces the
+/// one sent (see [`path`]). Returns the host the client asked for.
+fn check(req: &mut ClientRequest) -> Result<Option<HeaderValue>, GatewayError> {
+    if req.fields.get_all(&header::HOST).nth(1).is_some() {
+        return Err(GatewayError::BadRequest {
+            code: "duplicate_host",
+            message: "a request carries one Host field".into(),
+        });
+    }
+    let bad_path = |code| GatewayError::BadRequest {
+        code,
+        message: "the request path has no single meaning".into(),
+    };
+    if let Some(normal) = path::normalise(req.uri.path()).map_err(|e| bad_path(e.0))? {
+        req.uri = with_path(&req.uri, &normal).map_err(|_| bad_path("bad_uri"))?;
+    }
+    Ok(request_host(req))
+}
+
+/// `uri` with its path replaced (scheme, authority and query kept).
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, http::Error> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = proxy::upstream_uri(path, uri)?.into_parts().path_and_query;
+    Ok(Uri::from_parts(parts)?)
 }
 
 /// The host the client asked for: the Host header, or the authority of an h2 request.

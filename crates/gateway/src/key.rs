@@ -7,9 +7,38 @@ use http::Uri;
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 
-/// Why no key could be read.
+/// Why no key could be read: a message, and the error code of the 400 answer.
 #[derive(Debug, PartialEq, Eq)]
-pub struct MissingKey(pub String);
+pub struct MissingKey(pub String, pub &'static str);
+
+impl MissingKey {
+    fn missing(what: String) -> Self {
+        Self(format!("{what} is missing"), "missing_instance_key")
+    }
+
+    fn malformed(what: String, how: &str) -> Self {
+        Self(format!("{what} is {how}"), "missing_instance_key")
+    }
+
+    /// The key's source was sent more than once. valet would key on one value and the instance
+    /// might read another (frameworks differ: first, last, a list), so one client could be
+    /// served by another key's instance while that instance trusts the other value.
+    fn ambiguous(what: String) -> Self {
+        Self(
+            format!("{what} is sent more than once"),
+            "ambiguous_instance_key",
+        )
+    }
+}
+
+/// The one item of `items`, if there is exactly one.
+fn one<T>(mut items: impl Iterator<Item = T>, what: impl Fn() -> String) -> Result<T, MissingKey> {
+    let first = items.next().ok_or_else(|| MissingKey::missing(what()))?;
+    match items.next() {
+        Some(_) => Err(MissingKey::ambiguous(what())),
+        None => Ok(first),
+    }
+}
 
 /// The key for this request under `rule`. Borrowed from the request where possible.
 pub fn derive<'r>(
@@ -24,40 +53,57 @@ pub fn derive<'r>(
         KeyRule::Path(n) => {
             let rest = route.rest(uri.path());
             let segment = rest.split('/').filter(|s| !s.is_empty()).nth(n - 1);
-            let segment =
-                segment.ok_or_else(|| MissingKey(format!("path segment {n} is missing")))?;
-            decode(segment).ok_or_else(|| MissingKey(format!("path segment {n} is not UTF-8")))
+            let what = || format!("path segment {n}");
+            let segment = segment.ok_or_else(|| MissingKey::missing(what()))?;
+            decode(segment).ok_or_else(|| MissingKey::malformed(what(), "not UTF-8"))
         }
         KeyRule::Header(name) => {
-            let value = headers
-                .get(name)
-                .ok_or_else(|| MissingKey(format!("header {name} is missing")))?;
-            let value = fields::text(value)
-                .ok_or_else(|| MissingKey(format!("header {name} is not text")))?;
+            // A `_` lookalike counts as the same field: CGI-style backends read both as one.
+            let wanted = name.as_str().as_bytes();
+            let values = headers
+                .iter()
+                .filter(|(n, _)| same_field(n, wanted))
+                .map(|(_, v)| v);
+            let what = || format!("header {name}");
+            let value = one(values, what)?;
+            let value =
+                fields::text(value).ok_or_else(|| MissingKey::malformed(what(), "not text"))?;
             Ok(Cow::Borrowed(value.trim()))
         }
         KeyRule::Query(name) => {
             let query = uri.query().unwrap_or("");
-            let raw = query
+            let values = query
                 .split('&')
                 .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-                .find(|(k, _)| decode(k).as_deref() == Some(&**name))
-                .map(|(_, v)| v)
-                .ok_or_else(|| MissingKey(format!("query parameter {name} is missing")))?;
+                .filter(|(k, _)| decode(k).as_deref() == Some(&**name))
+                .map(|(_, v)| v);
+            let what = || format!("query parameter {name}");
+            let raw = one(values, what)?;
             let plus_as_space = raw.replace('+', " ");
             decode(&plus_as_space)
                 .map(|v| Cow::Owned(v.into_owned()))
-                .ok_or_else(|| MissingKey(format!("query parameter {name} is not UTF-8")))
+                .ok_or_else(|| MissingKey::malformed(what(), "not UTF-8"))
         }
-        KeyRule::Cookie(name) => headers
-            .get_all(&http::header::COOKIE)
-            .filter_map(fields::text)
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == &**name)
-            .map(|(_, v)| Cow::Borrowed(v.trim_matches('"')))
-            .ok_or_else(|| MissingKey(format!("cookie {name} is missing"))),
+        KeyRule::Cookie(name) => {
+            let values = headers
+                .get_all(&http::header::COOKIE)
+                .filter_map(fields::text)
+                .flat_map(|h| h.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .filter(|(k, _)| *k == &**name)
+                .map(|(_, v)| Cow::Borrowed(v.trim_matches('"')));
+            one(values, || format!("cookie {name}"))
+        }
     }
+}
+
+/// Whether a field name as sent is `wanted` (lower case), reading `_` as `-`.
+fn same_field(name: &[u8], wanted: &[u8]) -> bool {
+    name.len() == wanted.len()
+        && name
+            .iter()
+            .zip(wanted)
+            .all(|(&n, &w)| n.to_ascii_lowercase() == w || (n == b'_' && w == b'-'))
 }
 
 fn decode(s: &str) -> Option<Cow<'_, str>> {

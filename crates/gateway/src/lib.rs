@@ -14,6 +14,7 @@ pub mod forward;
 pub mod h1;
 pub mod handler;
 pub mod key;
+pub mod path;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;

@@ -1,0 +1,257 @@
+//! The one reading of a request's path that every later step uses: the route match, `path:<n>`
+//! keys, `strip_prefix`, assets and the target the instance gets.
+//!
+//! A backend resolves `..` and decodes `%2e` itself; if valet routed on the raw path, then
+//! `/public/../private/x` would be checked against `/public/*`'s rules and served as
+//! `/private/x`. So the path is normalised first (RFC 3986 6.2.2: percent-encoded unreserved
+//! characters decoded, then 5.2.4 dot-segment removal) and only the normalised path is used and
+//! forwarded. What cannot be normalised into one meaning is refused: an encoded slash or
+//! backslash (`%2f`, `%5c`, `\`) next to a dot segment (`..%2f`: some backends split there,
+//! some do not), a dot segment with a `;` parameter (`..;`, which servlet containers read as
+//! `..`), and a `%` that starts no valid escape (decoding around it could form a new one).
+//!
+//! Most paths hold none of `.`, `%` and `\`, and cost one scan of their bytes; a path with a
+//! dot or escape that changes nothing (`/app.js`) costs a second scan and no allocation.
+
+/// Why a path is refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadPath(pub &'static str);
+
+/// The normalised form of `path`, or `None` when it is normalised already.
+pub fn normalise(path: &str) -> Result<Option<String>, BadPath> {
+    let bytes = path.as_bytes();
+    // `*` (OPTIONS) and the empty path of an authority-only target are left as they are.
+    if !bytes.starts_with(b"/") || !bytes.iter().any(|&b| matches!(b, b'.' | b'%' | b'\\')) {
+        return Ok(None);
+    }
+    let mut changes = false;
+    for segment in bytes[1..].split(|&b| b == b'/') {
+        changes |= check_segment(segment)?;
+    }
+    if !changes {
+        return Ok(None);
+    }
+    Ok(Some(remove_dot_segments(&decode_unreserved(bytes))))
+}
+
+/// Checks one segment as sent; `true` if normalising changes it (it is a dot segment or holds
+/// an escape of an unreserved character).
+fn check_segment(segment: &[u8]) -> Result<bool, BadPath> {
+    if !segment.iter().any(|&b| matches!(b, b'.' | b'%' | b'\\')) {
+        return Ok(false);
+    }
+    if is_dot(segment) {
+        return Ok(true);
+    }
+    let mut changes = false;
+    // Pieces between what some backend may take for a path separator.
+    let mut piece = 0;
+    let mut i = 0;
+    while i < segment.len() {
+        let separator = match segment[i] {
+            b'\\' => 1,
+            b'%' => {
+                let byte = escape(segment, i).ok_or(BadPath("bad_percent_encoding"))?;
+                changes |= is_unreserved(byte);
+                if byte == b'/' || byte == b'\\' {
+                    3
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
+        if separator > 0 {
+            check_piece(&segment[piece..i])?;
+            piece = i + separator;
+            i = piece;
+        } else {
+            i += 1;
+        }
+    }
+    check_piece(&segment[piece..])?;
+    Ok(changes)
+}
+
+/// A piece of a segment that is not the whole segment may not be a dot segment, with or
+/// without a `;` parameter after it.
+fn check_piece(piece: &[u8]) -> Result<(), BadPath> {
+    let end = piece.iter().position(|&b| b == b';').unwrap_or(piece.len());
+    if is_dot(&piece[..end]) {
+        return Err(BadPath("ambiguous_dot_segment"));
+    }
+    Ok(())
+}
+
+/// Whether `s` is `.` or `..`, each dot possibly written `%2e`.
+fn is_dot(s: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'.' {
+            i += 1;
+        } else if s[i] == b'%' && escape(s, i) == Some(b'.') {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    (1..=2).contains(&dots)
+}
+
+/// The byte escaped at `s[at]` (which is `%`), if two hex digits follow.
+fn escape(s: &[u8], at: usize) -> Option<u8> {
+    let hex = s.get(at + 1..at + 3)?;
+    let digit = |b: u8| (b as char).to_digit(16);
+    Some((digit(hex[0])? * 16 + digit(hex[1])?) as u8)
+}
+
+/// RFC 3986 2.3: escaping these never changes a URI's meaning.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The path with escapes of unreserved characters decoded (every `%` starts a valid escape:
+/// checked before). The other escapes stay as sent: decoding `%2f` would make a separator.
+fn decode_unreserved(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i] == b'%').then(|| escape(bytes, i)).flatten() {
+            Some(byte) if is_unreserved(byte) => {
+                out.push(byte as char);
+                i += 3;
+            }
+            _ => {
+                // Copy up to the next escape at once: the path is UTF-8 and `%` is ASCII, so
+                // the run ends on a character boundary.
+                let run = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| b == b'%')
+                    .map_or(bytes.len(), |n| i + 1 + n);
+                out.push_str(std::str::from_utf8(&bytes[i..run]).unwrap_or_default());
+                i = run;
+            }
+        }
+    }
+    out
+}
+
+/// RFC 3986 5.2.4 on a path that starts with `/`: `.` segments go, `..` takes the segment
+/// before it along (never past the root), and a path that ended in one ends in `/`.
+fn remove_dot_segments(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            _ => {
+                kept.push(segment);
+                continue;
+            }
+        }
+        if last {
+            kept.push("");
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normal(path: &str) -> String {
+        match normalise(path) {
+            Ok(Some(p)) => p,
+            Ok(None) => path.to_string(),
+            Err(e) => panic!("{path} refused: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_paths_are_left_alone_without_work() {
+        for path in [
+            "/",
+            "/api/x",
+            "/app.js",
+            "/a/.well-known/x",
+            "/a%20b",
+            "/a%2fb",
+            "*",
+        ] {
+            assert_eq!(normalise(path), Ok(None), "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_removed_plain_or_escaped() {
+        for (path, want) in [
+            ("/public/../private/x", "/private/x"),
+            ("/public/%2e%2e/private/x", "/private/x"),
+            ("/public/%2E./private/x", "/private/x"),
+            ("/public/.%2e/private/x", "/private/x"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/..", "/"),
+            ("/../../x", "/x"),
+            ("/a//../b", "/a/b"),
+            ("/a/%2e/b", "/a/b"),
+            ("/%61pi/x", "/api/x"),
+            ("/a%7e%5fb/%41", "/a~_b/A"),
+            ("/caf\u{e9}/../x%20y", "/x%20y"),
+            ("/a/...", "/a/..."),
+        ] {
+            assert_eq!(normal(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn encoded_separators_next_to_dot_segments_are_refused() {
+        for path in [
+            "/public/..%2fprivate/x",
+            "/public/..%2Fprivate",
+            "/public/%2e%2e%2fprivate",
+            "/public/..%5cprivate",
+            "/public/..\\private",
+            "/public/x%2f..",
+            "/public/x%5c.%5cy",
+            "/public/..;/private",
+            "/public/.;x/private",
+            "/public/%2e%2e;a=b/private",
+            "/a%zz",
+            "/a%2",
+            "/%%32%65%%32%65/x",
+        ] {
+            assert!(
+                normalise(path).is_err(),
+                "{path} passed as {:?}",
+                normalise(path)
+            );
+        }
+        // An encoded slash away from any dot segment is only a character of its segment.
+        assert_eq!(normalise("/a%2fb/c.d"), Ok(None));
+        assert_eq!(normal("/a%2fb/../c"), "/c");
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for path in ["/a/%2e%2e/b/./c/..", "/%61/%2e", "/x/../../y/%7e"] {
+            let once = normal(path);
+            assert_eq!(normalise(&once), Ok(None), "{path} -> {once}");
+        }
+    }
+}
