@@ -2,10 +2,11 @@
 # it starts instances. A valet of its own, so its memory holds nothing from other phases.
 # Sourced by run.sh.
 #
-# How keys become known-but-sleeping: class Sleepy allows one instance, already running on key
-# k0. A request for any other key makes valet register that key's record, find the class full
-# and answer 503 max_instances_reached without starting anything. The record stays: that key
-# is now known and sleeping, exactly what a key is after its instance went to sleep.
+# Refused keys: class Sleepy allows one instance, running on key k0 and kept up by
+# min_instances (so it is never put to sleep to make room). A request for any other key finds
+# the class full and is answered 503 max_instances_reached without starting anything, and
+# leaves no record (the hardening of issue 14: before it, each refused key stayed known, and
+# this phase measured ~bytes per sleeping key). bytes_per_key is now what a refused key costs.
 
 write_valet_scale_conf() {
     local dir=$1
@@ -16,11 +17,14 @@ listen = "127.0.0.1:$SCALE_PORT"
 admin_listen = "127.0.0.1:$((SCALE_PORT + 1))"
 data_dir = "$dir/data"
 access_log = false
+# The benchmark starts many keys from one address on purpose.
+cold_starts_per_client = { starts = 0 }
 
 [[containers]]
 class_name = "Sleepy"
 command = ["$UPSTREAM_BIN", "{port}"]
 max_instances = 1
+min_instances = 1
 sleep_after = "1h"
 
 [[containers]]
@@ -63,7 +67,7 @@ run_scale() {
     sleep 1
     R[scale.rss_base_kb]=$(status_kb VmRSS "$pid")
 
-    log "scale: $KEYS sleeping keys (503 max_instances_reached, nothing starts)"
+    log "scale: $KEYS refused keys (503 max_instances_reached, nothing starts, no record kept)"
     run_client sleeping keys --addr "127.0.0.1:$SCALE_PORT" --path '/sleepy/{key}/' --key-prefix s \
         --count "$KEYS" --concurrency 8
     sleep 1

@@ -69,6 +69,29 @@ pub struct ServerConfig {
     /// record, its log file, and its data folder when empty (data stays until `valet destroy`).
     /// `"0"`: never. Default `1h`.
     pub forget_after: DurationValue,
+    /// Cold starts one client address may cause per `per`, over every class: keys come from
+    /// clients, and one client must not churn a class by asking for new keys. Over it: 429
+    /// with `Retry-After`. `starts = 0` turns it off. Default 60 per `1m`.
+    pub cold_starts_per_client: ColdStartLimit,
+}
+
+/// `cold_starts_per_client = { starts, per }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ColdStartLimit {
+    /// Starts allowed per window; 0: no limit.
+    pub starts: u32,
+    /// The window. Default `1m`.
+    pub per: DurationValue,
+}
+
+impl Default for ColdStartLimit {
+    fn default() -> Self {
+        Self {
+            starts: 60,
+            per: DurationValue::new("1m"),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -88,6 +111,7 @@ impl Default for ServerConfig {
             workers: None,
             access_log: true,
             forget_after: DurationValue::new("1h"),
+            cold_starts_per_client: ColdStartLimit::default(),
         }
     }
 }

@@ -50,6 +50,10 @@ impl GatewayError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Instance { error, .. } if error.is_client_error() => StatusCode::BAD_REQUEST,
+            Self::Instance {
+                error: AcquireError::TooManyStarts { .. },
+                ..
+            } => StatusCode::TOO_MANY_REQUESTS,
             Self::Instance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway { .. } | Self::Unanswered { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

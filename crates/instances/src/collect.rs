@@ -73,6 +73,32 @@ pub fn forget_sleeping(instances: &Instances, after: Duration) -> usize {
     forgotten
 }
 
+/// Forgets a record that a refused request made and nothing else used: never started, no task,
+/// nothing in flight or waiting. Under the `control` lock, as in [`forget_sleeping`], so a
+/// request starting it meanwhile keeps it. A key that ran before keeps its record (and data).
+pub(crate) fn forget_unstarted(inst: &Arc<Instance>) {
+    let control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
+    let untouched = {
+        let status = inst.status.borrow();
+        status.state == valet_core::InstanceState::Stopped
+            && status.last_start_ms.is_none()
+            && status.failures == 0
+    };
+    if control.is_some()
+        || !untouched
+        || inst.active.load(Ordering::SeqCst) > 0
+        || inst.waiting.load(Ordering::Acquire) > 0
+    {
+        return;
+    }
+    let _ = inst
+        .class
+        .instances
+        .pin()
+        .remove_if(inst.id.key(), |_, v| Arc::ptr_eq(v, inst));
+    drop(control);
+}
+
 /// Whether `inst` is still the record the table holds for its key (not forgotten).
 pub(crate) fn is_current(inst: &Arc<Instance>) -> bool {
     inst.class

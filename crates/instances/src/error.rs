@@ -28,6 +28,9 @@ pub enum AcquireError {
         state: InstanceState,
         timeout: Duration,
     },
+    /// The client caused `server.cold_starts_per_client` starts in the current window.
+    #[error("too many instance starts from this client; retry later")]
+    TooManyStarts { retry_after: Duration },
     /// valet is stopping.
     #[error("valet is shutting down")]
     ShuttingDown,
@@ -42,6 +45,7 @@ impl AcquireError {
             Self::QueueFull { .. } => "start_queue_full",
             Self::Unavailable { .. } => "instance_unavailable",
             Self::StartTimeout { .. } => "start_timeout",
+            Self::TooManyStarts { .. } => "too_many_starts",
             Self::ShuttingDown => "shutting_down",
         }
     }
@@ -52,13 +56,18 @@ impl AcquireError {
             Self::QueueFull { state }
             | Self::Unavailable { state, .. }
             | Self::StartTimeout { state, .. } => *state,
-            Self::BadKey(_) | Self::ClassFull { .. } | Self::ShuttingDown => InstanceState::Stopped,
+            Self::BadKey(_)
+            | Self::ClassFull { .. }
+            | Self::TooManyStarts { .. }
+            | Self::ShuttingDown => InstanceState::Stopped,
         }
     }
 
     pub fn retry_after(&self) -> Duration {
         match self {
-            Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::Unavailable { retry_after, .. } | Self::TooManyStarts { retry_after } => {
+                *retry_after
+            }
             Self::StartTimeout { .. } => Duration::from_secs(5),
             _ => Duration::from_secs(1),
         }

@@ -25,6 +25,8 @@ pub(crate) enum Command {
     /// Start a successor from the current config while this one serves, switch to it once it is
     /// ready, then stop this one (an adopted container of an older config).
     Replace,
+    /// Sleep now if idle: its class is full and another key wants to start (admission.rs).
+    Evict,
 }
 
 /// The slow-changing part of an instance's state, published to waiters and to the admin API.

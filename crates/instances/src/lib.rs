@@ -5,6 +5,7 @@
 //! instance has one task ([`task`]) that drives it through its states.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod class;
 pub mod collect;
 pub mod error;

@@ -2,11 +2,13 @@
 //! request. The warm path is a lock-free map read, an atomic increment and an `ArcSwap` load; only
 //! a request that finds its instance not ready goes to the instance's task and waits.
 
+use crate::admission::{idle_victim, ColdStartGate};
 use crate::class::ClassRuntime;
 use crate::error::AcquireError;
 use crate::instance::{Command, Instance, InstanceInfo, Lease};
 use crate::task::{Task, CRASH_LOOP};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ struct Inner {
     /// Deployed projects (the deploy API): project id -> the class of the version that takes
     /// traffic. Swapped whole when a new version is ready; read lock-free per request.
     projects: papaya::HashMap<Box<str>, Arc<ClassRuntime>>,
+    /// `server.cold_starts_per_client`.
+    cold_starts: ColdStartGate,
 }
 
 impl Instances {
@@ -60,6 +64,10 @@ impl Instances {
                 tasks,
                 runtime: runtime.clone(),
                 projects: papaya::HashMap::new(),
+                cold_starts: ColdStartGate::new(
+                    config.server.cold_starts_per_client.starts,
+                    config.server.cold_starts_per_client.per.get(),
+                ),
             }),
         };
         let forget_after = config.server.forget_after.get();
@@ -119,12 +127,30 @@ impl Instances {
         key: &str,
         port: usize,
     ) -> Result<Lease, AcquireError> {
+        self.acquire_for(class, key, port, None).await
+    }
+
+    /// [`Self::acquire`] for a request from `client`, whose cold starts are counted against
+    /// `server.cold_starts_per_client` (see admission.rs). `None`: not a client's request
+    /// (admin start, `min_instances`), never limited.
+    pub async fn acquire_for(
+        &self,
+        class: &Arc<ClassRuntime>,
+        key: &str,
+        port: usize,
+        client: Option<IpAddr>,
+    ) -> Result<Lease, AcquireError> {
         let inst = self.record(class, key)?;
         inst.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(lease) = try_lease(&inst, port) {
             return Ok(lease);
         }
-        self.wait_ready(inst, port).await
+        let result = self.wait_ready(inst.clone(), port, client).await;
+        if let Err(AcquireError::ClassFull { .. } | AcquireError::TooManyStarts { .. }) = &result {
+            // A refused key must not cost a record: 3,000 refusals are not 3,000 keys.
+            crate::collect::forget_unstarted(&inst);
+        }
+        result
     }
 
     /// The record for a key, made on first sight.
@@ -141,12 +167,17 @@ impl Instances {
 
     /// The cold path: make sure the task runs, then wait for ready, a clear failure or the
     /// start deadline, whichever comes first.
-    async fn wait_ready(&self, inst: Arc<Instance>, port: usize) -> Result<Lease, AcquireError> {
+    async fn wait_ready(
+        &self,
+        inst: Arc<Instance>,
+        port: usize,
+        client: Option<IpAddr>,
+    ) -> Result<Lease, AcquireError> {
         let mut inst = inst;
         // Forgotten (collect.rs) between finding the record and starting it: the key has a
         // new record by now, or gets one; once is all it takes, a few tries are a bound.
         for _ in 0..3 {
-            match self.wait_on(&inst, port).await? {
+            match self.wait_on(&inst, port, client).await? {
                 Some(lease) => return Ok(lease),
                 None => inst = self.record(&inst.class, inst.id.key())?,
             }
@@ -162,6 +193,7 @@ impl Instances {
         &self,
         inst: &Arc<Instance>,
         port: usize,
+        client: Option<IpAddr>,
     ) -> Result<Option<Lease>, AcquireError> {
         let class = inst.class.clone();
         if inst.waiting.fetch_add(1, Ordering::AcqRel) >= class.max_waiting {
@@ -174,9 +206,17 @@ impl Instances {
         let timeout = class.readiness.timeout + Duration::from_secs(1);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut status = inst.status.subscribe();
+        let mut evictions = 0;
         loop {
-            if !self.wake(inst)? {
-                return Ok(None);
+            match self.wake(inst, client) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(AcquireError::ClassFull { .. }) if evictions < MAX_EVICTIONS => {
+                    evictions += 1;
+                    self.make_room(inst).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             loop {
                 if let Some(lease) = try_lease(inst, port) {
@@ -208,7 +248,7 @@ impl Instances {
 
     /// Queues a wake for the instance's task, or starts the task when it has none. False when
     /// the record was forgotten (collect.rs): nothing may start on it.
-    fn wake(&self, inst: &Arc<Instance>) -> Result<bool, AcquireError> {
+    fn wake(&self, inst: &Arc<Instance>, client: Option<IpAddr>) -> Result<bool, AcquireError> {
         if self.inner.shutdown.is_shutdown() {
             return Err(AcquireError::ShuttingDown);
         }
@@ -228,6 +268,14 @@ impl Instances {
                 return Err(unavailable(inst));
             }
         }
+        // Counted before the slot: a client over its limit must not make room by putting
+        // other keys to sleep.
+        if let Some(client) = client {
+            self.inner
+                .cold_starts
+                .admit(client)
+                .map_err(|retry_after| AcquireError::TooManyStarts { retry_after })?;
+        }
         if !inst.class.try_take_slot() {
             return Err(AcquireError::ClassFull {
                 class: inst.class.name.to_string(),
@@ -246,6 +294,40 @@ impl Instances {
         };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
         Ok(true)
+    }
+
+    /// The class of `inst` is full: puts its least recently used idle instance to sleep and
+    /// waits (bounded by the class's `stop_timeout`) until its slot is free. `ClassFull` when
+    /// every instance is busy.
+    async fn make_room(&self, inst: &Arc<Instance>) -> Result<(), AcquireError> {
+        let class = &inst.class;
+        let full = || AcquireError::ClassFull {
+            class: class.name.to_string(),
+            max: class.max_instances,
+        };
+        let victim = idle_victim(class, inst).ok_or_else(full)?;
+        let sent = victim
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(Command::Evict).is_ok());
+        if !sent {
+            // Its task ended meanwhile: its slot is free already.
+            return Ok(());
+        }
+        let deadline = Instant::now() + class.stop_timeout + Duration::from_secs(1);
+        let mut status = victim.status.subscribe();
+        while victim.has_task() && Instant::now() < deadline {
+            if matches!(victim.state(), InstanceState::Ready)
+                && victim.active.load(Ordering::SeqCst) > 0
+            {
+                // A request reached it after it was picked: it stays, and so does the refusal.
+                return Err(full());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), status.changed()).await;
+        }
+        Ok(())
     }
 
     /// Takes over an instance that an earlier valet started and [`Driver::recover`] found still
@@ -365,6 +447,10 @@ impl Instances {
         self.inner.tasks.wait().await;
     }
 }
+
+/// Idle instances put to sleep for one request before its key is refused as over
+/// `max_instances`: each may lose its slot to another request in between.
+const MAX_EVICTIONS: usize = 3;
 
 /// The warm path. `active` goes up before the pointer is read, so an instance going to sleep
 /// (which clears the pointer, then checks `active`) can never stop under a leased request.

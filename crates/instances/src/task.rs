@@ -272,6 +272,15 @@ impl Task {
                             return end;
                         }
                     }
+                    Some(Command::Evict) => {
+                        // Its class is full and a new key wants the slot (admission.rs). A
+                        // request that came in since it was picked keeps it up.
+                        if !class.is_pinned(&self.inst) && self.release_if_idle() {
+                            tracing::info!(instance = %self.inst.id, "class full: least recently used idle instance put to sleep");
+                            self.stop_running(&mut **running).await;
+                            return End::Stopped { shutdown: false };
+                        }
+                    }
                     Some(Command::Wake | Command::Replace) | None => {}
                 },
                 _ = idle_tick.tick() => {
@@ -380,6 +389,13 @@ impl Task {
         if inst.idle_for() < sleep_after || inst.class.is_pinned(inst) {
             return false;
         }
+        self.release_if_idle()
+    }
+
+    /// Takes the ready pointer away unless a request holds a lease: true when the instance may
+    /// stop now without cutting a request short.
+    fn release_if_idle(&self) -> bool {
+        let inst = &self.inst;
         let ports = inst.ready.swap(None);
         if inst.active.load(Ordering::SeqCst) > 0 {
             inst.ready.store(ports);
@@ -433,6 +449,8 @@ async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> bool {
     loop {
         match mailbox.recv().await {
             Some(Command::Stop { destroy }) => return destroy,
+            // A failed instance nobody waits for gives its slot up when asked.
+            Some(Command::Evict) => return false,
             Some(Command::Wake | Command::Replace) => continue,
             None => std::future::pending::<()>().await,
         }

@@ -210,7 +210,7 @@ async fn a_10_kb_key_is_refused_and_starts_nothing() {
 }
 
 #[tokio::test]
-async fn max_instances_refuses_a_second_key_while_the_first_runs() {
+async fn max_instances_refuses_a_second_key_while_the_first_is_busy() {
     let valet = Valet::with_config(
         r#"
         [[containers]]
@@ -230,6 +230,9 @@ async fn max_instances_refuses_a_second_key_while_the_first_runs() {
 
     let first = valet.echo("/k/first/x").await;
     assert_eq!(first["key"], "first");
+    // A request in flight keeps the first busy: it cannot be put to sleep for another key.
+    let busy = tokio::spawn(client().get(valet.url("/k/first/slow?ms=3000")).send());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let second = valet.get("/k/second/x").await;
     assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -238,6 +241,7 @@ async fn max_instances_refuses_a_second_key_while_the_first_runs() {
     assert_eq!(body["error"], "max_instances_reached");
     assert_eq!(body["instance"], "One/second");
 
+    assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
     // The first keeps being served by the same process.
     assert_eq!(valet.echo("/k/first/y").await["pid"], first["pid"]);
     assert_eq!(valet.starts().len(), 1);

@@ -83,19 +83,29 @@ async fn a_program_that_binds_an_instances_port_first_is_never_called_ready() {
     let answer = request.await.unwrap();
     if let Ok(answer) = answer {
         let body = answer.text().await.unwrap_or_default();
-        assert!(!body.contains("stolen"), "a request reached the thief: {body}");
+        assert!(
+            !body.contains("stolen"),
+            "a request reached the thief: {body}"
+        );
     }
     // The instance fails to start with the conflict named, then starts on fresh ports.
-    eventually(Duration::from_secs(30), "a 200 from the real instance", || {
-        let get = valet.get("/api/echo");
-        async move {
-            let response = get.await;
-            let ok = response.status() == 200;
-            let body = response.text().await.unwrap_or_default();
-            assert!(!body.contains("stolen"), "a request reached the thief: {body}");
-            (ok && body.contains("\"pid\"")).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a 200 from the real instance",
+        || {
+            let get = valet.get("/api/echo");
+            async move {
+                let response = get.await;
+                let ok = response.status() == 200;
+                let body = response.text().await.unwrap_or_default();
+                assert!(
+                    !body.contains("stolen"),
+                    "a request reached the thief: {body}"
+                );
+                (ok && body.contains("\"pid\"")).then_some(())
+            }
+        },
+    )
     .await;
     assert_eq!(
         received.load(Ordering::SeqCst),
@@ -123,17 +133,26 @@ async fn a_port_taken_after_its_instance_died_gets_no_request() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    eventually(Duration::from_secs(5), "the backend to die", || async move {
-        (!pid_alive(pid)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the backend to die",
+        || async move { (!pid_alive(pid)).then_some(()) },
+    )
     .await;
     let received = steal(port);
     for _ in 0..20 {
         let response = valet.get("/api/echo").await;
         let body = response.text().await.unwrap_or_default();
-        assert!(!body.contains("stolen"), "a request reached the thief: {body}");
+        assert!(
+            !body.contains("stolen"),
+            "a request reached the thief: {body}"
+        );
     }
-    assert_eq!(received.load(Ordering::SeqCst), 0, "no byte reached the thief");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        0,
+        "no byte reached the thief"
+    );
 }
 
 #[tokio::test]
@@ -143,24 +162,42 @@ async fn an_instance_sees_none_of_valets_environment_but_what_its_class_names() 
     std::env::set_var("CANARY_OPERATOR_SECRET", "canary-secret");
     std::env::set_var("PIP_INDEX_URL", "http://canary.invalid/simple");
     std::env::set_var("CANARY_NAMED", "named-value");
-    let valet = Valet::with_config(&slow_class(r#"env_from_host = ["CANARY_NAMED"]"#))
-        .start()
-        .await;
+    // Debian's Python by its path: a version manager's shim (pyenv) would put its own
+    // folders in front of the PATH valet hands over.
+    let class = format!(
+        r#"env_from_host = ["CANARY_NAMED"]
+        command = ["/usr/bin/python3", "{BACKEND}"]"#
+    );
+    let valet = Valet::with_config(&slow_class(&class)).start().await;
     let response = valet.get("/api/environ").await;
     assert_eq!(response.status(), 200);
     let env = json_of(response).await;
     let env = env.as_object().expect("environ is an object");
-    for leaked in ["VALET_ADMIN_TOKEN", "CANARY_OPERATOR_SECRET", "PIP_INDEX_URL"] {
-        assert!(!env.contains_key(leaked), "{leaked} reached the instance: {env:?}");
+    for leaked in [
+        "VALET_ADMIN_TOKEN",
+        "CANARY_OPERATOR_SECRET",
+        "PIP_INDEX_URL",
+    ] {
+        assert!(
+            !env.contains_key(leaked),
+            "{leaked} reached the instance: {env:?}"
+        );
     }
     assert!(
-        !env.values().any(|v| v.as_str().is_some_and(|v| v.contains("canary"))),
+        !env.values()
+            .any(|v| v.as_str().is_some_and(|v| v.contains("canary"))),
         "no value of valet's environment reached the instance: {env:?}"
     );
     assert_eq!(env["CANARY_NAMED"], "named-value", "env_from_host passes");
     assert_eq!(env["PATH"], "/usr/local/bin:/usr/bin:/bin");
     assert_ne!(env["HOME"], std::env::var("HOME").unwrap_or_default());
-    for own in ["PORT", "VALET_DATA_DIR", "VALET_INSTANCE_KEY", "VALET_CLASS", "LANG"] {
+    for own in [
+        "PORT",
+        "VALET_DATA_DIR",
+        "VALET_INSTANCE_KEY",
+        "VALET_CLASS",
+        "LANG",
+    ] {
         assert!(env.contains_key(own), "{own} is set: {env:?}");
     }
     let allowed = [
@@ -178,6 +215,9 @@ async fn an_instance_sees_none_of_valets_environment_but_what_its_class_names() 
         "LC_CTYPE",
     ];
     for name in env.keys() {
-        assert!(allowed.contains(&name.as_str()), "unexpected variable {name}: {env:?}");
+        assert!(
+            allowed.contains(&name.as_str()),
+            "unexpected variable {name}: {env:?}"
+        );
     }
 }

@@ -80,6 +80,10 @@ impl Checks<'_> {
         }
         self.size(at.key("max_body_size"), &server.max_body_size);
         self.duration(at.key("forget_after"), &server.forget_after);
+        self.duration(
+            at.key("cold_starts_per_client").key("per"),
+            &server.cold_starts_per_client.per,
+        );
         let timeouts = &server.timeouts;
         let at = at.key("timeouts");
         self.duration(at.key("connect"), &timeouts.connect);
