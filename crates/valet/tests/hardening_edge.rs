@@ -1,0 +1,416 @@
+//! Attacks on the edge from issue 14, each sent as raw bytes to the real binary on every path a
+//! request can take: valet's own HTTP/1.1 (a small GET), hyper's (a chunked body moves the
+//! connection there), h2 (prior knowledge, through curl) and the upgrade handshake.
+//!
+//! - dot segments and encoded separators must not get past `auth = "jwt"` (item 3);
+//! - only WebSocket upgrades are forwarded, `HTTP2-Settings` never (item 7);
+//! - client-address fields are replaced unless the peer is trusted (item 8);
+//! - two `Host` fields, or a key source sent twice, are refused (item 9);
+//! - an upgrade request with a body is answered 400 at once (item 10).
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::wire::exchange;
+use support::*;
+
+const CONFIG: &str = r#"
+[auth]
+jwt_secret = "s3cret"
+
+[[containers]]
+class_name = "Pub"
+readiness = { path = "/health" }
+
+[[containers]]
+class_name = "Priv"
+readiness = { path = "/health" }
+
+[[containers]]
+class_name = "Keyed"
+readiness = { path = "/health" }
+
+[[routes]]
+pattern = "/public/*"
+container = "Pub"
+instance = "name:pub"
+strip_prefix = "/public"
+
+[[routes]]
+pattern = "/private/*"
+container = "Priv"
+instance = "name:priv"
+auth = "jwt"
+
+[[routes]]
+pattern = "/by-path/*"
+container = "Keyed"
+instance = "path:1"
+strip_prefix = "/by-path/*"
+
+[[routes]]
+pattern = "/by-header/*"
+container = "Keyed"
+instance = "header:X-Tenant"
+
+[[routes]]
+pattern = "/by-query/*"
+container = "Keyed"
+instance = "query:tenant"
+
+[[routes]]
+pattern = "/by-cookie/*"
+container = "Keyed"
+instance = "cookie:tenant"
+"#;
+
+/// The first answer on a connection: status, head (lower-cased) and body (by Content-Length,
+/// else what is left).
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} {}: not JSON ({e}): {}",
+                self.status,
+                self.head,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends `request` as is and reads the first answer.
+async fn send(valet: &Valet, request: &str) -> Answer {
+    let wire = exchange(valet.addr(), request.as_bytes(), Duration::from_secs(3)).await;
+    let bytes = &wire.bytes;
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no answer to {request:?}: {:?}", wire.text()));
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|n| n.trim().parse::<usize>().unwrap());
+    let rest = &bytes[end + 4..];
+    let body = rest[..length.unwrap_or(rest.len()).min(rest.len())].to_vec();
+    Answer {
+        status: head[9..12].parse().unwrap(),
+        head,
+        body,
+    }
+}
+
+/// A GET as valet serves it itself.
+fn get(target: &str, extra: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: valet.test\r\n{extra}Connection: close\r\n\r\n")
+}
+
+/// The same request with a chunked (empty) body: valet hands the connection to hyper.
+fn chunked(target: &str, extra: &str) -> String {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: valet.test\r\n{extra}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+    )
+}
+
+/// A WebSocket handshake: it takes the upgrade path (hyper's client to the instance). To a
+/// path other than `/ws` the test backend answers with its echo, which comes back as is.
+fn upgrade(target: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: valet.test\r\n{extra}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// curl over h2 with prior knowledge, the path sent as written; (status, body).
+fn curl_h2(valet: &Valet, target: &str, headers: &[&str]) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "--http2-prior-knowledge",
+        "--path-as-is",
+    ]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let out = command
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://{}{target}", valet.addr()))
+        .output()
+        .expect("curl must be installed");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("a status line");
+    (status.parse().unwrap(), body.to_string())
+}
+
+fn classes_started(valet: &Valet) -> Vec<String> {
+    valet.starts().into_iter().map(|s| s.key).collect()
+}
+
+#[tokio::test]
+async fn dot_segments_and_encoded_separators_do_not_get_past_jwt() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    // Each of these resolves to /private/x (or a backend may read it so): routed by its
+    // normalised path it meets the JWT check, or it has no single meaning and is refused.
+    let unauthorized = [
+        "/public/../private/x",
+        "/public/%2e%2e/private/x",
+        "/public/%2E./private/x",
+        "/public/./../private/x",
+        "/public//../../private/x",
+        "/%70ublic/%2e%2e/%70rivate/x",
+    ];
+    let refused = [
+        "/public/..%2fprivate/x",
+        "/public/..%2Fprivate/x",
+        "/public/%2e%2e%2fprivate/x",
+        "/public/..%5cprivate/x",
+        "/public/..\\private/x",
+        "/public/..;/private/x",
+        "/public/%%32%65%%32%65/private/x",
+    ];
+    for (targets, want) in [(&unauthorized[..], 401), (&refused[..], 400)] {
+        for target in targets {
+            for (how, request) in [("valet", get(target, "")), ("hyper", chunked(target, ""))] {
+                let answer = send(&valet, &request).await;
+                assert_eq!(answer.status, want, "{target} over {how}: {}", answer.head);
+            }
+            let (status, body) = curl_h2(&valet, target, &[]);
+            assert_eq!(status, want, "{target} over h2: {body}");
+        }
+    }
+    // The WebSocket handshake is routed the same way.
+    let answer = send(&valet, &upgrade("/public/%2e%2e/private/x", "")).await;
+    assert_eq!(answer.status, 401, "{}", answer.head);
+    assert!(
+        !classes_started(&valet).contains(&"priv".to_string()),
+        "a refused request woke the JWT route's instance: {:?}",
+        valet.starts()
+    );
+
+    // What the instance sees is the normalised path, after strip_prefix.
+    for (target, path) in [
+        ("/public/a/../echo", "/echo"),
+        ("/public/%2e/echo?x=../y", "/echo?x=../y"),
+        ("/%70ublic/echo", "/echo"),
+        ("/public/a/%2E%2E", "/"),
+    ] {
+        let echo = send(&valet, &get(target, "")).await.json();
+        assert_eq!(echo["class"], "Pub", "{target}");
+        assert_eq!(echo["path"], path, "{target}");
+        let (status, body) = curl_h2(&valet, target, &[]);
+        assert_eq!(status, 200, "{target}: {body}");
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echo["path"], path, "{target} over h2");
+    }
+    // The key of `path:1` and the stripped prefix read the same normalised path.
+    for (target, key) in [
+        ("/by-path/a/../b/echo", "b"),
+        ("/by-path/%61/echo", "a"),
+        ("/by-path/x/%2e%2e/y/./echo", "y"),
+    ] {
+        let echo = send(&valet, &get(target, "")).await.json();
+        assert_eq!(echo["key"], key, "{target}");
+        assert_eq!(echo["path"], "/echo", "{target}");
+    }
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_are_forwarded_and_http2_settings_never() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    // An h2c upgrade is an ordinary request: no 101, no tunnel, the next request on the same
+    // connection is routed (and checked) like any other.
+    let request = format!(
+        "GET /public/echo HTTP/1.1\r\nHost: valet.test\r\n{h2c}\r\n{}",
+        get("/private/x", "")
+    );
+    let wire = exchange(valet.addr(), request.as_bytes(), Duration::from_secs(3)).await;
+    // (The echo's body ends without a line end, so the second status follows it directly.)
+    let text = wire.text();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("}HTTP/1.1 401 "), "{text}");
+    assert!(!text.contains(" 101 "), "{text}");
+    let echo = send(
+        &valet,
+        &format!("GET /public/echo HTTP/1.1\r\nHost: valet.test\r\n{h2c}\r\n"),
+    )
+    .await
+    .json();
+    let headers = echo["headers"].as_object().unwrap();
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert!(
+            !headers.contains_key(name),
+            "{name} reached the instance: {echo}"
+        );
+    }
+    // Another protocol, or websocket in a list with another, is no WebSocket upgrade either.
+    for upgrade in ["TLS/1.0", "websocket, h2c"] {
+        let request = format!(
+            "GET /public/echo HTTP/1.1\r\nHost: valet.test\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = send(&valet, &request).await;
+        assert_eq!(answer.status, 200, "{upgrade}: {}", answer.head);
+        assert!(answer.json()["headers"].get("upgrade").is_none());
+    }
+    // WebSocket itself still works.
+    let url = format!("ws://{}/public/ws", valet.addr());
+    let (_ws, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket handshake through valet");
+    assert_eq!(response.status(), 101);
+}
+
+const CLIENT_ADDRESS: &str = "X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6;proto=https\r\nTrue-Client-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\n";
+
+#[tokio::test]
+async fn client_address_fields_from_an_untrusted_peer_never_reach_the_instance() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    let h2_headers = [
+        "X-Real-IP: 6.6.6.6",
+        "Forwarded: for=6.6.6.6",
+        "True-Client-IP: 6.6.6.6",
+        "X-Client-IP: 6.6.6.6",
+        "CF-Connecting-IP: 6.6.6.6",
+    ];
+    let (_, h2) = curl_h2(&valet, "/public/echo", &h2_headers);
+    let mut echoes = vec![(
+        "h2",
+        serde_json::from_str::<serde_json::Value>(&h2).unwrap(),
+    )];
+    for (how, request) in [
+        ("valet", get("/public/echo", CLIENT_ADDRESS)),
+        ("hyper", chunked("/public/echo", CLIENT_ADDRESS)),
+        ("upgrade", upgrade("/public/echo", CLIENT_ADDRESS)),
+    ] {
+        echoes.push((how, send(&valet, &request).await.json()));
+    }
+    let port = valet.addr().port();
+    for (how, echo) in echoes {
+        let headers = &echo["headers"];
+        let text = echo.to_string();
+        assert!(!text.contains("6.6.6.6"), "over {how}: {text}");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{how}");
+        assert_eq!(headers["x-real-ip"], "127.0.0.1", "{how}");
+        let host = if how == "h2" {
+            format!("127.0.0.1:{port}")
+        } else {
+            "valet.test".to_string()
+        };
+        assert_eq!(
+            headers["forwarded"],
+            format!("for=127.0.0.1;host=\"{host}\";proto=http"),
+            "{how}"
+        );
+        for name in ["true-client-ip", "x-client-ip", "cf-connecting-ip"] {
+            assert!(headers.get(name).is_none(), "{name} over {how}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_client_address_fields_pass_and_forwarded_is_extended() {
+    let config = format!("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n{CONFIG}");
+    let valet = Valet::with_config(&config).start().await;
+    for (how, request) in [
+        ("valet", get("/public/echo", CLIENT_ADDRESS)),
+        ("hyper", chunked("/public/echo", CLIENT_ADDRESS)),
+        ("upgrade", upgrade("/public/echo", CLIENT_ADDRESS)),
+    ] {
+        let echo = send(&valet, &request).await.json();
+        let headers = &echo["headers"];
+        assert_eq!(headers["x-real-ip"], "6.6.6.6", "{how}");
+        assert_eq!(headers["true-client-ip"], "6.6.6.6", "{how}");
+        assert_eq!(headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1", "{how}");
+        assert_eq!(
+            headers["forwarded"],
+            "for=6.6.6.6;proto=https, for=127.0.0.1;host=\"valet.test\";proto=http",
+            "{how}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_host_fields_and_a_key_source_sent_twice_are_refused() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    let two_hosts = "Host: other.test\r\n";
+    for (how, request) in [
+        ("valet", get("/public/echo", two_hosts)),
+        ("hyper", chunked("/public/echo", two_hosts)),
+        ("upgrade", upgrade("/public/echo", two_hosts)),
+    ] {
+        let answer = send(&valet, &request).await;
+        assert_eq!(answer.status, 400, "two Hosts over {how}: {}", answer.head);
+        assert_eq!(answer.json()["error"], "duplicate_host");
+    }
+
+    let cases = [
+        ("/by-header/echo", "X-Tenant: a\r\nX-Tenant: b\r\n"),
+        ("/by-header/echo", "X-Tenant: a\r\nx-tenant: a\r\n"),
+        ("/by-header/echo", "X-Tenant: a\r\nX_Tenant: b\r\n"),
+        ("/by-query/echo?tenant=a&tenant=b", ""),
+        ("/by-query/echo?tenant=a&t%65nant=b", ""),
+        ("/by-cookie/echo", "Cookie: tenant=a; tenant=b\r\n"),
+        (
+            "/by-cookie/echo",
+            "Cookie: tenant=a\r\nCookie: tenant=b\r\n",
+        ),
+    ];
+    for (target, extra) in cases {
+        for (how, request) in [
+            ("valet", get(target, extra)),
+            ("hyper", chunked(target, extra)),
+        ] {
+            let answer = send(&valet, &request).await;
+            assert_eq!(answer.status, 400, "{target} {extra:?} over {how}");
+            assert_eq!(answer.json()["error"], "ambiguous_instance_key");
+        }
+    }
+    assert!(valet.starts().is_empty(), "{:?}", valet.starts());
+    // Sent once, each is the key.
+    for (target, extra) in [
+        ("/by-header/echo", "X-Tenant: a\r\n"),
+        ("/by-query/echo?tenant=a&other=b", ""),
+        ("/by-cookie/echo", "Cookie: tenant=a; other=b\r\n"),
+    ] {
+        let echo = send(&valet, &get(target, extra)).await.json();
+        assert_eq!(echo["key"], "a", "{target}");
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_request_with_a_body_is_answered_400_at_once() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    for framing in [
+        "Content-Length: 5\r\n\r\nhello",
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let request = format!(
+            "GET /public/ws HTTP/1.1\r\nHost: valet.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{framing}"
+        );
+        let sent = Instant::now();
+        let wire = exchange(valet.addr(), request.as_bytes(), Duration::from_secs(10)).await;
+        assert_eq!(wire.statuses(), [400], "{framing:?}: {}", wire.text());
+        assert!(wire.text().contains("upgrade_with_body"), "{}", wire.text());
+        assert!(wire.closed, "the connection closes after the refusal");
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            sent.elapsed()
+        );
+    }
+    assert!(valet.starts().is_empty(), "{:?}", valet.starts());
+}
