@@ -86,7 +86,8 @@ fn up_refuses_a_broken_config_without_starting() {
 #[test]
 fn check_accepts_a_good_config() {
     let dir = tempfile::tempdir().unwrap();
-    // As root, check refuses a data_dir that deployed projects cannot reach (a tempdir is 0700).
+    // As root, check refuses a data_dir that deployed projects cannot reach (a tempdir may be
+    // 0700, under a umask of 077).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let config = format!(

@@ -195,7 +195,7 @@ impl ValetBuilder {
             .tempdir()
             .expect("tempdir");
         // Run as root, `valet up` refuses a data_dir that deployed projects' users cannot pass
-        // through to (a tempdir is 0700).
+        // through to (a tempdir may be 0700, under a umask of 077).
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
             .expect("open the tempdir to other users");
