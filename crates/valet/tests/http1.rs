@@ -147,11 +147,12 @@ async fn head_answers_carry_the_length_and_no_body() {
     let answers = answers(&wire, &[true, false]);
     assert_eq!(statuses(&answers), [200, 200], "{}", wire.text());
     // The instance's length of the body a GET would get (an echo of the request), passed on.
-    assert!(
-        answers[0].head.contains("content-length: 3"),
-        "{}",
-        answers[0].head
-    );
+    let length = answers[0]
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(length.is_some_and(|n| n > 100), "{}", answers[0].head);
     assert_eq!(answers[1].json()["path"], "/echo?after=head");
 }
 
