@@ -119,9 +119,9 @@ async fn owners_alone(store: Option<&str>) {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0]["owner"], "alice");
     assert_eq!(admin_api.projects().await.len(), 2, "the admin sees all");
-    // A user token is not an admin token.
+    // A user token is not an admin token: known, so 403 rather than 401.
     let (status, _) = alice.call("GET", "/v1/instances", None).await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403);
     let (status, _) = alice
         .call(
             "POST",
