@@ -7,8 +7,10 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+// tokio's clock, so the state machine runs on paused time in tests (the same clock otherwise).
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use valet_core::{InstanceId, InstanceState};
 use valet_runtime::{ExitStatus, LogRing};
 

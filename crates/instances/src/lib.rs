@@ -10,7 +10,6 @@ pub mod class;
 pub mod collect;
 pub mod error;
 pub mod instance;
-pub mod probe;
 mod table;
 mod task;
 
@@ -18,6 +17,7 @@ pub use class::ClassRuntime;
 pub use error::AcquireError;
 pub use instance::{Instance, InstanceInfo, Lease, Status};
 pub use table::Instances;
+pub use task::backoff as restart_backoff;
 /// Every connection to an instance is confirmed to have reached it (see the process driver's
 /// listeners module); the gateway's connects use this.
 pub use valet_runtime::{confirm_listener, PortConflict};

@@ -3,12 +3,13 @@
 //! sleeping instance has none. Requests talk to it only on the cold path (its mailbox).
 
 use crate::instance::{Command, Instance};
-use crate::probe::{probe_once, ProbeError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use valet_core::{InstanceState, Shutdown};
+use valet_runtime::ProbeError;
 use valet_runtime::{Driver, ExitStatus, InstanceSpec, Running};
 
 /// Consecutive failures after which requests get 503 at once instead of waiting for a restart.
@@ -21,7 +22,7 @@ const CRASH_LOG_LINES: usize = 10;
 const CRASH_LOG_BYTES: usize = 2 * 1024;
 
 /// Restart delay after `failures` consecutive failures: 100 ms doubling, at most 30 s.
-pub(crate) fn backoff(failures: u32) -> Duration {
+pub fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     Duration::from_millis(100u64 << exp).min(Duration::from_secs(30))
 }
@@ -193,6 +194,7 @@ impl Task {
     ) -> Result<(), End> {
         let probe = self.inst.class.readiness.clone();
         let addr = running.endpoints().ports[probe.port].1;
+        let prober = running.prober();
         let deadline = launched + probe.timeout;
         let mut last_error = String::from("not probed yet");
         // Probes start 1 ms apart and back off to the configured interval: a loopback connect
@@ -213,7 +215,7 @@ impl Task {
                     self.stop_running(running).await;
                     return Err(End::Stopped { shutdown: true });
                 }
-                result = probe_once(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
+                result = prober.probe(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
                     match result {
                         Ok(()) => return Ok(()),
                         // Another program answers on the instance's port: waiting longer
@@ -293,7 +295,7 @@ impl Task {
                 _ = live_tick.tick() => {
                     let Some(probe) = &class.liveness else { continue };
                     let addr = running.endpoints().ports[probe.port].1;
-                    match probe_once(addr, probe.path.as_deref(), probe.timeout).await {
+                    match running.prober().probe(addr, probe.path.as_deref(), probe.timeout).await {
                         Ok(()) => live_failures = 0,
                         Err(e) => {
                             // A port that another program holds fails at once.
@@ -332,6 +334,7 @@ impl Task {
         };
         let probe = &class.readiness;
         let addr = successor.endpoints().ports[probe.port].1;
+        let prober = successor.prober();
         let deadline = launched + probe.timeout;
         let ready = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -345,7 +348,7 @@ impl Task {
                     self.stop_running(&mut **running).await;
                     return Some(End::Stopped { shutdown: true });
                 }
-                result = probe_once(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
+                result = prober.probe(addr, probe.path.as_deref(), left.min(Duration::from_secs(2))) => {
                     match result {
                         Ok(()) => break Ok(()),
                         Err(e @ ProbeError::Conflict(_)) => break Err(e.to_string()),

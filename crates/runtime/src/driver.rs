@@ -145,6 +145,11 @@ pub trait Running: Send + Sync {
     /// Its recent output.
     fn logs(&self) -> Arc<LogRing>;
 
+    /// How readiness and liveness are probed: over the network unless the engine knows better.
+    fn prober(&self) -> Arc<dyn crate::Probe> {
+        Arc::new(crate::NetProbe)
+    }
+
     /// Resolves when it exits without being asked. Cancel-safe: may be polled in a select loop.
     async fn exited(&mut self) -> ExitStatus;
 

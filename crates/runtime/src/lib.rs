@@ -4,8 +4,11 @@
 
 pub mod docker;
 pub mod driver;
+#[cfg(feature = "test-util")]
+pub mod fake;
 pub mod logfile;
 pub mod logs;
+pub mod probe;
 pub mod process;
 
 pub use docker::DockerDriver;
@@ -13,5 +16,6 @@ pub use driver::{
     Adopted, Driver, DriverError, Endpoints, ExitStatus, Handover, InstanceSpec, Running,
 };
 pub use logs::LogRing;
+pub use probe::{NetProbe, Probe, ProbeError};
 pub use process::listeners::{confirm as confirm_listener, PortConflict};
 pub use process::ProcessDriver;

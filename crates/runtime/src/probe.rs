@@ -1,6 +1,10 @@
 //! Readiness and liveness probes: a TCP connect, or an HTTP GET that must answer 2xx or 3xx.
 //! Written by hand over a TcpStream because a probe needs only the status line.
+//!
+//! A [`Running`](crate::Running) instance says how it is probed ([`Probe`]): over the network
+//! ([`NetProbe`]) for every real engine, by its own state for the test fake.
 
+use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,7 +16,7 @@ pub enum ProbeError {
     /// Not (yet) answering as it should; probing again may pass. Says what failed.
     Failed(String),
     /// Something other than the instance holds its port: probing again must not pass it.
-    Conflict(valet_runtime::PortConflict),
+    Conflict(crate::PortConflict),
 }
 
 impl std::fmt::Display for ProbeError {
@@ -27,6 +31,33 @@ impl std::fmt::Display for ProbeError {
 impl From<String> for ProbeError {
     fn from(why: String) -> Self {
         Self::Failed(why)
+    }
+}
+
+/// How an instance is probed.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// One probe of `addr` (an endpoint of the instance), bounded by `timeout`.
+    async fn probe(
+        &self,
+        addr: SocketAddr,
+        path: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), ProbeError>;
+}
+
+/// The probe of every real engine: a TCP connect to the endpoint, then `GET path` if set.
+pub struct NetProbe;
+
+#[async_trait]
+impl Probe for NetProbe {
+    async fn probe(
+        &self,
+        addr: SocketAddr,
+        path: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        probe_once(addr, path, timeout).await
     }
 }
 
@@ -48,7 +79,7 @@ async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), ProbeError> {
         .map_err(|e| format!("connect: {e}"))?;
     // A connection accepted by another program's listener must not count as the instance
     // answering (see valet_runtime's listeners module), with or without a path.
-    valet_runtime::confirm_listener(addr).map_err(ProbeError::Conflict)?;
+    crate::confirm_listener(addr).map_err(ProbeError::Conflict)?;
     let Some(path) = path else {
         return Ok(());
     };
