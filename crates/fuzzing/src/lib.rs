@@ -8,11 +8,13 @@
 mod archive;
 mod config;
 mod headers;
+mod path;
 mod routes;
 
 pub use archive::archive;
 pub use config::config;
 pub use headers::headers;
+pub use path::path;
 pub use routes::routes_and_keys;
 
 /// The input split at `\n` (a trailing `\r` dropped), for the line-based targets.

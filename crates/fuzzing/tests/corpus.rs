@@ -42,3 +42,8 @@ fn headers() {
 fn archive() {
     replay("archive", valet_fuzzing::archive);
 }
+
+#[test]
+fn path() {
+    replay("path", valet_fuzzing::path);
+}

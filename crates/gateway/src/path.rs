@@ -248,6 +248,28 @@ mod tests {
     }
 
     #[test]
+    fn random_paths_of_the_risky_bytes_come_out_with_one_meaning() {
+        // A cheap stand-in for the fuzz target (fuzz/fuzz_targets/path.rs) under plain `cargo
+        // test`: paths made of the bytes the rules are about.
+        const BYTES: &[u8] = b"/.%2eEfF5cC\\;a7~";
+        let mut rng = fastrand::Rng::with_seed(14);
+        for _ in 0..50_000 {
+            let len = rng.usize(1..24);
+            let mut path = String::from("/");
+            path.extend((0..len).map(|_| BYTES[rng.usize(..BYTES.len())] as char));
+            let Ok(normal) = normalise(&path) else {
+                continue;
+            };
+            let normal = normal.unwrap_or_else(|| path.clone());
+            assert!(normal.starts_with('/'), "{path} -> {normal}");
+            assert_eq!(normalise(&normal), Ok(None), "{path} -> {normal}");
+            for segment in normal[1..].split('/') {
+                assert!(!is_dot(segment.as_bytes()), "{path} -> {normal}");
+            }
+        }
+    }
+
+    #[test]
     fn normalising_twice_changes_nothing() {
         for path in ["/a/%2e%2e/b/./c/..", "/%61/%2e", "/x/../../y/%7e"] {
             let once = normal(path);
