@@ -47,8 +47,12 @@ fn fail(message: String) -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), String> {
     let data_dir = config.data_dir();
-    // Before anything is made: every deploy would fail later, naming the interpreter.
-    projects_can_reach(&config)?;
+    // Said at start, not refused: assets and config classes work whatever the folder's mode
+    // (the README's first command, run as root from a clone under /root, must serve), and
+    // each deploy is refused with the same message while the folder stays closed.
+    if let Err(message) = projects_can_reach(&config) {
+        tracing::warn!(%message, "deployed projects cannot run until this folder is opened");
+    }
     let _lock = lock::acquire(&data_dir)?;
     let driver: Arc<dyn Driver> = match config.server.driver.as_str() {
         "process" => Arc::new(ProcessDriver::new(data_dir.join("run"))),

@@ -147,8 +147,10 @@ impl Valet {
         let mut child = Command::new(VALET)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(out.reopen().expect("reopen"))
-            .stderr(out.reopen().expect("reopen"))
+            // Both in append mode: two plain handles keep offsets of their own, and the
+            // later writer would overwrite what the other wrote first.
+            .stdout(append(out.path()))
+            .stderr(append(out.path()))
             .spawn()
             .expect("spawn valet");
         let status = match wait_with_deadline(&mut child, within) {
@@ -351,6 +353,13 @@ fn wait_with_deadline(child: &mut Child, within: Duration) -> Option<ExitStatus>
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let at = line.find(&format!(" {name}="))? + name.len() + 2;
     line[at..].split(' ').next()
+}
+
+fn append(path: &Path) -> File {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open output file")
 }
 
 fn read(path: &Path) -> String {
