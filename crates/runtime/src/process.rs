@@ -160,6 +160,13 @@ async fn lookup_user(name: &str, data_dir: &Path) -> Result<User, DriverError> {
             e.into(),
         )
     })?;
+    // Its own alone: instances of other classes (and their users) must not read its data.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |e| DriverError::io(format!("cannot restrict {}", data_dir.display()), e),
+        )?;
+    }
     Ok(user)
 }
 

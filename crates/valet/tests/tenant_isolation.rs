@@ -157,18 +157,19 @@ async fn a_port_taken_after_its_instance_died_gets_no_request() {
 
 #[tokio::test]
 async fn an_instance_sees_none_of_valets_environment_but_what_its_class_names() {
-    // Set in the test process, which valet inherits its environment from.
-    std::env::set_var("VALET_ADMIN_TOKEN", "canary-admin-token");
-    std::env::set_var("CANARY_OPERATOR_SECRET", "canary-secret");
-    std::env::set_var("PIP_INDEX_URL", "http://canary.invalid/simple");
-    std::env::set_var("CANARY_NAMED", "named-value");
     // Debian's Python by its path: a version manager's shim (pyenv) would put its own
     // folders in front of the PATH valet hands over.
     let class = format!(
         r#"env_from_host = ["CANARY_NAMED"]
         command = ["/usr/bin/python3", "{BACKEND}"]"#
     );
-    let valet = Valet::with_config(&slow_class(&class)).start().await;
+    let valet = Valet::with_config(&slow_class(&class))
+        .env("VALET_ADMIN_TOKEN", "canary-admin-token-0123456789")
+        .env("CANARY_OPERATOR_SECRET", "canary-secret")
+        .env("PIP_INDEX_URL", "http://canary.invalid/simple")
+        .env("CANARY_NAMED", "named-value")
+        .start()
+        .await;
     let response = valet.get("/api/environ").await;
     assert_eq!(response.status(), 200);
     let env = json_of(response).await;

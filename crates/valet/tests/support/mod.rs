@@ -62,6 +62,7 @@ pub struct Failure {
 pub struct ValetBuilder {
     toml: String,
     files: Vec<(PathBuf, Vec<u8>)>,
+    env: Vec<(String, String)>,
 }
 
 impl Valet {
@@ -72,6 +73,7 @@ impl Valet {
         ValetBuilder {
             toml: toml.to_string(),
             files: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -183,6 +185,13 @@ impl ValetBuilder {
     }
 
     /// Starts valet and waits until its port accepts; panics with its output if it cannot.
+    /// A variable in valet's own environment (not the test process's, which other tests
+    /// share).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     pub async fn start(self) -> Valet {
         match self.try_start().await {
             Ok(valet) => valet,
@@ -220,6 +229,7 @@ impl ValetBuilder {
                 .current_dir(dir.path())
                 // Plain text: the log ends up in failure messages.
                 .env("NO_COLOR", "1")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
