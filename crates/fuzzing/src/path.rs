@@ -5,7 +5,8 @@ use valet_gateway::path::normalise;
 
 /// Input: a request path as sent. Whatever comes back must be a path with one meaning: no dot
 /// segment left (plain or `%2e`), no escape of an unreserved character that a backend would
-/// decode into one, a valid origin-form target, and normalising it again changes nothing.
+/// decode into one, no repeated slash (that a backend would merge), a valid origin-form target,
+/// and normalising it again changes nothing.
 pub fn path(data: &[u8]) {
     let Ok(path) = std::str::from_utf8(data) else {
         return;
@@ -27,6 +28,10 @@ pub fn path(data: &[u8]) {
     if !normal.starts_with('/') {
         return;
     }
+    assert!(
+        !normal.contains("//"),
+        "{path:?} -> {normal:?} keeps a repeated slash"
+    );
     for segment in normal[1..].split('/') {
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
         assert!(

@@ -10,8 +10,12 @@
 //! some do not), a dot segment with a `;` parameter (`..;`, which servlet containers read as
 //! `..`), and a `%` that starts no valid escape (decoding around it could form a new one).
 //!
-//! Most paths hold none of `.`, `%` and `\`, and cost one scan of their bytes; a path with a
-//! dot or escape that changes nothing (`/app.js`) costs a second scan and no allocation.
+//! Repeated slashes are merged (`//private/x` is `/private/x`): many backends and frameworks
+//! merge them, so a path valet routed as `//private/x` (the catch-all, no JWT) would be served
+//! as `/private/x`. Merged before dot segments are removed, as nginx does: `/a//../b` is `/b`.
+//!
+//! Most paths hold none of `.`, `%`, `\` and `//`, and cost one scan of their bytes; a path with
+//! a dot or escape that changes nothing (`/app.js`) costs a second scan and no allocation.
 
 /// Why a path is refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,17 +25,30 @@ pub struct BadPath(pub &'static str);
 pub fn normalise(path: &str) -> Result<Option<String>, BadPath> {
     let bytes = path.as_bytes();
     // `*` (OPTIONS) and the empty path of an authority-only target are left as they are.
-    if !bytes.starts_with(b"/") || !bytes.iter().any(|&b| matches!(b, b'.' | b'%' | b'\\')) {
+    if !bytes.starts_with(b"/") || !needs_work(bytes) {
         return Ok(None);
     }
     let mut changes = false;
-    for segment in bytes[1..].split(|&b| b == b'/') {
+    let mut segments = bytes[1..].split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        // An empty segment is a repeated slash, but for the last one (`/a/`: a trailing slash).
+        changes |= segment.is_empty() && segments.peek().is_some();
         changes |= check_segment(segment)?;
     }
     if !changes {
         return Ok(None);
     }
     Ok(Some(remove_dot_segments(&decode_unreserved(bytes))))
+}
+
+/// Whether `path` holds a byte normalising may act on: `.`, `%`, `\` or a slash after a slash.
+fn needs_work(path: &[u8]) -> bool {
+    let mut slash = false;
+    path.iter().any(|&b| {
+        let repeated = slash && b == b'/';
+        slash = b == b'/';
+        repeated || matches!(b, b'.' | b'%' | b'\\')
+    })
 }
 
 /// Checks one segment as sent; `true` if normalising changes it (it is a dot segment or holds
@@ -138,14 +155,16 @@ fn decode_unreserved(bytes: &[u8]) -> String {
     out
 }
 
-/// RFC 3986 5.2.4 on a path that starts with `/`: `.` segments go, `..` takes the segment
-/// before it along (never past the root), and a path that ended in one ends in `/`.
+/// RFC 3986 5.2.4 on a path that starts with `/`, its repeated slashes merged first: empty
+/// segments (but for a trailing one) and `.` segments go, `..` takes the segment before it
+/// along (never past the root), and a path that ended in a dot segment ends in `/`.
 fn remove_dot_segments(path: &str) -> String {
     let mut kept: Vec<&str> = Vec::new();
     let mut segments = path[1..].split('/').peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
         match segment {
+            "" if !last => continue,
             "." => {}
             ".." => {
                 kept.pop();
@@ -187,6 +206,7 @@ mod tests {
         for path in [
             "/",
             "/api/x",
+            "/api/x/",
             "/app.js",
             "/a/.well-known/x",
             "/a%20b",
@@ -208,7 +228,7 @@ mod tests {
             ("/a/b/..", "/a/"),
             ("/..", "/"),
             ("/../../x", "/x"),
-            ("/a//../b", "/a/b"),
+            ("/a//../b", "/b"),
             ("/a/%2e/b", "/a/b"),
             ("/%61pi/x", "/api/x"),
             ("/a%7e%5fb/%41", "/a~_b/A"),
@@ -217,6 +237,25 @@ mod tests {
         ] {
             assert_eq!(normal(path), want, "{path}");
         }
+    }
+
+    #[test]
+    fn repeated_slashes_are_merged_a_trailing_one_kept() {
+        for (path, want) in [
+            ("//private/x", "/private/x"),
+            ("/private//x", "/private/x"),
+            ("///private///x///", "/private/x/"),
+            ("//", "/"),
+            ("/a//", "/a/"),
+            ("//./private/x", "/private/x"),
+            ("/public//..//private/x", "/private/x"),
+            ("/a/%2e//b", "/a/b"),
+        ] {
+            assert_eq!(normal(path), want, "{path}");
+        }
+        // A slash that is a character of its segment (`%2f`) is no separator to merge.
+        assert_eq!(normalise("/a%2f%2fb"), Ok(None));
+        assert_eq!(normalise("/a/"), Ok(None));
     }
 
     #[test]
@@ -262,6 +301,7 @@ mod tests {
             };
             let normal = normal.unwrap_or_else(|| path.clone());
             assert!(normal.starts_with('/'), "{path} -> {normal}");
+            assert!(!normal.contains("//"), "{path} -> {normal}");
             assert_eq!(normalise(&normal), Ok(None), "{path} -> {normal}");
             for segment in normal[1..].split('/') {
                 assert!(!is_dot(segment.as_bytes()), "{path} -> {normal}");
@@ -271,7 +311,12 @@ mod tests {
 
     #[test]
     fn normalising_twice_changes_nothing() {
-        for path in ["/a/%2e%2e/b/./c/..", "/%61/%2e", "/x/../../y/%7e"] {
+        for path in [
+            "/a/%2e%2e/b/./c/..",
+            "/%61/%2e",
+            "/x/../../y/%7e",
+            "//a//..//b//",
+        ] {
             let once = normal(path);
             assert_eq!(normalise(&once), Ok(None), "{path} -> {once}");
         }
