@@ -345,10 +345,21 @@ pub struct RouteConfig {
     pub auth: Option<String>,
     /// Optional rate limit; over it: 429 with Retry-After.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Protocols a client may switch to with `Upgrade` on this route, each a protocol name
+    /// (`"h2c"`), or a name and version (`"TLS/1.0"`) to allow that version only. A request
+    /// that offers any other goes to the instance as an ordinary request without its `Upgrade`:
+    /// after a 101 the connection is a raw tunnel that later requests take past routing and
+    /// `auth`. `HTTP2-Settings` never passes. Default `["websocket"]`; `[]` forwards none.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
 }
 
 fn default_instance_rule() -> String {
     "name:default".into()
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".into()]
 }
 
 /// `rate_limit = { requests, per, by }`.

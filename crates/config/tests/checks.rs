@@ -334,6 +334,14 @@ fn route_checks() {
         "routes[0].rate_limit.by",
         "\"user\" is unknown",
     );
+    assert_problem(
+        &route(
+            "pattern = \"/a/*\"\ncontainer = \"App\"\nupgrades = [\"websocket\", \"web socket\"]",
+        ),
+        7,
+        "routes[0].upgrades[1]",
+        "no protocol name",
+    );
     let twice = route("pattern = \"/a/*\"\ncontainer = \"App\"\nhost = \"Example.com\"\n[[routes]]\npattern = \"/a/*\"\ncontainer = \"App\"\nhost = \"example.com\"");
     assert_problem(&twice, 9, "routes[1].pattern", "duplicate route: routes[0]");
 }

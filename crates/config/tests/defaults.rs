@@ -68,6 +68,7 @@ fn a_class_and_a_route_get_their_documented_defaults() {
     let route = &config.routes[0];
     assert_eq!(route.instance, "name:default");
     assert_eq!(route.rule(), InstanceRule::Name("default".into()));
+    assert_eq!(route.upgrades, ["websocket"]);
     assert_eq!(
         (
             route.host.as_ref(),

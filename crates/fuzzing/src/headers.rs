@@ -45,7 +45,18 @@ pub fn headers(data: &[u8]) {
     let mut request = original.clone();
     let (id, new) = request_id(&Fields::Map(request.clone()));
     assert!(!id.is_empty() && id.len() <= 128, "request id {id:?}");
-    let _ = is_upgrade(&Fields::Map(request.clone()));
+    if is_upgrade(&Fields::Map(request.clone()), &["websocket".into()]) {
+        // On a route that allows WebSocket only, an upgrade offers nothing else (no `h2c`).
+        for value in original.get_all(header::UPGRADE) {
+            for protocol in value.as_bytes().split(|&b| b == b',') {
+                let name = protocol.split(|&b| b == b'/').next().unwrap_or_default();
+                assert!(
+                    name.trim_ascii().eq_ignore_ascii_case(b"websocket"),
+                    "upgrade to {value:?} passed for a WebSocket-only route"
+                );
+            }
+        }
+    }
     client.new_request_id = new.then(|| id.clone());
     prepare_request(&mut request, &client, prefix.clone());
     if new {

@@ -413,22 +413,37 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
-/// Whether a request asks to switch to WebSocket, the one upgrade valet forwards (HTTP/1.1
-/// only). Any other (`h2c`, `TLS/1.0`, a list of several) would turn the connection into a
-/// tunnel that later requests take past routing and auth: such a request goes on as an
-/// ordinary one, its `Upgrade` dropped as a hop-by-hop field.
-pub fn is_upgrade(headers: &Fields) -> bool {
-    let mut protocols = headers.get_all(&header::UPGRADE).flat_map(crate::h1::list);
-    let websocket = protocols
-        .next()
-        .is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"))
-        && protocols.next().is_none();
-    websocket
+/// Whether a request asks to switch protocols in a way its route allows (`upgrades`, lower
+/// case; HTTP/1.1 only): every protocol its `Upgrade` offers must be allowed, since the instance
+/// may pick any of them. Any other (`h2c` on a route that does not name it, `TLS/1.0`) would
+/// turn the connection into a tunnel that later requests take past routing and auth: such a
+/// request goes on as an ordinary one, its `Upgrade` dropped as a hop-by-hop field.
+pub fn is_upgrade(headers: &Fields, allowed: &[Box<str>]) -> bool {
+    if allowed.is_empty() {
+        return false;
+    }
+    let mut protocols = headers
+        .get_all(&header::UPGRADE)
+        .flat_map(crate::h1::list)
+        .peekable();
+    protocols.peek().is_some()
+        && protocols.all(|offered| allowed.iter().any(|a| allows(a, offered)))
         && headers
             .get_all(&header::CONNECTION)
             .filter_map(crate::fields::text)
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether an `upgrades` entry allows an offered protocol: a bare name allows every version of
+/// it (`websocket` allows `WebSocket/13`), a name with a version only that version.
+fn allows(allowed: &str, offered: &[u8]) -> bool {
+    let name = if allowed.contains('/') {
+        offered
+    } else {
+        offered.split(|&b| b == b'/').next().unwrap_or(offered)
+    };
+    name.eq_ignore_ascii_case(allowed.as_bytes())
 }
 
 #[cfg(test)]
@@ -685,21 +700,43 @@ mod tests {
     }
 
     #[test]
-    fn only_a_lone_websocket_upgrade_is_an_upgrade() {
-        let upgrade = |raw: &str| is_upgrade(&crate::fields::tests::spans(raw));
-        assert!(upgrade("Connection: Upgrade\r\nUpgrade: websocket\r\n"));
+    fn only_upgrades_the_route_allows_are_upgrades() {
+        let websocket: &[Box<str>] = &["websocket".into()];
+        let upgrade = |raw: &str, allowed| is_upgrade(&crate::fields::tests::spans(raw), allowed);
         assert!(upgrade(
-            "Connection: keep-alive, upgrade\r\nUpgrade: WebSocket\r\n"
+            "Connection: Upgrade\r\nUpgrade: websocket\r\n",
+            websocket
         ));
+        assert!(upgrade(
+            "Connection: keep-alive, upgrade\r\nUpgrade: WebSocket/13\r\n",
+            websocket
+        ));
+        let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n";
+        let both = "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n";
         for raw in [
-            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n",
-            "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n",
+            h2c,
+            both,
             "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n",
             "Connection: Upgrade\r\nUpgrade: TLS/1.0\r\n",
+            "Connection: Upgrade\r\nUpgrade: websocketx\r\n",
+            "Connection: Upgrade\r\nUpgrade: ,\r\n",
             "Upgrade: websocket\r\n",
         ] {
-            assert!(!upgrade(raw), "{raw}");
+            assert!(!upgrade(raw, websocket), "{raw}");
         }
+        // A route that names more allows them, alone or together; none: not even WebSocket.
+        let more: &[Box<str>] = &["websocket".into(), "h2c".into(), "tls/1.0".into()];
+        for raw in [h2c, both, "Connection: Upgrade\r\nUpgrade: TLS/1.0\r\n"] {
+            assert!(upgrade(raw, more), "{raw}");
+        }
+        assert!(!upgrade(
+            "Connection: Upgrade\r\nUpgrade: TLS/1.2\r\n",
+            more
+        ));
+        assert!(!upgrade(
+            "Connection: Upgrade\r\nUpgrade: websocket\r\n",
+            &[]
+        ));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::path;
 use crate::proxy::{self, Pass, Upstream};
 use crate::routes::{ContainerTarget, Route, RouteTable, Target};
 use crate::upgrade;
-use http::{header, HeaderValue, Uri};
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderValue, Uri, Version};
 use http_body::Body as _;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -125,7 +126,7 @@ async fn to_instance(
     class_key: &mut Option<(String, String)>,
 ) -> Result<Answer, GatewayError> {
     admit(state, route, &req, &client)?;
-    let upgrade = forward::is_upgrade(&req.fields);
+    let upgrade = forward::is_upgrade(&req.fields, &route.upgrades);
     if upgrade && !req.body.is_end_stream() {
         // The handshake goes to the instance without a body (a WebSocket handshake has none):
         // forwarded with its length, the instance would wait for bytes that never come.
@@ -308,15 +309,39 @@ fn refusal(error: GatewayError, body_pending: bool) -> Answer {
 }
 
 /// What every request must be before it is routed, whichever path it came by (valet's own
-/// HTTP/1.1, hyper's HTTP/1.1 or h2, TLS, an upgrade): one `Host` (RFC 9112 3.2: two could route
-/// by one and reach the instance with the other) and a path with one meaning, which replaces the
-/// one sent (see [`path`]). Returns the host the client asked for.
+/// HTTP/1.1, hyper's HTTP/1.1 or h2, TLS, an upgrade): one host and a path with one meaning,
+/// which replaces the one sent (see [`path`]). Returns the host the client asked for.
+///
+/// One host: never two `Host` fields, and a `Host` that agrees with the target's authority (an
+/// h2 `:authority`, an HTTP/1.1 absolute-form target) when both are sent. Routing reads one of
+/// them and an instance may read the other: the two must not name different hosts. An HTTP/1.1
+/// request without `Host` is refused too (RFC 9112 3.2); HTTP/1.0 has no such field and passes.
 fn check(req: &mut ClientRequest) -> Result<Option<HeaderValue>, GatewayError> {
-    if req.fields.get_all(&header::HOST).nth(1).is_some() {
-        return Err(GatewayError::BadRequest {
-            code: "duplicate_host",
-            message: "a request carries one Host field".into(),
-        });
+    let bad_host = |code, message: &str| GatewayError::BadRequest {
+        code,
+        message: message.into(),
+    };
+    let mut hosts = req.fields.get_all(&header::HOST);
+    match (hosts.next(), hosts.next(), req.uri.authority()) {
+        (Some(_), Some(_), _) => {
+            return Err(bad_host(
+                "duplicate_host",
+                "a request carries one Host field",
+            ))
+        }
+        (None, _, _) if req.version == Version::HTTP_11 => {
+            return Err(bad_host(
+                "missing_host",
+                "an HTTP/1.1 request carries a Host field",
+            ))
+        }
+        (Some(host), _, Some(authority)) if !same_authority(host, authority, req.uri.scheme()) => {
+            return Err(bad_host(
+                "host_mismatch",
+                "the Host field names another host than the request target",
+            ))
+        }
+        _ => {}
     }
     let bad_path = |code| GatewayError::BadRequest {
         code,
@@ -326,6 +351,21 @@ fn check(req: &mut ClientRequest) -> Result<Option<HeaderValue>, GatewayError> {
         req.uri = with_path(&req.uri, &normal).map_err(|_| bad_path("bad_uri"))?;
     }
     Ok(request_host(req))
+}
+
+/// Whether a `Host` value names the same host and port as a target's authority (RFC 9113
+/// 8.3.1: compared as RFC 3986 6.2 normalises them, so case and a default port do not count).
+fn same_authority(host: &[u8], authority: &Authority, scheme: Option<&Scheme>) -> bool {
+    let Ok(host) = Authority::try_from(host) else {
+        return false;
+    };
+    let default = if scheme == Some(&Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    host.host().eq_ignore_ascii_case(authority.host())
+        && host.port_u16().unwrap_or(default) == authority.port_u16().unwrap_or(default)
 }
 
 /// `uri` with its path replaced (scheme, authority and query kept).
@@ -355,5 +395,96 @@ fn host_without_port(host: &str) -> Cow<'_, str> {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
         Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::RequestBody;
+
+    fn request(version: Version, uri: &str, hosts: &[&str]) -> ClientRequest {
+        let mut req = http::Request::new(RequestBody::Buffered(None));
+        *req.version_mut() = version;
+        *req.uri_mut() = uri.parse().unwrap();
+        for host in hosts {
+            req.headers_mut()
+                .append(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        req.into()
+    }
+
+    /// The error code `check` refuses with, or the host it found and the path it left.
+    fn checked(version: Version, uri: &str, hosts: &[&str]) -> Result<(String, String), String> {
+        let mut req = request(version, uri, hosts);
+        match check(&mut req) {
+            Ok(host) => {
+                let host = host.map(|h| h.to_str().unwrap().to_string());
+                Ok((host.unwrap_or_default(), req.uri.path().to_string()))
+            }
+            Err(GatewayError::BadRequest { code, .. }) => Err(code.to_string()),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_http11_request_needs_one_host_an_http10_one_none() {
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        let missing = Err("missing_host".to_string());
+        assert_eq!(checked(HTTP_11, "/x", &[]), missing);
+        assert_eq!(checked(HTTP_11, "http://a.test/x", &[]), missing);
+        assert_eq!(
+            checked(HTTP_10, "/x", &[]),
+            Ok((String::new(), "/x".into()))
+        );
+        let duplicate = Err("duplicate_host".to_string());
+        assert_eq!(checked(HTTP_11, "/x", &["a.test", "b.test"]), duplicate);
+        assert_eq!(checked(HTTP_10, "/x", &["a.test", "a.test"]), duplicate);
+        assert_eq!(
+            checked(HTTP_11, "/x", &["a.test"]),
+            Ok(("a.test".into(), "/x".into()))
+        );
+    }
+
+    #[test]
+    fn a_host_field_must_agree_with_the_targets_authority() {
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        // h2: `:authority` alone is the host; a Host beside it must name the same one.
+        assert_eq!(
+            checked(HTTP_2, "https://a.test/x", &[]),
+            Ok(("a.test".into(), "/x".into()))
+        );
+        for same in ["a.test", "A.Test", "a.test:443"] {
+            assert!(
+                checked(HTTP_2, "https://a.test/x", &[same]).is_ok(),
+                "{same}"
+            );
+        }
+        assert!(checked(HTTP_2, "http://a.test:80/x", &["a.test"]).is_ok());
+        let mismatch = Err("host_mismatch".to_string());
+        for other in ["b.test", "a.test:8443", "a.test.", "a.test:80", ""] {
+            assert_eq!(
+                checked(HTTP_2, "https://a.test/x", &[other]),
+                mismatch,
+                "{other}"
+            );
+        }
+        // HTTP/1.1 in absolute form: the same rule.
+        assert_eq!(checked(HTTP_11, "http://a.test/x", &["b.test"]), mismatch);
+        assert!(checked(HTTP_11, "http://a.test/x", &["a.test:80"]).is_ok());
+    }
+
+    #[test]
+    fn the_path_every_later_step_reads_is_the_normalised_one() {
+        let (_, path) = checked(Version::HTTP_11, "//private//x?q=//", &["a.test"]).unwrap();
+        assert_eq!(path, "/private/x");
+        let mut req = request(Version::HTTP_11, "//private/./x?q=//", &["a.test"]);
+        check(&mut req).unwrap();
+        assert_eq!(
+            req.uri.path_and_query().unwrap().as_str(),
+            "/private/x?q=//"
+        );
     }
 }

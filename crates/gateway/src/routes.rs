@@ -20,6 +20,7 @@ pub enum Target {
 pub const PROJECTS_PATTERN: &str = "/containers/*";
 /// Every project has one instance, under this key of its version's class.
 pub const PROJECT_KEY: &str = "main";
+const WEBSOCKET: &str = "websocket";
 
 /// A route to a container class, with everything resolved that a request needs.
 pub struct ContainerTarget {
@@ -54,6 +55,8 @@ pub struct Route {
     /// `auth = "jwt"`: a valid token is required before any instance is woken.
     pub jwt: bool,
     pub limiter: Option<RouteLimiter>,
+    /// `upgrades`: the protocols a request may switch this route's connections to (lower case).
+    pub upgrades: Box<[Box<str>]>,
     /// This route's request counts and latency, registered here so recording is lookup-free.
     pub stats: Arc<RouteStats>,
 }
@@ -171,6 +174,11 @@ impl RouteTable {
                         .rate_limit
                         .as_ref()
                         .map(|l| RouteLimiter::new(l.requests, l.per.get(), &l.by)),
+                    upgrades: r
+                        .upgrades
+                        .iter()
+                        .map(|p| p.to_ascii_lowercase().into())
+                        .collect(),
                 }
             })
             .collect();
@@ -185,6 +193,8 @@ impl RouteTable {
                 target: Target::Projects,
                 jwt: false,
                 limiter: None,
+                // A route's default (`upgrades` unset): deployed apps may use WebSockets.
+                upgrades: Box::new([WEBSOCKET.into()]),
             });
         }
         // Longest pattern first; among equals, a route bound to a host wins.
@@ -279,6 +289,7 @@ mod tests {
             target: Target::Assets,
             jwt: false,
             limiter: None,
+            upgrades: Box::new([]),
             stats: Arc::new(RouteStats::new(pattern, "")),
         }
     }

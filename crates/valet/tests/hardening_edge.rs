@@ -7,11 +7,16 @@
 //! - client-address fields are replaced unless the peer is trusted (item 8);
 //! - two `Host` fields, or a key source sent twice, are refused (item 9);
 //! - an upgrade request with a body is answered 400 at once (item 10).
+//!
+//! And the follow-ups: repeated slashes are merged (`//private/x` is `/private/x`), an HTTP/1.1
+//! request without `Host` and a `Host` that disagrees with the target's authority are 400, and
+//! a route's `upgrades` names the protocols other than WebSocket it forwards.
 
 mod support;
 
+use jsonwebtoken::{encode, EncodingKey, Header};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::wire::exchange;
 use support::*;
 
@@ -413,4 +418,199 @@ async fn an_upgrade_request_with_a_body_is_answered_400_at_once() {
         );
     }
     assert!(valet.starts().is_empty(), "{:?}", valet.starts());
+}
+
+/// A token the JWT route takes.
+fn token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({ "sub": "ada", "exp": exp });
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(b"s3cret"),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn repeated_slashes_route_key_and_reach_the_instance_as_one() {
+    // A catch-all without auth: were `//private/x` routed as sent, it would land here, and a
+    // backend that merges slashes would serve it as `/private/x`.
+    let config = format!(
+        "{CONFIG}\n[[routes]]\npattern = \"/*\"\ncontainer = \"Pub\"\ninstance = \"name:all\"\n"
+    );
+    let valet = Valet::with_config(&config).start().await;
+    for target in [
+        "//private/x",
+        "///private/x",
+        "//private//x",
+        "/.//private/x",
+        "//public/..//private/x",
+    ] {
+        for (how, request) in [
+            ("valet", get(target, "")),
+            ("hyper", chunked(target, "")),
+            ("upgrade", upgrade(target, "")),
+        ] {
+            let answer = send(&valet, &request).await;
+            assert_eq!(answer.status, 401, "{target} over {how}: {}", answer.head);
+        }
+        let (status, body) = curl_h2(&valet, target, &[]);
+        assert_eq!(status, 401, "{target} over h2: {body}");
+    }
+    assert!(valet.starts().is_empty(), "{:?}", valet.starts());
+
+    // With a token the instance sees the merged path, on every path a request can take.
+    let bearer = format!("Authorization: Bearer {}\r\n", token());
+    for (how, request) in [
+        ("valet", get("//private//x", &bearer)),
+        ("hyper", chunked("//private//x", &bearer)),
+    ] {
+        let echo = send(&valet, &request).await.json();
+        assert_eq!(echo["class"], "Priv", "{how}");
+        assert_eq!(echo["path"], "/private/x", "{how}");
+    }
+    let (status, body) = curl_h2(
+        &valet,
+        "//private//x",
+        &[&format!("Authorization: Bearer {}", token())],
+    );
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["path"], "/private/x", "over h2");
+
+    // strip_prefix and `path:<n>` read the merged path too.
+    for (target, key, path) in [
+        ("/public//echo", "pub", "/echo"),
+        ("//by-path//a//echo", "a", "/echo"),
+        ("/by-path/b//echo//", "b", "/echo/"),
+    ] {
+        let echo = send(&valet, &get(target, "")).await.json();
+        assert_eq!(
+            (&echo["key"], &echo["path"]),
+            (&key.into(), &path.into()),
+            "{target}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http11_request_names_one_host_and_http10_may_name_none() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    // No Host at all: HTTP/1.1 is 400 on both HTTP/1 paths and the upgrade.
+    let no_host = |request: String| request.replace("Host: valet.test\r\n", "");
+    for (how, request) in [
+        ("valet", no_host(get("/public/echo", ""))),
+        ("hyper", no_host(chunked("/public/echo", ""))),
+        ("upgrade", no_host(upgrade("/public/echo", ""))),
+        (
+            "absolute form",
+            "GET http://valet.test/public/echo HTTP/1.1\r\nConnection: close\r\n\r\n".into(),
+        ),
+    ] {
+        assert!(!request.contains("Host:"), "{request}");
+        let answer = send(&valet, &request).await;
+        assert_eq!(answer.status, 400, "{how}: {}", answer.head);
+        assert_eq!(answer.json()["error"], "missing_host", "{how}");
+    }
+    // HTTP/1.0 has no Host field to require: it is served, the instance gets a Host of valet's.
+    let answer = send(&valet, "GET /public/echo HTTP/1.0\r\n\r\n").await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert!(answer.json()["headers"]["host"].is_string());
+
+    // An absolute-form target and a Host must name one host (RFC 9112 3.2.2: routing reads
+    // one, the instance may read the other).
+    let absolute = |host: &str| {
+        format!("GET http://valet.test/public/echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    let answer = send(&valet, &absolute("other.test")).await;
+    assert_eq!(answer.status, 400, "{}", answer.head);
+    assert_eq!(answer.json()["error"], "host_mismatch");
+    assert_eq!(send(&valet, &absolute("Valet.Test:80")).await.status, 200);
+
+    // h2: `:authority` and a Host field beside it must agree as well.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let authority = valet.addr().to_string();
+    for (host, want) in [
+        ("other.test", 400),
+        (authority.as_str(), 200),
+        (&format!("{}:80", valet.addr().ip()), 400),
+    ] {
+        let response = client
+            .get(valet.url("/public/echo"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_eq!(
+            status, want,
+            "Host {host} beside :authority {authority}: {body}"
+        );
+        if want == 400 {
+            assert!(body.contains("host_mismatch"), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn upgrades_other_than_websocket_pass_only_where_the_route_names_them() {
+    let config = format!(
+        "{CONFIG}
+[[routes]]
+pattern = \"/open/*\"
+container = \"Pub\"
+instance = \"name:pub\"
+strip_prefix = \"/open\"
+upgrades = [\"websocket\", \"h2c\"]
+
+[[routes]]
+pattern = \"/closed/*\"
+container = \"Pub\"
+instance = \"name:pub\"
+strip_prefix = \"/closed\"
+upgrades = []
+"
+    );
+    let valet = Valet::with_config(&config).start().await;
+    let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    let websocket = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // (route, upgrade fields, the Upgrade the instance gets). The test backend answers an
+    // upgrade to /echo with its echo (no 101), which shows what was forwarded.
+    for (route, fields, forwarded) in [
+        ("/open", h2c, Some("h2c")),
+        ("/open", websocket, Some("websocket")),
+        ("/public", h2c, None),
+        ("/public", websocket, Some("websocket")),
+        ("/closed", h2c, None),
+        ("/closed", websocket, None),
+    ] {
+        let request = format!(
+            "GET {route}/echo HTTP/1.1\r\nHost: valet.test\r\n{fields}Connection: close\r\n\r\n"
+        );
+        let echo = send(&valet, &request).await.json();
+        let headers = &echo["headers"];
+        assert_eq!(
+            headers["upgrade"].as_str(),
+            forwarded,
+            "{route} {fields:?}: {echo}"
+        );
+        // HTTP2-Settings never passes, not even where h2c does.
+        assert!(headers.get("http2-settings").is_none(), "{route}: {echo}");
+    }
+    // WebSocket where the route allows it (the default and a list naming it), not elsewhere.
+    for (route, opens) in [("/public", true), ("/open", true), ("/closed", false)] {
+        let url = format!("ws://{}{route}/ws", valet.addr());
+        let opened = tokio_tungstenite::connect_async(url).await;
+        assert_eq!(opened.is_ok(), opens, "{route}: {:?}", opened.err());
+    }
 }

@@ -119,6 +119,14 @@ impl Checks<'_> {
                 );
             }
         }
+        for (i, protocol) in route.upgrades.iter().enumerate() {
+            self.require(is_protocol(protocol), at.key("upgrades").index(i), || {
+                format!(
+                    "upgrade {protocol:?} is no protocol name: write a token, optionally with \
+                     \"/version\", like \"websocket\" or \"h2c\""
+                )
+            });
+        }
         let Some(limit) = &route.rate_limit else {
             return;
         };
@@ -134,6 +142,19 @@ impl Checks<'_> {
         self.require(by == "ip" || by == "route", here.key("by"), || {
             format!("rate_limit by {by:?} is unknown (use \"ip\" or \"route\")")
         });
+    }
+}
+
+/// RFC 9110 7.8: `protocol-name ["/" protocol-version]`, both tokens, as `Upgrade` lists them.
+fn is_protocol(protocol: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match protocol.split_once('/') {
+        Some((name, version)) => token(name) && token(version),
+        None => token(protocol),
     }
 }
 
@@ -155,7 +176,17 @@ fn could_strip(pattern: &str, strip: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::could_strip;
+    use super::{could_strip, is_protocol};
+
+    #[test]
+    fn upgrades_are_protocol_names_with_an_optional_version() {
+        for ok in ["websocket", "h2c", "TLS/1.0", "x-my.proto"] {
+            assert!(is_protocol(ok), "{ok}");
+        }
+        for bad in ["", "web socket", "websocket,h2c", "/1", "a/", "a/b/c", "é"] {
+            assert!(!is_protocol(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn strip_prefix_must_agree_with_the_pattern() {
