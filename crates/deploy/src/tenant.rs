@@ -104,18 +104,62 @@ pub fn check_reachable(folder: &Path) -> Result<(), String> {
     }
 }
 
-/// Removes a deleted project's user (best effort: a leftover user owns nothing).
+/// Removes a deleted project's user, after killing every process it still runs: a tenant's
+/// process that left its instance's session (setsid, a daemon) survives the instance's stop,
+/// and would otherwise keep running, and keep the user, after the project is gone.
 pub async fn remove_user(project_id: &str) {
     if !nix::unistd::geteuid().is_root() {
         return;
     }
     let name = user_name(project_id);
-    if let Err(e) = tokio::process::Command::new("userdel")
+    let Ok(Some(user)) = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || nix::unistd::User::from_name(&name)
+    })
+    .await
+    .unwrap_or(Ok(None)) else {
+        return;
+    };
+    // Twice: a process may fork while the first round is under way.
+    for _ in 0..2 {
+        kill_all_of(user.uid.as_raw());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    match tokio::process::Command::new("userdel")
         .arg(&name)
         .status()
         .await
     {
-        tracing::warn!(user = %name, error = %e, "cannot remove a project's user");
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            tracing::warn!(user = %name, %status, "userdel failed; the project's user is left behind")
+        }
+        Err(e) => tracing::warn!(user = %name, error = %e, "cannot remove a project's user"),
+    }
+}
+
+/// SIGKILLs every process whose real user is `uid` (read from /proc).
+fn kill_all_of(uid: u32) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let real_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok());
+        if real_uid == Some(uid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

@@ -40,8 +40,33 @@ impl ColdStartGate {
         }
     }
 
-    /// Counts one start for `client`; `Err(wait)` when it is over its limit (nothing counted).
-    pub(crate) fn admit(&self, client: IpAddr) -> Result<(), Duration> {
+    /// `Err(wait)` when `client` has used up its starts in the current window. Counts
+    /// nothing: a start is counted by [`Self::count`] once it really happens, so a request
+    /// refused for another reason (a full class) costs the client nothing.
+    pub(crate) fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.with_window(client, |since, count, now| {
+            if *count >= self.starts {
+                Err(self.per.saturating_sub(now.duration_since(*since)))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// Counts one start for `client`.
+    pub(crate) fn count(&self, client: IpAddr) {
+        self.with_window(client, |_, count, _| {
+            *count += 1;
+            Ok(())
+        })
+        .ok();
+    }
+
+    fn with_window(
+        &self,
+        client: IpAddr,
+        f: impl FnOnce(&mut Instant, &mut u32, Instant) -> Result<(), Duration>,
+    ) -> Result<(), Duration> {
         if self.starts == 0 || self.per.is_zero() {
             return Ok(());
         }
@@ -50,16 +75,24 @@ impl ColdStartGate {
         if windows.len() >= SWEEP_ABOVE {
             windows.retain(|_, (since, _)| now.duration_since(*since) < self.per);
         }
-        let (since, count) = windows.entry(client).or_insert((now, 0));
+        let (since, count) = windows.entry(bucket(client)).or_insert((now, 0));
         if now.duration_since(*since) >= self.per {
             *since = now;
             *count = 0;
         }
-        if *count >= self.starts {
-            return Err(self.per.saturating_sub(now.duration_since(*since)));
-        }
-        *count += 1;
-        Ok(())
+        f(since, count, now)
+    }
+}
+
+/// The address a window belongs to: an IPv4 address, or an IPv6 /64 (one subscriber's
+/// network: a client holding a /64 could otherwise take a new address per start).
+fn bucket(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 
@@ -93,21 +126,39 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(gate.admit(a).is_ok());
+            assert!(gate.check(a).is_ok());
+            gate.count(a);
         }
-        let wait = gate.admit(a).unwrap_err();
+        let wait = gate.check(a).unwrap_err();
         assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
-        assert!(gate.admit(b).is_ok(), "another client has its own window");
+        assert!(gate.check(b).is_ok(), "another client has its own window");
+    }
+
+    #[test]
+    fn checks_alone_count_nothing_and_a_v6_slash_64_is_one_client() {
+        let gate = ColdStartGate::new(2, Duration::from_secs(60));
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_net: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        for _ in 0..10 {
+            assert!(gate.check(a).is_ok(), "a refused start costs nothing");
+        }
+        gate.count(a);
+        gate.count(same_net);
+        assert!(gate.check(a).is_err());
+        assert!(gate.check(same_net).is_err());
+        assert!(gate.check(other_net).is_ok());
     }
 
     #[test]
     fn a_window_that_is_over_starts_again() {
         let gate = ColdStartGate::new(1, Duration::from_millis(30));
         let a: IpAddr = "::1".parse().unwrap();
-        assert!(gate.admit(a).is_ok());
-        assert!(gate.admit(a).is_err());
+        assert!(gate.check(a).is_ok());
+        gate.count(a);
+        assert!(gate.check(a).is_err());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(gate.admit(a).is_ok());
+        assert!(gate.check(a).is_ok());
     }
 
     #[test]
@@ -115,7 +166,8 @@ mod tests {
         let gate = ColdStartGate::new(0, Duration::from_secs(60));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..1000 {
-            assert!(gate.admit(a).is_ok());
+            gate.count(a);
+            assert!(gate.check(a).is_ok());
         }
     }
 }

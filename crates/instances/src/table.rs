@@ -274,7 +274,7 @@ impl Instances {
         if let Some(client) = client {
             self.inner
                 .cold_starts
-                .admit(client)
+                .check(client)
                 .map_err(|retry_after| AcquireError::TooManyStarts { retry_after })?;
         }
         if !inst.class.try_take_slot() {
@@ -282,6 +282,9 @@ impl Instances {
                 class: inst.class.name.to_string(),
                 max: inst.class.max_instances,
             });
+        }
+        if let Some(client) = client {
+            self.inner.cold_starts.count(client);
         }
         let (tx, mailbox) = mpsc::unbounded_channel();
         *control = Some(tx);

@@ -93,7 +93,11 @@ impl Driver for ProcessDriver {
         let port_numbers: Vec<u16> = ports.iter().map(|(_, port)| *port).collect();
         // Registered before anything can dial the ports: from here on only this group's own
         // listeners pass for them.
-        listeners::register(pid as i32, &port_numbers);
+        listeners::register(
+            pid as i32,
+            user.as_ref().map(|u| u.uid.as_raw()),
+            &port_numbers,
+        );
         let instance = ProcessInstance {
             child,
             pid,
@@ -154,20 +158,40 @@ async fn lookup_user(name: &str, data_dir: &Path) -> Result<User, DriverError> {
         .map_err(|e| DriverError::io("user lookup panicked", io::Error::other(e)))?
         .map_err(|e| DriverError::io(format!("cannot look up user `{name}`"), e.into()))?;
     let user = found.ok_or_else(|| DriverError::Spec(format!("unknown user `{name}`")))?;
-    nix::unistd::chown(data_dir, Some(user.uid), Some(user.gid)).map_err(|e| {
+    give_folder(data_dir, &user).map_err(|e| {
         DriverError::io(
             format!("cannot give {} to user `{name}`", data_dir.display()),
-            e.into(),
+            e,
         )
     })?;
-    // Its own alone: instances of other classes (and their users) must not read its data.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |e| DriverError::io(format!("cannot restrict {}", data_dir.display()), e),
-        )?;
-    }
     Ok(user)
+}
+
+/// Gives the instance's data folder to its user, mode 0700 (its own alone: other classes and
+/// their users must not read it). The folder's parent may belong to a tenant (a deployed
+/// project's data folder), who could have put a symlink in its place to make valet, as root,
+/// hand over any folder of the machine: so the folder is opened without following a symlink,
+/// must be a directory, and is changed through that descriptor only.
+fn give_folder(dir: &Path, user: &User) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let folder = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::NOFOLLOW_DIRECTORY)
+        .open(dir)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("not a plain folder (a symlink or a file in its place?): {e}"),
+            )
+        })?;
+    std::os::unix::fs::fchown(&folder, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+    folder.set_permissions(std::fs::Permissions::from_mode(0o700))
+}
+
+/// `O_NOFOLLOW | O_DIRECTORY`, from nix's re-export of the C constants.
+mod libc_flags {
+    use nix::fcntl::OFlag;
+    pub(super) const NOFOLLOW_DIRECTORY: i32 = OFlag::O_NOFOLLOW.bits() | OFlag::O_DIRECTORY.bits();
 }
 
 /// A program that is missing or not executable will not appear by retrying: that is the
@@ -188,5 +212,33 @@ fn endpoints(ports: &[command::PickedPort]) -> Endpoints {
             .iter()
             .map(|(name, port)| (name.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, *port))))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_symlink_in_place_of_a_data_folder_is_never_followed() {
+        let me = User::from_uid(nix::unistd::getuid()).unwrap().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let planted = root.path().join("data");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+
+        let error = give_folder(&planted, &me).unwrap_err();
+        assert!(error.to_string().contains("not a plain folder"), "{error}");
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "the symlink's target was left alone");
+
+        let real = root.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        give_folder(&real, &me).unwrap();
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 }

@@ -44,6 +44,10 @@ fn port_of(pid: u32) -> u16 {
 /// clients wrote to it, which must stay 0.
 fn steal(port: u16) -> Arc<AtomicUsize> {
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("thief binds the port");
+    serve_thief(listener)
+}
+
+fn serve_thief(listener: TcpListener) -> Arc<AtomicUsize> {
     let received = Arc::new(AtomicUsize::new(0));
     let seen = received.clone();
     std::thread::spawn(move || {
@@ -139,7 +143,23 @@ async fn a_port_taken_after_its_instance_died_gets_no_request() {
         || async move { (!pid_alive(pid)).then_some(()) },
     )
     .await;
-    let received = steal(port);
+    // The dead instance's side of valet's pooled connections may hold the port a moment
+    // (FIN_WAIT2) until valet drops them, which the next requests make it do.
+    let mut thief = None;
+    for _ in 0..100 {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => {
+                thief = Some(serve_thief(listener));
+                break;
+            }
+            Err(_) => {
+                let body = valet.get("/api/echo").await.text().await.unwrap_or_default();
+                assert!(!body.contains("stolen"), "a request reached the thief: {body}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let received = thief.expect("the old port comes free");
     for _ in 0..20 {
         let response = valet.get("/api/echo").await;
         let body = response.text().await.unwrap_or_default();
@@ -221,4 +241,24 @@ async fn an_instance_sees_none_of_valets_environment_but_what_its_class_names() 
             "unexpected variable {name}: {env:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn no_other_process_can_join_an_instances_process_group() {
+    // The port check trusts an instance's process group: nobody else may get into it. valet
+    // runs in this test's session; an instance must not (setpgid works within a session).
+    let valet = Valet::with_config(&slow_class("")).start().await;
+    let pid = valet.echo("/api/echo").await["pid"].as_u64().unwrap() as i32;
+    let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
+    assert_eq!(sid.as_raw(), pid, "the instance leads a session of its own");
+    let joined = std::process::Command::new("python3")
+        .args(["-c", "import os, sys; os.setpgid(0, int(sys.argv[1]))"])
+        .arg(pid.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        !joined.status.success()
+            && String::from_utf8_lossy(&joined.stderr).contains("PermissionError"),
+        "another process joined the instance's group: {joined:?}"
+    );
 }

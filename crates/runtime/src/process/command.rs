@@ -54,9 +54,9 @@ pub(super) fn build(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group, so one killpg reaches every descendant and a Ctrl-C on valet's
-        // terminal does not hit instances before valet can stop them in order.
-        .process_group(0)
+        // Its own session and so its own group (setsid in the spawner's pre-exec hook), so one
+        // killpg reaches every descendant, a Ctrl-C on valet's terminal does not hit
+        // instances before valet can stop them in order, and no other tenant can join it.
         .kill_on_drop(true);
 
     // Nothing of valet's own environment: it holds the admin token, the operator's secrets and

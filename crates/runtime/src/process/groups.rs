@@ -33,8 +33,8 @@ impl Groups {
         }
     }
 
-    /// Records the group led by `pid` (its pgid is its pid: it was spawned with
-    /// `process_group(0)`).
+    /// Records the group led by `pid` (its pgid is its pid: it was spawned as the leader of a
+    /// session of its own).
     pub(super) fn record(&self, pid: u32) -> io::Result<()> {
         let start_time = read_stat(pid as i32)
             .ok_or_else(|| io::Error::other(format!("cannot read /proc/{pid}/stat")))?

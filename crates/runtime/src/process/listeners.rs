@@ -33,6 +33,9 @@ const TOMBSTONE: Duration = Duration::from_secs(600);
 struct Owner {
     /// `None` once the instance ended: its port must not be dialed again.
     pgid: Option<i32>,
+    /// The instance's own user, when it has one: a listener of any other user is foreign
+    /// whatever group it claims to be in.
+    uid: Option<u32>,
     /// Listening sockets already found among the group's descriptors.
     known: Mutex<Vec<u64>>,
     since: Instant,
@@ -57,13 +60,15 @@ impl From<PortConflict> for io::Error {
     }
 }
 
-/// Registers `ports` as belonging to process group `pgid`. A port's earlier owner is replaced.
-pub(super) fn register(pgid: i32, ports: &[u16]) {
+/// Registers `ports` as belonging to process group `pgid`, run as `uid` when it has a user of
+/// its own. A port's earlier owner is replaced.
+pub(super) fn register(pgid: i32, uid: Option<u32>, ports: &[u16]) {
     let mut owners = OWNERS.write().unwrap_or_else(|e| e.into_inner());
     owners.retain(|_, o| o.pgid.is_some() || o.since.elapsed() < TOMBSTONE);
     for port in ports {
         let owner = Owner {
             pgid: Some(pgid),
+            uid,
             known: Mutex::new(Vec::new()),
             since: Instant::now(),
         };
@@ -78,6 +83,7 @@ pub(super) fn retire(pgid: i32, ports: &[u16]) {
         if owners.get(port).is_some_and(|o| o.pgid == Some(pgid)) {
             let ended = Owner {
                 pgid: None,
+                uid: None,
                 known: Mutex::new(Vec::new()),
                 since: Instant::now(),
             };
@@ -104,7 +110,17 @@ pub fn confirm(addr: SocketAddr) -> Result<(), PortConflict> {
     let Some(pgid) = owner.pgid else {
         return Err(PortConflict::Ended { port });
     };
-    let inodes = listening_inodes(port).map_err(|_| PortConflict::NotListening { port })?;
+    let listeners = listening_sockets(port).map_err(|_| PortConflict::NotListening { port })?;
+    if let Some(stranger) = listeners
+        .iter()
+        .find(|l| owner.uid.is_some_and(|uid| l.uid != uid))
+    {
+        return Err(PortConflict::Foreign {
+            port,
+            holder: holder_of(stranger.inode),
+        });
+    }
+    let inodes: Vec<u64> = listeners.iter().map(|l| l.inode).collect();
     if inodes.is_empty() {
         // The connection was accepted, so a listener existed a moment ago and is gone: not
         // the instance's to vouch for.
@@ -128,10 +144,16 @@ pub fn confirm(addr: SocketAddr) -> Result<(), PortConflict> {
     Ok(())
 }
 
-/// Inodes of the sockets listening where a connection to `127.0.0.1:port` may land: bound to
+/// A socket listening where a connection to an instance's port may land.
+struct Listener {
+    inode: u64,
+    uid: u32,
+}
+
+/// The sockets listening where a connection to `127.0.0.1:port` may land: bound to
 /// 127.0.0.1 or 0.0.0.0, or in IPv6 to `::` (dual stack) or `::ffff:127.0.0.1`.
-fn listening_inodes(port: u16) -> io::Result<Vec<u64>> {
-    let mut inodes = Vec::new();
+fn listening_sockets(port: u16) -> io::Result<Vec<Listener>> {
+    let mut found = Vec::new();
     for (path, reaches) in [
         ("/proc/net/tcp", reaches_loopback_v4 as fn(&str) -> bool),
         ("/proc/net/tcp6", reaches_loopback_v6),
@@ -152,11 +174,14 @@ fn listening_inodes(port: u16) -> io::Result<Vec<u64>> {
                 break;
             }
             if socket.port == port && reaches(socket.addr) {
-                inodes.push(socket.inode);
+                found.push(Listener {
+                    inode: socket.inode,
+                    uid: socket.uid,
+                });
             }
         }
     }
-    Ok(inodes)
+    Ok(found)
 }
 
 /// One line of `/proc/net/tcp{,6}`, the fields this module needs.
@@ -165,6 +190,7 @@ struct SocketLine<'a> {
     addr: &'a str,
     port: u16,
     state: &'a str,
+    uid: u32,
     inode: u64,
 }
 
@@ -173,12 +199,14 @@ fn parse_line(line: &str) -> Option<SocketLine<'_>> {
     let local = fields.nth(1)?;
     let state = fields.nth(1)?;
     // After st: tx:rx queues, tr:when, retransmits, uid, timeout, then the inode.
-    let inode = fields.nth(5)?.parse().ok()?;
+    let uid = fields.nth(3)?.parse().ok()?;
+    let inode = fields.nth(1)?.parse().ok()?;
     let (addr, port) = local.split_once(':')?;
     Some(SocketLine {
         addr,
         port: u16::from_str_radix(port, 16).ok()?,
         state,
+        uid,
         inode,
     })
 }
@@ -278,6 +306,7 @@ mod tests {
         assert_eq!(socket.port, 8080);
         assert_eq!(socket.state, "0A");
         assert_eq!(socket.inode, 123456);
+        assert_eq!(socket.uid, 0);
         assert!(reaches_loopback_v4(socket.addr));
         assert!(reaches_loopback_v4("00000000"));
         assert!(
@@ -298,13 +327,13 @@ mod tests {
         let ours = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let addr = ours.local_addr().unwrap();
         let own_group = process_group(std::process::id() as i32).unwrap();
-        register(own_group, &[addr.port()]);
+        register(own_group, None, &[addr.port()]);
         let _c = TcpStream::connect(addr).unwrap();
         assert_eq!(confirm(addr), Ok(()));
         assert_eq!(confirm(addr), Ok(()), "a known inode passes without a walk");
 
         // The same port registered to a group that holds nothing: ours is now foreign to it.
-        register(own_group + 1_000_000, &[addr.port()]);
+        register(own_group + 1_000_000, None, &[addr.port()]);
         match confirm(addr) {
             Err(PortConflict::Foreign { port, holder }) => {
                 assert_eq!(port, addr.port());
@@ -313,7 +342,12 @@ mod tests {
             other => panic!("expected a conflict, got {other:?}"),
         }
 
-        retire(own_group + 1_000_000, &[addr.port()]);
+        // Our own group but another user: foreign all the same.
+        let me = nix::unistd::geteuid().as_raw();
+        register(own_group, Some(me.wrapping_add(1)), &[addr.port()]);
+        assert!(matches!(confirm(addr), Err(PortConflict::Foreign { .. })));
+
+        retire(own_group, &[addr.port()]);
         assert_eq!(
             confirm(addr),
             Err(PortConflict::Ended { port: addr.port() })

@@ -74,6 +74,11 @@ fn handle(mut request: Request) {
 fn set_parent_death_signal(command: &mut Command) {
     let valet = Pid::this();
     let hook = move || -> io::Result<()> {
+        // A session of its own, which also makes it the leader of a new process group. A
+        // process may join any group of its own session (setpgid), so instances in valet's
+        // session could join each other's groups and pass the port check in listeners.rs;
+        // across sessions setpgid fails with EPERM.
+        nix::unistd::setsid()?;
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
         // valet turns transparent huge pages off for itself (see main.rs); the flag would be
         // inherited across exec, and an instance's own memory is the app's business.
@@ -86,7 +91,7 @@ fn set_parent_death_signal(command: &mut Command) {
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed. It makes raw syscalls only (prctl twice, getppid) and on failure builds an
+    // calls are allowed. It makes raw syscalls only (setsid, prctl twice, getppid) and on failure builds an
     // io::Error from an errno, which does not allocate; it takes no locks.
     #[allow(unsafe_code)]
     unsafe {
