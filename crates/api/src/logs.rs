@@ -11,13 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::Stream;
 use serde::Deserialize;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use valet_core::InstanceId;
-use valet_runtime::LogRing;
+use valet_runtime::{logfile, LogRing};
 
 const DEFAULT_TAIL: usize = 100;
 const MAX_TAIL: usize = 10_000;
@@ -39,10 +38,8 @@ pub async fn logs(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let runtime = admin.class(&class)?;
-    let file = runtime.log_root.join(format!(
-        "{}.log",
-        InstanceId::new(class.as_str(), key.as_str()).slug()
-    ));
+    let id = InstanceId::new(class.as_str(), key.as_str());
+    let file = logfile::path(&runtime.log_root, &id);
     let known = admin.instances.get(&class, &key).is_some();
     if !known && !file.exists() {
         return Err(ApiError::no_instance(&class, &key));
@@ -67,31 +64,8 @@ fn ring_of(admin: &Admin, class: &str, key: &str) -> Option<Arc<LogRing>> {
 }
 
 /// The last `n` lines of a log file; nothing when it cannot be read.
-fn file_tail(path: &PathBuf, n: usize) -> Vec<String> {
-    let read = || -> std::io::Result<Vec<u8>> {
-        let mut file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        let start = len.saturating_sub(FILE_TAIL_BYTES);
-        file.seek(SeekFrom::Start(start))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        if start > 0 {
-            // Starting mid-file: the first line is probably cut, so drop it.
-            let cut = bytes
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(bytes.len(), |i| i + 1);
-            bytes.drain(..cut);
-        }
-        Ok(bytes)
-    };
-    let bytes = read().unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
+fn file_tail(path: &std::path::Path, n: usize) -> Vec<String> {
+    logfile::tail(path, n, FILE_TAIL_BYTES).unwrap_or_default()
 }
 
 fn follow_sse(

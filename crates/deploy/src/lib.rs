@@ -6,6 +6,7 @@
 mod cache;
 mod error;
 mod node;
+mod package;
 mod progress;
 mod python;
 mod secrets;
@@ -15,6 +16,9 @@ mod unpack;
 mod upload;
 
 pub use error::DeployError;
+pub use package::{
+    App, DockerPackager, Packager, Prepared, ProcessPackager, Runnable, Runtime, Version,
+};
 pub use progress::{Event, Progress};
 pub use secrets::{check_secret_name, class_scope, open_scope, SecretBox, MAX_SECRET_BYTES};
 pub use service::{Deployed, Deployer};

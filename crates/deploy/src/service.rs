@@ -7,11 +7,12 @@
 //! version. A failure before the commit removes the build folder and stops its instance.
 
 use crate::node;
+use crate::package::{App, Packager, Prepared, Runtime, Version};
 use crate::progress::Progress;
 use crate::python;
 use crate::unpack::{project_root, unpack};
 use crate::upload::{check_name, default_name, FileKind, Upload};
-use crate::{cache::Cache, DeployError};
+use crate::DeployError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,7 @@ use std::time::Duration;
 use valet_config::{Config, ContainerClass};
 use valet_core::InstanceId;
 use valet_instances::{ClassRuntime, Instances};
-use valet_runtime::docker::ProjectBuild;
-use valet_runtime::DockerDriver;
+use valet_runtime::logfile;
 use valet_store::{random_hex, Deployment, NewDeployment, Project, Store};
 
 /// Every project has one instance, under this key of its version's class.
@@ -34,10 +34,6 @@ const SLEEP_AFTER: &str = "10m";
 const READY_WITHIN: &str = "60s";
 /// How long a retired version may finish its requests before it is stopped.
 const RETIRE_GRACE: Duration = Duration::from_secs(30);
-/// Where a project's volume is mounted in its containers (`VALET_DATA_DIR`).
-const IMAGE_DATA: &str = valet_runtime::docker::DATA_DIR;
-/// Where the app sits in its image (its working directory).
-const APP_IN_IMAGE: &str = valet_runtime::docker::APP_DIR;
 
 /// Runs deploys, rollbacks and deletes; cheap to share behind an `Arc`.
 pub struct Deployer {
@@ -46,7 +42,6 @@ pub struct Deployer {
     config: Arc<Config>,
     /// `<data_dir>/deploy`.
     root: PathBuf,
-    cache: Cache,
     public_url: String,
     /// One deploy at a time per project (or per new name).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -55,8 +50,8 @@ pub struct Deployer {
     /// Makes every class name unique: a version started again (rollback to the current one,
     /// new secrets) gets a class of its own, so the one it replaces can be retired.
     generation: std::sync::atomic::AtomicU64,
-    /// With `driver = "docker"`: the driver, which builds each version's image.
-    docker: Option<DockerDriver>,
+    /// How a version becomes runnable on the engine valet runs on.
+    packager: Arc<dyn Packager>,
     /// Classes started per project and not yet stopped (the current version, and old ones
     /// still finishing their requests), so a delete stops every one of them.
     live: Arc<Live>,
@@ -75,68 +70,27 @@ pub struct Deployed {
     pub reused_cache: bool,
 }
 
-/// A prepared build: what runs it, and for an image, what is copied in beside the app.
-struct Prepared {
-    runtime: Runtime,
-    /// argv: on the host (process driver) or in the container (docker).
-    command: Vec<String>,
-    reused_cache: bool,
-    /// Docker: host folders copied into the image, and where.
-    copies: Vec<(PathBuf, String)>,
-    /// Docker: environment baked into the image.
-    env: Vec<(String, String)>,
-}
-
-impl Prepared {
-    /// A build that runs `command`, with nothing copied beside it.
-    fn run(runtime: Runtime, command: Vec<String>, reused_cache: bool) -> Self {
-        Self {
-            runtime,
-            command,
-            reused_cache,
-            copies: Vec::new(),
-            env: Vec::new(),
-        }
-    }
-}
-
-/// A runtime valet can prepare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Runtime {
-    Python,
-    Node,
-}
-
-impl Runtime {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Python => "python",
-            Self::Node => "node",
-        }
-    }
-}
-
 impl Deployer {
     /// A deployer storing builds under `<data_dir>/deploy`; reads (or makes) the secret key.
+    /// `packager` must be the one for `instances`' driver.
     pub fn new(
         config: Arc<Config>,
         store: Store,
         instances: Instances,
+        packager: Arc<dyn Packager>,
     ) -> Result<Self, DeployError> {
         let secrets =
             crate::SecretBox::load_or_create(&crate::SecretBox::key_path(&config.data_dir()))?;
-        let root = config.data_dir().join("deploy");
+        let root = crate::package::deploy_root(&config);
         let public_url = config
             .server
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.server.listen));
-        let docker = instances.driver().docker().cloned();
         Ok(Self {
             secrets,
-            docker,
+            packager,
             live: Arc::default(),
-            cache: Cache::new(root.join("cache")),
             root,
             store,
             instances,
@@ -200,12 +154,6 @@ impl Deployer {
         upload: Upload,
         progress: &Progress,
     ) -> Result<Deployed, DeployError> {
-        if self.instances.driver_name() != "process" && self.docker.is_none() {
-            return Err(DeployError::Unsupported(format!(
-                "deploying onto the {} driver is not built yet; use driver = \"process\" or \"docker\"",
-                self.instances.driver_name()
-            )));
-        }
         let kind = FileKind::of(&upload.file_name, &upload.bytes)?;
         let name = match (&existing, &upload.name) {
             (Some(p), _) => p.name.clone(),
@@ -239,7 +187,15 @@ impl Deployer {
         let prepared = self.build(&build, kind, &upload, progress).await?;
         let (runtime, reused_cache) = (prepared.runtime, prepared.reused_cache);
         let new_project = existing.is_none();
-        if let Err(e) = self.package(&project_id, &build, &prepared, progress).await {
+        let (app, data) = (self.build_dir(&build), self.data_root(&project_id));
+        let version = Version {
+            project: &project_id,
+            build: &build,
+            number: 0,
+            app: &app,
+            data: &data,
+        };
+        if let Err(e) = self.packager.package(&version, &prepared, progress).await {
             return Err(self.abandon(new_project, &project_id, &build, e).await);
         }
         let command = prepared.command;
@@ -334,24 +290,11 @@ impl Deployer {
         for d in deployments {
             self.remove_build(&project.id, &d.build).await;
         }
-        if let Some(docker) = &self.docker {
-            if let Err(e) = docker.remove_project(&project.id).await {
-                tracing::warn!(project = %project.id, error = %e, "project's Docker objects not all removed");
-            }
-        }
+        self.packager.remove_project(&project.id).await;
         let _ = tokio::fs::remove_dir_all(self.data_root(&project.id)).await;
         self.remove_logs(&project.id).await;
         crate::tenant::remove_user(&project.id).await;
         Ok(())
-    }
-
-    /// The system user a project runs as on the process driver (when valet is root). On
-    /// Docker the app runs as the image's unprivileged user and needs no account here.
-    async fn user_of(&self, project_id: &str) -> Result<Option<String>, DeployError> {
-        match self.docker {
-            Some(_) => Ok(None),
-            None => crate::tenant::ensure_user(project_id).await,
-        }
     }
 
     /// A project's persistent folder (process driver): the parent of its `VALET_DATA_DIR`,
@@ -363,7 +306,7 @@ impl Deployer {
     /// Removes the log folders of every version of a project, from this run or earlier ones
     /// (class names are `project-<id>-<build>-<n>`; ids are hex, so no prefix of another).
     async fn remove_logs(&self, project_id: &str) {
-        let logs = self.config.data_dir().join("logs");
+        let logs = logfile::root(&self.config.data_dir());
         let prefix = format!("project-{project_id}-");
         let Ok(mut entries) = tokio::fs::read_dir(&logs).await else {
             return;
@@ -429,7 +372,7 @@ impl Deployer {
         let dir = project_root(staging);
         let runtime = runtime_of(upload.runtime.as_deref(), &dir)?;
         let requirements = upload.requirements.as_deref().unwrap_or("");
-        let prepared = match runtime {
+        let requirements = match runtime {
             Runtime::Python => {
                 if !dir.join("app.py").is_file() {
                     return Err(DeployError::BadUpload(
@@ -440,25 +383,16 @@ impl Deployer {
                 if let Ok(text) = std::fs::read_to_string(dir.join("requirements.txt")) {
                     reqs.extend(python::parse_requirements(&(text + "\n"))?);
                 }
-                match &self.docker {
-                    Some(docker) => self.python_for_image(docker, &dir, &reqs, progress).await?,
-                    None => {
-                        let ready = python::prepare(&dir, &reqs, &self.cache, progress).await?;
-                        Prepared::run(runtime, ready.command, ready.reused)
-                    }
-                }
+                reqs
             }
-            Runtime::Node => {
-                let reqs = node::parse_requirements(requirements)?;
-                match &self.docker {
-                    Some(docker) => self.node_for_image(docker, &dir, &reqs, progress).await?,
-                    None => {
-                        let ready = node::prepare(&dir, &reqs, &self.cache, progress).await?;
-                        Prepared::run(runtime, ready.command, ready.reused)
-                    }
-                }
-            }
+            Runtime::Node => node::parse_requirements(requirements)?,
         };
+        let app = App {
+            runtime,
+            dir: &dir,
+            requirements: &requirements,
+        };
+        let prepared = self.packager.prepare(&app, progress).await?;
         let target = self.root.join("builds").join(build);
         tokio::fs::create_dir_all(self.root.join("builds"))
             .await
@@ -467,125 +401,6 @@ impl Deployer {
             .await
             .map_err(|e| DeployError::io("cannot move a build into place", e))?;
         Ok(prepared)
-    }
-
-    /// A Python app for an image: requirements installed on the host for the base image's
-    /// Python, to be copied in and put on `PYTHONPATH`.
-    async fn python_for_image(
-        &self,
-        docker: &DockerDriver,
-        dir: &Path,
-        reqs: &[String],
-        progress: &Progress,
-    ) -> Result<Prepared, DeployError> {
-        let base = &self.config.deploy.python_image;
-        let env = docker.base_image_env(base).await.map_err(unavailable)?;
-        let target = python::image_python(&env);
-        let ready =
-            python::prepare_for_image(dir, reqs, target.as_deref(), &self.cache, progress).await?;
-        let mut prepared = Prepared::run(Runtime::Python, ready.command, ready.reused);
-        if let Some(site) = ready.site {
-            prepared.copies.push((site, python::IMAGE_SITE.into()));
-            let path = ("PYTHONPATH".to_string(), python::IMAGE_SITE.to_string());
-            prepared.env.push(path);
-        }
-        // print() reaches the log at once, not when a buffer fills.
-        prepared.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-        Ok(prepared)
-    }
-
-    /// A Node app for an image: prepared as for the process driver, then the cache's
-    /// `node_modules`, linked into the build, becomes a copy into the image.
-    async fn node_for_image(
-        &self,
-        docker: &DockerDriver,
-        dir: &Path,
-        reqs: &[String],
-        progress: &Progress,
-    ) -> Result<Prepared, DeployError> {
-        // Checked before installing anything: without it nothing can run.
-        let base = &self.config.deploy.node_image;
-        docker.base_image_env(base).await.map_err(unavailable)?;
-        let ready = node::prepare(dir, reqs, &self.cache, progress).await?;
-        let command = vec!["node".to_string(), "index.js".to_string()];
-        let mut prepared = Prepared::run(Runtime::Node, command, ready.reused);
-        let link = dir.join("node_modules");
-        // Only the link valet made into its cache is followed: an uploaded node_modules link
-        // (which may point anywhere relative) is left as it is, a link in the image.
-        let cached = std::fs::read_link(&link)
-            .ok()
-            .filter(|target| target.is_absolute() && target.starts_with(self.cache.root()));
-        if let Some(cached) = cached {
-            std::fs::remove_file(&link)
-                .map_err(|e| DeployError::io("cannot unlink node_modules", e))?;
-            let target = format!("{APP_IN_IMAGE}/node_modules");
-            prepared.copies.push((cached, target));
-        }
-        Ok(prepared)
-    }
-
-    /// Makes a build runnable. Process driver: gives the build and the project's data folder
-    /// to the project's user (when valet is root). Docker: builds the version's image.
-    async fn package(
-        &self,
-        project_id: &str,
-        build: &str,
-        prepared: &Prepared,
-        progress: &Progress,
-    ) -> Result<(), DeployError> {
-        let dir = self.root.join("builds").join(build);
-        let Some(docker) = &self.docker else {
-            let user = crate::tenant::ensure_user(project_id).await?;
-            let data = self.data_root(project_id);
-            tokio::fs::create_dir_all(&data)
-                .await
-                .map_err(|e| DeployError::io("cannot make a project's data folder", e))?;
-            if let Some(user) = user {
-                // Checked at `valet up` too; a folder closed since then is named here rather
-                // than left to fail the start as "cannot run program".
-                let builds = dir.parent().unwrap_or(&dir);
-                crate::tenant::check_reachable(builds).map_err(DeployError::Unavailable)?;
-                crate::tenant::hand_over(&dir, &user).await?;
-                crate::tenant::hand_over_folder(&data, &user).await?;
-            }
-            return Ok(());
-        };
-        progress.stage("building image");
-        let base = match prepared.runtime {
-            Runtime::Python => &self.config.deploy.python_image,
-            Runtime::Node => &self.config.deploy.node_image,
-        };
-        let request = ProjectBuild {
-            project: project_id,
-            build,
-            base,
-            app: &dir,
-            copies: prepared.copies.clone(),
-            env: prepared.env.clone(),
-            command: prepared.command.clone(),
-        };
-        let mut tail: Vec<String> = Vec::new();
-        let built = docker
-            .build_project_image(request, &mut |line| {
-                progress.line(line.to_string());
-                tail.push(line.to_string());
-                if tail.len() > 15 {
-                    tail.remove(0);
-                }
-            })
-            .await;
-        match built {
-            Ok(_) => Ok(()),
-            Err(valet_runtime::DriverError::Spec(message)) => Err(DeployError::Install {
-                tool: "docker build",
-                log: if tail.is_empty() {
-                    message
-                } else {
-                    tail.join("\n")
-                },
-            }),
-            Err(e) => Err(unavailable(e)),
-        }
     }
 
     /// Undoes a deploy that failed after its build was made: the build goes, and when the
@@ -600,30 +415,28 @@ impl Deployer {
     ) -> DeployError {
         self.remove_build(project_id, build).await;
         if new_project {
-            if let Some(docker) = &self.docker {
-                if let Err(e) = docker.remove_project(project_id).await {
-                    tracing::warn!(project = %project_id, error = %e, "failed project's Docker objects not all removed");
-                }
-            }
+            self.packager.remove_project(project_id).await;
             let _ = tokio::fs::remove_dir_all(self.data_root(project_id)).await;
             self.remove_logs(project_id).await;
         }
         error
     }
 
-    /// Removes a build that will not run: its folder, and its image on Docker.
+    /// Removes a build that will not run: its folder, and what its packager made of it.
     async fn remove_build(&self, project_id: &str, build: &str) {
-        let _ = tokio::fs::remove_dir_all(self.root.join("builds").join(build)).await;
-        if let Some(docker) = &self.docker {
-            docker.remove_project_image(project_id, build).await;
-        }
+        let _ = tokio::fs::remove_dir_all(self.build_dir(build)).await;
+        self.packager.remove_version(project_id, build).await;
+    }
+
+    /// A build's folder: the app as prepared.
+    fn build_dir(&self, build: &str) -> PathBuf {
+        self.root.join("builds").join(build)
     }
 
     /// The class that runs one version with the project's secrets as env.
     async fn class_for(&self, deployment: &Deployment) -> Result<Arc<ClassRuntime>, DeployError> {
         let env = self.env_of(&deployment.project_id).await?;
-        let user = self.user_of(&deployment.project_id).await?;
-        self.class_with_env(deployment, env, user)
+        self.class_with_env(deployment, env).await
     }
 
     /// The project's secrets, opened.
@@ -680,8 +493,7 @@ impl Deployer {
             .await?;
         let class = match current {
             Some(deployment) => {
-                let user = self.user_of(&project.id).await?;
-                let class = self.class_with_env(&deployment, env, user)?;
+                let class = self.class_with_env(&deployment, env).await?;
                 self.start(&project.id, &class).await?;
                 Some(class)
             }
@@ -757,28 +569,26 @@ impl Deployer {
     }
 
     /// The class that runs one version, in its build folder.
-    fn class_with_env(
+    async fn class_with_env(
         &self,
         deployment: &Deployment,
         env: Vec<(String, String)>,
-        user: Option<String>,
     ) -> Result<Arc<ClassRuntime>, DeployError> {
-        let dir = self.root.join("builds").join(&deployment.build);
-        // On Docker the image is what runs; its build folder is kept for a rebuild only.
-        if self.docker.is_none() && !dir.is_dir() {
-            return Err(DeployError::NotFound(format!(
-                "the files of version {} are gone",
-                deployment.version
-            )));
-        }
+        let project = &deployment.project_id;
+        let (app, data) = (self.build_dir(&deployment.build), self.data_root(project));
+        let version = Version {
+            project,
+            build: &deployment.build,
+            number: deployment.version,
+            app: &app,
+            data: &data,
+        };
+        let runnable = self.packager.runnable(&version).await?;
         let mut table = toml::Table::new();
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!(
-            "project-{}-{}-{generation}",
-            deployment.project_id, deployment.build
-        );
+        let name = format!("project-{project}-{}-{generation}", deployment.build);
         table.insert("class_name".into(), name.into());
         table.insert(
             "command".into(),
@@ -799,25 +609,23 @@ impl Deployer {
         readiness.insert("timeout".into(), READY_WITHIN.into());
         table.insert("readiness".into(), readiness.into());
         table.insert("stop_timeout".into(), "5s".into());
-        if let Some(docker) = &self.docker {
-            let image = docker.project_image(&deployment.project_id, &deployment.build);
+        if let Some(image) = runnable.image {
             table.insert("image".into(), image.into());
-            table.insert("volume".into(), IMAGE_DATA.into());
+        }
+        if let Some(volume) = runnable.volume {
+            table.insert("volume".into(), volume.into());
         }
         let class: ContainerClass = toml::Value::Table(table)
             .try_into()
             .map_err(|e| DeployError::io("project class", std::io::Error::other(format!("{e}"))))?;
         let mut runtime = ClassRuntime::from_config(&self.config, &class);
-        runtime.work_dir = dir;
+        runtime.work_dir = app;
         // One data folder per project, not per version: data outlives upgrades and rollbacks.
-        runtime.data_root = self.data_root(&deployment.project_id);
+        runtime.data_root = data;
         // Set here rather than in the class table: values never pass through a config file.
         runtime.env.extend(env);
-        match &self.docker {
-            // In its container the app runs as the image's unprivileged user.
-            Some(docker) => docker.register_project_class(&deployment.project_id, &class),
-            None => runtime.user = user,
-        }
+        runtime.user = runnable.user;
+        self.packager.register(project, &class);
         Ok(Arc::new(runtime))
     }
 
@@ -843,9 +651,7 @@ impl Deployer {
     async fn stop_for_good(&self, project_id: &str, class: &Arc<ClassRuntime>) {
         self.instances.stop(class, KEY, false).await;
         untrack(&self.live, project_id, class);
-        if let Some(docker) = &self.docker {
-            docker.forget_project_class(&class.name);
-        }
+        self.packager.forget(&class.name);
     }
 
     fn track(&self, project_id: &str, class: &Arc<ClassRuntime>) {
@@ -871,7 +677,7 @@ impl Deployer {
             return;
         }
         let instances = self.instances.clone();
-        let (live, docker) = (self.live.clone(), self.docker.clone());
+        let (live, packager) = (self.live.clone(), self.packager.clone());
         let project_id = project_id.to_string();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + RETIRE_GRACE;
@@ -883,9 +689,7 @@ impl Deployer {
             }
             instances.stop(&old, KEY, false).await;
             untrack(&live, &project_id, &old);
-            if let Some(docker) = docker {
-                docker.forget_project_class(&old.name);
-            }
+            packager.forget(&old.name);
         });
     }
 }
@@ -901,11 +705,6 @@ fn untrack(live: &Live, project_id: &str, class: &Arc<ClassRuntime>) {
             live.remove(project_id);
         }
     }
-}
-
-/// The Docker Engine failed or lacks a base image: nothing the uploader can change.
-fn unavailable(e: valet_runtime::DriverError) -> DeployError {
-    DeployError::Unavailable(e.to_string())
 }
 
 /// The store scope of a project's secrets.
@@ -933,88 +732,8 @@ fn runtime_of(requested: Option<&str>, dir: &Path) -> Result<Runtime, DeployErro
 
 /// The last lines of a version's log file.
 fn log_tail(class: &ClassRuntime, lines: usize) -> Vec<String> {
-    let slug = InstanceId::new(class.name.clone(), KEY).slug();
-    tail_lines(&class.log_root.join(format!("{slug}.log")), lines).unwrap_or_default()
-}
-
-/// The last `lines` lines of a file, read from its end: a log may hold megabytes, and only its
-/// tail is wanted. At most `(lines + 1) * MAX_LINE` bytes are read; lines that do not fit in
-/// that are left out.
-fn tail_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String>> {
-    use std::io::{Read, Seek, SeekFrom};
-    const BLOCK: u64 = 8 * 1024;
-    const MAX_LINE: u64 = 16 * 1024;
-    let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let budget = (lines as u64 + 1).saturating_mul(MAX_LINE);
-    let mut start = len;
-    let mut tail: Vec<u8> = Vec::new();
-    // Back a block at a time until the tail holds `lines` whole lines (a line end before
-    // them), the file's start, or the byte budget.
-    while start > 0 && len - start < budget {
-        // Whole lines after the first line end: the text before it may be part of a line.
-        let ends = tail.iter().filter(|&&b| b == b'\n').count();
-        if ends - usize::from(tail.last() == Some(&b'\n')) >= lines {
-            break;
-        }
-        let from = start.saturating_sub(BLOCK);
-        let mut block = vec![0u8; (start - from) as usize];
-        file.seek(SeekFrom::Start(from))?;
-        file.read_exact(&mut block)?;
-        block.extend_from_slice(&tail);
-        tail = block;
-        start = from;
-    }
-    let text = String::from_utf8_lossy(&tail);
-    let mut all: Vec<&str> = text.lines().collect();
-    // Unless the file's start was reached, the first line is only the end of a longer one.
-    if start > 0 && !all.is_empty() {
-        all.remove(0);
-    }
-    Ok(all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail_lines;
-
-    fn tail_of(text: &str, lines: usize) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.log");
-        std::fs::write(&path, text).unwrap();
-        tail_lines(&path, lines).unwrap()
-    }
-
-    #[test]
-    fn the_last_lines_of_a_large_log_read_from_its_end() {
-        // 200,000 numbered lines (about 2 MB): many blocks back from the end.
-        let text: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
-        let expected: Vec<String> = (199_970..200_000).map(|i| format!("line {i}")).collect();
-        assert_eq!(tail_of(&text, 30), expected);
-        // Without a final line end the last line still counts.
-        assert_eq!(tail_of(text.trim_end(), 30), expected);
-    }
-
-    #[test]
-    fn short_logs_empty_logs_and_lines_across_blocks() {
-        assert_eq!(tail_of("a\nb\n", 30), ["a", "b"]);
-        assert_eq!(tail_of("", 30), Vec::<String>::new());
-        assert_eq!(tail_of("a\nb\nc", 2), ["b", "c"]);
-        // A line longer than a block, ending the file.
-        let long = "x".repeat(20_000);
-        assert_eq!(
-            tail_of(&format!("a\n{long}\n"), 1),
-            std::slice::from_ref(&long)
-        );
-        assert_eq!(tail_of(&format!("a\n{long}\n"), 2), ["a".to_string(), long]);
-    }
-
-    #[test]
-    fn a_missing_log_is_an_error_and_no_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(tail_lines(&dir.path().join("none.log"), 5).is_err());
-    }
+    let log = logfile::path(&class.log_root, &InstanceId::new(class.name.clone(), KEY));
+    // 16 KiB a line: a version's last words, not a dump.
+    let budget = (lines as u64 + 1).saturating_mul(16 * 1024);
+    logfile::tail(&log, lines, budget).unwrap_or_default()
 }

@@ -131,7 +131,7 @@ impl ClassRuntime {
             stop_timeout: class.stop_timeout.get(),
             work_dir: config.base_dir.clone(),
             data_root: data_dir.join("instances").join(&class.class_name),
-            log_root: data_dir.join("logs").join(&class.class_name),
+            log_root: valet_runtime::logfile::class_dir(&data_dir, &class.class_name),
             user: class.user.clone(),
             fixed_keys: fixed_keys(config, &class.class_name),
             live: AtomicU32::new(0),

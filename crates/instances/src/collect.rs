@@ -111,13 +111,9 @@ pub(crate) fn is_current(inst: &Arc<Instance>) -> bool {
 /// The key's log file, and its data folder if nothing was written there.
 fn remove_files(inst: &Instance) {
     let slug = inst.id.slug();
-    let log = inst.class.log_root.join(format!("{slug}.log"));
-    for path in [log.with_extension("log.1"), log] {
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(instance = %inst.id, error = %e, "cannot remove a forgotten key's log file");
-            }
-        }
+    let log = valet_runtime::logfile::path(&inst.class.log_root, &inst.id);
+    if let Err(e) = valet_runtime::logfile::remove(&log) {
+        tracing::warn!(instance = %inst.id, error = %e, "cannot remove a forgotten key's log file");
     }
     // Fails (and keeps it) unless empty: a folder holding data is the user's.
     let _ = std::fs::remove_dir(inst.class.data_root.join(&slug));

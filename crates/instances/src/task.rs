@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use valet_core::{InstanceState, Shutdown};
-use valet_runtime::ProbeError;
+use valet_runtime::{logfile, ProbeError};
 use valet_runtime::{Driver, ExitStatus, InstanceSpec, Running};
 
 /// Consecutive failures after which requests get 503 at once instead of waiting for a restart.
@@ -488,7 +488,7 @@ fn spec_for(inst: &Instance) -> InstanceSpec {
         env: class.env.clone(),
         work_dir: class.work_dir.clone(),
         data_dir: class.data_root.join(&slug),
-        log_path: class.log_root.join(format!("{slug}.log")),
+        log_path: logfile::path(&class.log_root, &inst.id),
         user: class.user.clone(),
         log_lines: 1000,
     }
@@ -500,9 +500,7 @@ pub(crate) async fn remove_data(inst: &Instance, driver: &dyn Driver) {
     if let Err(e) = driver.destroy(&spec_for(inst)).await {
         tracing::warn!(instance = %inst.id, error = %e, "cannot delete the instance's data");
     }
-    let log = inst.class.log_root.join(format!("{}.log", inst.id.slug()));
-    let _ = std::fs::remove_file(log.with_extension("log.1"));
-    let _ = std::fs::remove_file(log);
+    let _ = logfile::remove(&logfile::path(&inst.class.log_root, &inst.id));
 }
 
 #[cfg(test)]

@@ -214,10 +214,6 @@ impl Driver for DockerDriver {
         "docker"
     }
 
-    fn docker(&self) -> Option<&DockerDriver> {
-        Some(self)
-    }
-
     async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {
         let adopted = recover::run(self).await?;
         recover::prebuild(self.clone());

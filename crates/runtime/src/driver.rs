@@ -103,12 +103,6 @@ pub trait Driver: Send + Sync + 'static {
     /// `"process"`, `"docker"`, ...
     fn name(&self) -> &'static str;
 
-    /// The Docker driver itself, for the deployer, which builds a project's images and
-    /// registers its versions' classes on it. `None` for every other driver.
-    fn docker(&self) -> Option<&crate::DockerDriver> {
-        None
-    }
-
     /// Called once at start-up, before any instance starts: cleans what an earlier valet that
     /// was killed left behind (process groups, containers). Instances that still run and still
     /// match their class (containers survive valet) are handed back to be adopted as ready.
@@ -187,10 +181,6 @@ impl Handover {
 impl Driver for Handover {
     fn name(&self) -> &'static str {
         self.driver.name()
-    }
-
-    fn docker(&self) -> Option<&crate::DockerDriver> {
-        self.driver.docker()
     }
 
     async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use valet_api::{DeployApi, JwtCheck};
 use valet_config::Config;
-use valet_deploy::{Deployer, SecretBox};
+use valet_deploy::{Deployer, Packager, SecretBox};
 use valet_gateway::auth::JwtVerifier;
 use valet_instances::Instances;
 use valet_store::Store;
@@ -41,9 +41,10 @@ pub async fn api(
     config: &Config,
     instances: &Instances,
     store: Store,
+    packager: Arc<dyn Packager>,
 ) -> Result<DeployApi, String> {
     let deployer = Arc::new(
-        Deployer::new(Arc::new(config.clone()), store, instances.clone())
+        Deployer::new(Arc::new(config.clone()), store, instances.clone(), packager)
             .map_err(|e| format!("deploy: {e}"))?,
     );
     let projects = deployer

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use valet_config::Config;
 use valet_core::Shutdown;
+use valet_deploy::{DockerPackager, Packager, ProcessPackager};
 use valet_gateway::auth::JwtVerifier;
 use valet_gateway::proxy::UpstreamSettings;
 use valet_gateway::server::ServerConfig;
@@ -54,15 +55,7 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!(%message, "deployed projects cannot run until this folder is opened");
     }
     let _lock = lock::acquire(&data_dir)?;
-    let driver: Arc<dyn Driver> = match config.server.driver.as_str() {
-        "process" => Arc::new(ProcessDriver::new(data_dir.join("run"))),
-        "docker" => Arc::new(
-            DockerDriver::connect(&config)
-                .await
-                .map_err(|e| format!("docker driver: {e}"))?,
-        ),
-        other => return Err(format!("driver {other:?} is not available in this build")),
-    };
+    let (driver, packager) = engine(&config).await?;
     let adopted = driver
         .recover()
         .await
@@ -120,7 +113,7 @@ async fn serve(config: Config) -> Result<(), String> {
         addr,
         gateway_shutdown.clone(),
     )?
-    .with_deploy(crate::deploy::api(&config, &instances, store).await?);
+    .with_deploy(crate::deploy::api(&config, &instances, store, packager).await?);
     tracing::info!(addr = %admin.local_addr().map_err(|e| e.to_string())?, "admin listening");
     tokio::spawn(admin.run());
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");
@@ -156,6 +149,25 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("valet stopped");
     Ok(())
+}
+
+/// The engine `driver = ...` names: the driver that runs instances, and the packager that
+/// makes deployed versions runnable on it. Chosen here once; nothing downstream asks which.
+async fn engine(config: &Config) -> Result<(Arc<dyn Driver>, Arc<dyn Packager>), String> {
+    match config.server.driver.as_str() {
+        "process" => Ok((
+            Arc::new(ProcessDriver::new(config.data_dir().join("run"))),
+            Arc::new(ProcessPackager::new(config)),
+        )),
+        "docker" => {
+            let docker = DockerDriver::connect(config)
+                .await
+                .map_err(|e| format!("docker driver: {e}"))?;
+            let packager = DockerPackager::new(config, docker.clone());
+            Ok((Arc::new(docker), Arc::new(packager)))
+        }
+        other => Err(format!("driver {other:?} is not available in this build")),
+    }
 }
 
 /// With the process driver, valet as root runs each deployed project as its own user, which

@@ -12,6 +12,7 @@ use super::logs::{follow, LogSink};
 use super::running::{remove, DockerInstance};
 use super::{names, DockerDriver};
 use crate::driver::{Adopted, DriverError, Running};
+use crate::logfile;
 use crate::logs::LogRing;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{ListContainersOptions, RenameContainerOptions};
@@ -132,8 +133,8 @@ async fn current_hashes(
 /// `<data_dir>/logs/<class>/build.log`: no instance's start asked for this build.
 async fn build(driver: &DockerDriver, class: &str) -> Result<String, DriverError> {
     let settings = driver.class(class)?;
-    let path = driver.inner.data_dir.join("logs").join(class);
-    let mut sink = LogSink::open(&path.join("build.log"), Arc::new(LogRing::new(1))).await;
+    let path = logfile::build_path(&logfile::class_dir(&driver.inner.data_dir, class));
+    let mut sink = LogSink::open(&path, Arc::new(LogRing::new(1))).await;
     let images = &driver.inner.images;
     let resolved = images.resolve(class, &settings).await?;
     images.ensure(class, &settings, resolved, &mut sink).await
@@ -172,9 +173,9 @@ async fn adopt(
     let endpoints = driver
         .endpoints_of(id, &settings.ports, internal.as_ref())
         .await?;
-    // Same layout as the instance layer's log files: <data_dir>/logs/<class>/<slug>.log.
-    let logs = driver.inner.data_dir.join("logs").join(instance.class());
-    let log_path = logs.join(format!("{}.log", instance.slug()));
+    // The file the instance layer gives the instance's later starts.
+    let logs = logfile::class_dir(&driver.inner.data_dir, instance.class());
+    let log_path = logfile::path(&logs, instance);
     let ring = Arc::new(LogRing::new(LOG_LINES));
     let sink = LogSink::open(&log_path, ring.clone()).await;
     let pump = follow(docker.clone(), id.to_string(), "0", sink);
