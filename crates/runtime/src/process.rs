@@ -133,8 +133,20 @@ async fn prepare_dirs(spec: &InstanceSpec) -> Result<(), DriverError> {
     create_dir(&spec.data_dir).await?;
     if let Some(parent) = spec.log_path.parent() {
         create_dir(parent).await?;
+        // valet alone writes and reads logs (it copies the instance's output): their folders'
+        // names (class names, project ids) are no other user's business.
+        for dir in [Some(parent), parent.parent()].into_iter().flatten() {
+            restrict(dir).await?;
+        }
     }
     Ok(())
+}
+
+async fn restrict(dir: &Path) -> Result<(), DriverError> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .await
+        .map_err(|e| DriverError::io(format!("cannot restrict {}", dir.display()), e))
 }
 
 async fn create_dir(dir: &Path) -> Result<(), DriverError> {

@@ -10,6 +10,7 @@
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 /// The folder of group records, `<state_dir>/groups`.
@@ -40,6 +41,8 @@ impl Groups {
             .ok_or_else(|| io::Error::other(format!("cannot read /proc/{pid}/stat")))?
             .start_time;
         std::fs::create_dir_all(&self.dir)?;
+        // Pids of every tenant's instance: valet's bookkeeping, nobody else's.
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         std::fs::write(
             self.dir.join(pid.to_string()),
             format!("{pid} {start_time}\n"),
