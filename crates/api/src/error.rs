@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use valet_deploy::DeployError;
 use valet_instances::AcquireError;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,17 +95,33 @@ impl From<AcquireError> for ApiError {
     }
 }
 
-impl From<valet_deploy::DeployError> for ApiError {
-    fn from(e: valet_deploy::DeployError) -> Self {
-        if e.status() >= 500 {
+/// The HTTP status a deploy error is answered with.
+fn deploy_status(e: &DeployError) -> u16 {
+    match e {
+        DeployError::BadUpload(_) | DeployError::UnknownRuntime(_) | DeployError::BadName(_) => 400,
+        DeployError::UnsafeArchive(_) => 400,
+        DeployError::UnsupportedFile(_) => 415,
+        DeployError::TooLarge { .. } => 413,
+        DeployError::Install { .. } | DeployError::Compile(_) | DeployError::NotReady { .. } => 422,
+        DeployError::NotFound(_) => 404,
+        DeployError::Forbidden(_) => 403,
+        DeployError::Unavailable(_) => 503,
+        DeployError::Store(_) | DeployError::Io { .. } => 500,
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        let status = deploy_status(&e);
+        if status >= 500 {
             tracing::error!(error = %e, "deploy failed");
         }
         let log = match &e {
-            valet_deploy::DeployError::NotReady { log, .. } => Some(log.clone()),
+            DeployError::NotReady { log, .. } => Some(log.clone()),
             _ => None,
         };
         Self::Deploy {
-            status: e.status(),
+            status,
             code: e.code(),
             message: e.public_message(),
             log,

@@ -1,5 +1,6 @@
-//! What a deploy can fail with, each with the HTTP status the deploy API answers and a code
-//! for scripts. Client errors (4xx) change nothing on disk or in the store.
+//! What a deploy can fail with, each with a code for scripts. Errors of the request change
+//! nothing on disk or in the store. Which HTTP status each is answered with is the API's
+//! (crates/api/src/error.rs): the pipeline also runs from the CLI and at start-up.
 
 use valet_store::StoreError;
 
@@ -54,9 +55,6 @@ pub enum DeployError {
     /// A plan limit (or ownership) forbids it.
     #[error("{0}")]
     Forbidden(String),
-    /// The configured driver cannot run deployed projects yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// What runs projects cannot now (the Docker Engine does not answer, or lacks the
     /// runtime's base image): the operator's to fix, not the uploader's.
     #[error("{0}")]
@@ -83,20 +81,10 @@ impl DeployError {
         }
     }
 
-    /// The HTTP status the deploy API answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::BadUpload(_) | Self::UnknownRuntime(_) | Self::BadName(_) => 400,
-            Self::UnsafeArchive(_) => 400,
-            Self::UnsupportedFile(_) => 415,
-            Self::TooLarge { .. } => 413,
-            Self::Install { .. } | Self::Compile(_) | Self::NotReady { .. } => 422,
-            Self::NotFound(_) => 404,
-            Self::Forbidden(_) => 403,
-            Self::Unsupported(_) => 501,
-            Self::Unavailable(_) => 503,
-            Self::Store(_) | Self::Io { .. } => 500,
-        }
+    /// Whether valet (or what runs projects) failed, rather than the request: logged as an
+    /// error, and its details kept from the client.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Io { .. })
     }
 
     /// A short code for scripts.
@@ -113,7 +101,6 @@ impl DeployError {
             Self::NotReady { .. } => "not_ready",
             Self::NotFound(_) => "not_found",
             Self::Forbidden(_) => "forbidden",
-            Self::Unsupported(_) => "not_implemented",
             Self::Unavailable(_) => "unavailable",
             Self::Store(_) | Self::Io { .. } => "internal",
         }
@@ -121,9 +108,9 @@ impl DeployError {
 
     /// The message a client may see: internal errors are logged, not shown (no paths).
     pub fn public_message(&self) -> String {
-        match self {
-            Self::Store(_) | Self::Io { .. } => "internal error; see valet's log".into(),
-            other => other.to_string(),
+        if self.is_internal() {
+            return "internal error; see valet's log".into();
         }
+        self.to_string()
     }
 }

@@ -5,6 +5,14 @@
 //! `deploy/builds/<build>`, start the version's class and wait for readiness, write the records
 //! in one transaction, and only then point the project's route at it and retire the old
 //! version. A failure before the commit removes the build folder and stops its instance.
+//!
+//! This module is the orchestration; `versions.rs` keeps which classes are live and switches
+//! and retires them, `secrets.rs` the secrets, and `crate::package` what differs per engine.
+
+mod secrets;
+mod versions;
+
+use versions::Live;
 
 use crate::node;
 use crate::package::{App, Packager, Prepared, Runtime, Version};
@@ -439,135 +447,6 @@ impl Deployer {
         self.class_with_env(deployment, env).await
     }
 
-    /// The project's secrets, opened.
-    async fn env_of(&self, project_id: &str) -> Result<Vec<(String, String)>, DeployError> {
-        let scope = secret_scope(project_id);
-        let mut env = Vec::new();
-        for sealed in self.store.secrets(&scope).await? {
-            env.push((sealed.name.clone(), self.secrets.open(&scope, &sealed)?));
-        }
-        Ok(env)
-    }
-
-    /// Names of a project's secrets (never their values).
-    pub async fn secret_names(&self, project: &Project) -> Result<Vec<String>, DeployError> {
-        let sealed = self.store.secrets(&secret_scope(&project.id)).await?;
-        Ok(sealed.into_iter().map(|s| s.name).collect())
-    }
-
-    /// Sets (`Some`) or removes (`None`) a project secret. The current version is started
-    /// again with the new env first; only once it is ready is the change stored and traffic
-    /// moved, so a value that breaks the app changes nothing. False when removing a secret
-    /// that does not exist.
-    pub async fn set_secret(
-        &self,
-        project: &Project,
-        name: &str,
-        value: Option<&str>,
-    ) -> Result<bool, DeployError> {
-        crate::check_secret_name(name)?;
-        if value.is_some_and(|v| v.len() > crate::MAX_SECRET_BYTES) {
-            return Err(DeployError::TooLarge {
-                what: "the secret".into(),
-                limit: crate::MAX_SECRET_BYTES as u64,
-            });
-        }
-        let lock = self.lock(&project.id);
-        let _held = lock.lock().await;
-        let scope = secret_scope(&project.id);
-        let mut env = self.env_of(&project.id).await?;
-        let existed = env.iter().any(|(n, _)| n == name);
-        if value.is_none() && !existed {
-            return Ok(false);
-        }
-        env.retain(|(n, _)| n != name);
-        if let Some(value) = value {
-            env.push((name.to_string(), value.to_string()));
-        }
-        let sealed = value
-            .map(|v| self.secrets.seal(&scope, name, v))
-            .transpose()?;
-        let current = self
-            .store
-            .deployment(&project.id, project.current_version)
-            .await?;
-        let class = match current {
-            Some(deployment) => {
-                let class = self.class_with_env(&deployment, env).await?;
-                self.start(&project.id, &class).await?;
-                Some(class)
-            }
-            None => None,
-        };
-        let stored = match &sealed {
-            Some(sealed) => self.store.put_secret(&scope, sealed).await.map(|()| true),
-            None => self.store.delete_secret(&scope, name).await,
-        };
-        if let Err(e) = stored {
-            if let Some(class) = &class {
-                self.stop_for_good(&project.id, class).await;
-            }
-            return Err(e.into());
-        }
-        if let Some(class) = class {
-            self.switch(&project.id, class);
-        }
-        Ok(true)
-    }
-
-    /// Names of a container class's stored secrets; `None` when the config has no such class.
-    pub async fn class_secret_names(
-        &self,
-        class: &str,
-    ) -> Result<Option<Vec<String>>, DeployError> {
-        if !self.config.containers.iter().any(|c| c.class_name == class) {
-            return Ok(None);
-        }
-        let sealed = self.store.secrets(&crate::class_scope(class)).await?;
-        Ok(Some(sealed.into_iter().map(|s| s.name).collect()))
-    }
-
-    /// Sets (`Some`) or removes (`None`) a secret of a `[[containers]]` class. It must be one
-    /// of the class's `secrets`; it reaches the class's instances from valet's next start
-    /// (valet's own environment still wins). False when removing one that is not stored.
-    pub async fn set_class_secret(
-        &self,
-        class: &str,
-        name: &str,
-        value: Option<&str>,
-    ) -> Result<bool, DeployError> {
-        let Some(config) = self
-            .config
-            .containers
-            .iter()
-            .find(|c| c.class_name == class)
-        else {
-            return Err(DeployError::NotFound(format!(
-                "no container class named {class:?}"
-            )));
-        };
-        if !config.secrets.iter().any(|s| s == name) {
-            return Err(DeployError::BadUpload(format!(
-                "class {class:?} does not list {name:?} in its secrets = [...]"
-            )));
-        }
-        if value.is_some_and(|v| v.len() > crate::MAX_SECRET_BYTES) {
-            return Err(DeployError::TooLarge {
-                what: "the secret".into(),
-                limit: crate::MAX_SECRET_BYTES as u64,
-            });
-        }
-        let scope = crate::class_scope(class);
-        match value {
-            Some(value) => {
-                let sealed = self.secrets.seal(&scope, name, value)?;
-                self.store.put_secret(&scope, &sealed).await?;
-                Ok(true)
-            }
-            None => Ok(self.store.delete_secret(&scope, name).await?),
-        }
-    }
-
     /// The class that runs one version, in its build folder.
     async fn class_with_env(
         &self,
@@ -645,71 +524,6 @@ impl Deployer {
             }
         }
     }
-
-    /// Stops a version's instance that will not serve again. Its data is the project's and
-    /// stays (no destroy); its class is forgotten.
-    async fn stop_for_good(&self, project_id: &str, class: &Arc<ClassRuntime>) {
-        self.instances.stop(class, KEY, false).await;
-        untrack(&self.live, project_id, class);
-        self.packager.forget(&class.name);
-    }
-
-    fn track(&self, project_id: &str, class: &Arc<ClassRuntime>) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let classes = live.entry(project_id.to_string()).or_default();
-        if !classes.iter().any(|c| Arc::ptr_eq(c, class)) {
-            classes.push(class.clone());
-        }
-    }
-
-    fn untrack_all(&self, project_id: &str) -> Vec<Arc<ClassRuntime>> {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.remove(project_id).unwrap_or_default()
-    }
-
-    /// Points the project at `class` and stops the version it replaces once its requests are
-    /// done (or after a grace period).
-    fn switch(&self, project_id: &str, class: Arc<ClassRuntime>) {
-        let Some(old) = self.instances.route_project(project_id, class.clone()) else {
-            return;
-        };
-        if Arc::ptr_eq(&old, &class) {
-            return;
-        }
-        let instances = self.instances.clone();
-        let (live, packager) = (self.live.clone(), self.packager.clone());
-        let project_id = project_id.to_string();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + RETIRE_GRACE;
-            while let Some(inst) = instances.instance_of(&old, KEY) {
-                if inst.info().active == 0 || tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            instances.stop(&old, KEY, false).await;
-            untrack(&live, &project_id, &old);
-            packager.forget(&old.name);
-        });
-    }
-}
-
-/// Live classes per project (see [`Deployer::live`]).
-type Live = Mutex<HashMap<String, Vec<Arc<ClassRuntime>>>>;
-
-fn untrack(live: &Live, project_id: &str, class: &Arc<ClassRuntime>) {
-    let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(classes) = live.get_mut(project_id) {
-        classes.retain(|c| !Arc::ptr_eq(c, class));
-        if classes.is_empty() {
-            live.remove(project_id);
-        }
-    }
-}
-
-/// The store scope of a project's secrets.
-fn secret_scope(project_id: &str) -> String {
-    format!("project:{project_id}")
 }
 
 /// Picks the runtime: the upload's `runtime` field, else what its files say.

@@ -1,0 +1,146 @@
+//! Secrets: a project's (opened into its versions' env; a change starts the current version
+//! again and moves traffic only once it is ready) and a `[[containers]]` class's (read at
+//! valet's next start).
+
+use super::Deployer;
+use crate::DeployError;
+use valet_store::Project;
+
+impl Deployer {
+    /// The project's secrets, opened.
+    pub(super) async fn env_of(
+        &self,
+        project_id: &str,
+    ) -> Result<Vec<(String, String)>, DeployError> {
+        let scope = secret_scope(project_id);
+        let mut env = Vec::new();
+        for sealed in self.store.secrets(&scope).await? {
+            env.push((sealed.name.clone(), self.secrets.open(&scope, &sealed)?));
+        }
+        Ok(env)
+    }
+
+    /// Names of a project's secrets (never their values).
+    pub async fn secret_names(&self, project: &Project) -> Result<Vec<String>, DeployError> {
+        let sealed = self.store.secrets(&secret_scope(&project.id)).await?;
+        Ok(sealed.into_iter().map(|s| s.name).collect())
+    }
+
+    /// Sets (`Some`) or removes (`None`) a project secret. The current version is started
+    /// again with the new env first; only once it is ready is the change stored and traffic
+    /// moved, so a value that breaks the app changes nothing. False when removing a secret
+    /// that does not exist.
+    pub async fn set_secret(
+        &self,
+        project: &Project,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<bool, DeployError> {
+        crate::check_secret_name(name)?;
+        if value.is_some_and(|v| v.len() > crate::MAX_SECRET_BYTES) {
+            return Err(DeployError::TooLarge {
+                what: "the secret".into(),
+                limit: crate::MAX_SECRET_BYTES as u64,
+            });
+        }
+        let lock = self.lock(&project.id);
+        let _held = lock.lock().await;
+        let scope = secret_scope(&project.id);
+        let mut env = self.env_of(&project.id).await?;
+        let existed = env.iter().any(|(n, _)| n == name);
+        if value.is_none() && !existed {
+            return Ok(false);
+        }
+        env.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            env.push((name.to_string(), value.to_string()));
+        }
+        let sealed = value
+            .map(|v| self.secrets.seal(&scope, name, v))
+            .transpose()?;
+        let current = self
+            .store
+            .deployment(&project.id, project.current_version)
+            .await?;
+        let class = match current {
+            Some(deployment) => {
+                let class = self.class_with_env(&deployment, env).await?;
+                self.start(&project.id, &class).await?;
+                Some(class)
+            }
+            None => None,
+        };
+        let stored = match &sealed {
+            Some(sealed) => self.store.put_secret(&scope, sealed).await.map(|()| true),
+            None => self.store.delete_secret(&scope, name).await,
+        };
+        if let Err(e) = stored {
+            if let Some(class) = &class {
+                self.stop_for_good(&project.id, class).await;
+            }
+            return Err(e.into());
+        }
+        if let Some(class) = class {
+            self.switch(&project.id, class);
+        }
+        Ok(true)
+    }
+
+    /// Names of a container class's stored secrets; `None` when the config has no such class.
+    pub async fn class_secret_names(
+        &self,
+        class: &str,
+    ) -> Result<Option<Vec<String>>, DeployError> {
+        if !self.config.containers.iter().any(|c| c.class_name == class) {
+            return Ok(None);
+        }
+        let sealed = self.store.secrets(&crate::class_scope(class)).await?;
+        Ok(Some(sealed.into_iter().map(|s| s.name).collect()))
+    }
+
+    /// Sets (`Some`) or removes (`None`) a secret of a `[[containers]]` class. It must be one
+    /// of the class's `secrets`; it reaches the class's instances from valet's next start
+    /// (valet's own environment still wins). False when removing one that is not stored.
+    pub async fn set_class_secret(
+        &self,
+        class: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<bool, DeployError> {
+        let Some(config) = self
+            .config
+            .containers
+            .iter()
+            .find(|c| c.class_name == class)
+        else {
+            return Err(DeployError::NotFound(format!(
+                "no container class named {class:?}"
+            )));
+        };
+        if !config.secrets.iter().any(|s| s == name) {
+            return Err(DeployError::BadUpload(format!(
+                "class {class:?} does not list {name:?} in its secrets = [...]"
+            )));
+        }
+        if value.is_some_and(|v| v.len() > crate::MAX_SECRET_BYTES) {
+            return Err(DeployError::TooLarge {
+                what: "the secret".into(),
+                limit: crate::MAX_SECRET_BYTES as u64,
+            });
+        }
+        let scope = crate::class_scope(class);
+        match value {
+            Some(value) => {
+                let sealed = self.secrets.seal(&scope, name, value)?;
+                self.store.put_secret(&scope, &sealed).await?;
+                Ok(true)
+            }
+            None => Ok(self.store.delete_secret(&scope, name).await?),
+        }
+    }
+}
+
+/// The store scope of a project's secrets.
+fn secret_scope(project_id: &str) -> String {
+    format!("project:{project_id}")
+}
