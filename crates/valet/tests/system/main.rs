@@ -1,0 +1,44 @@
+//! The system tier: the real `valet` binary, real backend processes, Docker, PostgreSQL,
+//! npm/pip, registries and Chromium, in one test crate of modules so the support code
+//! compiles once. `cargo test -p valet --test system` runs it; one module:
+//! `cargo test -p valet --test system faults::` (test names start with their module).
+
+#[path = "../admin_support/mod.rs"]
+mod admin_support;
+#[path = "../deploy_support/mod.rs"]
+mod deploy_support;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admin;
+mod assets;
+mod config;
+mod convex;
+mod dashboard;
+mod deploy;
+mod deploy_auth;
+mod deploy_cli;
+mod deploy_docker;
+mod deploy_input;
+mod deploy_isolation;
+mod deploy_secrets;
+mod deploy_store;
+mod docker;
+mod docker_instances;
+mod edge;
+mod errors;
+mod faults;
+mod faults_disk;
+mod faults_docker;
+mod faults_keys;
+mod http1;
+mod import;
+mod instances;
+mod keep_up;
+mod key_space;
+mod lifecycle;
+mod malformed;
+mod proxy;
+mod redeploy_load;
+mod streams;
+mod tenant_isolation;
