@@ -261,6 +261,17 @@ fn yes() -> bool {
 }
 
 impl ContainerClass {
+    /// A class of this name with every other key at its default, for classes made at run
+    /// time (deployed projects) rather than read from valet.toml. The defaults are read from
+    /// the serde attributes above, so there is one copy of each.
+    pub fn new(class_name: &str) -> Self {
+        let mut table = toml::Table::new();
+        table.insert("class_name".into(), class_name.into());
+        toml::Value::Table(table)
+            .try_into()
+            .expect("a class with only a name takes every default")
+    }
+
     /// The port name a route uses when it names none.
     pub fn default_port_name(&self) -> Option<&str> {
         if let Some(name) = &self.default_port {

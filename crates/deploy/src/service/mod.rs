@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use valet_config::{Config, ContainerClass};
+use valet_config::{Config, ContainerClass, DurationValue};
 use valet_core::InstanceId;
 use valet_instances::{ClassRuntime, Instances};
 use valet_runtime::logfile;
@@ -35,7 +35,7 @@ use valet_store::{random_hex, Deployment, NewDeployment, Project, Store};
 const KEY: &str = "main";
 /// The port an app listens on inside a container (the seed's 8000); the process driver
 /// picks a free one and passes it as `PORT`.
-const APP_PORT: i64 = 8000;
+const APP_PORT: u16 = 8000;
 /// Idle time before a project's instance sleeps (the seed's 10 minutes).
 const SLEEP_AFTER: &str = "10m";
 /// How long a new version may take to accept connections.
@@ -463,40 +463,21 @@ impl Deployer {
             data: &data,
         };
         let runnable = self.packager.runnable(&version).await?;
-        let mut table = toml::Table::new();
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("project-{project}-{}-{generation}", deployment.build);
-        table.insert("class_name".into(), name.into());
-        table.insert(
-            "command".into(),
-            toml::Value::Array(
-                deployment
-                    .command
-                    .iter()
-                    .map(|a| a.clone().into())
-                    .collect(),
-            ),
-        );
-        let mut ports = toml::Table::new();
-        ports.insert("http".into(), APP_PORT.into());
-        table.insert("ports".into(), ports.into());
-        table.insert("sleep_after".into(), SLEEP_AFTER.into());
-        table.insert("max_instances".into(), 1.into());
-        let mut readiness = toml::Table::new();
-        readiness.insert("timeout".into(), READY_WITHIN.into());
-        table.insert("readiness".into(), readiness.into());
-        table.insert("stop_timeout".into(), "5s".into());
-        if let Some(image) = runnable.image {
-            table.insert("image".into(), image.into());
-        }
-        if let Some(volume) = runnable.volume {
-            table.insert("volume".into(), volume.into());
-        }
-        let class: ContainerClass = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| DeployError::io("project class", std::io::Error::other(format!("{e}"))))?;
+        let mut class = ContainerClass::new(&format!(
+            "project-{project}-{}-{generation}",
+            deployment.build
+        ));
+        class.command = deployment.command.clone();
+        class.ports = [("http".to_string(), APP_PORT)].into();
+        class.sleep_after = DurationValue::new(SLEEP_AFTER);
+        class.max_instances = 1;
+        class.readiness.timeout = DurationValue::new(READY_WITHIN);
+        class.stop_timeout = DurationValue::new("5s");
+        class.image = runnable.image;
+        class.volume = runnable.volume;
         let mut runtime = ClassRuntime::from_config(&self.config, &class);
         runtime.work_dir = app;
         // One data folder per project, not per version: data outlives upgrades and rollbacks.
