@@ -19,6 +19,23 @@ const SET_BY_VALET: [&str; 7] = [
     "forwarded",
 ];
 
+/// Fields that name the client's address or the hops before valet, other than those valet
+/// sets itself: they pass from a trusted proxy only.
+const CLIENT_ADDRESS: [&str; 9] = [
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+    "client-ip",
+    "x-forwarded",
+    "x-forwarded-server",
+];
+
+/// Fields that name another request target than the one valet routed: they never pass.
+const TARGET_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
 /// Input: a flags byte (bit 0 trusted peer, 1 https, 2 IPv6 peer, 3 a client host, 4 a
 /// forwarded prefix), then `name: value` header lines. Rewrites them as a request to an
 /// instance and as a response back, and checks what may pass.
@@ -73,6 +90,17 @@ pub fn headers(data: &[u8]) {
             !name.as_str().contains('_') || !GUARDED.contains(&dashed.as_str()),
             "lookalike {name} passed"
         );
+    }
+    for name in TARGET_OVERRIDES {
+        assert!(!request.contains_key(name), "{name} passed");
+    }
+    if !client.trusted {
+        for name in CLIENT_ADDRESS {
+            assert!(
+                !request.contains_key(name),
+                "{name} passed from an untrusted peer"
+            );
+        }
     }
     let forwarded_for = request
         .get(&X_FORWARDED_FOR)

@@ -12,6 +12,25 @@ use valet_config::AuthConfig;
 pub struct Claims {
     pub sub: Option<String>,
     pub plan: Option<String>,
+    /// Read only to hold it to one string (see [`single_issuer`]); jsonwebtoken checks its value.
+    #[serde(default, deserialize_with = "single_issuer")]
+    pub iss: Option<String>,
+}
+
+/// `iss` is one StringOrURI (RFC 7519 4.1.1), never a list. jsonwebtoken accepts a list when
+/// any of its items is the configured issuer, so `["idp", "anyone"]` would pass for `idp`
+/// although no issuer issues tokens in other issuers' names. Every token is decoded into
+/// [`Claims`], so this holds at the gateway and at the deploy API alike, whether or not an
+/// issuer is configured (a list is no valid `iss` either way).
+fn single_issuer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(iss) => Ok(Some(iss)),
+        serde_json::Value::Null => Ok(None),
+        _ => Err(serde::de::Error::custom(
+            "the iss claim must be one string, not a list or other value",
+        )),
+    }
 }
 
 /// Verifies tokens against the configured secret or public keys.
@@ -164,6 +183,31 @@ mod tests {
         let wrong =
             token(serde_json::json!({"sub": "u", "exp": LATER, "iss": "x", "aud": "valet"}));
         assert!(v.verify(&wrong).is_err());
+    }
+
+    #[test]
+    fn an_issuer_sent_as_a_list_is_refused_even_when_it_holds_the_configured_one() {
+        let v = verifier(Some("idp"), Some("valet"));
+        for iss in [
+            serde_json::json!(["idp"]),
+            serde_json::json!(["idp", "other"]),
+            serde_json::json!({"iss": "idp"}),
+            serde_json::json!(7),
+        ] {
+            let claims = serde_json::json!({"sub": "u", "exp": LATER, "iss": iss, "aud": "valet"});
+            let err = v.verify(&token(claims)).unwrap_err();
+            assert!(err.contains("iss"), "{iss}: {err}");
+        }
+        // Without a configured issuer a list is no valid `iss` either.
+        let bare = verifier(None, None);
+        let listed = token(serde_json::json!({"sub": "u", "exp": LATER, "iss": ["idp"]}));
+        assert!(bare.verify(&listed).is_err());
+        let one = token(serde_json::json!({"sub": "u", "exp": LATER, "iss": "idp"}));
+        assert_eq!(bare.verify(&one).unwrap().iss.as_deref(), Some("idp"));
+        // `aud` may be a list (RFC 7519 4.1.3): one holding the configured audience passes.
+        let auds =
+            serde_json::json!({"sub": "u", "exp": LATER, "iss": "idp", "aud": ["x", "valet"]});
+        assert!(v.verify(&token(auds)).is_ok());
     }
 
     #[test]

@@ -149,6 +149,17 @@ pub fn is_named(name: &[u8], wanted: &[u8]) -> bool {
     name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted)
 }
 
+/// Whether a field name as sent (any case) is `wanted` (lower case), reading `_` as `-`: a
+/// backend that reads both alike (CGI, WSGI, PHP) takes `X_Tenant` for `X-Tenant`, so every
+/// rule about a field holds for its `_` spelling too.
+pub fn same_field(name: &[u8], wanted: &[u8]) -> bool {
+    name.len() == wanted.len()
+        && name
+            .iter()
+            .zip(wanted)
+            .all(|(&n, &w)| n.to_ascii_lowercase() == w || (n == b'_' && w == b'-'))
+}
+
 /// A value as text, if it is visible ASCII or tab (what [`HeaderValue::to_str`] accepts).
 pub fn text(value: &[u8]) -> Option<&str> {
     if value

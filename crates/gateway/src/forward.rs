@@ -4,7 +4,9 @@
 //! Every field that tells an instance who the client is (`X-Forwarded-For`, `Forwarded`,
 //! `X-Real-IP`, `True-Client-IP`, ...) follows one rule: from a trusted proxy it passes (and the
 //! ones valet sets are extended or kept), from anyone else it is dropped, and valet sets its own
-//! `X-Forwarded-For`, `X-Real-IP` and `Forwarded` from the peer address.
+//! `X-Forwarded-For`, `X-Real-IP` and `Forwarded` from the peer address. Fields that name
+//! another request target than the one valet routed (`X-Original-URL`, `X-Rewrite-URL`) never
+//! pass, whoever sent them.
 
 use crate::fields::Fields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -35,10 +37,11 @@ pub static HOP_BY_HOP: [&HeaderName; 9] = [
     &HTTP2_SETTINGS,
 ];
 
-/// Headers that frame a message or that valet sets itself. A backend that reads `-` and `_`
+/// Headers that frame a message, that valet sets itself, or that it passes from trusted proxies
+/// only or never. A backend that reads `-` and `_`
 /// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
 /// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
-pub static GUARDED: [&str; 24] = [
+pub static GUARDED: [&str; 29] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -63,6 +66,27 @@ pub static GUARDED: [&str; 24] = [
     "fastly-client-ip",
     "x-cluster-client-ip",
     "x-original-forwarded-for",
+    "client-ip",
+    "x-forwarded",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Fields valet reads to route a request or sets on its way to the instance. A request whose
+/// `Connection` names one of them (or the field its key comes from) is refused: the field
+/// would be dropped as hop-by-hop after valet decided by it, so the instance would see another
+/// request than the one valet routed, keyed and authorised. RFC 9110 7.6.1 forbids naming a
+/// field meant for every recipient there anyway; no client has a reason to.
+static OWN: [&str; 8] = [
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-request-id",
 ];
 
 /// Removes the hop-by-hop headers, plus the ones `Connection` names.
@@ -131,7 +155,8 @@ pub struct ClientInfo {
 /// Dropped: hop-by-hop fields and those the client's `Connection` names, `_` lookalikes of
 /// [`GUARDED`] names, the client's `X-Forwarded-For` (valet's value replaces it), an untrusted
 /// peer's other `X-Forwarded-*` and client-address fields, a `X-Forwarded-Prefix` when valet
-/// sets one, and an `X-Request-Id` that valet replaces.
+/// sets one, an `X-Request-Id` that valet replaces, and anyone's `X-Original-URL` and
+/// `X-Rewrite-URL`.
 pub struct Rewrite<'a> {
     pub client: &'a ClientInfo,
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
@@ -168,8 +193,17 @@ enum Field {
     RealIp,
     /// `Forwarded` (RFC 7239): a trusted proxy's elements pass, valet's own follow them.
     Forwarded,
-    /// Other fields that name the client's address: passed from a trusted proxy only.
+    /// Other fields that name the client's address or the hops before valet: passed from a
+    /// trusted proxy only.
     ClientAddress,
+    /// A request target other than the one sent (`X-Original-URL`, `X-Rewrite-URL`): some
+    /// frameworks (Symfony, Laminas, IIS's URL Rewrite) route on it in place of the request
+    /// line's. Dropped always, from trusted proxies too: valet matched the route, checked
+    /// `auth`, derived the key and applied `strip_prefix` on the request line's path, and an
+    /// instance that routes on another path serves what valet never checked. A proxy in front
+    /// of valet is trusted to say who the client is, not to route past valet's own decision;
+    /// one that rewrites paths sends the rewritten one as its request target.
+    TargetOverride,
 }
 
 /// Sorts a field name (any case) by what the rewrite does with it: one length-first match per
@@ -182,13 +216,17 @@ fn field(name: &[u8]) -> Field {
         7 if is("upgrade") || is("trailer") => Field::Dropped,
         9 if is("x-real-ip") => Field::RealIp,
         9 if is("forwarded") => Field::Forwarded,
+        9 if is("client-ip") => Field::ClientAddress,
+        11 if is("x-forwarded") => Field::ClientAddress,
         11 if is("x-client-ip") => Field::ClientAddress,
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::Dropped,
         12 if is("x-request-id") => Field::RequestId,
+        13 if is("x-rewrite-url") => Field::TargetOverride,
         14 if is("content-length") => Field::ContentLength,
         14 if is("http2-settings") => Field::Dropped,
         14 if is("true-client-ip") => Field::ClientAddress,
+        14 if is("x-original-url") => Field::TargetOverride,
         15 if is("x-forwarded-for") => Field::ForwardedFor,
         16 if is("proxy-connection") => Field::Dropped,
         16 if is("x-forwarded-host") => Field::ForwardedHost,
@@ -196,6 +234,7 @@ fn field(name: &[u8]) -> Field {
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         17 if is("transfer-encoding") => Field::Dropped,
         18 if is("x-forwarded-prefix") => Field::ForwardedPrefix,
+        18 if is("x-forwarded-server") => Field::ClientAddress,
         19 if is("proxy-authorization") => Field::Dropped,
         19 if is("x-cluster-client-ip") => Field::ClientAddress,
         24 if is("x-original-forwarded-for") => Field::ClientAddress,
@@ -236,6 +275,26 @@ pub(crate) fn named_by_connection<'h>(
         .any(|token| token.eq_ignore_ascii_case(name))
 }
 
+/// The first field a request's `Connection` names that valet routes by or sets ([`OWN`]), or
+/// that its key comes from (`key_field`, lower case; see [`crate::key::source`]), each read
+/// with `_` as `-` as the key rule reads them. Such a request is refused before anything is
+/// decided by it (see [`OWN`] for why).
+///
+/// A byte comparison per `Connection` element and no allocation: nearly every request has
+/// none or `keep-alive`/`close`, which no length here shares.
+pub fn connection_names_own<'h>(fields: &'h Fields, key_field: Option<&[u8]>) -> Option<&'h [u8]> {
+    let own = |token: &[u8]| {
+        key_field.is_some_and(|key| crate::fields::same_field(token, key))
+            || OWN
+                .iter()
+                .any(|own| crate::fields::same_field(token, own.as_bytes()))
+    };
+    fields
+        .get_all(&header::CONNECTION)
+        .flat_map(crate::h1::list)
+        .find(|token| own(token))
+}
+
 impl<'a> Rewrite<'a> {
     /// Goes through the client's fields (name, value), calling `each` with whether the field
     /// passes to the instance. `fields` makes the iterator again for each pass.
@@ -262,7 +321,7 @@ impl<'a> Rewrite<'a> {
             }
             let keep = match field(name) {
                 Field::Other => !is_lookalike(name),
-                Field::Dropped | Field::Connection => false,
+                Field::Dropped | Field::Connection | Field::TargetOverride => false,
                 Field::Host => {
                     seen.host = true;
                     true
@@ -538,6 +597,14 @@ mod tests {
                 ("X-Original-Forwarded-For", "6.6.6.6"),
                 ("x_real_ip", "6.6.6.6"),
                 ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+                ("Client-IP", "6.6.6.6"),
+                ("X-Forwarded", "for=6.6.6.6"),
+                ("X-Forwarded-Server", "evil.test"),
+                ("X-Original-URL", "/admin"),
+                ("X-Rewrite-URL", "/admin"),
+                ("client_ip", "6.6.6.6"),
+                ("X_Original_URL", "/admin"),
+                ("x_rewrite_url", "/admin"),
             ],
             &rewrite,
         );
@@ -577,12 +644,20 @@ mod tests {
                 ("x-real-ip", "1.2.3.4"),
                 ("forwarded", "for=1.2.3.4"),
                 ("true-client-ip", "1.2.3.4"),
+                ("client-ip", "1.2.3.4"),
+                ("x-forwarded", "for=1.2.3.4"),
+                ("x-forwarded-server", "outer.test"),
+                // A trusted proxy still cannot send the instance to another path.
+                ("x-original-url", "/admin"),
+                ("x-rewrite-url", "/admin"),
+                ("x_forwarded_server", "outer.test"),
             ],
             &rewrite,
         );
         assert_eq!(
             lines,
             [
+                "client-ip: 1.2.3.4",
                 "forwarded: for=1.2.3.4",
                 "forwarded: for=10.0.0.9;host=\"app.test\";proto=https",
                 "host: app.test",
@@ -591,10 +666,55 @@ mod tests {
                 "x-forwarded-host: outer.test",
                 "x-forwarded-prefix: /outer",
                 "x-forwarded-proto: http",
+                "x-forwarded-server: outer.test",
+                "x-forwarded: for=1.2.3.4",
                 "x-real-ip: 1.2.3.4",
                 "x-request-id: client-id",
             ]
         );
+    }
+
+    #[test]
+    fn connection_may_not_name_a_field_valet_routes_by_or_sets() {
+        let named = |raw: &str, key: Option<&[u8]>| {
+            let spans = crate::fields::tests::spans(raw);
+            let map = Fields::Map(crate::fields::tests::spans(raw).into_map());
+            let found = connection_names_own(&spans, key).map(<[u8]>::to_vec);
+            assert_eq!(found, connection_names_own(&map, key).map(<[u8]>::to_vec));
+            found.map(|n| String::from_utf8(n).unwrap())
+        };
+        let key = Some(&b"x-tenant"[..]);
+        let with = |connection: &str| format!("X-Tenant: a\r\nConnection: {connection}\r\n");
+        assert_eq!(named(&with("X-Tenant"), key).as_deref(), Some("X-Tenant"));
+        assert_eq!(
+            named(&with("close, x_tenant"), key).as_deref(),
+            Some("x_tenant")
+        );
+        // Any `Connection` field counts, not only the first.
+        let two = "Connection: keep-alive\r\nX-Tenant: a\r\nConnection: X-TENANT\r\n";
+        assert_eq!(named(two, key).as_deref(), Some("X-TENANT"));
+        for own in OWN {
+            let upper = own.to_ascii_uppercase().replace('-', "_");
+            assert_eq!(named(&with(own), None).as_deref(), Some(own));
+            assert_eq!(named(&with(&upper), None), Some(upper));
+        }
+        assert_eq!(
+            named("Connection: Cookie\r\n", Some(b"cookie")).as_deref(),
+            Some("Cookie")
+        );
+        // What clients really send, and fields valet neither reads nor sets, are no reason.
+        for fine in [
+            "keep-alive",
+            "close",
+            "Upgrade",
+            "X-Other, TE",
+            "x-tenants",
+            "",
+        ] {
+            assert_eq!(named(&with(fine), key), None, "{fine}");
+        }
+        assert_eq!(named("X-Tenant: a\r\n", key), None);
+        assert_eq!(named("Connection: Cookie\r\n", key), None);
     }
 
     #[test]

@@ -125,6 +125,16 @@ async fn to_instance(
     client: ClientInfo,
     class_key: &mut Option<(String, String)>,
 ) -> Result<Answer, GatewayError> {
+    // Before anything is decided by a field the instance would then not get.
+    if let Some(named) = forward::connection_names_own(&req.fields, key::source(&target.rule)) {
+        return Err(GatewayError::BadRequest {
+            code: "connection_names_own_field",
+            message: format!(
+                "Connection names {}, a field valet routes by or sets itself",
+                String::from_utf8_lossy(named)
+            ),
+        });
+    }
     admit(state, route, &req, &client)?;
     let upgrade = forward::is_upgrade(&req.fields, &route.upgrades);
     if upgrade && !req.body.is_end_stream() {

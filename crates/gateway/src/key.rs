@@ -40,6 +40,17 @@ fn one<T>(mut items: impl Iterator<Item = T>, what: impl Fn() -> String) -> Resu
     }
 }
 
+/// The field a rule reads its key from (a lower-case name), if it reads one: the request's
+/// `Connection` must not name it, or the instance would not get the value valet keyed on (see
+/// [`crate::forward::connection_names_own`]).
+pub fn source(rule: &KeyRule) -> Option<&[u8]> {
+    match rule {
+        KeyRule::Header(name) => Some(name.as_str().as_bytes()),
+        KeyRule::Cookie(_) => Some(http::header::COOKIE.as_str().as_bytes()),
+        KeyRule::Fixed(_) | KeyRule::Random(_) | KeyRule::Path(_) | KeyRule::Query(_) => None,
+    }
+}
+
 /// The key for this request under `rule`. Borrowed from the request where possible.
 pub fn derive<'r>(
     rule: &'r KeyRule,
@@ -62,7 +73,7 @@ pub fn derive<'r>(
             let wanted = name.as_str().as_bytes();
             let values = headers
                 .iter()
-                .filter(|(n, _)| same_field(n, wanted))
+                .filter(|(n, _)| fields::same_field(n, wanted))
                 .map(|(_, v)| v);
             let what = || format!("header {name}");
             let value = one(values, what)?;
@@ -95,15 +106,6 @@ pub fn derive<'r>(
             one(values, || format!("cookie {name}"))
         }
     }
-}
-
-/// Whether a field name as sent is `wanted` (lower case), reading `_` as `-`.
-fn same_field(name: &[u8], wanted: &[u8]) -> bool {
-    name.len() == wanted.len()
-        && name
-            .iter()
-            .zip(wanted)
-            .all(|(&n, &w)| n.to_ascii_lowercase() == w || (n == b'_' && w == b'-'))
 }
 
 fn decode(s: &str) -> Option<Cow<'_, str>> {

@@ -61,9 +61,19 @@ auth = "jwt"
     let no_iss = jwt(serde_json::json!({"sub": "ada", "exp": exp, "aud": "valet"}));
     let no_aud = jwt(serde_json::json!({"sub": "ada", "exp": exp, "iss": "idp"}));
     let neither = jwt(serde_json::json!({"sub": "ada", "exp": exp}));
+    // `iss` is one string (RFC 7519 4.1.1): a list holding the configured issuer is no issuer.
+    let listed = jwt(serde_json::json!({"sub": "ada", "exp": exp, "iss": ["idp"], "aud": "valet"}));
+    let listed_two =
+        jwt(serde_json::json!({"sub": "ada", "exp": exp, "iss": ["evil", "idp"], "aud": "valet"}));
 
     let url = valet.url("/api/echo");
-    for (missing, token) in [("iss", &no_iss), ("aud", &no_aud), ("iss", &neither)] {
+    for (missing, token) in [
+        ("iss", &no_iss),
+        ("aud", &no_aud),
+        ("iss", &neither),
+        ("iss", &listed),
+        ("iss", &listed_two),
+    ] {
         let r = valet
             .client
             .get(&url)

@@ -11,6 +11,11 @@
 //! And the follow-ups: repeated slashes are merged (`//private/x` is `/private/x`), an HTTP/1.1
 //! request without `Host` and a `Host` that disagrees with the target's authority are 400, and
 //! a route's `upgrades` names the protocols other than WebSocket it forwards.
+//!
+//! The red-team pass over the hardened build: a `Connection` that names the key's field (or one
+//! valet routes by or sets) is 400 before any instance wakes (F6); `Client-IP`, `X-Forwarded`
+//! and `X-Forwarded-Server` pass from trusted proxies only, `X-Original-URL` and
+//! `X-Rewrite-URL` never (F7).
 
 mod support;
 
@@ -612,5 +617,137 @@ upgrades = []
         let url = format!("ws://{}{route}/ws", valet.addr());
         let opened = tokio_tungstenite::connect_async(url).await;
         assert_eq!(opened.is_ok(), opens, "{route}: {:?}", opened.err());
+    }
+}
+
+#[tokio::test]
+async fn connection_naming_the_key_field_or_one_valet_sets_is_refused_before_any_instance_wakes() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    // Each would be keyed or routed by a field that is then dropped as hop-by-hop: the
+    // instance would serve key k1 without seeing k1.
+    let refused = [
+        (
+            "/by-header/echo",
+            "X-Tenant: k1\r\nConnection: X-Tenant\r\n",
+        ),
+        (
+            "/by-header/echo",
+            "X-Tenant: k1\r\nConnection: keep-alive, x-tenant\r\n",
+        ),
+        (
+            "/by-header/echo",
+            "X_Tenant: k1\r\nConnection: X_Tenant\r\n",
+        ),
+        (
+            "/by-header/echo",
+            "X-Tenant: k1\r\nConnection: X_TENANT\r\n",
+        ),
+        (
+            "/by-cookie/echo",
+            "Cookie: tenant=k1\r\nConnection: Cookie\r\n",
+        ),
+        ("/public/echo", "Connection: Host\r\n"),
+        (
+            "/public/echo",
+            "X-Forwarded-For: 1.2.3.4\r\nConnection: X-Forwarded-For\r\n",
+        ),
+        ("/public/echo", "Connection: X-Forwarded-Proto\r\n"),
+        ("/public/echo", "Connection: X-Request-Id\r\n"),
+        ("/public/echo", "Connection: x_real_ip\r\n"),
+        ("/private/x", "Connection: Forwarded\r\n"),
+    ];
+    for (target, extra) in refused {
+        for (how, request) in [
+            ("valet", get(target, extra)),
+            ("hyper", chunked(target, extra)),
+            ("upgrade", upgrade(target, extra)),
+        ] {
+            let answer = send(&valet, &request).await;
+            assert_eq!(
+                answer.status, 400,
+                "{target} {extra:?} over {how}: {}",
+                answer.head
+            );
+            assert_eq!(answer.json()["error"], "connection_names_own_field");
+        }
+    }
+    assert!(valet.starts().is_empty(), "{:?}", valet.starts());
+
+    // A field valet neither reads nor sets is still dropped, and the key is what the instance
+    // sees.
+    let fine = "X-Tenant: k1\r\nX-Other: 1\r\nConnection: X-Other\r\n";
+    for (how, request) in [
+        ("valet", get("/by-header/echo", fine)),
+        ("hyper", chunked("/by-header/echo", fine)),
+        ("upgrade", upgrade("/by-header/echo", fine)),
+    ] {
+        let echo = send(&valet, &request).await.json();
+        assert_eq!(echo["key"], "k1", "{how}");
+        assert_eq!(echo["headers"]["x-tenant"], "k1", "{how}: {echo}");
+        assert!(echo["headers"].get("x-other").is_none(), "{how}: {echo}");
+    }
+    // h2 has no Connection field (RFC 9113 8.2.2): whatever curl does with one, the key the
+    // instance runs under is the value it sees.
+    let (status, body) = curl_h2(
+        &valet,
+        "/by-header/echo",
+        &["X-Tenant: k2", "Connection: X-Tenant"],
+    );
+    if status == 200 {
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echo["key"], "k2", "{echo}");
+        assert_eq!(echo["headers"]["x-tenant"], "k2", "{echo}");
+    } else {
+        assert_eq!(status, 400, "{body}");
+    }
+}
+
+/// Client-address and URL-override fields beyond those of issue 14, with `_` spellings.
+const MORE_CLIENT_FIELDS: &str = "Client-IP: 6.6.6.6\r\nX-Forwarded: for=6.6.6.6\r\nX-Forwarded-Server: evil.test\r\nX-Original-URL: /private/x\r\nX-Rewrite-URL: /private/x\r\nclient_ip: 6.6.6.6\r\nX_Original_URL: /private/x\r\nx_rewrite_url: /private/x\r\nX_Forwarded_Server: evil.test\r\n";
+
+/// The echo of `/public/echo` sent with `fields` over each path: h2 (curl), valet's own
+/// HTTP/1.1, hyper's and the upgrade handshake.
+async fn echoes_over_every_path(
+    valet: &Valet,
+    fields: &str,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let h2_headers: Vec<&str> = fields.trim_end().split("\r\n").collect();
+    let (status, h2) = curl_h2(valet, "/public/echo", &h2_headers);
+    assert_eq!(status, 200, "{h2}");
+    let mut echoes = vec![("h2", serde_json::from_str(&h2).unwrap())];
+    for (how, request) in [
+        ("valet", get("/public/echo", fields)),
+        ("hyper", chunked("/public/echo", fields)),
+        ("upgrade", upgrade("/public/echo", fields)),
+    ] {
+        echoes.push((how, send(valet, &request).await.json()));
+    }
+    echoes
+}
+
+#[tokio::test]
+async fn url_overrides_never_reach_the_instance_and_more_client_fields_only_from_a_trusted_proxy() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    for (how, echo) in echoes_over_every_path(&valet, MORE_CLIENT_FIELDS).await {
+        let text = echo.to_string();
+        for sent in ["6.6.6.6", "evil.test", "/private"] {
+            assert!(!text.contains(sent), "{sent} over {how}: {text}");
+        }
+        assert_eq!(echo["path"], "/echo", "{how}");
+    }
+
+    // A trusted proxy's client fields pass; it still cannot send the instance to another path.
+    let config = format!("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n{CONFIG}");
+    let trusted = Valet::with_config(&config).start().await;
+    for (how, echo) in echoes_over_every_path(&trusted, MORE_CLIENT_FIELDS).await {
+        let headers = &echo["headers"];
+        assert_eq!(headers["client-ip"], "6.6.6.6", "{how}: {echo}");
+        assert_eq!(headers["x-forwarded"], "for=6.6.6.6", "{how}: {echo}");
+        assert_eq!(headers["x-forwarded-server"], "evil.test", "{how}: {echo}");
+        let text = echo.to_string();
+        assert!(!text.contains("/private"), "over {how}: {text}");
+        for lookalike in ["client_ip", "x_forwarded_server"] {
+            assert!(headers.get(lookalike).is_none(), "{lookalike} over {how}");
+        }
     }
 }
