@@ -31,6 +31,8 @@ mod faults;
 mod faults_disk;
 mod faults_docker;
 mod faults_keys;
+mod hardening_api;
+mod hardening_edge;
 mod http1;
 mod import;
 mod instances;

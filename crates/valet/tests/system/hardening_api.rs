@@ -3,15 +3,11 @@
 //! uploaded twice without a name, an admin token from `valet token create --admin` on the
 //! admin-only endpoints, and a data_dir that deployed projects' users cannot reach.
 
-mod admin_support;
-mod deploy_support;
-mod support;
-
-use deploy_support::*;
+use crate::deploy_support::*;
+use crate::support::{free_addr, Valet};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{free_addr, Valet};
 
 const SECRET: &str = "hardening-secret-0123456789abcdef";
 

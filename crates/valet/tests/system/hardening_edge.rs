@@ -17,13 +17,11 @@
 //! and `X-Forwarded-Server` pass from trusted proxies only, `X-Original-URL` and
 //! `X-Rewrite-URL` never (F7).
 
-mod support;
-
+use crate::support::wire::exchange;
+use crate::support::*;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::wire::exchange;
-use support::*;
 
 const CONFIG: &str = r#"
 [auth]
