@@ -88,6 +88,7 @@ impl<'d> Reader<'d> {
                 "routes" => config.routes = self.read_list("routes", item),
                 "plans" => config.plans = self.read_map(&at, item),
                 "deploy" => config.deploy = self.read(&at, item).unwrap_or_default(),
+                "registries" => config.registries = self.read_list("registries", item),
                 _ => self.unknown_key(&at),
             }
         }
@@ -111,7 +112,7 @@ impl<'d> Reader<'d> {
         read.value
     }
 
-    /// `[[containers]]` or `[[routes]]` entries, each read on its own.
+    /// `[[containers]]`, `[[routes]]` or `[[registries]]` entries, each read on its own.
     fn read_list<T: DeserializeOwned>(&mut self, name: &'static str, item: &Item) -> Vec<T> {
         let at = KeyPath::top(name);
         let elements: Vec<Item> = match item {

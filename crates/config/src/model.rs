@@ -27,6 +27,9 @@ pub struct Config {
     pub plans: BTreeMap<String, PlanConfig>,
     /// `[deploy]`: how uploaded apps are run. Optional.
     pub deploy: DeployConfig,
+    /// `[[registries]]`: credentials for pulling images, by registry host. Optional; the
+    /// user's Docker config (`~/.docker/config.json`) is read too.
+    pub registries: Vec<RegistryConfig>,
     /// Folder of the config file; relative paths are resolved against it. Set by the loader.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -180,6 +183,9 @@ pub struct ContainerClass {
     /// Docker driver: `ARG` values for a Dockerfile build; part of the image's tag hash.
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
+    /// Docker driver: when an image reference is pulled from its registry. Default `missing`.
+    #[serde(default)]
+    pub pull: PullPolicy,
     /// Named ports inside the instance. Default `{ http = 8080 }`.
     #[serde(default = "default_ports")]
     pub ports: BTreeMap<String, u16>,
@@ -282,6 +288,47 @@ impl ContainerClass {
         }
         self.ports.keys().next().map(String::as_str)
     }
+}
+
+/// `pull = "missing" | "always" | "never"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pulled before a start when the engine does not have it.
+    #[default]
+    Missing,
+    /// Pulled before every cold start, so a moved tag is followed; when the registry cannot
+    /// be reached, a copy already on the engine serves (with a warning).
+    Always,
+    /// Never pulled: a start without the image on the engine is refused.
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// One `[[registries]]` entry: what valet hands the engine when it pulls from `host`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistryConfig {
+    /// The registry as image references name it: `ghcr.io`, `registry.example.com:5000`,
+    /// `docker.io` for Docker Hub.
+    pub host: String,
+    /// The account name.
+    pub username: String,
+    /// Name of the secret holding the password or token, read from valet's environment
+    /// when a pull needs it. The password itself is never written in valet.toml.
+    pub password_secret: String,
+    /// Never used: present so that a password written here in clear is refused by name
+    /// rather than as an unknown key. Its value is not kept.
+    #[serde(default)]
+    pub password: Option<serde::de::IgnoredAny>,
 }
 
 /// `readiness = { path, timeout, interval }`.
@@ -438,12 +485,12 @@ impl Default for PlanConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DeployConfig {
-    /// With `driver = "docker"`: the image a Node app's image is built on. It must already
-    /// be on the engine (valet never pulls). Default `node:20-slim`.
+    /// With `driver = "docker"`: the image a Node app's image is built on; pulled from its
+    /// registry when the engine lacks it. Default `node:20-slim`.
     pub node_image: String,
     /// With `driver = "docker"`: the image a Python app's image is built on; its Python
-    /// runs the app with the requirements (installed on the host) on `PYTHONPATH`. It must
-    /// already be on the engine. Default `python:3.11-slim`.
+    /// runs the app with the requirements (installed on the host) on `PYTHONPATH`. Pulled
+    /// when the engine lacks it. Default `python:3.11-slim`.
     pub python_image: String,
 }
 

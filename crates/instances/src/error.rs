@@ -21,6 +21,8 @@ pub enum AcquireError {
         state: InstanceState,
         message: String,
         retry_after: Duration,
+        /// What clients may be told of the last start failure (see `Status::public_reason`).
+        public_reason: Option<String>,
     },
     /// It did not become ready within the readiness timeout.
     #[error("instance did not become ready within {timeout:?}")]
@@ -78,6 +80,10 @@ impl AcquireError {
     /// log, and clients get only what kind of failure it was.
     pub fn public_message(&self) -> String {
         match self {
+            Self::Unavailable {
+                public_reason: Some(reason),
+                ..
+            } => reason.clone(),
             Self::Unavailable {
                 state: InstanceState::Backoff,
                 ..

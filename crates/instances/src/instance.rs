@@ -37,6 +37,10 @@ pub struct Status {
     pub state: InstanceState,
     /// Why it is not ready, when it is not (start failure, crash, crash loop).
     pub message: Option<String>,
+    /// The part of the last start failure clients may be told (an image that cannot be
+    /// pulled, naming the image and the registry's answer); `None` for every other failure.
+    #[serde(skip)]
+    pub public_reason: Option<String>,
     /// When a restart is due (backoff), for `Retry-After`.
     #[serde(skip)]
     pub retry_at: Option<Instant>,
@@ -56,6 +60,7 @@ impl Status {
         Self {
             state: InstanceState::Stopped,
             message: None,
+            public_reason: None,
             retry_at: None,
             failures: 0,
             last_exit: None,

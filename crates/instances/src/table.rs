@@ -481,6 +481,7 @@ fn unavailable(inst: &Instance) -> AcquireError {
             .clone()
             .unwrap_or_else(|| "instance is not available".into()),
         retry_after: s.retry_after(),
+        public_reason: s.public_reason.clone(),
     }
 }
 

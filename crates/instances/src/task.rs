@@ -161,7 +161,11 @@ impl Task {
         });
         let launched = Instant::now();
         let spec = spec_for(&inst);
-        let mut running = match self.driver.start(&spec).await {
+        let started = self.driver.start(&spec).await;
+        let reason = started.as_ref().err().and_then(|e| e.public_reason());
+        let reason = reason.map(str::to_string);
+        inst.set_status(|s| s.public_reason = reason);
+        let mut running = match started {
             Ok(running) => running,
             Err(e) => return failed(format!("could not start: {e}"), None, Duration::ZERO),
         };

@@ -2,8 +2,9 @@
 //! version negotiated, so Engine 20.10 / API 1.41 works).
 //!
 //! - [`settings`] reads each class's image, volume, limits and network from the config once;
-//! - [`image`] builds Dockerfiles (tagged by a hash of [`context`] and build args) or checks
-//!   that a referenced image is present;
+//! - [`image`] builds Dockerfiles (tagged by a hash of [`context`] and build args);
+//! - [`pull`] pulls image references by each class's `pull` policy, with the credentials
+//!   [`registry`] finds (valet.toml's `[[registries]]`, the user's Docker config);
 //! - [`provision`] makes the per-instance volume and the internal network;
 //! - [`container`] turns a spec into a create body, [`reach`] says where valet connects;
 //! - [`running`] is the handle the instance layer holds: exit, stop, remove;
@@ -19,8 +20,10 @@ mod logs;
 mod names;
 mod project;
 mod provision;
+mod pull;
 mod reach;
 mod recover;
+mod registry;
 mod running;
 mod settings;
 mod volumes;
@@ -66,6 +69,72 @@ async fn connect_engine() -> Result<Docker, DriverError> {
 pub async fn engine_cpus() -> Result<u32, DriverError> {
     let info = connect_engine().await?.info().await.map_err(unreachable)?;
     Ok(info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(1))
+}
+
+/// One image `valet check --pull` looked at.
+#[derive(Debug)]
+pub struct ImageCheck {
+    /// `class `NAME`` or `[deploy] python_image`.
+    pub what: String,
+    pub reference: String,
+    /// What was found: the registry's digest, or that the engine has it.
+    pub outcome: Result<String, String>,
+    /// Found, but only on this engine: the registry did not resolve it (the message says
+    /// why). Starts work here; another machine's would not.
+    pub local_only: Option<String>,
+}
+
+/// Whether every class's image reference (and, with `deploy`, the deploy API's base images)
+/// can be had: asked of its registry through the engine, with the credentials a pull would
+/// use, without pulling. `pull = "never"` asks the engine alone.
+pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageCheck>, DriverError> {
+    let docker = connect_engine().await?;
+    let mut wanted = Vec::new();
+    for class in &config.containers {
+        let image = class.image.as_deref().unwrap_or_default();
+        if let image::ImageSource::Reference(reference) =
+            image::ImageSource::parse(image, &config.base_dir, &config.data_dir())
+        {
+            wanted.push((
+                format!("class `{}`", class.class_name),
+                reference,
+                class.pull,
+            ));
+        }
+    }
+    if deploy {
+        for (key, image) in [
+            ("python_image", &config.deploy.python_image),
+            ("node_image", &config.deploy.node_image),
+        ] {
+            let what = format!("[deploy] {key}");
+            wanted.push((what, image.clone(), valet_config::PullPolicy::Missing));
+        }
+    }
+    let mut checks = Vec::new();
+    for (what, reference, policy) in wanted {
+        let local = docker.inspect_image(&reference).await.is_ok();
+        let (outcome, local_only) = if policy == valet_config::PullPolicy::Never {
+            let outcome = match local {
+                true => Ok("on the engine (pull = \"never\")".to_string()),
+                false => Err("not on the engine, and pull = \"never\"".to_string()),
+            };
+            (outcome, None)
+        } else {
+            match pull::resolve_remote(&docker, &config.registries, &reference).await {
+                Ok(digest) => (Ok(digest), None),
+                Err(why) if local => (Ok("on the engine".to_string()), Some(why)),
+                Err(why) => (Err(why), None),
+            }
+        };
+        checks.push(ImageCheck {
+            what,
+            reference,
+            outcome,
+            local_only,
+        });
+    }
+    Ok(checks)
 }
 
 /// Runs instances as containers. Cheap to clone.
@@ -115,7 +184,7 @@ impl DockerDriver {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                images: Images::new(docker.clone()),
+                images: Images::new(docker.clone(), config.registries.clone()),
                 classes: settings::all(config, host_cpus),
                 projects: std::sync::RwLock::default(),
                 host_cpus,

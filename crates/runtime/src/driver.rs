@@ -74,6 +74,11 @@ pub enum DriverError {
     /// The spec cannot work as given (empty command, unknown user, missing image).
     #[error("{0}")]
     Spec(String),
+    /// An image could not be had: not on the engine with `pull = "never"`, or its pull failed
+    /// (unknown, unauthorised, registry unreachable). The message names the image and the
+    /// registry's own answer and nothing of this machine, so it may be told to clients.
+    #[error("{message}")]
+    Image { message: String, retryable: bool },
     /// The system refused (spawn failed, no free port, engine unreachable). May pass on retry.
     #[error("{context}: {source}")]
     Io {
@@ -93,7 +98,19 @@ impl DriverError {
 
     /// Whether the same start may succeed if tried again later.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::Io { .. })
+        match self {
+            Self::Image { retryable, .. } => *retryable,
+            other => matches!(other, Self::Io { .. }),
+        }
+    }
+
+    /// What clients waiting on the start may be told of this failure, if anything: other
+    /// errors can name paths and commands, and stay in the log and the admin API.
+    pub fn public_reason(&self) -> Option<&str> {
+        match self {
+            Self::Image { message, .. } => Some(message),
+            _ => None,
+        }
     }
 }
 

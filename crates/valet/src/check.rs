@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use valet_config::Config;
-use valet_runtime::docker::{engine_cpus, Resources};
+use valet_runtime::docker::{check_images, engine_cpus, ImageCheck, Resources};
 
 /// How long `check` waits for the engine's CPU count before counting this machine's.
 const ENGINE_WAIT: Duration = Duration::from_secs(3);
 
-pub fn run(path: &Path) -> ExitCode {
+pub fn run(path: &Path, pull: bool) -> ExitCode {
     match valet_config::load(path) {
         Ok(config) => {
             // A warning: only deployed projects need the folder open (see up.rs).
@@ -29,6 +29,9 @@ pub fn run(path: &Path) -> ExitCode {
             for warning in file_mode.into_iter().chain(warnings(&config)) {
                 eprintln!("warning: {warning}");
             }
+            if pull && !images_resolve(&config) {
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -36,6 +39,50 @@ pub fn run(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--pull`: every class's image reference must resolve (its registry knows it, or with
+/// `pull = "never"` the engine has it). The deploy API's base images are only warned about:
+/// a config that deploys nothing does not need them. Prints one line per image.
+fn images_resolve(config: &Config) -> bool {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("error: cannot start an async runtime");
+        return false;
+    };
+    let deploy = config.server.driver == "docker";
+    let checks = match runtime.block_on(check_images(config, deploy)) {
+        Ok(checks) => checks,
+        Err(e) => {
+            eprintln!("error: images cannot be checked: {e}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for check in checks {
+        let ImageCheck {
+            what,
+            reference,
+            outcome,
+            local_only,
+        } = check;
+        match (outcome, what.starts_with("class")) {
+            (Ok(found), _) => {
+                println!("{what}: image {reference} resolves ({found})");
+                if let Some(why) = local_only {
+                    eprintln!("warning: {what}: {why}; only this engine's copy can start");
+                }
+            }
+            (Err(why), true) => {
+                eprintln!("error: {what}: {why}");
+                ok = false;
+            }
+            (Err(why), false) => eprintln!("warning: {what} (needed to deploy apps): {why}"),
+        }
+    }
+    ok
 }
 
 /// Valid but not what it says: the Docker driver clamps a CPU limit above the host's cores,

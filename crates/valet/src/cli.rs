@@ -41,6 +41,10 @@ pub enum Command {
     Check {
         /// Path of valet.toml.
         config: Option<PathBuf>,
+        /// Also ask each image's registry (through the Docker Engine, with valet's
+        /// credentials) whether every class's image reference resolves, without pulling.
+        #[arg(long)]
+        pull: bool,
     },
     /// Write a valet.toml from a Cloudflare wrangler config (wrangler.jsonc, .json or .toml).
     Import {

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     cli::init_tracing(&cli.global);
     match cli.command {
         cli::Command::Up { config } => up::run(&cli::config_path(config)),
-        cli::Command::Check { config } => check::run(&cli::config_path(config)),
+        cli::Command::Check { config, pull } => check::run(&cli::config_path(config), pull),
         cli::Command::Import {
             file,
             output,

@@ -4,6 +4,7 @@
 
 mod containers;
 mod deploy;
+mod registries;
 mod routes;
 mod server;
 
@@ -53,6 +54,7 @@ impl Config {
         checks.auth();
         checks.plans();
         checks.deploy();
+        checks.registries();
         checks.containers();
         checks.routes();
         checks.problems

@@ -1,10 +1,10 @@
 //! Images: a class names either a Dockerfile, built through the Engine API and tagged by the
-//! hash of its context and build args, or an image reference that must already be present
-//! (there is no registry to pull from on the machines valet targets, so valet never pulls).
+//! hash of its context and build args, or an image reference, pulled by the class's `pull`
+//! policy (see [`super::pull`]).
 
 use super::context::Context;
-use super::error::{engine, not_found};
 use super::logs::LogSink;
+use super::pull::PullState;
 use super::settings::ClassSettings;
 use crate::driver::DriverError;
 use bollard::query_parameters::BuildImageOptions;
@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use valet_config::RegistryConfig;
 
 /// Where a class's image comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,46 +57,41 @@ pub struct Resolved {
     dockerfile: String,
 }
 
-/// Builds and looks up images. One build per tag at a time: instances of one class that
-/// start together wait for a single build.
+/// Builds, pulls and looks up images. One build or pull per tag at a time: instances of one
+/// class that start together wait for a single one.
 #[derive(Clone)]
 pub struct Images {
-    docker: Docker,
+    pub(super) docker: Docker,
     building: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// `[[registries]]` of valet.toml: credentials by host.
+    pub(super) registries: Arc<[RegistryConfig]>,
+    pub(super) pulls: Arc<Mutex<PullState>>,
 }
 
 impl Images {
-    pub fn new(docker: Docker) -> Self {
+    pub fn new(docker: Docker, registries: Vec<RegistryConfig>) -> Self {
         Self {
             docker,
             building: Arc::default(),
+            registries: registries.into(),
+            pulls: Arc::default(),
         }
     }
 
-    /// The image a class runs, without building: the tag of a Dockerfile's context, or a
-    /// present image. A missing image or Dockerfile is an error naming the class.
+    /// The image a class runs, without building or pulling: the tag of a Dockerfile's
+    /// context, or the reference. A missing Dockerfile is an error naming the class.
     pub async fn resolve(
         &self,
         class: &str,
         settings: &ClassSettings,
     ) -> Result<Resolved, DriverError> {
         match &settings.image {
-            ImageSource::Reference(reference) => {
-                let found = self.docker.inspect_image(reference).await;
-                let image = found.map_err(|e| match not_found(&e) {
-                    true => DriverError::Spec(format!(
-                        "class `{class}`: image `{reference}` is not present on the Docker Engine \
-                         (valet does not pull: build or load it first)"
-                    )),
-                    false => engine(format!("cannot inspect image `{reference}`"), e),
-                })?;
-                Ok(Resolved {
-                    reference: reference.clone(),
-                    id: Some(image.id.unwrap_or_else(|| reference.clone())),
-                    context: None,
-                    dockerfile: String::new(),
-                })
-            }
+            ImageSource::Reference(reference) => Ok(Resolved {
+                reference: reference.clone(),
+                id: None,
+                context: None,
+                dockerfile: String::new(),
+            }),
             ImageSource::Dockerfile {
                 dockerfile,
                 exclude,
@@ -112,9 +108,10 @@ impl Images {
         }
     }
 
-    /// Makes sure the resolved image exists, building it when its tag is missing, and returns
-    /// its id: what the config hash names, since a rebuild that only hit the layer cache gives
-    /// the same id under a new tag. Build output goes to `sink` and to valet's own log.
+    /// Makes sure the resolved image exists, building it when its tag is missing or pulling a
+    /// reference by the class's policy, and returns its id: what the config hash names, since
+    /// a rebuild that only hit the layer cache gives the same id under a new tag, and a pull
+    /// of a moved tag a new one. Build and pull output goes to `sink` and to valet's own log.
     pub async fn ensure(
         &self,
         class: &str,
@@ -123,7 +120,16 @@ impl Images {
         sink: &mut LogSink,
     ) -> Result<String, DriverError> {
         if let Some(id) = resolved.id {
-            return Ok(id); // A reference, checked by `resolve`.
+            return Ok(id);
+        }
+        if resolved.context.is_none() {
+            let reference = &resolved.reference;
+            let mut keep = |line: &str| sink.keep(line.to_string());
+            let id = self
+                .reference_id(class, reference, settings.pull, &mut keep)
+                .await;
+            sink.flush().await;
+            return id;
         }
         let tag = resolved.reference;
         let lock = self.build_lock(&tag);
@@ -171,7 +177,7 @@ impl Images {
         Some(image.id.unwrap_or_else(|| tag.to_string()))
     }
 
-    fn build_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn build_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
         building.entry(tag.to_string()).or_default().clone()
     }

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
     RemoveImageOptions, RemoveVolumeOptions,
 };
 use std::path::{Path, PathBuf};
-use valet_config::ContainerClass;
+use valet_config::{ContainerClass, PullPolicy};
 
 /// Where the app sits in its image, and its working directory.
 pub const APP_DIR: &str = "/app";
@@ -43,14 +43,16 @@ pub struct ProjectBuild<'a> {
 }
 
 impl DockerDriver {
-    /// Checks that a base image is on the engine; valet never pulls. Returns its env.
+    /// A base image's env, pulled first when the engine lacks it (the same pull as a class's
+    /// image with `pull = "missing"`; its progress goes to valet's log).
     pub async fn base_image_env(&self, image: &str) -> Result<Vec<String>, DriverError> {
+        let images = &self.inner.images;
+        let mut progress = |_: &str| {};
+        images
+            .reference_id("deploy", image, PullPolicy::Missing, &mut progress)
+            .await?;
         match self.inner.docker.inspect_image(image).await {
             Ok(found) => Ok(found.config.and_then(|c| c.env).unwrap_or_default()),
-            Err(e) if not_found(&e) => Err(DriverError::Spec(format!(
-                "the base image `{image}` is not on the Docker Engine (valet does not pull: \
-                 load or build it there, or set [deploy] node_image / python_image)"
-            ))),
             Err(e) => Err(engine(format!("cannot inspect image `{image}`"), e)),
         }
     }

@@ -8,7 +8,7 @@ use super::image::ImageSource;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use valet_config::{Config, ContainerClass};
+use valet_config::{Config, ContainerClass, PullPolicy};
 
 const NANOS_PER_CPU: f64 = 1e9;
 const MIB: i64 = 1024 * 1024;
@@ -86,6 +86,8 @@ fn cores_to_nanos(cores: f64) -> i64 {
 #[derive(Debug, Clone)]
 pub struct ClassSettings {
     pub image: ImageSource,
+    /// When an image reference is pulled (a Dockerfile's `FROM` is pulled by the engine).
+    pub pull: PullPolicy,
     pub build_args: BTreeMap<String, String>,
     /// Mount path of the per-instance named volume.
     pub volume: Option<String>,
@@ -115,6 +117,8 @@ impl ClassSettings {
         let image = ImageSource::Reference(class.image.clone().unwrap_or_default());
         Self {
             project: Some(project_id.to_string()),
+            // Built here by the deployer and in no registry: a missing one is not pulled.
+            pull: PullPolicy::Never,
             ..Self::from_class(image, class, host_cpus)
         }
     }
@@ -142,6 +146,7 @@ impl ClassSettings {
         .to_string();
         Self {
             image,
+            pull: class.pull,
             build_args: class.build_args.clone(),
             volume: class.volume.clone(),
             resources: Resources::for_class(class, host_cpus),
