@@ -14,67 +14,28 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use valet_config::PlanConfig;
-use valet_deploy::{Deployer, Upload};
+use valet_deploy::{Deployer, Plan, Plans, Upload};
 use valet_store::Project;
-
-/// Largest upload when no plan sets `max_upload` (and for the admin).
-pub const DEFAULT_MAX_UPLOAD: u64 = 100 * 1024 * 1024;
 
 /// What the deploy endpoints need besides the admin state.
 pub struct DeployApi {
     /// Runs deploys; holds the store.
     pub deployer: Arc<Deployer>,
-    /// `[plans.*]`.
-    pub plans: BTreeMap<String, PlanConfig>,
+    /// `[plans.*]`: the policy lives in valet-deploy, this layer maps its refusals.
+    pub plans: Plans,
     /// Checks JWTs against `[auth]`, when it is configured.
     pub jwt: Option<JwtCheck>,
 }
 
 impl DeployApi {
-    /// The largest body the upload endpoints read: the largest plan limit, else the default.
-    fn body_limit(&self) -> u64 {
-        self.plans
-            .values()
-            .map(|p| p.max_upload.get())
-            .filter(|&n| n > 0)
-            .max()
-            .unwrap_or(DEFAULT_MAX_UPLOAD)
-            .max(DEFAULT_MAX_UPLOAD)
-    }
-
-    /// The caller's plan; a user without one gets the first plan. Admins have none, and with
-    /// no `[plans]` at all nobody has limits. A plan name that is not configured (a token made
-    /// for a plan since removed, a JWT from an issuer that knows other plans) is refused rather
-    /// than let through without limits.
-    fn plan_of<'a>(
-        &'a self,
-        principal: &Principal,
-    ) -> Result<Option<(&'a str, &'a PlanConfig)>, ApiError> {
+    /// The caller's plan; admins have none.
+    fn plan_of(&self, principal: &Principal) -> Result<Option<Plan<'_>>, ApiError> {
         let Principal::User { plan, .. } = principal else {
             return Ok(None);
         };
-        let found = match plan {
-            Some(name) if !self.plans.is_empty() => {
-                let found = self.plans.get_key_value(name.as_str());
-                if found.is_none() {
-                    return Err(ApiError::refuse(
-                        403,
-                        "unknown_plan",
-                        format!(
-                            "your plan {name:?} is not configured on this server (plans: {}); ask its operator",
-                            self.plans.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                found
-            }
-            _ => self.plans.iter().next(),
-        };
-        Ok(found.map(|(k, v)| (k.as_str(), v)))
+        Ok(self.plans.of_user(plan.as_deref())?)
     }
 }
 
@@ -194,23 +155,15 @@ async fn upload(
     req: Request,
 ) -> Result<axum::response::Response, ApiError> {
     let deploy = api(&admin)?;
-    let limit = deploy.body_limit();
+    let limit = deploy.plans.body_limit();
     let (req, over) = crate::upload_body::capped(req, limit);
     let multipart = Multipart::from_request(req, &admin)
         .await
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let form = read_form(multipart, limit, &over).await?;
     let plan = deploy.plan_of(&principal)?;
-    if let Some((plan_name, plan)) = plan {
-        let max = plan.max_upload.get();
-        let size = form.upload.bytes.len() as u64;
-        if max > 0 && size > max {
-            return Err(ApiError::refuse(
-                413,
-                "too_large",
-                format!("the upload is {size} bytes; plan {plan_name:?} allows max_upload = {max} bytes"),
-            ));
-        }
+    if let Some(plan) = &plan {
+        plan.check_upload(form.upload.bytes.len() as u64)?;
     }
     let store = deploy.deployer.store();
     let owner = principal.owner().to_string();
@@ -224,21 +177,17 @@ async fn upload(
             store.project_named(&owner, &name).await?
         }
     };
-    if let (None, Some((plan_name, plan))) = (&existing, plan) {
-        let count = store.count_projects(&owner).await?;
-        if count >= i64::from(plan.max_projects) {
-            return Err(ApiError::refuse(
-                403,
-                "plan_limit",
-                format!(
-                    "plan {plan_name:?} allows max_projects = {}; you have {count}: delete one first",
-                    plan.max_projects
-                ),
-            ));
-        }
+    if let (None, Some(plan)) = (&existing, &plan) {
+        plan.check_new_project(store.count_projects(&owner).await?)?;
     }
-    if let Some((plan_name, plan)) = plan {
-        check_deploy_rate(store, &owner, plan_name, plan).await?;
+    if let Some(plan) = &plan {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let times = store
+            .deploy_times_since(&owner, Plan::rate_window_start(now))
+            .await?;
+        plan.check_deploy_rate(&times, now)?;
     }
     if query.progress.is_some_and(|p| p != "0") {
         return Ok(crate::deploy_stream::stream(
@@ -253,50 +202,6 @@ async fn upload(
         .deploy(&owner, existing, form.upload)
         .await?;
     Ok((StatusCode::CREATED, Json(deployed_view(&deployed))).into_response())
-}
-
-/// The window of `deploys_per_hour`, in seconds.
-const RATE_WINDOW: i64 = 3600;
-
-/// `deploys_per_hour`: refuses with 429 when the owner's deploys in the last hour already
-/// reach the plan's number. The check reads the records of finished deploys, so two uploads
-/// racing past it may both run; the next one sees them.
-async fn check_deploy_rate(
-    store: &valet_store::Store,
-    owner: &str,
-    plan_name: &str,
-    plan: &PlanConfig,
-) -> Result<(), ApiError> {
-    let limit = plan.deploys_per_hour;
-    if limit == 0 {
-        return Ok(());
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let times = store.deploy_times_since(owner, now - RATE_WINDOW).await?;
-    match retry_after(&times, limit, now) {
-        None => Ok(()),
-        Some(retry_after) => Err(ApiError::RateLimited {
-            message: format!(
-                "plan {plan_name:?} allows deploys_per_hour = {limit}; you made {} in the last hour: try again in {retry_after} s",
-                times.len()
-            ),
-            retry_after,
-        }),
-    }
-}
-
-/// Seconds until one more deploy fits under `limit`, or `None` when it fits now. `times` are
-/// the deploys inside the window, oldest first; the one that must leave the window is the
-/// oldest when there are exactly `limit`, a later one when the plan was lowered since.
-fn retry_after(times: &[i64], limit: u32, now: i64) -> Option<u64> {
-    let limit = limit as usize;
-    if times.len() < limit {
-        return None;
-    }
-    let leaving = times[times.len() - limit];
-    Some((leaving + RATE_WINDOW - now).max(1) as u64)
 }
 
 /// The answer to a deploy: `{id, name, runtime, version, endpoint, reused_cache}`.
@@ -461,14 +366,16 @@ async fn create_token(
         .user
         .unwrap_or_else(|| format!("user-{}", valet_store::random_hex(4)));
     crate::principal::check_user(&user).map_err(|e| ApiError::BadRequest(format!("user: {e}")))?;
-    let plan = match body.plan {
-        Some(plan) if deploy.plans.contains_key(&plan) || deploy.plans.is_empty() => plan,
-        Some(plan) => {
+    let plan = match deploy.plans.of_user(body.plan.as_deref()) {
+        Ok(Some(plan)) => plan.name.to_string(),
+        // No [plans]: nobody has limits, and the name asked for is kept as it is.
+        Ok(None) => body.plan.unwrap_or_default(),
+        Err(_) => {
             return Err(ApiError::BadRequest(format!(
-                "no plan named {plan:?} in [plans]"
+                "no plan named {:?} in [plans]",
+                body.plan.unwrap_or_default()
             )))
         }
-        None => deploy.plans.keys().next().cloned().unwrap_or_default(),
     };
     let token = deploy
         .deployer
@@ -479,30 +386,4 @@ async fn create_token(
         StatusCode::CREATED,
         Json(json!({ "token": token, "user": user, "plan": plan, "admin": body.admin })),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::retry_after;
-
-    #[test]
-    fn under_the_limit_a_deploy_passes() {
-        assert_eq!(retry_after(&[], 2, 10_000), None);
-        assert_eq!(retry_after(&[9_000], 2, 10_000), None);
-    }
-
-    #[test]
-    fn at_the_limit_the_wait_is_until_the_oldest_leaves_the_hour() {
-        // Deploys 1000 s and 200 s ago: the first leaves the window in 2600 s.
-        assert_eq!(retry_after(&[9_000, 9_800], 2, 10_000), Some(2_600));
-        // A deploy at the window's very edge still asks for a second, never 0.
-        assert_eq!(retry_after(&[6_400, 9_800], 2, 10_000), Some(1));
-    }
-
-    #[test]
-    fn over_a_lowered_limit_the_wait_is_until_enough_have_left() {
-        // Three in the window, limit 2: two must leave before one fits, so wait for the second.
-        assert_eq!(retry_after(&[7_000, 8_000, 9_000], 2, 10_000), Some(1_600));
-        assert_eq!(retry_after(&[7_000, 8_000, 9_000], 1, 10_000), Some(2_600));
-    }
 }

@@ -110,6 +110,22 @@ fn deploy_status(e: &DeployError) -> u16 {
     }
 }
 
+impl From<valet_deploy::PlanRefusal> for ApiError {
+    fn from(e: valet_deploy::PlanRefusal) -> Self {
+        use valet_deploy::PlanRefusal as R;
+        let message = e.to_string();
+        match e {
+            R::UnknownPlan { .. } => Self::refuse(403, "unknown_plan", message),
+            R::TooLarge { .. } => Self::refuse(413, "too_large", message),
+            R::TooManyProjects { .. } => Self::refuse(403, "plan_limit", message),
+            R::TooManyDeploys { retry_after, .. } => Self::RateLimited {
+                message,
+                retry_after,
+            },
+        }
+    }
+}
+
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         let status = deploy_status(&e);

@@ -7,6 +7,7 @@ mod cache;
 mod error;
 mod node;
 mod package;
+mod plans;
 mod progress;
 mod python;
 mod secrets;
@@ -19,6 +20,7 @@ pub use error::DeployError;
 pub use package::{
     App, DockerPackager, Packager, Prepared, ProcessPackager, Runnable, Runtime, Version,
 };
+pub use plans::{Plan, PlanRefusal, Plans, DEFAULT_MAX_UPLOAD};
 pub use progress::{Event, Progress};
 pub use secrets::{check_secret_name, class_scope, open_scope, SecretBox, MAX_SECRET_BYTES};
 pub use service::{Deployed, Deployer};

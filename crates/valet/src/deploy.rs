@@ -67,7 +67,7 @@ pub async fn api(
     };
     Ok(DeployApi {
         deployer,
-        plans: config.plans.clone(),
+        plans: valet_deploy::Plans::new(config.plans.clone()),
         jwt,
     })
 }
