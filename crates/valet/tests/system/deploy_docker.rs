@@ -531,11 +531,50 @@ async fn without_its_base_image_a_deploy_is_refused_and_nothing_is_kept() {
         .await;
     assert_eq!(status, 503, "{body}");
     let message = body["message"].as_str().unwrap();
+    // Missing, so valet tried to pull it from Docker Hub, which is unknown or unreachable.
     assert!(
-        message.contains("valet-test-absent-base:0") && message.contains("does not pull"),
+        message.contains("valet-test-absent-base:0") && message.contains("cannot pull"),
         "{body}"
     );
     assert!(api.projects().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_whose_base_image_is_only_in_a_registry_pulls_it_first() {
+    if !crate::registry::ready() {
+        return;
+    }
+    base_images();
+    let registry = crate::registry::Registry::start(false);
+    let base = format!(
+        "{}/valet-e2e-{}/python:3",
+        registry.host,
+        std::process::id()
+    );
+    for args in [
+        vec!["tag", PYTHON_BASE, &base],
+        vec!["push", &base],
+        vec!["rmi", &base],
+    ] {
+        crate::registry::docker_ok(None, &args, None);
+    }
+    let cleanup = Cleanup::default();
+    let config = format!("driver = \"docker\"\n\n[deploy]\npython_image = \"{base}\"\n");
+    let (valet, api) = valet_with(&config).await;
+    let (status, v1) = api
+        .upload(Form::file("app.py", note_app("v1", "0.0.0.0")).field("name", "pulled"))
+        .await;
+    assert_eq!(status, 201, "{v1}\n{}", valet.log());
+    cleanup.project(v1["id"].as_str().unwrap());
+    let (status, body) = get_app(&valet, &endpoint(&v1)).await;
+    assert_eq!(
+        (status, &body["version"]),
+        (200, &Value::from("v1")),
+        "{body}"
+    );
+    let log = valet.log();
+    assert!(log.contains("image pulled") && log.contains(&base), "{log}");
+    docker(&["rmi", "-f", &base]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,5 +42,6 @@ mod lifecycle;
 mod malformed;
 mod proxy;
 mod redeploy_load;
+mod registry;
 mod streams;
 mod tenant_isolation;

@@ -8,13 +8,11 @@
 //! Without an engine or the registry these tests fail under `CI=true` and are skipped with a
 //! reason otherwise.
 
-mod support;
-
+use crate::support::docker::*;
+use crate::support::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::docker::*;
-use support::*;
 use tempfile::TempDir;
 
 const DOCKERFILE: &str = "FROM scratch\n\
@@ -26,7 +24,7 @@ const PASSWORD: &str = "registry-password-1";
 
 /// Whether the registry tests can run: the engine, busybox, `docker-registry` and
 /// `htpasswd` (apache2-utils) are all here. Under `CI=true` a missing piece fails the test.
-fn ready() -> bool {
+pub(crate) fn ready() -> bool {
     if !engine_ready() {
         return false;
     }
@@ -48,17 +46,17 @@ fn ready() -> bool {
 
 /// A `docker-registry serve` on a loopback port with its storage in a temp folder; killed
 /// when dropped.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     /// `127.0.0.1:PORT`.
-    host: String,
+    pub host: String,
     port: u16,
     _dir: TempDir,
 }
 
 impl Registry {
     /// `auth`: only `USER` / `PASSWORD` may pull or push (htpasswd, bcrypt).
-    fn start(auth: bool) -> Self {
+    pub fn start(auth: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("valet-e2e-registry-")
             .tempdir()
@@ -125,7 +123,7 @@ impl Drop for Registry {
 
 /// Runs the docker CLI (with `config` as its `--config` when given); panics with its output
 /// when it fails.
-fn docker_ok(config: Option<&Path>, args: &[&str], stdin: Option<&str>) {
+pub(crate) fn docker_ok(config: Option<&Path>, args: &[&str], stdin: Option<&str>) {
     use std::io::Write;
     let mut command = Command::new("docker");
     if let Some(config) = config {
