@@ -151,7 +151,8 @@ impl Images {
             ..Default::default()
         };
         let context = resolved.context.unwrap_or_default();
-        let result = run_build(&self.docker, options, context, &mut |line| {
+        let registries = &self.registries;
+        let result = run_build(&self.docker, options, context, registries, &mut |line| {
             tracing::info!(class, line, "image build");
             sink.keep(line.to_string());
         })
@@ -189,10 +190,14 @@ pub(super) async fn run_build(
     docker: &Docker,
     options: BuildImageOptions,
     context: Vec<u8>,
+    registries: &[RegistryConfig],
     line: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), String> {
     let body = bollard::body_full(context.into());
-    let mut output = docker.build_image(options, None, Some(body));
+    // The engine pulls a missing `FROM` image itself, with these credentials.
+    let credentials = super::registry::all_credentials(registries).await;
+    let credentials = (!credentials.is_empty()).then_some(credentials);
+    let mut output = docker.build_image(options, credentials, Some(body));
     let mut failure = None;
     while let Some(item) = output.next().await {
         match item {

@@ -81,7 +81,8 @@ impl DockerDriver {
             ..Default::default()
         };
         tracing::info!(project = build.project, %tag, base = build.base, "building project image");
-        run_build(&self.inner.docker, options, context, line)
+        let registries = &self.inner.images.registries;
+        run_build(&self.inner.docker, options, context, registries, line)
             .await
             .map_err(|message| {
                 DriverError::Spec(format!("image build failed: {}", message.trim()))

@@ -6,6 +6,7 @@
 //! are never logged: only the host and where they came from are.
 
 use bollard::auth::DockerCredentials;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use valet_config::RegistryConfig;
 
@@ -78,6 +79,42 @@ pub async fn credentials(
     Ok(from_docker_config(registry)
         .await
         .map(|c| (c, "the Docker config")))
+}
+
+/// Every credential valet knows, keyed as the engine's build looks them up: what a
+/// Dockerfile's `FROM` pulls with. `[[registries]]` entries override the Docker config's
+/// `auths`; entries whose secret is unset are left out (the build then pulls anonymously,
+/// and the engine's error says so).
+pub async fn all_credentials(registries: &[RegistryConfig]) -> HashMap<String, DockerCredentials> {
+    let mut all = HashMap::new();
+    let config = match docker_config_path() {
+        Some(path) => tokio::fs::read_to_string(path).await.unwrap_or_default(),
+        None => String::new(),
+    };
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    for (key, entry) in config["auths"].as_object().into_iter().flatten() {
+        let host = build_key(strip_url(key));
+        if let Some(credentials) = from_auth_entry(entry, &host) {
+            all.insert(host, credentials);
+        }
+    }
+    for entry in registries {
+        let host = build_key(strip_url(&entry.host));
+        if let Ok(Some((credentials, _))) = credentials(registries, &entry.host).await {
+            all.insert(host, credentials);
+        }
+    }
+    all
+}
+
+/// Docker Hub's credentials are found under its v1 index URL, every other registry's under
+/// its host.
+fn build_key(host: &str) -> String {
+    if same_host(host, HUB) {
+        HUB_KEYS[0].to_string()
+    } else {
+        host.to_string()
+    }
 }
 
 /// Whether a configured host and a reference's registry are the same registry.

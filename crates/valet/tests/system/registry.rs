@@ -265,6 +265,7 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     let never = format!("{}/valet-e2e-{id}/never:v1", open.host);
     let private = format!("{}/valet-e2e-{id}/private:v1", locked.host);
     let from_login = format!("{}/valet-e2e-{id}/login:v1", locked.host);
+    let base = format!("{}/valet-e2e-{id}/base:v1", locked.host);
     // The same registry under another name, so it can have a [[registries]] entry of its own
     // (a wrong password); the engine treats localhost as insecure too.
     let wrong = format!("localhost:{}/valet-e2e-{id}/private:v1", locked.port);
@@ -276,6 +277,7 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
             never.clone(),
             private.clone(),
             from_login.clone(),
+            base.clone(),
         ],
         login.path(),
         &locked.host,
@@ -286,6 +288,7 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
         private.clone(),
         from_login.clone(),
         wrong.clone(),
+        base.clone(),
     ]);
     let classes = [
         format!("RegOpen{id}"),
@@ -294,9 +297,10 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
         format!("RegUnknown{id}"),
         format!("RegNever{id}"),
         format!("RegLogin{id}"),
+        format!("RegBuild{id}"),
     ];
     let _cleanup: Vec<Cleanup> = classes.iter().cloned().map(Cleanup).collect();
-    let [c_open, c_auth, c_wrong, c_unknown, c_never, c_login] = &classes;
+    let [c_open, c_auth, c_wrong, c_unknown, c_never, c_login, c_build] = &classes;
 
     let mut toml = format!(
         r#"
@@ -321,7 +325,12 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     toml.push_str(&class(c_wrong, &wrong, ""));
     toml.push_str(&class(c_unknown, &unknown, ""));
     toml.push_str(&class(c_never, &never, "pull = \"never\""));
+    // A Dockerfile whose FROM is only in the registry with auth: the engine pulls it during
+    // the build, with the credentials valet hands it.
+    toml.push_str(&class(c_build, "./from-registry/Dockerfile", ""));
+    let dockerfile = format!("FROM {base}\n");
     let valet = Valet::with_config(&toml)
+        .assets(&[("from-registry/Dockerfile", &dockerfile)])
         .env("VALET_TEST_REGISTRY_PASSWORD", PASSWORD)
         .env("VALET_TEST_WRONG_PASSWORD", "not-the-password")
         .start()
@@ -334,6 +343,10 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     );
     assert_eq!(
         text(&valet, &format!("/{c_auth}/index.html")).await,
+        "hello from a registry\n"
+    );
+    assert_eq!(
+        text(&valet, &format!("/{c_build}/index.html")).await,
         "hello from a registry\n"
     );
     let log = valet.log();
