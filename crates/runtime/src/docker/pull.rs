@@ -23,7 +23,7 @@ use valet_config::PullPolicy;
 const REMEMBER_FAILURE: Duration = Duration::from_secs(10);
 /// `pull = "always"`: a pull this recent serves the starts that follow it (a burst of keys
 /// pulls once).
-const FRESH_PULL: Duration = Duration::from_secs(10);
+const FRESH_PULL: Duration = Duration::from_secs(2);
 /// Clients get the registry's answer, cut to this many bytes.
 const REASON_BYTES: usize = 300;
 /// Registry answers that mean the same pull will fail again: nothing to retry soon.

@@ -154,34 +154,27 @@ pub(crate) fn docker_ok(config: Option<&Path>, args: &[&str], stdin: Option<&str
     );
 }
 
-/// Builds the busybox web image, pushes it under every tag in `tags` (logging in to the
-/// registries that need it through `login`, a Docker config folder of the test's own), and
-/// removes it from the engine again: the registries are the only place it is.
-fn push_image(tags: &[String], login: &Path, auth_host: &str) {
+/// Builds the busybox web image serving `content` as /index.html, pushes it under every tag
+/// in `tags` (logged in to `login`'s registry first, with a Docker config folder of the
+/// test's own), and removes it from the engine again: the registries are the only place it is.
+fn push_image(tags: &[String], content: &str, login: Option<(&Path, &str)>) {
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let context = busybox_context(DOCKERFILE);
-    put(
-        context.path(),
-        "www/index.html",
-        "hello from a registry\n",
-        false,
-    );
-    let local = format!("valet-e2e-registry-build:{}", std::process::id());
+    put(context.path(), "www/index.html", content, false);
+    // Tests of this file run at once in one process: each build has a tag of its own.
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let local = format!("valet-e2e-registry-build:{}-{n}", std::process::id());
     let dir = context.path().to_str().unwrap();
     docker_ok(None, &["build", "-q", "-t", &local, dir], None);
-    docker_ok(
-        Some(login),
-        &[
-            "login",
-            "-u",
-            USER,
-            "--password-stdin",
-            &format!("http://{auth_host}"),
-        ],
-        Some(PASSWORD),
-    );
+    let config = login.map(|(config, _)| config);
+    if let Some((config, host)) = login {
+        let url = format!("http://{host}");
+        let args = ["login", "-u", USER, "--password-stdin", &url];
+        docker_ok(Some(config), &args, Some(PASSWORD));
+    }
     for tag in tags {
         docker_ok(None, &["tag", &local, tag], None);
-        docker_ok(Some(login), &["push", tag], None);
+        docker_ok(config, &["push", tag], None);
         docker_ok(None, &["rmi", tag], None);
     }
     docker_ok(None, &["rmi", &local], None);
@@ -279,8 +272,8 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
             from_login.clone(),
             base.clone(),
         ],
-        login.path(),
-        &locked.host,
+        "hello from a registry\n",
+        Some((login.path(), &locked.host)),
     );
     let _remove = RemoveImages(vec![
         web.clone(),
@@ -417,5 +410,54 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     assert_eq!(
         text(&valet, &format!("/{c_login}/index.html")).await,
         "hello from a registry\n"
+    );
+}
+
+/// Waits until the class has no running container: its instance went to sleep.
+async fn asleep(class: &str, valet: &Valet) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !containers(class).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{class} did not sleep\n{}",
+            valet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn pull_always_follows_a_moved_tag_and_starts_the_local_copy_when_the_registry_is_gone() {
+    if !ready() {
+        return;
+    }
+    let registry = Registry::start(false);
+    let id = std::process::id();
+    let live = format!("{}/valet-e2e-{id}/live:latest", registry.host);
+    let _remove = RemoveImages(vec![live.clone()]);
+    let name = format!("RegAlways{id}");
+    let _cleanup = Cleanup(name.clone());
+    push_image(std::slice::from_ref(&live), "one\n", None);
+    let toml = format!(
+        "[server]\ndriver = \"docker\"\n{}",
+        class(&name, &live, "pull = \"always\"\nsleep_after = \"1s\"")
+    );
+    let valet = Valet::with_config(&toml).start().await;
+    let page = format!("/{name}/index.html");
+    assert_eq!(text(&valet, &page).await, "one\n");
+
+    // The tag moves: the next cold start pulls it again and runs the new image.
+    push_image(std::slice::from_ref(&live), "two\n", None);
+    asleep(&name, &valet).await;
+    assert_eq!(text(&valet, &page).await, "two\n");
+
+    // The registry is gone: the copy on the engine starts, with a warning.
+    drop(registry);
+    asleep(&name, &valet).await;
+    assert_eq!(text(&valet, &page).await, "two\n");
+    let log = valet.log();
+    assert!(
+        log.contains("pull failed; starting the image already on the engine"),
+        "{log}"
     );
 }
