@@ -299,7 +299,10 @@ pub async fn resolve_remote(
     {
         Ok(found) => Ok(found.descriptor.digest.unwrap_or_default()),
         Err(e) => Err(match pull_failure(reference, &registry, e) {
-            DriverError::Image { message, .. } => message,
+            // Nothing was pulled: say what was asked.
+            DriverError::Image { message, .. } => {
+                message.replacen("cannot pull image", "cannot resolve image", 1)
+            }
             other => other.to_string(),
         }),
     }

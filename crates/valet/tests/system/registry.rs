@@ -263,6 +263,8 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     // (a wrong password); the engine treats localhost as insecure too.
     let wrong = format!("localhost:{}/valet-e2e-{id}/private:v1", locked.port);
     let unknown = format!("{}/valet-e2e-{id}/web:no-such-tag", open.host);
+    // A registry nobody runs.
+    let down = format!("{}/valet-e2e-{id}/web:v1", free_addr());
     let login = tempfile::tempdir().unwrap();
     push_image(
         &[
@@ -291,9 +293,10 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
         format!("RegNever{id}"),
         format!("RegLogin{id}"),
         format!("RegBuild{id}"),
+        format!("RegDown{id}"),
     ];
     let _cleanup: Vec<Cleanup> = classes.iter().cloned().map(Cleanup).collect();
-    let [c_open, c_auth, c_wrong, c_unknown, c_never, c_login, c_build] = &classes;
+    let [c_open, c_auth, c_wrong, c_unknown, c_never, c_login, c_build, c_down] = &classes;
 
     let mut toml = format!(
         r#"
@@ -318,6 +321,7 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     toml.push_str(&class(c_wrong, &wrong, ""));
     toml.push_str(&class(c_unknown, &unknown, ""));
     toml.push_str(&class(c_never, &never, "pull = \"never\""));
+    toml.push_str(&class(c_down, &down, ""));
     // A Dockerfile whose FROM is only in the registry with auth: the engine pulls it during
     // the build, with the credentials valet hands it.
     toml.push_str(&class(c_build, "./from-registry/Dockerfile", ""));
@@ -358,6 +362,7 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     refused(&valet, &format!("/{c_wrong}/"), &wrong, "unauthorized").await;
     refused(&valet, &format!("/{c_unknown}/"), &unknown, "unknown").await;
     refused(&valet, &format!("/{c_never}/"), &never, "pull = \"never\"").await;
+    refused(&valet, &format!("/{c_down}/"), &down, "connection refused").await;
     assert!(
         docker(&["image", "inspect", "-f", "{{.Id}}", &never])
             .trim()
@@ -388,7 +393,7 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
         said.contains(&format!("class `{c_auth}`: image {private} resolves")),
         "{said}"
     );
-    for bad in [c_wrong, c_unknown, c_never] {
+    for bad in [c_wrong, c_unknown, c_never, c_down] {
         assert!(
             said.contains(&format!("error: class `{bad}`")),
             "{bad}: {said}"
