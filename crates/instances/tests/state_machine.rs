@@ -257,6 +257,33 @@ async fn a_launch_that_fails_is_reported_with_its_cause() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn clients_are_told_why_an_image_cannot_be_had_and_nothing_else_of_a_failed_start() {
+    let t = table("");
+    let reason = "cannot pull image `r:1/a:b` from r:1: manifest unknown";
+    // Every start fails (the crash loop answers after three).
+    for _ in 0..5 {
+        let no_image = Plan::NoImage {
+            reason: reason.into(),
+        };
+        t.driver.plan("image", no_image);
+        t.driver
+            .plan("spec", Plan::FailToStart { retryable: false });
+    }
+    let error = t.acquire("image").await.map(drop).unwrap_err();
+    assert!(
+        matches!(error, AcquireError::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.public_message(), reason);
+    let error = t.acquire("spec").await.map(drop).unwrap_err();
+    assert!(
+        !error.public_message().contains("fake program"),
+        "a driver's detail stays with operators: {}",
+        error.public_message()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_instance_put_to_sleep_is_not_counted_as_a_crash() {
     let t = table(r#"sleep_after = "1s""#);
     t.driver.plan(

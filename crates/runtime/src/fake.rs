@@ -25,6 +25,8 @@ pub enum Plan {
     NeverReady,
     /// The launch itself fails (a missing program, an engine error), retryable or not.
     FailToStart { retryable: bool },
+    /// The launch fails because the image cannot be had: `reason` is what clients are told.
+    NoImage { reason: String },
     /// Launches, gets ready after `ready_after`, exits by itself with `code` after `after`.
     ExitAfter {
         ready_after: Duration,
@@ -204,6 +206,12 @@ impl Driver for FakeDriver {
             }
             Plan::FailToStart { retryable: false } => {
                 return Err(DriverError::Spec("fake program not found".into()))
+            }
+            Plan::NoImage { reason } => {
+                return Err(DriverError::Image {
+                    message: reason,
+                    retryable: false,
+                })
             }
             Plan::Serve { ready_after } => (Some(ready_after), None, false),
             Plan::NeverReady => (None, None, false),
