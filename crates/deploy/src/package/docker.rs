@@ -46,9 +46,11 @@ impl DockerPackager {
     /// A Python app for an image: requirements installed on the host for the base image's
     /// Python, to be copied in and put on `PYTHONPATH`.
     async fn python(&self, app: &App<'_>, progress: &Progress) -> Result<Prepared, DeployError> {
+        // A base image the engine lacks is pulled here: its milestones are the deploy's progress.
+        let mut pulling = |line: &str| progress.line(line);
         let env = self
             .docker
-            .base_image_env(&self.python_image)
+            .base_image_env(&self.python_image, &mut pulling)
             .await
             .map_err(unavailable)?;
         let target = python::image_python(&env);
@@ -75,8 +77,9 @@ impl DockerPackager {
     /// `node_modules`, linked into the build, becomes a copy into the image.
     async fn node(&self, app: &App<'_>, progress: &Progress) -> Result<Prepared, DeployError> {
         // Checked before installing anything: without it nothing can run.
+        let mut pulling = |line: &str| progress.line(line);
         self.docker
-            .base_image_env(&self.node_image)
+            .base_image_env(&self.node_image, &mut pulling)
             .await
             .map_err(unavailable)?;
         let ready = node::prepare(app.dir, app.requirements, &self.cache, progress).await?;

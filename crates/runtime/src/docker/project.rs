@@ -44,12 +44,15 @@ pub struct ProjectBuild<'a> {
 
 impl DockerDriver {
     /// A base image's env, pulled first when the engine lacks it (the same pull as a class's
-    /// image with `pull = "missing"`; its progress goes to valet's log).
-    pub async fn base_image_env(&self, image: &str) -> Result<Vec<String>, DriverError> {
+    /// image with `pull = "missing"`); the pull's milestones go to `progress` and valet's log.
+    pub async fn base_image_env(
+        &self,
+        image: &str,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Vec<String>, DriverError> {
         let images = &self.inner.images;
-        let mut progress = |_: &str| {};
         images
-            .reference_id("deploy", image, PullPolicy::Missing, &mut progress)
+            .reference_id("deploy", image, PullPolicy::Missing, progress)
             .await?;
         match self.inner.docker.inspect_image(image).await {
             Ok(found) => Ok(found.config.and_then(|c| c.env).unwrap_or_default()),
@@ -63,7 +66,8 @@ impl DockerDriver {
         build: ProjectBuild<'_>,
         line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<String, DriverError> {
-        self.base_image_env(build.base).await?;
+        self.base_image_env(build.base, &mut |line| tracing::debug!(line, "base image"))
+            .await?;
         let scope = &self.inner.scope;
         let tag = names::project_image(scope, build.project, build.build);
         let dockerfile = dockerfile(&build)?;

@@ -560,12 +560,21 @@ async fn a_deploy_whose_base_image_is_only_in_a_registry_pulls_it_first() {
     }
     let cleanup = Cleanup::default();
     let config = format!("driver = \"docker\"\n\n[deploy]\npython_image = \"{base}\"\n");
-    let (valet, api) = valet_with(&config).await;
-    let (status, v1) = api
-        .upload(Form::file("app.py", note_app("v1", "0.0.0.0")).field("name", "pulled"))
-        .await;
-    assert_eq!(status, 201, "{v1}\n{}", valet.log());
+    let (valet, _api) = valet_with(&config).await;
+    // Through `valet deploy`, which shows the deploy's progress: the pull's milestones too.
+    let app = tempfile::tempdir().unwrap();
+    let file = app.path().join("app.py");
+    std::fs::write(&file, note_app("v1", "0.0.0.0")).unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, out, err) = cli(&valet, &["deploy", file, "--name", "pulled", "--json"]);
+    assert!(ok, "{out}{err}\n{}", valet.log());
+    let v1: Value = serde_json::from_str(&out).expect("deploy --json");
     cleanup.project(v1["id"].as_str().unwrap());
+    assert!(
+        // Its layers are the local stand-in's already: the engine fetches the manifest only.
+        err.contains(&format!("pulling image {base}")) && err.contains(&format!("pulled {base}")),
+        "no pull progress in valet deploy's output: {err}"
+    );
     let (status, body) = get_app(&valet, &endpoint(&v1)).await;
     assert_eq!(
         (status, &body["version"]),
