@@ -6,7 +6,7 @@ use crate::cli::{self, AdminArgs, Command, InstanceArgs};
 use crate::table::{state_color, use_color, Cell, Table};
 use futures_util::StreamExt;
 use serde_json::Value;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 pub fn run(command: Command) -> ExitCode {
@@ -173,12 +173,21 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
 
 async fn act(args: &InstanceArgs, action: &str) -> Result<(), String> {
     let client = AdminClient::new(&args.admin)?;
-    let answer = client
-        .post(&format!(
-            "{}/{action}",
-            instance_path(&args.class, &args.key)
-        ))
-        .await?;
+    let instance = instance_path(&args.class, &args.key);
+    let action_path = format!("{instance}/{action}");
+    let request = client.post(&action_path);
+    // A start may wait on an image pull: on a terminal its layers are drawn meanwhile.
+    let bar = action == "start" && !args.admin.json && std::io::stderr().is_terminal();
+    let answer = if bar {
+        let answer = tokio::select! {
+            answer = request => answer,
+            () = crate::pull_progress::draw(&client, &instance) => unreachable!("draws until dropped"),
+        };
+        crate::pull_progress::clear();
+        answer?
+    } else {
+        request.await?
+    };
     if args.admin.json {
         print_json(&answer);
         return Ok(());

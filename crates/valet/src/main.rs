@@ -10,6 +10,7 @@ mod deploy;
 mod deploy_cmd;
 mod import;
 mod lock;
+mod pull_progress;
 mod table;
 mod up;
 mod upload_progress;

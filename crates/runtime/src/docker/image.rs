@@ -123,12 +123,23 @@ impl Images {
             return Ok(id);
         }
         if resolved.context.is_none() {
-            let reference = &resolved.reference;
-            let mut keep = |line: &str| sink.keep(line.to_string());
-            let id = self
-                .reference_id(class, reference, settings.pull, &mut keep)
-                .await;
-            sink.flush().await;
+            // Each milestone reaches the log file as it happens, not when the pull ends: a
+            // large pull is what `valet start` and `valet logs` show meanwhile.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let pull = async move {
+                let mut send = |line: &str| drop(tx.send(line.to_string()));
+                let reference = &resolved.reference;
+                self.reference_id(class, reference, settings.pull, &mut send)
+                    .await
+                // `send`, and with it the sender, is dropped here: the writer below ends.
+            };
+            let write = async {
+                while let Some(line) = rx.recv().await {
+                    sink.keep(line);
+                    sink.flush().await;
+                }
+            };
+            let (id, ()) = tokio::join!(pull, write);
             return id;
         }
         let tag = resolved.reference;
