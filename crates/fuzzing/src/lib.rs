@@ -6,15 +6,22 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+mod chunked_body;
 mod config;
 mod headers;
 mod path;
+mod request_head;
+mod response_head;
 mod routes;
+mod wire;
 
 pub use archive::archive;
+pub use chunked_body::chunked_body;
 pub use config::config;
 pub use headers::headers;
 pub use path::path;
+pub use request_head::request_head;
+pub use response_head::response_head;
 pub use routes::routes_and_keys;
 
 /// The input split at `\n` (a trailing `\r` dropped), for the line-based targets.

@@ -47,3 +47,18 @@ fn archive() {
 fn path() {
     replay("path", valet_fuzzing::path);
 }
+
+#[test]
+fn request_head() {
+    replay("request_head", valet_fuzzing::request_head);
+}
+
+#[test]
+fn response_head() {
+    replay("response_head", valet_fuzzing::response_head);
+}
+
+#[test]
+fn chunked_body() {
+    replay("chunked_body", valet_fuzzing::chunked_body);
+}

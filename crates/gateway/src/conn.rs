@@ -450,6 +450,41 @@ fn parse(buf: &[u8]) -> Parse {
     })
 }
 
+/// What [`read_head`] made of a buffer.
+#[doc(hidden)]
+pub enum HeadRead {
+    /// More bytes are needed.
+    Partial,
+    /// Not served here: hyper takes the connection (and answers a malformed head 400).
+    Hyper,
+    /// Served here with valet's own 400 (a target or field value `http` refuses).
+    Refused,
+    /// Served here: the request, the head's length, the body's length and whether the
+    /// connection closes after the answer.
+    Served(Box<ClientRequest>, usize, u64, bool),
+}
+
+/// The request-head parser as `Connection::read_request` runs it (`parse`, then `build`),
+/// without a socket: the fuzz targets in crates/fuzzing drive it with arbitrary bytes.
+#[doc(hidden)]
+pub fn read_head(buf: &[u8]) -> HeadRead {
+    let mut parsed = match parse(buf) {
+        Parse::Complete(parsed) => parsed,
+        Parse::Partial => return HeadRead::Partial,
+        Parse::Other => return HeadRead::Hyper,
+    };
+    let head = Bytes::copy_from_slice(&buf[..parsed.len]);
+    match build(&head, &mut parsed) {
+        Some(req) => HeadRead::Served(
+            Box::new(req),
+            parsed.len,
+            parsed.content_length,
+            parsed.close,
+        ),
+        None => HeadRead::Refused,
+    }
+}
+
 /// The request, its fields as spans of the head's bytes (see [`Fields`]). `None`: a target or
 /// field value that `http` would refuse.
 fn build(head: &Bytes, parsed: &mut Parsed) -> Option<ClientRequest> {
@@ -574,6 +609,31 @@ fn encode_head(
     }
     out.put_slice(b"\r\n");
     (framing, close)
+}
+
+/// The head `encode_head` writes to the client for an answer with these fields, for the fuzz
+/// targets in crates/fuzzing: the body's length if it is framed by one (`None`: chunked or no
+/// body), and whether the connection closes after it.
+#[doc(hidden)]
+pub fn write_answer_head(
+    status: StatusCode,
+    fields: &Fields,
+    method: &Method,
+    hint: Option<u64>,
+    out: &mut BytesMut,
+) -> (Option<u64>, bool) {
+    let head = Head {
+        status,
+        fields,
+        request_id: None,
+        hint,
+    };
+    let (framing, close) = encode_head(&head, method, false, out);
+    let length = match framing {
+        Framing::Length(n) => Some(n),
+        Framing::None | Framing::Chunked => None,
+    };
+    (length, close)
 }
 
 /// `n` in decimal digits, written at the end of `buf`.

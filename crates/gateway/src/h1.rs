@@ -238,9 +238,14 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, B
         let base = buf.as_ptr() as usize;
         // A head is at most MAX_RESPONSE_HEAD bytes, so offsets fit in u32.
         let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        // Transfer-Encoding overrides Content-Length (RFC 9112 6.3): the instance's length
+        // says nothing of the body passed on, and would frame valet's answer to the client
+        // wrongly, so it goes (an intermediary must remove it before forwarding).
+        let encoded = raw().any(|(name, _)| name.eq_ignore_ascii_case(b"transfer-encoding"));
         let spans = response
             .headers
             .iter()
+            .filter(|h| !(encoded && h.name.eq_ignore_ascii_case("content-length")))
             .map(|h| Span {
                 name: (offset(h.name.as_bytes()), h.name.len() as u32),
                 value: (offset(h.value), h.value.len() as u32),
@@ -297,10 +302,13 @@ where
             .map(<[u8]>::trim_ascii)
             .unwrap_or_default();
         // Transfer-Encoding overrides Content-Length, and a message with both may be an attempt
-        // to desynchronise whoever reads the connection next: it is not reused.
+        // to desynchronise whoever reads the connection next: it is not reused. Nor is an
+        // HTTP/1.0 connection that sent one: HTTP/1.0 has no Transfer-Encoding, so its framing
+        // is faulty (RFC 9112 6.1).
         let both = named(b"content-length").next().is_some();
+        let faulty = both || version == Version::HTTP_10;
         return Ok(if last.eq_ignore_ascii_case(b"chunked") {
-            (BodyFraming::Chunked, keep_alive && !both)
+            (BodyFraming::Chunked, keep_alive && !faulty)
         } else {
             (BodyFraming::Close, false)
         });
@@ -334,9 +342,11 @@ pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     )
 }
 
-/// Where a chunked body's reader is.
+/// Where a chunked body's reader is. Public (hidden) only for the fuzz targets in
+/// crates/fuzzing, which drive [`decode_chunk`] without a connection.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub enum Chunk {
     Size,
     Data(u64),
     DataEnd,
@@ -533,7 +543,11 @@ impl http_body::Body for ResponseBody {
 
 /// One step of a chunked body over what is buffered: the next state and maybe data. The same
 /// state and no data means more bytes are needed. `Trailers(usize::MAX)` marks the end.
-fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<(Chunk, Option<Bytes>), BadResponse> {
+#[doc(hidden)]
+pub fn decode_chunk(
+    buf: &mut BytesMut,
+    state: Chunk,
+) -> Result<(Chunk, Option<Bytes>), BadResponse> {
     match state {
         Chunk::Size => {
             let Some(end) = buf.iter().position(|&b| b == b'\n') else {
@@ -542,12 +556,18 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<(Chunk, Option<Bytes
                 }
                 return Ok((state, None));
             };
+            // The limit holds however the line arrived: checked only while it is incomplete,
+            // a long line that came in one read would pass where the same line in two fails.
+            if end > MAX_CHUNK_LINE {
+                return Err(BadResponse::Chunked);
+            }
             let line = buf[..end].strip_suffix(b"\r").ok_or(BadResponse::Chunked)?;
-            let digits = line
-                .split(|&b| b == b';')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii_end();
+            let mut digits = line.split(|&b| b == b';').next().unwrap_or_default();
+            // Only SP and HTAB may come before a `;` (BWS): a bare CR or a form feed there is
+            // no whitespace of HTTP's.
+            while let [rest @ .., b' ' | b'\t'] = digits {
+                digits = rest;
+            }
             if digits.is_empty() || digits.len() > 15 {
                 return Err(BadResponse::Chunked);
             }
@@ -590,21 +610,23 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<(Chunk, Option<Bytes
             Ok((Chunk::Size, None))
         }
         Chunk::Trailers(seen) => {
+            // Every line counts with its LF, the empty one too, whether it is whole or still
+            // arriving: the limit then falls at the same byte however the reads split it.
             let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-                if seen + buf.len() > MAX_TRAILERS {
+                if seen + buf.len() + 1 > MAX_TRAILERS {
                     return Err(BadResponse::Chunked);
                 }
                 return Ok((state, None));
             };
+            let seen = seen + end + 1;
+            if seen > MAX_TRAILERS {
+                return Err(BadResponse::Chunked);
+            }
             // Trailer fields are dropped: the head has gone to the client already.
             let empty = buf[..end] == *b"\r" || end == 0;
             buf.advance(end + 1);
             if empty {
                 return Ok((Chunk::Trailers(usize::MAX), None));
-            }
-            let seen = seen + end + 1;
-            if seen > MAX_TRAILERS {
-                return Err(BadResponse::Chunked);
             }
             Ok((Chunk::Trailers(seen), None))
         }
@@ -691,6 +713,15 @@ mod tests {
             ),
             (BodyFraming::Chunked, false)
         );
+        // HTTP/1.0 has no Transfer-Encoding: the body is read as chunked, and the connection
+        // closes after it (RFC 9112 6.1).
+        assert_eq!(
+            framing_of(
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &Method::GET
+            ),
+            (BodyFraming::Chunked, false)
+        );
         assert_eq!(
             framing_of(b"HTTP/1.1 200 OK\r\n\r\n", &Method::GET),
             (BodyFraming::Close, false)
@@ -745,6 +776,37 @@ mod tests {
     }
 
     #[test]
+    fn a_length_beside_transfer_encoding_is_not_passed_on() {
+        // The fuzz target `response_head` found the instance's Content-Length framing valet's
+        // answer to the client while the body was the decoded chunks: a client told 5 bytes
+        // got none and a closed connection.
+        for (head, framing) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                BodyFraming::Chunked,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\ncontent-length: 5\r\n\r\n",
+                BodyFraming::Close,
+            ),
+        ] {
+            let h = parse(head, &Method::GET).unwrap().unwrap();
+            assert_eq!(h.framing, framing);
+            assert_eq!(h.fields.get_all(&header::CONTENT_LENGTH).count(), 0);
+            let names: Vec<_> = h.fields.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+            assert!(names.contains(&b"transfer-encoding".to_vec()), "{names:?}");
+        }
+        // Without Transfer-Encoding the length stays, for the client's answer too.
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.fields.text(&header::CONTENT_LENGTH), Some("5"));
+    }
+
+    #[test]
     fn chunked_bodies_decode_across_splits() {
         let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\n";
         // Feed the bytes one at a time and all at once: the same data comes out.
@@ -777,12 +839,18 @@ mod tests {
     #[test]
     fn bad_chunking_fails() {
         for bad in [
-            &b"zz\r\n"[..],
-            b"5\r\nhelloXX",
-            b"\r\n",
-            b"1234567890abcdef0\r\n",
+            b"zz\r\n".to_vec(),
+            b"5\r\nhelloXX".to_vec(),
+            b"\r\n".to_vec(),
+            b"1234567890abcdef0\r\n".to_vec(),
+            // Found by the fuzz target `chunked_body`: a bare CR or a form feed after the
+            // size was taken for whitespace.
+            b"5\r\r\nhello\r\n".to_vec(),
+            b"5\x0c;x\r\nhello\r\n".to_vec(),
+            // ... and a size line past the limit passed when it came in one read.
+            [&b"5;"[..], &[b'e'; MAX_CHUNK_LINE], b"\r\nhello\r\n"].concat(),
         ] {
-            let mut buf = BytesMut::from(bad);
+            let mut buf = BytesMut::from(&bad[..]);
             let mut state = Chunk::Size;
             let result = loop {
                 match decode_chunk(&mut buf, state) {
