@@ -76,6 +76,9 @@ pub async fn engine_cpus() -> Result<u32, DriverError> {
 pub struct ImageCheck {
     /// `class `NAME`` or `[deploy] python_image`.
     pub what: String,
+    /// A class's image (its start needs it), rather than a deploy base image (only a deploy
+    /// does).
+    pub required: bool,
     pub reference: String,
     /// What was found: the registry's digest, or that the engine has it.
     pub outcome: Result<String, String>,
@@ -95,11 +98,8 @@ pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageChec
         if let image::ImageSource::Reference(reference) =
             image::ImageSource::parse(image, &config.base_dir, &config.data_dir())
         {
-            wanted.push((
-                format!("class `{}`", class.class_name),
-                reference,
-                class.pull,
-            ));
+            let what = format!("class `{}`", class.class_name);
+            wanted.push((what, true, reference, class.pull));
         }
     }
     if deploy {
@@ -108,11 +108,16 @@ pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageChec
             ("node_image", &config.deploy.node_image),
         ] {
             let what = format!("[deploy] {key}");
-            wanted.push((what, image.clone(), valet_config::PullPolicy::Missing));
+            wanted.push((
+                what,
+                false,
+                image.clone(),
+                valet_config::PullPolicy::Missing,
+            ));
         }
     }
     let mut checks = Vec::new();
-    for (what, reference, policy) in wanted {
+    for (what, required, reference, policy) in wanted {
         let local = docker.inspect_image(&reference).await.is_ok();
         let (outcome, local_only) = if policy == valet_config::PullPolicy::Never {
             let outcome = match local {
@@ -129,6 +134,7 @@ pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageChec
         };
         checks.push(ImageCheck {
             what,
+            required,
             reference,
             outcome,
             local_only,

@@ -64,11 +64,12 @@ fn images_resolve(config: &Config) -> bool {
     for check in checks {
         let ImageCheck {
             what,
+            required,
             reference,
             outcome,
             local_only,
         } = check;
-        match (outcome, what.starts_with("class")) {
+        match (outcome, required) {
             (Ok(found), _) => {
                 println!("{what}: image {reference} resolves ({found})");
                 if let Some(why) = local_only {
