@@ -95,11 +95,19 @@ pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageChec
     let mut wanted = Vec::new();
     for class in &config.containers {
         let image = class.image.as_deref().unwrap_or_default();
-        if let image::ImageSource::Reference(reference) =
-            image::ImageSource::parse(image, &config.base_dir, &config.data_dir())
-        {
-            let what = format!("class `{}`", class.class_name);
-            wanted.push((what, true, reference, class.pull));
+        match image::ImageSource::parse(image, &config.base_dir, &config.data_dir()) {
+            image::ImageSource::Reference(reference) => {
+                let what = format!("class `{}`", class.class_name);
+                wanted.push((what, true, reference, class.pull));
+            }
+            // The engine pulls a Dockerfile's bases when it builds: they must resolve too.
+            image::ImageSource::Dockerfile { dockerfile, .. } => {
+                let text = std::fs::read_to_string(&dockerfile).unwrap_or_default();
+                for base in image::from_images(&text) {
+                    let what = format!("class `{}` (FROM)", class.class_name);
+                    wanted.push((what, true, base, valet_config::PullPolicy::Missing));
+                }
+            }
         }
     }
     if deploy {

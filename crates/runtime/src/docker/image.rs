@@ -229,6 +229,35 @@ pub(super) async fn run_build(
     failure.map_or(Ok(()), Err)
 }
 
+/// The images a Dockerfile's `FROM` lines name, without `scratch`, earlier stages and
+/// references built from `ARG`s (known only to the build).
+pub fn from_images(dockerfile: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    for line in dockerfile.lines() {
+        let mut words = line.split_whitespace();
+        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
+            continue;
+        }
+        let mut words = words.skip_while(|w| w.starts_with("--"));
+        let Some(image) = words.next() else { continue };
+        let stage = match (words.next(), words.next()) {
+            (Some(as_), Some(name)) if as_.eq_ignore_ascii_case("AS") => Some(name),
+            _ => None,
+        };
+        let earlier = stages.iter().any(|s| s.eq_ignore_ascii_case(image));
+        if !earlier
+            && image != "scratch"
+            && !image.contains('$')
+            && !images.iter().any(|i| i == image)
+        {
+            images.push(image.to_string());
+        }
+        stages.extend(stage.map(str::to_string));
+    }
+    images
+}
+
 /// The context archive and the Dockerfile's name inside it.
 async fn archive(
     class: &str,
@@ -314,6 +343,19 @@ mod tests {
             parse("ghcr.io/x/y"),
             ImageSource::Reference("ghcr.io/x/y".into())
         );
+    }
+
+    #[test]
+    fn from_lines_name_the_images_a_build_pulls() {
+        let dockerfile = "FROM --platform=linux/amd64 r:1/base:v1 AS build\n\
+                          RUN make\n\
+                          from scratch\n\
+                          FROM build\n\
+                          ARG V\n\
+                          FROM node:${V}\n\
+                          FROM r:1/base:v1\n\
+                          FROM nginx:1.27 as web\n";
+        assert_eq!(from_images(dockerfile), ["r:1/base:v1", "nginx:1.27"]);
     }
 
     #[test]

@@ -393,6 +393,10 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
         said.contains(&format!("class `{c_auth}`: image {private} resolves")),
         "{said}"
     );
+    assert!(
+        said.contains(&format!("class `{c_build}` (FROM): image {base} resolves")),
+        "{said}"
+    );
     for bad in [c_wrong, c_unknown, c_never, c_down] {
         assert!(
             said.contains(&format!("error: class `{bad}`")),
