@@ -558,6 +558,9 @@ async fn a_deploy_whose_base_image_is_only_in_a_registry_pulls_it_first() {
     ] {
         crate::registry::docker_ok(None, &args, None);
     }
+    // Dropped after `cleanup`, so the project's images built on the base are gone by then;
+    // by reference only: the base is the stand-in under another tag, and the stand-in stays.
+    let _remove = crate::registry::RemoveImages(vec![base.clone()]);
     let cleanup = Cleanup::default();
     let config = format!("driver = \"docker\"\n\n[deploy]\npython_image = \"{base}\"\n");
     let (valet, _api) = valet_with(&config).await;
@@ -583,7 +586,6 @@ async fn a_deploy_whose_base_image_is_only_in_a_registry_pulls_it_first() {
     );
     let log = valet.log();
     assert!(log.contains("image pulled") && log.contains(&base), "{log}");
-    docker(&["rmi", "-f", &base]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,8 +180,21 @@ fn push_image(tags: &[String], content: &str, login: Option<(&Path, &str)>) {
     docker_ok(None, &["rmi", &local], None);
 }
 
-/// Removes the images valet pulled, however the test ends.
-struct RemoveImages(Vec<String>);
+/// Removes the images valet pulled, however the test ends: by reference, and by id for those
+/// a moved tag left untagged. Declare it before anything whose drop removes containers or
+/// images built on them, so it drops last.
+pub(crate) struct RemoveImages(pub Vec<String>);
+
+impl RemoveImages {
+    /// Also removes the image `reference` names now, whatever tag it has by then.
+    pub fn keep_id(&mut self, reference: &str) {
+        let id = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+        let id = id.trim();
+        if !id.is_empty() {
+            self.0.push(id.to_string());
+        }
+    }
+}
 
 impl Drop for RemoveImages {
     fn drop(&mut self) {
@@ -443,7 +456,7 @@ async fn pull_always_follows_a_moved_tag_and_starts_the_local_copy_when_the_regi
     let registry = Registry::start(false);
     let id = std::process::id();
     let live = format!("{}/valet-e2e-{id}/live:latest", registry.host);
-    let _remove = RemoveImages(vec![live.clone()]);
+    let mut remove = RemoveImages(vec![live.clone()]);
     let name = format!("RegAlways{id}");
     let _cleanup = Cleanup(name.clone());
     push_image(std::slice::from_ref(&live), "one\n", None);
@@ -454,6 +467,7 @@ async fn pull_always_follows_a_moved_tag_and_starts_the_local_copy_when_the_regi
     let valet = Valet::with_config(&toml).start().await;
     let page = format!("/{name}/index.html");
     assert_eq!(text(&valet, &page).await, "one\n");
+    remove.keep_id(&live);
 
     // The tag moves: the next cold start pulls it again and runs the new image.
     push_image(std::slice::from_ref(&live), "two\n", None);
@@ -461,6 +475,7 @@ async fn pull_always_follows_a_moved_tag_and_starts_the_local_copy_when_the_regi
     // A pull of the last 2 s counts as fresh (a burst of keys pulls once): outwait it.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(text(&valet, &page).await, "two\n");
+    remove.keep_id(&live);
 
     // The registry is gone: the copy on the engine starts, with a warning.
     drop(registry);
