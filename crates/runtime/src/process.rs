@@ -133,11 +133,10 @@ async fn prepare_dirs(spec: &InstanceSpec) -> Result<(), DriverError> {
     create_dir(&spec.data_dir).await?;
     if let Some(parent) = spec.log_path.parent() {
         create_dir(parent).await?;
-        // valet alone writes and reads logs (it copies the instance's output): their folders'
-        // names (class names, project ids) are no other user's business.
-        for dir in [Some(parent), parent.parent()].into_iter().flatten() {
-            restrict(dir).await?;
-        }
+        // valet alone writes and reads logs (it copies the instance's output): the names in
+        // a class's log folder (keys) are no other user's business. The logs root is made
+        // 0700 at start (up.rs), which knows the layout.
+        restrict(parent).await?;
     }
     Ok(())
 }

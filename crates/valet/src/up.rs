@@ -55,6 +55,8 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!(%message, "deployed projects cannot run until this folder is opened");
     }
     let _lock = lock::acquire(&data_dir)?;
+    // The logs root lists classes, and so deployed projects' ids: valet's alone.
+    restrict_logs(&data_dir)?;
     let (driver, packager) = engine(&config).await?;
     let adopted = driver
         .recover()
@@ -168,6 +170,14 @@ async fn engine(config: &Config) -> Result<(Arc<dyn Driver>, Arc<dyn Packager>),
         }
         other => Err(format!("driver {other:?} is not available in this build")),
     }
+}
+
+fn restrict_logs(data_dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let logs = valet_runtime::logfile::root(data_dir);
+    std::fs::create_dir_all(&logs)
+        .and_then(|()| std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot make {} valet's own: {e}", logs.display()))
 }
 
 /// With the process driver, valet as root runs each deployed project as its own user, which
