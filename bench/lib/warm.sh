@@ -61,7 +61,11 @@ CONF
 }
 
 start_warm_targets() {
-    start_bg upstream "$WORK/upstream.log" "$UPSTREAM_BIN" "$UPSTREAM_PORT"
+    # A session of its own, as valet's instances have (valet starts each with setsid): with
+    # the kernel's autogroup scheduling a session is a scheduling group, so the upstream
+    # behind direct and nginx must not share one with the load generator and the proxy when
+    # valet's does not.
+    start_bg upstream "$WORK/upstream.log" setsid "$UPSTREAM_BIN" "$UPSTREAM_PORT"
     UPSTREAM_PID=$BG_PID
     wait_port "$UPSTREAM_PORT"
 
