@@ -71,6 +71,26 @@ impl Table {
         self.instances.get("C", key).expect("known key").state()
     }
 
+    /// An instance of `key` launched on the fake engine without the table, as one an earlier
+    /// valet left running would be: for `Instances::adopt`.
+    async fn launched_outside(&self, key: &str) -> (InstanceId, Box<dyn valet_runtime::Running>) {
+        let id = InstanceId::new("C", key);
+        let spec = InstanceSpec {
+            id: id.clone(),
+            command: vec!["fake".into()],
+            image: None,
+            ports: vec![("http".into(), 8080)],
+            default_port: "http".into(),
+            env: Vec::new(),
+            work_dir: self._dir.path().into(),
+            data_dir: self._dir.path().join(key),
+            log_path: self._dir.path().join(format!("{key}.log")),
+            user: None,
+            log_lines: 10,
+        };
+        (id, self.driver.start(&spec).await.unwrap())
+    }
+
     async fn settle(&self) {
         // Paused time: sleeping lets every task run up to its next timer.
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -511,21 +531,7 @@ async fn shutdown_stops_every_instance() {
 #[tokio::test(start_paused = true)]
 async fn an_adopted_instance_of_an_older_config_is_replaced_once_its_successor_is_ready() {
     let t = table(r#"readiness = { timeout = "10s" }"#);
-    let id = InstanceId::new("C", "k");
-    let spec = InstanceSpec {
-        id: id.clone(),
-        command: vec!["fake".into()],
-        image: None,
-        ports: vec![("http".into(), 8080)],
-        default_port: "http".into(),
-        env: Vec::new(),
-        work_dir: t._dir.path().into(),
-        data_dir: t._dir.path().join("k"),
-        log_path: t._dir.path().join("k.log"),
-        user: None,
-        log_lines: 10,
-    };
-    let running = t.driver.start(&spec).await.unwrap();
+    let (id, running) = t.launched_outside("k").await;
     let old_addr = running.endpoints().ports[0].1;
     t.driver.plan(
         "k",
@@ -555,21 +561,7 @@ async fn an_adopted_instance_of_an_older_config_is_replaced_once_its_successor_i
 #[tokio::test(start_paused = true)]
 async fn a_successor_that_never_gets_ready_leaves_the_old_one_serving() {
     let t = table(r#"readiness = { timeout = "2s" }"#);
-    let id = InstanceId::new("C", "k");
-    let spec = InstanceSpec {
-        id: id.clone(),
-        command: vec!["fake".into()],
-        image: None,
-        ports: vec![("http".into(), 8080)],
-        default_port: "http".into(),
-        env: Vec::new(),
-        work_dir: t._dir.path().into(),
-        data_dir: t._dir.path().join("k"),
-        log_path: t._dir.path().join("k.log"),
-        user: None,
-        log_lines: 10,
-    };
-    let running = t.driver.start(&spec).await.unwrap();
+    let (id, running) = t.launched_outside("k").await;
     let old_addr = running.endpoints().ports[0].1;
     t.driver.plan("k", Plan::NeverReady);
     assert!(t.instances.adopt(Adopted {
