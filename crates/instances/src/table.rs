@@ -269,8 +269,8 @@ impl Instances {
                 return Err(unavailable(inst));
             }
         }
-        // Counted before the slot: a client over its limit must not make room by putting
-        // other keys to sleep.
+        // Checked before the slot, counted once it is taken: a client over its limit must not
+        // make room by putting other keys to sleep, and a refused start costs it nothing.
         if let Some(client) = client {
             self.inner
                 .cold_starts

@@ -184,10 +184,11 @@ async fn lookup_user(name: &str, data_dir: &Path) -> Result<User, DriverError> {
 /// hand over any folder of the machine: so the folder is opened without following a symlink,
 /// must be a directory, and is changed through that descriptor only.
 fn give_folder(dir: &Path, user: &User) -> io::Result<()> {
+    use nix::fcntl::OFlag;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let folder = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_flags::NOFOLLOW_DIRECTORY)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY).bits())
         .open(dir)
         .map_err(|e| {
             io::Error::new(
@@ -197,12 +198,6 @@ fn give_folder(dir: &Path, user: &User) -> io::Result<()> {
         })?;
     std::os::unix::fs::fchown(&folder, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
     folder.set_permissions(std::fs::Permissions::from_mode(0o700))
-}
-
-/// `O_NOFOLLOW | O_DIRECTORY`, from nix's re-export of the C constants.
-mod libc_flags {
-    use nix::fcntl::OFlag;
-    pub(super) const NOFOLLOW_DIRECTORY: i32 = OFlag::O_NOFOLLOW.bits() | OFlag::O_DIRECTORY.bits();
 }
 
 /// A program that is missing or not executable will not appear by retrying: that is the
