@@ -9,6 +9,7 @@
 //! Every test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod docker;
 pub mod dockerd;
 pub mod faults;
@@ -63,6 +64,10 @@ pub struct ValetBuilder {
     toml: String,
     files: Vec<(PathBuf, Vec<u8>)>,
     env: Vec<(String, String)>,
+    /// A command `valet up` runs under, such as `nsenter --net=/run/netns/NAME`; empty: none.
+    wrapper: Vec<String>,
+    /// The public listener's address; `None`: a free loopback port.
+    listen: Option<SocketAddr>,
 }
 
 impl Valet {
@@ -74,6 +79,8 @@ impl Valet {
             toml: toml.to_string(),
             files: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
+            listen: None,
         }
     }
 
@@ -192,6 +199,19 @@ impl ValetBuilder {
         self
     }
 
+    /// Runs `valet up` under a command that execs it (so the pid is valet's), such as
+    /// `nsenter --net=/run/netns/NAME`.
+    pub fn wrapper(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The public listener's address instead of a free loopback port (waited on from here).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
     pub async fn start(self) -> Valet {
         match self.try_start().await {
             Ok(valet) => valet,
@@ -219,22 +239,11 @@ impl ValetBuilder {
         // that shows as an early exit, and a fresh port is tried.
         let mut last_log = String::new();
         for _ in 0..3 {
-            let addr = free_addr();
+            let addr = self.listen.unwrap_or_else(free_addr);
             let toml = complete_config(&self.toml, addr, dir.path());
             std::fs::write(dir.path().join("valet.toml"), toml).expect("write config");
             let log = File::create(log_path(&dir)).expect("log file");
-            let mut child = Command::new(VALET)
-                .arg("up")
-                .arg(dir.path().join("valet.toml"))
-                .current_dir(dir.path())
-                // Plain text: the log ends up in failure messages.
-                .env("NO_COLOR", "1")
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn valet");
+            let mut child = spawn_up(dir.path(), &self.env, &self.wrapper, log);
             match wait_listening(&mut child, addr).await {
                 Listening::Yes => {
                     return Ok(Valet {
@@ -261,6 +270,30 @@ impl ValetBuilder {
         }
         Err(last_log)
     }
+}
+
+/// `valet up` on the valet.toml in `dir`, its output into `log`.
+fn spawn_up(dir: &Path, env: &[(String, String)], wrapper: &[String], log: File) -> Child {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(VALET);
+            command
+        }
+        None => Command::new(VALET),
+    };
+    command
+        .arg("up")
+        .arg(dir.join("valet.toml"))
+        .current_dir(dir)
+        // Plain text: the log ends up in failure messages.
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn valet")
 }
 
 enum Listening {

@@ -38,6 +38,7 @@ mod import;
 mod instances;
 mod keep_up;
 mod key_space;
+mod lab;
 mod lifecycle;
 mod malformed;
 mod proxy;
