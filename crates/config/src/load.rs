@@ -89,6 +89,7 @@ impl<'d> Reader<'d> {
                 "plans" => config.plans = self.read_map(&at, item),
                 "deploy" => config.deploy = self.read(&at, item).unwrap_or_default(),
                 "registries" => config.registries = self.read_list("registries", item),
+                "cluster" => config.cluster = self.read(&at, item),
                 _ => self.unknown_key(&at),
             }
         }

@@ -30,6 +30,8 @@ pub struct Config {
     /// `[[registries]]`: credentials for pulling images, by registry host. Optional; the
     /// user's Docker config (`~/.docker/config.json`) is read too.
     pub registries: Vec<RegistryConfig>,
+    /// `[cluster]`: this valet is one replica of several on one PostgreSQL store. Optional.
+    pub cluster: Option<ClusterConfig>,
     /// Folder of the config file; relative paths are resolved against it. Set by the loader.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -438,6 +440,45 @@ fn default_per() -> DurationValue {
 }
 fn default_by() -> String {
     "ip".into()
+}
+
+/// `[cluster]`: several valet replicas on one PostgreSQL store, exactly one instance per key
+/// cluster-wide. Each (class, key) has one owner replica at a time (a lease in the store); the
+/// others forward its requests to the owner's peer listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// This replica's name, unique in the cluster (a second replica with the same name refuses
+    /// to start while the first lives). Required.
+    pub node: String,
+    /// Peer listener: where the other replicas forward requests for keys this one owns.
+    /// Required, e.g. `"0.0.0.0:8789"`.
+    pub listen: String,
+    /// How the other replicas reach `listen` (an address they can dial). Default: `listen`,
+    /// which must then not be a wildcard address.
+    pub advertise: Option<String>,
+    /// Shared by every replica, at least 32 characters: every forwarded request carries a
+    /// token made from it, and the peer listener refuses anything else. This or `secret_file`.
+    pub secret: Option<String>,
+    /// A file holding the secret (relative to the config's folder); its surrounding whitespace
+    /// is ignored.
+    pub secret_file: Option<PathBuf>,
+    /// An owner that cannot renew its leases for this long loses its keys; it stops serving
+    /// them before that. Default `5s`, at least `1s`.
+    pub lease_ttl: DurationValue,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node: String::new(),
+            listen: String::new(),
+            advertise: None,
+            secret: None,
+            secret_file: None,
+            lease_ttl: DurationValue::new("5s"),
+        }
+    }
 }
 
 /// `[auth]`.

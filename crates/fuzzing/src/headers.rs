@@ -4,8 +4,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use valet_gateway::fields::Fields;
 use valet_gateway::forward::{
-    is_upgrade, prepare_request, remove_hop_by_hop, request_id, ClientInfo, GUARDED, HOP_BY_HOP,
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO, X_REQUEST_ID,
+    is_upgrade, prepare_request, remove_hop_by_hop, request_id, ClientInfo, Hop, GUARDED,
+    HOP_BY_HOP, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO,
+    X_REQUEST_ID,
 };
 
 /// Headers valet sets itself after removing what `Connection` names.
@@ -75,7 +76,7 @@ pub fn headers(data: &[u8]) {
         }
     }
     client.new_request_id = new.then(|| id.clone());
-    prepare_request(&mut request, &client, prefix.clone());
+    prepare_request(&mut request, &client, prefix.clone(), Hop::Instance);
     if new {
         // A new id replaces whatever the client sent.
         assert_eq!(

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use valet_core::Shutdown;
 use valet_gateway::fields::{Fields, Span};
-use valet_gateway::forward::{prepare_request, remove_hop_by_hop, ClientInfo, Rewrite};
+use valet_gateway::forward::{prepare_request, remove_hop_by_hop, ClientInfo, Hop, Rewrite};
 use valet_gateway::h1::encode_request;
 use valet_gateway::key::derive;
 use valet_gateway::routes::{Route, RouteTable, Target};
@@ -291,6 +291,7 @@ fn header_rewriting(c: &mut Criterion) {
                     client: &client,
                     prefix: None,
                     fallback_host: None,
+                    hop: Hop::Instance,
                 };
                 let mut out = BytesMut::with_capacity(1024);
                 encode_request(
@@ -308,14 +309,21 @@ fn header_rewriting(c: &mut Criterion) {
     group.bench_function("prepare_request", |b| {
         b.iter_batched_ref(
             || plain.clone(),
-            |h| prepare_request(h, &client, None),
+            |h| prepare_request(h, &client, None, Hop::Instance),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("prepare_request-with-prefix", |b| {
         b.iter_batched_ref(
             || plain.clone(),
-            |h| prepare_request(h, &client, Some(HeaderValue::from_static("/api"))),
+            |h| {
+                prepare_request(
+                    h,
+                    &client,
+                    Some(HeaderValue::from_static("/api")),
+                    Hop::Instance,
+                )
+            },
             BatchSize::SmallInput,
         )
     });

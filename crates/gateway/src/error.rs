@@ -38,6 +38,12 @@ pub enum GatewayError {
         instance: String,
         what: &'static str,
     },
+    /// Cluster mode, on the peer listener: this replica does not hold the key's lease (any
+    /// more, or under the epoch the forwarding replica named). The forwarding replica looks
+    /// the owner up again; a client may retry at once.
+    NotOwner { instance: String },
+    /// Cluster mode, on the peer listener: the request lacks the cluster's peer token.
+    PeerRefused,
 }
 
 impl GatewayError {
@@ -57,6 +63,8 @@ impl GatewayError {
             Self::Instance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway { .. } | Self::Unanswered { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotOwner { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PeerRefused => StatusCode::FORBIDDEN,
         }
     }
 
@@ -134,6 +142,24 @@ impl GatewayError {
                 ("error", "gateway_timeout"),
                 ("message", &format!("the instance did not {what} in time")),
                 ("instance", &instance),
+            ]),
+            Self::NotOwner { instance } => {
+                retry_after = Some(1);
+                json(&[
+                    ("error", "not_owner"),
+                    (
+                        "message",
+                        "another replica owns this instance now; send the request again",
+                    ),
+                    ("instance", &instance),
+                ])
+            }
+            Self::PeerRefused => json(&[
+                ("error", "peer_refused"),
+                (
+                    "message",
+                    "the peer listener serves other replicas of this cluster only",
+                ),
             ]),
         };
         let mut response = Response::new(full(body));

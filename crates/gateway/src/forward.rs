@@ -12,6 +12,7 @@ use crate::fields::Fields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
 use valet_config::IpNet;
+use valet_instances::PeerRoute;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -41,7 +42,9 @@ pub static HOP_BY_HOP: [&HeaderName; 9] = [
 /// only or never. A backend that reads `-` and `_`
 /// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
 /// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
-pub static GUARDED: [&str; 29] = [
+pub static GUARDED: [&str; 31] = [
+    "x-valet-peer",
+    "x-valet-instance",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -163,7 +166,40 @@ pub struct Rewrite<'a> {
     pub prefix: Option<HeaderValue>,
     /// `Host` for a request that has none and no authority (HTTP/1.0): the instance's address.
     pub fallback_host: Option<SocketAddr>,
+    /// Where the request goes next.
+    pub hop: Hop<'a>,
 }
+
+/// The next hop of a request, which decides what the rewrite adds.
+#[derive(Clone, Copy)]
+pub enum Hop<'a> {
+    /// Straight to an instance of this replica.
+    Instance,
+    /// To the replica that owns the key (cluster mode): rewritten as for the instance, plus
+    /// the peer token and the instance (epoch, port index, class, key) for the owner's peer
+    /// listener.
+    Owner(&'a PeerRoute, usize),
+    /// From the peer listener to the instance: the forwarding replica already rewrote the
+    /// request for the instance, so it passes as it came, without the peer's own fields.
+    FromPeer,
+}
+
+impl<'a> Hop<'a> {
+    /// The hop for a lease (`via`: the key is another replica's) of a request that came from
+    /// a client or (`from_peer`) through the peer listener.
+    pub fn of(via: Option<&'a std::sync::Arc<PeerRoute>>, port: usize, from_peer: bool) -> Self {
+        match (via, from_peer) {
+            (Some(route), _) => Hop::Owner(route, port),
+            (None, true) => Hop::FromPeer,
+            (None, false) => Hop::Instance,
+        }
+    }
+}
+
+/// The fields a forwarded request carries to the owner's peer listener. Never passed on from
+/// a client, nor to an instance.
+pub static X_VALET_PEER: HeaderName = HeaderName::from_static("x-valet-peer");
+pub static X_VALET_INSTANCE: HeaderName = HeaderName::from_static("x-valet-instance");
 
 /// What a pass over a client's fields found that decides which fields valet adds.
 #[derive(Debug, Default, Clone, Copy)]
@@ -204,6 +240,8 @@ enum Field {
     /// of valet is trusted to say who the client is, not to route past valet's own decision;
     /// one that rewrites paths sends the rewritten one as its request target.
     TargetOverride,
+    /// valet's own peer fields (cluster mode): only valet sets them, on its way to a peer.
+    Peer,
 }
 
 /// Sorts a field name (any case) by what the rewrite does with it: one length-first match per
@@ -222,6 +260,8 @@ fn field(name: &[u8]) -> Field {
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::Dropped,
         12 if is("x-request-id") => Field::RequestId,
+        12 if is("x-valet-peer") => Field::Peer,
+        16 if is("x-valet-instance") => Field::Peer,
         13 if is("x-rewrite-url") => Field::TargetOverride,
         14 if is("content-length") => Field::ContentLength,
         14 if is("http2-settings") => Field::Dropped,
@@ -307,6 +347,7 @@ impl<'a> Rewrite<'a> {
         I: Iterator<Item = (&'h [u8], &'h [u8])>,
     {
         let trusted = self.client.trusted;
+        let from_peer = matches!(self.hop, Hop::FromPeer);
         let mut seen = Seen::default();
         // Almost no request names fields in `Connection` (browsers send `keep-alive`): the
         // check per field runs only when there is one.
@@ -319,9 +360,18 @@ impl<'a> Rewrite<'a> {
                 each(name, value, false);
                 continue;
             }
-            let keep = match field(name) {
+            let kind = field(name);
+            if from_peer {
+                // Rewritten by the forwarding replica already; only this hop's fields go.
+                let keep = !matches!(kind, Field::Dropped | Field::Connection | Field::Peer);
+                seen.host |= kind == Field::Host;
+                seen.content_length |= kind == Field::ContentLength;
+                each(name, value, keep);
+                continue;
+            }
+            let keep = match kind {
                 Field::Other => !is_lookalike(name),
-                Field::Dropped | Field::Connection | Field::TargetOverride => false,
+                Field::Dropped | Field::Connection | Field::TargetOverride | Field::Peer => false,
                 Field::Host => {
                     seen.host = true;
                     true
@@ -362,6 +412,25 @@ impl<'a> Rewrite<'a> {
     /// allocation when the head is written.
     pub fn added(&self, seen: &Seen<'_>, mut add: impl FnMut(&HeaderName, &[&[u8]])) {
         let client = self.client;
+        match self.hop {
+            Hop::FromPeer => {
+                if !seen.host {
+                    if let Some(addr) = self.fallback_host {
+                        add(&header::HOST, &[addr.to_string().as_bytes()]);
+                    }
+                }
+                return;
+            }
+            Hop::Owner(route, port) => {
+                add(&X_VALET_PEER, &[route.token.as_bytes()]);
+                let numbers = format!("{} {port} ", route.epoch);
+                add(
+                    &X_VALET_INSTANCE,
+                    &[numbers.as_bytes(), route.target.as_bytes()],
+                );
+            }
+            Hop::Instance => {}
+        }
         let peer = client.peer_header.as_bytes();
         if let Some(id) = &client.new_request_id {
             add(&X_REQUEST_ID, &[id.as_bytes()]);
@@ -416,11 +485,17 @@ impl<'a> Rewrite<'a> {
 }
 
 /// [`Rewrite`] applied to a header map (the upgrade handshake goes through hyper's client).
-pub fn prepare_request(headers: &mut HeaderMap, client: &ClientInfo, prefix: Option<HeaderValue>) {
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    prefix: Option<HeaderValue>,
+    hop: Hop<'_>,
+) {
     let rewrite = Rewrite {
         client,
         prefix,
         fallback_host: None,
+        hop,
     };
     let mut dropped = Vec::new();
     let mut added = Vec::new();
@@ -570,6 +645,7 @@ mod tests {
             client: &client,
             prefix: Some(HeaderValue::from_static("/api")),
             fallback_host: None,
+            hop: Hop::Instance,
         };
         let lines = written(
             &[
@@ -632,6 +708,7 @@ mod tests {
             client: &client,
             prefix: None,
             fallback_host: None,
+            hop: Hop::Instance,
         };
         let lines = written(
             &[
@@ -725,6 +802,7 @@ mod tests {
             client: &client,
             prefix: None,
             fallback_host: Some("127.0.0.1:4000".parse().unwrap()),
+            hop: Hop::Instance,
         };
         let lines = written(
             &[
@@ -775,7 +853,7 @@ mod tests {
         headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         headers.insert("x-client-ip", HeaderValue::from_static("6.6.6.6"));
         headers.insert("http2-settings", HeaderValue::from_static("AAMAAABk"));
-        prepare_request(&mut headers, &client, None);
+        prepare_request(&mut headers, &client, None, Hop::Instance);
         let mut names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
         names.sort();
         assert_eq!(
@@ -807,7 +885,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append("forwarded", HeaderValue::from_static("for=192.0.2.1"));
         headers.append("forwarded", HeaderValue::from_static("for=192.0.2.2"));
-        prepare_request(&mut headers, &client, None);
+        prepare_request(&mut headers, &client, None, Hop::Instance);
         let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
         assert_eq!(
             forwarded,

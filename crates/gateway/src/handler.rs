@@ -14,9 +14,10 @@ use http::uri::{Authority, Scheme};
 use http::{header, HeaderValue, Uri, Version};
 use http_body::Body as _;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use valet_config::IpNet;
-use valet_instances::{Instances, Lease};
+use valet_instances::{ClassRuntime, Instances, Lease};
 
 /// Everything a request needs, shared by all connections of the listener.
 pub struct GatewayState {
@@ -29,6 +30,9 @@ pub struct GatewayState {
     /// Whether the listener terminates TLS (for `X-Forwarded-Proto`).
     pub https: bool,
     pub access_log: bool,
+    /// Set on a peer listener (cluster mode): the token every request must carry. Such a
+    /// listener serves other replicas' forwarded requests and nothing else.
+    pub peer_token: Option<Box<[u8]>>,
 }
 
 /// Handles one request; never fails (errors become responses).
@@ -38,6 +42,9 @@ pub async fn handle(
     peer: &Peer,
     mut req: ClientRequest,
 ) -> Answer {
+    if let Some(token) = &state.peer_token {
+        return crate::peer::handle(state, upstream, peer, req, token).await;
+    }
     let started = Instant::now();
     let (request_id, new_id) = forward::request_id(&req.fields);
     // Before anything reads the path or the host: every later step (route, key, auth,
@@ -156,40 +163,57 @@ async fn to_instance(
     }
     // Cold starts are counted per client (server.cold_starts_per_client).
     let from = client_address(&client, &req.fields);
-    let lease = acquire(state, target, &key, Some(from)).await?;
+    let lease = acquire(state, &target.class, &key, target.port, Some(from)).await?;
     let (prefix, uri) = upstream_target(target, &req.uri)?;
-    if upgrade {
-        let pass = Pass {
-            lease,
-            uri,
-            prefix,
-            client,
-        };
-        // Boxed: a rare path should not widen every request's future (see proxy::pass).
-        let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
-        return tunnel.await.map(Answer::from);
-    }
-    let (instance, mut addr) = (lease.instance().clone(), lease.addr());
-    // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
-    // the upstream time of the first try, from sending until the response head.
-    let declared = req.fields.content_length();
-    target.class.stats.request_bytes.add(declared.unwrap_or(0));
-    let sent = Instant::now();
     let pass = Pass {
         lease,
         uri,
         prefix,
         client,
+        from_peer: false,
+        port: target.port,
     };
+    exchange(state, upstream, &target.class, req, pass, upgrade).await
+}
+
+/// Passes the request on the lease it has, and again on a new lease when that is safe: the
+/// instance (or the owner replica) went away before it answered.
+pub(crate) async fn exchange(
+    state: &GatewayState,
+    upstream: &Upstream,
+    class: &Arc<ClassRuntime>,
+    req: ClientRequest,
+    pass: Pass,
+    upgrade: bool,
+) -> Result<Answer, GatewayError> {
+    let (from_peer, port) = (pass.from_peer, pass.port);
+    if pass.lease.via().is_some() {
+        class.stats.forwarded.inc();
+    }
+    if upgrade {
+        // Boxed: a rare path should not widen every request's future (see proxy::pass).
+        let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
+        let result = tunnel.await.map(Answer::from);
+        return result;
+    }
+    let (instance, mut addr) = (pass.lease.instance().clone(), pass.lease.addr());
+    let mut via = pass.lease.via().map(|r| r.node.clone());
+    // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
+    // the upstream time of the first try, from sending until the response head.
+    let declared = req.fields.content_length();
+    class.stats.request_bytes.add(declared.unwrap_or(0));
+    let sent = Instant::now();
     // Boxed: an async fn's future is copied whole into its caller's when called, so the
     // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every
     // request; behind a box only the pointer is.
     let exchange = Box::pin(proxy::pass(upstream, req, pass));
     let mut result = exchange.await;
-    target.class.stats.upstream.observe(sent.elapsed());
+    class.stats.upstream.observe(sent.elapsed());
     // A process that was killed or crashed a moment ago still looks ready until its task
     // notices: pooled connections to it close unanswered, a new one is refused. Once the task
     // has noticed, acquiring waits for the restart, and the request goes to the new process.
+    // The same holds for an owner replica that died: its route is forgotten, and acquiring
+    // waits for its lease to expire and takes the key over.
     for _ in 0..MAX_RESENDS {
         let (error, resend) = match result {
             Ok(response) => return Ok(response),
@@ -205,12 +229,22 @@ async fn to_instance(
             GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
             _ => return Err(error),
         };
+        if let (Some(node), GatewayError::Unanswered { sent: false, .. }) = (&via, &error) {
+            // Nothing listens where the owner replica was: it died or lost its listener.
+            state.instances.owner_unreachable(&instance, node);
+        }
         // The rare path, boxed so that its futures do not widen every request's.
         result = Box::pin(async {
             instance.wait_address_retired(addr, wait).await;
             // valet's own retry of a request already admitted: not the client's start.
-            let lease = acquire(state, target, instance.id.key(), None).await?;
+            let lease = acquire(state, class, instance.id.key(), port, None).await?;
+            if from_peer && lease.via().is_some() {
+                return Err(GatewayError::NotOwner {
+                    instance: instance.id.to_string(),
+                });
+            }
             addr = lease.addr();
+            via = lease.via().map(|r| r.node.clone());
             Ok(proxy::resend(upstream, resend, lease).await)
         })
         .await?;
@@ -226,18 +260,19 @@ const REFUSED_WAIT: Duration = Duration::from_secs(1);
 /// ... and after a pooled connection closed unanswered (the process may well be alive).
 const CLOSED_WAIT: Duration = Duration::from_millis(100);
 
-async fn acquire(
+pub(crate) async fn acquire(
     state: &GatewayState,
-    target: &ContainerTarget,
+    class: &Arc<ClassRuntime>,
     key: &str,
+    port: usize,
     client: Option<std::net::IpAddr>,
 ) -> Result<Lease, GatewayError> {
     state
         .instances
-        .acquire_for(&target.class, key, target.port, client)
+        .acquire_for(class, key, port, client)
         .await
         .map_err(|error| GatewayError::Instance {
-            instance: format!("{}/{}", target.class.name, key),
+            instance: format!("{}/{}", class.name, key),
             error,
         })
 }

@@ -15,6 +15,7 @@ pub mod h1;
 pub mod handler;
 pub mod key;
 pub mod path;
+pub mod peer;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;

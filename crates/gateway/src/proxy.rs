@@ -4,7 +4,7 @@ use crate::body::Body;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::fields::{Answer, ClientRequest};
-use crate::forward::{self, ClientInfo, Rewrite};
+use crate::forward::{self, ClientInfo, Hop, Rewrite};
 use crate::h1::RequestFraming;
 use crate::pool::{self, Pool, SendError};
 use crate::stream::{ClientBodyIdle, LeasedBody, SentBody};
@@ -67,6 +67,10 @@ pub struct Pass {
     /// What `strip_prefix` removed, for `X-Forwarded-Prefix`.
     pub prefix: Option<HeaderValue>,
     pub client: ClientInfo,
+    /// The request came through the peer listener from a replica that rewrote it already.
+    pub from_peer: bool,
+    /// The class's port index the request is for (a forwarded request names it to the owner).
+    pub port: usize,
 }
 
 /// A failed exchange, and the request again when it may be sent again (see [`Resend`]).
@@ -129,12 +133,15 @@ fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepar
         uri,
         prefix,
         client,
+        from_peer,
+        port,
     } = pass;
     let rewrite = Rewrite {
         client: &client,
         prefix,
         // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the instance's.
         fallback_host: Some(lease.addr()),
+        hop: Hop::of(lease.via(), port, from_peer),
     };
     let target = uri.as_ref().unwrap_or(&client_uri).path_and_query();
     let target = target.map_or("/", |pq| pq.as_str());

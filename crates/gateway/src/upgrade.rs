@@ -26,6 +26,8 @@ pub async fn tunnel(
         uri,
         prefix,
         client,
+        from_peer,
+        port,
     } = pass;
     let instance = lease.instance().id.to_string();
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -61,7 +63,8 @@ pub async fn tunnel(
 
     let upgrade = req.headers().get(header::UPGRADE).cloned();
     let (mut parts, _) = req.into_parts();
-    forward::prepare_request(&mut parts.headers, &client, prefix);
+    let hop = forward::Hop::of(lease.via(), port, from_peer);
+    forward::prepare_request(&mut parts.headers, &client, prefix, hop);
     if let Some(upgrade) = upgrade {
         parts.headers.insert(header::UPGRADE, upgrade);
         parts

@@ -2,6 +2,7 @@
 //! task, no log ring), so ten thousand known keys cost little.
 
 use crate::class::ClassRuntime;
+use crate::owner::PeerRoute;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -14,8 +15,20 @@ use tokio::time::Instant;
 use valet_core::{InstanceId, InstanceState};
 use valet_runtime::{ExitStatus, LogRing};
 
-/// Addresses of a ready instance's ports, in the class's port order.
-pub type ReadyPorts = Arc<Vec<SocketAddr>>;
+/// Where requests for a ready key go: the instance's ports in the class's port order, or, for
+/// a key another replica owns (cluster mode), that replica's peer listener in every slot.
+/// One value behind one pointer, so a request never pairs an address with the wrong route.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub ports: Vec<SocketAddr>,
+    pub via: Option<Arc<PeerRoute>>,
+}
+
+impl Ready {
+    pub(crate) fn local(ports: Vec<SocketAddr>) -> Arc<Self> {
+        Arc::new(Self { ports, via: None })
+    }
+}
 
 /// What the instance's task is asked to do.
 #[derive(Debug)]
@@ -29,6 +42,8 @@ pub(crate) enum Command {
     Replace,
     /// Sleep now if idle: its class is full and another key wants to start (admission.rs).
     Evict,
+    /// The key's lease is lost (cluster mode): stop now, and end the task.
+    Fence,
 }
 
 /// The slow-changing part of an instance's state, published to waiters and to the admin API.
@@ -46,6 +61,10 @@ pub struct Status {
     pub retry_at: Option<Instant>,
     /// Consecutive failed starts or crashes; 0 once an instance served for a while.
     pub failures: u32,
+    /// The last failure was the cluster store not answering a claim (not the instance's):
+    /// a claim that succeeds clears it and the failure count with it.
+    #[serde(skip)]
+    pub claim_refused: bool,
     pub last_exit: Option<ExitStatus>,
     /// Last lines of output at the last crash (at most 10 lines, about 2 KiB).
     pub last_log: Vec<String>,
@@ -63,6 +82,7 @@ impl Status {
             public_reason: None,
             retry_at: None,
             failures: 0,
+            claim_refused: false,
             last_exit: None,
             last_log: Vec::new(),
             last_start_ms: None,
@@ -90,8 +110,9 @@ pub(crate) fn now_ms() -> u64 {
 pub struct Instance {
     pub id: InstanceId,
     pub class: Arc<ClassRuntime>,
-    /// Set exactly while the instance is ready: the hot path reads only this.
-    pub(crate) ready: ArcSwapOption<Vec<SocketAddr>>,
+    /// Set exactly while the instance is ready, or while another replica owns the key and its
+    /// route is known: the hot path reads only this.
+    pub(crate) ready: ArcSwapOption<Ready>,
     pub(crate) status: watch::Sender<Status>,
     /// Requests and streams in flight (leases alive).
     pub(crate) active: AtomicUsize,
@@ -174,7 +195,7 @@ impl Instance {
         // crash, so a change after this point is never missed.
         let mut status = self.status.subscribe();
         let retired = || match &*self.ready.load() {
-            Some(ports) => !ports.contains(&addr),
+            Some(ready) => !ready.ports.contains(&addr),
             None => true,
         };
         let _ = tokio::time::timeout(within, async {
@@ -197,9 +218,15 @@ impl Instance {
         });
     }
 
+    /// The owner replica's route while another replica owns this key (cluster mode).
+    pub fn remote(&self) -> Option<Arc<PeerRoute>> {
+        self.ready.load().as_ref().and_then(|r| r.via.clone())
+    }
+
     /// A snapshot for listings.
     pub fn info(&self) -> InstanceInfo {
         let status = self.status();
+        let owner = self.remote().map(|r| r.node.to_string());
         InstanceInfo {
             class: self.id.class().to_string(),
             key: self.id.key().to_string(),
@@ -212,6 +239,7 @@ impl Instance {
             waiting: self.waiting.load(Ordering::Relaxed),
             started_at: *self.started_at.lock().unwrap_or_else(|e| e.into_inner()),
             status,
+            owner,
         }
     }
 }
@@ -231,6 +259,10 @@ pub struct InstanceInfo {
     pub waiting: u32,
     pub started_at: Option<SystemTime>,
     pub status: Status,
+    /// Cluster mode: the replica that owns the key when it is not this one (this replica
+    /// forwards the key's requests there); `None`: this replica's own. Listings fill in this
+    /// replica's name for its own keys.
+    pub owner: Option<String>,
 }
 
 /// Held by the gateway for as long as a request, a streamed response or a WebSocket lasts:
@@ -240,23 +272,36 @@ pub struct Lease {
     addr: SocketAddr,
     /// A turn under `max_concurrent_requests`, held until the response ends.
     turn: Option<OwnedSemaphorePermit>,
+    /// Set when the key is another replica's: `addr` is its peer listener.
+    via: Option<Arc<PeerRoute>>,
 }
 
 impl Lease {
     /// Takes over one count of `active` that the caller already added.
-    pub(crate) fn counted(instance: Arc<Instance>, addr: SocketAddr) -> Self {
+    pub(crate) fn counted(
+        instance: Arc<Instance>,
+        addr: SocketAddr,
+        via: Option<Arc<PeerRoute>>,
+    ) -> Self {
         Self {
             instance,
             addr,
             turn: None,
+            via,
         }
+    }
+
+    /// The owner replica's route when the key is another replica's: the request goes to its
+    /// peer listener with the fields this names, and the owner applies the class's limits.
+    pub fn via(&self) -> Option<&Arc<PeerRoute>> {
+        self.via.as_ref()
     }
 
     /// Waits for the instance to have fewer than `max_concurrent_requests` requests in flight,
     /// then counts this one until the lease is dropped. Immediate when the class sets no limit.
     /// Waiters are served first come, first served.
     pub async fn take_turn(&mut self) {
-        if self.turn.is_some() {
+        if self.turn.is_some() || self.via.is_some() {
             return;
         }
         if let Some(limiter) = &self.instance.limiter {
@@ -268,7 +313,7 @@ impl Lease {
     /// Whether [`Self::take_turn`] may have to wait: the class limits concurrent requests and
     /// this lease has no turn yet.
     pub fn needs_turn(&self) -> bool {
-        self.turn.is_none() && self.instance.limiter.is_some()
+        self.turn.is_none() && self.instance.limiter.is_some() && self.via.is_none()
     }
 
     /// Address of the port the lease was taken for.

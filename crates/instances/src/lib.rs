@@ -10,12 +10,16 @@ pub mod class;
 pub mod collect;
 pub mod error;
 pub mod instance;
+pub mod owner;
 mod table;
 mod task;
 
 pub use class::ClassRuntime;
 pub use error::AcquireError;
 pub use instance::{Instance, InstanceInfo, Lease, Status};
+pub use owner::{
+    Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, LeaseView, NodeView, PeerRoute,
+};
 pub use table::Instances;
 pub use task::backoff as restart_backoff;
 /// Every connection to an instance is confirmed to have reached it (see the process driver's

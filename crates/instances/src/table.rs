@@ -6,6 +6,7 @@ use crate::admission::{idle_victim, ColdStartGate};
 use crate::class::ClassRuntime;
 use crate::error::AcquireError;
 use crate::instance::{Command, Instance, InstanceInfo, Lease};
+use crate::owner::{Coordinator, PeerRoute};
 use crate::task::{Task, CRASH_LOOP};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use valet_config::Config;
-use valet_core::{validate_key, InstanceState, Shutdown};
+use valet_core::{validate_key, InstanceId, InstanceState, Shutdown};
 use valet_runtime::{Adopted, Driver, Handover};
 
 /// Cheap-to-clone handle on the instance table.
@@ -39,6 +40,8 @@ struct Inner {
     projects: papaya::HashMap<Box<str>, Arc<ClassRuntime>>,
     /// `server.cold_starts_per_client`.
     cold_starts: ColdStartGate,
+    /// Cluster mode: who may run which key (`valet-cluster`).
+    coordinator: std::sync::OnceLock<Arc<dyn Coordinator>>,
 }
 
 impl Instances {
@@ -69,6 +72,7 @@ impl Instances {
                     config.server.cold_starts_per_client.starts,
                     config.server.cold_starts_per_client.per.get(),
                 ),
+                coordinator: std::sync::OnceLock::new(),
             }),
         };
         let forget_after = config.server.forget_after.get();
@@ -289,14 +293,7 @@ impl Instances {
         let (tx, mailbox) = mpsc::unbounded_channel();
         *control = Some(tx);
         inst.set_status(|s| s.state = InstanceState::Starting);
-        let task = Task {
-            inst: inst.clone(),
-            driver: self.inner.driver.clone(),
-            mailbox,
-            shutdown: self.inner.shutdown.clone(),
-            lives: 0,
-        };
-        self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
+        self.spawn_task(inst, self.inner.driver.clone(), mailbox);
         Ok(true)
     }
 
@@ -360,15 +357,112 @@ impl Instances {
         *control = Some(tx);
         inst.set_status(|s| s.state = InstanceState::Starting);
         let driver = Arc::new(Handover::new(running, self.inner.driver.clone()));
+        self.spawn_task(&inst, driver, mailbox);
+        true
+    }
+
+    fn spawn_task(
+        &self,
+        inst: &Arc<Instance>,
+        driver: Arc<dyn Driver>,
+        mailbox: mpsc::UnboundedReceiver<Command>,
+    ) {
         let task = Task {
             inst: inst.clone(),
             driver,
             mailbox,
             shutdown: self.inner.shutdown.clone(),
             lives: 0,
+            coordinator: self.inner.coordinator.get().cloned(),
+            epoch: None,
+            fenced: false,
         };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
-        true
+    }
+
+    /// Cluster mode: from now on every start first asks `coordinator` whether this replica may
+    /// run the key. Set once, before the first request.
+    pub fn set_coordinator(&self, coordinator: Arc<dyn Coordinator>) {
+        let _ = self.inner.coordinator.set(coordinator);
+    }
+
+    /// This replica's node name in cluster mode.
+    pub fn node(&self) -> Option<&str> {
+        self.inner.coordinator.get().map(|c| c.node())
+    }
+
+    /// The coordinator, in cluster mode (the peer listener checks epochs with it).
+    pub fn coordinator(&self) -> Option<&Arc<dyn Coordinator>> {
+        self.inner.coordinator.get()
+    }
+
+    /// The key's lease is lost: no new request reaches its instance from now on, and its task
+    /// stops it and ends. Requests already in flight end with the instance.
+    pub fn fence(&self, id: &InstanceId) {
+        let Some(inst) = self.record_of(id) else {
+            return;
+        };
+        if inst.ready.load().as_ref().is_some_and(|r| r.via.is_none()) {
+            inst.ready.store(None);
+        }
+        let control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = control.as_ref() {
+            let _ = tx.send(Command::Fence);
+        }
+    }
+
+    /// Forgets which replica owns a key another replica served (its lease changed hands or
+    /// was given up): the next request asks the store again.
+    pub fn forget_owner(&self, id: &InstanceId) {
+        if let Some(inst) = self.record_of(id) {
+            forget_route(&inst);
+        }
+    }
+
+    /// [`Self::forget_owner`] for every key another replica serves (after the change feed
+    /// was interrupted and changes may have been missed).
+    pub fn forget_owners(&self) {
+        for (_, inst) in self.remote_records() {
+            forget_route(&inst);
+        }
+    }
+
+    /// A request for `inst` could not reach its owner replica `node`: the route is forgotten,
+    /// and the next claim waits the owner's lease out rather than trusting it.
+    pub fn owner_unreachable(&self, inst: &Instance, node: &str) {
+        if let Some(coordinator) = self.inner.coordinator.get() {
+            coordinator.unreachable(node);
+        }
+        forget_route(inst);
+    }
+
+    /// Keys whose requests go to another replica, with the route they take.
+    pub fn remote_records(&self) -> Vec<(Arc<PeerRoute>, Arc<Instance>)> {
+        let mut out = Vec::new();
+        for class in self.classes().iter().chain(&self.project_classes()) {
+            for inst in class.instances.pin().values() {
+                if let Some(route) = inst.remote() {
+                    out.push((route, inst.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A config class or a deployed version's class by name.
+    pub fn class_named(&self, name: &str) -> Option<Arc<ClassRuntime>> {
+        if let Some(class) = self.class(name) {
+            return Some(class.clone());
+        }
+        self.project_classes()
+            .into_iter()
+            .find(|c| &*c.name == name)
+    }
+
+    fn record_of(&self, id: &InstanceId) -> Option<Arc<Instance>> {
+        let class = self.class_named(id.class())?;
+        let inst = class.instances.pin().get(id.key()).cloned();
+        inst
     }
 
     /// Starts an instance without a request (admin `start`, `min_instances` at boot).
@@ -461,14 +555,26 @@ const MAX_EVICTIONS: usize = 3;
 fn try_lease(inst: &Arc<Instance>, port: usize) -> Option<Lease> {
     inst.active.fetch_add(1, Ordering::SeqCst);
     match &*inst.ready.load() {
-        Some(ports) => Some(Lease::counted(
+        Some(ready) => Some(Lease::counted(
             inst.clone(),
-            ports[port.min(ports.len() - 1)],
+            ready.ports[port.min(ready.ports.len() - 1)],
+            ready.via.clone(),
         )),
         None => {
             inst.active.fetch_sub(1, Ordering::SeqCst);
             None
         }
+    }
+}
+
+/// Clears a record's route to another replica, if it still has one.
+fn forget_route(inst: &Instance) {
+    let current = inst.ready.load_full();
+    if current.as_ref().is_some_and(|r| r.via.is_some()) {
+        // Only the route read just now: a local start that replaced it meanwhile stays.
+        let _ = inst
+            .ready
+            .compare_and_swap(&current, None::<Arc<crate::instance::Ready>>);
     }
 }
 

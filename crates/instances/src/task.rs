@@ -2,7 +2,8 @@
 //! sleep when idle, restart it with backoff when it crashes. One task per live instance; a
 //! sleeping instance has none. Requests talk to it only on the cold path (its mailbox).
 
-use crate::instance::{Command, Instance};
+use crate::instance::{Command, Instance, Ready};
+use crate::owner::{Claim, Coordinator};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,10 +48,24 @@ pub(crate) struct Task {
     /// Lives started by this task so far: a `Replace` concerns the adopted container, which is
     /// the first life; a later life (restart after a crash) already runs the current config.
     pub lives: u32,
+    /// Cluster mode: the store that says whether this replica may run the key.
+    pub coordinator: Option<Arc<dyn Coordinator>>,
+    /// The lease this task holds (cluster mode), released when the task ends.
+    pub epoch: Option<u64>,
+    /// The lease was lost (not renewed in time, or taken): the task ends after this life
+    /// whatever is queued, and the next request claims the key again.
+    pub fenced: bool,
 }
 
 impl Task {
     pub(crate) async fn run(mut self) {
+        if let Some(coordinator) = self.coordinator.clone() {
+            if !self.claim(&*coordinator).await {
+                self.finish_now();
+                self.inst.class.release_slot();
+                return;
+            }
+        }
         loop {
             let end = self.life().await;
             // The drivers drain a finished process's output before `exited` returns, so the
@@ -78,11 +93,75 @@ impl Task {
                     }
                 }
             }
+            if self.fenced {
+                self.finish_now();
+                break;
+            }
             if self.try_finish() {
                 break;
             }
         }
+        if let (Some(coordinator), Some(epoch)) = (&self.coordinator, self.epoch) {
+            coordinator.release(&self.inst.id, epoch);
+        }
         self.inst.class.release_slot();
+    }
+
+    /// Asks the cluster whether this replica may run the key. True: it may (the lease is
+    /// held). False: another replica owns it (the record now routes to it) or the store could
+    /// not say (waiters get 503 with `Retry-After` for a second, so a down store is not asked
+    /// once per request).
+    async fn claim(&mut self, coordinator: &dyn Coordinator) -> bool {
+        let claimed = tokio::select! {
+            claimed = coordinator.claim(&self.inst.id) => claimed,
+            _ = self.shutdown.wait() => return false,
+        };
+        match claimed {
+            Ok(Claim::Mine { epoch }) => {
+                self.epoch = Some(epoch);
+                self.inst.set_status(|s| {
+                    if s.claim_refused {
+                        s.claim_refused = false;
+                        s.failures = 0;
+                        s.message = None;
+                    }
+                });
+                true
+            }
+            Ok(Claim::Theirs(route)) => {
+                let ports = vec![route.endpoint; self.inst.class.ports.len()];
+                tracing::debug!(instance = %self.inst.id, owner = %route.node, "key owned by another replica");
+                self.inst.ready.store(Some(Arc::new(Ready {
+                    ports,
+                    via: Some(route),
+                })));
+                self.inst.set_status(|s| {
+                    s.state = InstanceState::Stopped;
+                    s.claim_refused = false;
+                    s.message = None;
+                });
+                false
+            }
+            Err(e) => {
+                tracing::warn!(instance = %self.inst.id, error = %e.0, "cannot claim the key: cluster store unreachable");
+                self.inst.set_status(|s| {
+                    s.state = InstanceState::Crashed;
+                    s.message = Some(format!("cluster store unreachable: {}", e.0));
+                    s.failures = s.failures.max(CRASH_LOOP);
+                    s.claim_refused = true;
+                    s.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                });
+                false
+            }
+        }
+    }
+
+    /// Ends the task now, dropping whatever is queued: the waiters find the record's new
+    /// state (routed elsewhere, refused, or without a task, which they start again).
+    fn finish_now(&mut self) {
+        let mut control = self.inst.control.lock().unwrap_or_else(|e| e.into_inner());
+        while self.mailbox.try_recv().is_ok() {}
+        *control = None;
     }
 
     /// Ends the task unless a request queued a wake meanwhile. Requests send under the same
@@ -141,7 +220,11 @@ impl Task {
             _ = self.shutdown.wait() => return false,
             stop = wait_for_stop(&mut self.mailbox) => {
                 // Data first: `Instances::stop` returns once the state reads stopped.
-                if stop { remove_data(&self.inst, &*self.driver).await }
+                match stop {
+                    Command::Stop { destroy: true } => remove_data(&self.inst, &*self.driver).await,
+                    Command::Fence => self.fenced = true,
+                    _ => {}
+                }
                 self.inst.set_status(|s| s.state = InstanceState::Stopped);
                 return false;
             }
@@ -160,7 +243,7 @@ impl Task {
             s.retry_at = None;
         });
         let launched = Instant::now();
-        let spec = spec_for(&inst);
+        let spec = self.spec();
         let started = self.driver.start(&spec).await;
         let reason = started.as_ref().err().and_then(|e| e.public_reason());
         let reason = reason.map(str::to_string);
@@ -273,6 +356,12 @@ impl Task {
                         if destroy { remove_data(&self.inst, &*self.driver).await }
                         return End::Stopped { shutdown: false };
                     }
+                    Some(Command::Fence) => {
+                        tracing::warn!(instance = %self.inst.id, "lease lost: no longer this replica's key, stopping");
+                        self.fenced = true;
+                        self.stop_running(&mut **running).await;
+                        return End::Stopped { shutdown: false };
+                    }
                     Some(Command::Replace) if self.lives == 1 => {
                         if let Some(end) = self.replace(running).await {
                             return end;
@@ -329,7 +418,7 @@ impl Task {
         let class = inst.class.clone();
         tracing::info!(instance = %inst.id, "config changed: starting a successor beside the serving instance");
         let launched = Instant::now();
-        let mut successor = match self.driver.start(&spec_for(&inst)).await {
+        let mut successor = match self.driver.start(&self.spec()).await {
             Ok(successor) => successor,
             Err(e) => {
                 tracing::warn!(instance = %inst.id, error = %e, "successor did not start; the old instance serves on");
@@ -411,6 +500,19 @@ impl Task {
         true
     }
 
+    /// What the driver starts. In cluster mode the instance is told its replica and its
+    /// fencing number (`VALET_NODE`, `VALET_EPOCH`), so that what it writes elsewhere can be
+    /// fenced too: a write under an older epoch than one already seen is a stale owner's.
+    fn spec(&self) -> InstanceSpec {
+        let mut spec = spec_for(&self.inst);
+        if let (Some(coordinator), Some(epoch)) = (&self.coordinator, self.epoch) {
+            spec.env
+                .push(("VALET_NODE".into(), coordinator.node().to_string()));
+            spec.env.push(("VALET_EPOCH".into(), epoch.to_string()));
+        }
+        spec
+    }
+
     async fn stop_running(&self, running: &mut dyn Running) {
         self.inst.ready.store(None);
         self.inst.set_status(|s| s.state = InstanceState::Stopping);
@@ -451,13 +553,13 @@ fn crash_tail(mut lines: Vec<String>) -> Vec<String> {
     lines.split_off(lines.len() - keep)
 }
 
-/// Waits for a stop command, ignoring wakes. Returns whether it asked for destroy.
-async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+/// Waits for a command that ends a failed instance's backoff (stop, evict, fence), ignoring
+/// wakes, and returns it.
+async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> Command {
     loop {
         match mailbox.recv().await {
-            Some(Command::Stop { destroy }) => return destroy,
             // A failed instance nobody waits for gives its slot up when asked.
-            Some(Command::Evict) => return false,
+            Some(cmd @ (Command::Stop { .. } | Command::Evict | Command::Fence)) => return cmd,
             Some(Command::Wake | Command::Replace) => continue,
             None => std::future::pending::<()>().await,
         }
@@ -465,7 +567,7 @@ async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> bool {
 }
 
 /// Where requests reach a running instance, in the class's port order.
-fn ports_of(inst: &Instance, running: &dyn Running) -> Arc<Vec<std::net::SocketAddr>> {
+fn ports_of(inst: &Instance, running: &dyn Running) -> Arc<Ready> {
     let ports = inst
         .class
         .ports
@@ -477,7 +579,7 @@ fn ports_of(inst: &Instance, running: &dyn Running) -> Arc<Vec<std::net::SocketA
                 .expect("driver returns every port")
         })
         .collect();
-    Arc::new(ports)
+    Ready::local(ports)
 }
 
 fn spec_for(inst: &Instance) -> InstanceSpec {

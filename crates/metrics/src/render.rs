@@ -167,6 +167,13 @@ pub fn render(out: &mut Exposition, routes: &[Arc<RouteStats>], classes: &[Class
     );
     per_class(
         out,
+        "valet_requests_forwarded_total",
+        "counter",
+        "Requests sent to the replica that owns their key (cluster mode), by class.",
+        &|c| c.stats.forwarded.get(),
+    );
+    per_class(
+        out,
         "valet_waiting_requests",
         "gauge",
         "Requests waiting for an instance to start.",

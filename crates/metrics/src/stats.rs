@@ -102,6 +102,8 @@ pub struct ClassStats {
     pub response_bytes: Counter,
     websockets_open: AtomicI64,
     pub websockets: Counter,
+    /// Requests sent to the replica that owns their key (cluster mode).
+    pub forwarded: Counter,
 }
 
 impl Default for ClassStats {
@@ -117,6 +119,7 @@ impl ClassStats {
             cold_start: Histogram::new(COLD_START_BOUNDS),
             crashes: Counter::new(),
             restarts: Counter::new(),
+            forwarded: Counter::new(),
             request_bytes: Counter::new(),
             response_bytes: Counter::new(),
             websockets_open: AtomicI64::new(0),

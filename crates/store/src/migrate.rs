@@ -51,14 +51,33 @@ const STEPS: &[&[&str]] = &[
     ],
 ];
 
-/// Brings the schema up to date.
-pub(crate) async fn run(pool: &AnyPool) -> Result<(), StoreError> {
+/// Brings the schema up to date. On PostgreSQL several valets (cluster replicas) may start at
+/// once on one store: they migrate one after another under an advisory lock, since two
+/// concurrent `CREATE TABLE IF NOT EXISTS` can both decide to create and one then fails.
+pub(crate) async fn run(pool: &AnyPool, postgres: bool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    if postgres {
+        sqlx::query("SELECT pg_advisory_lock(7453210986)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = steps(&mut conn).await;
+    if postgres {
+        sqlx::query("SELECT pg_advisory_unlock(7453210986)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    result
+}
+
+async fn steps(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+    use sqlx::Connection;
     sqlx::query("CREATE TABLE IF NOT EXISTS valet_schema (version BIGINT NOT NULL)")
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     for (i, step) in STEPS.iter().enumerate() {
         let version = i as i64 + 1;
-        let mut tx = pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM valet_schema")
             .fetch_one(&mut *tx)
             .await?

@@ -28,7 +28,7 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        migrate::run(&pool).await?;
+        migrate::run(&pool, backend == Backend::Postgres).await?;
         Ok(Self { pool, backend })
     }
 

@@ -69,14 +69,23 @@ async fn serve(config: Config) -> Result<(), String> {
     let (stop_instances, instances_shutdown) = Shutdown::new();
     let mut config = config;
     let store = crate::deploy::open_store(&mut config).await?;
-    let instances = Instances::new(&config, driver, instances_shutdown);
+    let instances = Instances::new(&config, driver, instances_shutdown.clone());
+    // Before anything starts: in cluster mode every start asks the store first.
+    let cluster = match valet_cluster::Settings::from_config(&config)? {
+        Some(settings) => {
+            let cluster =
+                valet_cluster::Cluster::join(&settings, &instances, instances_shutdown).await?;
+            Some((cluster, settings))
+        }
+        None => None,
+    };
     for found in adopted {
         let id = found.id.clone();
         if !instances.adopt(found) {
             tracing::warn!(instance = %id, "running instance not adopted (class gone or full); stopped");
         }
     }
-    let state = Arc::new(gateway_state(&config, instances.clone())?);
+    let state = Arc::new(gateway_state(&config, instances.clone(), None)?);
     let tls = match &config.server.tls {
         Some(tls) => Some(valet_gateway::tls::acceptor(
             &config.resolve(&tls.cert),
@@ -85,16 +94,17 @@ async fn serve(config: Config) -> Result<(), String> {
         None => None,
     };
     let t = &config.server.timeouts;
+    let upstream_settings = UpstreamSettings {
+        connect: t.connect.get(),
+        first_byte: t.first_byte.get(),
+        idle: t.idle.get(),
+        max_body: config.server.max_body_size.get(),
+    };
     let server_config = ServerConfig {
         state: state.clone(),
         tls,
         header_read: t.header_read.get(),
-        upstream: UpstreamSettings {
-            connect: t.connect.get(),
-            first_byte: t.first_byte.get(),
-            idle: t.idle.get(),
-            max_body: config.server.max_body_size.get(),
-        },
+        upstream: upstream_settings,
     };
     let listen: std::net::SocketAddr = config
         .server
@@ -119,6 +129,26 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing::info!(addr = %admin.local_addr().map_err(|e| e.to_string())?, "admin listening");
     tokio::spawn(admin.run());
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");
+    // The peer listener: other replicas' forwarded requests, on a server of its own (its own
+    // address, its own workers) that serves nothing else.
+    let peers = match &cluster {
+        Some((cluster, settings)) => {
+            let token = cluster.token().as_bytes().into();
+            let peer_config = ServerConfig {
+                state: Arc::new(gateway_state(&config, instances.clone(), Some(token))?),
+                tls: None,
+                header_read: t.header_read.get(),
+                upstream: upstream_settings,
+            };
+            let peer_server =
+                Server::bind(settings.listen, workers.min(2), peer_config).map_err(|e| {
+                    format!("cannot listen on {} (cluster.listen): {e}", settings.listen)
+                })?;
+            tracing::info!(addr = %settings.listen, node = %settings.node, "peer listener listening");
+            Some(tokio::spawn(peer_server.run(gateway_shutdown.clone())))
+        }
+        None => None,
+    };
     let gateway = tokio::spawn(server.run(gateway_shutdown));
     let limiters = state.clone();
     tokio::spawn(async move {
@@ -139,8 +169,14 @@ async fn serve(config: Config) -> Result<(), String> {
     tokio::select! {
         _ = async {
             let _ = gateway.await;
+            if let Some(peers) = peers {
+                let _ = peers.await;
+            }
             stop_instances.trigger();
             instances.wait_stopped().await;
+            if let Some((cluster, _)) = &cluster {
+                cluster.drain(std::time::Duration::from_secs(2)).await;
+            }
         } => {}
         _ = async {
             // Supervisors like `timeout` or a process-group kill can deliver the same stop twice
@@ -189,7 +225,11 @@ pub fn projects_can_reach(config: &Config) -> Result<(), String> {
     valet_deploy::check_reachable(&config.data_dir())
 }
 
-fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, String> {
+fn gateway_state(
+    config: &Config,
+    instances: Instances,
+    peer_token: Option<Box<[u8]>>,
+) -> Result<GatewayState, String> {
     let assets = match &config.assets {
         Some(a) => {
             let root = config.resolve(&a.directory);
@@ -213,6 +253,7 @@ fn gateway_state(config: &Config, instances: Instances) -> Result<GatewayState, 
         trusted_proxies: config.server.trusted_proxy_nets(),
         https: config.server.tls.is_some(),
         access_log: config.server.access_log,
+        peer_token,
     })
 }
 

@@ -2,6 +2,7 @@
 //! Checks never stop at the first problem; each one names the key it is about, and the loader
 //! turns that key into a line and column.
 
+mod cluster;
 mod containers;
 mod deploy;
 mod registries;
@@ -55,6 +56,7 @@ impl Config {
         checks.plans();
         checks.deploy();
         checks.registries();
+        checks.cluster();
         checks.containers();
         checks.routes();
         checks.problems

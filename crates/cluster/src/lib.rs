@@ -1,0 +1,593 @@
+//! Cluster mode: several valet replicas on one PostgreSQL store, exactly one instance per key
+//! cluster-wide.
+//!
+//! Every (class, key) has at most one owner replica: a lease row (owner, epoch, endpoint,
+//! expiry) taken in one statement ([`sql::CLAIM`]). The owner renews all its leases in one
+//! statement per round ([`sql::RENEW`], every quarter `lease_ttl`); one that has not renewed
+//! for three quarters of `lease_ttl` stops serving its keys and stops their instances, before
+//! its leases can expire and another replica takes them with `epoch + 1`. Other replicas
+//! cache owners in the instance table (the record routes to the owner's peer listener) and
+//! forget them when the store says the lease changed (`LISTEN/NOTIFY`, sent by a trigger in the
+//! changing transaction), when their change feed reconnects, when an owner's lease is seen
+//! expired (a sweep every `lease_ttl`), or when the owner cannot be reached.
+#![forbid(unsafe_code)]
+
+mod sql;
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::Row;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use valet_config::Config;
+use valet_core::{InstanceId, Shutdown};
+use valet_instances::owner::{encode_target, ClaimFuture};
+use valet_instances::{
+    Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, Instances, LeaseView, NodeView,
+    PeerRoute,
+};
+
+/// The field a forwarded request carries the peer token in, and the one naming its instance.
+pub const PEER_TOKEN_FIELD: &str = "x-valet-peer";
+pub const PEER_TARGET_FIELD: &str = "x-valet-instance";
+
+/// One replica's membership: its leases, its cache of other owners, its background tasks.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    boot: String,
+    advertise: SocketAddr,
+    ttl: Duration,
+    token: Arc<str>,
+    pool: PgPool,
+    /// Keys this replica holds, with the epoch it holds each under.
+    owned: Mutex<HashMap<InstanceId, u64>>,
+    /// Nodes a forwarded request could not reach lately: their leases are waited out.
+    unreachable: Mutex<HashMap<String, Instant>>,
+    taken: AtomicU64,
+    lost: AtomicU64,
+    renewals: AtomicU64,
+    renewals_late: AtomicU64,
+    /// Releases on their way to the store, awaited at shutdown so that the next owner need
+    /// not wait a lease out.
+    releasing: tokio_util::task::TaskTracker,
+}
+
+/// The cluster settings of a config, resolved (the secret read from its file).
+pub struct Settings {
+    pub node: String,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub secret: String,
+    pub ttl: Duration,
+    pub store: String,
+}
+
+impl Settings {
+    /// `None` when the config has no `[cluster]`.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
+        let Some(c) = &config.cluster else {
+            return Ok(None);
+        };
+        let listen: SocketAddr = c
+            .listen
+            .parse()
+            .map_err(|e| format!("cluster.listen: {e}"))?;
+        let advertise = match &c.advertise {
+            Some(a) => a.parse().map_err(|e| format!("cluster.advertise: {e}"))?,
+            None => listen,
+        };
+        let secret = match (&c.secret, &c.secret_file) {
+            (Some(s), _) => s.trim().to_string(),
+            (None, Some(file)) => {
+                let path = config.resolve(file);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cluster.secret_file {}: {e}", path.display()))?
+                    .trim()
+                    .to_string()
+            }
+            (None, None) => return Err("[cluster] needs secret or secret_file".into()),
+        };
+        Ok(Some(Self {
+            node: c.node.clone(),
+            listen,
+            advertise,
+            secret,
+            ttl: c.lease_ttl.get(),
+            store: config.server.store.clone(),
+        }))
+    }
+}
+
+/// The token a forwarded request carries, made from the cluster secret so that the secret
+/// itself never travels.
+pub fn peer_token(secret: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"valet cluster peer token\n");
+    hash.update(secret.as_bytes());
+    hex::encode(hash.finalize())
+}
+
+impl Cluster {
+    /// Connects to the store, makes the tables, registers this replica under its node name
+    /// (refused while another live replica has that name) and starts renewing, listening and
+    /// sweeping. `instances` gets this cluster as its coordinator.
+    pub async fn join(
+        settings: &Settings,
+        instances: &Instances,
+        shutdown: Shutdown,
+    ) -> Result<Self, String> {
+        let ttl = settings.ttl;
+        // A statement that cannot get a connection within a quarter lease is as good as failed:
+        // the renewal after it must still come in time.
+        let pool = PgPoolOptions::new()
+            .max_connections(6)
+            .acquire_timeout((ttl / 4).max(Duration::from_millis(250)))
+            .connect(&settings.store)
+            .await
+            .map_err(|e| format!("cluster store: {e}"))?;
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| format!("cluster store: {e}"))?;
+        for statement in sql::SCHEMA {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| format!("cluster store: making the lease tables: {e}"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| format!("cluster store: {e}"))?;
+        let cluster = Self {
+            inner: Arc::new(Inner {
+                node: settings.node.clone(),
+                boot: format!("{:016x}", fastrand::u64(..)),
+                advertise: settings.advertise,
+                ttl,
+                token: peer_token(&settings.secret).into(),
+                pool,
+                owned: Mutex::new(HashMap::new()),
+                unreachable: Mutex::new(HashMap::new()),
+                taken: AtomicU64::new(0),
+                lost: AtomicU64::new(0),
+                renewals: AtomicU64::new(0),
+                renewals_late: AtomicU64::new(0),
+                releasing: tokio_util::task::TaskTracker::new(),
+            }),
+        };
+        cluster.register().await?;
+        instances.set_coordinator(Arc::new(cluster.clone()));
+        // Renewal goes on through shutdown: instances still stopping are still this replica's.
+        tokio::spawn(renew(cluster.clone(), instances.clone()));
+        tokio::spawn(listen(cluster.clone(), instances.clone(), shutdown.clone()));
+        tokio::spawn(sweep(cluster.clone(), instances.clone(), shutdown));
+        tracing::info!(node = %settings.node, advertise = %settings.advertise, lease_ttl = ?ttl, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// Waits (at most `within`) for releases still on their way to the store: call after every
+    /// instance stopped, before exiting.
+    pub async fn drain(&self, within: Duration) {
+        self.inner.releasing.close();
+        let _ = tokio::time::timeout(within, self.inner.releasing.wait()).await;
+    }
+
+    /// The peer token every forwarded request must carry.
+    pub fn token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// Takes this replica's node name; a live replica already using it has it renewed at
+    /// least every quarter `lease_ttl`, so it is waited for at most one `lease_ttl` (a replica
+    /// restarted right after it was killed finds its old registration expiring).
+    async fn register(&self) -> Result<(), String> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.ttl + Duration::from_millis(500);
+        loop {
+            let row = sqlx::query(sql::REGISTER)
+                .bind(&inner.node)
+                .bind(&inner.boot)
+                .bind(inner.advertise.to_string())
+                .bind(inner.ttl.as_secs_f64())
+                .fetch_optional(&inner.pool)
+                .await
+                .map_err(|e| format!("cluster store: registering node {}: {e}", inner.node))?;
+            if row.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let holder = sqlx::query(sql::NODE_HOLDER)
+                    .bind(&inner.node)
+                    .fetch_optional(&inner.pool)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|r| r.get::<String, _>(0))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "[cluster] node {:?} is in use by a running replica (peer listener {holder}), \
+                     which keeps renewing it: give every replica its own node name",
+                    inner.node
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn route(
+        &self,
+        owner: String,
+        epoch: u64,
+        endpoint: &str,
+        id: &InstanceId,
+    ) -> Option<PeerRoute> {
+        Some(PeerRoute {
+            node: owner.into(),
+            epoch,
+            endpoint: endpoint.parse().ok()?,
+            token: self.inner.token.clone(),
+            target: encode_target(id),
+        })
+    }
+
+    async fn try_claim(&self, id: &InstanceId) -> Result<Claim, ClaimError> {
+        let inner = &self.inner;
+        // A lease whose owner stopped answering is waited out, at most this long.
+        let deadline = Instant::now() + inner.ttl * 2 + Duration::from_secs(1);
+        for _ in 0..64 {
+            let claimed = sqlx::query(sql::CLAIM)
+                .bind(id.class())
+                .bind(id.key())
+                .bind(&inner.node)
+                .bind(inner.advertise.to_string())
+                .bind(inner.ttl.as_secs_f64())
+                .fetch_optional(&inner.pool)
+                .await
+                .map_err(store_error)?;
+            if let Some(row) = claimed {
+                let epoch = row.get::<i64, _>(0) as u64;
+                lock(&inner.owned).insert(id.clone(), epoch);
+                inner.taken.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(instance = %id, epoch, "lease taken");
+                return Ok(Claim::Mine { epoch });
+            }
+            let owner = sqlx::query(sql::OWNER)
+                .bind(id.class())
+                .bind(id.key())
+                .fetch_optional(&inner.pool)
+                .await
+                .map_err(store_error)?;
+            // No row or an expired one: the race's winner committed in between, or gave up;
+            // claim again.
+            let Some(row) = owner else { continue };
+            let (node, epoch, endpoint, left_ms) = (
+                row.get::<String, _>(0),
+                row.get::<i64, _>(1) as u64,
+                row.get::<String, _>(2),
+                row.get::<i64, _>(3),
+            );
+            if left_ms <= 0 || node == inner.node {
+                continue;
+            }
+            let suspect = lock(&inner.unreachable)
+                .get(&node)
+                .is_some_and(|at| at.elapsed() < inner.ttl * 2);
+            let wait = Duration::from_millis(left_ms as u64 + 20);
+            if suspect && Instant::now() + wait <= deadline {
+                tracing::info!(instance = %id, owner = %node, wait_ms = left_ms, "owner unreachable: waiting for its lease to expire");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return match self.route(node, epoch, &endpoint, id) {
+                Some(route) => Ok(Claim::Theirs(Arc::new(route))),
+                None => Err(ClaimError(format!(
+                    "the owner's endpoint {endpoint:?} is not an address"
+                ))),
+            };
+        }
+        Err(ClaimError(
+            "the lease changed hands too often to settle".into(),
+        ))
+    }
+}
+
+fn store_error(e: sqlx::Error) -> ClaimError {
+    ClaimError(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Coordinator for Cluster {
+    fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    fn claim<'a>(&'a self, id: &'a InstanceId) -> ClaimFuture<'a> {
+        Box::pin(self.try_claim(id))
+    }
+
+    fn release(&self, id: &InstanceId, epoch: u64) {
+        let inner = self.inner.clone();
+        {
+            let mut owned = lock(&inner.owned);
+            if owned.get(id) == Some(&epoch) {
+                owned.remove(id);
+            }
+        }
+        let id = id.clone();
+        let tracker = self.inner.releasing.clone();
+        tracker.spawn(async move {
+            let done = sqlx::query(sql::RELEASE)
+                .bind(id.class())
+                .bind(id.key())
+                .bind(&inner.node)
+                .bind(epoch as i64)
+                .execute(&inner.pool)
+                .await;
+            match done {
+                Ok(_) => tracing::debug!(instance = %id, epoch, "lease released"),
+                // It expires by itself within lease_ttl.
+                Err(e) => tracing::warn!(instance = %id, epoch, error = %e, "lease not released"),
+            }
+        });
+    }
+
+    fn unreachable(&self, node: &str) {
+        lock(&self.inner.unreachable).insert(node.to_string(), Instant::now());
+    }
+
+    fn epoch_of(&self, id: &InstanceId) -> Option<u64> {
+        lock(&self.inner.owned).get(id).copied()
+    }
+
+    fn view(
+        &self,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<ClusterView, ClaimError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let pool = &self.inner.pool;
+            let nodes = sqlx::query(sql::NODES)
+                .fetch_all(pool)
+                .await
+                .map_err(store_error)?
+                .into_iter()
+                .map(|r| NodeView {
+                    node: r.get(0),
+                    endpoint: r.get(1),
+                    alive: r.get(2),
+                })
+                .collect();
+            let leases = sqlx::query(sql::LEASES)
+                .fetch_all(pool)
+                .await
+                .map_err(store_error)?
+                .into_iter()
+                .map(|r| LeaseView {
+                    class: r.get(0),
+                    key: r.get(1),
+                    owner: r.get(2),
+                    epoch: r.get::<i64, _>(3) as u64,
+                    endpoint: r.get(4),
+                    expires_in_ms: r.get(5),
+                })
+                .collect();
+            Ok(ClusterView {
+                node: self.inner.node.clone(),
+                nodes,
+                leases,
+                counters: self.counters(),
+            })
+        })
+    }
+
+    fn counters(&self) -> ClusterCounters {
+        let i = &self.inner;
+        ClusterCounters {
+            taken: i.taken.load(Ordering::Relaxed),
+            lost: i.lost.load(Ordering::Relaxed),
+            renewals_late: i.renewals_late.load(Ordering::Relaxed),
+            renewals: i.renewals.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Renews every held lease every quarter `lease_ttl`, in one statement. A lease missing from
+/// the answer is lost: its instance stops. No good answer for three quarters of `lease_ttl`
+/// (counted from when the last good round was *sent*, which is no later than the store set
+/// the expiry): every key is fenced before any lease can have expired.
+async fn renew(cluster: Cluster, instances: Instances) {
+    let inner = &cluster.inner;
+    let every = inner.ttl / 4;
+    let fence_after = inner.ttl * 3 / 4;
+    let mut last_ok = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let held: Vec<(InstanceId, u64)> = lock(&inner.owned)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let sent = Instant::now();
+        let classes: Vec<&str> = held.iter().map(|(id, _)| id.class()).collect();
+        let keys: Vec<&str> = held.iter().map(|(id, _)| id.key()).collect();
+        let epochs: Vec<i64> = held.iter().map(|(_, e)| *e as i64).collect();
+        let round = tokio::time::timeout(
+            every,
+            sqlx::query(sql::RENEW)
+                .bind(&inner.node)
+                .bind(inner.ttl.as_secs_f64())
+                .bind(&classes)
+                .bind(&keys)
+                .bind(&epochs)
+                .bind(&inner.boot)
+                .fetch_all(&inner.pool),
+        )
+        .await;
+        match round {
+            Ok(Ok(rows)) => {
+                if sent.duration_since(last_ok) > inner.ttl / 2 {
+                    inner.renewals_late.fetch_add(1, Ordering::Relaxed);
+                }
+                inner.renewals.fetch_add(1, Ordering::Relaxed);
+                last_ok = sent;
+                let kept: HashSet<(String, String, i64)> = rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+                for (id, epoch) in held {
+                    let key = (id.class().to_string(), id.key().to_string(), epoch as i64);
+                    if kept.contains(&key) {
+                        continue;
+                    }
+                    lose(
+                        inner,
+                        &instances,
+                        &id,
+                        epoch,
+                        "not renewed: taken or expired",
+                    );
+                }
+            }
+            Ok(Err(e)) => {
+                inner.renewals_late.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot renew leases");
+            }
+            Err(_) => {
+                inner.renewals_late.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("cannot renew leases: the store did not answer in time");
+            }
+        }
+        if last_ok.elapsed() >= fence_after {
+            let held: Vec<(InstanceId, u64)> = lock(&inner.owned)
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            for (id, epoch) in held {
+                lose(
+                    inner,
+                    &instances,
+                    &id,
+                    epoch,
+                    "store unreachable: fenced before expiry",
+                );
+            }
+        }
+    }
+}
+
+/// A lease this replica held is gone: the key stops being served here.
+fn lose(inner: &Inner, instances: &Instances, id: &InstanceId, epoch: u64, why: &str) {
+    {
+        let mut owned = lock(&inner.owned);
+        if owned.get(id) != Some(&epoch) {
+            return;
+        }
+        owned.remove(id);
+    }
+    inner.lost.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(instance = %id, epoch, reason = why, "lease lost; stopping the instance");
+    instances.fence(id);
+}
+
+/// Follows lease changes (`LISTEN valet_leases`): a key whose lease changed is looked up again
+/// on its next request. After any gap in the feed every cached owner is forgotten, since
+/// notifications sent meanwhile are lost.
+async fn listen(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
+    let pool = cluster.inner.pool.clone();
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen("valet_leases").await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            l = connected => l,
+            _ = shutdown.wait() => return,
+        };
+        let Ok(listener) = listener.as_mut() else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                _ = shutdown.wait() => return,
+            }
+        };
+        instances.forget_owners();
+        loop {
+            let next = tokio::select! {
+                n = listener.try_recv() => n,
+                _ = shutdown.wait() => return,
+            };
+            match next {
+                Ok(Some(note)) => {
+                    if let Some((class, key)) = note.payload().split_once('\n') {
+                        instances.forget_owner(&InstanceId::new(class, key));
+                    }
+                }
+                // The connection dropped; the listener reconnects on the next call, and what
+                // was sent meanwhile is lost.
+                Ok(None) => instances.forget_owners(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease change feed lost; reconnecting");
+                    instances.forget_owners();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Every `lease_ttl`: forgets cached owners whose lease expired or changed (an owner that
+/// died sends no notification), and starts this replica's share of the `min_instances` keys
+/// nobody runs (whoever claims one first runs it).
+async fn sweep(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
+    let inner = &cluster.inner;
+    let mut tick = tokio::time::interval(inner.ttl);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let remote = instances.remote_records();
+        if !remote.is_empty() {
+            let classes: Vec<&str> = remote.iter().map(|(_, i)| i.id.class()).collect();
+            let keys: Vec<&str> = remote.iter().map(|(_, i)| i.id.key()).collect();
+            let rows = tokio::time::timeout(
+                inner.ttl,
+                sqlx::query(sql::OWNERS_OF)
+                    .bind(&classes)
+                    .bind(&keys)
+                    .fetch_all(&inner.pool),
+            )
+            .await;
+            if let Ok(Ok(rows)) = rows {
+                let current: HashMap<(String, String), (String, i64, bool)> = rows
+                    .into_iter()
+                    .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4))))
+                    .collect();
+                for (route, inst) in &remote {
+                    let key = (inst.id.class().to_string(), inst.id.key().to_string());
+                    let same = current.get(&key).is_some_and(|(owner, epoch, live)| {
+                        *live && owner.as_str() == &*route.node && *epoch as u64 == route.epoch
+                    });
+                    if !same {
+                        instances.forget_owner(&inst.id);
+                    }
+                }
+            }
+        }
+        instances.start_pinned().await;
+    }
+}
