@@ -198,8 +198,9 @@ function el(tag, attrs = {}, ...children) {
 
 async function refreshStatus() {
   const s = await api("/v1/status");
+  const node = s.node ? ` · cluster node ${s.node}` : "";
   $("summary").textContent =
-    `v${s.version} · ${s.driver} driver · gateway ${s.listen} · up ${duration(s.uptime_ms)}`;
+    `v${s.version} · ${s.driver} driver · gateway ${s.listen} · up ${duration(s.uptime_ms)}${node}`;
   const cards = s.classes.map((c) => {
     const states = Object.entries(c.states).map(([k, v]) => `${v} ${k}`).join(", ") || "none";
     const row = (label, value) => [el("dt", {}, label), el("dd", {}, value)];
@@ -235,7 +236,10 @@ async function refreshInstances() {
     rows.push(el("tr", { data: { instance: id, state: i.state } },
       el("td", {}, i.class),
       el("td", { class: "key", title: i.key }, i.key),
-      el("td", { class: "state-cell" }, el("span", { class: `state state-${i.state}` }, i.state)),
+      el("td", { class: "state-cell" }, el("span", { class: `state state-${i.state}` }, i.state),
+        // Cluster mode: the replica that owns the key (for a key another replica owns, this
+        // one forwards its requests there).
+        i.owner ? el("span", { class: "owner", title: "owner replica" }, ` on ${i.owner}`) : ""),
       el("td", {}, duration(i.uptime_ms)),
       el("td", {}, i.active > 0 ? "now" : `${duration(i.idle_ms)} ago`),
       el("td", { class: "num" }, i.requests),

@@ -101,6 +101,6 @@ impl Admin {
             .instances
             .get(class, key)
             .ok_or_else(|| ApiError::no_instance(class, key))?;
-        Ok(instance.info().into())
+        Ok(self.instances.info_of(&instance).into())
     }
 }

@@ -82,6 +82,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
     let guarded = Router::new()
         .route("/metrics", get(observe::metrics))
         .route("/v1/status", get(observe::status))
+        .route("/v1/cluster", get(observe::cluster))
         .route("/v1/stats", get(observe::stats))
         .route("/v1/classes", get(instances::classes))
         .route("/v1/instances", get(instances::list))

@@ -27,7 +27,10 @@ struct Census {
 impl Admin {
     fn census(&self) -> HashMap<String, Census> {
         let mut by_class: HashMap<String, Census> = HashMap::new();
-        for info in self.instances.list() {
+        let node = self.instances.node();
+        // Keys another replica owns run no instance here: they are that replica's to count.
+        let own = |info: &valet_instances::InstanceInfo| info.owner.as_deref() == node;
+        for info in self.instances.list().into_iter().filter(own) {
             let census = by_class.entry(info.class).or_default();
             *census.states.entry(info.state).or_default() += 1;
             census.waiting += u64::from(info.waiting);
@@ -60,6 +63,9 @@ pub async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
         .collect();
     let mut out = Exposition::new();
     valet_metrics::render(&mut out, &admin.routes, &samples);
+    if let Some(cluster) = admin.instances.coordinator() {
+        cluster_metrics(&mut out, cluster.node(), cluster.counters());
+    }
     out.family(
         "valet_build_info",
         "gauge",
@@ -87,6 +93,68 @@ pub async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
         )],
         out.finish(),
     )
+}
+
+/// Lease counters of this replica (cluster mode), labelled with its node name.
+fn cluster_metrics(out: &mut Exposition, node: &str, c: valet_instances::ClusterCounters) {
+    let series = [
+        (
+            "valet_cluster_leases_taken_total",
+            "counter",
+            "Leases this replica took (first claims, takeovers, claims after a release).",
+            c.taken,
+        ),
+        (
+            "valet_cluster_leases_lost_total",
+            "counter",
+            "Leases this replica lost: not renewed in time (fenced) or found taken.",
+            c.lost,
+        ),
+        (
+            "valet_cluster_renewals_total",
+            "counter",
+            "Lease renewal rounds that succeeded (one statement renews every lease).",
+            c.renewals,
+        ),
+        (
+            "valet_cluster_renewals_late_total",
+            "counter",
+            "Renewal rounds that failed or came over half a lease_ttl after the last good one.",
+            c.renewals_late,
+        ),
+        (
+            "valet_cluster_leases_held",
+            "gauge",
+            "Leases this replica holds now.",
+            c.held,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        out.family(name, kind, help);
+        out.sample(name, &[("node", node)], value);
+    }
+}
+
+/// `/v1/cluster`: the replicas, the held leases and this replica's lease counters, as the
+/// store has them now. 404 outside cluster mode.
+pub async fn cluster(State(admin): State<Arc<Admin>>) -> axum::response::Response {
+    let Some(cluster) = admin.instances.coordinator() else {
+        let body = json!({
+            "error": "not_clustered",
+            "message": "this valet runs alone: its config has no [cluster]",
+        });
+        return (axum::http::StatusCode::NOT_FOUND, Json(body)).into_response();
+    };
+    match cluster.view().await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => {
+            let body = json!({
+                "error": "store_unavailable",
+                "message": format!("the cluster store did not answer: {}", e.0),
+            });
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 /// Requests and latency of a class, summed over its routes.
@@ -121,6 +189,8 @@ struct StatusView {
     driver: &'static str,
     listen: String,
     admin_listen: String,
+    /// Cluster mode: this replica's node name.
+    node: Option<String>,
     classes: Vec<Value>,
 }
 
@@ -161,6 +231,7 @@ pub async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
         driver: admin.instances.driver_name(),
         listen: admin.listen.clone(),
         admin_listen: admin.admin_listen.clone(),
+        node: admin.instances.node().map(str::to_string),
         classes,
     };
     Json(serde_json::to_value(view).unwrap_or_default())

@@ -38,6 +38,10 @@ pub struct InstanceView {
     pub last_log: Vec<String>,
     /// Duration of the last cold start, milliseconds.
     pub last_start_ms: Option<u64>,
+    /// Cluster mode: the replica that owns the key (this one's node name for its own; another
+    /// replica's for a key this one forwards to it, whose other fields are this replica's
+    /// view: its requests forwarded, no process here). `null` outside cluster mode.
+    pub owner: Option<String>,
 }
 
 impl From<InstanceInfo> for InstanceView {
@@ -70,6 +74,7 @@ impl From<InstanceInfo> for InstanceView {
             last_exit: info.status.last_exit,
             last_log: info.status.last_log,
             last_start_ms: info.status.last_start_ms,
+            owner: info.owner,
         }
     }
 }

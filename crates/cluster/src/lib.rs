@@ -399,6 +399,7 @@ impl Coordinator for Cluster {
             lost: i.lost.load(Ordering::Relaxed),
             renewals_late: i.renewals_late.load(Ordering::Relaxed),
             renewals: i.renewals.load(Ordering::Relaxed),
+            held: lock(&i.owned).len() as u64,
         }
     }
 }

@@ -110,6 +110,8 @@ pub struct ClusterCounters {
     pub renewals_late: u64,
     /// Renewal rounds that succeeded.
     pub renewals: u64,
+    /// Leases held now.
+    pub held: u64,
 }
 
 /// The part of a forwarded request's instance field that names the key: `<class> <key>`, the

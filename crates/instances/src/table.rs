@@ -523,14 +523,25 @@ impl Instances {
         class.instances.pin().get(key).cloned()
     }
 
-    /// Every known instance, sleeping ones included.
+    /// Every known instance, sleeping ones included; in cluster mode also the keys another
+    /// replica owns that this one forwarded to (their `owner` names that replica).
     pub fn list(&self) -> Vec<InstanceInfo> {
         let mut all = Vec::new();
         for class in self.classes().iter().chain(&self.project_classes()) {
-            all.extend(class.instances.pin().values().map(|i| i.info()));
+            all.extend(class.instances.pin().values().map(|i| self.info_of(i)));
         }
         all.sort_by(|a, b| (&a.class, &a.key).cmp(&(&b.class, &b.key)));
         all
+    }
+
+    /// A snapshot of one instance, its `owner` filled in (this replica's node name for its
+    /// own keys in cluster mode).
+    pub fn info_of(&self, inst: &Instance) -> InstanceInfo {
+        let mut info = inst.info();
+        if info.owner.is_none() {
+            info.owner = self.node().map(str::to_string);
+        }
+        info
     }
 
     /// Number of known keys per class (for memory accounting and metrics).

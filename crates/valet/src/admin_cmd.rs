@@ -13,6 +13,7 @@ pub fn run(command: Command) -> ExitCode {
     cli::run_to_exit(async move {
         match command {
             Command::Status(admin) => status(&admin).await,
+            Command::Cluster(admin) => cluster(&admin).await,
             Command::Instances { class, admin } => instances(class.as_deref(), &admin).await,
             Command::Start(args) => act(&args, "start").await,
             Command::Stop(args) => act(&args, "stop").await,
@@ -71,6 +72,9 @@ async fn status(args: &AdminArgs) -> Result<(), String> {
         text(&s["admin_listen"]),
         duration(s["uptime_ms"].as_u64())
     );
+    if let Some(node) = s["node"].as_str() {
+        say!("cluster node {node} (`valet cluster` lists the replicas and their leases)");
+    }
     let mut table = Table::new(vec![
         "CLASS",
         "RUNNING",
@@ -105,6 +109,54 @@ async fn status(args: &AdminArgs) -> Result<(), String> {
     Ok(())
 }
 
+async fn cluster(args: &AdminArgs) -> Result<(), String> {
+    let c = AdminClient::new(args)?.get("/v1/cluster").await?;
+    if args.json {
+        print_json(&c);
+        return Ok(());
+    }
+    let n = &c["counters"];
+    say!(
+        "node {} · leases held {} · taken {} · lost {} · renewals {} ({} late)",
+        text(&c["node"]),
+        text(&n["held"]),
+        text(&n["taken"]),
+        text(&n["lost"]),
+        text(&n["renewals"]),
+        text(&n["renewals_late"])
+    );
+    let mut nodes = Table::new(vec!["NODE", "PEER LISTENER", "ALIVE"]);
+    for node in c["nodes"].as_array().into_iter().flatten() {
+        let alive = if node["alive"] == true { "yes" } else { "no" };
+        nodes.row(vec![
+            text(&node["node"]).into(),
+            text(&node["endpoint"]).into(),
+            Cell::colored(
+                alive,
+                state_color(if alive == "yes" { "ready" } else { "crashed" }),
+            ),
+        ]);
+    }
+    say!("{}", nodes.render(use_color()).trim_end());
+    let leases = c["leases"].as_array().cloned().unwrap_or_default();
+    if leases.is_empty() {
+        say!("no leases held: no instance runs anywhere in the cluster");
+        return Ok(());
+    }
+    let mut table = Table::new(vec!["CLASS", "KEY", "OWNER", "EPOCH", "EXPIRES IN"]);
+    for l in &leases {
+        table.row(vec![
+            text(&l["class"]).into(),
+            text(&l["key"]).into(),
+            text(&l["owner"]).into(),
+            text(&l["epoch"]).into(),
+            format!("{} ms", text(&l["expires_in_ms"])).into(),
+        ]);
+    }
+    say!("{}", table.render(use_color()).trim_end());
+    Ok(())
+}
+
 async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> {
     let path = match class {
         Some(class) => format!("/v1/instances?class={}", segment(class)),
@@ -120,10 +172,14 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
         say!("no instances yet: one appears with the first request to its key");
         return Ok(());
     }
-    let mut table = Table::new(vec![
-        "CLASS",
-        "KEY",
-        "STATE",
+    // Cluster mode: which replica runs each key (keys another replica owns show where this
+    // one forwards them).
+    let clustered = all.iter().any(|i| i["owner"].is_string());
+    let mut columns = vec!["CLASS", "KEY", "STATE"];
+    if clustered {
+        columns.push("OWNER");
+    }
+    columns.extend([
         "UPTIME",
         "LAST ACTIVE",
         "REQUESTS",
@@ -131,6 +187,7 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
         "LAST EXIT",
         "LAST START",
     ]);
+    let mut table = Table::new(columns);
     for i in &all {
         let state = text(&i["state"]);
         let active = if i["active"].as_u64().unwrap_or(0) > 0 {
@@ -138,10 +195,15 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
         } else {
             format!("{} ago", duration(i["idle_ms"].as_u64()))
         };
-        table.row(vec![
+        let mut row = vec![
             text(&i["class"]).into(),
             text(&i["key"]).into(),
             Cell::colored(state.clone(), state_color(&state)),
+        ];
+        if clustered {
+            row.push(text(&i["owner"]).into());
+        }
+        row.extend([
             duration(i["uptime_ms"].as_u64()).into(),
             active.into(),
             text(&i["requests"]).into(),
@@ -152,6 +214,7 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
                 .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"))
                 .into(),
         ]);
+        table.row(row);
     }
     say!("{}", table.render(use_color()).trim_end());
     for i in all

@@ -59,6 +59,8 @@ pub enum Command {
     },
     /// Show what a running valet is doing: classes, instances by state, requests.
     Status(AdminArgs),
+    /// Cluster mode: the replicas on this store and which one holds each key's lease.
+    Cluster(AdminArgs),
     /// List instances, sleeping ones included (all classes, or one).
     Instances {
         /// Only this class.

@@ -44,6 +44,9 @@ fn secrets_in(config: &Config) -> Vec<&'static str> {
     if has_password(&config.server.store) {
         found.push("the password in server.store");
     }
+    if config.cluster.as_ref().is_some_and(|c| c.secret.is_some()) {
+        found.push("cluster.secret");
+    }
     found
 }
 
