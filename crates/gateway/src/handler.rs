@@ -222,15 +222,27 @@ pub(crate) async fn exchange(
         let Some(resend) = resend else {
             return Err(error);
         };
+        // An owner replica that refuses connections died or lost its listener; one whose
+        // connect times out is cut off. Either way the request never left, its route is
+        // forgotten and the next acquire waits the owner's lease out and takes the key over.
+        let owner_gone = via.is_some()
+            && matches!(
+                error,
+                GatewayError::Unanswered { sent: false, .. }
+                    | GatewayError::Timeout {
+                        what: proxy::CONNECT,
+                        ..
+                    }
+            );
         let wait = match error {
+            _ if owner_gone => Duration::ZERO,
             GatewayError::Unanswered { sent: false, .. } => upstream.connect.min(REFUSED_WAIT),
             // A live instance may also close an idle pooled connection just as it is reused:
             // then the address stays ready, and the request goes again after a short wait.
             GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
             _ => return Err(error),
         };
-        if let (Some(node), GatewayError::Unanswered { sent: false, .. }) = (&via, &error) {
-            // Nothing listens where the owner replica was: it died or lost its listener.
+        if let (true, Some(node)) = (owner_gone, &via) {
             state.instances.owner_unreachable(&instance, node);
         }
         // The rare path, boxed so that its futures do not widen every request's.

@@ -315,6 +315,9 @@ pub fn upstream_uri(path: &str, original: &Uri) -> Result<Uri, http::Error> {
     Ok(Uri::from(path_and_query))
 }
 
+/// What an instance failed to do in time when its connect timed out (the request never left).
+pub const CONNECT: &str = "accept a connection";
+
 /// Sorts a failed exchange into 413 (body limit), 408 (client silent mid-body), 400 (client's
 /// body broken), 504 (connect timeout) or 502 (refused, closed, bad answer), saying whether the
 /// request reached the instance (for [`Resend`]).
@@ -322,7 +325,7 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
     match e {
         SendError::ConnectTimeout => GatewayError::Timeout {
             instance,
-            what: "accept a connection",
+            what: CONNECT,
         },
         SendError::Deadline => GatewayError::Timeout {
             instance,
