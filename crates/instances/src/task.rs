@@ -156,6 +156,16 @@ impl Task {
         }
     }
 
+    /// Whether this replica still holds the key's lease under the epoch the task claimed
+    /// (always, outside cluster mode). Checked before the ready pointer is published: a fence
+    /// that came while the instance started cleared a pointer that was not set yet.
+    fn still_owner(&self) -> bool {
+        match (&self.coordinator, self.epoch) {
+            (Some(coordinator), Some(epoch)) => coordinator.epoch_of(&self.inst.id) == Some(epoch),
+            _ => true,
+        }
+    }
+
     /// Ends the task now, dropping whatever is queued: the waiters find the record's new
     /// state (routed elsewhere, refused, or without a task, which they start again).
     fn finish_now(&mut self) {
@@ -236,6 +246,10 @@ impl Task {
 
     /// Starts the instance, serves until it stops or fails.
     async fn life(&mut self) -> End {
+        if !self.still_owner() {
+            self.fenced = true;
+            return End::Stopped { shutdown: false };
+        }
         self.lives += 1;
         let inst = self.inst.clone();
         inst.set_status(|s| {
@@ -255,6 +269,12 @@ impl Task {
         *inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = Some(running.logs());
         if let Err(end) = self.wait_ready(&mut *running, launched).await {
             return end;
+        }
+        if !self.still_owner() {
+            // The lease was lost while the instance started: it must not serve a request.
+            self.fenced = true;
+            self.stop_running(&mut *running).await;
+            return End::Stopped { shutdown: false };
         }
         let ports = ports_of(&inst, &*running);
         let start_ms = launched.elapsed().as_millis() as u64;
