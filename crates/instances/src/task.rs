@@ -95,6 +95,11 @@ impl Task {
             }
             if self.fenced {
                 self.finish_now();
+                // The stop was published while the task was still registered, and the wakes
+                // the waiters queued are dropped with the mailbox: a waiter that looked in
+                // between (another worker thread) saw "stopped, has a task" and waits for a
+                // change. Publish again now that the key has no task, so it starts one.
+                self.inst.set_status(|_| {});
                 break;
             }
             if self.try_finish() {
@@ -137,7 +142,12 @@ impl Task {
                 })));
                 self.inst.set_status(|s| {
                     s.state = InstanceState::Stopped;
-                    s.claim_refused = false;
+                    // The store answered: a refusal's crash-loop count is not the instance's,
+                    // and would otherwise make the first failed start here a 503 at once.
+                    if s.claim_refused {
+                        s.claim_refused = false;
+                        s.failures = 0;
+                    }
                     s.message = None;
                 });
                 false
