@@ -53,6 +53,8 @@ pub struct FakeStart {
     pub key: String,
     pub class: String,
     pub at: Instant,
+    /// The spec's environment (cluster mode adds `VALET_NODE` and `VALET_EPOCH`).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -196,6 +198,7 @@ impl Driver for FakeDriver {
             key: key.clone(),
             class: spec.id.class().to_string(),
             at: now,
+            env: spec.env.clone(),
         });
         let (ready_after, exit_after, ignore_stop) = match plan {
             Plan::FailToStart { retryable: true } => {

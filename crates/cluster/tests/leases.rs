@@ -1,0 +1,591 @@
+//! Leases on a real PostgreSQL: replicas are `Cluster`s joined in this process, each with its
+//! own instance table on `FakeDriver`, all on one database made for the test (and dropped
+//! after it, so tests never see each other's leases). PostgreSQL comes from
+//! `VALET_TEST_POSTGRES` (default `postgres://valet:valet@127.0.0.1:5432/postgres`, a role
+//! that may create databases). Without a reachable server these tests fail under `CI=true`;
+//! elsewhere they print that they did not run.
+//!
+//! `lease_ttl` is 1 s (5 s where a test must tell a notification from the sweep), so the
+//! whole file runs in a few seconds of wall time.
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use valet_cluster::{Cluster, Settings};
+use valet_core::shutdown::ShutdownTrigger;
+use valet_core::{InstanceId, InstanceState, Shutdown};
+use valet_instances::owner::encode_target;
+use valet_instances::{
+    AcquireError, Claim, ClassRuntime, Coordinator, Instances, Lease, LeaseView, PeerRoute,
+};
+use valet_runtime::fake::FakeDriver;
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// A database of the test's own on the test server, dropped with this value (also when the
+/// test fails).
+struct Db {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Db {
+    /// `None` (the test did not run) when the server is unreachable outside CI.
+    async fn new() -> Option<Self> {
+        let admin_url = std::env::var("VALET_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://valet:valet@127.0.0.1:5432/postgres".to_string());
+        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!(
+                        "PostgreSQL is required under CI=true, but {admin_url} is unreachable: {e}"
+                    );
+                }
+                eprintln!("NOT RUN: no PostgreSQL at {admin_url}: {e}");
+                return None;
+            }
+        };
+        let name = format!("valet_cluster_test_{:016x}", fastrand::u64(..));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        let (server, _) = admin_url.rsplit_once('/').unwrap();
+        Some(Self {
+            url: format!("{server}/{name}"),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Dropped on the test's runtime, which cannot block on a future: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    if let Err(e) = sqlx::query(&drop).execute(&mut admin).await {
+                        eprintln!("cannot drop the test database {name}: {e}");
+                    }
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A TCP relay to the store that can be cut: from then on it forwards nothing either way and
+/// holds every connection open, old and new, as a network partition does (no error, no
+/// close: only silence, which is the case the renewal's timeouts are for).
+struct Relay {
+    url: String,
+    cut: watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn to(db: &Db) -> Self {
+        let options: PgConnectOptions = db.url.parse().unwrap();
+        let upstream = (options.get_host().to_string(), options.get_port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, _) = watch::channel(false);
+        let cut_rx = cut.subscribe();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    let already_cut = *cut.borrow();
+                    if already_cut {
+                        return std::future::pending::<()>().await;
+                    }
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let cut_now = async { cut.wait_for(|cut| *cut).await.is_ok() };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        true = cut_now => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        // Query parameters override the URL's host and port.
+        let sep = if db.url.contains('?') { '&' } else { '?' };
+        Self {
+            url: format!("{}{sep}host=127.0.0.1&port={port}", db.url),
+            cut,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+}
+
+/// One valet replica: its cluster membership and its instance table.
+struct Replica {
+    node: &'static str,
+    cluster: Cluster,
+    instances: Instances,
+    driver: FakeDriver,
+    _trigger: ShutdownTrigger,
+    _dir: TempDir,
+}
+
+/// Each node's peer listener, as the others are told it.
+fn advertise(node: &str) -> SocketAddr {
+    let n: u16 = node.bytes().map(u16::from).sum();
+    SocketAddr::from(([127, 0, 0, 1], 9000 + n % 1000))
+}
+
+fn id(key: &str) -> InstanceId {
+    InstanceId::new("C", key)
+}
+
+async fn join(store: &str, node: &'static str, ttl: Duration) -> Result<Replica, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+        [server]
+        data_dir = "{data}"
+
+        [[containers]]
+        class_name = "C"
+        command = ["fake"]
+
+        [[routes]]
+        pattern = "/c/*"
+        container = "C"
+        instance = "path:1"
+        "#,
+        data = dir.path().join("data").display()
+    );
+    let config =
+        valet_config::parse_str(&text, &dir.path().join("valet.toml"), dir.path()).unwrap();
+    let driver = FakeDriver::new();
+    let (trigger, shutdown) = Shutdown::new();
+    let instances = Instances::new(&config, Arc::new(driver.clone()), shutdown.clone());
+    let settings = Settings {
+        node: node.to_string(),
+        listen: advertise(node),
+        advertise: advertise(node),
+        secret: "s".repeat(32),
+        ttl,
+        store: store.to_string(),
+    };
+    let cluster = Cluster::join(&settings, &instances, shutdown).await?;
+    Ok(Replica {
+        node,
+        cluster,
+        instances,
+        driver,
+        _trigger: trigger,
+        _dir: dir,
+    })
+}
+
+impl Replica {
+    fn class(&self) -> Arc<ClassRuntime> {
+        self.instances.class("C").unwrap().clone()
+    }
+
+    async fn acquire(&self, key: &str) -> Result<Lease, AcquireError> {
+        self.instances.acquire(&self.class(), key, 0).await
+    }
+
+    async fn claim(&self, key: &str) -> Claim {
+        self.cluster
+            .claim(&id(key))
+            .await
+            .expect("the store answers")
+    }
+
+    /// The key's lease as the store has it now (`None`: free, expired or released).
+    async fn lease(&self, key: &str) -> Option<LeaseView> {
+        let view = self.cluster.view().await.expect("the store answers");
+        view.leases.into_iter().find(|l| l.key == key)
+    }
+
+    fn remote(&self, key: &str) -> Option<Arc<PeerRoute>> {
+        self.instances.get("C", key)?.remote()
+    }
+}
+
+fn mine(claim: Claim) -> u64 {
+    match claim {
+        Claim::Mine { epoch } => epoch,
+        Claim::Theirs(route) => panic!("expected the lease, {} has it", route.node),
+    }
+}
+
+fn theirs(claim: Claim) -> Arc<PeerRoute> {
+    match claim {
+        Claim::Theirs(route) => route,
+        Claim::Mine { epoch } => panic!("expected another owner, got the lease ({epoch})"),
+    }
+}
+
+/// Waits (at most `within`) until `check` (an expression, `.await`s allowed) holds; the
+/// value is how long that took.
+macro_rules! until {
+    ($within:expr, $what:expr, $check:expr) => {{
+        let began = Instant::now();
+        loop {
+            if $check {
+                break began.elapsed();
+            }
+            assert!(
+                began.elapsed() < $within,
+                "not within {:?}: {}",
+                $within,
+                $what
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_of_first_claims_across_three_replicas_has_exactly_one_winner() {
+    let Some(db) = Db::new().await else { return };
+    let replicas = Arc::new([
+        join(&db.url, "gw-a", TTL).await.unwrap(),
+        join(&db.url, "gw-b", TTL).await.unwrap(),
+        join(&db.url, "gw-c", TTL).await.unwrap(),
+    ]);
+    // Claims straight to the coordinator: every replica asks for every key at once.
+    for round in 0..10 {
+        let key = format!("race-{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let mut racers = Vec::new();
+        for r in 0..3 {
+            let (replicas, barrier, key) = (replicas.clone(), barrier.clone(), key.clone());
+            racers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                replicas[r].claim(&key).await
+            }));
+        }
+        let mut winners = Vec::new();
+        let mut routes = Vec::new();
+        for (r, racer) in racers.into_iter().enumerate() {
+            match racer.await.unwrap() {
+                Claim::Mine { epoch } => winners.push((replicas[r].node, epoch)),
+                Claim::Theirs(route) => routes.push(route),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{key}: one owner, got {winners:?}");
+        let (owner, epoch) = winners[0];
+        assert_eq!(epoch, 1, "a key's first lease");
+        for route in routes {
+            assert_eq!((&*route.node, route.epoch), (owner, epoch));
+            assert_eq!(route.endpoint, advertise(owner));
+            assert_eq!(route.target, encode_target(&id(&key)));
+        }
+    }
+
+    // Through the instance tables: a burst of requests on every replica starts one instance
+    // cluster-wide, and the other replicas' requests go to its owner.
+    let mut burst = Vec::new();
+    for r in 0..3 {
+        for _ in 0..10 {
+            let replicas = replicas.clone();
+            burst.push(tokio::spawn(async move {
+                let lease = replicas[r].acquire("burst").await.unwrap();
+                (r, lease.via().map(|v| v.node.to_string()))
+            }));
+        }
+    }
+    let mut served = Vec::new();
+    for request in burst {
+        served.push(request.await.unwrap());
+    }
+    let starts: usize = replicas.iter().map(|r| r.driver.starts_of("burst")).sum();
+    assert_eq!(starts, 1, "one start cluster-wide");
+    let owner = replicas
+        .iter()
+        .position(|r| r.driver.starts_of("burst") == 1)
+        .unwrap();
+    for (r, via) in served {
+        if r == owner {
+            assert_eq!(via, None, "the owner serves its key itself");
+        } else {
+            assert_eq!(via.as_deref(), Some(replicas[owner].node));
+        }
+    }
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_grow_with_every_change_of_owner_and_every_claim_and_are_never_reused() {
+    let Some(db) = Db::new().await else { return };
+    let a = join(&db.url, "gw-a", TTL).await.unwrap();
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    let k = id("k");
+
+    let mut epochs = vec![mine(a.claim("k").await)];
+    a.cluster.release(&k, epochs[0]);
+    until!(
+        TTL,
+        "the release reached the store",
+        a.lease("k").await.is_none()
+    );
+    epochs.push(mine(b.claim("k").await)); // another owner
+    b.cluster.release(&k, epochs[1]);
+    until!(
+        TTL,
+        "the release reached the store",
+        b.lease("k").await.is_none()
+    );
+    epochs.push(mine(a.claim("k").await)); // back to the first
+    epochs.push(mine(a.claim("k").await)); // claimed again by its owner
+    assert_eq!(a.cluster.epoch_of(&k), Some(epochs[3]));
+    a.cluster.release(&k, epochs[3]);
+    until!(
+        TTL,
+        "the release reached the store",
+        a.lease("k").await.is_none()
+    );
+    epochs.push(mine(a.claim("k").await)); // again after its own release
+    assert_eq!(epochs, [1, 2, 3, 4, 5]);
+    let held = a.lease("k").await.unwrap();
+    assert_eq!((held.owner.as_str(), held.epoch), ("gw-a", 5));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_lets_another_replica_take_the_key_at_once_with_the_next_epoch() {
+    let Some(db) = Db::new().await else { return };
+    let a = join(&db.url, "gw-a", TTL).await.unwrap();
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    let epoch = mine(a.claim("k").await);
+    assert_eq!(&*theirs(b.claim("k").await).node, "gw-a");
+
+    a.cluster.release(&id("k"), epoch);
+    let mut taken = None;
+    let took = until!(TTL / 2, "taken by gw-b well before any expiry", {
+        if let Claim::Mine { epoch } = b.claim("k").await {
+            taken = Some(epoch);
+        }
+        taken.is_some()
+    });
+    assert_eq!(taken, Some(epoch + 1), "after {took:?}");
+    let route = theirs(a.claim("k").await);
+    assert_eq!((&*route.node, route.epoch), ("gw-b", epoch + 1));
+    assert_eq!(a.cluster.epoch_of(&id("k")), None);
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_under_an_old_epoch_does_not_end_a_newer_lease() {
+    let Some(db) = Db::new().await else { return };
+    let a = join(&db.url, "gw-a", TTL).await.unwrap();
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    let k = id("k");
+
+    // The same replica: an earlier task's release after the key was claimed again.
+    let old = mine(a.claim("k").await);
+    let new = mine(a.claim("k").await);
+    a.cluster.release(&k, old);
+    // Another owner's: gw-b gives up a lease it never held under this epoch.
+    b.cluster.release(&k, new);
+    a.cluster.drain(TTL).await;
+    b.cluster.drain(TTL).await;
+    assert_eq!(a.cluster.epoch_of(&k), Some(new), "still held here");
+    let held = a.lease("k").await.expect("still held in the store");
+    assert_eq!((held.owner.as_str(), held.epoch), ("gw-a", new));
+    let route = theirs(b.claim("k").await);
+    assert_eq!((&*route.node, route.epoch), ("gw-a", new));
+
+    // An owner's release after the key moved on to another replica.
+    a.cluster.release(&k, new);
+    until!(TTL, "released", a.lease("k").await.is_none());
+    let next = mine(b.claim("k").await);
+    a.cluster.release(&k, new);
+    a.cluster.drain(TTL).await;
+    let held = b.lease("k").await.expect("gw-b's lease stands");
+    assert_eq!((held.owner.as_str(), held.epoch), ("gw-b", next));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_under_a_live_replicas_node_name_is_refused() {
+    let Some(db) = Db::new().await else { return };
+    let _a = join(&db.url, "gw-a", TTL).await.unwrap();
+    let began = Instant::now();
+    let error = match join(&db.url, "gw-a", TTL).await {
+        Ok(_) => panic!("a second gw-a joined while the first renews"),
+        Err(e) => e,
+    };
+    let waited = began.elapsed();
+    assert!(error.contains("\"gw-a\""), "names the node: {error}");
+    assert!(
+        error.contains(&advertise("gw-a").to_string()),
+        "and the live replica: {error}"
+    );
+    // It waits for the name about one lease_ttl (a replica restarted after a kill finds its
+    // old registration expiring), no longer.
+    assert!(
+        waited >= TTL && waited < TTL + Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    // Another name joins at once.
+    let began = Instant::now();
+    join(&db.url, "gw-b", TTL).await.unwrap();
+    assert!(began.elapsed() < TTL, "{:?}", began.elapsed());
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_keep_a_lease_alive_past_several_lease_ttls() {
+    let Some(db) = Db::new().await else { return };
+    let a = join(&db.url, "gw-a", TTL).await.unwrap();
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    drop(a.acquire("k").await.unwrap());
+    let epoch = a.cluster.epoch_of(&id("k")).expect("gw-a holds k");
+
+    tokio::time::sleep(TTL * 7 / 2).await;
+    let held = b.lease("k").await.expect("still held");
+    assert_eq!((held.owner.as_str(), held.epoch), ("gw-a", epoch));
+    assert!(held.expires_in_ms > 0);
+    let route = theirs(b.claim("k").await);
+    assert_eq!((&*route.node, route.epoch), ("gw-a", epoch));
+    assert_eq!(a.driver.alive("k"), 1, "never fenced");
+    assert_eq!(a.cluster.epoch_of(&id("k")), Some(epoch));
+    let counters = a.cluster.counters();
+    assert!(
+        counters.renewals >= 10,
+        "one round every ttl/4: {counters:?}"
+    );
+    assert_eq!((counters.lost, counters.held), (0, 1), "{counters:?}");
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_cut_off_from_the_store_stops_its_instance_before_another_takes_the_key() {
+    let Some(db) = Db::new().await else { return };
+    let relay = Relay::to(&db).await;
+    let a = join(&relay.url, "gw-a", TTL).await.unwrap();
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    drop(a.acquire("k").await.unwrap());
+    let epoch = a.cluster.epoch_of(&id("k")).unwrap();
+    tokio::time::sleep(TTL / 2).await;
+    assert_eq!(a.driver.alive("k"), 1, "renewed through the relay");
+
+    relay.cut();
+    let cut = Instant::now();
+    // Its last good renewal was sent before the cut, and its lease expires one lease_ttl
+    // after that at the earliest: the instance stops within 3/4 of it.
+    let stopped = until!(TTL * 2, "gw-a stops k", a.driver.alive("k") == 0);
+    assert!(
+        stopped <= TTL * 3 / 4 + Duration::from_millis(200),
+        "{stopped:?}"
+    );
+    assert_eq!(
+        a.instances.get("C", "k").unwrap().state(),
+        InstanceState::Stopped
+    );
+    assert_eq!(a.cluster.epoch_of(&id("k")), None);
+    assert_eq!(a.cluster.counters().lost, 1);
+
+    // gw-b is sent to gw-a until the lease expires, then takes the key under the next epoch
+    // and runs it.
+    let mut routed_to_a = 0;
+    until!(TTL * 3, "gw-b takes k", {
+        let lease = b.acquire("k").await.unwrap();
+        match lease.via() {
+            Some(route) => {
+                assert_eq!(&*route.node, "gw-a");
+                routed_to_a += 1;
+                b.instances.forget_owner(&id("k"));
+                false
+            }
+            None => true,
+        }
+    });
+    let taken = cut.elapsed();
+    assert!(routed_to_a > 0, "gw-a's lease outlived its fence");
+    assert!(taken > stopped, "stopped {stopped:?}, taken {taken:?}");
+    assert_eq!(b.cluster.epoch_of(&id("k")), Some(epoch + 1));
+    assert_eq!(b.driver.alive("k"), 1);
+    let env = &b.driver.starts()[0].env;
+    assert!(env.contains(&("VALET_EPOCH".into(), (epoch + 1).to_string())));
+    assert!(env.contains(&("VALET_NODE".into(), "gw-b".into())));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_owner_reaches_the_other_replicas_by_notification() {
+    let Some(db) = Db::new().await else { return };
+    // A long lease_ttl: the sweep (every lease_ttl) cannot be what forgets the routes here.
+    let ttl = Duration::from_secs(5);
+    let a = join(&db.url, "gw-a", ttl).await.unwrap();
+    let b = join(&db.url, "gw-b", ttl).await.unwrap();
+    let began = Instant::now();
+    // The change feeds are listening (a feed that connects forgets every route anyway).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // gw-a holds k (claimed straight, no instance: its release below is the only one).
+    let first = mine(a.claim("k").await);
+    let lease = b.acquire("k").await.unwrap();
+    assert_eq!(
+        lease.via().map(|r| (&*r.node, r.epoch)),
+        Some(("gw-a", first))
+    );
+    drop(lease);
+
+    // The owner claims its key again (a new epoch, the same owner): told.
+    let second = mine(a.claim("k").await);
+    assert!(second > first);
+    until!(
+        Duration::from_secs(1),
+        "gw-b forgets the old epoch",
+        b.remote("k").is_none()
+    );
+    let lease = b.acquire("k").await.unwrap();
+    assert_eq!(
+        lease.via().map(|r| (&*r.node, r.epoch)),
+        Some(("gw-a", second))
+    );
+    drop(lease);
+
+    // The owner gives the key up: told; gw-b's next request takes it and runs it.
+    a.cluster.release(&id("k"), second);
+    until!(
+        Duration::from_secs(1),
+        "gw-b forgets gw-a",
+        b.remote("k").is_none()
+    );
+    assert!(b.acquire("k").await.unwrap().via().is_none());
+    assert_eq!(b.driver.alive("k"), 1);
+    let lease = a.acquire("k").await.unwrap();
+    let now_b = lease.via().map(|r| (r.node.to_string(), r.epoch));
+    assert_eq!(now_b, Some(("gw-b".to_string(), second + 1)));
+    drop(lease);
+
+    // And back: gw-b's instance stops, its task gives the key up, gw-a is told.
+    assert!(b.instances.stop(&b.class(), "k", false).await);
+    until!(
+        Duration::from_secs(1),
+        "gw-a forgets gw-b",
+        a.remote("k").is_none()
+    );
+    assert!(began.elapsed() < ttl, "all within one sweep period");
+    drop(db);
+}
