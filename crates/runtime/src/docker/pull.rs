@@ -214,7 +214,9 @@ fn pull_failure(reference: &str, registry: &str, e: bollard::errors::Error) -> D
     };
     let lower = said.to_ascii_lowercase();
     let retryable = !PERMANENT.iter().any(|p| lower.contains(p));
-    let mut said = said.trim().to_string();
+    // The whole answer for the operator; clients get `public_answer` of it.
+    tracing::warn!(image = reference, registry, answer = %said.trim(), "registry answer to a pull");
+    let mut said = public_answer(&said);
     if said.len() > REASON_BYTES {
         let mut cut = REASON_BYTES;
         while !said.is_char_boundary(cut) {
@@ -226,6 +228,61 @@ fn pull_failure(reference: &str, registry: &str, e: bollard::errors::Error) -> D
     DriverError::Image {
         message: format!("cannot pull image `{reference}` from {registry}: {said}"),
         retryable,
+    }
+}
+
+/// What clients may be told of an engine's pull error: the registry's own answer ("manifest
+/// unknown", "unauthorized: authentication required"), without the URLs the engine quotes it
+/// with; a failure to reach the registry is said in a few words, since the engine's text for
+/// it names this machine's network (resolver address, proxy, local addresses).
+fn public_answer(said: &str) -> String {
+    let lower = said.to_ascii_lowercase();
+    let unreachable = [
+        ("no such host", "its name does not resolve"),
+        ("server misbehaving", "its name does not resolve"),
+        ("connection refused", "it refused the connection"),
+        ("i/o timeout", "it did not answer in time"),
+        ("deadline exceeded", "it did not answer in time"),
+        ("timeout awaiting", "it did not answer in time"),
+        ("no route to host", "no route leads to it"),
+        ("network is unreachable", "no route leads to it"),
+        ("x509", "its TLS certificate is not trusted"),
+        ("tls:", "the TLS handshake failed"),
+        ("http response to https client", "it speaks HTTP, not HTTPS"),
+        ("proxyconnect", "the proxy to it failed"),
+    ];
+    if let Some((_, why)) = unreachable.iter().find(|(mark, _)| lower.contains(mark)) {
+        return format!("the registry could not be reached: {why}");
+    }
+    // `Get "https://host/v2/...": unauthorized` -> `unauthorized`.
+    let mut out = String::with_capacity(said.len());
+    let mut rest = said.trim();
+    while let Some(start) = rest.find("\"http") {
+        // The request's method before the URL goes with it.
+        let before = rest[..start].trim_end();
+        let method = before
+            .rsplit(' ')
+            .next()
+            .filter(|w| {
+                ["get", "head", "post", "put", "patch", "delete"]
+                    .iter()
+                    .any(|m| w.eq_ignore_ascii_case(m))
+            });
+        out.push_str(method.map_or(before, |m| &before[..before.len() - m.len()]));
+        out.push(' ');
+        let after = &rest[start + 1..];
+        rest = after.find('"').map_or("", |end| &after[end + 1..]);
+        rest = rest.trim_start_matches(':').trim_start();
+    }
+    out.push_str(rest);
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    let out = out
+        .trim_start_matches(|c: char| c == ':' || c.is_whitespace())
+        .to_string();
+    if out.is_empty() {
+        "the registry refused the pull".into()
+    } else {
+        out
     }
 }
 
@@ -373,5 +430,32 @@ mod tests {
         assert!(fail("dial tcp 127.0.0.1:1: connect: connection refused").1);
         let long = fail(&"x".repeat(1000)).0;
         assert!(long.len() < 400 && long.ends_with("..."), "{long}");
+    }
+
+    #[test]
+    fn clients_hear_the_registry_not_this_machines_network() {
+        let cases = [
+            (
+                "Get \"https://registry.internal:5000/v2/\": dial tcp: lookup registry.internal on 10.1.2.3:53: no such host",
+                "the registry could not be reached: its name does not resolve",
+            ),
+            (
+                "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused",
+                "the registry could not be reached: it refused the connection",
+            ),
+            (
+                "Head \"http://127.0.0.1:5000/v2/app/manifests/1\": unauthorized: authentication required",
+                "unauthorized: authentication required",
+            ),
+            (
+                "manifest for r:1/a:b not found: manifest unknown: manifest unknown",
+                "manifest for r:1/a:b not found: manifest unknown: manifest unknown",
+            ),
+            ("Get \"https://x/v2/\":", "the registry refused the pull"),
+        ];
+        for (said, want) in cases {
+            assert_eq!(public_answer(said), want, "{said}");
+            assert!(!public_answer(said).contains("10.1.2.3"));
+        }
     }
 }
