@@ -260,14 +260,11 @@ fn public_answer(said: &str) -> String {
     while let Some(start) = rest.find("\"http") {
         // The request's method before the URL goes with it.
         let before = rest[..start].trim_end();
-        let method = before
-            .rsplit(' ')
-            .next()
-            .filter(|w| {
-                ["get", "head", "post", "put", "patch", "delete"]
-                    .iter()
-                    .any(|m| w.eq_ignore_ascii_case(m))
-            });
+        let method = before.rsplit(' ').next().filter(|w| {
+            ["get", "head", "post", "put", "patch", "delete"]
+                .iter()
+                .any(|m| w.eq_ignore_ascii_case(m))
+        });
         out.push_str(method.map_or(before, |m| &before[..before.len() - m.len()]));
         out.push(' ');
         let after = &rest[start + 1..];

@@ -375,7 +375,13 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     refused(&valet, &format!("/{c_wrong}/"), &wrong, "unauthorized").await;
     refused(&valet, &format!("/{c_unknown}/"), &unknown, "unknown").await;
     refused(&valet, &format!("/{c_never}/"), &never, "pull = \"never\"").await;
-    refused(&valet, &format!("/{c_down}/"), &down, "could not be reached: it refused the connection").await;
+    refused(
+        &valet,
+        &format!("/{c_down}/"),
+        &down,
+        "could not be reached: it refused the connection",
+    )
+    .await;
     assert!(
         docker(&["image", "inspect", "-f", "{{.Id}}", &never])
             .trim()
