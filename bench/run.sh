@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# valet's benchmarks, beside nginx and a direct connection, in one run: warm hop (max throughput
-# and a fixed rate), cold start, burst, scale and streams. Prints a markdown table on stdout;
+# valet's benchmarks, beside nginx, HAProxy and a direct connection, in one run: warm hop (max
+# throughput and a fixed rate), cold start, burst, scale, streams and cluster (two replicas on
+# one PostgreSQL). Prints a markdown table on stdout;
 # progress goes to stderr. See BENCHMARKS.md for what each number means.
 #
 # Everything runs from main(), called on the last line: bash then parses the whole script
@@ -13,24 +14,30 @@ Usage: bench/run.sh [options]
 
   -d, --duration SECONDS     length of each wrk / oha run (default 6)
   -c, --connections N        connections for the warm hop and the fixed rate (default 64)
-  -r, --rounds N             interleaved rounds of direct, nginx, valet, the order reversed
-                             every other round (default 5)
+  -r, --rounds N             interleaved rounds of direct, nginx, haproxy, valet (and of the
+                             cluster's targets), the order reversed every other round (default 5)
       --cold-runs N          cold starts measured (default 20)
       --docker-runs N        Docker cold starts measured (default 10)
       --burst N              concurrent first requests in the burst (default 1000)
       --keys N               sleeping keys for the memory measurement (default 10000)
       --instances N          running instances for the scale measurement (default 200)
-      --only LIST            phases to run, comma-separated: warm,cold,docker,scale,streams
-                             (default all; docker is reported as not measured without an engine)
+      --only LIST            phases to run, comma-separated: warm,cold,docker,scale,streams,cluster
+                             (default all; docker is reported as not measured without an engine,
+                             cluster without a PostgreSQL server)
+      --postgres URL         a PostgreSQL server for the cluster phase, as a role that may create
+                             databases; the phase makes a database of its own there and drops
+                             it (default $VALET_TEST_POSTGRES, else
+                             postgres://valet:valet@127.0.0.1:5432/postgres, as .ci/run sets up)
       --perf FILE            also record valet with `perf record -g` during one extra valet
                              run of the warm hop and write a summary of `perf report` to FILE
       --out FILE             also write the table to FILE
       --no-build             use the release binaries already built
       --quick                a smoke test: tiny durations and counts; the numbers mean nothing
-      --port-base N          first of the local ports used (default 19080; uses N..N+7)
+      --port-base N          first of the local ports used (default 19080; uses N..N+14)
   -h, --help
 
-Needs: cargo; installs nginx, wrk and jq (apt-get) and oha (cargo install) when missing.
+Needs: cargo; installs nginx, haproxy, wrk and jq (apt-get; postgresql-client for the cluster
+phase) and oha (cargo install) when missing.
 USAGE
 }
 
@@ -45,7 +52,8 @@ DOCKER_RUNS=10
 BURST=1000
 KEYS=10000
 INSTANCES=200
-PHASES=warm,cold,docker,scale,streams
+PHASES=warm,cold,docker,scale,streams,cluster
+PG_URL=${VALET_TEST_POSTGRES:-postgres://valet:valet@127.0.0.1:5432/postgres}
 PERF_OUT=""
 OUT=""
 BUILD=1
@@ -68,6 +76,7 @@ parse_args() {
             --keys) KEYS=$2; shift 2 ;;
             --instances) INSTANCES=$2; shift 2 ;;
             --only) PHASES=$2; shift 2 ;;
+            --postgres) PG_URL=$2; shift 2 ;;
             --perf) PERF_OUT=$(realpath -m "$2"); shift 2 ;;
             --out) OUT=$(realpath -m "$2"); shift 2 ;;
             --no-build) BUILD=0; shift ;;
@@ -96,6 +105,8 @@ source "$BENCH_DIR/lib/cold.sh"
 source "$BENCH_DIR/lib/scale.sh"
 # shellcheck source=bench/lib/streams.sh
 source "$BENCH_DIR/lib/streams.sh"
+# shellcheck source=bench/lib/cluster.sh
+source "$BENCH_DIR/lib/cluster.sh"
 # shellcheck source=bench/lib/perf.sh
 source "$BENCH_DIR/lib/perf.sh"
 # shellcheck source=bench/lib/table.sh
@@ -104,6 +115,7 @@ source "$BENCH_DIR/lib/table.sh"
 on_exit() {
     local code=$?
     stop_all
+    cluster_drop_db
     if ((code == 0)); then
         rm -rf "$WORK"
     else
@@ -113,7 +125,7 @@ on_exit() {
 
 check_ports_free() {
     local port
-    for port in $(seq "$PORT_BASE" $((PORT_BASE + 7))); do
+    for port in $(seq "$PORT_BASE" $((PORT_BASE + 14))); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "port $port is already in use (pick others with --port-base)"
         fi
@@ -138,12 +150,19 @@ build() {
 
 main() {
     parse_args "$@"
+    local phase
+    for phase in ${PHASES//,/ }; do
+        [[ $phase =~ ^(warm|cold|docker|scale|streams|cluster)$ ]] || die "unknown phase $phase"
+    done
     UPSTREAM_PORT=$PORT_BASE
     NGINX_PORT=$((PORT_BASE + 1))
     VALET_PORT=$((PORT_BASE + 2)) # + 1 for its admin listener
     COLD_PORT=$((PORT_BASE + 4))  # + 1
     SCALE_PORT=$((PORT_BASE + 6)) # + 1
-    TARGETS="direct nginx valet"
+    HAPROXY_PORT=$((PORT_BASE + 8))
+    CLUSTER_A_PORT=$((PORT_BASE + 9))  # + 1 admin, + 2 peer listener
+    CLUSTER_B_PORT=$((PORT_BASE + 12)) # + 1 admin, + 2 peer listener
+    TARGETS="direct nginx haproxy valet"
     # wrk's threads: one per core, so the load generator is as strong as the machine allows.
     WRK_THREADS=$(nproc)
 
@@ -158,7 +177,7 @@ main() {
     # The burst holds $BURST connections in one client; valet raises its own limit at start.
     ulimit -n "$(ulimit -Hn)"
 
-    if has_phase warm || has_phase streams; then
+    if has_phase warm || has_phase streams || has_phase cluster; then
         start_warm_targets
     fi
     if has_phase warm; then
@@ -171,6 +190,9 @@ main() {
     fi
     if has_phase streams; then
         run_streams
+    fi
+    if has_phase cluster; then
+        run_cluster
     fi
     # The warm-hop processes go before the next phases, which measure valets of their own.
     stop_all

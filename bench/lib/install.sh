@@ -1,5 +1,6 @@
-# Installs what the benchmark needs when it is missing: Debian's nginx, wrk and jq, and oha
-# from crates.io (wrk has no fixed-rate mode; oha's -q has). Sourced by run.sh.
+# Installs what the benchmark needs when it is missing: Debian's nginx, haproxy, wrk and jq (and
+# postgresql-client's psql for the cluster phase), and oha from crates.io (wrk has no fixed-rate
+# mode; oha's -q has). Sourced by run.sh.
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then
@@ -13,21 +14,28 @@ as_root() {
 
 ensure_tools() {
     local missing=() tool
-    # The nginx binary lives in /usr/sbin, which is not on every user's PATH.
+    # The nginx and haproxy binaries live in /usr/sbin, which is not on every user's PATH.
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
     for tool in wrk jq; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
+    if has_phase cluster; then
+        command -v psql >/dev/null || missing+=(postgresql-client)
+    fi
     if ((${#missing[@]})); then
         log "installing ${missing[*]} with apt-get"
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
     fi
-    # The packaged service (port 80) is not ours and not part of the run: a machine that had
-    # nginx before keeps its service, one that got it just now gets it stopped.
-    if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null; then
-        as_root systemctl stop nginx 2>/dev/null || true
-    fi
+    # The packaged services are not ours and not part of the run: a machine that had nginx or
+    # haproxy before keeps its service, one that got it just now gets it stopped.
+    local service
+    for service in nginx haproxy; do
+        if [[ " ${missing[*]} " == *" $service "* ]] && command -v systemctl >/dev/null; then
+            as_root systemctl stop "$service" 2>/dev/null || true
+        fi
+    done
     if ! command -v oha >/dev/null; then
         [[ -x "$HOME/.cargo/bin/oha" ]] || {
             log "installing oha with cargo install (a few minutes, once)"
@@ -36,4 +44,5 @@ ensure_tools() {
         PATH="$HOME/.cargo/bin:$PATH"
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 }

@@ -1,6 +1,6 @@
-# Warm hop: one upstream reached directly, through nginx and through valet, interleaved round
-# by round with the same wrk settings; then the same three at a fixed rate with oha.
-# Sourced by run.sh; leaves the upstream and valet running for the streams phase.
+# Warm hop: one upstream reached directly, through nginx, through HAProxy and through valet,
+# interleaved round by round with the same wrk settings; then the same four at a fixed rate with
+# oha. Sourced by run.sh; leaves the upstream and valet running for the streams and cluster phases.
 
 write_nginx_conf() {
     local dir=$1
@@ -33,6 +33,36 @@ http {
         }
     }
 }
+CONF
+}
+
+write_haproxy_conf() {
+    local dir=$1
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<CONF
+# HAProxy as a reverse proxy tuned the way a fair peer would be: HTTP mode (it parses every
+# request, as nginx and valet do), idle server connections kept and shared between client
+# connections (http-reuse always), one thread per core, no log lines (no log directive at all).
+global
+    nbthread $(nproc)
+    maxconn 4096
+    pidfile $dir/haproxy.pid
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+
+frontend bench
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend bench_upstream
+
+backend bench_upstream
+    server upstream 127.0.0.1:$UPSTREAM_PORT
 CONF
 }
 
@@ -74,6 +104,14 @@ start_warm_targets() {
     NGINX_PID=$BG_PID
     wait_port "$NGINX_PORT"
 
+    # Started like nginx and valet (in the script's session, not a session of its own): the
+    # three proxies share one scheduling group with wrk, the upstreams each have their own.
+    write_haproxy_conf "$WORK/haproxy"
+    "$HAPROXY" -c -q -f "$WORK/haproxy/haproxy.cfg" >&2 || die "haproxy refused its config"
+    start_bg haproxy "$WORK/haproxy/haproxy.log" "$HAPROXY" -db -f "$WORK/haproxy/haproxy.cfg"
+    HAPROXY_PID=$BG_PID
+    wait_port "$HAPROXY_PORT"
+
     write_valet_warm_conf "$WORK/valet-warm"
     start_bg valet "$WORK/valet-warm/valet.log" "$VALET" up "$WORK/valet-warm/valet.toml"
     VALET_PID=$BG_PID
@@ -81,22 +119,34 @@ start_warm_targets() {
     # The first request starts the instance; the warm hop measures only what comes after.
     wait_http "$VALET_PORT" / 30
     wait_http "$NGINX_PORT" / 10
+    wait_http "$HAPROXY_PORT" / 10
 }
 
+# The port of a target: the warm hop's, and the cluster phase's (bench/lib/cluster.sh), where
+# "single" is the warm-hop valet again.
 target_port() {
     case $1 in
         direct) echo "$UPSTREAM_PORT" ;;
         nginx) echo "$NGINX_PORT" ;;
-        valet) echo "$VALET_PORT" ;;
+        haproxy) echo "$HAPROXY_PORT" ;;
+        valet | single) echo "$VALET_PORT" ;;
+        forwarded) echo "$CLUSTER_B_PORT" ;;
+        owner) echo "$CLUSTER_A_PORT" ;;
+        *) die "unknown target $1" ;;
     esac
 }
 
-# The processes whose CPU and memory count as "the proxy" for a target.
+# The processes whose CPU and memory count as "the proxy" for a target. A forwarded request
+# costs both replicas: the one it reached (B) and the owner (A).
 target_pids() {
     case $1 in
         direct) ;;
         nginx) nginx_pids "$NGINX_PID" ;;
-        valet) echo "$VALET_PID" ;;
+        haproxy) echo "$HAPROXY_PID" ;;
+        valet | single) echo "$VALET_PID" ;;
+        forwarded) echo "$CLUSTER_B_PID $CLUSTER_A_PID" ;;
+        owner) echo "$CLUSTER_A_PID" ;;
+        *) die "unknown target $1" ;;
     esac
 }
 
@@ -108,57 +158,86 @@ wrk_once() {
         "http://127.0.0.1:$port/" | grep '^RESULT'
 }
 
-# round_order ROUND: the targets in the order of this round, reversed every other round, so
-# that a drift of the machine over the run (other tenants, frequency) favours no target.
+# round_order ROUND TARGET...: the targets in the order of this round, reversed every other
+# round, so that a drift of the machine over the run (other tenants, frequency) favours no target.
 round_order() {
-    if (($1 % 2)); then
-        echo "$TARGETS"
+    local round=$1
+    shift
+    if ((round % 2)); then
+        echo "$*"
     else
-        echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' '
+        printf '%s\n' "$@" | tac | tr '\n' ' '
     fi
 }
 
-run_warm_hop() {
-    local round target line pids before after
-    declare -A cpu=() reqs=() secs=() errs=() p50=() p99=() p999=()
-    log "warm hop: warm-up, ${WARMUP}s per target"
-    for target in $TARGETS; do
+# wrk_rounds PHASE TARGET...: a warm-up of $WARMUP s per target, then $ROUNDS interleaved
+# rounds of $DURATION s each. Stores, per target T: R[PHASE.T.rps] (all requests of all rounds
+# over their total time), .errors, .p50_ms/.p99_ms/.p999_ms (the median of the rounds'
+# percentiles: wrk's histograms cannot be merged from outside), .cpu_s and .cpu_us_per_req
+# (the processes of target_pids, summed), .cpu_us_per_req.PID (each of them alone), .hwm_kb;
+# and R[PHASE.round.N.T], round N's requests/s.
+wrk_rounds() {
+    local phase=$1 round target line pids pid used tck
+    shift
+    declare -A cpu=() reqs=() secs=() errs=() p50=() p99=() p999=() before=()
+    log "$phase: warm-up, ${WARMUP}s per target"
+    for target in "$@"; do
         wrk_once "$target" "$WARMUP" >/dev/null
     done
     for ((round = 1; round <= ROUNDS; round++)); do
-        for target in $(round_order "$round"); do
+        for target in $(round_order "$round" "$@"); do
             pids=$(target_pids "$target")
-            before=$( [[ -n $pids ]] && cpu_ticks $pids || echo 0)
+            for pid in $pids; do
+                before[$pid]=$(cpu_ticks "$pid")
+            done
             line=$(wrk_once "$target" "$DURATION")
-            after=$( [[ -n $pids ]] && cpu_ticks $pids || echo 0)
+            for pid in $pids; do
+                used=$(($(cpu_ticks "$pid") - before[$pid]))
+                cpu[$target.$pid]=$((${cpu[$target.$pid]:-0} + used))
+                cpu[$target]=$((${cpu[$target]:-0} + used))
+            done
             parse_result "wrk" "$line"
-            log "warm hop round $round/$ROUNDS $target: ${R[wrk.rps]} req/s, p99 ${R[wrk.p99_us]} us"
-            cpu[$target]=$((${cpu[$target]:-0} + after - before))
+            log "$phase round $round/$ROUNDS $target: ${R[wrk.rps]} req/s, p99 ${R[wrk.p99_us]} us"
             reqs[$target]=$((${reqs[$target]:-0} + ${R[wrk.requests]}))
             secs[$target]=$(calc "${secs[$target]:-0} + ${R[wrk.seconds]}" 3)
             errs[$target]=$((${errs[$target]:-0} + ${R[wrk.errors]} + ${R[wrk.non2xx]}))
             p50[$target]+=" ${R[wrk.p50_us]}"
             p99[$target]+=" ${R[wrk.p99_us]}"
             p999[$target]+=" ${R[wrk.p999_us]}"
-            R[warm.round.$round.$target]=${R[wrk.rps]}
+            R[$phase.round.$round.$target]=${R[wrk.rps]}
         done
-        [[ -n ${R[warm.round.$round.nginx]:-} && -n ${R[warm.round.$round.valet]:-} ]] &&
-            R[warm.ratios]+=" $(calc "${R[warm.round.$round.valet]} / ${R[warm.round.$round.nginx]}" 3)"
     done
-    local tck
     tck=$(getconf CLK_TCK)
-    for target in $TARGETS; do
-        R[warm.$target.rps]=$(calc "${reqs[$target]} / ${secs[$target]}" 0)
-        R[warm.$target.errors]=${errs[$target]}
-        # Percentiles: the median over rounds (wrk's histograms cannot be merged from outside).
-        R[warm.$target.p50_ms]=$(calc "$(median ${p50[$target]}) / 1000" 3)
-        R[warm.$target.p99_ms]=$(calc "$(median ${p99[$target]}) / 1000" 3)
-        R[warm.$target.p999_ms]=$(calc "$(median ${p999[$target]}) / 1000" 3)
-        R[warm.$target.cpu_s]=$(calc "${cpu[$target]} / $tck" 2)
-        R[warm.$target.cpu_us_per_req]=$(calc "${cpu[$target]} / $tck * 1000000 / ${reqs[$target]}" 1)
+    for target in "$@"; do
+        R[$phase.$target.rps]=$(calc "${reqs[$target]} / ${secs[$target]}" 0)
+        R[$phase.$target.requests]=${reqs[$target]}
+        R[$phase.$target.errors]=${errs[$target]}
+        R[$phase.$target.p50_ms]=$(calc "$(median ${p50[$target]}) / 1000" 3)
+        R[$phase.$target.p99_ms]=$(calc "$(median ${p99[$target]}) / 1000" 3)
+        R[$phase.$target.p999_ms]=$(calc "$(median ${p999[$target]}) / 1000" 3)
+        R[$phase.$target.cpu_s]=$(calc "${cpu[$target]:-0} / $tck" 2)
+        R[$phase.$target.cpu_us_per_req]=$(calc "${cpu[$target]:-0} / $tck * 1000000 / ${reqs[$target]}" 1)
         pids=$(target_pids "$target")
-        R[warm.$target.hwm_kb]=$( [[ -n $pids ]] && status_kb VmHWM $pids || echo 0)
+        for pid in $pids; do
+            R[$phase.$target.cpu_us_per_req.$pid]=$(calc "${cpu[$target.$pid]} / $tck * 1000000 / ${reqs[$target]}" 1)
+        done
+        R[$phase.$target.hwm_kb]=$( [[ -n $pids ]] && status_kb VmHWM $pids || echo 0)
     done
+}
+
+# round_ratios PHASE A B: R[PHASE.round.N.A] / R[PHASE.round.N.B] for every round, space-separated.
+round_ratios() {
+    local phase=$1 a=$2 b=$3 round out=""
+    for ((round = 1; round <= ROUNDS; round++)); do
+        out+=" $(calc "${R[$phase.round.$round.$a]} / ${R[$phase.round.$round.$b]}" 3)"
+    done
+    echo "$out"
+}
+
+run_warm_hop() {
+    wrk_rounds warm $TARGETS
+    R[warm.ratios]=$(round_ratios warm valet nginx)
+    R[warm.ratios_haproxy]=$(round_ratios warm valet haproxy)
 }
 
 # oha_fixed TARGET RATE SECONDS: prints "achieved p50_ms p99_ms p999_ms errors". Requests still
@@ -184,7 +263,7 @@ run_fixed_rate() {
     RATE=$(calc "${R[warm.nginx.rps]} / 2" 0)
     log "fixed rate: $RATE req/s (half of nginx's measured maximum)"
     for ((round = 1; round <= ROUNDS; round++)); do
-        for target in $(round_order "$round"); do
+        for target in $(round_order "$round" $TARGETS); do
             read -r achieved l50 l99 l999 errors < <(oha_fixed "$target" "$RATE" "$DURATION")
             log "fixed rate round $round/$ROUNDS $target: $(calc "$achieved" 0) req/s, p99 $(calc "$l99" 3) ms"
             a[$target]+=" $achieved"
