@@ -504,8 +504,8 @@ fn lose(inner: &Inner, instances: &Instances, id: &InstanceId, epoch: u64, why: 
 }
 
 /// Follows lease changes (`LISTEN valet_leases`): a key whose lease changed is looked up again
-/// on its next request. After any gap in the feed every cached owner is forgotten, since
-/// notifications sent meanwhile are lost.
+/// on its next request. After any gap in the feed every cached owner is forgotten as soon as
+/// the feed listens again, since notifications sent meanwhile are lost.
 async fn listen(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
     let pool = cluster.inner.pool.clone();
     loop {
@@ -536,12 +536,17 @@ async fn listen(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) 
                         instances.forget_owner(&InstanceId::new(class, key));
                     }
                 }
-                // The connection dropped; the listener reconnects on the next call, and what
-                // was sent meanwhile is lost.
+                // The connection dropped and the listener has already reconnected and listens
+                // again (sqlx's eager reconnect): what was sent in between is lost.
                 Ok(None) => instances.forget_owners(),
+                // Cached owners are kept until the feed is back (the loop above forgets them
+                // once it listens again): while the store is down nobody can take a key over,
+                // so the owners they name still serve until they fence themselves, and a stale
+                // one is harmless anyway, since an owner checks its own lease and epoch before
+                // serving a forwarded request. Forgetting them now would turn every warm
+                // forwarded request into a claim that the unreachable store cannot answer.
                 Err(e) => {
                     tracing::warn!(error = %e, "lease change feed lost; reconnecting");
-                    instances.forget_owners();
                     break;
                 }
             }
