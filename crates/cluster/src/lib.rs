@@ -244,6 +244,7 @@ impl Cluster {
         let inner = &self.inner;
         // A lease whose owner stopped answering is waited out, at most this long.
         let deadline = Instant::now() + inner.ttl * 2 + Duration::from_secs(1);
+        let mut waiting = false;
         for _ in 0..64 {
             let claimed = sqlx::query(sql::CLAIM)
                 .bind(id.class())
@@ -282,10 +283,16 @@ impl Cluster {
             let suspect = lock(&inner.unreachable)
                 .get(&node)
                 .is_some_and(|at| at.elapsed() < inner.ttl * 2);
-            let wait = Duration::from_millis(left_ms as u64 + 20);
-            if suspect && Instant::now() + wait <= deadline {
-                tracing::info!(instance = %id, owner = %node, wait_ms = left_ms, "owner unreachable: waiting for its lease to expire");
-                tokio::time::sleep(wait).await;
+            let expiry = Duration::from_millis(left_ms as u64 + 20);
+            if suspect && Instant::now() + expiry <= deadline {
+                if !waiting {
+                    tracing::info!(instance = %id, owner = %node, wait_ms = left_ms, "owner unreachable: waiting for its lease to expire");
+                    waiting = true;
+                }
+                // In slices, claiming again after each: an owner that shuts down closes its
+                // peer listener first and releases its leases only once it drained, and a
+                // released lease is taken at once rather than when it would have expired.
+                tokio::time::sleep(expiry.min(inner.ttl / 8)).await;
                 continue;
             }
             return match self.route(node, epoch, &endpoint, id) {
