@@ -22,6 +22,10 @@ const CRASH_LOG_LINES: usize = 10;
 /// Bytes of those lines at most: one line may be 16 KiB, and the warning should stay readable.
 const CRASH_LOG_BYTES: usize = 2 * 1024;
 
+/// What clients are told while this replica cannot ask the cluster store who runs a key.
+const STORE_UNREACHABLE: &str =
+    "the cluster store is unreachable, so no replica can start this instance now";
+
 /// Restart delay after `failures` consecutive failures: 100 ms doubling, at most 30 s.
 pub fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
@@ -157,6 +161,9 @@ impl Task {
                 self.inst.set_status(|s| {
                     s.state = InstanceState::Crashed;
                     s.message = Some(format!("cluster store unreachable: {}", e.0));
+                    // Clients are told the store is the trouble, not the instance (which
+                    // never ran), and not the store's own error, which names its address.
+                    s.public_reason = Some(STORE_UNREACHABLE.into());
                     s.failures = s.failures.max(CRASH_LOOP);
                     s.claim_refused = true;
                     s.retry_at = Some(Instant::now() + Duration::from_secs(1));
