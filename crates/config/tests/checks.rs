@@ -369,3 +369,60 @@ fn accepted_forms_pass() {
     );
     assert_eq!(config.server.trusted_proxy_nets().len(), 2);
 }
+
+/// A `[cluster]` that passes, on the PostgreSQL store.
+const CLUSTER: &str = r#"[server]
+store = "postgres://valet@db/valet"
+
+[cluster]
+node = "gw-a"
+listen = "10.0.0.11:8789"
+secret = "0123456789abcdef0123456789abcdef"
+"#;
+
+#[test]
+fn cluster_checks() {
+    let dir = folder();
+    parse_str(CLUSTER, Path::new("valet.toml"), dir.path()).expect("a valid cluster");
+    // Replicas share their leases through PostgreSQL: SQLite cannot be shared.
+    let (line, key, message) =
+        only_problem(&CLUSTER.replace("postgres://valet@db/valet", "sqlite"));
+    assert_eq!((line, key.as_str()), (2, "server.store"), "{message}");
+    assert!(message.contains("needs the PostgreSQL store"), "{message}");
+    let (_, key, message) =
+        only_problem(&CLUSTER.replace("[server]\nstore = \"postgres://valet@db/valet\"\n", ""));
+    assert_eq!(
+        key, "server.store",
+        "the default store is SQLite: {message}"
+    );
+    assert_problem(
+        &CLUSTER.replace("0123456789abcdef0123456789abcdef", "short-secret"),
+        7,
+        "cluster.secret",
+        "at least 32",
+    );
+    assert_problem(
+        &CLUSTER.replace("secret = \"0123456789abcdef0123456789abcdef\"\n", ""),
+        4,
+        "cluster",
+        "needs secret (or secret_file)",
+    );
+    assert_problem(
+        &CLUSTER.replace("gw-a", "gw a"),
+        5,
+        "cluster.node",
+        "unique in the cluster",
+    );
+    assert_problem(
+        &CLUSTER.replace("10.0.0.11:8789", "0.0.0.0:8789"),
+        4,
+        "cluster.advertise",
+        "set advertise",
+    );
+    assert_problem(
+        &format!("{CLUSTER}lease_ttl = \"500ms\"\n"),
+        8,
+        "cluster.lease_ttl",
+        "at least 1s",
+    );
+}

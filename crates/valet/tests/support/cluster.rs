@@ -19,10 +19,13 @@
 
 mod lab;
 mod postgres;
+mod watch;
 
 pub use lab::Lab;
 pub use postgres::PrivatePostgres;
+pub use watch::{served, who, Answer, Report, Served, Watch};
 
+use super::procs::{kill_backend, Start};
 use super::{append, client, free_addr, log_path, spawn_up, wait_listening, Listening, Valet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -342,6 +345,21 @@ impl Replicas {
         let mut child = valet.child.take().expect("replica is running");
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.wait();
+    }
+
+    /// A whole node dies: SIGKILL to replica i's valet and to every backend it started.
+    pub fn kill_node(&mut self, i: usize) {
+        self.kill9(i);
+        for start in self.valet(i).starts() {
+            kill_backend(start.pid);
+        }
+    }
+
+    /// Every backend start of every replica so far, with the replica that started it.
+    pub fn starts(&self) -> Vec<(usize, Start)> {
+        (1..=self.len())
+            .flat_map(|i| self.valet(i).starts().into_iter().map(move |s| (i, s)))
+            .collect()
     }
 
     /// SIGTERM to replica i, waited for (bounded).

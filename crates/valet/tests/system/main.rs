@@ -12,6 +12,9 @@ mod support;
 
 mod admin;
 mod assets;
+mod cluster;
+mod cluster_faults;
+mod cluster_network;
 mod config;
 mod convex;
 mod dashboard;

@@ -9,7 +9,7 @@
 
 use super::required;
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -231,6 +231,22 @@ impl PrivatePostgres {
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Refuses new connections from `ip` (a `reject` rule first in pg_hba.conf), or lets them
+    /// in again; connections already open stay (terminate them with [`Self::psql`]). The rule
+    /// holds once the server has reloaded its configuration, which this waits for.
+    pub fn refuse(&self, ip: IpAddr, refuse: bool) {
+        let hba = self.path("data/pg_hba.conf");
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        let rule = format!("host all all {ip}/{bits} reject\n");
+        let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        let rules = rules.replace(&rule, "");
+        let rules = if refuse { rule + &rules } else { rules };
+        std::fs::write(&hba, rules).expect("write pg_hba.conf");
+        self.psql("SELECT pg_reload_conf()");
+        // The postmaster rereads the file when it handles the signal, a moment later.
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     /// What the server printed so far.
