@@ -130,7 +130,7 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// `timeouts = { connect, first_byte, idle, header_read }`.
+/// `timeouts = { connect, first_byte, idle, header_read, pull }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct TimeoutsConfig {
@@ -144,6 +144,10 @@ pub struct TimeoutsConfig {
     /// keep-alive connection: it is also how long an idle client connection stays open.
     /// Default `10s`.
     pub header_read: DurationValue,
+    /// Pulling one image from its registry (the Docker driver). A pull is not counted against
+    /// a class's `readiness.timeout`: requests that wait on a start wait out the pull too,
+    /// up to this long, and the readiness clock starts when the container does. Default `10m`.
+    pub pull: DurationValue,
 }
 
 impl Default for TimeoutsConfig {
@@ -153,6 +157,7 @@ impl Default for TimeoutsConfig {
             first_byte: DurationValue::new("60s"),
             idle: DurationValue::new("5m"),
             header_read: DurationValue::new("10s"),
+            pull: DurationValue::new("10m"),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct ClassRuntime {
     pub readiness: Probe,
     pub liveness: Option<Probe>,
     pub stop_timeout: Duration,
+    /// `server.timeouts.pull`: how long requests wait on a start that pulls its image,
+    /// besides the readiness timeout.
+    pub pull_timeout: Duration,
     pub work_dir: PathBuf,
     /// `<data_dir>/instances/<class>`: one persistent folder per key below it.
     pub data_root: PathBuf,
@@ -129,6 +132,7 @@ impl ClassRuntime {
             readiness,
             liveness,
             stop_timeout: class.stop_timeout.get(),
+            pull_timeout: config.server.timeouts.pull.get(),
             work_dir: config.base_dir.clone(),
             data_root: data_dir.join("instances").join(&class.class_name),
             log_root: valet_runtime::logfile::class_dir(&data_dir, &class.class_name),

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use valet_core::{InstanceId, InstanceState};
-use valet_runtime::{ExitStatus, LogRing};
+use valet_runtime::{ExitStatus, LogRing, StartPhase};
 
 /// Where requests for a ready key go: the instance's ports in the class's port order, or, for
 /// a key another replica owns (cluster mode), that replica's peer listener in every slot.
@@ -72,6 +72,11 @@ pub struct Status {
     pub last_start_ms: Option<u64>,
     #[serde(skip)]
     pub since: Option<Instant>,
+    /// While the start pulls the instance's image: when the pull's time is up
+    /// (`server.timeouts.pull`). Requests waiting on the start do not count this time
+    /// against the readiness timeout.
+    #[serde(skip)]
+    pub pulling_until: Option<Instant>,
 }
 
 impl Status {
@@ -87,6 +92,7 @@ impl Status {
             last_log: Vec::new(),
             last_start_ms: None,
             since: None,
+            pulling_until: None,
         }
     }
 
@@ -206,6 +212,16 @@ impl Instance {
             }
         })
         .await;
+    }
+
+    /// What the driver says its start is busy with: a pull stops the waiters' readiness
+    /// clock, up to the class's pull timeout.
+    pub(crate) fn start_phase(&self, phase: StartPhase) {
+        let until = match phase {
+            StartPhase::Pulling => Some(Instant::now() + self.class.pull_timeout),
+            StartPhase::Launching => None,
+        };
+        self.set_status(|s| s.pulling_until = until);
     }
 
     pub(crate) fn set_status(&self, change: impl FnOnce(&mut Status)) {

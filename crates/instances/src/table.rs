@@ -209,7 +209,11 @@ impl Instances {
         }
         let _waiting = WaitingGuard(inst);
         let timeout = class.readiness.timeout + Duration::from_secs(1);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        // A pull does not count against the readiness timeout: while the start pulls, this
+        // clock stops (the wait is bounded by the pull's own time instead), and it runs on
+        // from where it stopped once the pull is over.
+        let mut pull_seen: Option<Instant> = None;
         let mut status = inst.status.subscribe();
         let mut evictions = 0;
         loop {
@@ -227,10 +231,18 @@ impl Instances {
                 if let Some(lease) = try_lease(inst, port) {
                     return Ok(Some(lease));
                 }
-                let (state, failures) = {
+                let (state, failures, pulling_until) = {
                     let s = status.borrow_and_update();
-                    (s.state, s.failures)
+                    (s.state, s.failures, s.pulling_until)
                 };
+                match (pulling_until, pull_seen) {
+                    (Some(_), None) => pull_seen = Some(Instant::now()),
+                    (None, Some(since)) => {
+                        deadline += since.elapsed();
+                        pull_seen = None;
+                    }
+                    _ => {}
+                }
                 match state {
                     InstanceState::Backoff | InstanceState::Crashed if failures >= CRASH_LOOP => {
                         return Err(unavailable(inst));
@@ -238,12 +250,16 @@ impl Instances {
                     InstanceState::Stopped | InstanceState::Crashed if !inst.has_task() => break,
                     _ => {}
                 }
-                match tokio::time::timeout_at(deadline, status.changed()).await {
+                let (until, waited) = match pulling_until {
+                    Some(until) => (until + Duration::from_secs(1), class.pull_timeout),
+                    None => (deadline, timeout),
+                };
+                match tokio::time::timeout_at(until, status.changed()).await {
                     Ok(_) => continue,
                     Err(_) => {
                         return Err(AcquireError::StartTimeout {
                             state: inst.state(),
-                            timeout,
+                            timeout: waited,
                         })
                     }
                 }

@@ -275,16 +275,24 @@ impl Task {
         });
         let launched = Instant::now();
         let spec = self.spec();
-        let started = self.driver.start(&spec).await;
+        // The driver says when it pulls the image: waiters stop their readiness clock meanwhile.
+        let started = self
+            .driver
+            .start_reporting(&spec, &|phase| inst.start_phase(phase))
+            .await;
         let reason = started.as_ref().err().and_then(|e| e.public_reason());
         let reason = reason.map(str::to_string);
-        inst.set_status(|s| s.public_reason = reason);
+        inst.set_status(|s| {
+            s.public_reason = reason;
+            s.pulling_until = None;
+        });
         let mut running = match started {
             Ok(running) => running,
             Err(e) => return failed(format!("could not start: {e}"), None, Duration::ZERO),
         };
         *inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = Some(running.logs());
-        if let Err(end) = self.wait_ready(&mut *running, launched).await {
+        // The readiness clock starts with the instance, not with a pull before it.
+        if let Err(end) = self.wait_ready(&mut *running, Instant::now()).await {
             return end;
         }
         if !self.still_owner() {

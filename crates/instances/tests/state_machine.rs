@@ -165,6 +165,116 @@ async fn an_instance_never_ready_fails_at_the_readiness_deadline() {
     );
 }
 
+fn pull_then(takes: u64, then: Plan) -> Plan {
+    Plan::Pull {
+        takes: Duration::from_secs(takes),
+        then: Box::new(then),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pull_is_not_counted_against_the_readiness_timeout() {
+    let t = Arc::new(table(r#"readiness = { timeout = "2s" }"#));
+    // A minute's pull, then the app takes a second to listen.
+    let ready_after = Duration::from_secs(1);
+    t.driver
+        .plan("k", pull_then(60, Plan::Serve { ready_after }));
+    let began = Instant::now();
+    let first = {
+        let t = t.clone();
+        tokio::spawn(async move { t.acquire("k").await.map(drop) })
+    };
+    // One more request comes in the middle of the pull: it waits for it too.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let status = t.instances.get("C", "k").unwrap().status();
+    assert_eq!(status.state, InstanceState::Starting);
+    assert!(status.pulling_until.is_some(), "{status:?}");
+    t.acquire("k").await.unwrap();
+    first.await.unwrap().unwrap();
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(61) && waited < Duration::from_secs(62),
+        "{waited:?}"
+    );
+    assert_eq!(t.driver.starts_of("k"), 1);
+    let status = t.instances.get("C", "k").unwrap().status();
+    assert_eq!(status.pulling_until, None, "the pull is over");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_readiness_clock_starts_when_the_pulled_instance_does() {
+    let t = table(r#"readiness = { timeout = "2s" }"#);
+    t.driver.plan("k", pull_then(60, Plan::NeverReady));
+    t.driver.default_plan(Plan::NeverReady);
+    let began = Instant::now();
+    let error = t.acquire("k").await.map(drop).unwrap_err();
+    // The instance had its whole 2 s once the pull was done (not 0 s left of it), and the
+    // request its 2 s + 1 s of waiting besides the pull.
+    let status = t.instances.get("C", "k").unwrap().status();
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not ready within 2s"),
+        "{status:?}"
+    );
+    let waited = began.elapsed();
+    assert!(
+        matches!(error, AcquireError::StartTimeout { timeout, .. } if timeout == Duration::from_secs(3)),
+        "{error:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(63) && waited < Duration::from_secs(64),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_wait_for_a_pull_no_longer_than_the_pull_timeout() {
+    let t = table_with(
+        r#"timeouts = { pull = "30s" }"#,
+        r#"readiness = { timeout = "2s" }"#,
+    );
+    // The driver gives a pull up at the timeout itself; this one never does.
+    t.driver.plan("k", pull_then(3600, Plan::serve()));
+    let began = Instant::now();
+    let error = t.acquire("k").await.map(drop).unwrap_err();
+    let waited = began.elapsed();
+    assert!(
+        matches!(error, AcquireError::StartTimeout { timeout, .. } if timeout == Duration::from_secs(30)),
+        "{error:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(31) && waited < Duration::from_secs(32),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pull_answers_its_reason_after_the_pull() {
+    let t = table(r#"readiness = { timeout = "2s" }"#);
+    let reason = "cannot pull image `r:1/a:b` from r:1: unauthorized";
+    let no_image = || Plan::NoImage {
+        reason: reason.into(),
+    };
+    // Ten seconds to be told no, then the crash loop's quick retries (remembered failures).
+    t.driver.plan("k", pull_then(10, no_image()));
+    t.driver.default_plan(no_image());
+    let began = Instant::now();
+    let error = t.acquire("k").await.map(drop).unwrap_err();
+    assert!(
+        matches!(error, AcquireError::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.public_message(), reason);
+    assert!(
+        began.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_instance_sleeps_after_sleep_after() {
     let t = table(r#"sleep_after = "10s""#);

@@ -34,7 +34,7 @@ pub use settings::Resources;
 pub use volumes::{VolumeInfo, VolumeTarget, VolumeUser, Volumes};
 
 use crate::driver::{
-    remove_data_dir, Adopted, Driver, DriverError, Endpoints, InstanceSpec, Running,
+    remove_data_dir, Adopted, Driver, DriverError, Endpoints, InstanceSpec, PhaseSink, Running,
 };
 use crate::logs::LogRing;
 use async_trait::async_trait;
@@ -198,7 +198,11 @@ impl DockerDriver {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                images: Images::new(docker.clone(), config.registries.clone()),
+                images: Images::new(
+                    docker.clone(),
+                    config.registries.clone(),
+                    config.server.timeouts.pull.get(),
+                ),
                 classes: settings::all(config, host_cpus),
                 projects: std::sync::RwLock::default(),
                 host_cpus,
@@ -304,6 +308,14 @@ impl Driver for DockerDriver {
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        self.start_reporting(spec, &|_| {}).await
+    }
+
+    async fn start_reporting(
+        &self,
+        spec: &InstanceSpec,
+        phase: PhaseSink<'_>,
+    ) -> Result<Box<dyn Running>, DriverError> {
         let class = spec.id.class();
         let settings = &self.class(class)?;
         let docker = &self.inner.docker;
@@ -313,7 +325,9 @@ impl Driver for DockerDriver {
         let resolved = self.inner.images.resolve(class, settings).await?;
         let image = resolved.reference.clone();
         let images = &self.inner.images;
-        let image_id = images.ensure(class, settings, resolved, &mut sink).await?;
+        let image_id = images
+            .ensure(class, settings, resolved, &mut sink, phase)
+            .await?;
         let config_hash = settings.config_hash(&image_id);
         match (&settings.volume, &settings.project) {
             (None, _) => {}

@@ -114,6 +114,20 @@ impl DriverError {
     }
 }
 
+/// What a start is busy with, for those who wait on it: see [`Driver::start_reporting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPhase {
+    /// Getting the instance's image from its registry, or waiting for another start's pull
+    /// of it. Not counted against the readiness timeout; the driver bounds it
+    /// (`server.timeouts.pull`).
+    Pulling,
+    /// The image is here: the instance is being created and launched.
+    Launching,
+}
+
+/// Where a driver tells which [`StartPhase`] a start is in.
+pub type PhaseSink<'a> = &'a (dyn Fn(StartPhase) + Send + Sync);
+
 /// Runs instances.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
@@ -128,6 +142,17 @@ pub trait Driver: Send + Sync + 'static {
     /// Launches one instance. Returns once it is launched, not once it is ready: readiness is
     /// probed by the instance layer on [`Running::endpoints`].
     async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError>;
+
+    /// [`Self::start`], telling `phase` when the start waits for its image to be pulled and
+    /// when that is over. A driver that never pulls says nothing.
+    async fn start_reporting(
+        &self,
+        spec: &InstanceSpec,
+        phase: PhaseSink<'_>,
+    ) -> Result<Box<dyn Running>, DriverError> {
+        let _ = phase;
+        self.start(spec).await
+    }
 
     /// Deletes an instance's persistent data for good (admin `destroy`), after it stopped.
     /// The default removes its data folder, which is all the process driver keeps.
@@ -205,6 +230,14 @@ impl Driver for Handover {
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        self.start_reporting(spec, &|_| {}).await
+    }
+
+    async fn start_reporting(
+        &self,
+        spec: &InstanceSpec,
+        phase: PhaseSink<'_>,
+    ) -> Result<Box<dyn Running>, DriverError> {
         let adopted = self
             .adopted
             .lock()
@@ -212,7 +245,7 @@ impl Driver for Handover {
             .take();
         match adopted {
             Some(running) => Ok(running),
-            None => self.driver.start(spec).await,
+            None => self.driver.start_reporting(spec, phase).await,
         }
     }
 

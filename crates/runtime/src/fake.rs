@@ -4,7 +4,10 @@
 //! probed by their own state instead of over the network, so a test on paused tokio time is
 //! deterministic and takes milliseconds.
 
-use crate::driver::{Adopted, Driver, DriverError, Endpoints, ExitStatus, InstanceSpec, Running};
+use crate::driver::{
+    Adopted, Driver, DriverError, Endpoints, ExitStatus, InstanceSpec, PhaseSink, Running,
+    StartPhase,
+};
 use crate::logs::LogRing;
 use crate::probe::{Probe, ProbeError};
 use async_trait::async_trait;
@@ -36,6 +39,9 @@ pub enum Plan {
     /// Serves like `Serve`, but ignores the stop request: only the kill after `stop_timeout`
     /// ends it.
     IgnoreStop { ready_after: Duration },
+    /// Pulls the image first, for `takes` (the start reports [`StartPhase::Pulling`], then
+    /// [`StartPhase::Launching`]), then goes as `then` says.
+    Pull { takes: Duration, then: Box<Plan> },
 }
 
 impl Plan {
@@ -191,15 +197,30 @@ impl Driver for FakeDriver {
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        self.start_reporting(spec, &|_| {}).await
+    }
+
+    async fn start_reporting(
+        &self,
+        spec: &InstanceSpec,
+        phase: PhaseSink<'_>,
+    ) -> Result<Box<dyn Running>, DriverError> {
         let key = spec.id.key().to_string();
-        let plan = self.next_plan(&key);
-        let now = Instant::now();
+        let mut plan = self.next_plan(&key);
         self.lock().starts.push(FakeStart {
             key: key.clone(),
             class: spec.id.class().to_string(),
-            at: now,
+            at: Instant::now(),
             env: spec.env.clone(),
         });
+        if let Plan::Pull { takes, then } = plan {
+            phase(StartPhase::Pulling);
+            tokio::time::sleep(takes).await;
+            phase(StartPhase::Launching);
+            plan = *then;
+        }
+        // Readiness delays count from the launch, after any pull.
+        let now = Instant::now();
         let (ready_after, exit_after, ignore_stop) = match plan {
             Plan::FailToStart { retryable: true } => {
                 return Err(DriverError::io(
@@ -224,6 +245,11 @@ impl Driver for FakeDriver {
                 code,
             } => (Some(ready_after), Some((after, code)), false),
             Plan::IgnoreStop { ready_after } => (Some(ready_after), None, true),
+            Plan::Pull { then, .. } => {
+                return Err(DriverError::Spec(format!(
+                    "fake plan: one pull per start, not a pull then {then:?}"
+                )))
+            }
         };
         let (exit, _) = watch::channel(None);
         let life = Arc::new(Life {

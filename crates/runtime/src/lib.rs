@@ -13,7 +13,8 @@ pub mod process;
 
 pub use docker::DockerDriver;
 pub use driver::{
-    Adopted, Driver, DriverError, Endpoints, ExitStatus, Handover, InstanceSpec, Running,
+    Adopted, Driver, DriverError, Endpoints, ExitStatus, Handover, InstanceSpec, PhaseSink,
+    Running, StartPhase,
 };
 pub use logs::LogRing;
 pub use probe::{NetProbe, Probe, ProbeError};

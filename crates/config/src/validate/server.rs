@@ -90,6 +90,10 @@ impl Checks<'_> {
         self.duration(at.key("first_byte"), &timeouts.first_byte);
         self.duration(at.key("idle"), &timeouts.idle);
         self.duration(at.key("header_read"), &timeouts.header_read);
+        self.duration(at.key("pull"), &timeouts.pull);
+        if timeouts.pull.parsed.as_ref().is_ok_and(|d| d.is_zero()) {
+            self.fail(at.key("pull"), "timeouts.pull must be longer than 0");
+        }
     }
 
     pub(super) fn assets(&mut self) {

@@ -6,7 +6,7 @@ use super::context::Context;
 use super::logs::LogSink;
 use super::pull::PullState;
 use super::settings::ClassSettings;
-use crate::driver::DriverError;
+use crate::driver::{DriverError, PhaseSink};
 use bollard::query_parameters::BuildImageOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -66,15 +66,22 @@ pub struct Images {
     /// `[[registries]]` of valet.toml: credentials by host.
     pub(super) registries: Arc<[RegistryConfig]>,
     pub(super) pulls: Arc<Mutex<PullState>>,
+    /// `server.timeouts.pull`: the longest one pull may take.
+    pub(super) pull_timeout: std::time::Duration,
 }
 
 impl Images {
-    pub fn new(docker: Docker, registries: Vec<RegistryConfig>) -> Self {
+    pub fn new(
+        docker: Docker,
+        registries: Vec<RegistryConfig>,
+        pull_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             docker,
             building: Arc::default(),
             registries: registries.into(),
             pulls: Arc::default(),
+            pull_timeout,
         }
     }
 
@@ -111,13 +118,15 @@ impl Images {
     /// Makes sure the resolved image exists, building it when its tag is missing or pulling a
     /// reference by the class's policy, and returns its id: what the config hash names, since
     /// a rebuild that only hit the layer cache gives the same id under a new tag, and a pull
-    /// of a moved tag a new one. Build and pull output goes to `sink` and to valet's own log.
+    /// of a moved tag a new one. Build and pull output goes to `sink` and to valet's own log;
+    /// `phase` hears when a pull begins and ends.
     pub async fn ensure(
         &self,
         class: &str,
         settings: &ClassSettings,
         resolved: Resolved,
         sink: &mut LogSink,
+        phase: PhaseSink<'_>,
     ) -> Result<String, DriverError> {
         if let Some(id) = resolved.id {
             return Ok(id);
@@ -129,7 +138,7 @@ impl Images {
             let pull = async move {
                 let mut send = |line: &str| drop(tx.send(line.to_string()));
                 let reference = &resolved.reference;
-                self.reference_id(class, reference, settings.pull, &mut send)
+                self.reference_id(class, reference, settings.pull, phase, &mut send)
                     .await
                 // `send`, and with it the sender, is dropped here: the writer below ends.
             };

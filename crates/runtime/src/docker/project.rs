@@ -52,7 +52,7 @@ impl DockerDriver {
     ) -> Result<Vec<String>, DriverError> {
         let images = &self.inner.images;
         images
-            .reference_id("deploy", image, PullPolicy::Missing, progress)
+            .reference_id("deploy", image, PullPolicy::Missing, &|_| {}, progress)
             .await?;
         match self.inner.docker.inspect_image(image).await {
             Ok(found) => Ok(found.config.and_then(|c| c.env).unwrap_or_default()),

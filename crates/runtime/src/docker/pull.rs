@@ -12,7 +12,7 @@
 use super::error::{engine, not_found};
 use super::registry::{credentials, Reference};
 use super::Images;
-use crate::driver::DriverError;
+use crate::driver::{DriverError, PhaseSink, StartPhase};
 use bollard::query_parameters::CreateImageOptions;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -46,12 +46,15 @@ pub(super) struct PullState {
 
 impl Images {
     /// The id of the image `reference`, pulled first if `policy` says so. Progress goes to
-    /// `line` (the instance's log) and to valet's own log.
+    /// `line` (the instance's log) and to valet's own log. `phase` hears
+    /// [`StartPhase::Pulling`] before a pull (or the wait for another start's pull of the same
+    /// image) and [`StartPhase::Launching`] after it, whatever its outcome.
     pub async fn reference_id(
         &self,
         class: &str,
         reference: &str,
         policy: PullPolicy,
+        phase: PhaseSink<'_>,
         line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<String, DriverError> {
         if policy != PullPolicy::Always {
@@ -68,6 +71,20 @@ impl Images {
                 retryable: false,
             });
         }
+        phase(StartPhase::Pulling);
+        let id = self.pull_for(class, reference, policy, line).await;
+        phase(StartPhase::Launching);
+        id
+    }
+
+    /// [`Self::reference_id`] once a pull may be needed: one pull per reference at a time.
+    async fn pull_for(
+        &self,
+        class: &str,
+        reference: &str,
+        policy: PullPolicy,
+        line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<String, DriverError> {
         let lock = self.build_lock(reference);
         let _one_pull = lock.lock().await;
         if policy == PullPolicy::Missing {
@@ -128,6 +145,8 @@ impl Images {
         reference: &str,
         line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), DriverError> {
+        // The credentials' look-up (a helper may be slow) counts too.
+        let deadline = tokio::time::Instant::now() + self.pull_timeout;
         if let Some((message, retryable)) = self.recent_failure(reference) {
             return Err(DriverError::Image { message, retryable });
         }
@@ -158,7 +177,21 @@ impl Images {
             .docker
             .create_image(Some(options), None, auth.map(|(c, _)| c));
         let mut progress = Progress::default();
-        while let Some(item) = stream.next().await {
+        loop {
+            let item = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    let message = format!(
+                        "cannot pull image `{reference}` from {registry}: not pulled within {} \
+                         (server.timeouts.pull)",
+                        human_duration(self.pull_timeout)
+                    );
+                    tracing::warn!(image = reference, registry, error = %message, "pull failed");
+                    line(&message);
+                    return Err(self.remember(reference, message, true));
+                }
+            };
             let info = match item {
                 Ok(info) => info,
                 Err(e) => {
@@ -338,6 +371,20 @@ fn human_bytes(bytes: i64) -> String {
     }
 }
 
+/// `10m`, `90s`, `1.5s`: a timeout as valet.toml would write it.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// Asks the registry (through the engine, with the same credentials a pull would use)
 /// whether `reference` resolves, without pulling it. Its digest, or the registry's answer.
 pub async fn resolve_remote(
@@ -406,6 +453,14 @@ mod tests {
             ]
         );
         assert_eq!(p.totals(), (1, 2_500_000));
+    }
+
+    #[test]
+    fn timeouts_read_as_they_are_written() {
+        assert_eq!(human_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(human_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(human_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
     }
 
     #[test]

@@ -137,7 +137,9 @@ async fn build(driver: &DockerDriver, class: &str) -> Result<String, DriverError
     let mut sink = LogSink::open(&path, Arc::new(LogRing::new(1))).await;
     let images = &driver.inner.images;
     let resolved = images.resolve(class, &settings).await?;
-    images.ensure(class, &settings, resolved, &mut sink).await
+    images
+        .ensure(class, &settings, resolved, &mut sink, &|_| {})
+        .await
 }
 
 async fn adopt(
