@@ -70,6 +70,7 @@ impl GatewayError {
 
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
+        let not_owner = matches!(self, Self::NotOwner { .. });
         let timestamp = httpdate::fmt_http_date(SystemTime::now());
         let mut retry_after = None;
         let body = match self {
@@ -175,6 +176,12 @@ impl GatewayError {
         }
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if not_owner {
+            headers.insert(
+                crate::forward::X_VALET_NOT_OWNER.clone(),
+                HeaderValue::from_static("1"),
+            );
         }
         response
     }

@@ -200,6 +200,9 @@ impl<'a> Hop<'a> {
 /// a client, nor to an instance.
 pub static X_VALET_PEER: HeaderName = HeaderName::from_static("x-valet-peer");
 pub static X_VALET_INSTANCE: HeaderName = HeaderName::from_static("x-valet-instance");
+/// On a peer listener's 503: this replica does not own the key; the forwarding replica looks
+/// the owner up again rather than passing the 503 on.
+pub static X_VALET_NOT_OWNER: HeaderName = HeaderName::from_static("x-valet-not-owner");
 
 /// What a pass over a client's fields found that decides which fields valet adds.
 #[derive(Debug, Default, Clone, Copy)]

@@ -234,8 +234,14 @@ pub(crate) async fn exchange(
                         ..
                     }
             );
+        // The replica taken for the owner said it is not: the route was stale (a missed
+        // change); it is forgotten and the owner looked up again.
+        let stale_route = via.is_some() && matches!(error, GatewayError::NotOwner { .. });
+        if stale_route {
+            state.instances.forget_owner(&instance.id);
+        }
         let wait = match error {
-            _ if owner_gone => Duration::ZERO,
+            _ if owner_gone || stale_route => Duration::ZERO,
             GatewayError::Unanswered { sent: false, .. } => upstream.connect.min(REFUSED_WAIT),
             // A live instance may also close an idle pooled connection just as it is reused:
             // then the address stays ready, and the request goes again after a short wait.

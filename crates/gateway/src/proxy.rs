@@ -285,6 +285,16 @@ async fn send(
         }
         Some(Ok(answer)) => answer,
     };
+    if lease.via().is_some()
+        && response.status == http::StatusCode::SERVICE_UNAVAILABLE
+        && response.fields.value(&forward::X_VALET_NOT_OWNER).is_some()
+    {
+        // The replica this one took for the owner is not (any more): the request was refused
+        // before its body was read, so it may go again once the owner is looked up anew.
+        return Err(GatewayError::NotOwner {
+            instance: lease.instance().id.to_string(),
+        });
+    }
     // Hop-by-hop fields are dropped as the answer is written (see [`Answer`]).
     let body = LeasedBody::new(response.body, lease, upstream.idle);
     Ok(Answer {

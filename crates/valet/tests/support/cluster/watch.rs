@@ -19,11 +19,29 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Who answered one request: the backend's echo of `VALET_NODE`, its pid and `VALET_EPOCH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Two are the same backend whatever their answers' times.
+#[derive(Debug, Clone)]
 pub struct Served {
     pub node: String,
     pub pid: u32,
     pub epoch: u64,
+    /// When the backend made the answer (CLOCK_MONOTONIC, nanoseconds).
+    pub at_ns: Option<u64>,
+}
+
+impl PartialEq for Served {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.node, self.pid, self.epoch) == (&other.node, other.pid, other.epoch)
+    }
+}
+
+impl Eq for Served {}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock the test backend stamps its answers with).
+pub fn monotonic_ns() -> u64 {
+    let now =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
 /// GET `url` within `within`: the backend that answered, or why none did (`"503 {...}"`, or
@@ -54,6 +72,7 @@ pub fn served(text: &str) -> Option<Served> {
         node: echo["node"].as_str()?.to_string(),
         pid: echo["pid"].as_u64()? as u32,
         epoch: echo["epoch"].as_str()?.parse().ok()?,
+        at_ns: echo["monotonic_ns"].as_u64(),
     })
 }
 
@@ -85,6 +104,8 @@ pub struct WatchBuilder {
 /// looks at the key's backend processes every 10 ms.
 pub struct Watch {
     began: Instant,
+    /// CLOCK_MONOTONIC at `began`.
+    began_ns: u64,
     paused: Arc<Vec<AtomicBool>>,
     stop: Arc<AtomicBool>,
     answers: Arc<Mutex<Vec<Answer>>>,
@@ -108,6 +129,8 @@ pub struct Processes {
 pub struct Report {
     pub answers: Vec<Answer>,
     pub processes: Processes,
+    /// CLOCK_MONOTONIC when the watch started, to place backends' answer stamps on its clock.
+    pub began_ns: u64,
 }
 
 impl Watch {
@@ -162,7 +185,11 @@ impl Watch {
         .unwrap();
         let mut answers = self.answers.lock().unwrap().clone();
         answers.sort_by_key(|a| a.sent);
-        Report { answers, processes }
+        Report {
+            answers,
+            processes,
+            began_ns: self.began_ns,
+        }
     }
 }
 
@@ -188,6 +215,7 @@ impl WatchBuilder {
 
     pub fn start(self) -> Watch {
         let began = Instant::now();
+        let began_ns = monotonic_ns();
         let paused = Arc::new(
             self.urls
                 .iter()
@@ -233,6 +261,7 @@ impl WatchBuilder {
         let looker = std::thread::spawn(move || look(&starts, &key, began, &done));
         Watch {
             began,
+            began_ns,
             paused,
             stop,
             answers,
@@ -335,7 +364,9 @@ impl Report {
         self.overlapping_answers().len() + self.processes.together.len()
     }
 
-    /// Pairs of backends (by pid) whose first-to-last answer spans overlap.
+    /// Pairs of backends (by pid) whose first-to-last answer spans overlap, by when each
+    /// backend made its answers (an answer held up on its way back, by a partition say, was
+    /// still made while its backend served).
     pub fn overlapping_answers(&self) -> Vec<(Served, Served)> {
         let spans = self.spans();
         let mut out = Vec::new();
@@ -354,12 +385,15 @@ impl Report {
         let mut spans: Vec<(Served, Duration, Duration)> = Vec::new();
         for answer in &self.answers {
             let Ok(served) = &answer.result else { continue };
+            let made = served.at_ns.map_or(answer.done, |ns| {
+                Duration::from_nanos(ns.saturating_sub(self.began_ns))
+            });
             match spans.iter_mut().find(|(s, _, _)| s.pid == served.pid) {
                 Some((_, from, to)) => {
-                    *from = (*from).min(answer.done);
-                    *to = (*to).max(answer.done);
+                    *from = (*from).min(made);
+                    *to = (*to).max(made);
                 }
-                None => spans.push((served.clone(), answer.done, answer.done)),
+                None => spans.push((served.clone(), made, made)),
             }
         }
         spans
