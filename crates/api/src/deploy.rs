@@ -66,6 +66,12 @@ pub fn routes(admin: Arc<Admin>) -> Router<Arc<Admin>> {
             "/v1/classes/{class}/secrets/{name}",
             axum::routing::put(crate::secrets::class_put).delete(crate::secrets::class_remove),
         )
+        .route("/v1/registries/secrets", get(crate::secrets::registry_list))
+        .route(
+            "/v1/registries/secrets/{name}",
+            axum::routing::put(crate::secrets::registry_put)
+                .delete(crate::secrets::registry_remove),
+        )
         .route("/v1/projects/{id}/secrets", get(crate::secrets::list))
         .route(
             "/v1/projects/{id}/secrets/{name}",

@@ -1,5 +1,7 @@
-//! `/v1/projects/{id}/secrets[/{name}]`: a project owner's secrets. Values go in (PUT, the raw
-//! body) and never come out: listing gives names only, and no answer or error repeats a value.
+//! `/v1/projects/{id}/secrets[/{name}]`: a project owner's secrets; `/v1/classes/{class}/
+//! secrets[/{name}]` and `/v1/registries/secrets[/{name}]`: the admin's, for a `[[containers]]`
+//! class and for `[[registries]]` passwords. Values go in (PUT, the raw body) and never come
+//! out: listing gives names only, and no answer or error repeats a value.
 
 use crate::deploy::api;
 use crate::error::ApiError;
@@ -27,10 +29,7 @@ pub async fn put(
     Path((_, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let value = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("a secret's value must be UTF-8 text".into()))?;
-    // A trailing newline from `echo value |` is not part of the value.
-    let value = value.strip_suffix('\n').unwrap_or(value);
+    let value = value_of(&body)?;
     owned
         .deploy()
         .deployer
@@ -58,16 +57,23 @@ pub async fn remove(
     ))
 }
 
-/// Only the admin manages a container class's secrets.
-fn admin_only(principal: &Principal) -> Result<(), ApiError> {
+/// Only the admin manages the secrets of valet.toml's classes and registries.
+fn admin_only(principal: &Principal, whose: &str) -> Result<(), ApiError> {
     match principal {
         Principal::Admin => Ok(()),
         Principal::User { .. } => Err(ApiError::refuse(
             403,
             "forbidden",
-            "only an admin may manage a container class's secrets".into(),
+            format!("only an admin may manage {whose}"),
         )),
     }
+}
+
+/// The value of a PUT: UTF-8 text, without the trailing newline `echo value |` adds.
+fn value_of(body: &Bytes) -> Result<&str, ApiError> {
+    let value = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("a secret's value must be UTF-8 text".into()))?;
+    Ok(value.strip_suffix('\n').unwrap_or(value))
 }
 
 /// `GET /v1/classes/{class}/secrets`: the names stored for a `[[containers]]` class.
@@ -76,7 +82,7 @@ pub async fn class_list(
     Extension(principal): Extension<Principal>,
     Path(class): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&principal)?;
+    admin_only(&principal, CLASS_SECRETS)?;
     let names = api(&admin)?
         .deployer
         .class_secret_names(&class)
@@ -93,10 +99,8 @@ pub async fn class_put(
     Path((class, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&principal)?;
-    let value = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("a secret's value must be UTF-8 text".into()))?;
-    let value = value.strip_suffix('\n').unwrap_or(value);
+    admin_only(&principal, CLASS_SECRETS)?;
+    let value = value_of(&body)?;
     api(&admin)?
         .deployer
         .set_class_secret(&class, &name, Some(value))
@@ -115,7 +119,7 @@ pub async fn class_remove(
     Extension(principal): Extension<Principal>,
     Path((class, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&principal)?;
+    admin_only(&principal, CLASS_SECRETS)?;
     if !api(&admin)?
         .deployer
         .set_class_secret(&class, &name, None)
@@ -128,4 +132,63 @@ pub async fn class_remove(
     Ok(Json(
         json!({ "class": class, "secret": name, "deleted": true }),
     ))
+}
+
+const CLASS_SECRETS: &str = "a container class's secrets";
+const REGISTRY_SECRETS: &str = "registry passwords";
+
+/// `GET /v1/registries/secrets`: the names of the `[[registries]]` passwords stored.
+pub async fn registry_list(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&principal, REGISTRY_SECRETS)?;
+    let names = api(&admin)?.deployer.registry_secret_names().await?;
+    Ok(Json(json!({ "secrets": names })))
+}
+
+/// `PUT /v1/registries/secrets/{name}`: the password of the `[[registries]]` entries whose
+/// `password_secret` is `name`, stored sealed; pulls use it from valet's next start.
+pub async fn registry_put(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&principal, REGISTRY_SECRETS)?;
+    let value = value_of(&body)?;
+    let deployer = &api(&admin)?.deployer;
+    deployer.set_registry_secret(&name, Some(value)).await?;
+    let mut answer = json!({
+        "secret": name,
+        "set": true,
+        "applies": "from valet's next start",
+    });
+    if !deployer.names_registry_password(&name) {
+        // Stored all the same: valet.toml may be edited before that start.
+        answer["note"] = format!(
+            "no [[registries]] entry of the running valet.toml has password_secret = \"{name}\" yet"
+        )
+        .into();
+    }
+    Ok(Json(answer))
+}
+
+/// `DELETE /v1/registries/secrets/{name}`.
+pub async fn registry_remove(
+    State(admin): State<Arc<Admin>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&principal, REGISTRY_SECRETS)?;
+    if !api(&admin)?
+        .deployer
+        .set_registry_secret(&name, None)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "no registry password {name:?} is stored"
+        )));
+    }
+    Ok(Json(json!({ "secret": name, "deleted": true })))
 }

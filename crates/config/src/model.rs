@@ -329,13 +329,40 @@ pub struct RegistryConfig {
     pub host: String,
     /// The account name.
     pub username: String,
-    /// Name of the secret holding the password or token, read from valet's environment
-    /// when a pull needs it. The password itself is never written in valet.toml.
+    /// Name of the secret holding the password or token: a variable of valet's environment,
+    /// else the value stored with `valet secret put NAME --registry` (valet's secret store,
+    /// read at `valet up`). The password itself is never written in valet.toml.
     pub password_secret: String,
     /// Never used: present so that a password written here in clear is refused by name
     /// rather than as an unknown key. Its value is not kept.
     #[serde(default)]
     pub password: Option<serde::de::IgnoredAny>,
+    /// The value of `password_secret` in valet's secret store, opened by `valet up` when its
+    /// environment does not set that name. Never read from valet.toml.
+    #[serde(skip)]
+    pub stored_password: Option<SecretText>,
+}
+
+/// A secret's value held in memory: its `Debug` never shows it, so a config printed whole
+/// (a `{:?}` in a log line) does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that hands it on.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(..)")
+    }
 }
 
 /// `readiness = { path, timeout, interval }`.

@@ -22,7 +22,9 @@ pub use package::{
 };
 pub use plans::{Plan, PlanRefusal, Plans, DEFAULT_MAX_UPLOAD};
 pub use progress::{Event, Progress};
-pub use secrets::{check_secret_name, class_scope, open_scope, SecretBox, MAX_SECRET_BYTES};
+pub use secrets::{
+    check_secret_name, class_scope, open_scope, SecretBox, MAX_SECRET_BYTES, REGISTRY_SCOPE,
+};
 pub use service::{Deployed, Deployer};
 pub use tenant::{blocked_folder, check_reachable};
 pub use unpack::{MAX_ENTRIES, MAX_UNPACKED};

@@ -142,6 +142,10 @@ pub fn class_scope(class: &str) -> String {
     format!("class:{class}")
 }
 
+/// The store scope of `[[registries]]` passwords, by their `password_secret` name. A class's
+/// scope always has `class:` before it, so no class can be named into this one.
+pub const REGISTRY_SCOPE: &str = "registries";
+
 fn aad(scope: &str, name: &str) -> Vec<u8> {
     format!("{scope}\0{name}").into_bytes()
 }

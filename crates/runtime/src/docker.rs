@@ -85,6 +85,10 @@ pub struct ImageCheck {
     /// Found, but only on this engine: the registry did not resolve it (the message says
     /// why). Starts work here; another machine's would not.
     pub local_only: Option<String>,
+    /// Not asked of the registry: its `[[registries]]` password is not in this process's
+    /// environment, and `valet check` cannot read valet's secret store, where `valet up` may
+    /// find it. `outcome` says so; a warning, not a failure.
+    pub unchecked: bool,
 }
 
 /// Whether every class's image reference (and, with `deploy`, the deploy API's base images)
@@ -127,7 +131,18 @@ pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageChec
     let mut checks = Vec::new();
     for (what, required, reference, policy) in wanted {
         let local = docker.inspect_image(&reference).await.is_ok();
-        let (outcome, local_only) = if policy == valet_config::PullPolicy::Never {
+        let host = registry::Reference::parse(&reference).registry;
+        let no_password = registry::password_unknown(&config.registries, &host);
+        let unchecked = policy != valet_config::PullPolicy::Never && no_password.is_some();
+        let (outcome, local_only) = if let Some(no) = no_password.filter(|_| unchecked) {
+            let secret = &no.secret;
+            let why = format!(
+                "image {reference} not checked: {secret}, the password of registry {host}, \
+                 is not in this environment; `valet up` also reads valet's secret store \
+                 (`valet secret put {secret} --registry`), which `valet check` cannot"
+            );
+            (Err(why), None)
+        } else if policy == valet_config::PullPolicy::Never {
             let outcome = match local {
                 true => Ok("on the engine (pull = \"never\")".to_string()),
                 false => Err("not on the engine, and pull = \"never\"".to_string()),
@@ -146,6 +161,7 @@ pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageChec
             reference,
             outcome,
             local_only,
+            unchecked,
         });
     }
     Ok(checks)

@@ -43,7 +43,9 @@ pub fn run(path: &Path, pull: bool) -> ExitCode {
 
 /// `--pull`: every class's image reference must resolve (its registry knows it, or with
 /// `pull = "never"` the engine has it). The deploy API's base images are only warned about:
-/// a config that deploys nothing does not need them. Prints one line per image.
+/// a config that deploys nothing does not need them, and so is an image whose registry's
+/// password is not in this environment (it may be in the secret store, which `check` cannot
+/// read). Prints one line per image.
 fn images_resolve(config: &Config) -> bool {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -68,8 +70,11 @@ fn images_resolve(config: &Config) -> bool {
             reference,
             outcome,
             local_only,
+            unchecked,
         } = check;
         match (outcome, required) {
+            // Its password may be in valet's secret store, which only `valet up` reads.
+            (Err(why), _) if unchecked => eprintln!("warning: {what}: {why}"),
             (Ok(found), _) => {
                 println!("{what}: image {reference} resolves ({found})");
                 if let Some(why) = local_only {

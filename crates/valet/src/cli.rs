@@ -113,7 +113,7 @@ pub enum Command {
     /// Deployed projects.
     #[command(subcommand)]
     Projects(ProjectsCommand),
-    /// A project's secrets: encrypted at rest, injected as env, never shown again.
+    /// Secrets of a project, a class or the registries: encrypted at rest, never shown again.
     #[command(subcommand)]
     Secret(SecretCommand),
     /// Move a project's traffic back to one of its versions (once that version is ready).
@@ -145,7 +145,8 @@ pub enum TokenCommand {
     },
 }
 
-/// Whose secret: a deployed project's, or a `[[containers]]` class's (admin only).
+/// Whose secret: a deployed project's, a `[[containers]]` class's or a `[[registries]]`
+/// password (the last two admin only).
 #[derive(Args, Clone)]
 #[group(required = true, multiple = false)]
 pub struct SecretScope {
@@ -155,6 +156,10 @@ pub struct SecretScope {
     /// Container class name (from valet's next start; must be in its `secrets`).
     #[arg(long)]
     pub class: Option<String>,
+    /// A registry password: NAME is a `[[registries]]` entry's `password_secret` (from
+    /// valet's next start; valet's environment still wins).
+    #[arg(long)]
+    pub registry: bool,
 }
 
 #[derive(Subcommand)]

@@ -10,18 +10,26 @@ use valet_instances::Instances;
 use valet_store::Store;
 
 /// Opens the store (migrations run here) and puts each class's stored secrets into its env,
-/// where valet's own environment does not set them already. Runs before the instance table
-/// is made from `config`.
+/// and the stored `[[registries]]` passwords into their entries, where valet's own
+/// environment does not set them already. Runs before the driver and the instance table are
+/// made from `config`.
 pub async fn open_store(config: &mut Config) -> Result<Store, String> {
     let store = Store::open(&config.server.store, &config.data_dir())
         .await
         .map_err(|e| format!("store: {e}"))?;
     tracing::info!(backend = ?store.backend(), "store open");
-    if config.containers.iter().all(|c| c.secrets.is_empty()) {
+    let registries_need = config
+        .registries
+        .iter()
+        .any(|r| std::env::var_os(&r.password_secret).is_none());
+    if config.containers.iter().all(|c| c.secrets.is_empty()) && !registries_need {
         return Ok(store);
     }
     let secrets = SecretBox::load_or_create(&SecretBox::key_path(&config.data_dir()))
         .map_err(|e| format!("secrets: {e}"))?;
+    if registries_need {
+        registry_passwords(config, &store, &secrets).await?;
+    }
     for class in &mut config.containers {
         let scope = valet_deploy::class_scope(&class.class_name);
         let opened = valet_deploy::open_scope(&store, &secrets, &scope)
@@ -34,6 +42,40 @@ pub async fn open_store(config: &mut Config) -> Result<Store, String> {
         }
     }
     Ok(store)
+}
+
+/// Puts the stored password of each `[[registries]]` entry whose `password_secret` valet's
+/// environment does not set into the entry. An entry whose password is in neither is said
+/// once here (by name), since every pull from its registry will fail until it is.
+async fn registry_passwords(
+    config: &mut Config,
+    store: &Store,
+    secrets: &SecretBox,
+) -> Result<(), String> {
+    let scope = valet_deploy::REGISTRY_SCOPE;
+    let stored = valet_deploy::open_scope(store, secrets, scope)
+        .await
+        .map_err(|e| format!("registry passwords: {e}"))?;
+    for entry in &mut config.registries {
+        let name = &entry.password_secret;
+        if std::env::var_os(name).is_some() {
+            continue;
+        }
+        match stored.iter().find(|(n, _)| n == name) {
+            Some((_, value)) => {
+                entry.stored_password = Some(valet_config::SecretText::new(value.as_str()));
+                tracing::info!(registry = %entry.host, secret = %name, "registry password from valet's secret store");
+            }
+            None => tracing::warn!(
+                registry = %entry.host,
+                secret = %name,
+                "registry password is set neither in valet's environment nor in its secret store: \
+                 pulls from this registry fail until it is (`valet secret put {name} --registry`, \
+                 then restart valet)"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Restores project routes and builds the deploy API on the open store.

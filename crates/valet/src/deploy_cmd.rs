@@ -250,7 +250,8 @@ async fn versions(project: &str, args: &AdminArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `/v1/projects/{id}/secrets` or `/v1/classes/{class}/secrets`, and what to call it.
+/// `/v1/projects/{id}/secrets`, `/v1/classes/{class}/secrets` or `/v1/registries/secrets`,
+/// and what to call it.
 fn secrets_path(scope: &SecretScope) -> (String, String) {
     match (&scope.project, &scope.class) {
         (Some(project), _) => (
@@ -261,26 +262,28 @@ fn secrets_path(scope: &SecretScope) -> (String, String) {
             format!("/v1/classes/{}/secrets", segment(class)),
             format!("class {class}"),
         ),
-        (None, None) => unreachable!("clap requires --project or --class"),
+        (None, None) if scope.registry => {
+            ("/v1/registries/secrets".into(), "[[registries]]".into())
+        }
+        (None, None) => unreachable!("clap requires --project, --class or --registry"),
     }
 }
 
 async fn secret(command: SecretCommand) -> Result<(), String> {
     match command {
         SecretCommand::Put { name, scope, admin } => {
-            use std::io::Read;
-            let mut value = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut value)
-                .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+            let value = read_value(&name)?;
             let (base, whose) = secrets_path(&scope);
             let answer = AdminClient::new(&admin)?
                 .put_body(&format!("{base}/{}", segment(&name)), value)
                 .await?;
             print(&admin, &answer, || match answer["applies"].as_str() {
-                Some(when) => format!("{name} set on {whose}; it applies {when}"),
-                None => format!("{name} set on {whose}"),
+                Some(when) => format!("{name} set for {whose}; it applies {when}"),
+                None => format!("{name} set for {whose}"),
             });
+            if let Some(note) = answer["note"].as_str().filter(|_| !admin.json) {
+                eprintln!("warning: {note}");
+            }
         }
         SecretCommand::List { scope, admin } => {
             let (base, _) = secrets_path(&scope);
@@ -302,6 +305,35 @@ async fn secret(command: SecretCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A secret's value: stdin to its end (`printf %s VALUE | valet secret put ...`), or, typed
+/// on a terminal, one line that is not echoed.
+fn read_value(name: &str) -> Result<Vec<u8>, String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{BufRead, IsTerminal, Read};
+    let stdin = std::io::stdin();
+    let failed = |e: std::io::Error| format!("cannot read the value from stdin: {e}");
+    if !stdin.is_terminal() {
+        let mut value = Vec::new();
+        stdin.lock().read_to_end(&mut value).map_err(failed)?;
+        return Ok(value);
+    }
+    eprint!("value of {name} (not shown; Enter ends it): ");
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
+    }
+    eprintln!();
+    read.map_err(failed)?;
+    Ok(line.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
 }
 
 /// Reads a deploy's event stream: stages and installer lines to stderr as they come, then the

@@ -57,6 +57,10 @@ async fn serve(config: Config) -> Result<(), String> {
     let _lock = lock::acquire(&data_dir)?;
     // The logs root lists classes, and so deployed projects' ids: valet's alone.
     restrict_logs(&data_dir)?;
+    // Before the driver: it takes the registry passwords opened from the store with the
+    // config, as the instance table takes the classes' secrets.
+    let mut config = config;
+    let store = crate::deploy::open_store(&mut config).await?;
     let (driver, packager) = engine(&config).await?;
     let adopted = driver
         .recover()
@@ -67,8 +71,6 @@ async fn serve(config: Config) -> Result<(), String> {
     // in flight when the signal came are still answered by their instance.
     let (stop_gateway, gateway_shutdown) = Shutdown::new();
     let (stop_instances, instances_shutdown) = Shutdown::new();
-    let mut config = config;
-    let store = crate::deploy::open_store(&mut config).await?;
     let instances = Instances::new(&config, driver, instances_shutdown.clone());
     // Before anything starts: in cluster mode every start asks the store first.
     let cluster = match valet_cluster::Settings::from_config(&config)? {

@@ -1,6 +1,6 @@
 //! Secrets: a project's (opened into its versions' env; a change starts the current version
-//! again and moves traffic only once it is ready) and a `[[containers]]` class's (read at
-//! valet's next start).
+//! again and moves traffic only once it is ready), a `[[containers]]` class's and a
+//! `[[registries]]` entry's password (both read at valet's next start).
 
 use super::Deployer;
 use crate::DeployError;
@@ -136,6 +136,52 @@ impl Deployer {
                 Ok(true)
             }
             None => Ok(self.store.delete_secret(&scope, name).await?),
+        }
+    }
+}
+
+impl Deployer {
+    /// Names of the `[[registries]]` passwords in the store (never their values).
+    pub async fn registry_secret_names(&self) -> Result<Vec<String>, DeployError> {
+        let sealed = self.store.secrets(crate::REGISTRY_SCOPE).await?;
+        Ok(sealed.into_iter().map(|s| s.name).collect())
+    }
+
+    /// Whether a `[[registries]]` entry of the running config names `name` as its
+    /// `password_secret`.
+    pub fn names_registry_password(&self, name: &str) -> bool {
+        self.config
+            .registries
+            .iter()
+            .any(|r| r.password_secret == name)
+    }
+
+    /// Sets (`Some`) or removes (`None`) a registry password, used from valet's next start by
+    /// the `[[registries]]` entries whose `password_secret` is `name` (valet's own environment
+    /// still wins). The running config need not name it yet: valet.toml may be edited before
+    /// that start. False when removing one not stored.
+    pub async fn set_registry_secret(
+        &self,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<bool, DeployError> {
+        if !self.names_registry_password(name) {
+            crate::check_secret_name(name)?;
+        }
+        if value.is_some_and(|v| v.len() > crate::MAX_SECRET_BYTES) {
+            return Err(DeployError::TooLarge {
+                what: "the secret".into(),
+                limit: crate::MAX_SECRET_BYTES as u64,
+            });
+        }
+        let scope = crate::REGISTRY_SCOPE;
+        match value {
+            Some(value) => {
+                let sealed = self.secrets.seal(scope, name, value)?;
+                self.store.put_secret(scope, &sealed).await?;
+                Ok(true)
+            }
+            None => Ok(self.store.delete_secret(scope, name).await?),
         }
     }
 }

@@ -393,7 +393,9 @@ pub async fn resolve_remote(
     reference: &str,
 ) -> Result<String, String> {
     let registry = Reference::parse(reference).registry;
-    let auth = credentials(registries, &registry).await?;
+    let auth = credentials(registries, &registry)
+        .await
+        .map_err(|e| e.to_string())?;
     match docker
         .inspect_registry_image(reference, auth.map(|(c, _)| c))
         .await

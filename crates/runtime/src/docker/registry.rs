@@ -1,13 +1,16 @@
 //! Which registry an image reference names, and the credentials valet hands the engine for
 //! it: a `[[registries]]` entry of valet.toml first (its password read from valet's
-//! environment), then the user's Docker config (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`: `auths`, `credHelpers`, `credsStore`), as `docker pull` would.
-//! Credentials are read at each pull, so a `docker login` while valet runs is seen, and they
-//! are never logged: only the host and where they came from are.
+//! environment, else from valet's secret store as `valet up` opened it), then the user's
+//! Docker config (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`: `credHelpers`,
+//! `credsStore`, `auths`), as `docker pull` would. Credentials are read at each pull, so a
+//! `docker login` while valet runs is seen, and they are never logged: only the host and
+//! where they came from are.
 
 use bollard::auth::DockerCredentials;
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 use valet_config::RegistryConfig;
 
 /// Docker Hub's name in references, and the key `docker login` writes for it.
@@ -18,6 +21,9 @@ const HUB_KEYS: [&str; 4] = [
     "registry-1.docker.io",
     "docker.io",
 ];
+/// A credential helper that has not answered by then is given up on (a keychain waiting for
+/// someone to unlock it must not hold a start for ever).
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An image reference taken apart the way the engine does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,53 +60,169 @@ impl Reference {
     }
 }
 
+/// A `[[registries]]` entry whose password is known nowhere: neither valet's environment nor
+/// its secret store (as far as this process can tell) holds `secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoPassword {
+    pub registry: String,
+    pub secret: String,
+}
+
+impl std::fmt::Display for NoPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { registry, secret } = self;
+        write!(
+            f,
+            "no password for registry {registry}: {secret} ([[registries]] password_secret) is \
+             set neither in valet's environment nor in its secret store (`valet secret put \
+             {secret} --registry`, then restart valet)"
+        )
+    }
+}
+
+/// Where the Docker config and the credential helpers are found: this process's environment,
+/// or a test's.
+#[derive(Debug, Clone, Default)]
+struct DockerEnv {
+    /// The Docker config file, if there is a place for one.
+    config: Option<PathBuf>,
+    /// `PATH` for finding `docker-credential-<name>`; `None`: this process's.
+    path: Option<OsString>,
+}
+
+impl DockerEnv {
+    fn current() -> Self {
+        let config = match std::env::var_os("DOCKER_CONFIG") {
+            Some(dir) => Some(PathBuf::from(dir).join("config.json")),
+            None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")),
+        };
+        Self { config, path: None }
+    }
+
+    /// The config's JSON; `Null` when there is none or it cannot be read (with a warning for
+    /// one that does not parse: a broken config must not stop anonymous pulls).
+    async fn read_config(&self) -> serde_json::Value {
+        let Some(path) = &self.config else {
+            return serde_json::Value::Null;
+        };
+        let Ok(text) = tokio::fs::read_to_string(path).await else {
+            return serde_json::Value::Null;
+        };
+        match serde_json::from_str(&text) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot parse the Docker config; pulling without its credentials");
+                serde_json::Value::Null
+            }
+        }
+    }
+}
+
 /// Credentials for `registry`, and where they came from (for the log, never the values).
-/// `Ok(None)`: pull anonymously. `Err`: a `[[registries]]` entry whose secret is not set.
+/// `Ok(None)`: pull anonymously. `Err`: a `[[registries]]` entry whose password is unknown.
 pub async fn credentials(
     registries: &[RegistryConfig],
     registry: &str,
-) -> Result<Option<(DockerCredentials, &'static str)>, String> {
+) -> Result<Option<(DockerCredentials, &'static str)>, NoPassword> {
+    credentials_in(registries, registry, &DockerEnv::current()).await
+}
+
+async fn credentials_in(
+    registries: &[RegistryConfig],
+    registry: &str,
+    env: &DockerEnv,
+) -> Result<Option<(DockerCredentials, &'static str)>, NoPassword> {
     if let Some(entry) = registries.iter().find(|r| same_host(&r.host, registry)) {
-        let password = std::env::var(&entry.password_secret).map_err(|_| {
-            format!(
-                "no password for registry {registry}: the secret {} ([[registries]] \
-                 password_secret) is not set in valet's environment",
-                entry.password_secret
-            )
-        })?;
-        let credentials = DockerCredentials {
-            username: Some(entry.username.clone()),
-            password: Some(password),
-            serveraddress: Some(registry.to_string()),
-            ..Default::default()
-        };
-        return Ok(Some((credentials, "valet.toml [[registries]]")));
+        return configured(entry, registry).map(Some);
     }
-    Ok(from_docker_config(registry)
+    Ok(from_docker_config(registry, env)
         .await
         .map(|c| (c, "the Docker config")))
 }
 
-/// Every credential valet knows, keyed as the engine's build looks them up: what a
-/// Dockerfile's `FROM` pulls with. `[[registries]]` entries override the Docker config's
-/// `auths`; entries whose secret is unset are left out (the build then pulls anonymously,
-/// and the engine's error says so).
-pub async fn all_credentials(registries: &[RegistryConfig]) -> HashMap<String, DockerCredentials> {
-    let mut all = HashMap::new();
-    let config = match docker_config_path() {
-        Some(path) => tokio::fs::read_to_string(path).await.unwrap_or_default(),
-        None => String::new(),
+/// A `[[registries]]` entry's credentials: its password from valet's environment, which wins
+/// as it does for class secrets, else from the secret store.
+fn configured(
+    entry: &RegistryConfig,
+    registry: &str,
+) -> Result<(DockerCredentials, &'static str), NoPassword> {
+    let (password, from) = match std::env::var(&entry.password_secret) {
+        Ok(password) => (
+            password,
+            "[[registries]], password from valet's environment",
+        ),
+        Err(_) => match &entry.stored_password {
+            Some(stored) => (
+                stored.expose().to_string(),
+                "[[registries]], password from valet's secret store",
+            ),
+            None => {
+                return Err(NoPassword {
+                    registry: registry.to_string(),
+                    secret: entry.password_secret.clone(),
+                })
+            }
+        },
     };
-    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    let credentials = DockerCredentials {
+        username: Some(entry.username.clone()),
+        password: Some(password),
+        serveraddress: Some(registry.to_string()),
+        ..Default::default()
+    };
+    Ok((credentials, from))
+}
+
+/// The `[[registries]]` entry for `registry` whose password this process does not have (not
+/// in its environment, none opened from the store): `valet check`, which cannot read the
+/// store, cannot check that registry with credentials.
+pub fn password_unknown(registries: &[RegistryConfig], registry: &str) -> Option<NoPassword> {
+    let entry = registries.iter().find(|r| same_host(&r.host, registry))?;
+    configured(entry, registry).err()
+}
+
+/// Every credential valet knows, keyed as the engine's build looks them up: what a
+/// Dockerfile's `FROM` pulls with. From the Docker config, as the docker CLI hands a build
+/// its credentials: `auths`, overridden by what `credsStore` lists, overridden by the
+/// `credHelpers` of their hosts; then `[[registries]]` entries over all of them. Entries
+/// whose password is unknown are left out (the build then pulls anonymously, and the
+/// engine's error says so).
+pub async fn all_credentials(registries: &[RegistryConfig]) -> HashMap<String, DockerCredentials> {
+    all_credentials_in(registries, &DockerEnv::current()).await
+}
+
+async fn all_credentials_in(
+    registries: &[RegistryConfig],
+    env: &DockerEnv,
+) -> HashMap<String, DockerCredentials> {
+    let mut all = HashMap::new();
+    let config = env.read_config().await;
     for (key, entry) in config["auths"].as_object().into_iter().flatten() {
         let host = build_key(strip_url(key));
         if let Some(credentials) = from_auth_entry(entry, &host) {
             all.insert(host, credentials);
         }
     }
+    if let Some(store) = config["credsStore"].as_str().filter(|s| !s.is_empty()) {
+        for server in helper_list(store, env).await {
+            let host = build_key(strip_url(&server));
+            if let Some(credentials) = from_helper(store, &server, &host, env).await {
+                all.insert(host, credentials);
+            }
+        }
+    }
+    for (server, helper) in config["credHelpers"].as_object().into_iter().flatten() {
+        let Some(helper) = helper.as_str().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let host = build_key(strip_url(server));
+        if let Some(credentials) = from_helper(helper, server, &host, env).await {
+            all.insert(host, credentials);
+        }
+    }
     for entry in registries {
         let host = build_key(strip_url(&entry.host));
-        if let Ok(Some((credentials, _))) = credentials(registries, &entry.host).await {
+        if let Ok((credentials, _)) = configured(entry, &host) {
             all.insert(host, credentials);
         }
     }
@@ -137,33 +259,24 @@ fn strip_url(key: &str) -> &str {
     key.split('/').next().unwrap_or(key)
 }
 
-fn docker_config_path() -> Option<PathBuf> {
-    match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
-        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")),
-    }
-}
-
-/// The user's Docker config's credentials for `registry`, if any. A file that cannot be read
-/// or parsed means none (with a warning): a broken config must not stop anonymous pulls.
-async fn from_docker_config(registry: &str) -> Option<DockerCredentials> {
-    let path = docker_config_path()?;
-    let text = tokio::fs::read_to_string(&path).await.ok()?;
-    let config: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot parse the Docker config; pulling without its credentials");
-            return None;
-        }
-    };
+/// The user's Docker config's credentials for `registry`, if any: its host's `credHelpers`
+/// helper, else the `credsStore`, else its `auths` entry (as the docker CLI looks them up).
+async fn from_docker_config(registry: &str, env: &DockerEnv) -> Option<DockerCredentials> {
+    let config = env.read_config().await;
     let matches = |key: &String| same_host(key, registry);
     let helper = config["credHelpers"]
         .as_object()
         .and_then(|helpers| helpers.iter().find(|(k, _)| matches(k)))
         .and_then(|(_, v)| v.as_str())
-        .or_else(|| config["credsStore"].as_str());
+        .or_else(|| config["credsStore"].as_str())
+        .filter(|h| !h.is_empty());
     if let Some(helper) = helper {
-        if let Some(credentials) = from_helper(helper, registry).await {
+        let server = if registry == HUB {
+            HUB_KEYS[0]
+        } else {
+            registry
+        };
+        if let Some(credentials) = from_helper(helper, server, registry, env).await {
             return Some(credentials);
         }
     }
@@ -214,16 +327,17 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Asks `docker-credential-<helper> get` (the protocol `docker login` uses with a keychain).
-async fn from_helper(helper: &str, registry: &str) -> Option<DockerCredentials> {
+/// Runs `docker-credential-<helper> <action>` with `input` on stdin (the protocol `docker
+/// login` uses with a keychain); its stdout when it succeeds in time.
+async fn run_helper(helper: &str, action: &str, input: &str, env: &DockerEnv) -> Option<Vec<u8>> {
     use tokio::io::AsyncWriteExt;
-    let server = if registry == HUB {
-        HUB_KEYS[0]
-    } else {
-        registry
-    };
-    let mut child = tokio::process::Command::new(format!("docker-credential-{helper}"))
-        .arg("get")
+    let mut command = tokio::process::Command::new(format!("docker-credential-{helper}"));
+    if let Some(path) = &env.path {
+        // The child's PATH is also where the program is looked up.
+        command.env("PATH", path);
+    }
+    let mut child = command
+        .arg(action)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -231,13 +345,29 @@ async fn from_helper(helper: &str, registry: &str) -> Option<DockerCredentials> 
         .spawn()
         .ok()?;
     let mut stdin = child.stdin.take()?;
-    stdin.write_all(server.as_bytes()).await.ok()?;
+    stdin.write_all(input.as_bytes()).await.ok()?;
     drop(stdin);
-    let output = child.wait_with_output().await.ok()?;
-    if !output.status.success() {
+    let output = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output());
+    let Ok(Ok(output)) = output.await else {
+        tracing::warn!(
+            helper,
+            action,
+            "docker credential helper failed or did not answer in time"
+        );
         return None;
-    }
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    };
+    output.status.success().then_some(output.stdout)
+}
+
+/// Asks the helper for `server`'s credentials (`get`); they are handed on for `registry`.
+async fn from_helper(
+    helper: &str,
+    server: &str,
+    registry: &str,
+    env: &DockerEnv,
+) -> Option<DockerCredentials> {
+    let stdout = run_helper(helper, "get", server, env).await?;
+    let answer: serde_json::Value = serde_json::from_slice(&stdout).ok()?;
     let user = answer["Username"].as_str()?;
     let secret = answer["Secret"].as_str()?.to_string();
     let mut credentials = DockerCredentials {
@@ -252,6 +382,18 @@ async fn from_helper(helper: &str, registry: &str) -> Option<DockerCredentials> 
         credentials.password = Some(secret);
     }
     Some(credentials)
+}
+
+/// The servers a credentials store holds (`list`: a JSON object of server -> user name).
+async fn helper_list(helper: &str, env: &DockerEnv) -> Vec<String> {
+    let Some(stdout) = run_helper(helper, "list", "", env).await else {
+        return Vec::new();
+    };
+    let listed: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
+    listed
+        .as_object()
+        .map(|servers| servers.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -307,31 +449,204 @@ mod tests {
         assert!(decode_base64("a*b").is_none());
     }
 
+    fn entry(host: &str, secret: &str, stored: Option<&str>) -> RegistryConfig {
+        RegistryConfig {
+            host: host.into(),
+            username: "ci".into(),
+            password_secret: secret.into(),
+            password: None,
+            stored_password: stored.map(valet_config::SecretText::new),
+        }
+    }
+
     #[tokio::test]
     async fn valet_toml_entries_come_first_and_need_their_secret() {
-        let entry = RegistryConfig {
-            host: "127.0.0.1:5999".into(),
-            username: "ci".into(),
-            password_secret: "VALET_TEST_REGISTRY_UNSET_SECRET".into(),
-            password: None,
-        };
-        let missing = credentials(std::slice::from_ref(&entry), "127.0.0.1:5999").await;
-        let error = missing.err().unwrap();
+        let unset = entry("127.0.0.1:5999", "VALET_TEST_REGISTRY_UNSET_SECRET", None);
+        let missing = credentials(std::slice::from_ref(&unset), "127.0.0.1:5999").await;
+        let error = missing.err().unwrap().to_string();
         assert!(
-            error.contains("VALET_TEST_REGISTRY_UNSET_SECRET"),
+            error.contains("VALET_TEST_REGISTRY_UNSET_SECRET")
+                && error.contains("secret store")
+                && error.contains("--registry"),
             "{error}"
         );
-        let entry = RegistryConfig {
-            password_secret: "PATH".into(),
-            ..entry
-        };
-        let (c, from) = credentials(&[entry], "127.0.0.1:5999")
+        assert!(password_unknown(std::slice::from_ref(&unset), "127.0.0.1:5999").is_some());
+        // PATH is set in every test environment: it stands for a password in valet's.
+        let from_env = entry("127.0.0.1:5999", "PATH", None);
+        let (c, from) = credentials(&[from_env], "127.0.0.1:5999")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(
             (c.username.as_deref(), from),
-            (Some("ci"), "valet.toml [[registries]]")
+            (
+                Some("ci"),
+                "[[registries]], password from valet's environment"
+            )
         );
+    }
+
+    #[tokio::test]
+    async fn a_stored_password_serves_when_the_environment_has_none_and_never_wins_over_it() {
+        let stored = entry(
+            "127.0.0.1:5999",
+            "VALET_TEST_REGISTRY_UNSET_SECRET",
+            Some("from-the-store"),
+        );
+        let (c, from) = credentials(std::slice::from_ref(&stored), "127.0.0.1:5999")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.password.as_deref(), Some("from-the-store"));
+        assert_eq!(from, "[[registries]], password from valet's secret store");
+        assert!(password_unknown(&[stored], "127.0.0.1:5999").is_none());
+        let both = entry("127.0.0.1:5999", "PATH", Some("from-the-store"));
+        let (c, _) = credentials(std::slice::from_ref(&both), "127.0.0.1:5999")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c.password,
+            std::env::var("PATH").ok(),
+            "the environment wins"
+        );
+        assert!(
+            !format!("{both:?}").contains("from-the-store"),
+            "Debug hides it"
+        );
+    }
+
+    /// A Docker config folder with `config.json` and fake `docker-credential-*` helpers,
+    /// found through a PATH of the test's own.
+    fn docker_env(
+        config: serde_json::Value,
+        helpers: &[(&str, &str)],
+    ) -> (tempfile::TempDir, DockerEnv) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for (name, script) in helpers {
+            let path = bin.join(format!("docker-credential-{name}"));
+            std::fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut path = bin.into_os_string();
+        path.push(":/usr/bin:/bin");
+        let env = DockerEnv {
+            config: Some(config_path),
+            path: Some(path),
+        };
+        (dir, env)
+    }
+
+    /// A keychain holding Docker Hub and 127.0.0.1:5001, as `docker login` leaves one.
+    const STORE: &str = r#"case "$1" in
+list) echo '{"https://index.docker.io/v1/":"hubuser","127.0.0.1:5001":"storeuser"}' ;;
+get) read -r server
+  case "$server" in
+  https://index.docker.io/v1/) echo '{"ServerURL":"https://index.docker.io/v1/","Username":"hubuser","Secret":"hubpw"}' ;;
+  127.0.0.1:5001) echo '{"ServerURL":"127.0.0.1:5001","Username":"storeuser","Secret":"storepw"}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+  esac ;;
+*) exit 1 ;;
+esac
+"#;
+    /// A helper for one registry that holds a token.
+    const TOKEN: &str = r#"read -r server
+[ "$1" = get ] && [ "$server" = ghcr.io ] || exit 1
+echo '{"Username":"<token>","Secret":"tok"}'
+"#;
+
+    #[tokio::test]
+    async fn builds_get_the_credentials_of_helpers_and_stores_too() {
+        let config = serde_json::json!({
+            "auths": {
+                "127.0.0.1:5001": { "auth": "YXV0aHVzZXI6YXV0aHB3" },
+                "127.0.0.1:5002": { "auth": "dTI6cDI=" },
+                "https://index.docker.io/v1/": {},
+            },
+            "credsStore": "teststore",
+            "credHelpers": { "ghcr.io": "testtoken" },
+        });
+        let (_dir, env) = docker_env(config, &[("teststore", STORE), ("testtoken", TOKEN)]);
+        let all = all_credentials_in(&[], &env).await;
+        let user = |host: &str| all.get(host).and_then(|c| c.username.clone());
+        let password = |host: &str| all.get(host).and_then(|c| c.password.clone());
+        assert_eq!(
+            user("127.0.0.1:5001").as_deref(),
+            Some("storeuser"),
+            "the store over auths"
+        );
+        assert_eq!(password("127.0.0.1:5001").as_deref(), Some("storepw"));
+        assert_eq!(
+            user("127.0.0.1:5002").as_deref(),
+            Some("u2"),
+            "auths the store lacks"
+        );
+        assert_eq!(
+            password(HUB_KEYS[0]).as_deref(),
+            Some("hubpw"),
+            "Hub under its index URL"
+        );
+        let token = all.get("ghcr.io").and_then(|c| c.identitytoken.clone());
+        assert_eq!(
+            token.as_deref(),
+            Some("tok"),
+            "a credHelpers helper's token"
+        );
+        assert_eq!(all.len(), 4, "{:?}", all.keys());
+
+        // [[registries]] over all of them.
+        let stored = entry(
+            "127.0.0.1:5001",
+            "VALET_TEST_REGISTRY_UNSET_SECRET",
+            Some("mine"),
+        );
+        let all = all_credentials_in(&[stored], &env).await;
+        let c = &all["127.0.0.1:5001"];
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("ci"), Some("mine"))
+        );
+
+        // A pull asks the same helpers, one registry at a time.
+        let (c, from) = credentials_in(&[], "ghcr.io", &env).await.unwrap().unwrap();
+        assert_eq!(
+            (c.identitytoken.as_deref(), from),
+            (Some("tok"), "the Docker config")
+        );
+        let (c, _) = credentials_in(&[], "docker.io", &env)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.password.as_deref(), Some("hubpw"));
+        // Not in the store: the auths entry.
+        let (c, _) = credentials_in(&[], "127.0.0.1:5002", &env)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.username.as_deref(), Some("u2"));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_leaves_the_auths() {
+        let config = serde_json::json!({
+            "auths": { "127.0.0.1:5002": { "auth": "dTI6cDI=" } },
+            "credsStore": "broken",
+        });
+        let (_dir, env) = docker_env(config, &[("broken", "exit 3\n")]);
+        let all = all_credentials_in(&[], &env).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all["127.0.0.1:5002"].username.as_deref(), Some("u2"));
+        // A store that is not installed at all: the same.
+        let config = serde_json::json!({
+            "auths": { "127.0.0.1:5002": { "auth": "dTI6cDI=" } },
+            "credsStore": "not-installed-anywhere",
+        });
+        let (_dir, env) = docker_env(config, &[]);
+        assert_eq!(all_credentials_in(&[], &env).await.len(), 1);
     }
 }

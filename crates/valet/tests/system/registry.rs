@@ -3,11 +3,14 @@
 //! insecure (plain HTTP) registries. A FROM-scratch busybox image is pushed there and removed
 //! from the engine; valet pulls it on the first request, with `[[registries]]` credentials or
 //! the user's Docker config, and answers 503 naming the reason when it cannot (a wrong
-//! password, an unknown tag, `pull = "never"`). `valet check --pull` says the same ahead.
+//! password, an unknown tag, `pull = "never"`). `valet check --pull` says the same ahead. A
+//! registry's password can also come from valet's secret store (`valet secret put NAME
+//! --registry`), from valet's next start.
 //!
 //! Without an engine or the registry these tests fail under `CI=true` and are skipped with a
 //! reason otherwise.
 
+use crate::deploy_support::{cli, cli_with_stdin, Restarted};
 use crate::support::docker::*;
 use crate::support::*;
 use std::path::Path;
@@ -438,6 +441,125 @@ async fn images_only_in_a_registry_are_pulled_on_the_first_request_and_failures_
     assert_eq!(
         text(&valet, &format!("/{c_login}/index.html")).await,
         "hello from a registry\n"
+    );
+}
+
+/// Files under `dir` whose bytes hold `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                folders.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_registry_password_put_in_valets_secret_store_pulls_from_the_next_start() {
+    if !ready() {
+        return;
+    }
+    let locked = Registry::start(true);
+    let id = std::process::id();
+    let image = format!("{}/valet-e2e-{id}/stored:v1", locked.host);
+    let login = tempfile::tempdir().unwrap();
+    let content = "pulled with a stored password\n";
+    push_image(
+        std::slice::from_ref(&image),
+        content,
+        Some((login.path(), &locked.host)),
+    );
+    let _remove = RemoveImages(vec![image.clone()]);
+    let name = format!("RegStored{id}");
+    let _cleanup = Cleanup(name.clone());
+    // In neither the test's environment nor valet's.
+    let secret = format!("VALET_TEST_STORED_PASSWORD_{id}");
+    let toml = format!(
+        r#"
+        [server]
+        driver = "docker"
+
+        [[registries]]
+        host = "{host}"
+        username = "{USER}"
+        password_secret = "{secret}"
+        {class}
+        "#,
+        host = locked.host,
+        class = class(&name, &image, ""),
+    );
+    let mut valet = Valet::with_config(&toml).start().await;
+    let page = format!("/{name}/index.html");
+    // Nowhere yet: the answer says where it may come from.
+    refused(&valet, &page, &image, "nor in its secret store").await;
+
+    // `check --pull` cannot read the store: it says so, and does not fail for it.
+    let check = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["check", "--pull"])
+        .arg(valet.dir().join("valet.toml"))
+        .env_remove(&secret)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    eprintln!("valet check --pull:\n{said}");
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "warning: class `{name}`: image {image} not checked"
+        )) && said.contains(&format!("valet secret put {secret} --registry")),
+        "{said}"
+    );
+
+    let put = ["secret", "put", secret.as_str(), "--registry"];
+    let (ok, out, err) = cli_with_stdin(&valet, &put, &format!("{PASSWORD}\n"));
+    assert!(ok && out.contains("next start"), "{out}{err}");
+    // A name the running config does not use yet is stored (valet.toml may be edited before
+    // the restart), with a warning; a name that cannot be one is refused.
+    let other = ["secret", "put", "NOT_NAMED_YET", "--registry"];
+    let (ok, _, err) = cli_with_stdin(&valet, &other, "x");
+    assert!(ok && err.contains("no [[registries]] entry"), "{err}");
+    let (ok, _, err) = cli_with_stdin(&valet, &["secret", "put", "1BAD", "--registry"], "x");
+    assert!(
+        !ok && err.contains("not an environment variable name"),
+        "{err}"
+    );
+    let (ok, out, _) = cli(&valet, &["secret", "list", "--registry"]);
+    assert!(ok);
+    let mut listed: Vec<&str> = out.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ["NOT_NAMED_YET", secret.as_str()]);
+    let (ok, _, err) = cli(&valet, &["secret", "rm", "NOT_NAMED_YET", "--registry"]);
+    assert!(ok, "{err}");
+
+    valet.terminate();
+    let again = Restarted::start(valet.dir(), valet.addr()).await;
+    assert_eq!(text(&valet, &page).await, content, "{}", again.log());
+    let log = again.log();
+    assert!(
+        log.contains("password from valet's secret store"),
+        "the log says where the password came from:\n{log}"
+    );
+    for log in [valet.log(), again.log()] {
+        assert!(!log.contains(PASSWORD), "the password reached valet's log");
+    }
+    let sealed = files_holding(&valet.dir().join(".valet"), PASSWORD);
+    assert_eq!(
+        sealed,
+        Vec::<String>::new(),
+        "the password is sealed at rest"
     );
 }
 
