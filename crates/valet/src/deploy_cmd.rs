@@ -336,12 +336,23 @@ fn read_value(name: &str) -> Result<Vec<u8>, String> {
     Ok(line.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
 }
 
-/// Reads a deploy's event stream: stages and installer lines to stderr as they come, then the
-/// outcome (the deployed project, or the error with the failed version's log).
+/// Reads a deploy's event stream: stages and installer lines to stderr as they come (a base
+/// image's pull as one bar on a terminal), then the outcome (the deployed project, or the
+/// error with the failed version's log).
 async fn follow_deploy(response: reqwest::Response) -> Result<Value, String> {
     use futures_util::StreamExt;
+    use std::io::{IsTerminal, Write};
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
+    let mut pulls = std::io::stderr()
+        .is_terminal()
+        .then(crate::pull_progress::PullLines::default);
+    // A bar left on the line is cleared before anything else is written.
+    let clear_bar = |pulls: &Option<crate::pull_progress::PullLines>| {
+        if pulls.as_ref().is_some_and(|p| p.drawing()) {
+            eprint!("{}", crate::pull_progress::CLEAR);
+        }
+    };
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| format!("the deploy's progress stream broke: {e}"))?;
         buffer.push_str(&String::from_utf8_lossy(&chunk));
@@ -357,13 +368,25 @@ async fn follow_deploy(response: reqwest::Response) -> Result<Value, String> {
             }
             let data = data.join("\n");
             match name {
-                "stage" => eprintln!("==> {data}"),
-                "log" => eprintln!("    {data}"),
+                "stage" => {
+                    clear_bar(&pulls);
+                    eprintln!("==> {data}");
+                }
+                "log" => match &mut pulls {
+                    Some(pulls) => {
+                        let mut err = std::io::stderr().lock();
+                        let _ = write!(err, "{}", pulls.feed(&data).render());
+                        let _ = err.flush();
+                    }
+                    None => eprintln!("    {data}"),
+                },
                 "done" => {
+                    clear_bar(&pulls);
                     return serde_json::from_str(&data)
-                        .map_err(|e| format!("unreadable answer from valet: {e}"))
+                        .map_err(|e| format!("unreadable answer from valet: {e}"));
                 }
                 "error" => {
+                    clear_bar(&pulls);
                     let error: Value = serde_json::from_str(&data).unwrap_or_default();
                     let body = &error["body"];
                     let mut message = format!(
@@ -384,5 +407,6 @@ async fn follow_deploy(response: reqwest::Response) -> Result<Value, String> {
             }
         }
     }
+    clear_bar(&pulls);
     Err("valet ended the deploy's progress stream without an outcome".into())
 }

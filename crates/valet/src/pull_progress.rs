@@ -1,7 +1,9 @@
-//! `valet start CLASS KEY` while the instance's image is being pulled: the start request waits
-//! (a pull is part of a cold start), and meanwhile a bar of the pull's layers is drawn on
-//! stderr from the milestones the Docker driver writes into the instance's log. Only on a
-//! terminal: elsewhere the log (`valet logs`) has the same lines.
+//! Pull bars. `valet start CLASS KEY` while the instance's image is being pulled: the start
+//! request waits (a pull is part of a cold start), and meanwhile a bar of the pull's layers is
+//! drawn on stderr from the milestones the Docker driver writes into the instance's log.
+//! `valet deploy` while a base image is pulled: valet streams the same milestones as the
+//! deploy's log lines, and [`PullLines`] draws them as one bar. Only on a terminal: elsewhere
+//! the lines are printed as they come (and `valet logs` has them).
 
 use crate::admin_client::AdminClient;
 use std::collections::BTreeSet;
@@ -77,6 +79,64 @@ impl Pull {
     }
 }
 
+/// `valet deploy`'s log lines on a terminal: those of a pull (from its `pulling image` line to
+/// its `pulled` or `cannot pull` line) become one bar, redrawn in place, and the last of them
+/// is printed in its place; every other line is printed as it is.
+#[derive(Default)]
+pub struct PullLines {
+    /// The pull's lines so far, while one runs.
+    pull: Option<Vec<String>>,
+}
+
+/// What one log line of a deploy shows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Show {
+    /// A line of its own.
+    Line(String),
+    /// The bar, over the one drawn before.
+    Bar(String),
+    /// The pull is over: the bar is cleared and this line printed where it was.
+    Done(String),
+}
+
+impl PullLines {
+    pub fn feed(&mut self, line: &str) -> Show {
+        if line.starts_with("pulling image ") {
+            self.pull = Some(Vec::new());
+        }
+        let Some(lines) = &mut self.pull else {
+            return Show::Line(line.to_string());
+        };
+        lines.push(line.to_string());
+        match Pull::of(lines) {
+            Some(pull) => Show::Bar(pull.bar()),
+            None => {
+                self.pull = None;
+                Show::Done(line.to_string())
+            }
+        }
+    }
+
+    /// Whether a bar is on the line now (to be cleared before anything else is written).
+    pub fn drawing(&self) -> bool {
+        self.pull.is_some()
+    }
+}
+
+impl Show {
+    /// What goes to the terminal, indented as the deploy's log lines are.
+    pub fn render(&self) -> String {
+        match self {
+            Self::Line(line) => format!("    {line}\n"),
+            Self::Bar(bar) => format!("{CLEAR}    {bar}"),
+            Self::Done(line) => format!("{CLEAR}    {line}\n"),
+        }
+    }
+}
+
+/// Back to the start of the line, and clear it.
+pub const CLEAR: &str = "\r\x1b[2K";
+
 /// Draws the bar of the instance's pull until the caller drops this future (its start
 /// request answered). Read errors are ignored: the bar is a courtesy, the start is what counts.
 pub async fn draw(client: &AdminClient, instance_path: &str) {
@@ -97,11 +157,11 @@ pub async fn draw(client: &AdminClient, instance_path: &str) {
         match Pull::of(&lines) {
             Some(pull) => {
                 // \r and clear-to-end: one line redrawn in place.
-                let _ = write!(err, "\r\x1b[2K{}", pull.bar());
+                let _ = write!(err, "{CLEAR}{}", pull.bar());
                 drawn = true;
             }
             None if drawn => {
-                let _ = write!(err, "\r\x1b[2K");
+                let _ = write!(err, "{CLEAR}");
                 drawn = false;
             }
             None => {}
@@ -113,7 +173,7 @@ pub async fn draw(client: &AdminClient, instance_path: &str) {
 /// Clears what [`draw`] may have left on the line.
 pub fn clear() {
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\x1b[2K");
+    let _ = write!(err, "{CLEAR}");
     let _ = err.flush();
 }
 
@@ -159,5 +219,70 @@ mod tests {
             done: 0,
         };
         assert!(empty.bar().contains("[------------------------] 0/0"));
+    }
+
+    #[test]
+    fn a_deploys_pull_is_one_bar_redrawn_in_place_between_its_lines() {
+        let mut lines = PullLines::default();
+        let shown: Vec<Show> = [
+            "python base image",
+            "pulling image r:1/python:3.11 from r:1",
+            "Pulling from python",
+            "layer 0123456789ab: Pulling fs layer",
+            "layer 111111111111: Pulling fs layer",
+            "layer 0123456789ab: Downloading (2.5 MB)",
+            "layer 0123456789ab: Pull complete (2.5 MB)",
+            "layer 111111111111: Already exists",
+            "pulled r:1/python:3.11: 2 layers, 2.5 MB in 1.0 s",
+            "installing requirements",
+        ]
+        .iter()
+        .map(|line| lines.feed(line))
+        .collect();
+        let bar = |done: usize, of: usize| {
+            let filled = (done * BAR_WIDTH).checked_div(of).unwrap_or(0);
+            Show::Bar(format!(
+                "pulling r:1/python:3.11 [{}{}] {done}/{of} layers",
+                "#".repeat(filled),
+                "-".repeat(BAR_WIDTH - filled)
+            ))
+        };
+        assert_eq!(
+            shown,
+            [
+                Show::Line("python base image".into()),
+                bar(0, 0),
+                bar(0, 0),
+                bar(0, 1),
+                bar(0, 2),
+                bar(0, 2),
+                bar(1, 2),
+                bar(2, 2),
+                Show::Done("pulled r:1/python:3.11: 2 layers, 2.5 MB in 1.0 s".into()),
+                Show::Line("installing requirements".into()),
+            ]
+        );
+        assert!(!lines.drawing());
+        let terminal: String = shown.iter().map(Show::render).collect();
+        assert!(terminal.starts_with("    python base image\n\r\x1b[2K    pulling r:1/python"));
+        assert!(terminal.ends_with(
+            "\r\x1b[2K    pulled r:1/python:3.11: 2 layers, 2.5 MB in 1.0 s\n    installing requirements\n"
+        ));
+        // Only the bar is ever redrawn: one line per line kept, none per milestone.
+        assert_eq!(terminal.matches('\n').count(), 3);
+    }
+
+    #[test]
+    fn a_failed_pull_ends_its_bar_with_the_reason() {
+        let mut lines = PullLines::default();
+        lines.feed("pulling image r:1/node:20 from r:1");
+        assert!(lines.drawing());
+        let failed = "cannot pull image `r:1/node:20` from r:1: unauthorized";
+        assert_eq!(lines.feed(failed), Show::Done(failed.into()));
+        assert!(!lines.drawing());
+        assert_eq!(
+            Show::Done(failed.into()).render(),
+            format!("\r\x1b[2K    {failed}\n")
+        );
     }
 }
