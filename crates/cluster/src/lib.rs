@@ -60,6 +60,12 @@ struct Inner {
     /// Releases on their way to the store, awaited at shutdown so that the next owner need
     /// not wait a lease out.
     releasing: tokio_util::task::TaskTracker,
+    /// When the change feed last delivered anything (a change, or any replica's heartbeat).
+    feed_heard: Mutex<Instant>,
+    /// Told by the sweep when the feed stayed silent though the store answers: the feed's
+    /// connection hangs (a partition leaves a TCP connection open with nobody behind it), and
+    /// the listener must connect again.
+    feed_stale: tokio::sync::Notify,
 }
 
 /// The cluster settings of a config, resolved (the secret read from its file).
@@ -163,6 +169,8 @@ impl Cluster {
                 renewals: AtomicU64::new(0),
                 renewals_late: AtomicU64::new(0),
                 releasing: tokio_util::task::TaskTracker::new(),
+                feed_heard: Mutex::new(Instant::now()),
+                feed_stale: tokio::sync::Notify::new(),
             }),
         };
         cluster.register().await?;
@@ -532,15 +540,23 @@ async fn listen(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) 
             }
         };
         instances.forget_owners();
+        *lock(&cluster.inner.feed_heard) = Instant::now();
         loop {
             let next = tokio::select! {
                 n = listener.try_recv() => n,
+                _ = cluster.inner.feed_stale.notified() => {
+                    tracing::warn!("lease change feed silent while the store answers; reconnecting");
+                    break;
+                }
                 _ = shutdown.wait() => return,
             };
             match next {
                 Ok(Some(note)) => {
-                    if let Some((class, key)) = note.payload().split_once('\n') {
-                        instances.forget_owner(&InstanceId::new(class, key));
+                    *lock(&cluster.inner.feed_heard) = Instant::now();
+                    // A heartbeat has an empty class (see `sweep`); a change names its key.
+                    match note.payload().split_once('\n') {
+                        Some(("", _)) | None => {}
+                        Some((class, key)) => instances.forget_owner(&InstanceId::new(class, key)),
                     }
                 }
                 // The connection dropped and the listener has already reconnected and listens
@@ -572,6 +588,18 @@ async fn sweep(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
+        }
+        // A heartbeat through the feed: every listener hears every replica's once per
+        // lease_ttl, so a feed silent for two while the store answers this one is dead.
+        let beat = tokio::time::timeout(
+            inner.ttl,
+            sqlx::query(sql::HEARTBEAT)
+                .bind(&inner.node)
+                .execute(&inner.pool),
+        )
+        .await;
+        if matches!(beat, Ok(Ok(_))) && lock(&inner.feed_heard).elapsed() > inner.ttl * 2 {
+            inner.feed_stale.notify_waiters();
         }
         let remote = instances.remote_records();
         if !remote.is_empty() {

@@ -91,6 +91,10 @@ pub const RELEASE: &str = "
     UPDATE valet_leases SET expires_at = '-infinity'
      WHERE class = $1 AND key = $2 AND owner = $3 AND epoch = $4 AND expires_at > clock_timestamp()";
 
+/// A heartbeat on the change feed: an empty class, then the sending node (a change's payload
+/// is `<class>\n<key>`, and a class name is never empty).
+pub const HEARTBEAT: &str = "SELECT pg_notify('valet_leases', chr(10) || $1)";
+
 /// Owners of the keys this replica forwards, to notice owners that died (an expiry sends no
 /// notification).
 pub const OWNERS_OF: &str = "
