@@ -515,7 +515,7 @@ fn lose(inner: &Inner, instances: &Instances, id: &InstanceId, epoch: u64, why: 
     }
     inner.lost.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(instance = %id, epoch, reason = why, "lease lost; stopping the instance");
-    instances.fence(id);
+    instances.fence(id, epoch);
 }
 
 /// Follows lease changes (`LISTEN valet_leases`): a key whose lease changed is looked up again

@@ -22,11 +22,18 @@ use valet_runtime::{ExitStatus, LogRing, StartPhase};
 pub(crate) struct Ready {
     pub ports: Vec<SocketAddr>,
     pub via: Option<Arc<PeerRoute>>,
+    /// Cluster mode: the lease epoch of the task that published a local instance's ports, so
+    /// that a fence aimed at an earlier lease never takes a later one's instance down.
+    pub epoch: Option<u64>,
 }
 
 impl Ready {
-    pub(crate) fn local(ports: Vec<SocketAddr>) -> Arc<Self> {
-        Arc::new(Self { ports, via: None })
+    pub(crate) fn local(ports: Vec<SocketAddr>, epoch: Option<u64>) -> Arc<Self> {
+        Arc::new(Self {
+            ports,
+            via: None,
+            epoch,
+        })
     }
 }
 
@@ -42,8 +49,9 @@ pub(crate) enum Command {
     Replace,
     /// Sleep now if idle: its class is full and another key wants to start (admission.rs).
     Evict,
-    /// The key's lease is lost (cluster mode): stop now, and end the task.
-    Fence,
+    /// The key's lease `epoch` is lost (cluster mode): stop now, and end the task. A task
+    /// under another epoch ignores it.
+    Fence { epoch: u64 },
 }
 
 /// The slow-changing part of an instance's state, published to waiters and to the admin API.

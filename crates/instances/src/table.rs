@@ -412,18 +412,22 @@ impl Instances {
         self.inner.coordinator.get()
     }
 
-    /// The key's lease is lost: no new request reaches its instance from now on, and its task
-    /// stops it and ends. Requests already in flight end with the instance.
-    pub fn fence(&self, id: &InstanceId) {
+    /// The key's lease `epoch` is lost: no new request reaches its instance from now on, and
+    /// its task stops it and ends. Requests already in flight end with the instance. A task
+    /// that holds a later lease of the key (claimed since) is left alone.
+    pub fn fence(&self, id: &InstanceId, epoch: u64) {
         let Some(inst) = self.record_of(id) else {
             return;
         };
-        if inst.ready.load().as_ref().is_some_and(|r| r.via.is_none()) {
-            inst.ready.store(None);
+        let current = inst.ready.load_full();
+        if current.as_ref().is_some_and(|r| r.epoch == Some(epoch)) {
+            let _ = inst
+                .ready
+                .compare_and_swap(&current, None::<Arc<crate::instance::Ready>>);
         }
         let control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = control.as_ref() {
-            let _ = tx.send(Command::Fence);
+            let _ = tx.send(Command::Fence { epoch });
         }
     }
 
@@ -550,12 +554,17 @@ impl Instances {
         all
     }
 
-    /// A snapshot of one instance, its `owner` filled in (this replica's node name for its
-    /// own keys in cluster mode).
+    /// A snapshot of one instance, its `owner` filled in: in cluster mode this replica's node
+    /// name for a key whose lease it holds, the owner's for a key it forwards, and none for a
+    /// key nobody here knows to be held (asleep, or its owner forgotten).
     pub fn info_of(&self, inst: &Instance) -> InstanceInfo {
         let mut info = inst.info();
         if info.owner.is_none() {
-            info.owner = self.node().map(str::to_string);
+            if let Some(coordinator) = self.inner.coordinator.get() {
+                if coordinator.epoch_of(&inst.id).is_some() {
+                    info.owner = Some(coordinator.node().to_string());
+                }
+            }
         }
         info
     }

@@ -143,6 +143,7 @@ impl Task {
                 self.inst.ready.store(Some(Arc::new(Ready {
                     ports,
                     via: Some(route),
+                    epoch: None,
                 })));
                 self.inst.set_status(|s| {
                     s.state = InstanceState::Stopped;
@@ -249,7 +250,7 @@ impl Task {
                 // Data first: `Instances::stop` returns once the state reads stopped.
                 match stop {
                     Command::Stop { destroy: true } => remove_data(&self.inst, &*self.driver).await,
-                    Command::Fence => self.fenced = true,
+                    Command::Fence { epoch } if Some(epoch) == self.epoch => self.fenced = true,
                     _ => {}
                 }
                 self.inst.set_status(|s| s.state = InstanceState::Stopped);
@@ -301,7 +302,7 @@ impl Task {
             self.stop_running(&mut *running).await;
             return End::Stopped { shutdown: false };
         }
-        let ports = ports_of(&inst, &*running);
+        let ports = ports_of(&inst, &*running, self.epoch);
         let start_ms = launched.elapsed().as_millis() as u64;
         *inst.started_at.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(std::time::SystemTime::now());
@@ -401,7 +402,7 @@ impl Task {
                         if destroy { remove_data(&self.inst, &*self.driver).await }
                         return End::Stopped { shutdown: false };
                     }
-                    Some(Command::Fence) => {
+                    Some(Command::Fence { epoch }) if Some(epoch) == self.epoch => {
                         tracing::warn!(instance = %self.inst.id, "lease lost: no longer this replica's key, stopping");
                         self.fenced = true;
                         self.stop_running(&mut **running).await;
@@ -421,7 +422,8 @@ impl Task {
                             return End::Stopped { shutdown: false };
                         }
                     }
-                    Some(Command::Wake | Command::Replace) | None => {}
+                    // A fence of an earlier lease of this key: this task's is another.
+                    Some(Command::Wake | Command::Replace | Command::Fence { .. }) | None => {}
                 },
                 _ = idle_tick.tick() => {
                     if self.should_sleep() {
@@ -503,7 +505,8 @@ impl Task {
         }
         // New requests go to the successor from here on; leases taken before still hold the
         // old endpoints. `active` counts both, so it reaching zero means the old one is idle.
-        inst.ready.store(Some(ports_of(&inst, &*successor)));
+        inst.ready
+            .store(Some(ports_of(&inst, &*successor, self.epoch)));
         *inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = Some(successor.logs());
         let mut old = std::mem::replace(running, successor);
         let drain_until = Instant::now() + class.stop_timeout;
@@ -604,7 +607,9 @@ async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> Comman
     loop {
         match mailbox.recv().await {
             // A failed instance nobody waits for gives its slot up when asked.
-            Some(cmd @ (Command::Stop { .. } | Command::Evict | Command::Fence)) => return cmd,
+            Some(cmd @ (Command::Stop { .. } | Command::Evict | Command::Fence { .. })) => {
+                return cmd
+            }
             Some(Command::Wake | Command::Replace) => continue,
             None => std::future::pending::<()>().await,
         }
@@ -612,7 +617,7 @@ async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> Comman
 }
 
 /// Where requests reach a running instance, in the class's port order.
-fn ports_of(inst: &Instance, running: &dyn Running) -> Arc<Ready> {
+fn ports_of(inst: &Instance, running: &dyn Running, epoch: Option<u64>) -> Arc<Ready> {
     let ports = inst
         .class
         .ports
@@ -624,7 +629,7 @@ fn ports_of(inst: &Instance, running: &dyn Running) -> Arc<Ready> {
                 .expect("driver returns every port")
         })
         .collect();
-    Ready::local(ports)
+    Ready::local(ports, epoch)
 }
 
 fn spec_for(inst: &Instance) -> InstanceSpec {

@@ -364,6 +364,22 @@ async fn a_refused_claim_answered_by_another_owner_later_leaves_no_failures_behi
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fence_aimed_at_an_earlier_lease_leaves_a_later_one_serving() {
+    let t = table("");
+    t.coordinator.answer(Answer::Mine(8));
+    let lease = t.acquire("k").await.unwrap();
+    let addr = lease.addr();
+    drop(lease);
+    // Epoch 7 was this replica's before (lost, then the key claimed again as 8): its fence
+    // arrives late.
+    t.instances.fence(&id("k"), 7);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(t.state("k"), InstanceState::Ready);
+    assert_eq!(t.driver.alive("k"), 1);
+    assert_eq!(t.acquire("k").await.unwrap().addr(), addr);
+}
+
+#[tokio::test(start_paused = true)]
 async fn fence_takes_the_address_away_at_once_stops_the_instance_and_the_next_acquire_claims() {
     let t = table("");
     t.coordinator.answer(Answer::Mine(7));
@@ -372,7 +388,7 @@ async fn fence_takes_the_address_away_at_once_stops_the_instance_and_the_next_ac
     assert_eq!(t.driver.alive("k"), 1);
 
     t.coordinator.lose(&id("k"));
-    t.instances.fence(&id("k"));
+    t.instances.fence(&id("k"), 7);
     // At once, before the task ran: no new request gets the old address.
     assert!(
         t.instances.get("C", "k").unwrap().remote().is_none(),
@@ -413,7 +429,7 @@ async fn a_lease_lost_while_the_instance_starts_never_serves_a_request() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(t.state("k"), InstanceState::Starting);
     t.coordinator.lose(&id("k"));
-    t.instances.fence(&id("k"));
+    t.instances.fence(&id("k"), 1);
     let lease = waiter.await.unwrap().unwrap();
     assert!(
         Arc::ptr_eq(lease.via().expect("the new owner's route"), &theirs),
