@@ -3,21 +3,24 @@
 //!
 //! Every (class, key) has at most one owner replica: a lease row (owner, epoch, endpoint,
 //! expiry) taken in one statement ([`sql::CLAIM`]). The owner renews all its leases in one
-//! statement per round ([`sql::RENEW`], every quarter `lease_ttl`); one that has not renewed
-//! for three quarters of `lease_ttl` stops serving its keys and stops their instances, before
-//! its leases can expire and another replica takes them with `epoch + 1`. Other replicas
-//! cache owners in the instance table (the record routes to the owner's peer listener) and
-//! forget them when the store says the lease changed (`LISTEN/NOTIFY`, sent by a trigger in the
-//! changing transaction), when their change feed reconnects, when an owner's lease is seen
-//! expired (a sweep every `lease_ttl`), or when the owner cannot be reached.
+//! statement per round ([`sql::RENEW`], every quarter `lease_ttl`, on a connection of its
+//! own). A lease whose expiry was last set (by its claim or a renewal) three quarters of
+//! `lease_ttl` ago stops being served here and its instance stops, at that moment rather than
+//! when a round that hangs gives up, before the lease can expire and another replica takes
+//! the key with `epoch + 1`. Other replicas cache owners in the instance table (the record
+//! routes to the owner's peer listener) and forget them when the store says the lease changed
+//! (`LISTEN/NOTIFY`, sent by a trigger in the changing transaction), when their change feed
+//! reconnects, when an owner's lease is seen expired (a sweep every `lease_ttl`), or when the
+//! owner cannot be reached.
 #![forbid(unsafe_code)]
 
 mod sql;
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::Row;
+use sqlx::postgres::{PgArguments, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,8 +52,8 @@ struct Inner {
     ttl: Duration,
     token: Arc<str>,
     pool: PgPool,
-    /// Keys this replica holds, with the epoch it holds each under.
-    owned: Mutex<HashMap<InstanceId, u64>>,
+    /// Keys this replica holds, each with its epoch and when its expiry was last set.
+    owned: Mutex<HashMap<InstanceId, Held>>,
     /// Nodes a forwarded request could not reach lately: their leases are waited out.
     unreachable: Mutex<HashMap<String, Instant>>,
     taken: AtomicU64,
@@ -66,6 +69,30 @@ struct Inner {
     /// connection hangs (a partition leaves a TCP connection open with nobody behind it), and
     /// the listener must connect again.
     feed_stale: tokio::sync::Notify,
+}
+
+/// A lease this replica holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    epoch: u64,
+    /// When the last statement that set the lease's expiry (its claim, or a renewal round
+    /// that renewed it) was sent. The store set the expiry `lease_ttl` after it ran that
+    /// statement, which is no earlier: the lease is fenced `fence_after` from here.
+    confirmed: Instant,
+}
+
+impl Inner {
+    /// How long a lease is served here after its expiry was last set: three quarters of
+    /// `lease_ttl`, so that the instance has stopped before the lease can expire.
+    fn fence_after(&self) -> Duration {
+        self.ttl * 3 / 4
+    }
+
+    /// How long one claim, release or sweep statement may take before the store counts as
+    /// unreachable for it.
+    fn statement_budget(&self) -> Duration {
+        self.ttl / 2
+    }
 }
 
 /// The cluster settings of a config, resolved (the secret read from its file).
@@ -253,32 +280,41 @@ impl Cluster {
         // A lease whose owner stopped answering is waited out, at most this long.
         let deadline = Instant::now() + inner.ttl * 2 + Duration::from_secs(1);
         let mut waiting = false;
+        let budget = inner.statement_budget();
         for _ in 0..64 {
-            let claimed = sqlx::query(sql::CLAIM)
+            let sent = Instant::now();
+            let claim = sqlx::query(sql::CLAIM)
                 .bind(id.class())
                 .bind(id.key())
                 .bind(&inner.node)
                 .bind(inner.advertise.to_string())
-                .bind(inner.ttl.as_secs_f64())
-                .fetch_optional(&inner.pool)
+                .bind(inner.ttl.as_secs_f64());
+            let claimed = on_store(&inner.pool, budget, claim)
                 .await
                 .map_err(store_error)?;
-            if let Some(row) = claimed {
+            if let Some(row) = claimed.first() {
                 let epoch = row.get::<i64, _>(0) as u64;
-                lock(&inner.owned).insert(id.clone(), epoch);
+                if sent.elapsed() >= inner.fence_after() {
+                    // An answer this late is for a lease about to expire, if it has not:
+                    // claim again (the same owner's claim sets a new expiry and epoch).
+                    continue;
+                }
+                let held = Held {
+                    epoch,
+                    confirmed: sent,
+                };
+                lock(&inner.owned).insert(id.clone(), held);
                 inner.taken.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(instance = %id, epoch, "lease taken");
                 return Ok(Claim::Mine { epoch });
             }
-            let owner = sqlx::query(sql::OWNER)
-                .bind(id.class())
-                .bind(id.key())
-                .fetch_optional(&inner.pool)
+            let owner = sqlx::query(sql::OWNER).bind(id.class()).bind(id.key());
+            let owner = on_store(&inner.pool, budget, owner)
                 .await
                 .map_err(store_error)?;
             // No row or an expired one: the race's winner committed in between, or gave up;
             // claim again.
-            let Some(row) = owner else { continue };
+            let Some(row) = owner.first() else { continue };
             let (node, epoch, endpoint, left_ms) = (
                 row.get::<String, _>(0),
                 row.get::<i64, _>(1) as u64,
@@ -320,6 +356,31 @@ fn store_error(e: sqlx::Error) -> ClaimError {
     ClaimError(e.to_string())
 }
 
+/// Runs one statement on a pooled connection, `within` at most (waiting for a connection
+/// included). A connection whose statement timed out is closed, not given back: the pool
+/// would test it with a ping that waits, with no bound, for as long as a partition lasts,
+/// and keep one of its connections meanwhile.
+async fn on_store(
+    pool: &PgPool,
+    within: Duration,
+    statement: sqlx::query::Query<'_, Postgres, PgArguments>,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    let deadline = Instant::now() + within;
+    let mut conn = tokio::time::timeout_at(deadline, pool.acquire())
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    match tokio::time::timeout_at(deadline, statement.fetch_all(&mut *conn)).await {
+        Ok(rows) => rows,
+        Err(_) => {
+            drop(conn.detach());
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the cluster store did not answer within {within:?}"),
+            )))
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -337,20 +398,19 @@ impl Coordinator for Cluster {
         let inner = self.inner.clone();
         {
             let mut owned = lock(&inner.owned);
-            if owned.get(id) == Some(&epoch) {
+            if owned.get(id).is_some_and(|held| held.epoch == epoch) {
                 owned.remove(id);
             }
         }
         let id = id.clone();
         let tracker = self.inner.releasing.clone();
         tracker.spawn(async move {
-            let done = sqlx::query(sql::RELEASE)
+            let release = sqlx::query(sql::RELEASE)
                 .bind(id.class())
                 .bind(id.key())
                 .bind(&inner.node)
-                .bind(epoch as i64)
-                .execute(&inner.pool)
-                .await;
+                .bind(epoch as i64);
+            let done = on_store(&inner.pool, inner.statement_budget(), release).await;
             match done {
                 Ok(_) => tracing::debug!(instance = %id, epoch, "lease released"),
                 // It expires by itself within lease_ttl.
@@ -363,8 +423,10 @@ impl Coordinator for Cluster {
         lock(&self.inner.unreachable).insert(node.to_string(), Instant::now());
     }
 
+    /// `None` also for a lease held here whose fence is due: it may be about to expire.
     fn epoch_of(&self, id: &InstanceId) -> Option<u64> {
-        lock(&self.inner.owned).get(id).copied()
+        let held = *lock(&self.inner.owned).get(id)?;
+        (held.confirmed.elapsed() < self.inner.fence_after()).then_some(held.epoch)
     }
 
     fn view(
@@ -372,9 +434,8 @@ impl Coordinator for Cluster {
     ) -> Pin<Box<dyn std::future::Future<Output = Result<ClusterView, ClaimError>> + Send + '_>>
     {
         Box::pin(async move {
-            let pool = &self.inner.pool;
-            let nodes = sqlx::query(sql::NODES)
-                .fetch_all(pool)
+            let (pool, within) = (&self.inner.pool, self.inner.ttl);
+            let nodes = on_store(pool, within, sqlx::query(sql::NODES))
                 .await
                 .map_err(store_error)?
                 .into_iter()
@@ -384,8 +445,7 @@ impl Coordinator for Cluster {
                     alive: r.get(2),
                 })
                 .collect();
-            let leases = sqlx::query(sql::LEASES)
-                .fetch_all(pool)
+            let leases = on_store(pool, within, sqlx::query(sql::LEASES))
                 .await
                 .map_err(store_error)?
                 .into_iter()
@@ -419,40 +479,27 @@ impl Coordinator for Cluster {
     }
 }
 
-/// Renews every held lease every quarter `lease_ttl`, in one statement. A lease missing from
-/// the answer is lost: its instance stops. No good answer for three quarters of `lease_ttl`
-/// (counted from when the last good round was *sent*, which is no later than the store set
-/// the expiry): every key is fenced before any lease can have expired.
+/// Renews every held lease every quarter `lease_ttl`, in one statement, on a connection of
+/// its own: claims queued for the pool's connections (a burst of cold keys) never hold a
+/// renewal up. A lease missing from the answer is lost: its instance stops. A lease whose
+/// expiry was last set three quarters of `lease_ttl` ago is fenced at that moment, also while
+/// a round hangs (see [`fencing`]): every key is fenced before its lease can have expired.
 async fn renew(cluster: Cluster, instances: Instances) {
     let inner = &cluster.inner;
     let every = inner.ttl / 4;
-    let fence_after = inner.ttl * 3 / 4;
     let mut last_ok = Instant::now();
+    let mut conn: Option<PgConnection> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        fencing(inner, &instances, tick.tick()).await;
         let held: Vec<(InstanceId, u64)> = lock(&inner.owned)
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .map(|(id, held)| (id.clone(), held.epoch))
             .collect();
         let sent = Instant::now();
-        let classes: Vec<&str> = held.iter().map(|(id, _)| id.class()).collect();
-        let keys: Vec<&str> = held.iter().map(|(id, _)| id.key()).collect();
-        let epochs: Vec<i64> = held.iter().map(|(_, e)| *e as i64).collect();
-        let round = tokio::time::timeout(
-            every,
-            sqlx::query(sql::RENEW)
-                .bind(&inner.node)
-                .bind(inner.ttl.as_secs_f64())
-                .bind(&classes)
-                .bind(&keys)
-                .bind(&epochs)
-                .bind(&inner.boot)
-                .fetch_all(&inner.pool),
-        )
-        .await;
-        match round {
+        let round = tokio::time::timeout(every, renew_round(inner, &mut conn, &held));
+        match fencing(inner, &instances, round).await {
             Ok(Ok(rows)) => {
                 if sent.duration_since(last_ok) > inner.ttl / 2 {
                     inner.renewals_late.fetch_add(1, Ordering::Relaxed);
@@ -466,6 +513,7 @@ async fn renew(cluster: Cluster, instances: Instances) {
                 for (id, epoch) in held {
                     let key = (id.class().to_string(), id.key().to_string(), epoch as i64);
                     if kept.contains(&key) {
+                        confirm(inner, &id, epoch, sent);
                         continue;
                     }
                     lose(
@@ -478,28 +526,95 @@ async fn renew(cluster: Cluster, instances: Instances) {
                 }
             }
             Ok(Err(e)) => {
+                // The connection may be broken: the next round connects again.
+                conn = None;
                 inner.renewals_late.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "cannot renew leases");
             }
             Err(_) => {
+                // Closed, not reused: a statement may still be on its way.
+                conn = None;
                 inner.renewals_late.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("cannot renew leases: the store did not answer in time");
             }
         }
-        if last_ok.elapsed() >= fence_after {
-            let held: Vec<(InstanceId, u64)> = lock(&inner.owned)
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            for (id, epoch) in held {
-                lose(
-                    inner,
-                    &instances,
-                    &id,
-                    epoch,
-                    "store unreachable: fenced before expiry",
-                );
-            }
+        fence_due(inner, &instances);
+    }
+}
+
+/// One renewal round on the renewal's own connection, made first if there is none.
+async fn renew_round(
+    inner: &Inner,
+    conn: &mut Option<PgConnection>,
+    held: &[(InstanceId, u64)],
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    if conn.is_none() {
+        let options = inner.pool.connect_options();
+        *conn = Some(PgConnection::connect_with(&options).await?);
+    }
+    let conn = conn.as_mut().expect("connected above");
+    let classes: Vec<&str> = held.iter().map(|(id, _)| id.class()).collect();
+    let keys: Vec<&str> = held.iter().map(|(id, _)| id.key()).collect();
+    let epochs: Vec<i64> = held.iter().map(|(_, e)| *e as i64).collect();
+    sqlx::query(sql::RENEW)
+        .bind(&inner.node)
+        .bind(inner.ttl.as_secs_f64())
+        .bind(&classes)
+        .bind(&keys)
+        .bind(&epochs)
+        .bind(&inner.boot)
+        .fetch_all(conn)
+        .await
+}
+
+/// Awaits `work`, fencing each held lease the moment its fence is due meanwhile: a round
+/// that hangs until its timeout must not put a fence off (three quarters of `lease_ttl` plus
+/// a round's quarter is a whole `lease_ttl`: the lease's expiry).
+async fn fencing<F: Future>(inner: &Inner, instances: &Instances, work: F) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        // Looked at again at least every quarter lease_ttl: a key claimed meanwhile is due
+        // no sooner than three quarters after its claim.
+        let soonest = Instant::now() + inner.ttl / 4;
+        let wake = fence_due(inner, instances).map_or(soonest, |due| due.min(soonest));
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+/// Fences every held lease whose expiry was set `fence_after` ago or longer; returns when
+/// the next one is due.
+fn fence_due(inner: &Inner, instances: &Instances) -> Option<Instant> {
+    let now = Instant::now();
+    let mut due = Vec::new();
+    let mut next: Option<Instant> = None;
+    for (id, held) in lock(&inner.owned).iter() {
+        let at = held.confirmed + inner.fence_after();
+        if at <= now {
+            due.push((id.clone(), held.epoch));
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    for (id, epoch) in due {
+        lose(
+            inner,
+            instances,
+            &id,
+            epoch,
+            "store unreachable: fenced before expiry",
+        );
+    }
+    next
+}
+
+/// A renewal round sent at `sent` renewed the lease held under `epoch`.
+fn confirm(inner: &Inner, id: &InstanceId, epoch: u64, sent: Instant) {
+    if let Some(held) = lock(&inner.owned).get_mut(id) {
+        if held.epoch == epoch && held.confirmed < sent {
+            held.confirmed = sent;
         }
     }
 }
@@ -508,7 +623,7 @@ async fn renew(cluster: Cluster, instances: Instances) {
 fn lose(inner: &Inner, instances: &Instances, id: &InstanceId, epoch: u64, why: &str) {
     {
         let mut owned = lock(&inner.owned);
-        if owned.get(id) != Some(&epoch) {
+        if owned.get(id).is_none_or(|held| held.epoch != epoch) {
             return;
         }
         owned.remove(id);
@@ -591,29 +706,17 @@ async fn sweep(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
         }
         // A heartbeat through the feed: every listener hears every replica's once per
         // lease_ttl, so a feed silent for two while the store answers this one is dead.
-        let beat = tokio::time::timeout(
-            inner.ttl,
-            sqlx::query(sql::HEARTBEAT)
-                .bind(&inner.node)
-                .execute(&inner.pool),
-        )
-        .await;
-        if matches!(beat, Ok(Ok(_))) && lock(&inner.feed_heard).elapsed() > inner.ttl * 2 {
+        let beat = sqlx::query(sql::HEARTBEAT).bind(&inner.node);
+        let beat = on_store(&inner.pool, inner.ttl, beat).await;
+        if beat.is_ok() && lock(&inner.feed_heard).elapsed() > inner.ttl * 2 {
             inner.feed_stale.notify_waiters();
         }
         let remote = instances.remote_records();
         if !remote.is_empty() {
             let classes: Vec<&str> = remote.iter().map(|(_, i)| i.id.class()).collect();
             let keys: Vec<&str> = remote.iter().map(|(_, i)| i.id.key()).collect();
-            let rows = tokio::time::timeout(
-                inner.ttl,
-                sqlx::query(sql::OWNERS_OF)
-                    .bind(&classes)
-                    .bind(&keys)
-                    .fetch_all(&inner.pool),
-            )
-            .await;
-            if let Ok(Ok(rows)) = rows {
+            let owners = sqlx::query(sql::OWNERS_OF).bind(&classes).bind(&keys);
+            if let Ok(rows) = on_store(&inner.pool, inner.ttl, owners).await {
                 let current: HashMap<(String, String), (String, i64, bool)> = rows
                     .into_iter()
                     .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4))))

@@ -68,9 +68,12 @@ pub const CLAIM: &str = "
     RETURNING epoch";
 
 /// The current owner of a key and the milliseconds its lease has left (negative: expired).
+/// A released lease (expired at `-infinity`, which no time can be subtracted from) has -1.
 pub const OWNER: &str = "
     SELECT owner, epoch, endpoint,
-           (EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::BIGINT
+           CASE WHEN expires_at > clock_timestamp()
+                THEN (EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::BIGINT
+                ELSE -1 END
       FROM valet_leases WHERE class = $1 AND key = $2";
 
 /// Renews every lease this replica holds, and its node registration, in one statement. Only

@@ -68,6 +68,58 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Runs `statements` on the test's database, in order (after a replica made the tables).
+    async fn execute(&self, statements: &[&str]) {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        for statement in statements {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        let _ = conn.close().await;
+    }
+
+    /// Makes the next claim statement (an insert into the lease table) run `action` once it
+    /// has decided and before it answers, in its transaction: what a test wants to happen
+    /// between a claim and the replica's next statement.
+    async fn at_next_claim(&self, action: &str) {
+        self.execute(&[
+            "CREATE TABLE IF NOT EXISTS test_hook (action TEXT NOT NULL)",
+            "CREATE OR REPLACE FUNCTION test_hook() RETURNS trigger AS $$
+             DECLARE todo TEXT;
+             BEGIN
+               DELETE FROM test_hook RETURNING action INTO todo;
+               IF todo IS NOT NULL THEN EXECUTE todo; END IF;
+               RETURN NULL;
+             END $$ LANGUAGE plpgsql",
+            "DROP TRIGGER IF EXISTS test_hook ON valet_leases",
+            "CREATE TRIGGER test_hook AFTER INSERT ON valet_leases
+             FOR EACH STATEMENT EXECUTE FUNCTION test_hook()",
+            &format!(
+                "INSERT INTO test_hook VALUES ('{}')",
+                action.replace('\'', "''")
+            ),
+        ])
+        .await;
+    }
+
+    /// Makes every claim of a key that starts with `prefix` take `secs` in the store.
+    async fn slow_claims(&self, prefix: &str, secs: f64) {
+        self.execute(&[
+            &format!(
+                "CREATE OR REPLACE FUNCTION test_slow() RETURNS trigger AS $$
+                 BEGIN
+                   IF starts_with(NEW.key, '{prefix}') THEN PERFORM pg_sleep({secs}); END IF;
+                   RETURN NEW;
+                 END $$ LANGUAGE plpgsql"
+            ),
+            "DROP TRIGGER IF EXISTS test_slow ON valet_leases",
+            "CREATE TRIGGER test_slow BEFORE INSERT ON valet_leases
+             FOR EACH ROW EXECUTE FUNCTION test_slow()",
+        ])
+        .await;
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
@@ -90,12 +142,23 @@ impl Drop for Db {
     }
 }
 
-/// A TCP relay to the store that can be cut: from then on it forwards nothing either way and
-/// holds every connection open, old and new, as a network partition does (no error, no
-/// close: only silence, which is the case the renewal's timeouts are for).
+/// What a [`Relay`] does with the traffic between a replica and the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Passes it both ways.
+    Open,
+    /// Closes every connection, old and new, at once: the replica's statements fail fast.
+    Reset,
+    /// Forwards nothing either way and holds every connection open, old and new, as a network
+    /// partition does (no error, no close: only silence, which is the case the renewal's
+    /// timeouts are for).
+    Silent,
+}
+
+/// A TCP relay to the store whose path can be changed while replicas use it.
 struct Relay {
     url: String,
-    cut: watch::Sender<bool>,
+    path: watch::Sender<Path>,
 }
 
 impl Relay {
@@ -104,24 +167,31 @@ impl Relay {
         let upstream = (options.get_host().to_string(), options.get_port());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (cut, _) = watch::channel(false);
-        let cut_rx = cut.subscribe();
+        let (path, _) = watch::channel(Path::Open);
+        let path_rx = path.subscribe();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
-                let mut cut = cut_rx.clone();
+                let mut path = path_rx.clone();
                 tokio::spawn(async move {
-                    let already_cut = *cut.borrow();
-                    if already_cut {
-                        return std::future::pending::<()>().await;
+                    let now = *path.borrow_and_update();
+                    match now {
+                        Path::Silent => return std::future::pending::<()>().await,
+                        Path::Reset => return,
+                        Path::Open => {}
                     }
                     let Ok(mut server) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let cut_now = async { cut.wait_for(|cut| *cut).await.is_ok() };
+                    let changed = async { path.wait_for(|p| *p != Path::Open).await.map(|p| *p) };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        true = cut_now => std::future::pending::<()>().await,
+                        changed = changed => {
+                            if let Ok(Path::Silent) = changed {
+                                std::future::pending::<()>().await;
+                            }
+                            // Reset: both ends close as they are dropped here.
+                        }
                     }
                 });
             }
@@ -130,12 +200,16 @@ impl Relay {
         let sep = if db.url.contains('?') { '&' } else { '?' };
         Self {
             url: format!("{}{sep}host=127.0.0.1&port={port}", db.url),
-            cut,
+            path,
         }
     }
 
     fn cut(&self) {
-        self.cut.send_replace(true);
+        self.path.send_replace(Path::Silent);
+    }
+
+    fn reset(&self) {
+        self.path.send_replace(Path::Reset);
     }
 }
 
@@ -587,5 +661,111 @@ async fn a_change_of_owner_reaches_the_other_replicas_by_notification() {
         a.remote("k").is_none()
     );
     assert!(began.elapsed() < ttl, "all within one sweep period");
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_loses_to_a_lease_released_right_after_takes_the_key() {
+    let Some(db) = Db::new().await else { return };
+    let a = join(&db.url, "gw-a", TTL).await.unwrap();
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    let held = mine(b.claim("k").await);
+    // gw-a's claim finds gw-b's lease live, and gw-b gives the key up (its instance went to
+    // sleep) before gw-a reads who holds it: a released lease, which expires at -infinity.
+    db.at_next_claim("UPDATE valet_leases SET expires_at = '-infinity' WHERE key = 'k'")
+        .await;
+    match a.cluster.claim(&id("k")).await {
+        Ok(Claim::Mine { epoch }) => assert_eq!(epoch, held + 1),
+        other => panic!("expected gw-a to take the released key, got {other:?}"),
+    }
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_never_comes_fails_within_the_lease_ttl() {
+    let Some(db) = Db::new().await else { return };
+    let relay = Relay::to(&db).await;
+    let a = join(&relay.url, "gw-a", TTL).await.unwrap();
+    // The store takes the claim, and the path to it goes silent before the answer is back.
+    db.at_next_claim("SELECT pg_sleep(0.5)").await;
+    let (instances, class) = (a.instances.clone(), a.class());
+    let began = Instant::now();
+    let request = tokio::spawn(async move { instances.acquire(&class, "k", 0).await.map(drop) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    relay.cut();
+    let answer = tokio::time::timeout(TTL * 3, request)
+        .await
+        .expect("the claim waited on the silent store past three lease_ttls")
+        .unwrap();
+    assert!(
+        matches!(answer, Err(AcquireError::Unavailable { .. })),
+        "503 with Retry-After: {answer:?}"
+    );
+    assert!(began.elapsed() < TTL * 2, "{:?}", began.elapsed());
+    assert_eq!(a.driver.starts_of("k"), 0);
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_round_that_hangs_does_not_put_the_fence_off_until_the_lease_expires() {
+    let Some(db) = Db::new().await else { return };
+    let relay = Relay::to(&db).await;
+    let a = join(&relay.url, "gw-a", TTL).await.unwrap();
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    drop(a.acquire("k").await.unwrap());
+
+    // Right after a good renewal round the store starts refusing gw-a: its next rounds fail
+    // at once. Its lease expires one lease_ttl after that round, as the store has it.
+    let renewals = a.cluster.counters().renewals;
+    until!(
+        TTL,
+        "a renewal round",
+        a.cluster.counters().renewals > renewals
+    );
+    relay.reset();
+    let left = b.lease("k").await.expect("gw-a holds k").expires_in_ms;
+    let expiry = Instant::now() + Duration::from_millis(left as u64);
+    // Two rounds failed at once; then the path goes silent, and the next round hangs until
+    // its own timeout, which ends when the lease does.
+    let late = a.cluster.counters().renewals_late;
+    until!(TTL, "two failed rounds", {
+        a.cluster.counters().renewals_late >= late + 2
+    });
+    relay.cut();
+    until!(TTL * 2, "gw-a stops k", a.driver.alive("k") == 0);
+    let margin = expiry.saturating_duration_since(Instant::now());
+    assert!(
+        margin >= TTL / 8,
+        "k stopped only {margin:?} before its lease expired"
+    );
+    assert_eq!(a.cluster.epoch_of(&id("k")), None);
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_that_keep_the_store_busy_do_not_hold_up_the_renewals() {
+    let Some(db) = Db::new().await else { return };
+    let a = Arc::new(join(&db.url, "gw-a", TTL).await.unwrap());
+    drop(a.acquire("k").await.unwrap());
+    let epoch = a.cluster.epoch_of(&id("k")).unwrap();
+
+    // For two lease_ttls, claims of other keys that take their time in the store (a burst of
+    // cold keys on a busy store) keep every pooled connection busy.
+    db.slow_claims("slow-", 0.6).await;
+    let until = Instant::now() + TTL * 2;
+    let mut claims = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let a = a.clone();
+        claims.spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                let _ = a.cluster.claim(&id(&format!("slow-{n}-{i}"))).await;
+                i += 1;
+            }
+        });
+    }
+    while claims.join_next().await.is_some() {}
+    assert_eq!(a.driver.alive("k"), 1, "fenced: {:?}", a.cluster.counters());
+    assert_eq!(a.cluster.epoch_of(&id("k")), Some(epoch));
     drop(db);
 }
