@@ -191,9 +191,26 @@ pub(crate) async fn exchange(
         class.stats.forwarded.inc();
     }
     if upgrade {
+        let (instance, via) = (pass.lease.instance().clone(), pass.lease.via().cloned());
         // Boxed: a rare path should not widen every request's future (see proxy::pass).
         let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
         let result = tunnel.await.map(Answer::from);
+        // A handshake is not sent again, but the next request must not take a route that
+        // failed: the owner's refusal passes to the client, its route does not stay.
+        if let Some(route) = via {
+            match &result {
+                Ok(answer)
+                    if answer.status == http::StatusCode::SERVICE_UNAVAILABLE
+                        && answer.fields.contains(&forward::X_VALET_NOT_OWNER) =>
+                {
+                    state.instances.forget_owner(&instance.id);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    forget_failed_route(state, &instance, Some(&*route.node), error);
+                }
+            }
+        }
         return result;
     }
     let (instance, mut addr) = (pass.lease.instance().clone(), pass.lease.addr());
@@ -214,32 +231,18 @@ pub(crate) async fn exchange(
     // has noticed, acquiring waits for the restart, and the request goes to the new process.
     // The same holds for an owner replica that died: its route is forgotten, and acquiring
     // waits for its lease to expire and takes the key over.
-    for _ in 0..MAX_RESENDS {
+    let mut resends = 0;
+    loop {
         let (error, resend) = match result {
             Ok(response) => return Ok(response),
             Err(failed) => failed,
         };
-        let Some(resend) = resend else {
+        let (owner_gone, stale_route) =
+            forget_failed_route(state, &instance, via.as_deref(), &error);
+        let Some(resend) = resend.filter(|_| resends < MAX_RESENDS) else {
             return Err(error);
         };
-        // An owner replica that refuses connections died or lost its listener; one whose
-        // connect times out is cut off. Either way the request never left, its route is
-        // forgotten and the next acquire waits the owner's lease out and takes the key over.
-        let owner_gone = via.is_some()
-            && matches!(
-                error,
-                GatewayError::Unanswered { sent: false, .. }
-                    | GatewayError::Timeout {
-                        what: proxy::CONNECT,
-                        ..
-                    }
-            );
-        // The replica taken for the owner said it is not: the route was stale (a missed
-        // change); it is forgotten and the owner looked up again.
-        let stale_route = via.is_some() && matches!(error, GatewayError::NotOwner { .. });
-        if stale_route {
-            state.instances.forget_owner(&instance.id);
-        }
+        resends += 1;
         let wait = match error {
             _ if owner_gone || stale_route => Duration::ZERO,
             GatewayError::Unanswered { sent: false, .. } => upstream.connect.min(REFUSED_WAIT),
@@ -248,9 +251,6 @@ pub(crate) async fn exchange(
             GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
             _ => return Err(error),
         };
-        if let (true, Some(node)) = (owner_gone, &via) {
-            state.instances.owner_unreachable(&instance, node);
-        }
         // The rare path, boxed so that its futures do not widen every request's.
         result = Box::pin(async {
             instance.wait_address_retired(addr, wait).await;
@@ -267,7 +267,39 @@ pub(crate) async fn exchange(
         })
         .await?;
     }
-    result.map_err(|(error, _)| error)
+}
+
+/// After a failed exchange on a route to another replica (`via`, its node): an owner that
+/// refuses connections (died, or lost its listener) or whose connect times out (cut off) is
+/// marked unreachable, so the next acquire waits its lease out and takes the key over; a
+/// replica that said it is not the owner (a change this one missed) is looked up again. Done
+/// whether or not this request can go again: one with a body cannot, and the next request
+/// must not take the same route. Returns (owner gone, stale route): either way the request
+/// reached no instance. Both false for a local instance.
+fn forget_failed_route(
+    state: &GatewayState,
+    instance: &Arc<valet_instances::Instance>,
+    via: Option<&str>,
+    error: &GatewayError,
+) -> (bool, bool) {
+    let Some(node) = via else {
+        return (false, false);
+    };
+    let owner_gone = matches!(
+        error,
+        GatewayError::Unanswered { sent: false, .. }
+            | GatewayError::Timeout {
+                what: proxy::CONNECT,
+                ..
+            }
+    );
+    let stale_route = matches!(error, GatewayError::NotOwner { .. });
+    if owner_gone {
+        state.instances.owner_unreachable(instance, node);
+    } else if stale_route {
+        state.instances.forget_owner(&instance.id);
+    }
+    (owner_gone, stale_route)
 }
 
 /// Tries after the first for a bodiless request.

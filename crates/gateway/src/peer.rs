@@ -5,8 +5,8 @@
 //! forwarded again.
 
 use crate::error::GatewayError;
-use crate::fields::{Answer, ClientRequest};
-use crate::forward::{self, ClientInfo, Peer, X_VALET_INSTANCE, X_VALET_PEER};
+use crate::fields::{is_named, Answer, ClientRequest, Fields};
+use crate::forward::{self, ClientInfo, Peer, X_VALET_INSTANCE, X_VALET_NOT_OWNER, X_VALET_PEER};
 use crate::handler::{acquire, exchange, GatewayState};
 use crate::proxy::{Pass, Upstream};
 use http::header;
@@ -96,7 +96,27 @@ async fn serve(
         from_peer: true,
         port,
     };
-    exchange(state, upstream, &class, req, pass, upgrade).await
+    let mut answer = exchange(state, upstream, &class, req, pass, upgrade).await?;
+    without_not_owner(&mut answer.fields);
+    Ok(answer)
+}
+
+/// Drops the field that says "not the owner" from an instance's answer: the forwarding
+/// replica takes it for this listener's own refusal, sends the request again whatever its
+/// method (a refusal comes before the instance sees anything) and looks the owner up in the
+/// store. An instance that sent it would have its requests repeated and the store asked at
+/// will. Only [`GatewayError::NotOwner`] sets it on this listener.
+fn without_not_owner(fields: &mut Fields) {
+    let name = X_VALET_NOT_OWNER.as_str().as_bytes();
+    match fields {
+        Fields::Map(map) => {
+            map.remove(&X_VALET_NOT_OWNER);
+        }
+        Fields::Spans { head, spans } => spans.retain(|span| {
+            let (at, len) = (span.name.0 as usize, span.name.1 as usize);
+            !is_named(&head[at..at + len], name)
+        }),
+    }
 }
 
 /// Constant-time comparison: the token is a secret, and the time a mismatch takes must not
@@ -112,7 +132,24 @@ fn same_token(offered: &[u8], token: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_token;
+    use super::{same_token, without_not_owner};
+    use crate::fields::tests::spans;
+    use crate::fields::Fields;
+    use http::header;
+
+    #[test]
+    fn an_instances_answer_cannot_say_not_owner() {
+        let raw = "Content-Type: text/plain\r\nX-Valet-Not-Owner: 1\r\nRetry-After: 1\r\nx-valet-not-owner: 1\r\n";
+        for mut fields in [spans(raw), Fields::Map(spans(raw).into_map())] {
+            without_not_owner(&mut fields);
+            let names: Vec<String> = fields
+                .iter()
+                .map(|(n, _)| String::from_utf8_lossy(n).to_lowercase())
+                .collect();
+            assert_eq!(names, ["content-type", "retry-after"]);
+            assert_eq!(fields.text(&header::RETRY_AFTER), Some("1"));
+        }
+    }
 
     #[test]
     fn only_the_whole_token_matches() {
