@@ -16,7 +16,7 @@ use valet_instances::{
     AcquireError, Claim, ClaimError, ClassRuntime, ClusterCounters, ClusterView, Coordinator,
     Instances, Lease, PeerRoute,
 };
-use valet_runtime::fake::{FakeDriver, Plan};
+use valet_runtime::fake::{one_class_config, FakeDriver, Plan};
 
 /// One scripted answer to a claim.
 enum Answer {
@@ -153,26 +153,7 @@ fn table(class_options: &str) -> Table {
 }
 
 fn table_on(class_options: &str, coordinator: Option<Arc<FakeCoordinator>>) -> Table {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-        [server]
-        data_dir = "{data}"
-
-        [[containers]]
-        class_name = "C"
-        command = ["fake"]
-        {class_options}
-
-        [[routes]]
-        pattern = "/c/*"
-        container = "C"
-        instance = "path:1"
-        "#,
-        data = dir.path().join("data").display()
-    );
-    let config =
-        valet_config::parse_str(&text, &dir.path().join("valet.toml"), dir.path()).unwrap();
+    let (config, dir) = one_class_config("", class_options, "");
     let driver = FakeDriver::new();
     let (trigger, shutdown) = Shutdown::new();
     let instances = Instances::new(&config, Arc::new(driver.clone()), shutdown);

@@ -159,6 +159,42 @@ impl FakeDriver {
     }
 }
 
+/// A config for tests of the instance layer on this driver, in a folder of its own (its
+/// `data_dir` inside; both go with the returned `TempDir`): class `C`, which runs `["fake"]`
+/// with `class_options` (lines of the class's table), its key the path segment after `/c/`;
+/// `server_options` are lines of `[server]`, `more` whole tables after them (other classes and
+/// their routes).
+pub fn one_class_config(
+    server_options: &str,
+    class_options: &str,
+    more: &str,
+) -> (valet_config::Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let text = format!(
+        r#"
+        [server]
+        data_dir = "{data}"
+        {server_options}
+
+        [[containers]]
+        class_name = "C"
+        command = ["fake"]
+        {class_options}
+
+        [[routes]]
+        pattern = "/c/*"
+        container = "C"
+        instance = "path:1"
+
+        {more}
+        "#,
+        data = dir.path().join("data").display()
+    );
+    let config = valet_config::parse_str(&text, &dir.path().join("valet.toml"), dir.path())
+        .unwrap_or_else(|e| panic!("a test config that does not parse: {e:?}\n{text}"));
+    (config, dir)
+}
+
 /// One launched fake instance.
 struct Life {
     ready_at: Option<Instant>,
