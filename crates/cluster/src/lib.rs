@@ -699,6 +699,7 @@ async fn sweep(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
     let inner = &cluster.inner;
     let mut tick = tokio::time::interval(inner.ttl);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pinning: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -732,6 +733,12 @@ async fn sweep(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
                 }
             }
         }
-        instances.start_pinned().await;
+        // On a task of its own, one at a time: a start waits for its instance to be ready
+        // (a pull, a slow readiness), and the heartbeat and the owners' check above must go
+        // on every lease_ttl meanwhile.
+        if pinning.as_ref().is_none_or(|p| p.is_finished()) {
+            let instances = instances.clone();
+            pinning = Some(tokio::spawn(async move { instances.start_pinned().await }));
+        }
     }
 }

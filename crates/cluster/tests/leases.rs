@@ -24,7 +24,7 @@ use valet_instances::owner::encode_target;
 use valet_instances::{
     AcquireError, Claim, ClassRuntime, Coordinator, Instances, Lease, LeaseView, PeerRoute,
 };
-use valet_runtime::fake::FakeDriver;
+use valet_runtime::fake::{one_class_config, FakeDriver, Plan};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -234,26 +234,18 @@ fn id(key: &str) -> InstanceId {
 }
 
 async fn join(store: &str, node: &'static str, ttl: Duration) -> Result<Replica, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-        [server]
-        data_dir = "{data}"
+    join_with(store, node, ttl, "", FakeDriver::new()).await
+}
 
-        [[containers]]
-        class_name = "C"
-        command = ["fake"]
-
-        [[routes]]
-        pattern = "/c/*"
-        container = "C"
-        instance = "path:1"
-        "#,
-        data = dir.path().join("data").display()
-    );
-    let config =
-        valet_config::parse_str(&text, &dir.path().join("valet.toml"), dir.path()).unwrap();
-    let driver = FakeDriver::new();
+/// [`join`] with `more` tables in its config (classes, routes), on `driver`.
+async fn join_with(
+    store: &str,
+    node: &'static str,
+    ttl: Duration,
+    more: &str,
+    driver: FakeDriver,
+) -> Result<Replica, String> {
+    let (config, dir) = one_class_config("", "", more);
     let (trigger, shutdown) = Shutdown::new();
     let instances = Instances::new(&config, Arc::new(driver.clone()), shutdown.clone());
     let settings = Settings {
@@ -767,5 +759,49 @@ async fn claims_that_keep_the_store_busy_do_not_hold_up_the_renewals() {
     while claims.join_next().await.is_some() {}
     assert_eq!(a.driver.alive("k"), 1, "fenced: {:?}", a.cluster.counters());
     assert_eq!(a.cluster.epoch_of(&id("k")), Some(epoch));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_instances_start_that_takes_long_does_not_hold_the_sweep_up() {
+    let Some(db) = Db::new().await else { return };
+    // gw-a runs the pinned key P/main, which takes 30 s to fail its readiness.
+    let pinned = r#"
+        [[containers]]
+        class_name = "P"
+        command = ["fake"]
+        min_instances = 1
+        readiness = { timeout = "30s" }
+
+        [[routes]]
+        pattern = "/p/*"
+        container = "P"
+        instance = "name:main"
+    "#;
+    let driver = FakeDriver::new();
+    driver.plan("main", Plan::NeverReady);
+    let a = join_with(&db.url, "gw-a", TTL, pinned, driver)
+        .await
+        .unwrap();
+    until!(TTL, "gw-a starts P/main", a.driver.starts_of("main") == 1);
+    let b = join_with(&db.url, "gw-b", TTL, pinned, FakeDriver::new())
+        .await
+        .unwrap();
+
+    // gw-a forwards k to gw-b, whose lease then expires without a word (as when gw-b dies:
+    // an expiry sends no notification). Only the sweep can tell gw-a.
+    mine(b.claim("k").await);
+    let lease = a.acquire("k").await.unwrap();
+    assert_eq!(lease.via().map(|r| &*r.node), Some("gw-b"));
+    drop(lease);
+    db.execute(&[
+        "UPDATE valet_leases SET expires_at = clock_timestamp() - interval '1 second' \
+                  WHERE key = 'k'",
+    ])
+    .await;
+    until!(TTL * 3, "gw-a forgets gw-b's expired lease", {
+        a.remote("k").is_none()
+    });
+    assert_eq!(b.driver.starts_of("main"), 0, "P/main is gw-a's");
     drop(db);
 }
