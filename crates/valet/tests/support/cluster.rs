@@ -144,6 +144,25 @@ impl ClusterBuilder {
         self.config_with(i, &self.addrs(i))
     }
 
+    /// Starts the replicas on loopback, on a [`PrivatePostgres`] of their own; `None` (the
+    /// test does not run, see [`required`]) without PostgreSQL. Bound as
+    /// `let Some((pg, replicas)) = ...`, the replicas stop before their store.
+    pub async fn start_on_loopback(self) -> Option<(PrivatePostgres, Replicas)> {
+        let pg = PrivatePostgres::loopback()?;
+        let replicas = self.store(&pg.url()).start().await;
+        Some((pg, replicas))
+    }
+
+    /// Starts replica i in node i of a new [`Lab`] of as many nodes, on a PostgreSQL in the
+    /// lab's own namespace; `None` where a lab cannot be made (see [`Lab::new`]). Bound as
+    /// `let Some((lab, pg, replicas)) = ...`, the replicas stop first and the lab goes last.
+    pub async fn start_in_lab(self) -> Option<(Lab, PrivatePostgres, Replicas)> {
+        let lab = Lab::new(self.replicas)?;
+        let pg = lab.postgres()?;
+        let replicas = self.store(&pg.url()).in_lab(&lab).start().await;
+        Some((lab, pg, replicas))
+    }
+
     /// Starts the replicas one after the other; panics with the failing one's log.
     pub async fn start(self) -> Replicas {
         match self.try_start().await {

@@ -55,19 +55,15 @@ pub async fn who_on(replicas: &Replicas, i: usize, key: &str) -> Served {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_first_requests_across_three_replicas_starts_one_instance_per_key() {
-    let Some(pg) = PrivatePostgres::loopback() else {
-        return;
-    };
     // A slow start: every request of the burst arrives while the winner's instance starts.
     let config = CONFIG.replace(
         "readiness = { path = \"/health\" }",
         "readiness = { path = \"/health\" }\nenv = { START_DELAY_MS = \"300\" }",
     );
-    let replicas = Replicas::with_config(&config)
-        .replicas(3)
-        .store(&pg.url())
-        .start()
-        .await;
+    let replicas = Replicas::with_config(&config).replicas(3);
+    let Some((pg, replicas)) = replicas.start_on_loopback().await else {
+        return;
+    };
     let keys = ["b1", "b2", "b3"];
     // 30 requests per key, spread over the three replicas, all at once.
     let burst = (0..90).map(|n| {
@@ -120,14 +116,9 @@ fn test_process_addr(lab: &Lab) -> IpAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_owner_forwards_http_sse_a_websocket_and_a_100_mb_upload_to_the_owner() {
-    let Some(lab) = Lab::new(2) else { return };
-    let Some(pg) = lab.postgres() else { return };
-    let replicas = Replicas::with_config(CONFIG)
-        .replicas(2)
-        .store(&pg.url())
-        .in_lab(&lab)
-        .start()
-        .await;
+    let Some((lab, _pg, replicas)) = Replicas::with_config(CONFIG).start_in_lab().await else {
+        return;
+    };
     let owner = who_on(&replicas, 1, "fwd").await;
     assert_eq!(owner.node, "gw-1");
 
@@ -166,6 +157,16 @@ async fn a_non_owner_forwards_http_sse_a_websocket_and_a_100_mb_upload_to_the_ow
         peer_fields.is_empty(),
         "reached the instance: {peer_fields:?}"
     );
+
+    // An instance cannot pass for its replica's not_owner refusal: its 503 with that field
+    // reaches the client once, as it was sent, and the request is not sent again.
+    let response = replicas
+        .get(2, "/k/fwd/status?code=503&header=x-valet-not-owner")
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(!response.headers().contains_key("x-valet-not-owner"));
+    let answer = json_of(response).await;
+    assert_eq!(answer["hits"], 1, "sent to the instance again: {answer}");
 
     // Server-sent events arrive one by one through both hops.
     let response = replicas.get(2, "/k/fwd/sse?n=5&delay_ms=300").await;
@@ -283,14 +284,9 @@ async fn to_peer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_listener_refuses_requests_without_the_token_or_a_well_formed_instance() {
-    let Some(pg) = PrivatePostgres::loopback() else {
+    let Some((_pg, replicas)) = Replicas::with_config(CONFIG).start_on_loopback().await else {
         return;
     };
-    let replicas = Replicas::with_config(CONFIG)
-        .replicas(2)
-        .store(&pg.url())
-        .start()
-        .await;
     let owner = who_on(&replicas, 2, "p2").await;
     let token = valet_cluster::peer_token(SECRET);
     let field = format!("{} 0 Echo p2", owner.epoch);
@@ -351,14 +347,10 @@ async fn the_peer_listener_refuses_requests_without_the_token_or_a_well_formed_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_with_a_node_name_in_use_refuses_to_start() {
-    let Some(pg) = PrivatePostgres::loopback() else {
+    let replicas = Replicas::with_config(CONFIG).replicas(1);
+    let Some((pg, replicas)) = replicas.start_on_loopback().await else {
         return;
     };
-    let replicas = Replicas::with_config(CONFIG)
-        .replicas(1)
-        .store(&pg.url())
-        .start()
-        .await;
     // gw-1 again, on listeners of its own.
     let twin = Replicas::with_config(CONFIG).store(&pg.url()).config(1);
     let started = Instant::now();

@@ -6,7 +6,7 @@
 //! mode" table. Partitions and lost notifications are in `cluster_network.rs`.
 
 use crate::cluster::{lease, who_on, CONFIG};
-use crate::support::cluster::{who, PrivatePostgres, Replicas, Watch};
+use crate::support::cluster::{who, Replicas, Watch};
 use crate::support::*;
 use std::time::Duration;
 
@@ -15,14 +15,9 @@ pub const TTL: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_killed_with_sigkill_has_its_key_taken_over_within_the_lease() {
-    let Some(pg) = PrivatePostgres::loopback() else {
+    let Some((pg, mut replicas)) = Replicas::with_config(CONFIG).start_on_loopback().await else {
         return;
     };
-    let mut replicas = Replicas::with_config(CONFIG)
-        .replicas(2)
-        .store(&pg.url())
-        .start()
-        .await;
     let before = who_on(&replicas, 1, "kill").await;
     assert_eq!(before.node, "gw-1");
     assert_eq!(who_on(&replicas, 2, "kill").await, before, "forwarded");
@@ -35,18 +30,8 @@ async fn an_owner_killed_with_sigkill_has_its_key_taken_over_within_the_lease() 
     watch.pause(1);
     let killed_at = watch.now();
     replicas.kill_node(1);
-    eventually(
-        2 * TTL + Duration::from_secs(8),
-        "replica 2 takes over",
-        || async {
-            let answers = watch.answers();
-            let taken = answers
-                .iter()
-                .any(|a| a.done > killed_at && a.result.as_ref().is_ok_and(|s| s.node == "gw-2"));
-            taken.then_some(())
-        },
-    )
-    .await;
+    let within = 2 * TTL + Duration::from_secs(8);
+    watch.served_by("gw-2", killed_at, within).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = watch.stop().await;
 
@@ -83,14 +68,9 @@ async fn an_owner_killed_with_sigkill_has_its_key_taken_over_within_the_lease() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_store_fences_warm_keys_before_their_leases_expire_and_service_resumes() {
-    let Some(pg) = PrivatePostgres::loopback() else {
+    let Some((pg, replicas)) = Replicas::with_config(CONFIG).start_on_loopback().await else {
         return;
     };
-    let replicas = Replicas::with_config(CONFIG)
-        .replicas(2)
-        .store(&pg.url())
-        .start()
-        .await;
     let before = who_on(&replicas, 1, "warm").await;
     assert_eq!(who_on(&replicas, 2, "warm").await, before, "forwarded");
     let watch = Watch::key(&replicas, "warm", "/k/warm/who").start();
@@ -221,14 +201,9 @@ async fn a_stopped_store_fences_warm_keys_before_their_leases_expire_and_service
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_stopped_gracefully_hands_its_key_over_without_waiting_out_the_lease() {
-    let Some(pg) = PrivatePostgres::loopback() else {
+    let Some((_pg, mut replicas)) = Replicas::with_config(CONFIG).start_on_loopback().await else {
         return;
     };
-    let mut replicas = Replicas::with_config(CONFIG)
-        .replicas(2)
-        .store(&pg.url())
-        .start()
-        .await;
     let before = who_on(&replicas, 1, "calm").await;
     assert_eq!(who_on(&replicas, 2, "calm").await, before, "forwarded");
     let watch = Watch::key(&replicas, "calm", "/k/calm/who")
@@ -251,18 +226,8 @@ async fn an_owner_stopped_gracefully_hands_its_key_over_without_waiting_out_the_
     let status = tokio::task::block_in_place(|| replicas.terminate(1));
     assert!(status.success(), "{status}");
     let exited_at = watch.now();
-    eventually(
-        2 * TTL + Duration::from_secs(5),
-        "replica 2 takes over",
-        || async {
-            let answers = watch.answers();
-            let taken = answers
-                .iter()
-                .any(|a| a.result.as_ref().is_ok_and(|s| s.node == "gw-2"));
-            taken.then_some(())
-        },
-    )
-    .await;
+    let within = 2 * TTL + Duration::from_secs(5);
+    watch.served_by("gw-2", stopping_at, within).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = watch.stop().await;
 
@@ -299,10 +264,7 @@ async fn an_owner_stopped_gracefully_hands_its_key_over_without_waiting_out_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_min_instances_key_runs_on_one_replica_and_moves_when_its_owner_dies() {
-    let Some(pg) = PrivatePostgres::loopback() else {
-        return;
-    };
-    let mut replicas = Replicas::with_config(
+    let Some((_pg, mut replicas)) = Replicas::with_config(
         r#"
         [[containers]]
         class_name = "Echo"
@@ -316,10 +278,11 @@ async fn a_min_instances_key_runs_on_one_replica_and_moves_when_its_owner_dies()
         strip_prefix = "/pinned"
         "#,
     )
-    .replicas(2)
-    .store(&pg.url())
-    .start()
-    .await;
+    .start_on_loopback()
+    .await
+    else {
+        return;
+    };
     let first = eventually(Duration::from_secs(10), "the pinned key starts", || async {
         replicas.starts().into_iter().next()
     })

@@ -6,7 +6,7 @@
 
 use crate::cluster::{lease, who_on, CONFIG};
 use crate::cluster_faults::TTL;
-use crate::support::cluster::{who, Lab, PrivatePostgres, Replicas, Served, Watch};
+use crate::support::cluster::{who, PrivatePostgres, Replicas, Served, Watch};
 use crate::support::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,14 +14,9 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_owner_stops_within_the_lease_and_owns_nothing_after_healing() {
-    let Some(lab) = Lab::new(2) else { return };
-    let Some(pg) = lab.postgres() else { return };
-    let replicas = Replicas::with_config(CONFIG)
-        .replicas(2)
-        .store(&pg.url())
-        .in_lab(&lab)
-        .start()
-        .await;
+    let Some((lab, pg, replicas)) = Replicas::with_config(CONFIG).start_in_lab().await else {
+        return;
+    };
     let before = who_on(&replicas, 1, "part").await;
     assert_eq!(before.node, "gw-1");
     assert_eq!(who_on(&replicas, 2, "part").await, before, "forwarded");
@@ -44,18 +39,8 @@ async fn a_partitioned_owner_stops_within_the_lease_and_owns_nothing_after_heali
     )
     .await;
     let stopped_at = watch.now();
-    eventually(
-        2 * TTL + Duration::from_secs(8),
-        "replica 2 takes over",
-        || async {
-            let answers = watch.answers();
-            let taken = answers
-                .iter()
-                .any(|a| a.result.as_ref().is_ok_and(|s| s.node == "gw-2"));
-            taken.then_some(())
-        },
-    )
-    .await;
+    let within = 2 * TTL + Duration::from_secs(8);
+    watch.served_by("gw-2", cut_at, within).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     lab.heal(1);
@@ -146,16 +131,11 @@ async fn a_partitioned_owner_stops_within_the_lease_and_owns_nothing_after_heali
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_follows_the_owner_when_lease_notifications_are_lost() {
-    let Some(lab) = Lab::new(3) else { return };
-    let Some(pg) = lab.postgres() else { return };
     // A long lease: the sweep (every lease_ttl) cannot be what corrects a stale route here.
-    let replicas = Replicas::with_config(CONFIG)
-        .replicas(3)
-        .store(&pg.url())
-        .lease_ttl("6s")
-        .in_lab(&lab)
-        .start()
-        .await;
+    let replicas = Replicas::with_config(CONFIG).replicas(3).lease_ttl("6s");
+    let Some((lab, pg, replicas)) = replicas.start_in_lab().await else {
+        return;
+    };
     let pg = Arc::new(pg);
     let mut owner = 1;
     let mut served = who_on(&replicas, owner, "note").await;

@@ -11,7 +11,7 @@
 //! ```
 
 use super::Replicas;
-use crate::support::procs::{pid_alive, read_starts};
+use crate::support::procs::{eventually, pid_alive, read_starts};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -168,6 +168,20 @@ impl Watch {
     /// The answers so far.
     pub fn answers(&self) -> Vec<Answer> {
         self.answers.lock().unwrap().clone()
+    }
+
+    /// Waits, `within` at most (then panics), until replica `node` served the key in an
+    /// answer that came after `since` (on [`Self::now`]'s clock): a takeover.
+    pub async fn served_by(&self, node: &str, since: Duration, within: Duration) {
+        let what = format!("{node} serves the watched key");
+        eventually(within, &what, || async {
+            let answers = self.answers();
+            let served = answers
+                .iter()
+                .any(|a| a.done > since && a.result.as_ref().is_ok_and(|s| s.node == node));
+            served.then_some(())
+        })
+        .await;
     }
 
     /// Ends the watch once the requests in flight are answered or given up.
