@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -69,6 +69,10 @@ struct Inner {
     /// connection hangs (a partition leaves a TCP connection open with nobody behind it), and
     /// the listener must connect again.
     feed_stale: tokio::sync::Notify,
+    /// Another boot holds this replica's node name (this one was paused or cut off past its
+    /// registration, and a replica of the same name started meanwhile): nothing is claimed
+    /// or renewed here any more.
+    evicted: AtomicBool,
 }
 
 /// A lease this replica holds.
@@ -198,6 +202,7 @@ impl Cluster {
                 releasing: tokio_util::task::TaskTracker::new(),
                 feed_heard: Mutex::new(Instant::now()),
                 feed_stale: tokio::sync::Notify::new(),
+                evicted: AtomicBool::new(false),
             }),
         };
         cluster.register().await?;
@@ -282,13 +287,17 @@ impl Cluster {
         let mut waiting = false;
         let budget = inner.statement_budget();
         for _ in 0..64 {
+            if inner.evicted.load(Ordering::Relaxed) {
+                return Err(evicted(&inner.node));
+            }
             let sent = Instant::now();
             let claim = sqlx::query(sql::CLAIM)
                 .bind(id.class())
                 .bind(id.key())
                 .bind(&inner.node)
                 .bind(inner.advertise.to_string())
-                .bind(inner.ttl.as_secs_f64());
+                .bind(inner.ttl.as_secs_f64())
+                .bind(&inner.boot);
             let claimed = on_store(&inner.pool, budget, claim)
                 .await
                 .map_err(store_error)?;
@@ -321,7 +330,22 @@ impl Cluster {
                 row.get::<String, _>(2),
                 row.get::<i64, _>(3),
             );
-            if left_ms <= 0 || node == inner.node {
+            if node == inner.node {
+                // A claim of this replica's own lease fails only when another boot has its
+                // name, or when another claim of the key here took it in between.
+                let mine = sqlx::query(sql::REGISTERED)
+                    .bind(&inner.node)
+                    .bind(&inner.boot);
+                let mine = on_store(&inner.pool, budget, mine)
+                    .await
+                    .map_err(store_error)?;
+                if mine.is_empty() {
+                    inner.evicted.store(true, Ordering::Relaxed);
+                    return Err(evicted(&inner.node));
+                }
+                continue;
+            }
+            if left_ms <= 0 {
                 continue;
             }
             let suspect = lock(&inner.unreachable)
@@ -350,6 +374,13 @@ impl Cluster {
             "the lease changed hands too often to settle".into(),
         ))
     }
+}
+
+fn evicted(node: &str) -> ClaimError {
+    ClaimError(format!(
+        "another replica took over node name {node:?} while this one could not renew it: \
+         this replica runs no instance until it is restarted"
+    ))
 }
 
 fn store_error(e: sqlx::Error) -> ClaimError {
@@ -506,10 +537,20 @@ async fn renew(cluster: Cluster, instances: Instances) {
                 }
                 inner.renewals.fetch_add(1, Ordering::Relaxed);
                 last_ok = sent;
-                let kept: HashSet<(String, String, i64)> = rows
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2)))
-                    .collect();
+                // Leases renewed, and a row of NULLs for the node's registration.
+                let mut registered = false;
+                let mut kept: HashSet<(String, String, i64)> = HashSet::new();
+                for r in &rows {
+                    match r.get::<Option<String>, _>(0) {
+                        Some(class) => {
+                            kept.insert((class, r.get(1), r.get(2)));
+                        }
+                        None => registered = true,
+                    }
+                }
+                if !registered && !inner.evicted.swap(true, Ordering::Relaxed) {
+                    tracing::error!(node = %inner.node, "another replica took over this node name: every lease here is lost, and nothing is claimed until restart");
+                }
                 for (id, epoch) in held {
                     let key = (id.class().to_string(), id.key().to_string(), epoch as i64);
                     if kept.contains(&key) {

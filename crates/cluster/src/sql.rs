@@ -49,6 +49,9 @@ pub const REGISTER: &str = "
      WHERE n.boot = EXCLUDED.boot OR n.expires_at < clock_timestamp()
     RETURNING node";
 
+/// Whether this boot ($2) still holds its node name ($1): a row when it does.
+pub const REGISTERED: &str = "SELECT 1 FROM valet_nodes WHERE node = $1 AND boot = $2";
+
 /// Who holds a node name now, for the refusal's message.
 pub const NODE_HOLDER: &str = "
     SELECT endpoint, (EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::BIGINT
@@ -57,10 +60,13 @@ pub const NODE_HOLDER: &str = "
 /// Takes a key's lease when it is free, expired, or this replica's own; every claim raises the
 /// epoch (also a claim of one's own key again), so a release by an earlier task of this
 /// replica can never end a later one's lease. No row: someone else holds it, or the winner of
-/// a race has not committed yet: read the owner with [`OWNER`].
+/// a race has not committed yet: read the owner with [`OWNER`]. Only while this replica's boot
+/// holds its node name ($6): a replica whose name another took over (it was paused or cut off
+/// past its registration) must not take that one's keys as its own.
 pub const CLAIM: &str = "
     INSERT INTO valet_leases AS l (class, key, owner, epoch, endpoint, expires_at)
-    VALUES ($1, $2, $3, 1, $4, clock_timestamp() + make_interval(secs => $5))
+    SELECT $1, $2, $3, 1, $4, clock_timestamp() + make_interval(secs => $5)
+      FROM valet_nodes n WHERE n.node = $3 AND n.boot = $6
     ON CONFLICT (class, key) DO UPDATE
        SET owner = EXCLUDED.owner, epoch = l.epoch + 1, endpoint = EXCLUDED.endpoint,
            expires_at = EXCLUDED.expires_at
@@ -78,16 +84,22 @@ pub const OWNER: &str = "
 
 /// Renews every lease this replica holds, and its node registration, in one statement. Only
 /// rows still this replica's under the same epoch and not yet expired come back: the others
-/// are lost.
+/// are lost. A row of NULLs comes too when the registration was renewed; without it another
+/// boot holds the node name, and no lease is renewed (they are that one's to claim now).
 pub const RENEW: &str = "
     WITH node AS (
         UPDATE valet_nodes SET expires_at = clock_timestamp() + make_interval(secs => $2)
-         WHERE node = $1 AND boot = $6 RETURNING node)
-    UPDATE valet_leases l SET expires_at = clock_timestamp() + make_interval(secs => $2)
-      FROM unnest($3::text[], $4::text[], $5::bigint[]) AS mine(class, key, epoch)
-     WHERE l.class = mine.class AND l.key = mine.key AND l.epoch = mine.epoch
-       AND l.owner = $1 AND l.expires_at > clock_timestamp()
-    RETURNING l.class, l.key, l.epoch";
+         WHERE node = $1 AND boot = $6 RETURNING node),
+    renewed AS (
+        UPDATE valet_leases l SET expires_at = clock_timestamp() + make_interval(secs => $2)
+          FROM unnest($3::text[], $4::text[], $5::bigint[]) AS mine(class, key, epoch)
+         WHERE l.class = mine.class AND l.key = mine.key AND l.epoch = mine.epoch
+           AND l.owner = $1 AND l.expires_at > clock_timestamp()
+           AND EXISTS (SELECT 1 FROM node)
+        RETURNING l.class, l.key, l.epoch)
+    SELECT class, key, epoch FROM renewed
+    UNION ALL
+    SELECT NULL, NULL, NULL FROM node";
 
 /// Gives a lease up (the instance stopped): it expires now, and the trigger tells everyone.
 pub const RELEASE: &str = "

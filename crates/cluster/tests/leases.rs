@@ -805,3 +805,35 @@ async fn a_min_instances_start_that_takes_long_does_not_hold_the_sweep_up() {
     assert_eq!(b.driver.starts_of("main"), 0, "P/main is gw-a's");
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_node_name_was_taken_over_serves_and_claims_nothing() {
+    let Some(db) = Db::new().await else { return };
+    let a = join(&db.url, "gw-a", TTL).await.unwrap();
+    drop(a.acquire("k").await.unwrap());
+    let b = join(&db.url, "gw-b", TTL).await.unwrap();
+    let epoch = a.cluster.epoch_of(&id("k")).unwrap();
+
+    // Another process registered as gw-a, as one may once this one's registration lapsed (it
+    // was paused, or cut off, past lease_ttl): this one must not go on as gw-a.
+    db.execute(&["UPDATE valet_nodes SET boot = 'another boot' WHERE node = 'gw-a'"])
+        .await;
+    until!(TTL, "gw-a's k stops", a.driver.alive("k") == 0);
+    let refused = a.cluster.claim(&id("k2")).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.0.contains("took over node name")),
+        "{refused:?}"
+    );
+    // Its lease is no longer renewed: once it expires the key is free for the new gw-a, or
+    // anyone, and never taken back by this one.
+    let taken = until!(TTL * 2, "gw-b takes k", {
+        matches!(b.claim("k").await, Claim::Mine { .. })
+    });
+    assert!(taken <= TTL + Duration::from_millis(300), "{taken:?}");
+    assert!(a.cluster.claim(&id("k")).await.is_err());
+    let held = b.lease("k").await.unwrap();
+    assert_eq!((held.owner.as_str(), held.epoch), ("gw-b", epoch + 1));
+    drop(db);
+}
