@@ -455,6 +455,12 @@ impl Coordinator for Cluster {
     }
 
     /// `None` also for a lease held here whose fence is due: it may be about to expire.
+    /// The fence comes at 3/4 lease_ttl: a fenced instance has the next eighth to stop, so
+    /// that it is gone an eighth before its lease can expire.
+    fn fence_grace(&self) -> Duration {
+        self.inner.ttl / 8
+    }
+
     fn epoch_of(&self, id: &InstanceId) -> Option<u64> {
         let held = *lock(&self.inner.owned).get(id)?;
         (held.confirmed.elapsed() < self.inner.fence_after()).then_some(held.epoch)
@@ -755,7 +761,7 @@ async fn sweep(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
         }
         let remote = instances.remote_records();
         if !remote.is_empty() {
-            let classes: Vec<&str> = remote.iter().map(|(_, i)| i.id.class()).collect();
+            let classes: Vec<&str> = remote.iter().map(|(_, i)| &*i.class.lease_name).collect();
             let keys: Vec<&str> = remote.iter().map(|(_, i)| i.id.key()).collect();
             let owners = sqlx::query(sql::OWNERS_OF).bind(&classes).bind(&keys);
             if let Ok(rows) = on_store(&inner.pool, inner.ttl, owners).await {
@@ -764,12 +770,12 @@ async fn sweep(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) {
                     .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4))))
                     .collect();
                 for (route, inst) in &remote {
-                    let key = (inst.id.class().to_string(), inst.id.key().to_string());
+                    let key = (inst.class.lease_name.to_string(), inst.id.key().to_string());
                     let same = current.get(&key).is_some_and(|(owner, epoch, live)| {
                         *live && owner.as_str() == &*route.node && *epoch as u64 == route.epoch
                     });
                     if !same {
-                        instances.forget_owner(&inst.id);
+                        instances.forget_owner(&inst.lease_id());
                     }
                 }
             }

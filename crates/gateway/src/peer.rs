@@ -60,7 +60,8 @@ async fn serve(
     if port >= class.ports.len() {
         return Err(bad("the port index is not one of the class's ports"));
     }
-    let id = InstanceId::new(class.name.clone(), key.as_str());
+    // The key's name in the leases (a project's is `project:<id>` whatever its version).
+    let id = InstanceId::new(class.lease_name.clone(), key.as_str());
     let not_owner = || GatewayError::NotOwner {
         instance: id.to_string(),
     };

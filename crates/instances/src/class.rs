@@ -26,6 +26,11 @@ pub struct Probe {
 /// One class, resolved from config.
 pub struct ClassRuntime {
     pub name: Arc<str>,
+    /// The name its keys' leases go by in cluster mode: the class's own name, or, for a
+    /// deployed project's version, `project:<id>`, the same on every replica and for every
+    /// version, so that one project runs one instance cluster-wide whichever replica built
+    /// which version (its class names differ per build and per process).
+    pub lease_name: Arc<str>,
     pub command: Vec<String>,
     pub image: Option<String>,
     /// Named ports in a fixed order; endpoints are indexed the same way.
@@ -120,6 +125,7 @@ impl ClassRuntime {
         let sleep_after = class.sleep_after.get();
         Self {
             name: class.class_name.as_str().into(),
+            lease_name: class.class_name.as_str().into(),
             command: class.command.clone(),
             image: class.image.clone(),
             default_port,

@@ -242,6 +242,11 @@ impl Instance {
         });
     }
 
+    /// The key's name in the cluster's leases: its class's lease name and its key.
+    pub fn lease_id(&self) -> InstanceId {
+        InstanceId::new(self.class.lease_name.clone(), self.id.key())
+    }
+
     /// The owner replica's route while another replica owns this key (cluster mode).
     pub fn remote(&self) -> Option<Arc<PeerRoute>> {
         self.ready.load().as_ref().and_then(|r| r.via.clone())

@@ -60,6 +60,11 @@ pub trait Coordinator: Send + Sync + 'static {
     fn unreachable(&self, node: &str);
     /// The epoch under which this replica holds the key now, if it does.
     fn epoch_of(&self, id: &InstanceId) -> Option<u64>;
+    /// How long a fenced instance may take to stop before it is killed: what is left of its
+    /// lease when the fence comes, less a margin.
+    fn fence_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
     /// What the store says of the cluster now (for `/v1/cluster`): a store round trip.
     fn view(&self) -> Pin<Box<dyn Future<Output = Result<ClusterView, ClaimError>> + Send + '_>>;
     /// Lease counters since start, for `/metrics`.

@@ -469,10 +469,14 @@ impl Instances {
         out
     }
 
-    /// A config class or a deployed version's class by name.
+    /// A config class or a deployed version's class by name, or by lease name: a project's
+    /// `project:<id>` is the class of its current version.
     pub fn class_named(&self, name: &str) -> Option<Arc<ClassRuntime>> {
         if let Some(class) = self.class(name) {
             return Some(class.clone());
+        }
+        if let Some(project) = name.strip_prefix("project:") {
+            return self.project(project);
         }
         self.project_classes()
             .into_iter()
@@ -561,7 +565,7 @@ impl Instances {
         let mut info = inst.info();
         if info.owner.is_none() {
             if let Some(coordinator) = self.inner.coordinator.get() {
-                if coordinator.epoch_of(&inst.id).is_some() {
+                if coordinator.epoch_of(&inst.lease_id()).is_some() {
                     info.owner = Some(coordinator.node().to_string());
                 }
             }

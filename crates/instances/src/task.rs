@@ -111,7 +111,7 @@ impl Task {
             }
         }
         if let (Some(coordinator), Some(epoch)) = (&self.coordinator, self.epoch) {
-            coordinator.release(&self.inst.id, epoch);
+            coordinator.release(&self.inst.lease_id(), epoch);
         }
         self.inst.class.release_slot();
     }
@@ -121,8 +121,9 @@ impl Task {
     /// not say (waiters get 503 with `Retry-After` for a second, so a down store is not asked
     /// once per request).
     async fn claim(&mut self, coordinator: &dyn Coordinator) -> bool {
+        let lease_id = self.inst.lease_id();
         let claimed = tokio::select! {
-            claimed = coordinator.claim(&self.inst.id) => claimed,
+            claimed = coordinator.claim(&lease_id) => claimed,
             _ = self.shutdown.wait() => return false,
         };
         match claimed {
@@ -179,7 +180,9 @@ impl Task {
     /// that came while the instance started cleared a pointer that was not set yet.
     fn still_owner(&self) -> bool {
         match (&self.coordinator, self.epoch) {
-            (Some(coordinator), Some(epoch)) => coordinator.epoch_of(&self.inst.id) == Some(epoch),
+            (Some(coordinator), Some(epoch)) => {
+                coordinator.epoch_of(&self.inst.lease_id()) == Some(epoch)
+            }
             _ => true,
         }
     }
@@ -405,7 +408,11 @@ impl Task {
                     Some(Command::Fence { epoch }) if Some(epoch) == self.epoch => {
                         tracing::warn!(instance = %self.inst.id, "lease lost: no longer this replica's key, stopping");
                         self.fenced = true;
-                        self.stop_running(&mut **running).await;
+                        // Within what is left of the lease, not the class's stop_timeout:
+                        // the next owner may start the key once the lease expires.
+                        let grace = self.coordinator.as_ref().map(|c| c.fence_grace());
+                        let grace = grace.unwrap_or_default().min(self.inst.class.stop_timeout);
+                        self.stop_running_within(&mut **running, grace).await;
                         return End::Stopped { shutdown: false };
                     }
                     Some(Command::Replace) if self.lives == 1 => {
@@ -503,6 +510,13 @@ impl Task {
             successor.stop(class.stop_timeout).await;
             return None;
         }
+        if !self.still_owner() {
+            // The lease went while the successor started: neither may serve.
+            self.fenced = true;
+            successor.stop(class.stop_timeout).await;
+            self.stop_running(&mut **running).await;
+            return Some(End::Stopped { shutdown: false });
+        }
         // New requests go to the successor from here on; leases taken before still hold the
         // old endpoints. `active` counts both, so it reaching zero means the old one is idle.
         inst.ready
@@ -542,7 +556,11 @@ impl Task {
         let inst = &self.inst;
         let ports = inst.ready.swap(None);
         if inst.active.load(Ordering::SeqCst) > 0 {
-            inst.ready.store(ports);
+            // Put back only while the lease holds: a fence may have cleared the pointer in
+            // between, and its instance is about to stop.
+            if self.still_owner() {
+                inst.ready.store(ports);
+            }
             return false;
         }
         true
@@ -562,9 +580,15 @@ impl Task {
     }
 
     async fn stop_running(&self, running: &mut dyn Running) {
+        self.stop_running_within(running, self.inst.class.stop_timeout)
+            .await
+    }
+
+    /// Stops the instance, killing it when it has not exited after `grace`.
+    async fn stop_running_within(&self, running: &mut dyn Running, grace: Duration) {
         self.inst.ready.store(None);
         self.inst.set_status(|s| s.state = InstanceState::Stopping);
-        let exit = running.stop(self.inst.class.stop_timeout).await;
+        let exit = running.stop(grace).await;
         self.inst.set_status(|s| s.last_exit = Some(exit));
         tracing::info!(instance = %self.inst.id, %exit, "instance stopped");
     }

@@ -538,3 +538,36 @@ async fn listings_name_each_keys_owner() {
         "not in cluster mode"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_instance_is_killed_within_the_fence_grace_not_its_stop_timeout() {
+    // The next owner may start the key once the lease expires: a fenced instance that ignores
+    // SIGTERM must not run on for the class's stop_timeout.
+    let t = table(r#"stop_timeout = "10s""#);
+    t.driver.plan(
+        "k",
+        Plan::IgnoreStop {
+            ready_after: Duration::ZERO,
+        },
+    );
+    t.coordinator.answer(Answer::Mine(3));
+    drop(t.acquire("k").await.unwrap());
+    t.coordinator.lose(&id("k"));
+    let fenced = Instant::now();
+    t.instances.fence(&id("k"), 3);
+    while t.driver.alive("k") > 0 {
+        tokio::time::sleep(ms(10)).await;
+    }
+    // FakeCoordinator keeps the trait's default grace, 1 s.
+    assert!(
+        fenced.elapsed() <= Duration::from_millis(1010),
+        "{:?}",
+        fenced.elapsed()
+    );
+    let stops = t.driver.stops();
+    assert_eq!(
+        stops.last().unwrap().1.signal,
+        Some(9),
+        "killed after the grace"
+    );
+}

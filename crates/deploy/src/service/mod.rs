@@ -479,6 +479,9 @@ impl Deployer {
         class.image = runnable.image;
         class.volume = runnable.volume;
         let mut runtime = ClassRuntime::from_config(&self.config, &class);
+        // Cluster mode: one lease per project whatever the version or the replica that built
+        // it (the class name differs per build and per process).
+        runtime.lease_name = format!("project:{project}").into();
         runtime.work_dir = app;
         // One data folder per project, not per version: data outlives upgrades and rollbacks.
         runtime.data_root = data;
