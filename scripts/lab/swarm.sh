@@ -19,6 +19,9 @@
 #                              state folder goes, then netns.sh down.
 #   swarm.sh sockets PREFIX    prints the sockets' paths of a lab that is up.
 #
+# State: /tmp/valet-lab/PREFIX (VALET_LAB_STATE overrides /tmp/valet-lab): nI/ per node (data,
+# exec, docker.pid, docker.sock, log, daemon.json), subnet (X), times (see tick/tock below).
+#
 # Only processes this script started are ever stopped: a dockerd by the pid in its own pidfile,
 # checked against its command line (which names this lab's socket); containerd and shims by a
 # command line naming this lab's state folder; containers through runc's state root of this
@@ -85,6 +88,14 @@ start_daemon() {
   dir=$(node_dir "$i")
   daemon_pid "$i" >/dev/null && return 0
   [ -e "/run/netns/$prefix-n$i" ] || die "no namespace $prefix-n$i"
+  # A daemon killed by `kill` left its containerd, shims and containers: a dockerd started
+  # next to them cannot start its own containerd. The node comes back as after a reboot.
+  # dockerd reuses the containerd of containerd.pid while that pid exists, and a killed
+  # containerd can linger as a zombie for a while: it would wait for it forever.
+  if [ -d "$dir" ]; then
+    leftovers "$i"
+    rm -f "$dir/exec/containerd/containerd.pid"
+  fi
   mkdir -p "$dir"
   [ -s "$dir/daemon.json" ] || echo '{}' >"$dir/daemon.json"
   rm -f "$dir/docker.pid" "$dir/docker.sock"
@@ -110,18 +121,31 @@ wait_daemon() {
 
 swarm_state() { d "$1" info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 
+# Phase timings of `up` into $root/times ("NAME SECONDS" lines, only the steps it took), for
+# tests to print: daemons (start to every socket answering), init, join I, labels.
+t0=
+tick() { t0=$EPOCHREALTIME; }
+tock() { printf '%s %s\n' "$1" "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')" >>"$root/times"; }
+
 up() {
-  local n=$1 x i state token addr id
+  local n=$1 x i state token addr id started=
   x=$(bash "$NETNS_SH" up "$prefix" "$n")
   mkdir -p "$root"
   echo "$x" >"$root/subnet"
-  for i in $(seq 1 "$n"); do start_daemon "$i"; done
+  : >"$root/times"
+  tick
+  for i in $(seq 1 "$n"); do
+    daemon_pid "$i" >/dev/null || { start_daemon "$i"; started=1; }
+  done
   for i in $(seq 1 "$n"); do wait_daemon "$i"; done
+  [ -z "$started" ] || tock daemons
 
   state=$(swarm_state 1 || true)
   if [ "$state" != active ]; then
     [ "$state" = inactive ] || d 1 swarm leave --force >/dev/null 2>&1 || true
+    tick
     d 1 swarm init --advertise-addr "10.$x.0.11" --listen-addr "10.$x.0.11:2377" >/dev/null
+    tock init
   fi
   token=$(d 1 swarm join-token -q worker)
   for i in $(seq 2 "$n"); do
@@ -132,14 +156,18 @@ up() {
     esac
     d "$i" swarm leave --force >/dev/null 2>&1 || true
     addr=10.$x.0.$((10 + i))
+    tick
     d "$i" swarm join --token "$token" --advertise-addr "$addr" --listen-addr "$addr:2377" \
       "10.$x.0.11:2377" >/dev/null
+    tock "join$i"
   done
   # Every node reports hostname "vm": tasks are placed by these labels.
+  tick
   for i in $(seq 1 "$n"); do
     id=$(d "$i" info --format '{{.Swarm.NodeID}}')
     d 1 node update --label-add "valet.node=n$i" "$id" >/dev/null
   done
+  tock labels
   for i in $(seq 1 "$n"); do sock "$i"; done
 }
 
@@ -191,7 +219,7 @@ lab_pids() {
 }
 
 stop_node() {
-  local i=$1 dir pid id deadline
+  local i=$1 dir pid deadline
   dir=$(node_dir "$i")
   if pid=$(daemon_pid "$i"); then
     timeout 20 docker -H "unix://$dir/docker.sock" swarm leave --force >/dev/null 2>&1 || true
@@ -200,8 +228,14 @@ stop_node() {
     while [ -d "/proc/$pid" ] && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  # What a killed daemon left: its containers (runc's state of this daemon), then containerd
-  # and the shims (their command lines name this node's folder).
+  leftovers "$i"
+}
+
+# What a killed daemon left: its containers (runc's state of this daemon), then containerd
+# and the shims (their command lines name this node's folder), then mounts.
+leftovers() {
+  local i=$1 dir pid id
+  dir=$(node_dir "$i")
   if [ -d "$dir/exec/runtime-runc/moby" ]; then
     for id in $(runc --root "$dir/exec/runtime-runc/moby" list -q 2>/dev/null); do
       runc --root "$dir/exec/runtime-runc/moby" delete --force "$id" >/dev/null 2>&1 || true
