@@ -15,6 +15,7 @@ pub mod dockerd;
 pub mod faults;
 pub mod http;
 pub mod procs;
+pub mod swarm;
 pub mod wire;
 
 pub use self::http::{assert_crash_loop_answer, client, echo_of, json_of, raw, RawResponse};

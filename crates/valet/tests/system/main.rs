@@ -48,4 +48,5 @@ mod proxy;
 mod redeploy_load;
 mod registry;
 mod streams;
+mod swarm_lab;
 mod tenant_isolation;
