@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use valet_core::shutdown::ShutdownTrigger;
 use valet_core::{InstanceId, InstanceState, Shutdown};
 use valet_instances::{AcquireError, ClassRuntime, Instances};
-use valet_runtime::fake::{FakeDriver, Plan};
+use valet_runtime::fake::{one_class_config, FakeDriver, Plan};
 use valet_runtime::{Adopted, Driver, InstanceSpec};
 
 struct Table {
@@ -22,27 +22,7 @@ struct Table {
 
 /// One class `C` (path:1 keys) with `class_options`, and `server_options`.
 fn table_with(server_options: &str, class_options: &str) -> Table {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-        [server]
-        data_dir = "{data}"
-        {server_options}
-
-        [[containers]]
-        class_name = "C"
-        command = ["fake"]
-        {class_options}
-
-        [[routes]]
-        pattern = "/c/*"
-        container = "C"
-        instance = "path:1"
-        "#,
-        data = dir.path().join("data").display()
-    );
-    let config =
-        valet_config::parse_str(&text, &dir.path().join("valet.toml"), dir.path()).unwrap();
+    let (config, dir) = one_class_config(server_options, class_options, "");
     let driver = FakeDriver::new();
     let (trigger, shutdown) = Shutdown::new();
     let instances = Instances::new(&config, Arc::new(driver.clone()), shutdown);
