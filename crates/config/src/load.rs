@@ -90,6 +90,7 @@ impl<'d> Reader<'d> {
                 "deploy" => config.deploy = self.read(&at, item).unwrap_or_default(),
                 "registries" => config.registries = self.read_list("registries", item),
                 "cluster" => config.cluster = self.read(&at, item),
+                "swarm" => config.swarm = self.read(&at, item),
                 _ => self.unknown_key(&at),
             }
         }

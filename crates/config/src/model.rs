@@ -32,6 +32,8 @@ pub struct Config {
     pub registries: Vec<RegistryConfig>,
     /// `[cluster]`: this valet is one replica of several on one PostgreSQL store. Optional.
     pub cluster: Option<ClusterConfig>,
+    /// `[swarm]`: where `driver = "swarm"` finds its Docker Swarm. Optional.
+    pub swarm: Option<SwarmConfig>,
     /// Folder of the config file; relative paths are resolved against it. Set by the loader.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -47,7 +49,8 @@ pub struct ServerConfig {
     pub admin_listen: String,
     /// Store, instance data and logs; one valet at a time holds its lock. Default `.valet`.
     pub data_dir: PathBuf,
-    /// `"process"` (default) or `"docker"`; `"kubernetes"` is refused until it exists.
+    /// `"process"` (default), `"docker"` or `"swarm"` (`[swarm]`); `"kubernetes"` is refused
+    /// until it exists.
     pub driver: String,
     /// Base of endpoint URLs handed out. Default `http://` + `listen`.
     pub public_url: Option<String>,
@@ -509,6 +512,37 @@ impl Default for ClusterConfig {
             secret: None,
             secret_file: None,
             lease_ttl: DurationValue::new("5s"),
+        }
+    }
+}
+
+/// `[swarm]`: with `driver = "swarm"` every instance is a Docker Swarm service, placed by the
+/// swarm on any node and reached at that node's address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SwarmConfig {
+    /// A manager node's Engine API, `unix://...` or `tcp://host:port`. Default: `DOCKER_HOST`,
+    /// else the local socket.
+    pub docker_host: Option<String>,
+    /// Every node's Engine API address. valet builds (or pulls) a class's image once on the
+    /// manager and loads it onto each of these, then creates services by image ID, so no node
+    /// pulls. Empty: every node must have the image already, or be able to pull it.
+    pub nodes: Vec<String>,
+    /// How valet reaches an instance: `"host"` (the task's node address and a port published
+    /// there). `"network"` (an overlay network valet shares) needs valet on the swarm and is
+    /// not available yet.
+    pub publish: String,
+    /// The overlay network of `publish = "network"`; refused until that exists.
+    pub network: Option<String>,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            docker_host: None,
+            nodes: Vec::new(),
+            publish: "host".into(),
+            network: None,
         }
     }
 }

@@ -178,7 +178,7 @@ fn load_reports_the_file_as_named() {
         errors.to_string(),
         format!(
             "{}:2:1: server.driver: driver \"kubernetes\" is planned, not available yet \
-             (use \"process\" or \"docker\")",
+             (use \"process\", \"docker\" or \"swarm\")",
             path.display()
         )
     );

@@ -63,14 +63,15 @@ impl Checks<'_> {
                         .into()
                 });
             }
-            "docker" => {
+            driver @ ("docker" | "swarm") => {
                 let ok = class
                     .image
                     .as_deref()
                     .is_some_and(|image| !image.trim().is_empty());
                 self.require(ok, at.key("image"), || {
-                    "the docker driver needs an image: a Dockerfile path or an image reference"
-                        .into()
+                    format!(
+                        "the {driver} driver needs an image: a Dockerfile path or an image reference"
+                    )
                 });
             }
             _ => {} // An unknown driver is reported once, on server.driver.

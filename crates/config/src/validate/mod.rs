@@ -8,6 +8,7 @@ mod deploy;
 mod registries;
 mod routes;
 mod server;
+mod swarm;
 
 use crate::keypath::KeyPath;
 use crate::values::{DurationValue, SizeValue};
@@ -57,6 +58,7 @@ impl Config {
         checks.deploy();
         checks.registries();
         checks.cluster();
+        checks.swarm();
         checks.containers();
         checks.routes();
         checks.problems

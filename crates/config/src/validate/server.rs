@@ -41,14 +41,14 @@ impl Checks<'_> {
             });
         }
         match server.driver.as_str() {
-            "process" | "docker" => {}
+            "process" | "docker" | "swarm" => {}
             "kubernetes" => self.fail(
                 at.key("driver"),
-                "driver \"kubernetes\" is planned, not available yet (use \"process\" or \"docker\")",
+                "driver \"kubernetes\" is planned, not available yet (use \"process\", \"docker\" or \"swarm\")",
             ),
             other => self.fail(
                 at.key("driver"),
-                format!("unknown driver {other:?} (use \"process\" or \"docker\")"),
+                format!("unknown driver {other:?} (use \"process\", \"docker\" or \"swarm\")"),
             ),
         }
         let store = server.store.as_str();
