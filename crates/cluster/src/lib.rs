@@ -277,6 +277,7 @@ impl Cluster {
             endpoint: endpoint.parse().ok()?,
             token: self.inner.token.clone(),
             target: encode_target(id),
+            moved: Default::default(),
         })
     }
 

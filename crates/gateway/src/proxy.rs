@@ -231,8 +231,14 @@ async fn send(
         // against it: to the client it is part of waiting for the answer.
         None => {
             let deadline = Instant::now() + upstream.first_byte;
+            // A forwarded request that may go twice stops waiting when its key leaves the
+            // owner it was sent to (see `PeerRoute::moved`), and goes to the new owner.
+            let moved = match lease.via() {
+                Some(route) if method.is_idempotent() => Some(route.moved.clone()),
+                _ => None,
+            };
             // Boxed, so that the caller's future holds a pointer, not the exchange.
-            Box::pin(async {
+            let exchange = Box::pin(async {
                 if lease.needs_turn()
                     && tokio::time::timeout_at(deadline, lease.take_turn())
                         .await
@@ -245,8 +251,19 @@ async fn send(
                         .pool
                         .send_head(addr, head, method, framing, body, Some(deadline));
                 Some(sent.await)
-            })
-            .await
+            });
+            match moved {
+                None => exchange.await,
+                Some(moved) => tokio::select! {
+                    biased;
+                    answer = exchange => answer,
+                    () = moved.cancelled() => {
+                        return Err(GatewayError::NotOwner {
+                            instance: lease.instance().id.to_string(),
+                        });
+                    }
+                },
+            }
         }
         // The clock starts once the body is sent (or dropped unsent); until then the body's own
         // idle timeout is what stops a client that stalls.

@@ -35,6 +35,12 @@ pub struct PeerRoute {
     pub token: Arc<str>,
     /// The class and key as the owner's peer listener reads them ([`encode_target`]).
     pub target: String,
+    /// Cancelled once the key's lease is known to have left this owner (a change notified by
+    /// the store, or found by the sweep). A bodiless idempotent request still waiting on this
+    /// route for its answer then goes to the new owner: an owner cut off by a partition
+    /// neither answers nor closes its connections, and the request would otherwise wait for
+    /// `timeouts.first_byte` although the key is served elsewhere.
+    pub moved: tokio_util::sync::CancellationToken,
 }
 
 /// Why a claim could not be decided (the store is unreachable): requests get 503 with

@@ -435,13 +435,16 @@ impl Instances {
     /// was given up): the next request asks the store again.
     pub fn forget_owner(&self, id: &InstanceId) {
         if let Some(inst) = self.record_of(id) {
-            forget_route(&inst);
+            if let Some(route) = forget_route(&inst) {
+                route.moved.cancel();
+            }
         }
     }
 
     /// [`Self::forget_owner`] for every key another replica serves (after the change feed
     /// was interrupted and changes may have been missed).
     pub fn forget_owners(&self) {
+        // The owners very likely still serve: requests waiting on them keep waiting.
         for (_, inst) in self.remote_records() {
             forget_route(&inst);
         }
@@ -453,7 +456,11 @@ impl Instances {
         if let Some(coordinator) = self.inner.coordinator.get() {
             coordinator.unreachable(node);
         }
-        forget_route(inst);
+        // Requests still waiting on the unreachable owner (a partition leaves their
+        // connections open and silent) go again where the key is served next, if they may.
+        if let Some(route) = forget_route(inst) {
+            route.moved.cancel();
+        }
     }
 
     /// Keys whose requests go to another replica, with the route they take.
@@ -608,14 +615,15 @@ fn try_lease(inst: &Arc<Instance>, port: usize) -> Option<Lease> {
 }
 
 /// Clears a record's route to another replica, if it still has one.
-fn forget_route(inst: &Instance) {
+/// Forgets the key's route to another replica, if it has one; returns it.
+fn forget_route(inst: &Instance) -> Option<Arc<PeerRoute>> {
     let current = inst.ready.load_full();
-    if current.as_ref().is_some_and(|r| r.via.is_some()) {
-        // Only the route read just now: a local start that replaced it meanwhile stays.
-        let _ = inst
-            .ready
-            .compare_and_swap(&current, None::<Arc<crate::instance::Ready>>);
-    }
+    let route = current.as_ref().and_then(|r| r.via.clone())?;
+    // Only the route read just now: a local start that replaced it meanwhile stays.
+    let _ = inst
+        .ready
+        .compare_and_swap(&current, None::<Arc<crate::instance::Ready>>);
+    Some(route)
 }
 
 fn unavailable(inst: &Instance) -> AcquireError {

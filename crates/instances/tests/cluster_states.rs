@@ -136,6 +136,7 @@ fn route(node: &str, epoch: u64, port: u16, key: &str) -> Arc<PeerRoute> {
         endpoint: SocketAddr::from(([10, 0, 0, 2], port)),
         token: "peer-token".into(),
         target: encode_target(&InstanceId::new("C", key)),
+        moved: Default::default(),
     })
 }
 
@@ -465,6 +466,9 @@ async fn forgetting_owners_clears_routes_to_other_replicas_and_nothing_else() {
     t.instances.forget_owner(&id("k1"));
     assert!(t.remote("k1").is_none());
     assert!(t.remote("k2").is_some(), "only the key named");
+    // Requests still waiting on the forgotten route are told the key moved; the others not.
+    assert!(b1.moved.is_cancelled());
+    assert!(!b2.moved.is_cancelled());
     // A key of this replica has no route to forget: it keeps serving.
     t.instances.forget_owner(&id("k3"));
     assert_eq!(t.acquire("k3").await.unwrap().addr(), local);
@@ -480,6 +484,9 @@ async fn forgetting_owners_clears_routes_to_other_replicas_and_nothing_else() {
 
     t.instances.forget_owners();
     assert!(t.remote("k1").is_none() && t.remote("k2").is_none());
+    // A lost feed says nothing of where keys are: the owners likely serve on, and requests
+    // waiting on them keep waiting.
+    assert!(!b2.moved.is_cancelled() && !moved.moved.is_cancelled());
     assert_eq!(t.acquire("k3").await.unwrap().addr(), local);
     assert_eq!(t.coordinator.claims(), 4);
     t.coordinator.answer(Answer::Mine(2));
@@ -496,6 +503,10 @@ async fn an_owner_that_cannot_be_reached_is_reported_and_its_route_forgotten() {
     t.instances.owner_unreachable(lease.instance(), "gw-b");
     assert_eq!(*t.coordinator.unreachable.lock().unwrap(), ["gw-b"]);
     assert!(t.remote("k").is_none());
+    assert!(
+        lease.via().unwrap().moved.is_cancelled(),
+        "waiting requests go again"
+    );
     drop(lease);
     t.coordinator.answer(Answer::Mine(4));
     assert!(t.acquire("k").await.unwrap().via().is_none());
