@@ -18,7 +18,8 @@ mod upload;
 
 pub use error::DeployError;
 pub use package::{
-    App, DockerPackager, Packager, Prepared, ProcessPackager, Runnable, Runtime, Version,
+    App, DockerPackager, Packager, Prepared, ProcessPackager, Runnable, Runtime,
+    UnavailablePackager, Version,
 };
 pub use plans::{Plan, PlanRefusal, Plans, DEFAULT_MAX_UPLOAD};
 pub use progress::{Event, Progress};

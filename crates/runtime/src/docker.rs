@@ -12,20 +12,20 @@
 //! - [`names`] names and labels everything, scoped to one data folder;
 //! - [`volumes`] lists and removes the per-instance volumes for `valet volumes`.
 
-mod container;
+pub(crate) mod container;
 mod context;
-mod error;
-mod image;
-mod logs;
-mod names;
+pub(crate) mod error;
+pub(crate) mod image;
+pub(crate) mod logs;
+pub(crate) mod names;
 mod project;
 mod provision;
 mod pull;
-mod reach;
+pub(crate) mod reach;
 mod recover;
 mod registry;
-mod running;
-mod settings;
+pub(crate) mod running;
+pub(crate) mod settings;
 mod volumes;
 
 pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, PROJECT, SCOPE};

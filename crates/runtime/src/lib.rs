@@ -10,6 +10,7 @@ pub mod logfile;
 pub mod logs;
 pub mod probe;
 pub mod process;
+pub mod swarm;
 
 pub use docker::DockerDriver;
 pub use driver::{
@@ -20,3 +21,4 @@ pub use logs::LogRing;
 pub use probe::{NetProbe, Probe, ProbeError};
 pub use process::listeners::{confirm as confirm_listener, PortConflict};
 pub use process::ProcessDriver;
+pub use swarm::SwarmDriver;

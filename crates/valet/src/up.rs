@@ -7,13 +7,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use valet_config::Config;
 use valet_core::Shutdown;
-use valet_deploy::{DockerPackager, Packager, ProcessPackager};
+use valet_deploy::{DockerPackager, Packager, ProcessPackager, UnavailablePackager};
 use valet_gateway::auth::JwtVerifier;
 use valet_gateway::proxy::UpstreamSettings;
 use valet_gateway::server::ServerConfig;
 use valet_gateway::{assets::Assets, routes::RouteTable, GatewayState, Server};
 use valet_instances::Instances;
-use valet_runtime::{DockerDriver, Driver, ProcessDriver};
+use valet_runtime::{DockerDriver, Driver, ProcessDriver, SwarmDriver};
 
 pub fn run(path: &Path) -> ExitCode {
     let config = match valet_config::load(path) {
@@ -205,6 +205,12 @@ async fn engine(config: &Config) -> Result<(Arc<dyn Driver>, Arc<dyn Packager>),
                 .map_err(|e| format!("docker driver: {e}"))?;
             let packager = DockerPackager::new(config, docker.clone());
             Ok((Arc::new(docker), Arc::new(packager)))
+        }
+        "swarm" => {
+            let swarm = SwarmDriver::connect(config)
+                .await
+                .map_err(|e| format!("swarm driver: {e}"))?;
+            Ok((Arc::new(swarm), Arc::new(UnavailablePackager::new("swarm"))))
         }
         other => Err(format!("driver {other:?} is not available in this build")),
     }

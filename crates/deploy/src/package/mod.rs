@@ -13,9 +13,11 @@
 
 mod docker;
 mod process;
+mod unavailable;
 
 pub use docker::DockerPackager;
 pub use process::ProcessPackager;
+pub use unavailable::UnavailablePackager;
 
 use crate::progress::Progress;
 use crate::DeployError;

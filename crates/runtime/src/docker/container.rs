@@ -40,15 +40,22 @@ impl Plan<'_> {
         labels
     }
 
-    pub fn body(&self) -> Result<ContainerCreateBody, DriverError> {
+    /// The command with its port placeholders filled in, and the default port's number.
+    pub fn command(&self) -> Result<(Vec<String>, Option<u16>), DriverError> {
         let spec = self.spec;
-        let ports: Vec<(String, u16)> = spec.ports.clone();
         let default = default_port(spec)?;
         let cmd = spec
             .command
             .iter()
-            .map(|arg| substitute(arg, default, &ports).map_err(DriverError::Spec))
+            .map(|arg| substitute(arg, default, &spec.ports).map_err(DriverError::Spec))
             .collect::<Result<Vec<_>, _>>()?;
+        Ok((cmd, default))
+    }
+
+    pub fn body(&self) -> Result<ContainerCreateBody, DriverError> {
+        let spec = self.spec;
+        let ports: Vec<(String, u16)> = spec.ports.clone();
+        let (cmd, default) = self.command()?;
         let port_keys: Vec<String> = ports.iter().map(|(_, p)| format!("{p}/tcp")).collect();
         // The engine publishes nothing from an internal network.
         let internal = self.network.is_some_and(|n| n.internal);
@@ -115,7 +122,7 @@ impl Plan<'_> {
 
     /// The spec's env, then valet's own variables, which the spec cannot shadow. Ports are
     /// the container's own: every container may listen on its configured port.
-    fn env(&self, default: Option<u16>) -> Vec<String> {
+    pub fn env(&self, default: Option<u16>) -> Vec<String> {
         let spec = self.spec;
         let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if let Some(port) = default {

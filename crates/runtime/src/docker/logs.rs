@@ -58,18 +58,33 @@ impl LogSink {
 
 /// Follows a container's stdout and stderr until it stops. `tail`: `"all"` for a container
 /// just made, `"0"` for an adopted one whose earlier output is in the file already.
-pub fn follow(docker: Docker, container: String, tail: &str, mut sink: LogSink) -> JoinHandle<()> {
-    let options = LogsOptions {
+pub fn follow(docker: Docker, container: String, tail: &str, sink: LogSink) -> JoinHandle<()> {
+    let frames = docker.logs(&container, Some(following(tail)));
+    pump(frames, container, sink)
+}
+
+/// Options of a log stream that follows stdout and stderr from `tail` on.
+pub fn following(tail: &str) -> LogsOptions {
+    LogsOptions {
         follow: true,
         stdout: true,
         stderr: true,
         tail: tail.to_string(),
         ..Default::default()
-    };
+    }
+}
+
+/// Copies a log stream of the Engine API (a container's, a Swarm service's) into `sink` until
+/// it ends; `source` names it in valet's own debug log.
+pub fn pump<S>(frames: S, source: String, mut sink: LogSink) -> JoinHandle<()>
+where
+    S: futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send + 'static,
+{
+    let container = source;
     tokio::spawn(async move {
         // The engine sends frames per stream; each keeps its own unfinished line.
         let (mut out, mut err) = (LineSplitter::new(), LineSplitter::new());
-        let mut frames = docker.logs(&container, Some(options));
+        let mut frames = std::pin::pin!(frames);
         while let Some(frame) = frames.next().await {
             match frame {
                 Ok(LogOutput::StdErr { message }) => err.feed(&message, |l| sink.keep(l)),

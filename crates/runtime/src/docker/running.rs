@@ -69,11 +69,7 @@ impl DockerInstance {
     }
 
     async fn wait_exit(&mut self) -> ExitStatus {
-        match self.exit.wait_for(Option::is_some).await {
-            Ok(status) => status.unwrap_or_default(),
-            // The waiter only ends after sending; a closed channel means it panicked.
-            Err(_) => ExitStatus::default(),
-        }
+        wait_sent(&mut self.exit).await
     }
 }
 
@@ -138,6 +134,15 @@ impl Drop for DockerInstance {
     }
 }
 
+/// The status a watcher sends once. It only ends after sending; a closed channel means it
+/// panicked.
+pub(crate) async fn wait_sent(exit: &mut watch::Receiver<Option<ExitStatus>>) -> ExitStatus {
+    match exit.wait_for(Option::is_some).await {
+        Ok(status) => status.unwrap_or_default(),
+        Err(_) => ExitStatus::default(),
+    }
+}
+
 /// Force-removes a container (killing it if it runs); its named volume is kept.
 pub async fn remove(docker: &Docker, id: &str) {
     let options = RemoveContainerOptions {
@@ -188,7 +193,7 @@ async fn wait_for_exit(
 }
 
 /// The engine reports a death by signal N as 128 + N, as a shell does.
-fn status_of(code: i64) -> ExitStatus {
+pub(crate) fn status_of(code: i64) -> ExitStatus {
     match code {
         129..=192 => ExitStatus {
             code: None,

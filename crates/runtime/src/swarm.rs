@@ -1,0 +1,527 @@
+//! The Swarm driver: every instance is a Docker Swarm service of one replica, placed by the
+//! swarm's scheduler on any node and reached at that node's address, on the ports the node
+//! published for its task (host mode: the ingress mesh and virtual IPs need IPVS, and add a
+//! hop). valet keeps what Swarm alone does not give: one serving copy per key, restarts with
+//! its own backoff (Swarm's restart policy is off), and fencing of a lost node's copy.
+//!
+//! - [`spec`] turns a spec into a service (the Docker driver's container plan inside);
+//! - [`tasks`] reads where a task runs and whether it still does;
+//! - [`nodes`] watches the nodes and loads images onto the listed ones;
+//! - [`running`] is the handle the instance layer holds;
+//! - [`recover`] adopts this valet's services after a restart;
+//! - [`volume`] keeps a key with a volume on the node that holds it.
+//!
+//! Images, class settings, names, labels and logs are the Docker driver's own modules.
+
+mod nodes;
+mod recover;
+mod running;
+mod spec;
+mod tasks;
+mod volume;
+
+pub use spec::{service_name, OWNER};
+
+use crate::docker::container::Plan;
+use crate::docker::error::{conflict, engine, not_found};
+use crate::docker::image::{ImageSource, Images};
+use crate::docker::logs::{self, LogSink};
+use crate::docker::settings::{self, ClassSettings};
+use crate::driver::{
+    remove_data_dir, Adopted, Driver, DriverError, Endpoints, InstanceSpec, PhaseSink, Running,
+};
+use crate::logs::LogRing;
+use async_trait::async_trait;
+use bollard::query_parameters::ListServicesOptions;
+use bollard::{ClientVersion, Docker};
+use nodes::Nodes;
+use running::{SwarmInstance, Watched};
+use sha2::{Digest, Sha256};
+use spec::Service;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tasks::Progress;
+use valet_config::Config;
+use valet_core::InstanceId;
+
+/// The longest a created service may take to have its task running: scheduling, and on a
+/// node without the image, a pull (a tag makes Swarm try one even when the node has it).
+const LAUNCH_WITHIN: Duration = Duration::from_secs(120);
+/// How often a launching service's task is looked at: this is on the cold-start path.
+const LAUNCH_POLL: Duration = Duration::from_millis(50);
+/// Engine API calls to any node give up after this many seconds.
+const REQUEST_TIMEOUT: u64 = 120;
+
+fn unreachable(address: &str, e: bollard::errors::Error) -> DriverError {
+    DriverError::io(
+        format!("cannot reach the swarm manager's Engine API at {address} ([swarm] docker_host)"),
+        std::io::Error::other(e),
+    )
+}
+
+/// A client of one engine at `address` (`unix://` or `tcp://`), speaking `version`.
+fn connect_at(address: &str, version: &ClientVersion) -> Result<Docker, bollard::errors::Error> {
+    match address.strip_prefix("tcp://") {
+        Some(rest) => {
+            Docker::connect_with_http(&format!("http://{rest}"), REQUEST_TIMEOUT, version)
+        }
+        None if address.starts_with("http://") => {
+            Docker::connect_with_http(address, REQUEST_TIMEOUT, version)
+        }
+        None => Docker::connect_with_unix(address, REQUEST_TIMEOUT, version),
+    }
+}
+
+/// The scope of a valet's services. One valet: a hash of its data folder, as for Docker. In
+/// cluster mode every replica must compute the same scope, so that a key's service name
+/// collides cluster-wide: a hash of the shared store's URL without its credentials.
+pub fn scope_of(config: &Config) -> String {
+    if config.cluster.is_none() {
+        return crate::docker::names::scope_of(&config.data_dir());
+    }
+    let store = &config.server.store;
+    let (scheme, rest) = store.split_once("://").unwrap_or(("", store));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let path = path.split('?').next().unwrap_or_default();
+    let digest = Sha256::digest(format!("{scheme}://{host}{path}").as_bytes());
+    hex::encode(&digest[..6])
+}
+
+/// Runs instances as Swarm services. Cheap to clone.
+#[derive(Clone)]
+pub struct SwarmDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    manager: Docker,
+    nodes: Arc<Nodes>,
+    scope: String,
+    /// `[cluster] node`: the label on this replica's services.
+    owner: Option<String>,
+    classes: HashMap<String, ClassSettings>,
+    /// Builds and pulls on the manager's engine.
+    images: Images,
+    data_dir: PathBuf,
+}
+
+impl SwarmDriver {
+    /// Connects to the manager (`[swarm] docker_host`, else `DOCKER_HOST`, else the local
+    /// socket) and to each listed node, and reads the classes. Fails with a clear message when
+    /// the manager does not answer or is not a swarm manager.
+    pub async fn connect(config: &Config) -> Result<Self, DriverError> {
+        let swarm = config.swarm.clone().unwrap_or_default();
+        let (address, manager) = match &swarm.docker_host {
+            Some(address) => {
+                let docker = connect_at(address, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| unreachable(address, e))?;
+                (address.clone(), docker)
+            }
+            None => {
+                let address = std::env::var("DOCKER_HOST").unwrap_or("the local socket".into());
+                let docker =
+                    Docker::connect_with_local_defaults().map_err(|e| unreachable(&address, e))?;
+                (address, docker)
+            }
+        };
+        let manager = manager
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(&address, e))?;
+        let info = manager.info().await.map_err(|e| unreachable(&address, e))?;
+        let control = info.swarm.as_ref().and_then(|s| s.control_available);
+        if control != Some(true) {
+            return Err(DriverError::Spec(format!(
+                "{address} is not a swarm manager ([swarm] docker_host must be a manager \
+                 node's Engine API: `docker swarm init` there, or point at one)"
+            )));
+        }
+        let nodes = Nodes::new(manager.clone(), &swarm.nodes, &manager.client_version()).await?;
+        let node_cpus = nodes.smallest_cpus().await?;
+        let data_dir = config.data_dir();
+        tokio::fs::create_dir_all(&data_dir)
+            .await
+            .map_err(|e| DriverError::io(format!("cannot create {}", data_dir.display()), e))?;
+        let scope = scope_of(config);
+        tracing::info!(
+            manager = %address,
+            api = %manager.client_version(),
+            engine = info.server_version.as_deref().unwrap_or("?"),
+            nodes = swarm.nodes.len(),
+            node_cpus,
+            scope = %scope,
+            "swarm driver connected"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                images: Images::new(
+                    manager.clone(),
+                    config.registries.clone(),
+                    config.server.timeouts.pull.get(),
+                ),
+                classes: settings::all(config, node_cpus),
+                owner: config.cluster.as_ref().map(|c| c.node.clone()),
+                manager,
+                nodes,
+                scope,
+                data_dir,
+            }),
+        })
+    }
+
+    /// The label value that marks this valet's services.
+    pub fn scope(&self) -> &str {
+        &self.inner.scope
+    }
+
+    fn class(&self, name: &str) -> Result<ClassSettings, DriverError> {
+        self.inner
+            .classes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DriverError::Spec(format!("class `{name}` is not in the config")))
+    }
+
+    fn owner(&self) -> Option<&str> {
+        self.inner.owner.as_deref()
+    }
+
+    /// The class's image on the manager (built or pulled there), then on every listed node.
+    /// Returns what services are created from, the image ID, and the nodes that lack it.
+    async fn image(
+        &self,
+        class: &str,
+        settings: &ClassSettings,
+        sink: &mut LogSink,
+        phase: PhaseSink<'_>,
+    ) -> Result<(String, String, Vec<String>), DriverError> {
+        let images = &self.inner.images;
+        let resolved = images.resolve(class, settings).await?;
+        let reference = resolved.reference.clone();
+        let id = images
+            .ensure(class, settings, resolved, sink, phase)
+            .await?;
+        if self.inner.nodes.distributes() {
+            let avoid = self.inner.nodes.distribute(&reference, &id).await;
+            // By ID: a tag makes each node ask a registry first.
+            return Ok((id.clone(), id, avoid));
+        }
+        match &settings.image {
+            // Each node has it or pulls it.
+            ImageSource::Reference(reference) => Ok((reference.clone(), id, Vec::new())),
+            // Built on the manager only: nodes without it reject the task, and the start says
+            // why (see `launched`).
+            ImageSource::Dockerfile { .. } => Ok((id.clone(), id, Vec::new())),
+        }
+    }
+
+    /// Removes every service of this name (by ID: what the listing returned, nothing newer).
+    /// With `wait`, until their tasks are gone, so two containers never share a volume.
+    async fn remove_named(&self, name: &str, wait: Option<Duration>) -> Result<(), DriverError> {
+        let manager = &self.inner.manager;
+        let options = ListServicesOptions {
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![name.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let found = manager
+            .list_services(Some(options))
+            .await
+            .map_err(|e| engine("cannot list services", e))?;
+        // The name filter matches prefixes.
+        let ids: Vec<String> = found
+            .into_iter()
+            .filter(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+            .filter_map(|s| s.id)
+            .collect();
+        for id in &ids {
+            tracing::info!(service = %id, name, "removing an earlier service of the key");
+            running::remove(manager, id).await;
+        }
+        let Some(within) = wait.filter(|_| !ids.is_empty()) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + within;
+        for id in &ids {
+            while Instant::now() < deadline {
+                match running::list(manager, id).await {
+                    Ok(tasks)
+                        if tasks
+                            .iter()
+                            .all(|t| !matches!(tasks::progress(t), Progress::Running)) =>
+                    {
+                        break
+                    }
+                    Err(e) if not_found(&e) => break,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for a new service's task to run; where it runs and its endpoints. A task that
+    /// ran and ended already is handed over with unreachable endpoints, so the instance layer
+    /// reports its exit and output like any early exit; one that never ran is an error.
+    async fn launched(
+        &self,
+        service: &str,
+        ports: &[(String, u16)],
+    ) -> Result<(Watched, Endpoints, Option<String>), DriverError> {
+        let manager = &self.inner.manager;
+        let deadline = Instant::now() + LAUNCH_WITHIN;
+        let mut last = String::from("no task yet");
+        loop {
+            let found = running::list(manager, service)
+                .await
+                .map_err(|e| engine("cannot list the service's tasks", e))?;
+            for task in found
+                .iter()
+                .filter(|t| tasks::desired_running(t) || found.len() == 1)
+            {
+                let (Some(task_id), Some(node)) = (task.id.clone(), task.node_id.clone()) else {
+                    continue;
+                };
+                let watched = Watched {
+                    manager: manager.clone(),
+                    nodes: self.inner.nodes.clone(),
+                    service: service.to_string(),
+                    task: task_id,
+                    node: node.clone(),
+                };
+                let container = task
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_status.as_ref())
+                    .and_then(|c| c.container_id.clone());
+                match tasks::progress(task) {
+                    Progress::Running => {
+                        let addr = match self.inner.nodes.get(&node).and_then(|n| n.addr) {
+                            Some(addr) => Some(addr),
+                            None => manager
+                                .inspect_node(&node)
+                                .await
+                                .ok()
+                                .and_then(|n| tasks::node_addr(&n)),
+                        };
+                        let addr = addr.ok_or_else(|| {
+                            DriverError::io(
+                                format!("swarm node {node} reports no address"),
+                                std::io::Error::other("no address"),
+                            )
+                        })?;
+                        let endpoints = tasks::endpoints(ports, task, addr).map_err(|e| {
+                            DriverError::io("service endpoints", std::io::Error::other(e))
+                        })?;
+                        return Ok((watched, endpoints, container));
+                    }
+                    Progress::Ended {
+                        status: Some(_), ..
+                    } => return Ok((watched, crate::docker::reach::unreachable(ports), container)),
+                    Progress::Ended { why, status: None } => {
+                        let name = self.inner.nodes.get(&node).map_or(node, |n| n.name);
+                        let hint = if why.contains("No such image") {
+                            if self.inner.nodes.distributes() {
+                                " (the image could not be loaded onto that node)"
+                            } else {
+                                ": without [swarm] nodes, every node must have the image \
+                                 already or be able to pull it; list every node's Engine API \
+                                 in [swarm] nodes and valet loads it there"
+                            }
+                        } else {
+                            ""
+                        };
+                        return Err(DriverError::Spec(format!(
+                            "swarm node {name} did not run the service: {why}{hint}"
+                        )));
+                    }
+                    Progress::Waiting => {
+                        last = tasks::describe(task);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::io(
+                    format!("the service's task did not start within {LAUNCH_WITHIN:?}"),
+                    std::io::Error::other(last),
+                ));
+            }
+            tokio::time::sleep(LAUNCH_POLL).await;
+        }
+    }
+
+    /// Follows the task's output: from its container on its node's engine when valet knows
+    /// that engine, else through the manager's service logs.
+    fn follow(
+        &self,
+        watched: &Watched,
+        container: Option<String>,
+        tail: &str,
+        sink: LogSink,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if let (Some(engine), Some(container)) = (self.inner.nodes.engine(&watched.node), container)
+        {
+            return Some(logs::follow(engine, container, tail, sink));
+        }
+        let options = logs::following(tail);
+        let frames = self
+            .inner
+            .manager
+            .service_logs(&watched.service, Some(options));
+        Some(logs::pump(frames, watched.service.clone(), sink))
+    }
+}
+
+#[async_trait]
+impl Driver for SwarmDriver {
+    fn name(&self) -> &'static str {
+        "swarm"
+    }
+
+    async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {
+        let adopted = recover::run(self).await?;
+        recover::prebuild(self.clone());
+        Ok(adopted)
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        self.start_reporting(spec, &|_| {}).await
+    }
+
+    async fn start_reporting(
+        &self,
+        spec: &InstanceSpec,
+        phase: PhaseSink<'_>,
+    ) -> Result<Box<dyn Running>, DriverError> {
+        let class = spec.id.class();
+        let settings = &self.class(class)?;
+        let manager = &self.inner.manager;
+        let scope = &self.inner.scope;
+        let ring = Arc::new(LogRing::new(spec.log_lines));
+        let mut sink = LogSink::open(&spec.log_path, ring.clone()).await;
+        let (image, image_id, avoid) = self.image(class, settings, &mut sink, phase).await?;
+        let config_hash = settings.config_hash(&image_id);
+        let name = service_name(scope, &spec.id);
+        let pinned = match settings.volume {
+            Some(_) => volume::pinned(manager, &name).await?,
+            None => None,
+        };
+        let service = Service {
+            plan: Plan {
+                spec,
+                settings,
+                scope,
+                image: &image,
+                config_hash: &config_hash,
+                network: None,
+            },
+            owner: self.owner(),
+            pinned: pinned.as_deref(),
+            avoid: &avoid,
+        };
+        let body = service.spec()?;
+        // A service of this name is a leftover (one that ended, or a fenced owner's copy):
+        // the caller holds the key (its lease, in cluster mode), so it is not serving.
+        let settle = settings
+            .volume
+            .as_ref()
+            .map(|_| settings.stop_timeout + Duration::from_secs(5));
+        self.remove_named(&name, settle).await?;
+        let created = match manager.create_service(body.clone(), None).await {
+            Err(e) if conflict(&e) => {
+                // Created meanwhile by a start this replica no longer knows of (one that was
+                // cancelled): the key is ours, so it goes.
+                self.remove_named(&name, settle).await?;
+                manager.create_service(body, None).await
+            }
+            other => other,
+        };
+        let created =
+            created.map_err(|e| engine(format!("class `{class}`: cannot create service"), e))?;
+        let Some(id) = created.id else {
+            return Err(DriverError::Spec(
+                "the manager returned no service ID".into(),
+            ));
+        };
+        let (watched, endpoints, container) = match self.launched(&id, &spec.ports).await {
+            Ok(launched) => launched,
+            Err(e) => {
+                running::remove(manager, &id).await;
+                return Err(e);
+            }
+        };
+        if settings.volume.is_some() && pinned.is_none() {
+            volume::pin(manager, scope, &spec.id, &name, &watched.node).await?;
+        }
+        let node = self
+            .inner
+            .nodes
+            .get(&watched.node)
+            .map_or(watched.node.clone(), |n| n.name);
+        tracing::info!(instance = %spec.id, service = %id, %name, %node, %image, "service started");
+        let pump = self.follow(&watched, container, "all", sink);
+        Ok(Box::new(SwarmInstance::watch(
+            watched, endpoints, ring, pump,
+        )))
+    }
+
+    async fn destroy(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        let name = service_name(&self.inner.scope, &spec.id);
+        volume::destroy(&self.inner.manager, &self.inner.nodes, &name).await?;
+        remove_data_dir(spec).await
+    }
+}
+
+impl SwarmDriver {
+    fn instance_of(&self, labels: &HashMap<String, String>) -> Option<InstanceId> {
+        use crate::docker::names;
+        let class = labels.get(names::CLASS)?;
+        let key = names::unescape_key(labels.get(names::KEY)?)?;
+        valet_core::validate_key(&key).ok()?;
+        Some(InstanceId::new(class.as_str(), key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str, dir: &str) -> Config {
+        valet_config::parse_str(text, Path::new("valet.toml"), Path::new(dir))
+            .expect("test config is valid")
+    }
+
+    #[test]
+    fn replicas_of_one_cluster_share_a_scope_whatever_their_folders_and_credentials() {
+        let replica = |user: &str, node: &str| {
+            format!(
+                "[server]\ndriver = \"swarm\"\nstore = \"postgres://{user}@db:5432/valet?sslmode=disable\"\n\
+                 [cluster]\nnode = \"{node}\"\nlisten = \"10.0.0.1:8789\"\n\
+                 secret = \"{}\"\n",
+                "s".repeat(32)
+            )
+        };
+        let a = config(&replica("valet:pw1", "gw-a"), "/srv/a");
+        let b = config(&replica("other:pw2", "gw-b"), "/srv/b");
+        assert_eq!(scope_of(&a), scope_of(&b));
+        assert_eq!(scope_of(&a).len(), 12);
+        let elsewhere = config(
+            &replica("valet:pw1", "gw-a").replace("db:5432/valet", "db:5432/other"),
+            "/srv/a",
+        );
+        assert_ne!(scope_of(&a), scope_of(&elsewhere), "another cluster");
+        // One valet alone: its data folder, as for Docker.
+        let alone = config("[server]\ndriver = \"swarm\"\n", "/srv/a");
+        let other = config("[server]\ndriver = \"swarm\"\n", "/srv/b");
+        assert_ne!(scope_of(&alone), scope_of(&other));
+    }
+}

@@ -1,0 +1,244 @@
+//! One instance's service as the instance layer holds it. A watcher polls the service's tasks
+//! and its node: the instance has exited when its task ended, when Swarm replaced it by another
+//! task, when the service is gone, or when its node is lost (see [`super::nodes`]). Whatever
+//! ends it, the service is removed by its ID, so a later service of the same key (this
+//! replica's or another's) is never touched.
+
+use super::nodes::Nodes;
+use super::tasks::{self, Progress};
+use crate::docker::error::not_found;
+use crate::driver::{Endpoints, ExitStatus, Running};
+use crate::logs::LogRing;
+use async_trait::async_trait;
+use bollard::query_parameters::ListTasksOptions;
+use bollard::Docker;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often a running instance's tasks are looked at.
+const POLL: Duration = Duration::from_millis(300);
+/// How long a stopped instance's last output may take to reach the ring and the file.
+const LOG_DRAIN: Duration = Duration::from_secs(1);
+/// Slack over `stop_timeout` for Swarm to report the task gone.
+const STOP_SLACK: Duration = Duration::from_secs(5);
+
+/// What a watcher needs to know about the instance it watches.
+#[derive(Clone)]
+pub struct Watched {
+    pub manager: Docker,
+    pub nodes: Arc<Nodes>,
+    /// The service's ID.
+    pub service: String,
+    pub task: String,
+    pub node: String,
+}
+
+pub struct SwarmInstance {
+    watched: Watched,
+    endpoints: Endpoints,
+    logs: Arc<LogRing>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    watcher: JoinHandle<()>,
+    pump: Option<JoinHandle<()>>,
+    /// Set once it has ended and its service is removed.
+    status: Option<ExitStatus>,
+}
+
+impl SwarmInstance {
+    pub fn watch(
+        watched: Watched,
+        endpoints: Endpoints,
+        logs: Arc<LogRing>,
+        pump: Option<JoinHandle<()>>,
+    ) -> Self {
+        let (tx, exit) = watch::channel(None);
+        let watcher = tokio::spawn(watch_task(watched.clone(), logs.clone(), tx));
+        Self {
+            watched,
+            endpoints,
+            logs,
+            exit,
+            watcher,
+            pump,
+            status: None,
+        }
+    }
+
+    /// After it ended: its service goes, its last output lands, the status is kept.
+    async fn finish(&mut self, status: ExitStatus) -> ExitStatus {
+        self.watcher.abort();
+        remove(&self.watched.manager, &self.watched.service).await;
+        if let Some(mut pump) = self.pump.take() {
+            // A lost node's log stream may never end.
+            if tokio::time::timeout(LOG_DRAIN, &mut pump).await.is_err() {
+                pump.abort();
+            }
+        }
+        self.status = Some(status);
+        status
+    }
+}
+
+#[async_trait]
+impl Running for SwarmInstance {
+    fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    fn logs(&self) -> Arc<LogRing> {
+        self.logs.clone()
+    }
+
+    async fn exited(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let status = crate::docker::running::wait_sent(&mut self.exit).await;
+        self.finish(status).await
+    }
+
+    async fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let watched = self.watched.clone();
+        let (manager, service) = (&watched.manager, watched.service.as_str());
+        // Swarm stops the task with the image's stop signal, waits the service's
+        // StopGracePeriod (the class's stop_timeout), then kills it.
+        remove(manager, service).await;
+        let deadline = Instant::now() + timeout + STOP_SLACK;
+        let mut status = ExitStatus::default();
+        loop {
+            // A lost node cannot confirm anything: Swarm removes the container when it returns.
+            if watched.nodes.get(&watched.node).is_none_or(|n| n.lost()) {
+                break;
+            }
+            match list(manager, service).await {
+                Ok(found) => {
+                    let ours = found
+                        .iter()
+                        .find(|t| t.id.as_deref() == Some(watched.task.as_str()));
+                    match ours.map(tasks::progress) {
+                        None => break,
+                        Some(Progress::Ended { status: ended, .. }) => {
+                            status = ended.unwrap_or_default();
+                            break;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(service, error = %e, "cannot list the stopping service's tasks")
+                }
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    service,
+                    "the service's task did not end within stop_timeout"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.finish(status).await
+    }
+}
+
+impl Drop for SwarmInstance {
+    fn drop(&mut self) {
+        self.watcher.abort();
+        if let Some(pump) = &self.pump {
+            pump.abort();
+        }
+        if self.status.is_some() {
+            return;
+        }
+        // Dropped without a stop: like a process, it must not outlive its handle.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (manager, service) = (self.watched.manager.clone(), self.watched.service.clone());
+            runtime.spawn(async move { remove(&manager, &service).await });
+        }
+    }
+}
+
+/// Removes a service by its ID; one already gone is no error.
+pub async fn remove(manager: &Docker, service: &str) {
+    if let Err(e) = manager.delete_service(service).await {
+        if !not_found(&e) {
+            tracing::warn!(service, error = %e, "cannot remove service");
+        }
+    }
+}
+
+/// The tasks of one service (by its ID).
+pub async fn list(
+    manager: &Docker,
+    service: &str,
+) -> Result<Vec<bollard::models::Task>, bollard::errors::Error> {
+    let options = ListTasksOptions {
+        filters: Some(HashMap::from([(
+            "service".to_string(),
+            vec![service.to_string()],
+        )])),
+    };
+    manager.list_tasks(Some(options)).await
+}
+
+/// Resolves the exit channel when the task ends, is replaced, or its node is lost.
+async fn watch_task(watched: Watched, logs: Arc<LogRing>, tx: watch::Sender<Option<ExitStatus>>) {
+    let Watched {
+        manager,
+        nodes,
+        service,
+        task,
+        node,
+    } = watched;
+    let mut view = nodes.view();
+    let (status, why) = loop {
+        if let Some(seen) = view.borrow_and_update().get(&node).cloned() {
+            if seen.lost() {
+                let why = match seen.ready {
+                    false => format!("its node {} is down", seen.name),
+                    true => format!("the engine of its node {} does not answer", seen.name),
+                };
+                break (ExitStatus::default(), why);
+            }
+        }
+        match list(&manager, &service).await {
+            Ok(found) => {
+                let ours = found
+                    .iter()
+                    .find(|t| t.id.as_deref() == Some(task.as_str()));
+                let other = found
+                    .iter()
+                    .any(|t| t.id.as_deref() != Some(task.as_str()) && tasks::desired_running(t));
+                match ours.map(tasks::progress) {
+                    None => break (ExitStatus::default(), "its task is gone".to_string()),
+                    Some(Progress::Ended { why, status }) => {
+                        break (status.unwrap_or_default(), why)
+                    }
+                    Some(_) if other => {
+                        break (
+                            ExitStatus::default(),
+                            "Swarm replaced its task by another".to_string(),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+            // The manager may be briefly away (a leader election): its nodes' tasks go on.
+            Err(e) => tracing::debug!(service, error = %e, "cannot list the service's tasks"),
+        }
+        // A node change is acted on at once; otherwise the next look is after POLL.
+        if let Ok(Err(_)) = tokio::time::timeout(POLL, view.changed()).await {
+            // The node watch ended with the driver: poll the tasks alone.
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tracing::info!(service, task, %why, "swarm instance ended");
+    logs.push(format!("[valet] instance ended: {why}"));
+    let _ = tx.send(Some(status));
+}
