@@ -225,16 +225,20 @@ async function refreshInstances() {
   $("no-instances").hidden = list.length > 0;
   const rows = [];
   for (const i of list) {
-    const id = `${i.class}/${i.key}`;
+    // A deployed project goes by its name (its version's class name means nothing to anyone)
+    // and is acted on as `project:<id>`, which stays right across its versions.
+    const shown = i.project ? `${i.label} (${i.project.id})` : i.class;
+    const target = i.project ? `project:${i.project.id}` : i.class;
+    const id = `${i.project ? i.label : i.class}/${i.key}`;
     const busy = pending.has(id);
     const running = ["ready", "starting", "backoff"].includes(i.state);
     const action = (name, label, cls, enabled) =>
       el("button", {
         class: cls, disabled: busy || !enabled, title: `${label} ${id}`,
-        data: { action: name }, on: { click: () => act(i, name) },
+        data: { action: name }, on: { click: () => act(i, target, id, name) },
       }, label);
     rows.push(el("tr", { data: { instance: id, state: i.state } },
-      el("td", {}, i.class),
+      el("td", { title: i.class }, shown),
       el("td", { class: "key", title: i.key }, i.key),
       el("td", { class: "state-cell" }, el("span", { class: `state state-${i.state}` }, i.state),
         // Cluster mode: the replica that owns the key (for a key another replica owns, this
@@ -250,7 +254,7 @@ async function refreshInstances() {
       el("td", { class: "actions" },
         action("start", "Start", "secondary", !running),
         action("stop", "Stop", "secondary", running),
-        el("button", { class: "link", data: { action: "logs" }, on: { click: () => openLogs(i.class, i.key) } }, "Logs"),
+        el("button", { class: "link", data: { action: "logs" }, on: { click: () => openLogs(target, i.key, id) } }, "Logs"),
         action("destroy", "Destroy", "danger", true))));
     if (i.message && i.state !== "ready") {
       const detail = [i.message, ...(i.last_log || [])].join("\n");
@@ -260,14 +264,13 @@ async function refreshInstances() {
   document.querySelector("#instances tbody").replaceChildren(...rows);
 }
 
-async function act(instance, action) {
-  const id = `${instance.class}/${instance.key}`;
+async function act(instance, target, id, action) {
   if (action === "destroy" && !confirm(`Destroy ${id}? Its data and log file are deleted.`)) return;
   pending.add(id);
   $("action-error").hidden = true;
   guard(refreshInstances)();
   try {
-    await api(`${instancePath(instance.class, instance.key)}/${action}`, { method: "POST" });
+    await api(`${instancePath(target, instance.key)}/${action}`, { method: "POST" });
   } catch (e) {
     if (e instanceof Unauthorized) return signOut("The token is no longer accepted.");
     $("action-error").textContent = `${action} ${id}: ${e.message}`;
@@ -287,11 +290,11 @@ function closeLogs() {
   $("logs-panel").hidden = true;
 }
 
-async function openLogs(cls, key) {
+async function openLogs(cls, key, title) {
   closeLogs();
   const abort = new AbortController();
   logsAbort = abort;
-  $("logs-title").textContent = `${cls}/${key}`;
+  $("logs-title").textContent = title || `${cls}/${key}`;
   $("logs").replaceChildren();
   $("logs-panel").hidden = false;
   $("logs-panel").scrollIntoView({ behavior: "smooth", block: "nearest" });

@@ -32,12 +32,23 @@ pub async fn list(
     State(admin): State<Arc<Admin>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<InstanceView>>, ApiError> {
-    if let Some(class) = &q.class {
-        admin.class(class)?;
-    }
+    // A project may be named by its name or id: filter by the class it resolves to.
+    let class = match &q.class {
+        Some(class) => Some(admin.class(class)?.name.clone()),
+        None => None,
+    };
     let all = admin.instances.list().into_iter();
-    let wanted = all.filter(|i| q.class.as_ref().is_none_or(|c| &i.class == c));
+    let wanted = all.filter(|i| class.as_ref().is_none_or(|c| *i.class == **c));
     Ok(Json(wanted.map(InstanceView::from).collect()))
+}
+
+/// One class's config and counts; a project by its name, id or version class.
+pub async fn class(
+    State(admin): State<Arc<Admin>>,
+    Path(class): Path<String>,
+) -> Result<Json<ClassView>, ApiError> {
+    let runtime = admin.class(&class)?;
+    Ok(Json(ClassView::of(&runtime)))
 }
 
 pub async fn get(
@@ -55,7 +66,7 @@ pub async fn start(
 ) -> Result<Json<InstanceView>, ApiError> {
     let runtime = admin.class(&class)?;
     admin.instances.start(&runtime, &key).await?;
-    tracing::info!(instance = %format!("{class}/{key}"), "started by the admin API");
+    tracing::info!(instance = %format!("{}/{key}", runtime.label()), "started by the admin API");
     admin.view(&class, &key).map(Json)
 }
 
@@ -66,9 +77,9 @@ pub async fn stop(
 ) -> Result<Json<InstanceView>, ApiError> {
     let runtime = admin.class(&class)?;
     if !admin.instances.stop(&runtime, &key, false).await {
-        return Err(ApiError::no_instance(&class, &key));
+        return Err(ApiError::no_instance(runtime.label(), &key));
     }
-    tracing::info!(instance = %format!("{class}/{key}"), "stopped by the admin API");
+    tracing::info!(instance = %format!("{}/{key}", runtime.label()), "stopped by the admin API");
     admin.view(&class, &key).map(Json)
 }
 
@@ -79,28 +90,62 @@ pub async fn destroy(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let runtime = admin.class(&class)?;
     if !admin.instances.stop(&runtime, &key, true).await {
-        return Err(ApiError::no_instance(&class, &key));
+        return Err(ApiError::no_instance(runtime.label(), &key));
     }
-    tracing::info!(instance = %format!("{class}/{key}"), "destroyed by the admin API");
-    Ok(Json(
-        serde_json::json!({ "class": class, "key": key, "destroyed": true }),
-    ))
+    tracing::info!(instance = %format!("{}/{key}", runtime.label()), "destroyed by the admin API");
+    Ok(Json(serde_json::json!({
+        "class": &*runtime.name,
+        "label": runtime.label(),
+        "key": key,
+        "destroyed": true,
+    })))
 }
 
 impl Admin {
+    /// A class by what an operator calls it: a `[[containers]]` name, a deployed version's
+    /// class name, or a project as `project:<id>`, `project:<name>`, `<id>` or `<name>`
+    /// (meaning its current version). A config class wins over a project of the same name.
     pub(crate) fn class(&self, name: &str) -> Result<Arc<ClassRuntime>, ApiError> {
-        self.instances
-            .class(name)
-            .cloned()
-            .ok_or_else(|| ApiError::no_class(name))
+        if let Some(class) = self.instances.class_named(name) {
+            return Ok(class);
+        }
+        let wanted = name.strip_prefix("project:").unwrap_or(name);
+        let mut found: Vec<Arc<ClassRuntime>> = self
+            .instances
+            .project_classes()
+            .into_iter()
+            .filter(|c| {
+                c.project
+                    .as_ref()
+                    .is_some_and(|p| *p.id == *wanted || *p.name == *wanted)
+            })
+            .collect();
+        match found.len() {
+            0 => Err(ApiError::NotFound(format!(
+                "no container class or project named {name:?}"
+            ))),
+            1 => Ok(found.remove(0)),
+            // Names are unique per owner only: two tenants may share one.
+            _ => {
+                let ids: Vec<String> = found
+                    .iter()
+                    .filter_map(|c| c.project.as_ref().map(|p| p.id.to_string()))
+                    .collect();
+                Err(ApiError::BadRequest(format!(
+                    "{} projects are named {wanted:?}; name one by its id: {}",
+                    ids.len(),
+                    ids.join(", ")
+                )))
+            }
+        }
     }
 
     fn view(&self, class: &str, key: &str) -> Result<InstanceView, ApiError> {
-        self.class(class)?;
+        let runtime = self.class(class)?;
         let instance = self
             .instances
-            .get(class, key)
-            .ok_or_else(|| ApiError::no_instance(class, key))?;
+            .instance_of(&runtime, key)
+            .ok_or_else(|| ApiError::no_instance(runtime.label(), key))?;
         Ok(self.instances.info_of(&instance).into())
     }
 }

@@ -85,6 +85,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/v1/cluster", get(observe::cluster))
         .route("/v1/stats", get(observe::stats))
         .route("/v1/classes", get(instances::classes))
+        .route("/v1/classes/{class}", get(instances::class))
         .route("/v1/instances", get(instances::list))
         .route("/v1/instances/{class}/{key}", get(instances::get))
         .route("/v1/instances/{class}/{key}/start", post(instances::start))

@@ -38,16 +38,24 @@ pub async fn logs(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let runtime = admin.class(&class)?;
+    // From here on the class goes by its own name: a project may have been named by its
+    // name or id, and its version's class is what holds the ring and the log file.
+    let class = runtime.name.to_string();
     let id = InstanceId::new(class.as_str(), key.as_str());
     let file = logfile::path(&runtime.log_root, &id);
-    let known = admin.instances.get(&class, &key).is_some();
+    let known = admin.instances.instance_of(&runtime, &key).is_some();
     if !known && !file.exists() {
-        return Err(ApiError::no_instance(&class, &key));
+        return Err(ApiError::no_instance(runtime.label(), &key));
     }
     let tail = q.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
     let follow = matches!(q.follow.as_deref(), Some("1" | "true" | "yes" | ""));
     if follow {
-        return Ok(follow_sse(admin, class, key, file, tail).into_response());
+        // A project is followed as `project:<id>`: across its versions, not just this one.
+        let followed = match &runtime.project {
+            Some(project) => format!("project:{}", project.id),
+            None => class,
+        };
+        return Ok(follow_sse(admin, followed, key, file, tail).into_response());
     }
     let (lines, source) = match ring_of(&admin, &class, &key) {
         Some(ring) => (ring.tail(tail), "memory"),
@@ -60,7 +68,8 @@ pub async fn logs(
 }
 
 fn ring_of(admin: &Admin, class: &str, key: &str) -> Option<Arc<LogRing>> {
-    admin.instances.get(class, key)?.log_ring()
+    let class = admin.instances.class_named(class)?;
+    admin.instances.instance_of(&class, key)?.log_ring()
 }
 
 /// The last `n` lines of a log file; nothing when it cannot be read.

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 use valet_core::InstanceState;
-use valet_metrics::{ClassSample, Exposition, HistogramSnapshot, LATENCY_BOUNDS};
+use valet_instances::ClassRuntime;
+use valet_metrics::{ClassSample, Exposition, HistogramSnapshot, RouteStats, LATENCY_BOUNDS};
 
 /// What the instance table says about one class right now.
 #[derive(Default)]
@@ -43,14 +44,16 @@ impl Admin {
 pub async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
     let census = admin.census();
     let empty = Census::default();
-    let samples: Vec<ClassSample<'_>> = admin
-        .instances
-        .classes()
+    // Config classes, then each project's current version, which carries the series every
+    // version of the project shares (labelled `project:<name>` plus its id).
+    let classes = admin.every_class();
+    let samples: Vec<ClassSample<'_>> = classes
         .iter()
         .map(|class| {
             let c = census.get(&*class.name).unwrap_or(&empty);
             ClassSample {
-                name: &class.name,
+                name: class.label(),
+                project: class.project.as_ref().map(|p| &*p.id),
                 stats: &class.stats,
                 states: InstanceState::ALL
                     .iter()
@@ -61,8 +64,18 @@ pub async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
             }
         })
         .collect();
+    let routes: Vec<Arc<RouteStats>> = admin
+        .routes
+        .iter()
+        .cloned()
+        .chain(
+            classes
+                .iter()
+                .filter_map(|c| c.project.as_ref().map(|p| p.requests.clone())),
+        )
+        .collect();
     let mut out = Exposition::new();
-    valet_metrics::render(&mut out, &admin.routes, &samples);
+    valet_metrics::render(&mut out, &routes, &samples);
     if let Some(cluster) = admin.instances.coordinator() {
         cluster_metrics(&mut out, cluster.node(), cluster.counters());
     }
@@ -157,11 +170,33 @@ pub async fn cluster(State(admin): State<Arc<Admin>>) -> axum::response::Respons
     }
 }
 
-/// Requests and latency of a class, summed over its routes.
-fn class_requests(admin: &Admin, class: &str) -> (u64, u64, HistogramSnapshot) {
+impl Admin {
+    /// Config classes, then the current version of every project (by label).
+    fn every_class(&self) -> Vec<Arc<ClassRuntime>> {
+        let mut projects = self.instances.project_classes();
+        projects.sort_by(|a, b| a.label().cmp(b.label()));
+        self.instances
+            .classes()
+            .iter()
+            .cloned()
+            .chain(projects)
+            .collect()
+    }
+}
+
+/// Requests and latency of a class, summed over its routes (a project: its own series).
+fn class_requests(admin: &Admin, class: &ClassRuntime) -> (u64, u64, HistogramSnapshot) {
     let (mut requests, mut errors) = (0, 0);
     let mut duration = HistogramSnapshot::empty(LATENCY_BOUNDS);
-    for route in admin.routes.iter().filter(|r| &*r.class == class) {
+    let routes: Vec<&Arc<RouteStats>> = match &class.project {
+        Some(project) => vec![&project.requests],
+        None => admin
+            .routes
+            .iter()
+            .filter(|r| *r.class == *class.name)
+            .collect(),
+    };
+    for route in routes {
         let snap = route.snapshot();
         requests += snap.status.iter().map(|(_, n)| n).sum::<u64>();
         errors += snap
@@ -173,6 +208,14 @@ fn class_requests(admin: &Admin, class: &str) -> (u64, u64, HistogramSnapshot) {
         duration.merge(&snap.duration);
     }
     (requests, errors, duration)
+}
+
+/// `{id, name}` of a project's class, `null` for a config class.
+fn project_of(class: &ClassRuntime) -> Value {
+    class
+        .project
+        .as_ref()
+        .map_or(Value::Null, |p| json!({ "id": &*p.id, "name": &*p.name }))
 }
 
 /// A histogram in JSON: cumulative buckets as `[le, count]`, `le` null for `+Inf`.
@@ -197,8 +240,7 @@ struct StatusView {
 pub async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
     let census = admin.census();
     let classes = admin
-        .instances
-        .classes()
+        .every_class()
         .iter()
         .map(|class| {
             let states: serde_json::Map<String, Value> = census
@@ -210,9 +252,11 @@ pub async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let (requests, errors, _) = class_requests(&admin, &class.name);
+            let (requests, errors, _) = class_requests(&admin, class);
             json!({
-                "name": &*class.name,
+                "name": class.label(),
+                "class": &*class.name,
+                "project": project_of(class),
                 "live": class.live(),
                 "known": class.known(),
                 "max_instances": class.max_instances,
@@ -239,16 +283,16 @@ pub async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
 
 pub async fn stats(State(admin): State<Arc<Admin>>) -> Json<Value> {
     let census = admin.census();
-    let classes: Vec<Value> = admin
-        .instances
-        .classes()
+    let every = admin.every_class();
+    let classes: Vec<Value> = every
         .iter()
         .map(|class| {
-            let (requests, errors, duration) = class_requests(&admin, &class.name);
+            let (requests, errors, duration) = class_requests(&admin, class);
             let c = census.get(&*class.name);
             let s = &class.stats;
             json!({
-                "class": &*class.name,
+                "class": class.label(),
+                "project": project_of(class),
                 "requests": requests,
                 "errors": errors,
                 "duration": histogram(&duration),

@@ -4,13 +4,19 @@
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use valet_core::InstanceState;
-use valet_instances::{ClassRuntime, InstanceInfo};
+use valet_instances::{ClassRuntime, InstanceInfo, ProjectName};
 use valet_runtime::ExitStatus;
 
 /// One instance with everything an operator asks about it.
 #[derive(Serialize)]
 pub struct InstanceView {
+    /// The class's own name (a deployed version's is `project-<id>-<build>-<n>`).
     pub class: String,
+    /// What operators call it: the class name, or `project:<name>` for a deployed project.
+    pub label: String,
+    /// The deployed project it serves (`{id, name}`), if any; `project:<id>` names it in
+    /// every `/v1/instances/{class}/...` path, across versions.
+    pub project: Option<ProjectName>,
     pub key: String,
     pub state: InstanceState,
     /// Why it is not ready, when it is not (start failure, crash, crash loop).
@@ -53,8 +59,14 @@ impl From<InstanceInfo> for InstanceView {
             .filter(|_| running)
             .and_then(|at| now.duration_since(at).ok())
             .map(|d| d.as_millis() as u64);
+        let label = info
+            .project
+            .as_ref()
+            .map_or_else(|| info.class.clone(), |p| format!("project:{}", p.name));
         Self {
             class: info.class,
+            label,
+            project: info.project,
             key: info.key,
             state: info.state,
             message: info.status.message,
@@ -88,6 +100,10 @@ pub fn unix_ms(at: SystemTime) -> u64 {
 #[derive(Serialize)]
 pub struct ClassView {
     pub name: String,
+    /// `project:<name>` for a deployed project's version, else the name.
+    pub label: String,
+    /// The deployed project's `{id, name}`, if any.
+    pub project: Option<ProjectName>,
     pub command: Vec<String>,
     pub image: Option<String>,
     pub ports: Vec<PortView>,
@@ -147,6 +163,11 @@ impl ClassView {
         };
         Self {
             name: class.name.to_string(),
+            label: class.label().to_string(),
+            project: class.project.as_ref().map(|p| ProjectName {
+                id: p.id.to_string(),
+                name: p.name.to_string(),
+            }),
             command: class.command.clone(),
             image: class.image.clone(),
             ports: class

@@ -66,7 +66,7 @@ pub async fn handle(
     };
     let mut class_key = None;
     // A deployed project's target is made per request from the in-memory project map.
-    let project;
+    let mut project = None;
     let target = match route.map(|r| &r.target) {
         Some(Target::Container(target)) => Some(Ok(target)),
         Some(Target::Projects) => {
@@ -102,7 +102,12 @@ pub async fn handle(
         },
     };
     response.request_id = Some(request_id.clone());
-    let stats = route.map_or(&state.routes.unrouted, |r| &r.stats);
+    // A project's requests count as that project's (see ProjectRef), not as the shared
+    // `/containers/*` route's, which keeps only the requests that found no project.
+    let stats = match project.as_ref().and_then(|t| t.class.project.as_ref()) {
+        Some(project) => &project.requests,
+        None => route.map_or(&state.routes.unrouted, |r| &r.stats),
+    };
     stats.record(response.status.as_u16(), started.elapsed());
     if let Some((method, path)) = log {
         let (class, key) = class_key.unwrap_or_default();
@@ -159,7 +164,7 @@ async fn to_instance(
         }
     })?;
     if state.access_log {
-        *class_key = Some((target.class.name.to_string(), key.to_string()));
+        *class_key = Some((target.class.label().to_string(), key.to_string()));
     }
     // Cold starts are counted per client (server.cold_starts_per_client).
     let from = client_address(&client, &req.fields);

@@ -20,6 +20,8 @@ pub enum Target {
 pub const PROJECTS_PATTERN: &str = "/containers/*";
 /// Every project has one instance, under this key of its version's class.
 pub const PROJECT_KEY: &str = "main";
+/// The `class` label of `/containers/*` requests that named no existing project.
+pub const NO_PROJECT: &str = "(no project)";
 const WEBSOCKET: &str = "websocket";
 
 /// A route to a container class, with everything resolved that a request needs.
@@ -185,7 +187,9 @@ impl RouteTable {
         if !config.routes.iter().any(|r| r.pattern == PROJECTS_PATTERN) {
             let (prefix, wildcard) = split_pattern(PROJECTS_PATTERN);
             routes.push(Route {
-                stats: Arc::new(RouteStats::new(PROJECTS_PATTERN, "")),
+                // Only requests for no existing project count here: a project's own go to
+                // its series (`class="project:<name>"`), so none is ever `class=""`.
+                stats: Arc::new(RouteStats::new(PROJECTS_PATTERN, NO_PROJECT)),
                 pattern: PROJECTS_PATTERN.into(),
                 prefix: prefix.into(),
                 wildcard,

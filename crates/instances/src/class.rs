@@ -64,8 +64,39 @@ pub struct ClassRuntime {
     /// Every key seen, sleeping ones included. Lock-free reads: the hot path never blocks here.
     pub(crate) instances: papaya::HashMap<Box<str>, Arc<Instance>>,
     /// The class's metrics (cold starts, crashes, upstream latency), registered once here so
-    /// that recording never looks anything up.
-    pub stats: valet_metrics::ClassStats,
+    /// that recording never looks anything up. A deployed project's versions share one set
+    /// (its [`ProjectRef::stats`]), so a new version does not restart its counters.
+    pub stats: Arc<valet_metrics::ClassStats>,
+    /// Set on a deployed project's version: which project it serves.
+    pub project: Option<Arc<ProjectRef>>,
+}
+
+/// The project a deployed version's class serves, and the series all its versions share.
+/// Operators know a project by its name and id, never by its version's class name
+/// (`project-<id>-<build>-<n>`), so listings, logs and metrics all go by this.
+pub struct ProjectRef {
+    pub id: Arc<str>,
+    pub name: Arc<str>,
+    /// What `/metrics`, the dashboard and the CLI call the project: `project:<name>`.
+    pub label: Arc<str>,
+    /// Its `/containers/<id>/...` requests, by status.
+    pub requests: Arc<valet_metrics::RouteStats>,
+    pub stats: Arc<valet_metrics::ClassStats>,
+}
+
+impl ProjectRef {
+    /// `route` is the pattern its requests come by (`/containers/*`).
+    pub fn new(id: &str, name: &str, route: &str) -> Self {
+        // The one place a project's label is decided.
+        let label = format!("project:{name}");
+        Self {
+            requests: Arc::new(valet_metrics::RouteStats::for_project(route, &label, id)),
+            stats: Arc::new(valet_metrics::ClassStats::new()),
+            id: id.into(),
+            name: name.into(),
+            label: label.into(),
+        }
+    }
 }
 
 impl ClassRuntime {
@@ -146,9 +177,21 @@ impl ClassRuntime {
             fixed_keys: fixed_keys(config, &class.class_name),
             live: AtomicU32::new(0),
             instances: papaya::HashMap::new(),
-            stats: valet_metrics::ClassStats::new(),
+            stats: Arc::new(valet_metrics::ClassStats::new()),
+            project: None,
             ports,
         }
+    }
+
+    /// The name operators see: the class's, or `project:<name>` for a project's version.
+    pub fn label(&self) -> &str {
+        self.project.as_ref().map_or(&self.name, |p| &p.label)
+    }
+
+    /// Makes this class a version of `project`, sharing the project's series.
+    pub fn serve_project(&mut self, project: Arc<ProjectRef>) {
+        self.stats = project.stats.clone();
+        self.project = Some(project);
     }
 
     /// Index of a named port, for routes resolving their `port` once at build time.

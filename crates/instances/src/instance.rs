@@ -269,8 +269,19 @@ impl Instance {
             started_at: *self.started_at.lock().unwrap_or_else(|e| e.into_inner()),
             status,
             owner,
+            project: self.class.project.as_ref().map(|p| ProjectName {
+                id: p.id.to_string(),
+                name: p.name.to_string(),
+            }),
         }
     }
+}
+
+/// The deployed project an instance serves, as listings show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectName {
+    pub id: String,
+    pub name: String,
 }
 
 /// What listings show of one instance.
@@ -292,6 +303,8 @@ pub struct InstanceInfo {
     /// forwards the key's requests there); `None`: this replica's own. Listings fill in this
     /// replica's name for its own keys.
     pub owner: Option<String>,
+    /// Set when the instance runs a deployed project's version.
+    pub project: Option<ProjectName>,
 }
 
 /// Held by the gateway for as long as a request, a streamed response or a WebSocket lasts:

@@ -14,9 +14,9 @@ pub mod owner;
 mod table;
 mod task;
 
-pub use class::ClassRuntime;
+pub use class::{ClassRuntime, ProjectRef};
 pub use error::AcquireError;
-pub use instance::{Instance, InstanceInfo, Lease, Status};
+pub use instance::{Instance, InstanceInfo, Lease, ProjectName, Status};
 pub use owner::{
     Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, LeaseView, NodeView, PeerRoute,
 };

@@ -78,6 +78,8 @@ fn escape_into(out: &mut String, value: &str) {
 /// One class as a scrape sees it: its counters plus what the instance table says right now.
 pub struct ClassSample<'a> {
     pub name: &'a str,
+    /// A deployed project's id (its `project` label); `name` is then `project:<name>`.
+    pub project: Option<&'a str>,
     pub stats: &'a ClassStats,
     /// Instances per state name, every state listed (zeros included) so series never vanish.
     pub states: Vec<(&'static str, u64)>,
@@ -85,6 +87,20 @@ pub struct ClassSample<'a> {
     pub waiting: u64,
     /// Requests, streams and WebSockets holding an instance of this class.
     pub active: u64,
+}
+
+impl ClassSample<'_> {
+    fn labels(&self) -> Vec<(&str, &str)> {
+        let mut labels = vec![("class", self.name)];
+        labels.extend(self.project.map(|id| ("project", id)));
+        labels
+    }
+}
+
+fn route_labels(route: &RouteStats) -> Vec<(&str, &str)> {
+    let mut labels = vec![("route", &*route.route), ("class", &*route.class)];
+    labels.extend(route.project.as_deref().map(|id| ("project", id)));
+    labels
 }
 
 /// Writes every request and instance family.
@@ -98,11 +114,8 @@ pub fn render(out: &mut Exposition, routes: &[Arc<RouteStats>], classes: &[Class
     for (route, snap) in &snapshots {
         for (status, n) in &snap.status {
             let status = status.to_string();
-            let labels = [
-                ("route", &*route.route),
-                ("class", &*route.class),
-                ("status", &status),
-            ];
+            let mut labels = route_labels(route);
+            labels.push(("status", &status));
             out.sample("valet_requests_total", &labels, n);
         }
     }
@@ -112,14 +125,14 @@ pub fn render(out: &mut Exposition, routes: &[Arc<RouteStats>], classes: &[Class
         "Time from request to response head, by route and class.",
     );
     for (route, snap) in &snapshots {
-        let labels = [("route", &*route.route), ("class", &*route.class)];
+        let labels = route_labels(route);
         out.histogram("valet_request_duration_seconds", &labels, &snap.duration);
     }
     let class_histogram =
         |out: &mut Exposition, name, help, pick: fn(&ClassStats) -> HistogramSnapshot| {
             out.family(name, "histogram", help);
             for c in classes {
-                out.histogram(name, &[("class", c.name)], &pick(c.stats));
+                out.histogram(name, &c.labels(), &pick(c.stats));
             }
         };
     class_histogram(
@@ -141,14 +154,16 @@ pub fn render(out: &mut Exposition, routes: &[Arc<RouteStats>], classes: &[Class
     );
     for c in classes {
         for (state, n) in &c.states {
-            out.sample("valet_instances", &[("class", c.name), ("state", state)], n);
+            let mut labels = c.labels();
+            labels.push(("state", state));
+            out.sample("valet_instances", &labels, n);
         }
     }
     let per_class =
         |out: &mut Exposition, name, kind, help, value: &dyn Fn(&ClassSample<'_>) -> u64| {
             out.family(name, kind, help);
             for c in classes {
-                out.sample(name, &[("class", c.name)], value(c));
+                out.sample(name, &c.labels(), value(c));
             }
         };
     per_class(
@@ -229,6 +244,7 @@ mod tests {
         stats.cold_start.observe(Duration::from_millis(40));
         let class = ClassSample {
             name: "Api",
+            project: None,
             stats: &stats,
             states: vec![("ready", 1)],
             waiting: 0,
@@ -247,5 +263,37 @@ mod tests {
         assert!(text.contains("valet_cold_start_duration_seconds_count{class=\"Api\"} 1\n"));
         assert!(text.contains("valet_instances{class=\"Api\",state=\"ready\"} 1\n"));
         assert!(text.contains("# TYPE valet_upstream_duration_seconds histogram\n"));
+    }
+
+    #[test]
+    fn a_project_is_labelled_with_its_name_and_id() {
+        let route = Arc::new(RouteStats::for_project(
+            "/containers/*",
+            "project:hello",
+            "ab12",
+        ));
+        route.record(200, Duration::from_millis(2));
+        let stats = ClassStats::new();
+        stats.cold_start.observe(Duration::from_millis(40));
+        let class = ClassSample {
+            name: "project:hello",
+            project: Some("ab12"),
+            stats: &stats,
+            states: vec![("ready", 1)],
+            waiting: 0,
+            active: 0,
+        };
+        let mut out = Exposition::new();
+        render(&mut out, &[route], &[class]);
+        let text = out.finish();
+        assert!(text.contains(
+            "valet_requests_total{route=\"/containers/*\",class=\"project:hello\",project=\"ab12\",status=\"200\"} 1\n"
+        ), "{text}");
+        assert!(text.contains(
+            "valet_cold_start_duration_seconds_count{class=\"project:hello\",project=\"ab12\"} 1\n"
+        ));
+        assert!(text.contains(
+            "valet_instances{class=\"project:hello\",project=\"ab12\",state=\"ready\"} 1\n"
+        ));
     }
 }

@@ -17,8 +17,11 @@ const STATUS_SLOTS: usize = 500;
 pub struct RouteStats {
     /// The pattern as written (with its host, when it has one).
     pub route: Box<str>,
-    /// The class the route goes to; empty for assets.
+    /// The class the route goes to; empty for assets; `project:<name>` for a deployed project.
     pub class: Box<str>,
+    /// A deployed project's id, rendered as a `project` label: two tenants may both name a
+    /// project `api`, and their series must stay apart.
+    pub project: Option<Box<str>>,
     nanos: Vec<u64>,
     cells: Sharded<RouteCells>,
 }
@@ -42,8 +45,17 @@ impl RouteStats {
         Self {
             route: route.into(),
             class: class.into(),
+            project: None,
             nanos: bounds_in_nanos(LATENCY_BOUNDS),
             cells: Sharded::new(),
+        }
+    }
+
+    /// The requests of one deployed project (every version), labelled `class` and `project`.
+    pub fn for_project(route: &str, class: &str, project_id: &str) -> Self {
+        Self {
+            project: Some(project_id.into()),
+            ..Self::new(route, class)
         }
     }
 

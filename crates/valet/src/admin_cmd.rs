@@ -92,7 +92,7 @@ async fn status(args: &AdminArgs) -> Result<(), String> {
                 .join(", ")
         });
         table.row(vec![
-            text(&c["name"]).into(),
+            shown_name(&c["name"], &c["project"]).into(),
             format!("{}/{}", c["live"], c["max_instances"]).into(),
             if states.is_empty() {
                 "none".into()
@@ -196,7 +196,7 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
             format!("{} ago", duration(i["idle_ms"].as_u64()))
         };
         let mut row = vec![
-            text(&i["class"]).into(),
+            shown_name(&i["label"], &i["project"]).into(),
             text(&i["key"]).into(),
             Cell::colored(state.clone(), state_color(&state)),
         ];
@@ -223,7 +223,7 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
     {
         say!(
             "\n{}/{}: {}",
-            text(&i["class"]),
+            text(&i["label"]),
             text(&i["key"]),
             text(&i["message"])
         );
@@ -236,7 +236,11 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
 
 async fn act(args: &InstanceArgs, action: &str) -> Result<(), String> {
     let client = AdminClient::new(&args.admin)?;
-    let instance = instance_path(&args.class, &args.key);
+    let key = match &args.key {
+        Some(key) => key.clone(),
+        None => only_key(&client, &args.class).await?,
+    };
+    let instance = instance_path(&args.class, &key);
     let action_path = format!("{instance}/{action}");
     let request = client.post(&action_path);
     // A start may wait on an image pull: on a terminal its layers are drawn meanwhile.
@@ -255,7 +259,9 @@ async fn act(args: &InstanceArgs, action: &str) -> Result<(), String> {
         print_json(&answer);
         return Ok(());
     }
-    let id = format!("{}/{}", args.class, args.key);
+    // Named as valet knows it: a project by `project:<name>`, whatever the user typed.
+    let label = answer["label"].as_str().unwrap_or(&args.class);
+    let id = format!("{label}/{key}");
     match action {
         "destroy" => say!("{id}: destroyed"),
         "start" => match answer["last_start_ms"].as_u64() {
@@ -307,7 +313,8 @@ async fn logs(
     Ok(())
 }
 
-/// `valet logs CLASS` without a key: fine when the class has one instance.
+/// A command's key when none was named: the class's only instance, else its only fixed key
+/// (a `name:` rule's, or a project's), which may not have run yet.
 async fn only_key(client: &AdminClient, class: &str) -> Result<String, String> {
     let list = client
         .get(&format!("/v1/instances?class={}", segment(class)))
@@ -318,8 +325,25 @@ async fn only_key(client: &AdminClient, class: &str) -> Result<String, String> {
         .flatten()
         .filter_map(|i| i["key"].as_str())
         .collect();
+    if let [key] = keys.as_slice() {
+        return Ok(key.to_string());
+    }
+    let view = client
+        .get(&format!("/v1/classes/{}", segment(class)))
+        .await?;
+    let fixed: Vec<&str> = view["fixed_keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    // One fixed key and no other known key: that key is the class's only one.
+    if let [key] = fixed.as_slice() {
+        if keys.iter().all(|k| k == key) {
+            return Ok(key.to_string());
+        }
+    }
     match keys.as_slice() {
-        [key] => Ok(key.to_string()),
         [] => Err(format!("class {class} has no instance yet; name a key")),
         many => {
             let shown: Vec<&str> = many.iter().take(10).copied().collect();
@@ -353,6 +377,15 @@ fn print_event(event: &str, json: bool) {
         eprintln!("-- {data}");
     } else {
         say!("{data}");
+    }
+}
+
+/// A class as operators know it: a project as `project:<name> (<id>)`, so two tenants'
+/// projects of one name stay apart; a config class by its name.
+fn shown_name(label: &Value, project: &Value) -> String {
+    match project["id"].as_str() {
+        Some(id) => format!("{} ({id})", text(label)),
+        None => text(label),
     }
 }
 

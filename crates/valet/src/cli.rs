@@ -76,8 +76,9 @@ pub enum Command {
     Destroy(InstanceArgs),
     /// Print an instance's output; -f follows it.
     Logs {
+        /// A container class, or a deployed project by its name or id.
         class: String,
-        /// Needed when the class has more than one instance.
+        /// Needed when the class has more than one key (a project has one).
         key: Option<String>,
         /// Keep printing new lines (across restarts) until interrupted.
         #[arg(short, long)]
@@ -243,8 +244,10 @@ pub struct AdminArgs {
 
 #[derive(Args, Clone)]
 pub struct InstanceArgs {
+    /// A container class, or a deployed project by its name or id.
     pub class: String,
-    pub key: String,
+    /// Needed when the class has more than one key (a project has one).
+    pub key: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
 }

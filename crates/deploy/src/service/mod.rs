@@ -27,12 +27,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use valet_config::{Config, ContainerClass, DurationValue};
 use valet_core::InstanceId;
-use valet_instances::{ClassRuntime, Instances};
+use valet_instances::{ClassRuntime, Instances, ProjectRef};
 use valet_runtime::logfile;
 use valet_store::{random_hex, Deployment, NewDeployment, Project, Store};
 
 /// Every project has one instance, under this key of its version's class.
 const KEY: &str = "main";
+/// The gateway route projects are served by (the gateway's `PROJECTS_PATTERN`); the
+/// `route` label of a project's request series.
+const PROJECTS_ROUTE: &str = "/containers/*";
 /// The port an app listens on inside a container (the seed's 8000); the process driver
 /// picks a free one and passes it as `PORT`.
 const APP_PORT: u16 = 8000;
@@ -63,6 +66,8 @@ pub struct Deployer {
     /// Classes started per project and not yet stopped (the current version, and old ones
     /// still finishing their requests), so a delete stops every one of them.
     live: Arc<Live>,
+    /// Each project's identity and metrics, shared by its versions (see `project_ref`).
+    refs: Mutex<HashMap<String, Arc<ProjectRef>>>,
 }
 
 /// A version that went live.
@@ -99,6 +104,7 @@ impl Deployer {
             secrets,
             packager,
             live: Arc::default(),
+            refs: Mutex::default(),
             root,
             store,
             instances,
@@ -132,7 +138,7 @@ impl Deployer {
             else {
                 continue;
             };
-            match self.class_for(&deployment).await {
+            match self.class_for(&deployment, &project.name).await {
                 Ok(class) => {
                     self.instances.route_project(&project.id, class);
                     routed += 1;
@@ -217,7 +223,7 @@ impl Deployer {
             requirements,
             created_at: 0,
         };
-        let class = match self.class_for(&deployment).await {
+        let class = match self.class_for(&deployment, &name).await {
             Ok(class) => class,
             Err(e) => return Err(self.abandon(new_project, &project_id, &build, e).await),
         };
@@ -268,7 +274,7 @@ impl Deployer {
             .ok_or_else(|| {
                 DeployError::NotFound(format!("project {} has no version {version}", project.id))
             })?;
-        let class = self.class_for(&deployment).await?;
+        let class = self.class_for(&deployment, &project.name).await?;
         self.start(&project.id, &class).await?;
         if !self.store.set_current(&project.id, version).await? {
             self.stop_for_good(&project.id, &class).await;
@@ -295,6 +301,10 @@ impl Deployer {
             self.instances.stop(class, KEY, false).await;
         }
         self.store.delete_project(&project.id).await?;
+        self.refs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&project.id);
         for d in deployments {
             self.remove_build(&project.id, &d.build).await;
         }
@@ -442,15 +452,29 @@ impl Deployer {
     }
 
     /// The class that runs one version with the project's secrets as env.
-    async fn class_for(&self, deployment: &Deployment) -> Result<Arc<ClassRuntime>, DeployError> {
+    async fn class_for(
+        &self,
+        deployment: &Deployment,
+        name: &str,
+    ) -> Result<Arc<ClassRuntime>, DeployError> {
         let env = self.env_of(&deployment.project_id).await?;
-        self.class_with_env(deployment, env).await
+        self.class_with_env(deployment, name, env).await
+    }
+
+    /// The project's shared identity and series, made on first use: every version of it
+    /// counts into the same metrics, so a new version does not reset them.
+    fn project_ref(&self, id: &str, name: &str) -> Arc<ProjectRef> {
+        let mut refs = self.refs.lock().unwrap_or_else(|e| e.into_inner());
+        refs.entry(id.to_string())
+            .or_insert_with(|| Arc::new(ProjectRef::new(id, name, PROJECTS_ROUTE)))
+            .clone()
     }
 
     /// The class that runs one version, in its build folder.
     async fn class_with_env(
         &self,
         deployment: &Deployment,
+        name: &str,
         env: Vec<(String, String)>,
     ) -> Result<Arc<ClassRuntime>, DeployError> {
         let project = &deployment.project_id;
@@ -488,6 +512,9 @@ impl Deployer {
         // Set here rather than in the class table: values never pass through a config file.
         runtime.env.extend(env);
         runtime.user = runnable.user;
+        runtime.serve_project(self.project_ref(project, name));
+        // Its one key, as a `name:` rule's: `valet logs PROJECT` needs no key.
+        runtime.fixed_keys = vec![KEY.to_string()];
         self.packager.register(project, &class);
         Ok(Arc::new(runtime))
     }

@@ -64,7 +64,7 @@ impl Deployer {
             .await?;
         let class = match current {
             Some(deployment) => {
-                let class = self.class_with_env(&deployment, env).await?;
+                let class = self.class_with_env(&deployment, &project.name, env).await?;
                 self.start(&project.id, &class).await?;
                 Some(class)
             }
