@@ -30,7 +30,7 @@ pub async fn require_token(
                 "this endpoint needs an admin token; the token of user {user:?} opens only the deploy API"
             ),
         )),
-        None => Err(ApiError::Unauthorized),
+        None => Err(ApiError::UnknownToken),
     }
 }
 
@@ -44,4 +44,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
+        // `Bearer ` with nothing after it is no token, not an unknown one.
+        .filter(|t| !t.is_empty())
 }

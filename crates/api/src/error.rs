@@ -11,6 +11,13 @@ use valet_instances::AcquireError;
 pub enum ApiError {
     #[error("a valid admin token is required (Authorization: Bearer <token>)")]
     Unauthorized,
+    /// The deploy API without a token: any of three kinds opens it, so none is named alone.
+    #[error("a token is required (Authorization: Bearer <token>): a user token from `valet token create`, an admin token, or a JWT")]
+    NoToken,
+    /// A token was sent but valet knows no such token: saying "an admin token is required"
+    /// here would send a tenant with a mistyped token looking for the wrong thing.
+    #[error("this token is not known to this valet (mistyped, revoked, or made by another valet's store)")]
+    UnknownToken,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -57,7 +64,9 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::Unauthorized | Self::BadToken(_) => "unauthorized",
+            Self::Unauthorized | Self::NoToken | Self::UnknownToken | Self::BadToken(_) => {
+                "unauthorized"
+            }
             Self::Internal => "internal",
             Self::Deploy { code, .. } => code,
             Self::NotFound(_) => "not_found",
@@ -69,7 +78,9 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized | Self::BadToken(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::NoToken | Self::UnknownToken | Self::BadToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Deploy { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -185,7 +196,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(self.body())).into_response();
         let headers = response.headers_mut();
         match &self {
-            Self::Unauthorized | Self::BadToken(_) => {
+            Self::Unauthorized | Self::NoToken | Self::UnknownToken | Self::BadToken(_) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"valet admin\""),

@@ -72,23 +72,22 @@ impl Principal {
     }
 }
 
-/// Resolves the bearer token into a [`Principal`], or answers 401.
+/// Resolves the bearer token into a [`Principal`], or answers 401 saying whether the token
+/// was missing or unknown.
 pub async fn require_principal(
     State(admin): State<Arc<Admin>>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = bearer(req.headers()).map(str::to_string);
-    let principal = match token {
-        Some(token) => identify(&admin, &token).await?,
-        None => None,
+    let Some(token) = bearer(req.headers()).map(str::to_string) else {
+        return Err(ApiError::NoToken);
     };
-    match principal {
+    match identify(&admin, &token).await? {
         Some(principal) => {
             req.extensions_mut().insert(principal);
             Ok(next.run(req).await)
         }
-        None => Err(ApiError::Unauthorized),
+        None => Err(ApiError::UnknownToken),
     }
 }
 

@@ -201,7 +201,19 @@ pub fn strip_types(source: &str, path: &Path) -> Result<(String, bool), String> 
     let allocator = Allocator::default();
     let parsed = Parser::new(&allocator, source, SourceType::ts()).parse();
     if let Some(error) = parsed.errors.first() {
-        return Err(error.to_string());
+        // Where, as an editor counts it: the message alone does not say which line to fix.
+        let offset = error
+            .labels
+            .as_ref()
+            .and_then(|l| l.first())
+            .map(|l| l.offset());
+        return Err(match offset {
+            Some(offset) => {
+                let (line, column) = line_column(source, offset);
+                format!("line {line}, column {column}: {error}")
+            }
+            None => error.to_string(),
+        });
     }
     let module = parsed.module_record.has_module_syntax;
     let mut program = parsed.program;
@@ -219,9 +231,24 @@ pub fn strip_types(source: &str, path: &Path) -> Result<(String, bool), String> 
     Ok((Codegen::new().build(&program).code, module))
 }
 
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..source.floor_char_boundary(offset.min(source.len()))];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parse_error_names_its_line_and_column() {
+        let ts = "const a: number = 1;\nconst b = (;\n";
+        let error = strip_types(ts, Path::new("index.ts")).unwrap_err();
+        assert!(error.starts_with("line 2, column 12: "), "{error}");
+    }
 
     #[test]
     fn types_are_stripped() {

@@ -216,6 +216,19 @@ fn command_for(python: &str, host: &str, source: &str, requirements: &[String]) 
     vec![python.to_string(), "app.py".to_string()]
 }
 
+/// Why a Python app that ran as `python app.py` ended at once with exit code 0, when its
+/// source says why: it defines an ASGI `app` but starts no server (no `__main__` block, no
+/// `uvicorn.run`), so the script returns and nothing listens. valet runs such an app under
+/// uvicorn only when uvicorn is among its requirements ([`command_for`]).
+pub fn clean_exit_hint(command: &[String], source: &str) -> Option<&'static str> {
+    let as_script = command.last().is_some_and(|a| a == "app.py");
+    let serves = source.contains("__main__") || source.contains("uvicorn.run");
+    (as_script && !serves && source.contains("app =")).then_some(
+        "an ASGI app needs uvicorn in requirements (valet then runs `uvicorn app:app`), \
+         or a server started under `if __name__ == \"__main__\":`",
+    )
+}
+
 /// The interpreter's version, part of the cache key (a venv is tied to its Python).
 pub(crate) async fn version_of(program: &str) -> String {
     match tokio::process::Command::new(program)
@@ -277,6 +290,17 @@ mod tests {
         );
         assert!(parse_requirements("-r /etc/passwd").is_err());
         assert!(parse_requirements("x\n--index-url http://evil\n").is_err());
+    }
+
+    #[test]
+    fn an_asgi_app_without_a_server_gets_a_hint() {
+        let fastapi = "from fastapi import FastAPI\napp = FastAPI()\n";
+        let script = ["py".to_string(), "app.py".to_string()];
+        assert!(clean_exit_hint(&script, fastapi).is_some_and(|h| h.contains("uvicorn")));
+        let under_uvicorn = command_for("py", "::", fastapi, &["uvicorn".into()]);
+        assert_eq!(clean_exit_hint(&under_uvicorn, fastapi), None);
+        let served = "app = 1\nif __name__ == '__main__': run()";
+        assert_eq!(clean_exit_hint(&script, served), None);
     }
 
     #[test]

@@ -528,10 +528,18 @@ impl Deployer {
                 let log = log_tail(class, 30);
                 self.stop_for_good(project_id, class).await;
                 let _ = tokio::fs::remove_dir_all(&class.log_root).await;
-                Err(DeployError::NotReady {
-                    message: e.to_string(),
-                    log,
-                })
+                let mut message = e.to_string();
+                // A clean exit says nothing by itself: say what the source shows it lacks.
+                if message.contains("(exit code 0)") {
+                    let source = tokio::fs::read_to_string(class.work_dir.join("app.py")).await;
+                    if let Some(hint) = source
+                        .ok()
+                        .and_then(|s| python::clean_exit_hint(&class.command, &s))
+                    {
+                        message = format!("{message}; {hint}");
+                    }
+                }
+                Err(DeployError::NotReady { message, log })
             }
         }
     }

@@ -336,6 +336,17 @@ async fn jwts(store: Option<&str>) {
     ] {
         let (status, body) = api.call("GET", "/v1/projects", None).await;
         assert_eq!(status, 401, "{who}: {body}");
+        // The deploy API takes user tokens too: a refusal never says only an admin's would do.
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains("admin token is required"),
+            "{who}: {body}"
+        );
+        match who {
+            "unknown token" => assert!(message.contains("not known"), "{body}"),
+            "no token" => assert!(message.contains("a token is required"), "{body}"),
+            _ => assert!(message.starts_with("invalid token"), "{who}: {body}"),
+        }
         let (status, _) = api
             .upload(Form::file("app.py", plain_app("x")).field("name", "x"))
             .await;

@@ -87,7 +87,7 @@ async fn each_bad_upload_gets_a_clear_4xx_and_changes_nothing() {
             "TypeScript that does not parse",
             Form::file("index.ts", "const x: = ;"),
             422,
-            "does not compile",
+            "does not compile: index.ts: line 1, column 10: ",
         ),
         (
             "archive with '..'",

@@ -131,3 +131,34 @@ async fn a_project_is_named_by_its_name_in_the_cli_api_and_metrics() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "project:shop/main: destroyed");
 }
+
+/// Issue 19, item 3: a failed deploy says what to fix, in the CLI's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deploy_says_its_cause() {
+    let (valet, _api) = valet_with("").await;
+    // An ASGI app with no server: as a script it defines `app`, returns, and exits with 0.
+    let asgi = valet.dir().join("app.py");
+    std::fs::write(
+        &asgi,
+        "async def app(scope, receive, send):\n    pass\n\napp = app\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &valet,
+        &["deploy", &asgi.display().to_string(), "--name", "asgi"],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("exit code 0") && err.contains("an ASGI app needs uvicorn in requirements"),
+        "{err}"
+    );
+
+    let ts = valet.dir().join("index.ts");
+    std::fs::write(&ts, "const port: number = 8000;\nconst broken = (;\n").unwrap();
+    let (ok, out, err) = cli(&valet, &["deploy", &ts.display().to_string()]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("index.ts does not compile: index.ts: line 2, column 17: "),
+        "{err}"
+    );
+}
