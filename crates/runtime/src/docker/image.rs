@@ -178,11 +178,15 @@ impl Images {
         })
         .await;
         sink.flush().await;
-        let failed = |message: &str| {
-            DriverError::Spec(format!(
+        // The engine's own reason, short: it reaches the clients waiting on this start (their
+        // 503) and `valet instances`, not only valet's log. It names the build's steps and
+        // files inside its context, nothing of this machine; the whole output is in the log.
+        let failed = |message: &str| DriverError::Image {
+            message: format!(
                 "class `{class}`: image build failed: {}",
-                message.trim()
-            ))
+                short_reason(message)
+            ),
+            retryable: false,
         };
         match result {
             Err(message) => Err(failed(&message)),
@@ -201,6 +205,15 @@ impl Images {
     pub(super) fn build_lock(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
         building.entry(tag.to_string()).or_default().clone()
+    }
+}
+
+/// The first line of an engine's build error, at most 300 characters.
+fn short_reason(message: &str) -> String {
+    let line = message.trim().lines().next().unwrap_or("").trim();
+    match line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_string(),
     }
 }
 

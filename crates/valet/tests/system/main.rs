@@ -44,6 +44,7 @@ mod key_space;
 mod lab;
 mod lifecycle;
 mod malformed;
+mod operator_errors;
 mod projects_ops;
 mod proxy;
 mod redeploy_load;
