@@ -23,7 +23,7 @@ mod volume;
 pub use spec::{service_name, OWNER};
 
 use crate::docker::container::Plan;
-use crate::docker::error::{conflict, engine, not_found};
+use crate::docker::error::{conflict, engine};
 use crate::docker::image::{ImageSource, Images};
 use crate::docker::logs::{self, LogSink};
 use crate::docker::settings::{self, ClassSettings};
@@ -242,26 +242,38 @@ impl SwarmDriver {
             .filter(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
             .filter_map(|s| s.id)
             .collect();
+        // Where their containers run, asked before the manager forgets their tasks.
+        let mut containers = Vec::new();
         for id in &ids {
+            if wait.is_some() {
+                let found = running::list(manager, id).await.unwrap_or_default();
+                for task in found
+                    .iter()
+                    .filter(|t| tasks::progress(t) == Progress::Running)
+                {
+                    let engine = task
+                        .node_id
+                        .as_deref()
+                        .and_then(|n| self.inner.nodes.engine(n));
+                    if let (Some(engine), Some(container)) = (engine, tasks::container(task)) {
+                        containers.push((engine, container));
+                    }
+                }
+            }
             tracing::info!(service = %id, name, "removing an earlier service of the key");
             running::remove(manager, id).await;
         }
-        let Some(within) = wait.filter(|_| !ids.is_empty()) else {
+        let Some(within) = wait else {
             return Ok(());
         };
         let deadline = Instant::now() + within;
-        for id in &ids {
+        for (engine, container) in containers {
             while Instant::now() < deadline {
-                match running::list(manager, id).await {
-                    Ok(tasks)
-                        if tasks
-                            .iter()
-                            .all(|t| !matches!(tasks::progress(t), Progress::Running)) =>
-                    {
-                        break
+                match engine.inspect_container(&container, None).await {
+                    Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
                     }
-                    Err(e) if not_found(&e) => break,
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    _ => break,
                 }
             }
         }
@@ -290,18 +302,15 @@ impl SwarmDriver {
                 let (Some(task_id), Some(node)) = (task.id.clone(), task.node_id.clone()) else {
                     continue;
                 };
+                let container = tasks::container(task);
                 let watched = Watched {
                     manager: manager.clone(),
                     nodes: self.inner.nodes.clone(),
                     service: service.to_string(),
                     task: task_id,
                     node: node.clone(),
+                    container: container.clone(),
                 };
-                let container = task
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.container_status.as_ref())
-                    .and_then(|c| c.container_id.clone());
                 match tasks::progress(task) {
                     Progress::Running => {
                         let addr = match self.inner.nodes.get(&node).and_then(|n| n.addr) {
@@ -344,6 +353,12 @@ impl SwarmDriver {
                         )));
                     }
                     Progress::Waiting => {
+                        if let Some(seen) = self.inner.nodes.get(&node).filter(|n| n.lost()) {
+                            return Err(DriverError::io(
+                                format!("swarm node {} was lost while the task started", seen.name),
+                                std::io::Error::other(tasks::describe(task)),
+                            ));
+                        }
                         last = tasks::describe(task);
                     }
                 }
@@ -407,7 +422,10 @@ impl Driver for SwarmDriver {
         let scope = &self.inner.scope;
         let ring = Arc::new(LogRing::new(spec.log_lines));
         let mut sink = LogSink::open(&spec.log_path, ring.clone()).await;
-        let (image, image_id, avoid) = self.image(class, settings, &mut sink, phase).await?;
+        let (image, image_id, mut avoid) = self.image(class, settings, &mut sink, phase).await?;
+        avoid.extend(self.inner.nodes.lost());
+        avoid.sort();
+        avoid.dedup();
         let config_hash = settings.config_hash(&image_id);
         let name = service_name(scope, &spec.id);
         let pinned = match settings.volume {

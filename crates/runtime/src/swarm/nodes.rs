@@ -57,8 +57,6 @@ pub struct Nodes {
     manager: Docker,
     listed: Vec<Listed>,
     view: watch::Receiver<HashMap<String, NodeView>>,
-    /// `(node address, image id)` pairs known to be loaded.
-    loaded: Mutex<HashSet<(String, String)>>,
     /// One load of an image at a time, so instances starting together share it.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -92,7 +90,6 @@ impl Nodes {
             manager,
             listed,
             view,
-            loaded: Mutex::default(),
             loading: Mutex::default(),
         });
         nodes.look(&tx, &mut HashMap::new()).await;
@@ -121,6 +118,16 @@ impl Nodes {
                     == Some(node_id)
             })
             .map(|l| l.docker.clone())
+    }
+
+    /// The nodes whose instances are taken for gone: no new task may go there either (the
+    /// manager still schedules onto a node whose engine died, until it marks it Down).
+    pub fn lost(&self) -> Vec<String> {
+        let view = self.view.borrow();
+        view.iter()
+            .filter(|(_, n)| n.lost())
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Whether any node is listed: images are then loaded onto them.
@@ -154,16 +161,11 @@ impl Nodes {
             loading.entry(id.to_string()).or_default().clone()
         };
         let _one_at_a_time = lock.lock().await;
+        // Asked of each node at every start, not remembered: a node that was rebuilt or
+        // pruned has lost what it had.
         let loads = self.listed.iter().map(|node| async move {
-            let key = (node.address.clone(), id.to_string());
-            if self.loaded.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
-                return None;
-            }
             match self.load(node, reference, id).await {
-                Ok(()) => {
-                    self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
-                    None
-                }
+                Ok(()) => None,
                 Err(e) => {
                     tracing::warn!(node = %node.address, image = id, error = %e, "cannot load the image onto the node; its tasks go elsewhere");
                     node.node_id.lock().unwrap_or_else(|e| e.into_inner()).clone()

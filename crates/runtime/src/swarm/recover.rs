@@ -118,18 +118,15 @@ async fn adopt(
         return None;
     }
     let endpoints = tasks::endpoints(&settings.ports, task, seen.addr?).ok()?;
+    let container = tasks::container(task);
     let watched = Watched {
         manager: manager.clone(),
         nodes: driver.inner.nodes.clone(),
         service: service.to_string(),
         task: task.id.clone()?,
         node,
+        container: container.clone(),
     };
-    let container = task
-        .status
-        .as_ref()
-        .and_then(|s| s.container_status.as_ref())
-        .and_then(|c| c.container_id.clone());
     // The file the instance layer gives the instance's later starts; its earlier output is
     // there already.
     let logs = logfile::class_dir(&driver.inner.data_dir, instance.class());

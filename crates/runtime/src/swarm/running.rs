@@ -34,6 +34,8 @@ pub struct Watched {
     pub service: String,
     pub task: String,
     pub node: String,
+    /// The task's container on its node, once it had one.
+    pub container: Option<String>,
 }
 
 pub struct SwarmInstance {
@@ -109,40 +111,15 @@ impl Running for SwarmInstance {
         // Swarm stops the task with the image's stop signal, waits the service's
         // StopGracePeriod (the class's stop_timeout), then kills it.
         remove(manager, service).await;
-        let deadline = Instant::now() + timeout + STOP_SLACK;
-        let mut status = ExitStatus::default();
-        loop {
-            // A lost node cannot confirm anything: Swarm removes the container when it returns.
-            if watched.nodes.get(&watched.node).is_none_or(|n| n.lost()) {
-                break;
+        // The manager forgets a service's tasks with it: only the node's engine can tell when
+        // the container is gone.
+        let status = match (&watched.container, watched.nodes.engine(&watched.node)) {
+            (Some(container), Some(engine)) => {
+                let deadline = Instant::now() + timeout + STOP_SLACK;
+                container_gone(&watched, &engine, container, deadline).await
             }
-            match list(manager, service).await {
-                Ok(found) => {
-                    let ours = found
-                        .iter()
-                        .find(|t| t.id.as_deref() == Some(watched.task.as_str()));
-                    match ours.map(tasks::progress) {
-                        None => break,
-                        Some(Progress::Ended { status: ended, .. }) => {
-                            status = ended.unwrap_or_default();
-                            break;
-                        }
-                        Some(_) => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(service, error = %e, "cannot list the stopping service's tasks")
-                }
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    service,
-                    "the service's task did not end within stop_timeout"
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            _ => ExitStatus::default(),
+        };
         self.finish(status).await
     }
 }
@@ -161,6 +138,43 @@ impl Drop for SwarmInstance {
             let (manager, service) = (self.watched.manager.clone(), self.watched.service.clone());
             runtime.spawn(async move { remove(&manager, &service).await });
         }
+    }
+}
+
+/// Waits until the container no longer runs on its node (bounded by `deadline`); its exit
+/// status when the engine still has it. A lost node cannot confirm anything: Swarm removes the
+/// container when the node returns.
+async fn container_gone(
+    watched: &Watched,
+    engine: &Docker,
+    container: &str,
+    deadline: Instant,
+) -> ExitStatus {
+    loop {
+        if watched.nodes.get(&watched.node).is_none_or(|n| n.lost()) {
+            return ExitStatus::default();
+        }
+        match engine.inspect_container(container, None).await {
+            Err(e) if not_found(&e) => return ExitStatus::default(),
+            Ok(inspect) => {
+                let state = inspect.state.unwrap_or_default();
+                if state.running != Some(true) {
+                    let code = state.exit_code.unwrap_or_default();
+                    return crate::docker::running::status_of(code);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(container, error = %e, "cannot inspect the stopping container")
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                container,
+                "the service's container did not stop within stop_timeout"
+            );
+            return ExitStatus::default();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -195,6 +209,7 @@ async fn watch_task(watched: Watched, logs: Arc<LogRing>, tx: watch::Sender<Opti
         service,
         task,
         node,
+        ..
     } = watched;
     let mut view = nodes.view();
     let (status, why) = loop {
@@ -228,6 +243,9 @@ async fn watch_task(watched: Watched, logs: Arc<LogRing>, tx: watch::Sender<Opti
                     }
                     Some(_) => {}
                 }
+            }
+            Err(e) if not_found(&e) => {
+                break (ExitStatus::default(), "its service was removed".to_string())
             }
             // The manager may be briefly away (a leader election): its nodes' tasks go on.
             Err(e) => tracing::debug!(service, error = %e, "cannot list the service's tasks"),

@@ -68,6 +68,12 @@ pub fn describe(task: &Task) -> String {
     }
 }
 
+/// The ID of the task's container, once its node made one.
+pub fn container(task: &Task) -> Option<String> {
+    let status = task.status.as_ref()?.container_status.as_ref()?;
+    status.container_id.clone().filter(|id| !id.is_empty())
+}
+
 /// Whether Swarm wants this task to run: one it is shutting down or replacing is not current.
 pub fn desired_running(task: &Task) -> bool {
     matches!(

@@ -27,6 +27,18 @@ pub fn engine_ready() -> bool {
     false
 }
 
+/// busybox on `scratch` with its applets installed, serving the context's `www` folder.
+pub const BUSYBOX_WWW: &str = "FROM scratch\n\
+COPY busybox /bin/busybox\n\
+RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+COPY www /www\n";
+
+/// A CGI script (`www/cgi-bin/who`) naming the container that answers: its hostname.
+pub const WHO_CGI: &str = "#!/bin/sh\n\
+echo 'Content-Type: text/plain'\n\
+echo\n\
+hostname\n";
+
 /// A build context outside valet's folder holding `busybox` and `Dockerfile`; the caller adds
 /// the rest.
 pub fn busybox_context(dockerfile: &str) -> TempDir {

@@ -382,7 +382,8 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
-fn wait_with_deadline(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+/// The child's exit status, once it exited within `within`; `None` if it still runs.
+pub fn wait_with_deadline(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {

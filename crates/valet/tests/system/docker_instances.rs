@@ -11,15 +11,6 @@ use reqwest::StatusCode;
 use std::time::Duration;
 use tempfile::TempDir;
 
-/// busybox on `scratch`, serving /www, with a CGI script naming the container that answers.
-const DOCKERFILE: &str = "FROM scratch\n\
-COPY busybox /bin/busybox\n\
-RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
-COPY www /www\n";
-const WHO_CGI: &str = "#!/bin/sh\n\
-echo 'Content-Type: text/plain'\n\
-echo\n\
-hostname\n";
 const HTTPD: &str = r#"command = ["httpd", "-f", "-p", "8080", "-h", "/www"]"#;
 
 /// The image's build context; `None` when Docker tests must be skipped.
@@ -27,7 +18,7 @@ fn context() -> Option<TempDir> {
     if !engine_ready() {
         return None;
     }
-    let dir = busybox_context(DOCKERFILE);
+    let dir = busybox_context(BUSYBOX_WWW);
     put(dir.path(), "www/index.html", "hello\n", false);
     put(dir.path(), "www/cgi-bin/who", WHO_CGI, true);
     Some(dir)

@@ -50,5 +50,6 @@ mod proxy;
 mod redeploy_load;
 mod registry;
 mod streams;
+mod swarm;
 mod swarm_lab;
 mod tenant_isolation;

@@ -1,0 +1,503 @@
+//! `driver = "swarm"` against a real 3-node Docker Swarm (`support::swarm`): the real `valet up`
+//! builds a FROM-scratch busybox class on the manager, loads it onto every node and runs each
+//! key as a service published in host mode on its node. One lab serves the whole story, in
+//! order: cold start, sleep and wake, a crash and its restart, valet killed and the service
+//! adopted by the next valet, a node's dockerd killed under the key (served from another node,
+//! the old copy never again through valet), a partitioned node, and cleanup on every node.
+//! Times are printed. Without root, the lab's tools or dockerd this is skipped, and fails under
+//! `CI=true`.
+
+use crate::support::docker::{busybox_context, put, text, BUSYBOX_WWW, WHO_CGI};
+use crate::support::swarm::SwarmLab;
+use crate::support::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The longest a takeover after a node loss may take: the manager marks a partitioned node
+/// Down after its heartbeats stop (~13 s here), then a new service starts.
+const TAKEOVER_WITHIN: Duration = Duration::from_secs(60);
+
+fn context() -> TempDir {
+    let dir = busybox_context(BUSYBOX_WWW);
+    put(dir.path(), "www/index.html", "hello\n", false);
+    put(dir.path(), "www/cgi-bin/who", WHO_CGI, true);
+    dir
+}
+
+/// Two classes on the lab's swarm: `Web` (always up) and `Nap` (asleep after 2 s idle).
+fn config(swarm: &SwarmLab, tag: &str, image: &TempDir) -> String {
+    let nodes: Vec<String> = (1..=swarm.nodes())
+        .map(|i| format!("{:?}", swarm.host(i)))
+        .collect();
+    let dockerfile = image.path().join("Dockerfile");
+    let class = |name: &str, extra: &str| {
+        format!(
+            r#"
+            [[containers]]
+            class_name = "{name}{tag}"
+            image = "{dockerfile}"
+            command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+            ports = {{ http = 8080 }}
+            instance_type = "lite"
+            # busybox httpd as PID 1 under tini still takes a while: keep stops short.
+            stop_timeout = "1s"
+            readiness = {{ path = "/index.html", timeout = "60s" }}
+            {extra}
+
+            [[routes]]
+            pattern = "/{lower}/*"
+            container = "{name}{tag}"
+            instance = "name:one"
+            strip_prefix = "/{lower}"
+            "#,
+            dockerfile = dockerfile.display(),
+            lower = name.to_lowercase(),
+        )
+    };
+    format!(
+        r#"
+        [server]
+        driver = "swarm"
+
+        [swarm]
+        docker_host = {manager:?}
+        nodes = [{nodes}]
+        publish = "host"
+        {web}
+        {nap}
+        "#,
+        manager = swarm.host(1),
+        nodes = nodes.join(", "),
+        web = class("Web", ""),
+        nap = class("Nap", "sleep_after = \"2s\""),
+    )
+}
+
+/// A service of the lab's swarm: ID, name and the node (1..=3) its running task is on.
+#[derive(Debug, Clone, PartialEq)]
+struct Placed {
+    service: String,
+    node: usize,
+}
+
+/// The lab's view of one class's services (on the manager) and where each runs. A service
+/// removed between the listing and its inspection is left out.
+fn services(swarm: &SwarmLab, class: &str) -> Vec<Placed> {
+    let filter = format!("label=valet.class={class}");
+    let ids = swarm.docker_ok(1, &["service", "ls", "-q", "--filter", &filter]);
+    ids.lines()
+        .filter_map(|id| {
+            let out = swarm.docker(1, &["service", "inspect", "--format", "{{.ID}}", id]);
+            let service = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            out.status.success().then(|| Placed {
+                node: running_node(swarm, id).unwrap_or(0),
+                service,
+            })
+        })
+        .collect()
+}
+
+/// The node (1..=3, by its `valet.node` label) of a service's running task.
+fn running_node(swarm: &SwarmLab, service: &str) -> Option<usize> {
+    let out = swarm.docker(
+        1,
+        &[
+            "service",
+            "ps",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.ID}} {{.CurrentState}}",
+            "--no-trunc",
+            service,
+        ],
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let task = listing
+        .lines()
+        .find(|l| l.contains("Running"))?
+        .split(' ')
+        .next()?
+        .to_string();
+    let out = swarm.docker(1, &["inspect", "--format", "{{.NodeID}}", &task]);
+    let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let format = "{{index .Spec.Labels \"valet.node\"}}";
+    let out = swarm.docker(1, &["node", "inspect", "--format", format, &node]);
+    let label = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    label.strip_prefix('n')?.parse().ok()
+}
+
+/// Containers of valet's scope on node `i`, running or not.
+fn containers_on(swarm: &SwarmLab, i: usize, class: &str) -> Vec<String> {
+    let filter = format!("label=valet.class={class}");
+    swarm
+        .docker_ok(i, &["ps", "-aq", "--filter", &filter])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The container answering `/<route>/cgi-bin/who` through valet.
+async fn who(valet: &Valet, route: &str) -> String {
+    text(valet, &format!("/{route}/cgi-bin/who"))
+        .await
+        .trim()
+        .to_string()
+}
+
+/// A `valet up` started by hand on an existing folder (the second valet, adopting); killed
+/// if the test ends without stopping it.
+struct Second(Option<Child>);
+
+impl Drop for Second {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            if wait_with_deadline(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// What answered each request sent through valet while a node was lost.
+#[derive(Default)]
+struct Samples {
+    answers: Mutex<Vec<(Duration, Result<String, String>)>>,
+}
+
+/// Sends `/web/cgi-bin/who` through valet again and again until `stop`.
+fn sample(
+    valet_url: String,
+    client: reqwest::Client,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Samples>, tokio::task::JoinHandle<()>) {
+    let samples = Arc::new(Samples::default());
+    let keep = samples.clone();
+    let task = tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let request = client
+                .get(&valet_url)
+                .timeout(Duration::from_secs(30))
+                .send();
+            let answer = match request.await {
+                Ok(response) if response.status() == 200 => {
+                    Ok(response.text().await.unwrap_or_default().trim().to_string())
+                }
+                Ok(response) => Err(format!("status {}", response.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            keep.answers
+                .lock()
+                .unwrap()
+                .push((started.elapsed(), answer));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (samples, task)
+}
+
+/// Samples while `lose` takes the node running `/web` away, until another container answers
+/// and a few more answers came. Asserts the old container never answers after the first answer
+/// of the new one; returns the new container and how long after the loss it first answered.
+async fn takeover(valet: &Valet, old: &str, lose: impl FnOnce()) -> (String, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let url = valet.url("/web/cgi-bin/who");
+    let (samples, sampler) = sample(url, valet.client.clone(), started, stop.clone());
+    // The sampler is under way before the loss.
+    eventually(Duration::from_secs(10), "a first sample", || async {
+        (!samples.answers.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let lost_at = started.elapsed();
+    lose();
+    let new_at = eventually(
+        TAKEOVER_WITHIN,
+        "another container to answer /web",
+        || async {
+            let answers = samples.answers.lock().unwrap();
+            answers
+                .iter()
+                .find(|(_, a)| matches!(a, Ok(host) if host != old))
+                .map(|(at, _)| *at)
+        },
+    )
+    .await;
+    // A few more answers after the takeover, then a look at all of them.
+    eventually(
+        Duration::from_secs(20),
+        "answers after the takeover",
+        || async {
+            let answers = samples.answers.lock().unwrap();
+            (answers
+                .iter()
+                .filter(|(at, a)| *at > new_at && a.is_ok())
+                .count()
+                >= 10)
+                .then_some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let answers = samples.answers.lock().unwrap();
+    let new = answers
+        .iter()
+        .find_map(|(at, a)| (*at == new_at).then(|| a.clone().unwrap()))
+        .unwrap();
+    for (at, answer) in answers.iter().filter(|(at, _)| *at > new_at) {
+        assert_ne!(
+            answer.as_deref().ok(),
+            Some(old),
+            "the old copy answered through valet at {at:?}, after {new} took over at {new_at:?}"
+        );
+        if let Ok(host) = answer {
+            assert_eq!(host, &new, "one serving copy at {at:?}");
+        }
+    }
+    let failed = answers.iter().filter(|(_, a)| a.is_err()).count();
+    println!(
+        "  {} samples, {failed} failed (while the key moved), old copy last at {:?}",
+        answers.len(),
+        answers
+            .iter()
+            .rev()
+            .find(|(_, a)| a.as_deref().ok() == Some(old))
+            .map(|(at, _)| *at)
+    );
+    (new, new_at.saturating_sub(lost_at))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swarm_instances_start_sleep_crash_are_adopted_survive_node_loss_and_leave_nothing() {
+    let Some(swarm) = SwarmLab::new(3) else {
+        return;
+    };
+    // The manager takes no tasks, as in production: every key runs on node 2 or 3, and losing
+    // one never takes the swarm's control with it.
+    let manager = swarm.docker_ok(1, &["node", "ls", "-q", "--filter", "role=manager"]);
+    swarm.docker_ok(1, &["node", "update", "--availability", "drain", &manager]);
+    let image = context();
+    let tag = std::process::id().to_string();
+    let (web, nap) = (format!("Web{tag}"), format!("Nap{tag}"));
+    let valet = Valet::with_config(&config(&swarm, &tag, &image))
+        .start()
+        .await;
+
+    // Cold start: the image is built on the manager and loaded onto every node.
+    let cold = Instant::now();
+    let first = who(&valet, "web").await;
+    let cold = cold.elapsed();
+    let placed = services(&swarm, &web);
+    assert_eq!(placed.len(), 1, "one service per key: {placed:?}");
+    assert!([2, 3].contains(&placed[0].node), "{placed:?}");
+    let image_id = swarm.docker_ok(
+        1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &placed[0].service,
+        ],
+    );
+    assert!(image_id.starts_with("sha256:"), "by image ID: {image_id}");
+    for i in 1..=3 {
+        let there = swarm.docker_ok(i, &["image", "inspect", "--format", "{{.Id}}", &image_id]);
+        assert_eq!(there, image_id, "node {i} has the image");
+    }
+    let spec = swarm.docker_ok(
+        1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Spec}}",
+            &placed[0].service,
+        ],
+    );
+    assert!(spec.contains("\"PublishMode\":\"host\""), "{spec}");
+    assert!(spec.contains("\"Condition\":\"none\""), "{spec}");
+    assert!(first.len() >= 12, "a container's hostname: {first}");
+    // A warm key: create-to-first-byte of a service alone, through valet (image in place).
+    let nap_cold = Instant::now();
+    assert_eq!(text(&valet, "/nap/index.html").await, "hello\n");
+    let nap_cold = nap_cold.elapsed();
+
+    // Sleep and wake: the idle key's service is removed, the next request creates one.
+    eventually(
+        Duration::from_secs(30),
+        "the idle key's service to go",
+        || async { services(&swarm, &nap).is_empty().then_some(()) },
+    )
+    .await;
+    let wake = Instant::now();
+    assert_eq!(text(&valet, "/nap/index.html").await, "hello\n");
+    let wake = wake.elapsed();
+    assert_eq!(services(&swarm, &nap).len(), 1);
+
+    // A crash: the container is killed on its node; valet starts a new service for the key.
+    let node = placed[0].node;
+    let container = containers_on(&swarm, node, &web);
+    assert_eq!(container.len(), 1, "{container:?}");
+    swarm.docker_ok(node, &["kill", &container[0]]);
+    let after_crash = eventually(
+        Duration::from_secs(60),
+        "a new container to serve /web",
+        || async {
+            let host = who(&valet, "web").await;
+            (host != first).then_some(host)
+        },
+    )
+    .await;
+    let placed = eventually(
+        Duration::from_secs(20),
+        "one service for the key",
+        || async {
+            let placed = services(&swarm, &web);
+            (placed.len() == 1 && placed[0].node != 0).then_some(placed)
+        },
+    )
+    .await;
+    assert!(valet.log().contains("instance failed"), "{}", valet.log());
+
+    // valet is killed: the service runs on; the next valet on the folder adopts it.
+    kill(Pid::from_raw(valet.pid() as i32), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(5), "valet to die", || async {
+        (!pid_alive(valet.pid())).then_some(())
+    })
+    .await;
+    assert_eq!(services(&swarm, &web), placed, "the service outlives valet");
+    let second_log = valet.dir().join("second.log");
+    let log = std::fs::File::create(&second_log).unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .arg("up")
+        .arg(valet.dir().join("valet.toml"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut second = Second(Some(second));
+    let second_log = || std::fs::read_to_string(&second_log).unwrap_or_default();
+    eventually(
+        Duration::from_secs(60),
+        "the second valet to listen",
+        || async { second_log().contains("valet listening").then_some(()) },
+    )
+    .await;
+    assert_eq!(who(&valet, "web").await, after_crash, "{}", second_log());
+    assert_eq!(
+        services(&swarm, &web),
+        placed,
+        "adopted, no second service: {}",
+        second_log()
+    );
+    assert!(
+        second_log().contains("adopted running service"),
+        "{}",
+        second_log()
+    );
+
+    // The node running the key loses its dockerd: its container runs on, but valet moves the
+    // key to the other node and never routes to the old copy again.
+    let lost = placed[0].node;
+    let (moved, took) = takeover(&valet, &after_crash, || swarm.kill(lost)).await;
+    let placed = services(&swarm, &web);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_eq!(placed[0].node, 5 - lost, "on the other worker: {placed:?}");
+    let node_loss = took;
+    println!(
+        "  node {lost}'s dockerd killed: served by {moved} on node {} after {took:.2?}",
+        placed[0].node
+    );
+
+    // The lost node comes back (as after a reboot): nothing of the key is left on it.
+    swarm.restart();
+    eventually(
+        Duration::from_secs(60),
+        "the restarted node to be Ready",
+        || async {
+            let nodes = swarm.docker_ok(1, &["node", "ls", "--format", "{{.Status}}"]);
+            (nodes.lines().filter(|s| *s == "Ready").count() == 3).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "no container of the key on the returned node",
+        || async { containers_on(&swarm, lost, &web).is_empty().then_some(()) },
+    )
+    .await;
+
+    // The node running the key is cut off from everyone: the manager marks it Down, valet
+    // moves the key back to the returned node.
+    let cut = placed[0].node;
+    let (back, took) = takeover(&valet, &moved, || swarm.cut(cut)).await;
+    let partition = took;
+    let placed = services(&swarm, &web);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_eq!(placed[0].node, lost, "{placed:?}");
+    println!("  node {cut} cut off: served by {back} on node {lost} after {took:.2?}");
+    swarm.heal(cut);
+
+    // valet stops: every service goes, and with them every container on every node.
+    let pid = second.0.as_ref().unwrap().id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let mut child = second.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}: {}", second_log());
+    let scope = swarm.docker_ok(
+        1,
+        &[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            "label=valet.managed=true",
+        ],
+    );
+    assert_eq!(scope, "", "no service left");
+    eventually(
+        Duration::from_secs(60),
+        "no container, volume or network of valet on any node",
+        || async {
+            let left: Vec<String> = (1..=3)
+                .flat_map(|i| {
+                    let filter = "label=valet.managed=true";
+                    let mut left = swarm.docker_ok(i, &["ps", "-aq", "--filter", filter]);
+                    left.push_str(&swarm.docker_ok(i, &["volume", "ls", "-q", "--filter", filter]));
+                    left.push_str(
+                        &swarm.docker_ok(i, &["network", "ls", "-q", "--filter", filter]),
+                    );
+                    (!left.trim().is_empty()).then(|| format!("node {i}: {left}"))
+                })
+                .collect();
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+
+    println!("swarm driver, through valet:");
+    println!(
+        "  cold start (build on the manager, load onto 3 nodes, create, first byte): {cold:.2?}"
+    );
+    println!("  cold start of a second class (service create to first byte): {nap_cold:.2?}");
+    println!("  wake 0 -> 1 (service create to first byte): {wake:.2?}");
+    println!("  node loss (dockerd killed) to the first answer from another node: {node_loss:.2?}");
+    println!("  partition to the first answer from another node: {partition:.2?}");
+    drop(valet);
+    drop(image);
+}
