@@ -57,7 +57,8 @@ pub fn routes(admin: Arc<Admin>) -> Router<Arc<Admin>> {
         .route("/v1/projects/{id}/versions", get(versions))
         .route("/v1/projects/{id}/rollback", post(rollback))
         .route("/v1/projects/{id}/logs", get(logs))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", get(crate::tokens::list).post(create_token))
+        .route("/v1/tokens/{id}", delete(crate::tokens::revoke))
         .route(
             "/v1/classes/{class}/secrets",
             get(crate::secrets::class_list),

@@ -21,6 +21,7 @@ mod owned;
 pub mod principal;
 mod secrets;
 pub mod token;
+mod tokens;
 mod upload_body;
 mod views;
 

@@ -17,7 +17,8 @@ mod records;
 
 pub use error::StoreError;
 pub use records::{
-    random_hex, Deployment, NewDeployment, Project, SealedSecret, TokenRecord, UsageEvent,
+    random_hex, Deployment, NewDeployment, Project, SealedSecret, TokenInfo, TokenRecord,
+    UsageEvent, TOKEN_ID_LEN,
 };
 
 use sqlx::any::AnyRow;
@@ -253,6 +254,62 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(TokenRecord::from_row).transpose()
+    }
+
+    /// Stored tokens, oldest first: every one, or one user's.
+    pub async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
+        let columns = "SELECT hash, username, plan, admin, created_at FROM tokens";
+        let rows = match user {
+            Some(user) => {
+                sqlx::query(&format!(
+                    "{columns} WHERE username = $1 ORDER BY created_at, hash"
+                ))
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("{columns} ORDER BY created_at, hash"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(TokenInfo::from_row).collect()
+    }
+
+    /// Deletes the token whose id ([`TokenInfo::id`]) or whole text is `which`; with `user`,
+    /// only one of that user's own (non-admin) tokens. Returns the deleted token, or `None`
+    /// when no token (of that user) matches. Takes effect at once: every request looks its
+    /// token up in the store.
+    pub async fn revoke_token(
+        &self,
+        which: &str,
+        user: Option<&str>,
+    ) -> Result<Option<TokenInfo>, StoreError> {
+        let id = if which.starts_with("vt_") {
+            records::token_hash(which)[..TOKEN_ID_LEN].to_string()
+        } else {
+            which.to_ascii_lowercase()
+        };
+        if id.len() != TOKEN_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let rows = sqlx::query("SELECT hash, username, plan, admin, created_at FROM tokens")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in &rows {
+            let info = TokenInfo::from_row(row)?;
+            let yours = user.is_none_or(|u| u == info.user && !info.admin);
+            if info.id == id && yours {
+                let hash: String = row.try_get("hash")?;
+                sqlx::query("DELETE FROM tokens WHERE hash = $1")
+                    .bind(hash)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
     }
 
     /// Stores (or replaces) a sealed secret of a scope (`project:<id>`).

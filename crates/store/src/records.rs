@@ -71,6 +71,35 @@ pub struct TokenRecord {
     pub admin: bool,
 }
 
+/// A stored token as listings show it: never the token, only an id made from its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenInfo {
+    /// The first [`TOKEN_ID_LEN`] hex digits of the token's SHA-256: enough to name it for
+    /// `revoke`, useless for using it.
+    pub id: String,
+    pub user: String,
+    pub plan: String,
+    pub admin: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Length of a [`TokenInfo::id`].
+pub const TOKEN_ID_LEN: usize = 12;
+
+impl TokenInfo {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let hash: String = col(row, "hash")?;
+        Ok(Self {
+            id: hash.chars().take(TOKEN_ID_LEN).collect(),
+            user: col(row, "username")?,
+            plan: col(row, "plan")?,
+            admin: col::<i64>(row, "admin")? != 0,
+            created_at: col(row, "created_at")?,
+        })
+    }
+}
+
 /// Something that counts against a user (a deploy, for now).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UsageEvent {

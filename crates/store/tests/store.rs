@@ -197,6 +197,53 @@ async fn tokens_are_kept_hashed(store: Store) {
 }
 on_both!(tokens_are_kept_hashed);
 
+async fn tokens_are_listed_by_id_and_revoked(store: Store) {
+    let alice = store.create_token("alice", "free", false).await.unwrap();
+    let bob = store.create_token("bob", "free", false).await.unwrap();
+    let root = store.create_token("alice", "free", true).await.unwrap();
+    let all = store.tokens(None).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|t| t.id.len() == valet_store::TOKEN_ID_LEN));
+    assert!(all
+        .iter()
+        .all(|t| !alice.contains(&t.id) && !bob.contains(&t.id)));
+    let mine = store.tokens(Some("alice")).await.unwrap();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    let bobs = store.tokens(Some("bob")).await.unwrap();
+    assert_eq!(bobs.len(), 1);
+    // A user cannot revoke another user's token, nor an admin token under its own name.
+    assert_eq!(
+        store
+            .revoke_token(&bobs[0].id, Some("alice"))
+            .await
+            .unwrap(),
+        None
+    );
+    let admin_id = mine.iter().find(|t| t.admin).unwrap().id.clone();
+    assert_eq!(
+        store.revoke_token(&admin_id, Some("alice")).await.unwrap(),
+        None
+    );
+    // By the token itself, by the user; by id, by the admin.
+    assert!(store
+        .revoke_token(&alice, Some("alice"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.token(&alice).await.unwrap().is_none());
+    assert!(store
+        .revoke_token(&bobs[0].id, None)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.token(&bob).await.unwrap().is_none());
+    assert!(store.token(&root).await.unwrap().is_some());
+    assert_eq!(store.revoke_token("nothex", None).await.unwrap(), None);
+    assert_eq!(store.tokens(None).await.unwrap().len(), 1);
+}
+
+on_both!(tokens_are_listed_by_id_and_revoked);
+
 #[tokio::test]
 async fn sqlite_file_is_private_wal_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

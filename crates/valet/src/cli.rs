@@ -144,6 +144,17 @@ pub enum TokenCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
+    /// List stored tokens by id (never the token): all with an admin token, your own with a
+    /// user token (VALET_ADMIN_TOKEN).
+    List(AdminArgs),
+    /// Revoke a token by its id (as `token list` shows it) or by the token itself; it stops
+    /// working at once. A user may revoke only its own.
+    Revoke {
+        /// The token's id, or the token.
+        id: String,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
 }
 
 /// Whose secret: a deployed project's, a `[[containers]]` class's or a `[[registries]]`

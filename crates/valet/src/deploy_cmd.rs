@@ -22,6 +22,22 @@ pub fn run(command: Command) -> ExitCode {
                 plan,
                 args,
             }) => token_create(admin, user, plan, &args).await,
+            Command::Token(TokenCommand::List(args)) => token_list(&args).await,
+            Command::Token(TokenCommand::Revoke { id, args }) => {
+                let client = AdminClient::new(&args)?;
+                let answer = client
+                    .delete(&format!("/v1/tokens/{}", segment(&id)))
+                    .await?;
+                let token = &answer["revoked"];
+                print(&args, &answer, || {
+                    format!(
+                        "revoked token {} of user {}",
+                        token["id"].as_str().unwrap_or(""),
+                        token["user"].as_str().unwrap_or("")
+                    )
+                });
+                Ok(())
+            }
             Command::Deploy {
                 path,
                 name,
@@ -101,6 +117,45 @@ async fn token_create(
         println!("{token}");
     }
     Ok(())
+}
+
+async fn token_list(args: &AdminArgs) -> Result<(), String> {
+    let list = AdminClient::new(args)?.get("/v1/tokens").await?;
+    if args.json {
+        println!("{list}");
+        return Ok(());
+    }
+    let tokens = list.as_array().cloned().unwrap_or_default();
+    if tokens.is_empty() {
+        println!("no stored tokens (`valet token create` makes one)");
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut table = Table::new(vec!["ID", "USER", "PLAN", "ADMIN", "CREATED"]);
+    for t in &tokens {
+        let age = now - t["created_at"].as_i64().unwrap_or(now);
+        table.row(vec![
+            Cell::from(t["id"].as_str().unwrap_or("")),
+            Cell::from(t["user"].as_str().unwrap_or("")),
+            Cell::from(t["plan"].as_str().unwrap_or("")),
+            Cell::from(if t["admin"] == true { "yes" } else { "no" }),
+            Cell::from(format!("{} ago", age_text(age.max(0)))),
+        ]);
+    }
+    print!("{}", table.render(use_color()));
+    Ok(())
+}
+
+/// `42s`, `5m`, `3h`, `2d`: how long ago, roughly.
+fn age_text(secs: i64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86399 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
 }
 
 async fn deploy(

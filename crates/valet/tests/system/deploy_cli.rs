@@ -204,3 +204,77 @@ async fn deploy_draws_an_upload_bar_on_a_terminal_and_keeps_json_clean() {
         serde_json::from_str(&std::fs::read_to_string(&stdout_file).unwrap()).expect("JSON");
     assert_eq!(answer["version"], 2, "{answer}");
 }
+
+/// A CLI command as the holder of `token` (VALET_ADMIN_URL and VALET_ADMIN_TOKEN, as a tenant
+/// on another machine would run it).
+fn cli_as(api: &Api, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(args)
+        .env("VALET_ADMIN_URL", &api.base)
+        .env("VALET_ADMIN_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run valet");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_listed_and_revoked_by_the_admin_and_by_their_user() {
+    let (valet, api) = valet_with("").await;
+    let make = |user: &str| {
+        let (ok, out, err) = cli(&valet, &["token", "create", "--user", user]);
+        assert!(ok, "{err}");
+        last_line(&out)
+    };
+    let (alice, bob) = (make("alice"), make("bob"));
+
+    let (ok, out, err) = cli(&valet, &["token", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    assert!(out.contains("alice") && out.contains("bob"), "{out}");
+    assert!(
+        !out.contains(&alice) && !out.contains(&bob),
+        "no token is shown: {out}"
+    );
+    let (ok, out, _) = cli(&valet, &["token", "list", "--json"]);
+    assert!(ok);
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id_of = |user: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["user"] == user)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (alice_id, bob_id) = (id_of("alice"), id_of("bob"));
+
+    // A user sees only its own, and cannot revoke another's.
+    let (ok, out, err) = cli_as(&api, &alice, &["token", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&alice_id) && !out.contains("bob"), "{out}");
+    let (ok, _, err) = cli_as(&api, &alice, &["token", "revoke", &bob_id]);
+    assert!(
+        !ok && err.contains("no token") && err.contains("of yours"),
+        "{err}"
+    );
+
+    // The admin revokes bob's by id: it stops working at once.
+    let (ok, out, err) = cli(&valet, &["token", "revoke", &bob_id]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("revoked token {bob_id} of user bob"));
+    let (status, body) = api.as_token(&bob).call("GET", "/v1/projects", None).await;
+    assert_eq!(status, 401, "{body}");
+
+    // Alice revokes her own, by the token itself.
+    let (ok, _, err) = cli_as(&api, &alice, &["token", "revoke", &alice]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli_as(&api, &alice, &["token", "list"]);
+    assert!(!ok && err.contains("not known"), "{err}");
+}
