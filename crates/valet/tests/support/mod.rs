@@ -14,6 +14,7 @@ pub mod docker;
 pub mod dockerd;
 pub mod faults;
 pub mod http;
+pub mod kube;
 pub mod procs;
 pub mod swarm;
 pub mod wire;

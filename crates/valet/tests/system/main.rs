@@ -41,6 +41,7 @@ mod import;
 mod instances;
 mod keep_up;
 mod key_space;
+mod kube_lab;
 mod lab;
 mod lifecycle;
 mod malformed;
