@@ -240,7 +240,9 @@ async function refreshInstances() {
     rows.push(el("tr", { data: { instance: id, state: i.state } },
       el("td", { title: i.class }, shown),
       el("td", { class: "key", title: i.key }, i.key),
-      el("td", { class: "state-cell" }, el("span", { class: `state state-${i.state}` }, i.state),
+      el("td", { class: "state-cell" }, i.forwarded
+        ? el("span", { class: "state state-forwarded", title: "another replica runs this key" }, "forwarded")
+        : el("span", { class: `state state-${i.state}` }, i.state),
         // Cluster mode: the replica that owns the key (for a key another replica owns, this
         // one forwards its requests there).
         i.owner ? el("span", { class: "owner", title: "owner replica" }, ` on ${i.owner}`) : ""),

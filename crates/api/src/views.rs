@@ -48,6 +48,8 @@ pub struct InstanceView {
     /// replica's for a key this one forwards to it, whose other fields are this replica's
     /// view: its requests forwarded, no process here). `null` outside cluster mode.
     pub owner: Option<String>,
+    /// Cluster mode: another replica (`owner`) runs the key; this one forwards to it.
+    pub forwarded: bool,
 }
 
 impl From<InstanceInfo> for InstanceView {
@@ -87,6 +89,7 @@ impl From<InstanceInfo> for InstanceView {
             last_log: info.status.last_log,
             last_start_ms: info.status.last_start_ms,
             owner: info.owner,
+            forwarded: info.forwarded,
         }
     }
 }

@@ -256,6 +256,7 @@ impl Instance {
     pub fn info(&self) -> InstanceInfo {
         let status = self.status();
         let owner = self.remote().map(|r| r.node.to_string());
+        let forwarded = owner.is_some();
         InstanceInfo {
             class: self.id.class().to_string(),
             key: self.id.key().to_string(),
@@ -269,6 +270,7 @@ impl Instance {
             started_at: *self.started_at.lock().unwrap_or_else(|e| e.into_inner()),
             status,
             owner,
+            forwarded,
             project: self.class.project.as_ref().map(|p| ProjectName {
                 id: p.id.to_string(),
                 name: p.name.to_string(),
@@ -303,6 +305,9 @@ pub struct InstanceInfo {
     /// forwards the key's requests there); `None`: this replica's own. Listings fill in this
     /// replica's name for its own keys.
     pub owner: Option<String>,
+    /// Cluster mode: another replica owns the key and this one forwards its requests there;
+    /// `state` is then only this replica's view (no instance runs here).
+    pub forwarded: bool,
     /// Set when the instance runs a deployed project's version.
     pub project: Option<ProjectName>,
 }

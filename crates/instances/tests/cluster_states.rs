@@ -521,17 +521,19 @@ async fn listings_name_each_keys_owner() {
         .answer(Answer::Theirs(route("gw-b", 1, 8789, "remote")));
     drop(t.acquire("local").await.unwrap());
     drop(t.acquire("remote").await.unwrap());
-    let owners: Vec<(String, Option<String>)> = t
+    let owners: Vec<(String, Option<String>, bool)> = t
         .instances
         .list()
         .into_iter()
-        .map(|i| (i.key, i.owner))
+        .map(|i| (i.key, i.owner, i.forwarded))
         .collect();
+    // The forwarded key's own state here ("stopped": nothing runs on this replica) must not
+    // read as the instance's: listings mark it forwarded.
     assert_eq!(
         owners,
         [
-            ("local".to_string(), Some("gw-a".to_string())),
-            ("remote".to_string(), Some("gw-b".to_string())),
+            ("local".to_string(), Some("gw-a".to_string()), false),
+            ("remote".to_string(), Some("gw-b".to_string()), true),
         ]
     );
     let remote = t.instances.get("C", "remote").unwrap();

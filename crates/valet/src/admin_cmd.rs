@@ -189,7 +189,11 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
     ]);
     let mut table = Table::new(columns);
     for i in &all {
-        let state = text(&i["state"]);
+        // A key another replica runs has no state here: it is forwarded to its owner.
+        let state = match i["forwarded"].as_bool() {
+            Some(true) => "forwarded".to_string(),
+            _ => text(&i["state"]),
+        };
         let active = if i["active"].as_u64().unwrap_or(0) > 0 {
             "now".to_string()
         } else {

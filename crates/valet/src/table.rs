@@ -50,6 +50,7 @@ pub fn state_color(state: &str) -> Option<&'static str> {
         "starting" | "stopping" | "backoff" => Some("33"),
         "crashed" => Some("31"),
         "stopped" => Some("2"),
+        "forwarded" => Some("36"),
         _ => None,
     }
 }

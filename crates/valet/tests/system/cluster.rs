@@ -95,7 +95,27 @@ async fn a_burst_of_first_requests_across_three_replicas_starts_one_instance_per
         assert_eq!(starts.len(), 1, "{key}: {starts:?}\n{}", replicas.logs());
         assert_eq!(starts[0].1.pid, pid);
         assert_eq!(replicas.node(starts[0].0), node);
-        assert_eq!(lease(&pg, key), Some((node, epoch)), "the store agrees");
+        assert_eq!(
+            lease(&pg, key),
+            Some((node.clone(), epoch)),
+            "the store agrees"
+        );
+        // Every replica's listing names the owner; the others mark the key forwarded, not
+        // with their own view's "stopped" (nothing of it runs there).
+        for i in 1..=3 {
+            let (status, list) = replicas.admin_get(i, "/v1/instances").await;
+            assert_eq!(status, 200, "{list}");
+            let entry = list
+                .as_array()
+                .and_then(|all| all.iter().find(|e| e["key"] == key))
+                .unwrap_or_else(|| panic!("replica {i} lists no {key}: {list}"));
+            assert_eq!(entry["owner"], node.as_str(), "replica {i}: {entry}");
+            let mine = replicas.node(i) == node;
+            assert_eq!(entry["forwarded"], !mine, "replica {i}: {entry}");
+            if mine {
+                assert_eq!(entry["state"], "ready", "replica {i}: {entry}");
+            }
+        }
     }
     eprintln!(
         "burst: 90 requests for 3 cold keys over 3 replicas, 90 x 200 in {took:?}, {} starts",
