@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Cold start on Docker Swarm (BENCHMARKS.md): a new service's first HTTP answer, measured side by
+# side on one 3-node lab swarm (scripts/lab/swarm.sh; needs root and dockerd):
+#
+#   swarm alone  `docker service create` of a busybox httpd by image ID, host-mode published, then
+#                polling the task for its node and published port, then GET until 200;
+#   valet        a request to a key that has no service yet, through `valet up` with
+#                driver = "swarm" (the same image, built by valet and loaded onto the nodes
+#                before the first round): service create, placement, valet's readiness probe,
+#                the proxied request.
+#
+#   bench/swarm_cold_start.sh [--rounds N] [--valet PATH]
+#
+# The manager is drained, as in production, so tasks land on the two workers. Prints each
+# round and the median of both.
+set -euo pipefail
+
+rounds=7 valet=${CARGO_TARGET_DIR:-target}/debug/valet
+while (($#)); do
+    case $1 in
+        --rounds) rounds=$2; shift 2 ;;
+        --valet) valet=$2; shift 2 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ -x "$valet" ] || { echo "no valet binary at $valet (cargo build -p valet, or --valet)" >&2; exit 2; }
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+swarm=$root/scripts/lab/swarm.sh
+prefix=vb$$
+work=$(mktemp -d)
+valet_pid=
+cleanup() {
+    [ -n "$valet_pid" ] && kill "$valet_pid" 2>/dev/null && wait "$valet_pid" 2>/dev/null
+    bash "$swarm" down "$prefix" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap "exit 1" INT TERM
+
+mapfile -t socks < <(bash "$swarm" up "$prefix" 3)
+manager="docker -H unix://${socks[0]}"
+$manager node update --availability drain "$($manager node ls -q --filter role=manager)" >/dev/null
+
+mkdir -p "$work/ctx/www" "$work/valet"
+cp /bin/busybox "$work/ctx/"
+echo hello >"$work/ctx/www/index.html"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n' >"$work/ctx/Dockerfile"
+$manager build -q -t valet-bench-swarm:1 "$work/ctx" >/dev/null 2>&1
+image=$(bash "$swarm" load "$prefix" valet-bench-swarm:1)
+
+now() { date +%s%N; }
+ms() { echo $((($2 - $1) / 1000000)); }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+
+# The node address and published port of a service's running task, once it has one.
+endpoint() {
+    local task node
+    task=$($manager service ps -q --filter desired-state=running "$1" 2>/dev/null | head -1)
+    [ -n "$task" ] || return 1
+    local port
+    port=$($manager inspect --format '{{with .Status.PortStatus.Ports}}{{(index . 0).PublishedPort}}{{end}}' "$task" 2>/dev/null)
+    [ -n "$port" ] || return 1
+    node=$($manager inspect --format '{{.NodeID}}' "$task")
+    echo "$($manager node inspect --format '{{.Status.Addr}}' "$node"):$port"
+}
+
+alone=()
+for round in $(seq "$rounds"); do
+    start=$(now)
+    id=$($manager service create --detach --quiet --no-resolve-image --restart-condition none \
+        --publish mode=host,target=8080 --stop-grace-period 1s --init \
+        "$image" /bin/busybox httpd -f -p 8080 -h /www)
+    until at=$(endpoint "$id"); do sleep 0.02; done
+    until curl -sf -o /dev/null --max-time 1 "http://$at/index.html"; do sleep 0.02; done
+    took=$(ms "$start" "$(now)")
+    alone+=("$took")
+    echo "swarm alone, round $round: ${took} ms ($at)"
+    $manager service rm "$id" >/dev/null
+done
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+listen=127.0.0.1:$(port)
+cat >"$work/valet/valet.toml" <<EOF
+[server]
+listen = "$listen"
+admin_listen = "127.0.0.1:$(port)"
+driver = "swarm"
+access_log = false
+
+[swarm]
+docker_host = "unix://${socks[0]}"
+nodes = ["unix://${socks[0]}", "unix://${socks[1]}", "unix://${socks[2]}"]
+
+[[containers]]
+class_name = "Bench"
+image = "$work/ctx/Dockerfile"
+command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+ports = { http = 8080 }
+stop_timeout = "1s"
+readiness = { path = "/index.html", timeout = "60s" }
+
+[[routes]]
+pattern = "/k/*"
+container = "Bench"
+instance = "path:1"
+strip_prefix = "/k/*"
+EOF
+NO_COLOR=1 "$valet" up "$work/valet/valet.toml" >"$work/valet.log" 2>&1 &
+valet_pid=$!
+until curl -s -o /dev/null "http://$listen/"; do sleep 0.05; done
+# The first key waits for the build and the loads onto the nodes: not a round.
+curl -sf -o /dev/null --max-time 120 "http://$listen/k/warmup/index.html"
+
+through=()
+for round in $(seq "$rounds"); do
+    start=$(now)
+    curl -sf -o /dev/null --max-time 60 "http://$listen/k/round$round/index.html"
+    took=$(ms "$start" "$(now)")
+    through+=("$took")
+    echo "through valet, round $round: ${took} ms"
+done
+
+echo "median over $rounds rounds: swarm alone $(printf '%s\n' "${alone[@]}" | median) ms," \
+    "through valet $(printf '%s\n' "${through[@]}" | median) ms"
