@@ -375,14 +375,22 @@ async fn create_token(
     crate::principal::check_user(&user).map_err(|e| ApiError::BadRequest(format!("user: {e}")))?;
     let plan = match deploy.plans.of_user(body.plan.as_deref()) {
         Ok(Some(plan)) => plan.name.to_string(),
-        // No [plans]: nobody has limits, and the name asked for is kept as it is.
-        Ok(None) => body.plan.unwrap_or_default(),
-        Err(_) => {
+        // No [plans]: nobody has limits. A plan named anyway would be a typo or a plan the
+        // operator believes exists; either way the token would silently carry no limits.
+        Ok(None) => match body.plan {
+            Some(plan) => {
+                return Err(ApiError::BadRequest(format!(
+                    "no plan named {plan:?}: this valet's config has no [plans], so users have no limits; leave --plan out, or add [plans.{plan}]"
+                )))
+            }
+            None => String::new(),
+        },
+        Err(valet_deploy::PlanRefusal::UnknownPlan { name, known }) => {
             return Err(ApiError::BadRequest(format!(
-                "no plan named {:?} in [plans]",
-                body.plan.unwrap_or_default()
+                "no plan named {name:?} in [plans] (plans: {known})"
             )))
         }
+        Err(e) => return Err(ApiError::BadRequest(e.to_string())),
     };
     let token = deploy
         .deployer

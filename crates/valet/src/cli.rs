@@ -1,6 +1,7 @@
 //! Command-line arguments and logging setup.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
@@ -271,8 +272,12 @@ pub fn config_path(given: Option<PathBuf>) -> PathBuf {
 /// `RUST_LOG` filters as usual; the default shows valet's own info lines.
 pub fn init_tracing(global: &Global) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a log file or a pipe (journald, `| grep`) gets
+    // plain text, and NO_COLOR turns it off everywhere.
+    let color = std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder.init(),

@@ -435,3 +435,43 @@ async fn websockets_are_counted_while_open_and_their_bytes_both_ways() {
     let down = sample(&m, r#"valet_response_bytes_total{class="Echo"}"#).unwrap();
     assert!(up >= 5000.0 && down >= 5000.0, "up {up}, down {down}");
 }
+
+/// Issue 19, item 6: after a restart no instance of a `name:` class is known yet, and
+/// `valet logs CLASS` still needs no key (the rule names it) and prints the log file; and
+/// valet's own log, written to a file, carries no colour codes (NO_COLOR not set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_name_rule_class_need_no_key_and_a_log_file_has_no_colour() {
+    let mut valet = Valet::with_config(&with_token(HELLO)).start().await;
+    assert_eq!(valet.get("/hello/hello?before=restart").await.status(), 200);
+    valet.terminate();
+
+    let log = valet.dir().join("second.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_valet"))
+        .arg("up")
+        .arg(valet.dir().join("valet.toml"))
+        .current_dir(valet.dir())
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let admin = Admin::of(&valet, TOKEN).await;
+    let out = admin.cli(&["logs", "Hello"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = wait_with_deadline(&mut second, Duration::from_secs(20));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("before=restart"), "{stdout}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("valet listening"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no escape codes in a log file: {text:?}"
+    );
+}

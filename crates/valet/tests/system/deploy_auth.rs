@@ -73,6 +73,11 @@ async fn owners_alone(store: Option<&str>) {
     );
     assert!(ok, "{out}{err}");
     let alice = admin_api.as_token(&last_line(&out));
+    let (ok, _, err) = cli(&valet, &["token", "create", "--plan", "gold"]);
+    assert!(
+        !ok && err.contains("no plan named \"gold\" in [plans] (plans: free, pro, throttled)"),
+        "{err}"
+    );
     let (ok, out, err) = cli(&valet, &["token", "create", "--user", "bob", "--json"]);
     assert!(ok, "{out}{err}");
     let json: serde_json::Value = serde_json::from_str(&last_line(&out)).expect("--json");

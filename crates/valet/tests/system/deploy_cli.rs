@@ -231,6 +231,9 @@ async fn tokens_are_listed_and_revoked_by_the_admin_and_by_their_user() {
         last_line(&out)
     };
     let (alice, bob) = (make("alice"), make("bob"));
+    // This config has no [plans]: a plan named anyway is refused, not silently dropped.
+    let (ok, _, err) = cli(&valet, &["token", "create", "--plan", "gold"]);
+    assert!(!ok && err.contains("no [plans]"), "{err}");
 
     let (ok, out, err) = cli(&valet, &["token", "list"]);
     assert!(ok, "{err}");
