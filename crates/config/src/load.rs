@@ -91,6 +91,7 @@ impl<'d> Reader<'d> {
                 "registries" => config.registries = self.read_list("registries", item),
                 "cluster" => config.cluster = self.read(&at, item),
                 "swarm" => config.swarm = self.read(&at, item),
+                "kubernetes" => config.kubernetes = self.read(&at, item),
                 _ => self.unknown_key(&at),
             }
         }

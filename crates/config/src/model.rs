@@ -34,6 +34,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// `[swarm]`: where `driver = "swarm"` finds its Docker Swarm. Optional.
     pub swarm: Option<SwarmConfig>,
+    /// `[kubernetes]`: where `driver = "kubernetes"` finds its cluster. Optional.
+    pub kubernetes: Option<KubernetesConfig>,
     /// Folder of the config file; relative paths are resolved against it. Set by the loader.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -49,8 +51,8 @@ pub struct ServerConfig {
     pub admin_listen: String,
     /// Store, instance data and logs; one valet at a time holds its lock. Default `.valet`.
     pub data_dir: PathBuf,
-    /// `"process"` (default), `"docker"` or `"swarm"` (`[swarm]`); `"kubernetes"` is refused
-    /// until it exists.
+    /// `"process"` (default), `"docker"`, `"swarm"` (`[swarm]`) or `"kubernetes"`
+    /// (`[kubernetes]`).
     pub driver: String,
     /// Base of endpoint URLs handed out. Default `http://` + `listen`.
     pub public_url: Option<String>,
@@ -543,6 +545,41 @@ impl Default for SwarmConfig {
             nodes: Vec::new(),
             publish: "host".into(),
             network: None,
+        }
+    }
+}
+
+/// `[kubernetes]`: with `driver = "kubernetes"` every instance is a Pod, reached at its Pod IP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file, relative to the config's folder. Unset: in-cluster credentials when
+    /// valet runs in a Pod (`KUBERNETES_SERVICE_HOST` is set), else `KUBECONFIG` or
+    /// `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Where valet makes its Pods, Secrets, PersistentVolumeClaims and NetworkPolicies; valet
+    /// creates it when it is missing. Default `"valet"`.
+    pub namespace: String,
+    /// `spec.nodeName` of every Pod, for clusters without a scheduler. Unset: the scheduler
+    /// places Pods.
+    pub node: Option<String>,
+    /// The Docker Engine API of the node(s) where a Dockerfile class's image is built; Pods use
+    /// it with `imagePullPolicy: Never`. Unset: a class must name an image reference, which the
+    /// kubelet pulls as usual.
+    pub image_engine: Option<String>,
+    /// A registry (`registry.example.com/team`) a built image would be pushed to, so every node
+    /// can pull it. Documented for real clusters; refused until it is implemented.
+    pub image_registry: Option<String>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            namespace: "valet".into(),
+            node: None,
+            image_engine: None,
+            image_registry: None,
         }
     }
 }

@@ -172,13 +172,13 @@ fn a_missing_file_is_a_clear_error() {
 fn load_reports_the_file_as_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("valet.toml");
-    std::fs::write(&path, "[server]\ndriver = \"kubernetes\"\n").unwrap();
-    let errors = load(&path).expect_err("kubernetes is refused");
+    std::fs::write(&path, "[server]\ndriver = \"nomad\"\n").unwrap();
+    let errors = load(&path).expect_err("an unknown driver is refused");
     assert_eq!(
         errors.to_string(),
         format!(
-            "{}:2:1: server.driver: driver \"kubernetes\" is planned, not available yet \
-             (use \"process\", \"docker\" or \"swarm\")",
+            "{}:2:1: server.driver: unknown driver \"nomad\" \
+             (use \"process\", \"docker\", \"swarm\" or \"kubernetes\")",
             path.display()
         )
     );

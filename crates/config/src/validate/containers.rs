@@ -63,7 +63,7 @@ impl Checks<'_> {
                         .into()
                 });
             }
-            driver @ ("docker" | "swarm") => {
+            driver @ ("docker" | "swarm" | "kubernetes") => {
                 let ok = class
                     .image
                     .as_deref()

@@ -5,6 +5,7 @@
 mod cluster;
 mod containers;
 mod deploy;
+mod kubernetes;
 mod registries;
 mod routes;
 mod server;
@@ -59,6 +60,7 @@ impl Config {
         checks.registries();
         checks.cluster();
         checks.swarm();
+        checks.kubernetes();
         checks.containers();
         checks.routes();
         checks.problems

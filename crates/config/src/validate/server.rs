@@ -41,14 +41,12 @@ impl Checks<'_> {
             });
         }
         match server.driver.as_str() {
-            "process" | "docker" | "swarm" => {}
-            "kubernetes" => self.fail(
-                at.key("driver"),
-                "driver \"kubernetes\" is planned, not available yet (use \"process\", \"docker\" or \"swarm\")",
-            ),
+            "process" | "docker" | "swarm" | "kubernetes" => {}
             other => self.fail(
                 at.key("driver"),
-                format!("unknown driver {other:?} (use \"process\", \"docker\" or \"swarm\")"),
+                format!(
+                    "unknown driver {other:?} (use \"process\", \"docker\", \"swarm\" or \"kubernetes\")"
+                ),
             ),
         }
         let store = server.store.as_str();
