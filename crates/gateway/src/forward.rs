@@ -5,8 +5,8 @@
 //! `X-Real-IP`, `True-Client-IP`, ...) follows one rule: from a trusted proxy it passes (and the
 //! ones valet sets are extended or kept), from anyone else it is dropped, and valet sets its own
 //! `X-Forwarded-For`, `X-Real-IP` and `Forwarded` from the peer address. Fields that name
-//! another request target than the one valet routed (`X-Original-URL`, `X-Rewrite-URL`) never
-//! pass, whoever sent them.
+//! another request target than the one valet routed (`X-Original-URL`, `X-Rewrite-URL`,
+//! `X-Original-URI`, `X-Forwarded-Uri`, `X-Forwarded-Path`) never pass, whoever sent them.
 
 use crate::fields::Fields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -42,7 +42,7 @@ pub static HOP_BY_HOP: [&HeaderName; 9] = [
 /// only or never. A backend that reads `-` and `_`
 /// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
 /// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
-pub static GUARDED: [&str; 31] = [
+pub static GUARDED: [&str; 34] = [
     "x-valet-peer",
     "x-valet-instance",
     "connection",
@@ -74,6 +74,9 @@ pub static GUARDED: [&str; 31] = [
     "x-forwarded-server",
     "x-original-url",
     "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
 ];
 
 /// Fields valet reads to route a request or sets on its way to the instance. A request whose
@@ -237,7 +240,9 @@ enum Field {
     ClientAddress,
     /// A request target other than the one sent (`X-Original-URL`, `X-Rewrite-URL`): some
     /// frameworks (Symfony, Laminas, IIS's URL Rewrite) route on it in place of the request
-    /// line's. Dropped always, from trusted proxies too: valet matched the route, checked
+    /// line's; `X-Original-URI` (nginx's auth_request convention), `X-Forwarded-Uri` (Traefik's
+    /// forward auth) and `X-Forwarded-Path` are read the same way by auth middleware and apps
+    /// behind those proxies. Dropped always, from trusted proxies too: valet matched the route, checked
     /// `auth`, derived the key and applied `strip_prefix` on the request line's path, and an
     /// instance that routes on another path serves what valet never checked. A proxy in front
     /// of valet is trusted to say who the client is, not to route past valet's own decision;
@@ -269,10 +274,12 @@ fn field(name: &[u8]) -> Field {
         14 if is("content-length") => Field::ContentLength,
         14 if is("http2-settings") => Field::Dropped,
         14 if is("true-client-ip") => Field::ClientAddress,
-        14 if is("x-original-url") => Field::TargetOverride,
+        14 if is("x-original-url") || is("x-original-uri") => Field::TargetOverride,
         15 if is("x-forwarded-for") => Field::ForwardedFor,
+        15 if is("x-forwarded-uri") => Field::TargetOverride,
         16 if is("proxy-connection") => Field::Dropped,
         16 if is("x-forwarded-host") => Field::ForwardedHost,
+        16 if is("x-forwarded-path") => Field::TargetOverride,
         16 if is("cf-connecting-ip") || is("fastly-client-ip") => Field::ClientAddress,
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         17 if is("transfer-encoding") => Field::Dropped,
@@ -681,6 +688,10 @@ mod tests {
                 ("X-Forwarded-Server", "evil.test"),
                 ("X-Original-URL", "/admin"),
                 ("X-Rewrite-URL", "/admin"),
+                ("X-Original-URI", "/admin"),
+                ("X-Forwarded-Uri", "/admin"),
+                ("X-Forwarded-Path", "/admin"),
+                ("x_forwarded_uri", "/admin"),
                 ("client_ip", "6.6.6.6"),
                 ("X_Original_URL", "/admin"),
                 ("x_rewrite_url", "/admin"),

@@ -701,7 +701,7 @@ async fn connection_naming_the_key_field_or_one_valet_sets_is_refused_before_any
 }
 
 /// Client-address and URL-override fields beyond those of issue 14, with `_` spellings.
-const MORE_CLIENT_FIELDS: &str = "Client-IP: 6.6.6.6\r\nX-Forwarded: for=6.6.6.6\r\nX-Forwarded-Server: evil.test\r\nX-Original-URL: /private/x\r\nX-Rewrite-URL: /private/x\r\nclient_ip: 6.6.6.6\r\nX_Original_URL: /private/x\r\nx_rewrite_url: /private/x\r\nX_Forwarded_Server: evil.test\r\n";
+const MORE_CLIENT_FIELDS: &str = "Client-IP: 6.6.6.6\r\nX-Forwarded: for=6.6.6.6\r\nX-Forwarded-Server: evil.test\r\nX-Original-URL: /private/x\r\nX-Rewrite-URL: /private/x\r\nclient_ip: 6.6.6.6\r\nX_Original_URL: /private/x\r\nx_rewrite_url: /private/x\r\nX_Forwarded_Server: evil.test\r\nX-Original-URI: /private/x\r\nX-Forwarded-Uri: /private/x\r\nX-Forwarded-Path: /private/x\r\nx_original_uri: /private/x\r\n";
 
 /// The echo of `/public/echo` sent with `fields` over each path: h2 (curl), valet's own
 /// HTTP/1.1, hyper's and the upgrade handshake.
