@@ -8,8 +8,8 @@ use super::nodes::Nodes;
 use crate::docker::error::{conflict, engine, not_found};
 use crate::docker::names;
 use crate::driver::DriverError;
-use bollard::models::ConfigSpec;
-use bollard::query_parameters::{ListConfigsOptions, RemoveVolumeOptions};
+use bollard::models::{ConfigSpec, ContainerSummaryStateEnum};
+use bollard::query_parameters::{ListConfigsOptions, ListContainersOptions, RemoveVolumeOptions};
 use bollard::Docker;
 use std::collections::HashMap;
 use valet_core::InstanceId;
@@ -82,6 +82,30 @@ pub async fn destroy(manager: &Docker, nodes: &Nodes, service: &str) -> Result<(
              list it in [swarm] nodes, or remove the volume there by hand"
         )));
     };
+    // The key's last container may still be there, stopped: Swarm removes a removed service's
+    // containers a moment later. A stopped leftover goes now; a running one means the key
+    // runs, and the volume stays.
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "volume".to_string(),
+            vec![service.to_string()],
+        )])),
+        ..Default::default()
+    };
+    let users = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| engine("cannot list the volume's containers", e))?;
+    for user in users {
+        let Some(id) = user.id else { continue };
+        if user.state == Some(ContainerSummaryStateEnum::RUNNING) {
+            return Err(DriverError::Spec(format!(
+                "volume {service} is in use by running container {id}"
+            )));
+        }
+        crate::docker::running::remove(&docker, &id).await;
+    }
     match docker
         .remove_volume(service, None::<RemoveVolumeOptions>)
         .await

@@ -501,3 +501,97 @@ async fn swarm_instances_start_sleep_crash_are_adopted_survive_node_loss_and_lea
     drop(valet);
     drop(image);
 }
+
+/// A CGI script counting its calls in the key's volume.
+const COUNT_CGI: &str = "#!/bin/sh\n\
+echo 'Content-Type: text/plain'\n\
+echo\n\
+n=$(cat /data/count 2>/dev/null || echo 0)\n\
+n=$((n + 1))\n\
+echo $n > /data/count\n\
+echo $n\n";
+
+/// Volumes of a class on node `i`.
+fn volumes_on(swarm: &SwarmLab, i: usize, class: &str) -> Vec<String> {
+    let filter = format!("label=valet.class={class}");
+    swarm
+        .docker_ok(i, &["volume", "ls", "-q", "--filter", &filter])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `valet destroy CLASS one` against the running valet.
+fn destroy(valet: &Valet, class: &str) {
+    let config = valet.dir().join("valet.toml");
+    let args = [
+        "destroy",
+        class,
+        "one",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = Valet::run(&args, Duration::from_secs(60));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}\n{}", valet.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_a_key_with_a_volume_stays_on_its_node_and_destroy_removes_the_volume_there() {
+    let Some(swarm) = SwarmLab::new(3) else {
+        return;
+    };
+    let manager = swarm.docker_ok(1, &["node", "ls", "-q", "--filter", "role=manager"]);
+    swarm.docker_ok(1, &["node", "update", "--availability", "drain", &manager]);
+    let image = context();
+    put(image.path(), "www/cgi-bin/count", COUNT_CGI, true);
+    let tag = format!("{}v", std::process::id());
+    let nap = format!("Nap{tag}");
+    let toml = config(&swarm, &tag, &image).replace(
+        "sleep_after = \"2s\"",
+        "sleep_after = \"2s\"\n            volume = \"/data\"",
+    );
+    let valet = Valet::with_config(&toml).start().await;
+
+    assert_eq!(text(&valet, "/nap/cgi-bin/count").await.trim(), "1");
+    let placed = services(&swarm, &nap);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    let node = placed[0].node;
+    assert_eq!(volumes_on(&swarm, node, &nap).len(), 1, "on its node");
+    assert!(volumes_on(&swarm, 5 - node, &nap).is_empty(), "only there");
+    let record = swarm.docker_ok(1, &["config", "ls", "-q", "--filter", "label=valet.class"]);
+    assert_eq!(
+        record.lines().count(),
+        1,
+        "the volume's node is recorded: {record}"
+    );
+
+    // Asleep and woken (twice, so that the scheduler's spread would have moved it once):
+    // the same node, the same data.
+    for count in ["2", "3"] {
+        eventually(
+            Duration::from_secs(30),
+            "the idle key's service to go",
+            || async { services(&swarm, &nap).is_empty().then_some(()) },
+        )
+        .await;
+        assert_eq!(text(&valet, "/nap/cgi-bin/count").await.trim(), count);
+        let placed = services(&swarm, &nap);
+        assert_eq!(placed.len(), 1, "{placed:?}");
+        assert_eq!(placed[0].node, node, "kept on the node of its volume");
+    }
+
+    // destroy stops the instance and removes its volume on its node, and the record.
+    destroy(&valet, &nap);
+    assert!(services(&swarm, &nap).is_empty(), "{}", valet.log());
+    assert!(volumes_on(&swarm, node, &nap).is_empty(), "{}", valet.log());
+    let record = swarm.docker_ok(1, &["config", "ls", "-q", "--filter", "label=valet.class"]);
+    assert_eq!(record, "", "the record goes with the volume");
+    // The next request starts afresh, on an empty volume.
+    assert_eq!(text(&valet, "/nap/cgi-bin/count").await.trim(), "1");
+    destroy(&valet, &nap);
+    for i in 1..=3 {
+        assert!(volumes_on(&swarm, i, &nap).is_empty(), "node {i}");
+    }
+    drop(valet);
+}
