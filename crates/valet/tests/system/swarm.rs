@@ -537,7 +537,7 @@ fn destroy(valet: &Valet, class: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swarm_a_key_with_a_volume_stays_on_its_node_and_destroy_removes_the_volume_there() {
+async fn swarm_volumes_stay_on_their_node_and_a_crash_loop_shows_exit_code_and_output() {
     let Some(swarm) = SwarmLab::new(3) else {
         return;
     };
@@ -547,11 +547,51 @@ async fn swarm_a_key_with_a_volume_stays_on_its_node_and_destroy_removes_the_vol
     put(image.path(), "www/cgi-bin/count", COUNT_CGI, true);
     let tag = format!("{}v", std::process::id());
     let nap = format!("Nap{tag}");
-    let toml = config(&swarm, &tag, &image).replace(
+    let boom = format!("Boom{tag}");
+    let mut toml = config(&swarm, &tag, &image).replace(
         "sleep_after = \"2s\"",
         "sleep_after = \"2s\"\n            volume = \"/data\"",
     );
+    // A class whose every start exits at once, after a line of output.
+    toml.push_str(&format!(
+        r#"
+        [[containers]]
+        class_name = "{boom}"
+        image = "{dockerfile}"
+        command = ["sh", "-c", "echo boom on stdout; exit 3"]
+        ports = {{ http = 8080 }}
+        stop_timeout = "1s"
+
+        [[routes]]
+        pattern = "/boom/*"
+        container = "{boom}"
+        instance = "name:one"
+        strip_prefix = "/boom"
+        "#,
+        dockerfile = image.path().join("Dockerfile").display(),
+    ));
     let valet = Valet::with_config(&toml).start().await;
+
+    // The crash loop: restarted with valet's backoff, then 503; each end carries the task's
+    // exit code and the container's output, read from its node's engine.
+    let response = valet.get("/boom/x").await;
+    assert_crash_loop_answer(response, &format!("{boom}/one"), &valet.log()).await;
+    let failures = valet.failures();
+    let ours: Vec<_> = failures
+        .iter()
+        .filter(|f| f.instance == format!("{boom}/one"))
+        .collect();
+    assert!(!ours.is_empty(), "{}", valet.log());
+    for failure in &ours {
+        assert!(failure.line.contains("exit code 3"), "{}", failure.line);
+        assert!(failure.line.contains("boom on stdout"), "{}", failure.line);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "no service left of the crashed key",
+        || async { services(&swarm, &boom).is_empty().then_some(()) },
+    )
+    .await;
 
     assert_eq!(text(&valet, "/nap/cgi-bin/count").await.trim(), "1");
     let placed = services(&swarm, &nap);
