@@ -107,6 +107,7 @@ impl Driver for ProcessDriver {
             pumps: pumps.into_iter().flatten().collect(),
             groups: self.groups.clone(),
             status: None,
+            drain_until: None,
         };
         // Without a record a valet killed now would leak the group, so refuse to run
         // unrecorded; dropping `instance` kills what was just started.

@@ -102,6 +102,42 @@ async fn exited_kills_descendants_left_behind() {
 }
 
 #[tokio::test]
+async fn an_exit_is_reported_although_an_escaped_descendant_keeps_the_output_open_and_exited_is_polled_in_a_loop(
+) {
+    let sandbox = Sandbox::new();
+    // The descendant leaves the group for a session of its own (setsid), so the group kill
+    // misses it, and it keeps stdout and stderr open.
+    let mut running = sandbox
+        .start(&["sh", "-c", "setsid sleep 30 & echo $!; sleep 0.2; exit 4"])
+        .await;
+    let escaped = pids(&*running, 1).await[0];
+    // As the instance layer does: `exited` raced against other events, dropped and called
+    // again each time one comes first (here every 20 ms).
+    let began = Instant::now();
+    let status = loop {
+        tokio::select! {
+            status = running.exited() => break status,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the exit was not reported while exited was polled in a loop"
+        );
+    };
+    assert_eq!(status, code(4));
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "reported after {:?}",
+        began.elapsed()
+    );
+    // The escaped process is not the driver's to find here; end it.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(escaped),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[tokio::test]
 async fn stop_kills_a_process_that_ignores_sigterm_after_the_timeout() {
     let sandbox = Sandbox::new();
     let mut running = sandbox

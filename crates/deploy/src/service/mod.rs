@@ -422,8 +422,9 @@ impl Deployer {
     }
 
     /// Undoes a deploy that failed after its build was made: the build goes, and when the
-    /// project was to be new, whatever was made for it (data folder, logs; on Docker its
-    /// network and volume), so a refused first upload leaves nothing. Returns `error`.
+    /// project was to be new, whatever was made for it (data folder, logs, its system user and
+    /// anything that user still runs; on Docker its network and volume), so a refused first
+    /// upload leaves nothing. Returns `error`.
     async fn abandon(
         &self,
         new_project: bool,
@@ -436,6 +437,7 @@ impl Deployer {
             self.packager.remove_project(project_id).await;
             let _ = tokio::fs::remove_dir_all(self.data_root(project_id)).await;
             self.remove_logs(project_id).await;
+            crate::tenant::remove_user(project_id).await;
         }
         error
     }

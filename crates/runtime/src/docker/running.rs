@@ -32,6 +32,10 @@ pub struct DockerInstance {
     pump: Option<JoinHandle<()>>,
     /// Set once it has stopped and been removed.
     status: Option<ExitStatus>,
+    /// Until when the log pump is waited for once the container has stopped: fixed at the
+    /// first wait, since `exited` is dropped and called again on every event of the instance
+    /// layer's select loop, and a wait taken anew per call would never end while events come.
+    drain_until: Option<tokio::time::Instant>,
 }
 
 impl DockerInstance {
@@ -54,6 +58,7 @@ impl DockerInstance {
             waiter,
             pump: Some(pump),
             status: None,
+            drain_until: None,
         }
     }
 
@@ -61,7 +66,10 @@ impl DockerInstance {
     async fn finish(&mut self, status: ExitStatus) -> ExitStatus {
         remove(&self.docker, &self.id).await;
         if let Some(pump) = self.pump.as_mut() {
-            let _ = tokio::time::timeout(LOG_DRAIN, pump).await;
+            let until = *self
+                .drain_until
+                .get_or_insert_with(|| tokio::time::Instant::now() + LOG_DRAIN);
+            let _ = tokio::time::timeout_at(until, pump).await;
             self.pump = None;
         }
         self.status = Some(status);

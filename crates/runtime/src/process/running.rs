@@ -30,6 +30,12 @@ pub(super) struct ProcessInstance {
     pub(super) ports: Vec<u16>,
     /// Set once the leader has been reaped and its group killed.
     pub(super) status: Option<ExitStatus>,
+    /// Until when the output pumps are waited for, fixed when the leader is reaped. Kept here,
+    /// not taken anew on each call: the instance layer polls `exited` in a select loop, which
+    /// drops and calls it again on every other event (each readiness probe, each request), and
+    /// a deadline taken per call was never reached while an escaped descendant kept the pipes
+    /// open: the exit went unnoticed until the readiness timeout, or for as long as events came.
+    pub(super) drain_until: Option<tokio::time::Instant>,
 }
 
 impl ProcessInstance {
@@ -65,7 +71,9 @@ impl ProcessInstance {
     /// Waits (bounded) for the output pumps, so the last lines are in the ring and the file
     /// when the caller reads them. Cancel-safe: a pump is dropped from the list only once done.
     async fn drain_logs(&mut self) {
-        let deadline = tokio::time::Instant::now() + LOG_DRAIN;
+        let deadline = *self
+            .drain_until
+            .get_or_insert_with(|| tokio::time::Instant::now() + LOG_DRAIN);
         while let Some(pump) = self.pumps.last_mut() {
             if tokio::time::timeout_at(deadline, pump).await.is_err() {
                 tracing::warn!(pid = self.pid, "instance output still open after exit");

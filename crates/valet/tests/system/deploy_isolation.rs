@@ -97,3 +97,45 @@ async fn each_project_runs_as_its_own_user_and_cannot_read_valets_files_or_other
         "{user} removed"
     );
 }
+
+/// System users whose names valet gives projects (`valet-<project id>`).
+fn project_users() -> Vec<String> {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|name| name.starts_with("valet-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_deploy_that_fails_to_start_leaves_no_system_user_behind() {
+    if !nix::unistd::geteuid().is_root() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("this test needs root (CI runs as root)");
+        }
+        eprintln!("NOT RUN: needs root to switch users");
+        return;
+    }
+    let (valet, api) = valet_with("").await;
+    let before = project_users();
+    // It runs as its project's user, leaves a process of that user behind in a session of its
+    // own, and exits before it ever listens: the deploy fails at its first start.
+    let app = "import os, subprocess, sys\n\
+               subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n\
+               sys.exit(3)\n";
+    let started = std::time::Instant::now();
+    let (status, body) = api
+        .upload(Form::file("app.py", app.to_string()).field("name", "broken"))
+        .await;
+    eprintln!("refused after {:?}: {status} {body}", started.elapsed());
+    assert!(status >= 400, "{status} {body}\n{}", valet.log());
+    let after = project_users();
+    let left: Vec<&String> = after.iter().filter(|u| !before.contains(u)).collect();
+    assert!(
+        left.is_empty(),
+        "a refused first upload left users {left:?}\n{}",
+        valet.log()
+    );
+}
