@@ -34,6 +34,15 @@ pub fn run(command: VolumesCommand) -> ExitCode {
 async fn open(args: &AdminArgs) -> Result<Volumes, String> {
     let config = valet_config::load(&args.config)
         .map_err(|errors| valet_config::render_report(&errors).trim_end().to_string())?;
+    if config.server.driver == "swarm" {
+        // Each key's volume is on the node that first ran it, not on one engine to list.
+        return Err(
+            "`valet volumes` manages the Docker driver's volumes; with driver = \"swarm\" \
+             a key's volume is on its node: `valet destroy CLASS KEY` removes it, and \
+             `docker -H NODE volume ls --filter label=valet.managed=true` lists a node's"
+                .to_string(),
+        );
+    }
     Volumes::connect(&config.data_dir())
         .await
         .map_err(|e| e.to_string())

@@ -621,6 +621,14 @@ async fn swarm_volumes_stay_on_their_node_and_a_crash_loop_shows_exit_code_and_o
         assert_eq!(placed[0].node, node, "kept on the node of its volume");
     }
 
+    // `valet volumes` lists one engine's volumes: it points at `destroy` instead.
+    let config = valet.dir().join("valet.toml");
+    let ls = ["volumes", "ls", "--config", config.to_str().unwrap()];
+    let out = Valet::run(&ls, Duration::from_secs(30));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("valet destroy CLASS KEY"), "{said}");
+
     // destroy stops the instance and removes its volume on its node, and the record.
     destroy(&valet, &nap);
     assert!(services(&swarm, &nap).is_empty(), "{}", valet.log());
