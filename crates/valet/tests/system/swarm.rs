@@ -7,6 +7,7 @@
 //! Times are printed. Without root, the lab's tools or dockerd this is skipped, and fails under
 //! `CI=true`.
 
+use crate::support::cluster::Replicas;
 use crate::support::docker::{busybox_context, put, text, BUSYBOX_WWW, WHO_CGI};
 use crate::support::swarm::SwarmLab;
 use crate::support::*;
@@ -642,4 +643,97 @@ async fn swarm_volumes_stay_on_their_node_and_a_crash_loop_shows_exit_code_and_o
         assert!(volumes_on(&swarm, i, &nap).is_empty(), "node {i}");
     }
     drop(valet);
+}
+
+/// The `valet.owner` label of a service: the replica that made it.
+fn owner(swarm: &SwarmLab, service: &str) -> String {
+    let format = "{{index .Spec.Labels \"valet.owner\"}}";
+    swarm.docker_ok(1, &["service", "inspect", "--format", format, service])
+}
+
+/// GET `/web/cgi-bin/who` through replica i: the answering container, or why none did.
+async fn who_via(replicas: &Replicas, i: usize) -> Result<String, String> {
+    let response = replicas
+        .client()
+        .get(replicas.url(i, "/web/cgi-bin/who"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    match status.as_u16() {
+        200 => Ok(body.trim().to_string()),
+        _ => Err(format!("{status}: {body}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swarm_in_cluster_mode_runs_one_service_per_key_and_the_next_owner_replaces_a_dead_ones() {
+    let Some(swarm) = SwarmLab::new(3) else {
+        return;
+    };
+    let manager = swarm.docker_ok(1, &["node", "ls", "-q", "--filter", "role=manager"]);
+    swarm.docker_ok(1, &["node", "update", "--availability", "drain", &manager]);
+    let image = context();
+    let tag = format!("{}c", std::process::id());
+    let web = format!("Web{tag}");
+    let Some((_pg, mut replicas)) = Replicas::with_config(&config(&swarm, &tag, &image))
+        .replicas(2)
+        .lease_ttl("2s")
+        .start_on_loopback()
+        .await
+    else {
+        return;
+    };
+
+    // A burst of first requests through both replicas: one service, cluster-wide.
+    let burst = (0..8).map(|i| who_via(&replicas, 1 + i % 2));
+    let answers = futures_util::future::join_all(burst).await;
+    let first = answers[0]
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}\n{}", replicas.logs()));
+    for answer in &answers {
+        assert_eq!(
+            answer.as_ref(),
+            Ok(&first),
+            "one copy serves\n{}",
+            replicas.logs()
+        );
+    }
+    let placed = services(&swarm, &web);
+    assert_eq!(placed.len(), 1, "{placed:?}\n{}", replicas.logs());
+    let old = placed[0].service.clone();
+    let made_by = owner(&swarm, &old);
+    let dead: usize = made_by.strip_prefix("gw-").unwrap().parse().unwrap();
+    let survivor = 3 - dead;
+
+    // The owner dies without stopping anything; once its lease expires the other replica
+    // takes the key: it removes the dead owner's service (same name, by ID) and makes its own.
+    replicas.kill9(dead);
+    let moved = Instant::now();
+    let next = eventually(
+        Duration::from_secs(60),
+        "the survivor to serve the key",
+        || async {
+            match who_via(&replicas, survivor).await {
+                Ok(host) if host != first => Some(host),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    println!(
+        "  owner gw-{dead} killed: gw-{survivor} served the key after {:.2?}",
+        moved.elapsed()
+    );
+    let placed = services(&swarm, &web);
+    assert_eq!(placed.len(), 1, "{placed:?}\n{}", replicas.logs());
+    assert_ne!(placed[0].service, old, "a new service");
+    assert_eq!(owner(&swarm, &placed[0].service), format!("gw-{survivor}"));
+    assert_eq!(who_via(&replicas, survivor).await, Ok(next));
+
+    // The survivor stops: it removes its service; nothing of the key is left.
+    replicas.terminate(survivor);
+    assert!(services(&swarm, &web).is_empty(), "{}", replicas.logs());
 }
