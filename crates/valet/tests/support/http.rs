@@ -174,3 +174,19 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(eol + 4 + size).min(data.len())..];
     }
 }
+
+/// `GET /` over HTTP/1.0 to `ip:port` from a blocking test: the whole response as text, or
+/// `None` while nothing answers (a refused or silent port, an empty answer).
+pub fn get_blocking(ip: std::net::IpAddr, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::new(ip, port);
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    (!response.is_empty()).then_some(response)
+}

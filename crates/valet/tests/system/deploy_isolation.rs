@@ -43,13 +43,22 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
     )
 }
 
+/// Whether the test may run: it needs root to switch users (CI runs as root, so there a
+/// missing root fails the test).
+fn root_or_not_run() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("this test needs root (CI runs as root)");
+    }
+    eprintln!("NOT RUN: needs root to switch users");
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_project_runs_as_its_own_user_and_cannot_read_valets_files_or_other_projects() {
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("this test needs root (CI runs as root)");
-        }
-        eprintln!("NOT RUN: needs root to switch users");
+    if !root_or_not_run() {
         return;
     }
     let (valet, api) = valet_with("").await;
@@ -111,11 +120,7 @@ fn project_users() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_deploy_that_fails_to_start_leaves_no_system_user_behind() {
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("this test needs root (CI runs as root)");
-        }
-        eprintln!("NOT RUN: needs root to switch users");
+    if !root_or_not_run() {
         return;
     }
     let (valet, api) = valet_with("").await;

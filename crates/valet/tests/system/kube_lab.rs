@@ -5,26 +5,14 @@
 //! this is skipped, and fails under `CI=true`.
 
 use crate::support::docker::{busybox_context, put};
+use crate::support::http::get_blocking as get;
 use crate::support::kube::KubeLab;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 8080;
 const BODY: &str = "kube-lab-ok";
-
-fn get(ip: IpAddr, port: u16) -> Option<String> {
-    let addr = SocketAddr::new(ip, port);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    (!response.is_empty()).then_some(response)
-}
 
 #[test]
 fn kube_lab_runs_a_pod_on_its_node_that_answers_at_its_pod_ip() {

@@ -5,9 +5,8 @@
 //! dockerd this is skipped, and fails under `CI=true`.
 
 use crate::support::docker::{busybox_context, put};
+use crate::support::http::get_blocking as get;
 use crate::support::swarm::SwarmLab;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 /// The port busybox httpd listens on in the container, and the one published on node 2.
@@ -16,19 +15,6 @@ const PUBLISHED: u16 = 18080;
 /// From `service create` to the first answer (measured 1.2-1.4 s here).
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 const BODY: &str = "swarm-lab-ok";
-
-/// GET / at `ip:port`: the response's text, or `None` if nothing answers yet.
-fn get(ip: IpAddr, port: u16) -> Option<String> {
-    let addr = SocketAddr::new(ip, port);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    (!response.is_empty()).then_some(response)
-}
 
 #[test]
 fn swarm_lab_three_nodes_serve_a_service_by_image_id_on_a_labelled_node() {
