@@ -496,7 +496,7 @@ impl Deployer {
             "project-{project}-{}-{generation}",
             deployment.build
         ));
-        class.command = deployment.command.clone();
+        class.command = with_root_path(&deployment.command, &root_path(project));
         class.ports = [("http".to_string(), APP_PORT)].into();
         class.sleep_after = DurationValue::new(SLEEP_AFTER);
         class.max_instances = 1;
@@ -513,6 +513,11 @@ impl Deployer {
         runtime.data_root = data;
         // Set here rather than in the class table: values never pass through a config file.
         runtime.env.extend(env);
+        // The prefix valet strips, for an app that builds its own links (a server it starts
+        // itself: `uvicorn.run(app, root_path=os.environ["VALET_ROOT_PATH"])`).
+        runtime
+            .env
+            .push(("VALET_ROOT_PATH".into(), root_path(project)));
         runtime.user = runnable.user;
         runtime.serve_project(self.project_ref(project, name));
         // Its one key, as a `name:` rule's: `valet logs PROJECT` needs no key.
@@ -565,10 +570,50 @@ fn runtime_of(requested: Option<&str>, dir: &Path) -> Result<Runtime, DeployErro
     }
 }
 
+/// The path prefix a project is served under, which valet strips before its app sees a
+/// request (`/containers/<id>`).
+fn root_path(project: &str) -> String {
+    format!("{}/{project}", PROJECTS_ROUTE.trim_end_matches("/*"))
+}
+
+/// An app valet serves with uvicorn gets `--root-path`: its links and its docs' `openapi.json`
+/// then carry the prefix the browser must use, though requests reach it without it. Added when
+/// the class is made, so versions recorded before this get it too.
+fn with_root_path(command: &[String], root_path: &str) -> Vec<String> {
+    let mut command = command.to_vec();
+    let by_uvicorn = command
+        .windows(2)
+        .any(|w| w[0] == "-m" && w[1] == "uvicorn");
+    if by_uvicorn && !command.iter().any(|a| a == "--root-path") {
+        command.extend(["--root-path".to_string(), root_path.to_string()]);
+    }
+    command
+}
+
 /// The last lines of a version's log file.
 fn log_tail(class: &ClassRuntime, lines: usize) -> Vec<String> {
     let log = logfile::path(&class.log_root, &InstanceId::new(class.name.clone(), KEY));
     // 16 KiB a line: a version's last words, not a dump.
     let budget = (lines as u64 + 1).saturating_mul(16 * 1024);
     logfile::tail(&log, lines, budget).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_app_under_uvicorn_gets_its_root_path() {
+        let uvicorn: Vec<String> = ["py", "-m", "uvicorn", "app:app", "--port", "{port}"]
+            .map(String::from)
+            .to_vec();
+        let root = root_path("ab12");
+        assert_eq!(root, "/containers/ab12");
+        assert_eq!(
+            with_root_path(&uvicorn, &root)[6..],
+            ["--root-path", "/containers/ab12"]
+        );
+        let script = vec!["py".to_string(), "app.py".to_string()];
+        assert_eq!(with_root_path(&script, &root), script);
+    }
 }

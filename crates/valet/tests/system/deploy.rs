@@ -59,6 +59,39 @@ async fn fastapi_app_from_pypi_is_served_under_its_container_path_and_deleted() 
     assert_eq!(status, 404, "deleting twice");
 }
 
+/// Issue 19, item 4: a FastAPI app that valet serves with uvicorn (no `__main__` block) is
+/// told its root path, so its docs page, opened at `/containers/<id>/docs`, loads its
+/// `openapi.json` from under the prefix too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fastapi_app_served_by_uvicorn_knows_its_prefix_and_its_docs_load() {
+    let (valet, api) = valet_with("").await;
+    let app = "from fastapi import FastAPI\n\napp = FastAPI()\n\n\n@app.get(\"/hello\")\ndef hello():\n    return {\"hello\": \"docs\"}\n";
+    let (status, body) = api
+        .upload(
+            Form::file("app.py", app)
+                .field("name", "docs")
+                .field("requirements", "fastapi uvicorn"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}\n{}", valet.log());
+    let id = body["id"].as_str().unwrap().to_string();
+    let url = endpoint(&body);
+    let (status, hello) = get_app(&valet, &format!("{url}hello")).await;
+    assert_eq!(
+        (status, hello["hello"].as_str()),
+        (200, Some("docs")),
+        "{hello}"
+    );
+    let (status, page) = get_app(&valet, &format!("{url}docs")).await;
+    assert_eq!(status, 200);
+    let page = page.as_str().unwrap_or_default().to_string();
+    let openapi = format!("/containers/{id}/openapi.json");
+    assert!(page.contains(&format!("'{openapi}'")), "{page}");
+    let (status, spec) = get_app(&valet, &valet.url(&openapi)).await;
+    assert_eq!(status, 200, "{spec}");
+    assert!(spec["paths"]["/hello"].is_object(), "{spec}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn express_typescript_app_from_npm_runs_and_a_second_app_reuses_the_install() {
     let (valet, api) = valet_with("").await;
