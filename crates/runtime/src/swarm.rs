@@ -142,13 +142,14 @@ impl SwarmDriver {
                  node's Engine API: `docker swarm init` there, or point at one)"
             )));
         }
-        let nodes = Nodes::new(manager.clone(), &swarm.nodes, &manager.client_version()).await?;
+        let scope = scope_of(config);
+        let version = manager.client_version();
+        let nodes = Nodes::new(manager.clone(), &scope, &swarm.nodes, &version).await?;
         let node_cpus = nodes.smallest_cpus().await?;
         let data_dir = config.data_dir();
         tokio::fs::create_dir_all(&data_dir)
             .await
             .map_err(|e| DriverError::io(format!("cannot create {}", data_dir.display()), e))?;
-        let scope = scope_of(config);
         tracing::info!(
             manager = %address,
             api = %manager.client_version(),

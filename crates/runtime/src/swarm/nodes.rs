@@ -10,7 +10,8 @@
 use super::tasks;
 use crate::docker::error::engine;
 use crate::driver::DriverError;
-use bollard::query_parameters::ImportImageOptions;
+use bollard::models::Task;
+use bollard::query_parameters::{ImportImageOptions, ListTasksOptions};
 use bollard::Docker;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
@@ -53,10 +54,22 @@ struct Listed {
     node_id: Mutex<Option<String>>,
 }
 
+/// The tasks of this valet's services (every replica's, in cluster mode), as one look found
+/// them: one request for all instances, instead of one per instance.
+#[derive(Debug, Default)]
+pub struct TaskSnapshot {
+    /// When the look began: a service created after it may be missing.
+    pub taken_at: Option<Instant>,
+    pub by_service: HashMap<String, Vec<Task>>,
+}
+
 pub struct Nodes {
     manager: Docker,
+    /// The label filter of this valet's services.
+    scope: String,
     listed: Vec<Listed>,
     view: watch::Receiver<HashMap<String, NodeView>>,
+    tasks: watch::Receiver<Arc<TaskSnapshot>>,
     /// One load of an image at a time, so instances starting together share it.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -68,6 +81,7 @@ impl Nodes {
     /// one engine version, and a node that is down when valet starts could not negotiate.
     pub async fn new(
         manager: Docker,
+        scope: &str,
         addresses: &[String],
         version: &bollard::ClientVersion,
     ) -> Result<Arc<Self>, DriverError> {
@@ -86,15 +100,46 @@ impl Nodes {
             });
         }
         let (tx, view) = watch::channel(HashMap::new());
+        let (tasks_tx, tasks) = watch::channel(Arc::default());
         let nodes = Arc::new(Self {
             manager,
+            scope: scope.to_string(),
             listed,
             view,
+            tasks,
             loading: Mutex::default(),
         });
         nodes.look(&tx, &mut HashMap::new()).await;
-        tokio::spawn(watch_nodes(Arc::downgrade(&nodes), tx));
+        tokio::spawn(watch_nodes(Arc::downgrade(&nodes), tx, tasks_tx));
         Ok(nodes)
+    }
+
+    /// The latest look at this valet's tasks.
+    pub fn tasks(&self) -> watch::Receiver<Arc<TaskSnapshot>> {
+        self.tasks.clone()
+    }
+
+    /// One look at every task of this valet's services; the last one stays when the manager
+    /// does not answer.
+    async fn look_at_tasks(&self, tx: &watch::Sender<Arc<TaskSnapshot>>) {
+        let taken_at = Instant::now();
+        let options = ListTasksOptions {
+            filters: Some(crate::docker::names::scope_filter(&self.scope)),
+        };
+        let Ok(found) = self.manager.list_tasks(Some(options)).await else {
+            return;
+        };
+        let mut by_service: HashMap<String, Vec<Task>> = HashMap::new();
+        for task in found {
+            if let Some(service) = task.service_id.clone() {
+                by_service.entry(service).or_default().push(task);
+            }
+        }
+        let snapshot = TaskSnapshot {
+            taken_at: Some(taken_at),
+            by_service,
+        };
+        let _ = tx.send(Arc::new(snapshot));
     }
 
     /// The latest view of every node, by node ID.
@@ -276,13 +321,20 @@ impl Nodes {
     }
 }
 
-async fn watch_nodes(nodes: std::sync::Weak<Nodes>, tx: watch::Sender<HashMap<String, NodeView>>) {
+async fn watch_nodes(
+    nodes: std::sync::Weak<Nodes>,
+    tx: watch::Sender<HashMap<String, NodeView>>,
+    tasks: watch::Sender<Arc<TaskSnapshot>>,
+) {
     let mut silent_since = HashMap::new();
     loop {
         tokio::time::sleep(POLL).await;
         let Some(nodes) = nodes.upgrade() else {
             return;
         };
-        nodes.look(&tx, &mut silent_since).await;
+        tokio::join!(
+            nodes.look(&tx, &mut silent_since),
+            nodes.look_at_tasks(&tasks)
+        );
     }
 }

@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How often a running instance's tasks are looked at.
-const POLL: Duration = Duration::from_millis(300);
 /// How long a stopped instance's last output may take to reach the ring and the file.
 const LOG_DRAIN: Duration = Duration::from_secs(1);
 /// Slack over `stop_timeout` for Swarm to report the task gone.
@@ -201,17 +199,41 @@ pub async fn list(
     manager.list_tasks(Some(options)).await
 }
 
-/// Resolves the exit channel when the task ends, is replaced, or its node is lost.
+/// Why an instance has ended, given its service's tasks in a look (`None`: the service is
+/// gone); `None` while its task runs.
+fn ended(found: Option<&Vec<bollard::models::Task>>, task: &str) -> Option<(ExitStatus, String)> {
+    let Some(found) = found else {
+        return Some((ExitStatus::default(), "its service was removed".into()));
+    };
+    let ours = found.iter().find(|t| t.id.as_deref() == Some(task));
+    let other = found
+        .iter()
+        .any(|t| t.id.as_deref() != Some(task) && tasks::desired_running(t));
+    match ours.map(tasks::progress) {
+        None => Some((ExitStatus::default(), "its task is gone".into())),
+        Some(Progress::Ended { why, status }) => Some((status.unwrap_or_default(), why)),
+        Some(_) if other => Some((
+            ExitStatus::default(),
+            "Swarm replaced its task by another".into(),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Resolves the exit channel when the task ends, is replaced, or its node is lost, from the
+/// driver's shared looks at nodes and tasks.
 async fn watch_task(watched: Watched, logs: Arc<LogRing>, tx: watch::Sender<Option<ExitStatus>>) {
     let Watched {
-        manager,
         nodes,
         service,
         task,
         node,
         ..
     } = watched;
-    let mut view = nodes.view();
+    // Looks at the tasks that began before the instance was handed over may not have its
+    // service yet.
+    let since = Instant::now();
+    let (mut view, mut looks) = (nodes.view(), nodes.tasks());
     let (status, why) = loop {
         if let Some(seen) = view.borrow_and_update().get(&node).cloned() {
             if seen.lost() {
@@ -222,41 +244,55 @@ async fn watch_task(watched: Watched, logs: Arc<LogRing>, tx: watch::Sender<Opti
                 break (ExitStatus::default(), why);
             }
         }
-        match list(&manager, &service).await {
-            Ok(found) => {
-                let ours = found
-                    .iter()
-                    .find(|t| t.id.as_deref() == Some(task.as_str()));
-                let other = found
-                    .iter()
-                    .any(|t| t.id.as_deref() != Some(task.as_str()) && tasks::desired_running(t));
-                match ours.map(tasks::progress) {
-                    None => break (ExitStatus::default(), "its task is gone".to_string()),
-                    Some(Progress::Ended { why, status }) => {
-                        break (status.unwrap_or_default(), why)
-                    }
-                    Some(_) if other => {
-                        break (
-                            ExitStatus::default(),
-                            "Swarm replaced its task by another".to_string(),
-                        )
-                    }
-                    Some(_) => {}
-                }
+        let look = looks.borrow_and_update().clone();
+        if look.taken_at.is_some_and(|at| at > since) {
+            if let Some(ended) = ended(look.by_service.get(&service), &task) {
+                break ended;
             }
-            Err(e) if not_found(&e) => {
-                break (ExitStatus::default(), "its service was removed".to_string())
-            }
-            // The manager may be briefly away (a leader election): its nodes' tasks go on.
-            Err(e) => tracing::debug!(service, error = %e, "cannot list the service's tasks"),
         }
-        // A node change is acted on at once; otherwise the next look is after POLL.
-        if let Ok(Err(_)) = tokio::time::timeout(POLL, view.changed()).await {
-            // The node watch ended with the driver: poll the tasks alone.
-            tokio::time::sleep(POLL).await;
+        // The manager not answering keeps the last look: the nodes' tasks go on meanwhile.
+        let changed = tokio::select! {
+            changed = view.changed() => changed,
+            changed = looks.changed() => changed,
+        };
+        if changed.is_err() {
+            // The watches end with the driver: nothing more will be known.
+            std::future::pending::<()>().await;
         }
     };
     tracing::info!(service, task, %why, "swarm instance ended");
     logs.push(format!("[valet] instance ended: {why}"));
     let _ = tx.send(Some(status));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(json: serde_json::Value) -> bollard::models::Task {
+        serde_json::from_value(json).expect("a task as the Engine API sends it")
+    }
+
+    #[test]
+    fn an_instance_ends_with_its_task_its_service_or_its_replacement() {
+        let running = task(serde_json::json!({
+            "ID": "t1", "DesiredState": "running", "Status": {"State": "running"}
+        }));
+        assert_eq!(ended(Some(&vec![running.clone()]), "t1"), None);
+        let (_, why) = ended(None, "t1").unwrap();
+        assert!(why.contains("service was removed"), "{why}");
+        let (_, why) = ended(Some(&vec![]), "t1").unwrap();
+        assert!(why.contains("task is gone"), "{why}");
+        let failed = task(serde_json::json!({
+            "ID": "t1", "DesiredState": "shutdown",
+            "Status": {"State": "failed", "ContainerStatus": {"ExitCode": 3}}
+        }));
+        let (status, _) = ended(Some(&vec![failed]), "t1").unwrap();
+        assert_eq!(status.code, Some(3));
+        let successor = task(serde_json::json!({
+            "ID": "t2", "DesiredState": "running", "Status": {"State": "pending"}
+        }));
+        let (_, why) = ended(Some(&vec![running, successor]), "t1").unwrap();
+        assert!(why.contains("replaced"), "{why}");
+    }
 }
