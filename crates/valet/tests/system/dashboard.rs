@@ -160,6 +160,65 @@ async fn the_dashboard_lists_projects_and_rolls_one_back_with_its_button() {
     browser.close().await;
 }
 
+/// Issue 19, items 1 and 7: a deployed project's instance row goes by the project's name, its
+/// requests move its chart line (labelled `project:<name>`), and its Stop and Logs buttons work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_deployed_project_by_name_with_its_chart_stop_and_logs() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let (valet, api) = crate::deploy_support::valet_with("").await;
+    let (status, body) = api
+        .upload(
+            crate::deploy_support::Form::file("app.py", crate::deploy_support::plain_app("shown"))
+                .field("name", "shop"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}\n{}", valet.log());
+    let id = body["id"].as_str().unwrap().to_string();
+    let url = body["endpoint"].as_str().unwrap().to_string();
+
+    let admin = Admin::of(&valet, TOKEN).await;
+    let page = &browser.client;
+    let shots = Screenshots::new();
+    page.goto(&admin.url("/"))
+        .await
+        .expect("open the dashboard");
+    wait_for(page, "#token")
+        .await
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    click(page, "#login").await;
+    let row = r#"tr[data-instance="project:shop/main"]"#;
+    wait_for(page, &format!("{row}[data-state=\"ready\"]")).await;
+    let cell = wait_for(page, &format!("{row} td:first-child")).await;
+    assert_eq!(cell.text().await.unwrap(), format!("project:shop ({id})"));
+
+    // Requests while the page polls: the project's rate line rises above zero.
+    let moved = "return (series.rate['project:shop'] || []).some(p => p[1] > 0)";
+    eventually(WAIT, "the project's chart moves", || async {
+        for _ in 0..5 {
+            assert_eq!(crate::deploy_support::get_app(&valet, &url).await.0, 200);
+        }
+        let answer = page.execute(moved, vec![]).await.ok()?;
+        (answer == serde_json::Value::Bool(true)).then_some(())
+    })
+    .await;
+    wait_for_text(page, "#legend-rate", "project:shop").await;
+    shots.take(page, "08-project-row-and-chart").await;
+
+    click(page, &format!("{row} button[data-action=\"logs\"]")).await;
+    wait_for_text(page, "#logs", "starting shown").await;
+    click(page, &format!("{row} button[data-action=\"stop\"]")).await;
+    wait_for(page, &format!("{row}[data-state=\"stopped\"]")).await;
+    let (status, listed) = admin.get("/v1/instances").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["state"], "stopped", "{listed}");
+    shots.take(page, "09-project-stopped").await;
+    browser.close().await;
+}
+
 /// chromedriver (in its own process group, with the browsers it starts) and a session on it.
 struct Browser {
     client: Client,
