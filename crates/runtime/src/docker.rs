@@ -95,7 +95,11 @@ pub struct ImageCheck {
 /// can be had: asked of its registry through the engine, with the credentials a pull would
 /// use, without pulling. `pull = "never"` asks the engine alone.
 pub async fn check_images(config: &Config, deploy: bool) -> Result<Vec<ImageCheck>, DriverError> {
-    let docker = connect_engine().await?;
+    // On a swarm, images are built and pulled on the manager (and loaded onto the nodes).
+    let docker = match config.server.driver.as_str() {
+        "swarm" => crate::swarm::manager(config).await?.1,
+        _ => connect_engine().await?,
+    };
     let mut wanted = Vec::new();
     for class in &config.containers {
         let image = class.image.as_deref().unwrap_or_default();

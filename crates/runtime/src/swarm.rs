@@ -74,6 +74,30 @@ fn connect_at(address: &str, version: &ClientVersion) -> Result<Docker, bollard:
     }
 }
 
+/// The manager's Engine API (`[swarm] docker_host`, else `DOCKER_HOST`, else the local
+/// socket), its API version negotiated, and how to name it in errors.
+pub async fn manager(config: &Config) -> Result<(String, Docker), DriverError> {
+    let host = config.swarm.as_ref().and_then(|s| s.docker_host.clone());
+    let (address, docker) = match host {
+        Some(address) => {
+            let docker = connect_at(&address, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| unreachable(&address, e))?;
+            (address, docker)
+        }
+        None => {
+            let address = std::env::var("DOCKER_HOST").unwrap_or("the local socket".into());
+            let docker =
+                Docker::connect_with_local_defaults().map_err(|e| unreachable(&address, e))?;
+            (address, docker)
+        }
+    };
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| unreachable(&address, e))?;
+    Ok((address, docker))
+}
+
 /// The scope of a valet's services. One valet: a hash of its data folder, as for Docker. In
 /// cluster mode every replica must compute the same scope, so that a key's service name
 /// collides cluster-wide: a hash of the shared store's URL without its credentials.
@@ -117,23 +141,7 @@ impl SwarmDriver {
     /// the manager does not answer or is not a swarm manager.
     pub async fn connect(config: &Config) -> Result<Self, DriverError> {
         let swarm = config.swarm.clone().unwrap_or_default();
-        let (address, manager) = match &swarm.docker_host {
-            Some(address) => {
-                let docker = connect_at(address, bollard::API_DEFAULT_VERSION)
-                    .map_err(|e| unreachable(address, e))?;
-                (address.clone(), docker)
-            }
-            None => {
-                let address = std::env::var("DOCKER_HOST").unwrap_or("the local socket".into());
-                let docker =
-                    Docker::connect_with_local_defaults().map_err(|e| unreachable(&address, e))?;
-                (address, docker)
-            }
-        };
-        let manager = manager
-            .negotiate_version()
-            .await
-            .map_err(|e| unreachable(&address, e))?;
+        let (address, manager) = manager(config).await?;
         let info = manager.info().await.map_err(|e| unreachable(&address, e))?;
         let control = info.swarm.as_ref().and_then(|s| s.control_available);
         if control != Some(true) {
