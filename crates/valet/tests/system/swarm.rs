@@ -1,11 +1,20 @@
 //! `driver = "swarm"` against a real 3-node Docker Swarm (`support::swarm`): the real `valet up`
 //! builds a FROM-scratch busybox class on the manager, loads it onto every node and runs each
-//! key as a service published in host mode on its node. One lab serves the whole story, in
-//! order: cold start, sleep and wake, a crash and its restart, valet killed and the service
-//! adopted by the next valet, a node's dockerd killed under the key (served from another node,
-//! the old copy never again through valet), a partitioned node, and cleanup on every node.
-//! Times are printed. Without root, the lab's tools or dockerd this is skipped, and fails under
-//! `CI=true`.
+//! key as a service published in host mode on its node (the manager drained, as in production).
+//! Three tests, each on a lab of its own (~10 s to bring up; the three run side by side in about
+//! a minute):
+//!
+//! - the main story, in order: cold start, sleep and wake, a crash and its restart, valet killed
+//!   and the service adopted by the next valet, a node's dockerd killed under the key (served
+//!   from another node, the old copy never again through valet), a partitioned node, and no
+//!   service, container, volume or network left on any node after valet stops; times printed;
+//! - a key's volume kept on its node across sleeps, `valet destroy` removing it there, and a
+//!   crash loop reported with the task's exit code and output;
+//! - cluster mode: two replicas make one service per key, and the next owner replaces a dead
+//!   owner's service.
+//!
+//! Without root, the lab's tools, dockerd (or PostgreSQL, for the last) these are skipped, and
+//! fail under `CI=true`.
 
 use crate::support::cluster::Replicas;
 use crate::support::docker::{busybox_context, put, text, BUSYBOX_WWW, WHO_CGI};
