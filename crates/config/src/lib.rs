@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod dockerfile;
 mod error;
 mod keypath;
 mod load;

@@ -6,6 +6,7 @@
 //! where Cloudflare decides which request goes to which instance; the output holds route stubs
 //! for that, and every other thing left behind is listed in the notes.
 
+use crate::dockerfile::{self, DockerfileFacts};
 use serde_json::{Map, Value};
 use std::path::Path;
 use toml_edit::{value, ArrayOfTables, DocumentMut, InlineTable, Item, Table};
@@ -32,17 +33,27 @@ impl WranglerFormat {
 /// Cloudflare's default when the Worker does not say (`defaultPort` of its Container class).
 const DEFAULT_PORT: i64 = 8080;
 
-/// Top-level keys that need no translation: identity, build and runtime flags of the Worker.
-const QUIET_KEYS: [&str; 9] = [
+/// Top-level keys that need no translation: identity and build settings of the Worker.
+const QUIET_KEYS: [&str; 6] = [
     "$schema",
     "name",
     "main",
     "compatibility_date",
-    "compatibility_flags",
-    "migrations",
-    "observability",
     "containers",
     "durable_objects",
+];
+
+/// Keys dropped with a reason of their own: what each did on Cloudflare, and what stands in
+/// for it with valet, if anything.
+const DROPPED: [(&str, &str); 8] = [
+    ("migrations", "`migrations` (Durable Object class migrations) dropped: valet keeps no Durable Object storage; a class's lasting data goes in its `volume`"),
+    ("compatibility_flags", "`compatibility_flags` dropped: they tune the Workers runtime, which valet does not run"),
+    ("observability", "`observability` dropped: valet's own logs, `valet logs` and `/metrics` take its place"),
+    ("r2_buckets", "`r2_buckets` (R2 bindings) dropped: give the container an S3-compatible endpoint and its keys through `env` and `secrets`"),
+    ("kv_namespaces", "`kv_namespaces` (KV bindings) dropped: only the Worker could read them; the container needs a store of its own"),
+    ("d1_databases", "`d1_databases` (D1 bindings) dropped: the container needs a database of its own (SQLite in its `volume`, or PostgreSQL through `env`)"),
+    ("queues", "`queues` dropped: valet has no queues"),
+    ("triggers", "`triggers` (cron) dropped: valet runs no scheduled jobs"),
 ];
 
 /// Translates wrangler config text into valet.toml text plus notes for the user (what was not
@@ -50,6 +61,16 @@ const QUIET_KEYS: [&str; 9] = [
 pub fn import_wrangler(
     text: &str,
     format: WranglerFormat,
+) -> Result<(String, Vec<String>), String> {
+    import_wrangler_in(text, format, None)
+}
+
+/// [`import_wrangler`], reading each class's Dockerfile (an `image` path relative to `dir`, the
+/// wrangler file's folder) for its ports and command.
+pub fn import_wrangler_in(
+    text: &str,
+    format: WranglerFormat,
+    dir: Option<&Path>,
 ) -> Result<(String, Vec<String>), String> {
     let root = match format {
         WranglerFormat::Jsonc => {
@@ -67,6 +88,10 @@ pub fn import_wrangler(
     let project = reader.project(&root);
     if !reader.errors.is_empty() {
         return Err(reader.errors.join("\n"));
+    }
+    let mut project = project;
+    if let Some(dir) = dir {
+        reader.read_dockerfiles(&mut project, dir);
     }
     reader.relate(&project);
     let toml = render(&project);
@@ -165,6 +190,8 @@ struct Container {
     instance_type: Option<String>,
     cpu: Option<f64>,
     memory: Option<String>,
+    /// What its Dockerfile says, when `image` is one that could be read.
+    facts: Option<DockerfileFacts>,
 }
 
 struct Binding {
@@ -217,6 +244,10 @@ impl Reader {
             if QUIET_KEYS.contains(&key.as_str()) || ["assets", "vars"].contains(&key.as_str()) {
                 continue;
             }
+            if let Some((_, why)) = DROPPED.iter().find(|(k, _)| k == key) {
+                self.notes.push((*why).to_string());
+                continue;
+            }
             self.notes.push(if key == "env" {
                 // One valet.toml per environment: import is of the top level only.
                 "`env` (per-environment overrides) is not translated; the top level is".into()
@@ -267,6 +298,7 @@ impl Reader {
             instance_type,
             cpu,
             memory,
+            facts: None,
         })
     }
 
@@ -416,11 +448,56 @@ impl Reader {
              container, and under which instance name, was decided there; fill in the \
              [[routes]] stubs in the output"
         ));
-        if !project.containers.is_empty() {
+        let guessed: Vec<&str> = project
+            .containers
+            .iter()
+            .filter(|c| c.facts.as_ref().and_then(DockerfileFacts::port).is_none())
+            .map(|c| c.class_name.as_str())
+            .collect();
+        if !guessed.is_empty() {
             self.notes.push(format!(
-                "every class listens on port {DEFAULT_PORT} (Cloudflare's common defaultPort); \
-                 change `ports` where the Container class sets another"
+                "{} listen on port {DEFAULT_PORT} (Cloudflare's common defaultPort; their \
+                 Dockerfile names none): change `ports` where the Container class sets another",
+                guessed.join(", ")
             ));
+        }
+        if !project.containers.is_empty() {
+            self.notes.push(
+                "each class has commented suggestions: a readiness path (surer than waiting \
+                 for the port) and sleep_after (the Container class's sleepAfter, valet's \
+                 default 10m)"
+                    .into(),
+            );
+        }
+    }
+
+    /// Reads each class's Dockerfile, when its `image` is a path to one (or to a folder
+    /// holding one) under `dir`; a registry image is left alone.
+    fn read_dockerfiles(&mut self, project: &mut Project, dir: &Path) {
+        for container in &mut project.containers {
+            let path = dir.join(&container.image);
+            let path = if path.is_dir() {
+                path.join("Dockerfile")
+            } else {
+                path
+            };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let facts = dockerfile::read(&text);
+            if let Some(port) = facts.port() {
+                self.notes.push(format!(
+                    "{}: port {port} from {} ({})",
+                    container.class_name,
+                    container.image,
+                    if facts.command_port.is_some() {
+                        "its command's --port"
+                    } else {
+                        "EXPOSE"
+                    }
+                ));
+            }
+            container.facts = Some(facts);
         }
     }
 
@@ -531,13 +608,27 @@ fn class_table(project: &Project, container: &Container) -> Table {
     }
     table["class_name"] = value(container.class_name.as_str());
     table["image"] = value(container.image.as_str());
+    let facts = container.facts.clone().unwrap_or_default();
     let mut ports = InlineTable::new();
-    ports.insert("http", DEFAULT_PORT.into());
+    let port_note = match facts.port() {
+        Some(port) => {
+            ports.insert("http", i64::from(port).into());
+            // The other exposed ports by number: the Worker's code names them, not the image.
+            for other in facts.exposed.iter().filter(|p| **p != port) {
+                ports.insert(format!("p{other}"), i64::from(*other).into());
+            }
+            "# From the Dockerfile (EXPOSE, or its command's --port).\n".to_string()
+        }
+        None => {
+            ports.insert("http", DEFAULT_PORT.into());
+            "# TODO: the port the container listens on (its Container class's defaultPort).\n"
+                .to_string()
+        }
+    };
     table["ports"] = value(ports);
     if let Some(mut key) = table.key_mut("ports") {
-        key.leaf_decor_mut().set_prefix(
-            "# TODO: the port the container listens on (its Container class's defaultPort).\n",
-        );
+        key.leaf_decor_mut()
+            .set_prefix(format!("{}{port_note}", suggestions(&facts)));
     }
     if let Some(n) = container.max_instances {
         table["max_instances"] = value(n);
@@ -559,6 +650,48 @@ fn class_table(project: &Project, container: &Container) -> Table {
         table["env"] = value(env);
     }
     table
+}
+
+/// Commented lines a person decides on: a readiness path, `sleep_after`, and (for running
+/// without Docker) the image's command for the process driver.
+fn suggestions(facts: &DockerfileFacts) -> String {
+    let mut text = String::from(
+        "# Suggested: a path that answers once the app is ready (without one, valet waits for\n\
+         # the port to accept), and the Container class's sleepAfter (valet's default: 10m).\n\
+         # readiness = { path = \"/health\", timeout = \"60s\" }\n\
+         # sleep_after = \"10m\"\n",
+    );
+    if !facts.command.is_empty() {
+        // On the process driver valet picks the port: `{port}` stands for it.
+        let command = match facts.command_port {
+            Some(port) => facts
+                .command
+                .iter()
+                .map(|a| {
+                    a.replace(&format!("--port={port}"), "--port={port}")
+                        .replace(&format!("--port {port}"), "--port {port}")
+                })
+                .scan(false, |after_flag, a| {
+                    let out = if *after_flag && a == port.to_string() {
+                        "{port}".to_string()
+                    } else {
+                        a.clone()
+                    };
+                    *after_flag = a == "--port";
+                    Some(out)
+                })
+                .collect(),
+            None => facts.command.clone(),
+        };
+        let argv = toml_edit::Value::from(toml_edit::Array::from_iter(command.iter()));
+        text.push_str(&format!(
+            "# Without Docker (driver = \"process\"): the image's command, run on this machine\n\
+             # with what the Dockerfile installs installed here.\n\
+             # command = {}\n",
+            argv.to_string().trim()
+        ));
+    }
+    text
 }
 
 /// The Worker's routing, guessed: the first class gets an active route (so the output runs

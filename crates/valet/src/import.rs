@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use valet_config::wrangler::{import_wrangler, WranglerFormat};
+use valet_config::wrangler::{import_wrangler_in, WranglerFormat};
 
 pub fn run(file: &Path, output: Option<&Path>, force: bool) -> ExitCode {
     match import(file, output, force) {
@@ -28,14 +28,23 @@ fn import(file: &Path, output: Option<&Path>, force: bool) -> Result<(), String>
     })?;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let (toml, mut notes) = import_wrangler(&text, format).map_err(|e| {
+    let source_dir = parent(file);
+    let (toml, mut notes) = import_wrangler_in(&text, format, Some(&source_dir)).map_err(|e| {
         e.lines()
             .map(|line| format!("{}: {line}", file.display()))
             .collect::<Vec<_>>()
             .join("\n")
     })?;
-    let source_dir = parent(file);
     notes.extend(check_problems(&toml, &source_dir));
+    if toml.contains("driver = \"docker\"") && !docker_answers() {
+        notes.push(
+            "no Docker Engine answers here: to run without one, set `driver = \"process\"` in \
+             [server], install what each Dockerfile installs on this machine, and give each \
+             class the `command` suggested in its comments (the image's CMD; `{port}` or \
+             $PORT for the port valet picks)"
+                .into(),
+        );
+    }
     if output == Some(Path::new("-")) {
         print!("{toml}");
         print_notes(&notes);
@@ -95,6 +104,23 @@ fn check_problems(toml: &str, source_dir: &Path) -> Vec<String> {
             valet_config::render_report(&errors).trim_end()
         )],
     }
+}
+
+/// Whether a Docker Engine accepts connections where the Docker driver would look
+/// (`DOCKER_HOST`, else the default socket). Connecting is enough: nothing is sent.
+fn docker_answers() -> bool {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let timeout = std::time::Duration::from_secs(2);
+    if let Some(addr) = host.strip_prefix("tcp://") {
+        use std::net::ToSocketAddrs;
+        return addr.to_socket_addrs().is_ok_and(|mut all| {
+            all.any(|a| std::net::TcpStream::connect_timeout(&a, timeout).is_ok())
+        });
+    }
+    let socket = host
+        .strip_prefix("unix://")
+        .unwrap_or("/var/run/docker.sock");
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
 fn print_notes(notes: &[String]) {

@@ -130,3 +130,70 @@ fn bad_json_names_its_line_and_writes_nothing() {
     );
     assert!(!dir.path().join("valet.toml").exists());
 }
+
+/// Issue 19, item 5: the port comes from the Dockerfile (its command's `--port`, or EXPOSE),
+/// readiness and sleep_after are suggested, what is dropped is named with its reason, and
+/// where no Docker Engine answers the notes say how to run the image's command on the process
+/// driver (whose `command` line is suggested in the output).
+#[test]
+fn ports_come_from_the_dockerfile_and_dropped_parts_are_named() {
+    let wrangler = r#"{
+      "name": "api", "main": "src/index.ts",
+      "compatibility_flags": ["nodejs_compat"],
+      "containers": [{ "class_name": "Api", "image": "./Dockerfile" }],
+      "durable_objects": { "bindings": [{ "class_name": "Api", "name": "API" }] },
+      "migrations": [{ "new_sqlite_classes": ["Api"], "tag": "v1" }],
+      "r2_buckets": [{ "binding": "FILES", "bucket_name": "files" }],
+      "kv_namespaces": [{ "binding": "CACHE", "id": "x" }],
+    }"#;
+    let dir = project("wrangler.jsonc", wrangler);
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM python:3.12-slim\nEXPOSE 8000 9090\n\
+         CMD [\"uvicorn\", \"main:app\", \"--host\", \"0.0.0.0\", \"--port\", \"8000\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(VALET)
+        .args(["import", "wrangler.jsonc"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run valet");
+    let notes = stderr(&out);
+    assert!(out.status.success(), "{notes}");
+    let toml = std::fs::read_to_string(dir.path().join("valet.toml")).unwrap();
+    assert!(
+        toml.contains("ports = { http = 8000, p9090 = 9090 }"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("# readiness = { path = \"/health\""),
+        "{toml}"
+    );
+    assert!(toml.contains("# sleep_after = \"10m\""), "{toml}");
+    assert!(
+        toml.contains(
+            r#"# command = ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "{port}"]"#
+        ),
+        "{toml}"
+    );
+    for dropped in [
+        "`migrations`",
+        "`compatibility_flags`",
+        "`r2_buckets`",
+        "`kv_namespaces`",
+    ] {
+        assert!(notes.contains(dropped), "{dropped}: {notes}");
+    }
+    assert!(
+        notes.contains("Api: port 8000 from ./Dockerfile"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("no Docker Engine answers here") && notes.contains("driver = \"process\""),
+        "{notes}"
+    );
+    let check = valet(dir.path(), &["check"]);
+    assert!(check.status.success(), "{}\n{toml}", stderr(&check));
+}
