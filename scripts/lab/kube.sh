@@ -230,7 +230,8 @@ EOF
     --cert-dir "$root/certs" --token-auth-file "$root/tokens.csv" --authorization-mode RBAC \
     --service-account-key-file "$root/sa.pub" --service-account-signing-key-file "$root/sa.key" \
     --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/16 \
-    --allow-privileged=true --disable-admission-plugins ServiceAccount --endpoint-reconciler-type none
+    --allow-privileged=true --disable-admission-plugins ServiceAccount --endpoint-reconciler-type none \
+    --kubelet-preferred-address-types InternalIP
   wait_for apiserver "$READY_WITHIN" api /readyz \
     || { tail -20 "$root/apiserver.log" >&2; die "kube-apiserver not ready within ${READY_WITHIN}s"; }
 
@@ -259,7 +260,7 @@ EOF
     --pod-infra-container-image valet-lab/pause:1 --root-dir "$root/kubelet" \
     --cert-dir "$root/kubelet/pki" --cgroups-per-qos=false --enforce-node-allocatable "" \
     --cgroup-driver cgroupfs --fail-swap-on=false --make-iptables-util-chains=false \
-    --port "$kubelet_port" --read-only-port 0 --healthz-port 0 --address 127.0.0.1 \
+    --port "$kubelet_port" --read-only-port 0 --healthz-port 0 --address "172.31.$n.1" \
     --node-ip "172.31.$n.1" --register-node=true --image-gc-high-threshold 100 \
     --eviction-hard "" --volume-stats-agg-period 0
   node_ready() { api "/api/v1/nodes/$node" | jq -e '.status.conditions[] | select(.type == "Ready" and .status == "True")'; }

@@ -79,6 +79,11 @@ pub enum DriverError {
     /// registry's own answer and nothing of this machine, so it may be told to clients.
     #[error("{message}")]
     Image { message: String, retryable: bool },
+    /// The engine took the instance but cannot run it as asked: no node takes it, its volume
+    /// is not bound. The message names the cause (in the engine's terms, nothing of this
+    /// machine), so it may be told to clients; a later start may pass.
+    #[error("{message}")]
+    Stuck { message: String },
     /// The system refused (spawn failed, no free port, engine unreachable). May pass on retry.
     #[error("{context}: {source}")]
     Io {
@@ -100,7 +105,7 @@ impl DriverError {
     pub fn retryable(&self) -> bool {
         match self {
             Self::Image { retryable, .. } => *retryable,
-            other => matches!(other, Self::Io { .. }),
+            other => matches!(other, Self::Io { .. } | Self::Stuck { .. }),
         }
     }
 
@@ -108,7 +113,7 @@ impl DriverError {
     /// errors can name paths and commands, and stay in the log and the admin API.
     pub fn public_reason(&self) -> Option<&str> {
         match self {
-            Self::Image { message, .. } => Some(message),
+            Self::Image { message, .. } | Self::Stuck { message } => Some(message),
             _ => None,
         }
     }

@@ -6,6 +6,7 @@ pub mod docker;
 pub mod driver;
 #[cfg(feature = "test-util")]
 pub mod fake;
+pub mod kubernetes;
 pub mod logfile;
 pub mod logs;
 pub mod probe;
@@ -17,6 +18,7 @@ pub use driver::{
     Adopted, Driver, DriverError, Endpoints, ExitStatus, Handover, InstanceSpec, PhaseSink,
     Running, StartPhase,
 };
+pub use kubernetes::KubernetesDriver;
 pub use logs::LogRing;
 pub use probe::{NetProbe, Probe, ProbeError};
 pub use process::listeners::{confirm as confirm_listener, PortConflict};

@@ -13,7 +13,7 @@ use valet_gateway::proxy::UpstreamSettings;
 use valet_gateway::server::ServerConfig;
 use valet_gateway::{assets::Assets, routes::RouteTable, GatewayState, Server};
 use valet_instances::Instances;
-use valet_runtime::{DockerDriver, Driver, ProcessDriver, SwarmDriver};
+use valet_runtime::{DockerDriver, Driver, KubernetesDriver, ProcessDriver, SwarmDriver};
 
 pub fn run(path: &Path) -> ExitCode {
     let config = match valet_config::load(path) {
@@ -211,6 +211,13 @@ async fn engine(config: &Config) -> Result<(Arc<dyn Driver>, Arc<dyn Packager>),
                 .await
                 .map_err(|e| format!("swarm driver: {e}"))?;
             Ok((Arc::new(swarm), Arc::new(UnavailablePackager::new("swarm"))))
+        }
+        "kubernetes" => {
+            let kube = KubernetesDriver::connect(config)
+                .await
+                .map_err(|e| format!("kubernetes driver: {e}"))?;
+            let packager = UnavailablePackager::new("kubernetes");
+            Ok((Arc::new(kube), Arc::new(packager)))
         }
         other => Err(format!("driver {other:?} is not available in this build")),
     }

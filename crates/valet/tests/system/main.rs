@@ -42,6 +42,7 @@ mod instances;
 mod keep_up;
 mod key_space;
 mod kube_lab;
+mod kubernetes;
 mod lab;
 mod lifecycle;
 mod malformed;

@@ -1,0 +1,464 @@
+//! `driver = "kubernetes"` against the lab's real kube-apiserver 1.20 and kubelet
+//! (`support::kube`): the real `valet up` builds a FROM-scratch busybox class on the node's
+//! engine (`image_engine`) and runs each key as a Pod named to the node, reached at its Pod
+//! IP. One lab serves the whole story, in order: cold start (and a bare Pod's, for
+//! comparison), a secret through a Kubernetes Secret, sleep and wake, a crash and its restart,
+//! valet killed and the Pod adopted by the next valet, a Pod whose claim nobody binds answered
+//! with a 503 naming it, and cleanup. Times are printed. Without root or the lab's tools this
+//! is skipped, and fails under `CI=true`.
+
+use crate::support::docker::{busybox_context, put, text, BUSYBOX_WWW, WHO_CGI};
+use crate::support::kube::KubeLab;
+use crate::support::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const NAMESPACE: &str = "valet";
+const SECRET: &str = "s3cret-value-of-web";
+
+/// Prints the instance's secret, which reaches it only through a Kubernetes Secret.
+const TOKEN_CGI: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$WEB_TOKEN\"\n";
+
+/// Writes a line to its stderr, which is httpd's: the container's output.
+const SAY_CGI: &str =
+    "#!/bin/sh\necho \"said-by-$(hostname)\" >&2\necho 'Content-Type: text/plain'\necho\necho ok\n";
+
+fn context() -> TempDir {
+    let dir = busybox_context(BUSYBOX_WWW);
+    put(dir.path(), "www/index.html", "hello\n", false);
+    put(dir.path(), "www/cgi-bin/who", WHO_CGI, true);
+    put(dir.path(), "www/cgi-bin/token", TOKEN_CGI, true);
+    put(dir.path(), "www/cgi-bin/say", SAY_CGI, true);
+    dir
+}
+
+/// `Web` (always up, with a secret), `Nap` (asleep after 2 s idle) and `Vol` (a volume: the
+/// lab has no provisioner, so its claim stays Pending).
+fn config(kube: &KubeLab, image: &TempDir) -> String {
+    let dockerfile = image.path().join("Dockerfile");
+    let class = |name: &str, extra: &str| {
+        format!(
+            r#"
+            [[containers]]
+            class_name = "{name}"
+            image = "{dockerfile}"
+            command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+            ports = {{ http = 8080 }}
+            instance_type = "lite"
+            # busybox httpd as PID 1 ignores SIGTERM: keep stops short.
+            stop_timeout = "1s"
+            readiness = {{ path = "/index.html", timeout = "60s" }}
+            {extra}
+
+            [[routes]]
+            pattern = "/{lower}/*"
+            container = "{name}"
+            instance = "name:one"
+            strip_prefix = "/{lower}"
+            "#,
+            dockerfile = dockerfile.display(),
+            lower = name.to_lowercase(),
+        )
+    };
+    format!(
+        r#"
+        [server]
+        driver = "kubernetes"
+
+        [kubernetes]
+        kubeconfig = {kubeconfig:?}
+        node = {node:?}
+        image_engine = {engine:?}
+        {web}
+        {nap}
+        {vol}
+        "#,
+        kubeconfig = kube.kubeconfig().display().to_string(),
+        node = kube.node(),
+        engine = kube.docker_host(),
+        web = class(
+            "Web",
+            "secrets = [\"WEB_TOKEN\"]\n            env = { GREETING = \"hi\" }"
+        ),
+        nap = class("Nap", "sleep_after = \"2s\""),
+        vol = class("Vol", "volume = \"/data\""),
+    )
+}
+
+/// valet's Pods of one class (by its label), not being deleted: (name, uid, pod).
+fn pods(kube: &KubeLab, class: &str) -> Vec<(String, String, Value)> {
+    let (_, list) = kube.get(&format!(
+        "/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=valet.managed%3Dtrue"
+    ));
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["annotations"]["valet.io/class"] == class)
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            (name, uid, p)
+        })
+        .collect()
+}
+
+/// Names of valet's objects of a kind left in the namespace.
+fn left(kube: &KubeLab, kind: &str) -> Vec<String> {
+    let (_, list) = kube.get(&format!(
+        "/api/v1/namespaces/{NAMESPACE}/{kind}?labelSelector=valet.managed%3Dtrue"
+    ));
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn get_direct(ip: IpAddr, port: u16, path: &str) -> Option<String> {
+    let addr = SocketAddr::new(ip, port);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.contains(" 200 ").then_some(response)
+}
+
+/// A bare Pod of the same image, created and polled by the test: create to first answer.
+fn bare_pod(kube: &KubeLab, image: &str) -> Duration {
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bare"},
+        "spec": {
+            "nodeName": kube.node(),
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "web",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "args": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+            }],
+        },
+    });
+    let creating = Instant::now();
+    let (status, body) = kube.call("POST", "/api/v1/namespaces/default/pods", Some(&pod));
+    assert_eq!(status, 201, "{body}");
+    kube.until(Duration::from_secs(60), "the bare Pod answers", || {
+        let (_, pod) = kube.get("/api/v1/namespaces/default/pods/bare");
+        let ip: IpAddr = pod["status"]["podIP"].as_str()?.parse().ok()?;
+        get_direct(ip, 8080, "/index.html")
+    });
+    let took = creating.elapsed();
+    kube.call(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/bare?gracePeriodSeconds=0",
+        None,
+    );
+    took
+}
+
+/// A `valet up` started by hand on an existing folder (the second valet, adopting); killed
+/// if the test ends without stopping it.
+struct Second(Option<Child>);
+
+impl Drop for Second {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            if wait_with_deadline(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_leave_nothing() {
+    let Some(kube) = KubeLab::new() else {
+        return;
+    };
+    let image = context();
+    let valet = Valet::with_config(&config(&kube, &image))
+        .env("WEB_TOKEN", SECRET)
+        .start()
+        .await;
+
+    // Cold start: the image is built on the node's engine, the Pod created and run there.
+    let cold = Instant::now();
+    assert_eq!(text(&valet, "/web/index.html").await, "hello\n");
+    let cold = cold.elapsed();
+    let web = pods(&kube, "Web");
+    assert_eq!(web.len(), 1, "one Pod per key: {web:?}");
+    let (first, first_uid, pod) = web[0].clone();
+    assert_eq!(
+        text(&valet, "/web/cgi-bin/who").await.trim(),
+        first,
+        "its hostname"
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["restartPolicy"], "Never", "{pod}");
+    assert_eq!(spec["nodeName"], kube.node(), "{pod}");
+    assert_eq!(spec["terminationGracePeriodSeconds"], 1, "{pod}");
+    assert_eq!(spec["automountServiceAccountToken"], false, "{pod}");
+    let container = &spec["containers"][0];
+    assert_eq!(container["imagePullPolicy"], "Never", "{pod}");
+    assert_eq!(container["ports"][0]["name"], "http", "{pod}");
+    assert_eq!(container["resources"]["limits"]["cpu"], "62m", "{pod}");
+    assert_eq!(
+        container["resources"]["limits"]["memory"], "268435456",
+        "{pod}"
+    );
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["valet.managed"], "true", "{pod}");
+    assert!(labels["valet.config-hash"].is_string(), "{pod}");
+    assert_eq!(
+        pod["metadata"]["annotations"]["valet.io/key"], "one",
+        "{pod}"
+    );
+    // The secret: in a Secret the Pod refers to, never in the Pod's body.
+    assert!(!pod.to_string().contains(SECRET), "{pod}");
+    let env = container["env"].as_array().unwrap();
+    let token = env.iter().find(|e| e["name"] == "WEB_TOKEN").unwrap();
+    assert_eq!(token["valueFrom"]["secretKeyRef"]["name"], first.as_str());
+    assert_eq!(text(&valet, "/web/cgi-bin/token").await.trim(), SECRET);
+    assert_eq!(left(&kube, "secrets"), vec![first.clone()]);
+    // Its output reaches `valet logs` through the apiserver's log stream.
+    assert_eq!(text(&valet, "/web/cgi-bin/say").await.trim(), "ok");
+    let config = valet.dir().join("valet.toml");
+    let config = config.to_str().unwrap().to_string();
+    let said = format!("said-by-{first}");
+    eventually(
+        Duration::from_secs(10),
+        "the Pod's output in valet logs",
+        || async {
+            let out = Valet::run(
+                &["logs", "Web", "one", "--config", &config],
+                Duration::from_secs(30),
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&said)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // For comparison: a bare Pod of the image valet built, created and polled directly.
+    let image_ref = container["image"].as_str().unwrap().to_string();
+    let bare = bare_pod(&kube, &image_ref);
+
+    // A second class, image in place: Pod create to first byte through valet.
+    let nap_cold = Instant::now();
+    assert_eq!(text(&valet, "/nap/index.html").await, "hello\n");
+    let nap_cold = nap_cold.elapsed();
+
+    // Sleep and wake: the idle key's Pod is deleted, the next request creates another.
+    let napping = pods(&kube, "Nap");
+    assert_eq!(napping.len(), 1, "{napping:?}");
+    eventually(
+        Duration::from_secs(30),
+        "the idle key's Pod to go",
+        || async { pods(&kube, "Nap").is_empty().then_some(()) },
+    )
+    .await;
+    let wake = Instant::now();
+    assert_eq!(text(&valet, "/nap/index.html").await, "hello\n");
+    let wake = wake.elapsed();
+    let woken = pods(&kube, "Nap");
+    assert_eq!(woken.len(), 1, "{woken:?}");
+    assert_ne!(woken[0].0, napping[0].0, "a new Pod");
+
+    // A crash: the container is killed on the node; valet starts a new Pod for the key.
+    let filter = format!("label=io.kubernetes.pod.name={first}");
+    let ids = kube.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &filter,
+        "--filter",
+        "label=io.kubernetes.container.name=instance",
+    ]);
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    kube.docker_ok(&["kill", ids.trim()]);
+    let after_crash = eventually(
+        Duration::from_secs(60),
+        "a new Pod to serve /web",
+        || async {
+            let response = valet.get("/web/cgi-bin/who").await;
+            let host = response.text().await.unwrap_or_default().trim().to_string();
+            (host.starts_with("valet-") && host != first).then_some(host)
+        },
+    )
+    .await;
+    assert!(valet.log().contains("instance failed"), "{}", valet.log());
+    let web = eventually(
+        Duration::from_secs(30),
+        "one live Pod for the key",
+        || async {
+            let web = pods(&kube, "Web");
+            (web.len() == 1).then_some(web)
+        },
+    )
+    .await;
+    assert_eq!(web[0].0, after_crash);
+    let served_uid = web[0].1.clone();
+    assert_ne!(served_uid, first_uid);
+
+    // valet is killed: the Pod runs on; the next valet on the folder adopts it.
+    kill(Pid::from_raw(valet.pid() as i32), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(5), "valet to die", || async {
+        (!pid_alive(valet.pid())).then_some(())
+    })
+    .await;
+    let second_log = valet.dir().join("second.log");
+    let log = std::fs::File::create(&second_log).unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .arg("up")
+        .arg(valet.dir().join("valet.toml"))
+        .env("NO_COLOR", "1")
+        .env("WEB_TOKEN", SECRET)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut second = Second(Some(second));
+    let second_log = || std::fs::read_to_string(&second_log).unwrap_or_default();
+    eventually(
+        Duration::from_secs(60),
+        "the second valet to listen",
+        || async { second_log().contains("valet listening").then_some(()) },
+    )
+    .await;
+    let adopted = Instant::now();
+    assert_eq!(
+        text(&valet, "/web/cgi-bin/who").await.trim(),
+        after_crash,
+        "{}",
+        second_log()
+    );
+    let adopted_answer = adopted.elapsed();
+    let web = pods(&kube, "Web");
+    assert_eq!(web.len(), 1, "{web:?}");
+    assert_eq!(
+        web[0].1,
+        served_uid,
+        "the same Pod serves: {}",
+        second_log()
+    );
+    assert!(
+        second_log().contains("adopted running pod"),
+        "{}",
+        second_log()
+    );
+
+    // A key whose claim nobody binds: its waiting request gets a 503 naming the cause.
+    let pending = Instant::now();
+    let response = valet.get("/vol/index.html").await;
+    let pending = pending.elapsed();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 503, "{body}\n{}", second_log());
+    assert!(body.contains("PersistentVolumeClaim"), "{body}");
+    assert!(
+        pending < Duration::from_secs(30),
+        "never a hang: {pending:?}"
+    );
+    assert_eq!(left(&kube, "persistentvolumeclaims").len(), 1);
+    // destroy deletes the key's claim.
+    let config = valet.dir().join("valet.toml");
+    let out = Valet::run(
+        &[
+            "destroy",
+            "Vol",
+            "one",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // valet stops: every Pod of valet's is deleted, and its Secret; no claim is left.
+    let pid = second.0.as_ref().unwrap().id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let mut child = second.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}: {}", second_log());
+    // Objects being deleted count as gone: a claim keeps its protection finalizer until a
+    // controller-manager (none in the lab) sees no Pod uses it.
+    let live = |kind: &str| -> Vec<String> {
+        left(&kube, kind)
+            .into_iter()
+            .filter(|name| {
+                let (status, object) =
+                    kube.get(&format!("/api/v1/namespaces/{NAMESPACE}/{kind}/{name}"));
+                status == 200 && object["metadata"]["deletionTimestamp"].is_null()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut remaining;
+    loop {
+        remaining = ["pods", "secrets", "persistentvolumeclaims"].map(|kind| (kind, live(kind)));
+        if remaining.iter().all(|(_, names)| names.is_empty()) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        remaining.iter().all(|(_, names)| names.is_empty()),
+        "valet's objects left: {remaining:?}\n{}",
+        second_log()
+    );
+    eventually(
+        Duration::from_secs(60),
+        "no container of valet's running on the node",
+        || async {
+            let running = kube.docker_ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                "label=io.kubernetes.container.name=instance",
+            ]);
+            running.is_empty().then_some(())
+        },
+    )
+    .await;
+
+    println!(
+        "kubernetes driver (lab: kube-apiserver 1.20, one kubelet on dockerd), through valet:"
+    );
+    println!("  cold start (build on the node's engine, Pod create, first byte): {cold:.2?}");
+    println!("  cold start of a second class (Pod create to first byte): {nap_cold:.2?}");
+    println!("  bare Pod of the same image, create to first answer (polled): {bare:.2?}");
+    println!("  wake 0 -> 1 (Pod create to first byte): {wake:.2?}");
+    println!("  adopted Pod's first answer through the second valet: {adopted_answer:.2?}");
+    println!("  a Pod whose claim nobody binds: 503 after {pending:.2?}");
+    drop(valet);
+    drop(image);
+}
