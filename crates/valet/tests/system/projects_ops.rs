@@ -162,3 +162,34 @@ async fn a_failed_deploy_says_its_cause() {
         "{err}"
     );
 }
+
+/// `valet logs PROJECT -f` follows the project, not one version: a new version's output
+/// arrives on the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_log_is_followed_across_its_versions() {
+    let (valet, _api) = valet_with("").await;
+    let admin = Admin::of(&valet, TOKEN).await;
+    let file = valet.dir().join("app.py");
+    std::fs::write(&file, plain_app("follow-v1")).unwrap();
+    let deploy = |valet: &crate::support::Valet| {
+        let (ok, out, err) = cli(
+            valet,
+            &["deploy", &file.display().to_string(), "--name", "followed"],
+        );
+        assert!(ok, "{out}{err}");
+    };
+    deploy(&valet);
+    let follow = admin
+        .client
+        .get(admin.url("/v1/instances/followed/main/logs?tail=10&follow=1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let mut events = crate::admin_support::SseReader::new(follow);
+    events.wait_for("starting follow-v1").await;
+    std::fs::write(&file, plain_app("follow-v2")).unwrap();
+    deploy(&valet);
+    events.wait_for("starting follow-v2").await;
+}
