@@ -546,6 +546,12 @@ impl Deployer {
                         message = format!("{message}; {hint}");
                     }
                 }
+                if let Some(module) = missing_module(&log) {
+                    message = format!(
+                        "{message}; it imports {module:?}, which is not installed: add it to \
+                         its requirements"
+                    );
+                }
                 Err(DeployError::NotReady { message, log })
             }
         }
@@ -568,6 +574,21 @@ fn runtime_of(requested: Option<&str>, dir: &Path) -> Result<Runtime, DeployErro
             "the upload has no app.py, index.ts or index.js at its top".into(),
         )),
     }
+}
+
+/// The module an app's last output says it could not import (Python's `ModuleNotFoundError`,
+/// Node's `Cannot find module`), the commonest reason a fresh upload does not start.
+fn missing_module(log: &[String]) -> Option<String> {
+    log.iter().rev().find_map(|line| {
+        let quoted = line
+            .split_once("No module named ")
+            .or_else(|| line.split_once("Cannot find module "))?
+            .1;
+        let name = quoted.trim().trim_matches(|c| c == '\'' || c == '"');
+        // Node names relative files too (`./routes`): those are the app's own, not a package.
+        (!name.is_empty() && !name.starts_with('.') && !name.starts_with('/'))
+            .then(|| name.to_string())
+    })
 }
 
 /// The path prefix a project is served under, which valet strips before its app sees a
@@ -601,6 +622,19 @@ fn log_tail(class: &ClassRuntime, lines: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_module_is_named() {
+        let python = [
+            "Traceback (most recent call last):".to_string(),
+            "ModuleNotFoundError: No module named 'uvicorn'".to_string(),
+        ];
+        assert_eq!(missing_module(&python).as_deref(), Some("uvicorn"));
+        let node = ["Error: Cannot find module 'express'".to_string()];
+        assert_eq!(missing_module(&node).as_deref(), Some("express"));
+        let own = ["Error: Cannot find module './routes'".to_string()];
+        assert_eq!(missing_module(&own), None);
+    }
 
     #[test]
     fn an_app_under_uvicorn_gets_its_root_path() {

@@ -153,6 +153,29 @@ async fn a_failed_deploy_says_its_cause() {
         "{err}"
     );
 
+    // A server the app starts itself, from a package its requirements lack.
+    std::fs::create_dir_all(valet.dir().join("nouvicorn")).unwrap();
+    let missing = valet.dir().join("nouvicorn/app.py");
+    std::fs::write(
+        &missing,
+        "app = None\nif __name__ == \"__main__\":\n    import uvicorn\n    uvicorn.run(app)\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &valet,
+        &[
+            "deploy",
+            &missing.display().to_string(),
+            "--name",
+            "nouvicorn",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("it imports \"uvicorn\", which is not installed: add it to its requirements"),
+        "{err}"
+    );
+
     let ts = valet.dir().join("index.ts");
     std::fs::write(&ts, "const port: number = 8000;\nconst broken = (;\n").unwrap();
     let (ok, out, err) = cli(&valet, &["deploy", &ts.display().to_string()]);
