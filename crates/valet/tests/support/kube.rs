@@ -144,6 +144,36 @@ impl KubeLab {
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
+    /// One apiserver call with a body of `content_type` (the apiserver takes
+    /// `application/yaml` as well as JSON), as `token` (the admin's when `None`).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let token = token.unwrap_or(&self.token);
+        let out = Command::new("timeout")
+            .args([CALL_WITHIN, "curl", "-sk", "-X", method])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-H", &format!("Content-Type: {content_type}")])
+            .args(["-w", "\n%{http_code}", "--data-binary", body])
+            .arg(format!("{}{path}", self.server))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status = status.trim().parse().unwrap_or(0);
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    /// The apiserver's address, for a kubeconfig of another user.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         self.call("GET", path, None)
     }

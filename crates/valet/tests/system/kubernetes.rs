@@ -454,11 +454,201 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
         "kubernetes driver (lab: kube-apiserver 1.20, one kubelet on dockerd), through valet:"
     );
     println!("  cold start (build on the node's engine, Pod create, first byte): {cold:.2?}");
-    println!("  cold start of a second class (Pod create to first byte): {nap_cold:.2?}");
+    println!("  cold start of a second class (its tag built from cached layers, Pod, first byte): {nap_cold:.2?}");
     println!("  bare Pod of the same image, create to first answer (polled): {bare:.2?}");
     println!("  wake 0 -> 1 (Pod create to first byte): {wake:.2?}");
     println!("  adopted Pod's first answer through the second valet: {adopted_answer:.2?}");
     println!("  a Pod whose claim nobody binds: 503 after {pending:.2?}");
     drop(valet);
     drop(image);
+}
+
+const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/kubernetes");
+
+/// The apiserver path a manifest document is created at, from its `kind:` and `namespace:`.
+fn collection(doc: &str) -> String {
+    let field = |key: &str| {
+        doc.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let (kind, namespace) = (field("kind:"), field("namespace:"));
+    let core = format!("/api/v1/namespaces/{namespace}");
+    let rbac = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}");
+    match kind.as_str() {
+        "Namespace" => "/api/v1/namespaces".into(),
+        "ServiceAccount" => format!("{core}/serviceaccounts"),
+        "ConfigMap" => format!("{core}/configmaps"),
+        "Service" => format!("{core}/services"),
+        "Role" => format!("{rbac}/roles"),
+        "RoleBinding" => format!("{rbac}/rolebindings"),
+        "Deployment" => format!("/apis/apps/v1/namespaces/{namespace}/deployments"),
+        other => panic!("a manifest of an unexpected kind {other:?}:\n{doc}"),
+    }
+}
+
+/// Creates every document of a manifest file as YAML (`dry_run`: validated, not stored).
+fn apply(kube: &KubeLab, file: &str, dry_run: bool) {
+    let text = std::fs::read_to_string(format!("{MANIFESTS}/{file}")).unwrap();
+    for doc in text.split("\n---\n") {
+        let path = collection(doc);
+        let path = if dry_run {
+            format!("{path}?dryRun=All")
+        } else {
+            path
+        };
+        let (status, body) = kube.send("POST", &path, "application/yaml", doc, None);
+        assert_eq!(status, 201, "{file}: {path}: {body}");
+    }
+}
+
+/// The config valet.yaml's ConfigMap holds.
+fn configmap_toml() -> String {
+    let text = std::fs::read_to_string(format!("{MANIFESTS}/valet.yaml")).unwrap();
+    let start = text
+        .find("valet.toml: |")
+        .expect("a valet.toml in valet.yaml");
+    text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("---"))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_the_shipped_role_is_all_valet_needs_and_the_manifests_are_accepted() {
+    // The ConfigMap's valet.toml is a valid config.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = dir.path().join("valet.toml");
+    std::fs::write(&shipped, configmap_toml()).unwrap();
+    let out = Valet::run(
+        &["check", shipped.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let Some(kube) = KubeLab::new() else {
+        return;
+    };
+    apply(&kube, "rbac.yaml", false);
+    apply(&kube, "valet.yaml", true);
+
+    // valet's ServiceAccount token, and a kubeconfig with nothing else.
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}});
+    let (status, answer) = kube.call(
+        "POST",
+        "/api/v1/namespaces/valet/serviceaccounts/valet/token",
+        Some(&request),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let token = answer["status"]["token"].as_str().unwrap().to_string();
+    let (status, _) = kube.send(
+        "GET",
+        "/api/v1/namespaces",
+        "application/json",
+        "",
+        Some(&token),
+    );
+    assert_eq!(status, 403, "the token is not the admin's");
+    let kubeconfig = dir.path().join("valet-sa.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {}\n    \
+             insecure-skip-tls-verify: true\nusers:\n- name: valet\n  user:\n    token: {token}\n\
+             contexts:\n- name: lab\n  context: {{cluster: lab, user: valet, namespace: valet}}\n\
+             current-context: lab\n",
+            kube.server()
+        ),
+    )
+    .unwrap();
+
+    // Everything the driver does, as valet's ServiceAccount: Pods with a Secret and the
+    // egress policy, their logs, a claim (Pending here) and its destroy, cleanup at stop.
+    let image = context();
+    let text_config = config(&kube, &image)
+        .replace(
+            &format!("kubeconfig = {:?}", kube.kubeconfig().display().to_string()),
+            &format!("kubeconfig = {:?}", kubeconfig.display().to_string()),
+        )
+        .replace(
+            "env = { GREETING = \"hi\" }",
+            "env = { GREETING = \"hi\" }\n            enable_internet = false",
+        );
+    assert!(
+        text_config.contains("valet-sa.kubeconfig")
+            && text_config.contains("enable_internet = false")
+    );
+    let mut valet = Valet::with_config(&text_config)
+        .env("WEB_TOKEN", SECRET)
+        .start()
+        .await;
+    assert_eq!(text(&valet, "/web/cgi-bin/token").await.trim(), SECRET);
+    let web = pods(&kube, "Web");
+    assert_eq!(web.len(), 1, "{web:?}");
+    let said = format!("said-by-{}", web[0].0);
+    assert_eq!(text(&valet, "/web/cgi-bin/say").await.trim(), "ok");
+    let config = valet.dir().join("valet.toml");
+    let config = config.to_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(10),
+        "the Pod's output in valet logs",
+        || async {
+            let out = Valet::run(
+                &["logs", "Web", "one", "--config", &config],
+                Duration::from_secs(30),
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&said)
+                .then_some(())
+        },
+    )
+    .await;
+    let (status, policies) =
+        kube.get("/apis/networking.k8s.io/v1/namespaces/valet/networkpolicies");
+    assert_eq!(status, 200);
+    assert_eq!(
+        policies["items"].as_array().map(Vec::len),
+        Some(1),
+        "{policies}"
+    );
+    let response = valet.get("/vol/index.html").await;
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("PersistentVolumeClaim"));
+    let out = Valet::run(
+        &["destroy", "Vol", "one", "--config", &config],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let status = valet.terminate();
+    assert!(status.success(), "{status}: {}", valet.log());
+    for kind in ["pods", "secrets", "persistentvolumeclaims"] {
+        let live: Vec<String> = left(&kube, kind)
+            .into_iter()
+            .filter(|name| {
+                let (status, object) =
+                    kube.get(&format!("/api/v1/namespaces/{NAMESPACE}/{kind}/{name}"));
+                status == 200 && object["metadata"]["deletionTimestamp"].is_null()
+            })
+            .collect();
+        assert!(live.is_empty(), "{kind} left: {live:?}\n{}", valet.log());
+    }
+    assert!(!valet.log().contains("Forbidden"), "{}", valet.log());
 }
