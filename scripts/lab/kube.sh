@@ -173,12 +173,17 @@ up() {
   mkdir -p "$root"/{etcd,certs,kubelet,docker}
   chmod 700 "$root"
 
-  # The kubelet's container engine, on a bridge of its own.
+  # The kubelet's container engine, on a bridge of its own. Labs started at once must not
+  # pick the same subnet (Pod IPs would collide): choosing and taking it is one locked step.
+  exec 9>"$(dirname "$root")/kube-subnet.lock"
+  flock -w 60 9 || die "another lab holds the subnet lock"
   n=$(free_subnet)
   echo "$n" >"$root/subnet"
   ip link add "$bridge" type bridge
   ip addr add "172.31.$n.1/24" dev "$bridge"
   ip link set "$bridge" up
+  flock -u 9
+  exec 9>&-
   cat >"$root/runc-wrap" <<EOF
 #!/usr/bin/env bash
 # runc with .process.oomScoreAdj forced to 0: this sandbox refuses negative values.

@@ -88,7 +88,9 @@ fn config(kube: &KubeLab, image: &TempDir) -> String {
         ),
         nap = class("Nap", "sleep_after = \"2s\""),
         vol = class("Vol", "volume = \"/data\""),
-    )
+    ) + &class("Gone", "")
+        .replace(&dockerfile.display().to_string(), "valet-test-absent:1")
+        .replace("stop_timeout", "pull = \"never\"\n            stop_timeout")
 }
 
 /// valet's Pods of one class (by its label), not being deleted: (name, uid, pod).
@@ -171,6 +173,23 @@ fn bare_pod(kube: &KubeLab, image: &str) -> Duration {
         None,
     );
     took
+}
+
+/// `valet up` again on `valet`'s folder, its output to `log` there.
+fn up_again(valet: &Valet, log: &str) -> (Child, std::path::PathBuf) {
+    let path = valet.dir().join(log);
+    let file = std::fs::File::create(&path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .arg("up")
+        .arg(valet.dir().join("valet.toml"))
+        .env("NO_COLOR", "1")
+        .env("WEB_TOKEN", SECRET)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    (child, path)
 }
 
 /// A `valet up` started by hand on an existing folder (the second valet, adopting); killed
@@ -326,18 +345,7 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
         (!pid_alive(valet.pid())).then_some(())
     })
     .await;
-    let second_log = valet.dir().join("second.log");
-    let log = std::fs::File::create(&second_log).unwrap();
-    let second = Command::new(env!("CARGO_BIN_EXE_valet"))
-        .arg("up")
-        .arg(valet.dir().join("valet.toml"))
-        .env("NO_COLOR", "1")
-        .env("WEB_TOKEN", SECRET)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (second, second_log) = up_again(&valet, "second.log");
     let mut second = Second(Some(second));
     let second_log = || std::fs::read_to_string(&second_log).unwrap_or_default();
     eventually(
@@ -367,6 +375,47 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
         "{}",
         second_log()
     );
+
+    // The class changes while valet is down: the next valet adopts the Pod as stale, it serves
+    // until its successor (another Pod) is ready, then goes.
+    let pid = second.0.as_ref().unwrap().id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    drop(second.0.take().map(|mut c| c.wait()));
+    let toml = valet.dir().join("valet.toml");
+    let changed = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("GREETING = \"hi\"", "GREETING = \"hello\"");
+    std::fs::write(&toml, changed).unwrap();
+    let (third, third_log) = up_again(&valet, "third.log");
+    let mut second = Second(Some(third));
+    let second_log = || std::fs::read_to_string(&third_log).unwrap_or_default();
+    eventually(
+        Duration::from_secs(60),
+        "the third valet to listen",
+        || async { second_log().contains("valet listening").then_some(()) },
+    )
+    .await;
+    assert!(second_log().contains("stale=true"), "{}", second_log());
+    let replaced = eventually(
+        Duration::from_secs(60),
+        "the successor Pod alone",
+        || async {
+            let response = valet.get("/web/cgi-bin/who").await;
+            assert_eq!(response.status(), 200, "served throughout");
+            let host = response.text().await.unwrap_or_default().trim().to_string();
+            let web = pods(&kube, "Web");
+            (host != after_crash && web.len() == 1 && web[0].0 == host).then_some(host)
+        },
+    )
+    .await;
+    assert_ne!(replaced, after_crash);
+
+    // An image the node lacks, with pull = "never": a 503 naming the kubelet's reason.
+    let response = valet.get("/gone/index.html").await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 503, "{body}\n{}", second_log());
+    assert!(body.contains("ErrImageNeverPull"), "{body}");
 
     // A key whose claim nobody binds: its waiting request gets a 503 naming the cause.
     let pending = Instant::now();
