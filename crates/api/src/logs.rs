@@ -16,6 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use valet_core::InstanceId;
+use valet_instances::ClassRuntime;
 use valet_runtime::{logfile, LogRing};
 
 const DEFAULT_TAIL: usize = 100;
@@ -42,8 +43,13 @@ pub async fn logs(
     // name or id, and its version's class is what holds the ring and the log file.
     let class = runtime.name.to_string();
     let id = InstanceId::new(class.as_str(), key.as_str());
-    let file = logfile::path(&runtime.log_root, &id);
+    let mut file = logfile::path(&runtime.log_root, &id);
     let known = admin.instances.instance_of(&runtime, &key).is_some();
+    if !known && !file.exists() {
+        if let Some(earlier) = earlier_version_log(&runtime, &key) {
+            file = earlier;
+        }
+    }
     if !known && !file.exists() {
         return Err(ApiError::no_instance(runtime.label(), &key));
     }
@@ -65,6 +71,29 @@ pub async fn logs(
         Json(serde_json::json!({ "class": class, "key": key, "source": source, "lines": lines }))
             .into_response(),
     )
+}
+
+/// A project's version has a class of its own per valet run, so after a restart (before its
+/// first request) its log file from the earlier run sits under another class's folder: the
+/// newest log of any of the project's classes (`logs/project-<id>-*`) is its output.
+fn earlier_version_log(runtime: &ClassRuntime, key: &str) -> Option<PathBuf> {
+    let project = runtime.project.as_ref()?;
+    let prefix = format!("project-{}-", project.id);
+    let logs = runtime.log_root.parent()?;
+    std::fs::read_dir(logs)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let class = entry.file_name().to_str()?.to_string();
+            if !class.starts_with(&prefix) {
+                return None;
+            }
+            let file = logfile::path(&entry.path(), &InstanceId::new(class.as_str(), key));
+            let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok()?;
+            Some((modified, file))
+        })
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, file)| file)
 }
 
 fn ring_of(admin: &Admin, class: &str, key: &str) -> Option<Arc<LogRing>> {

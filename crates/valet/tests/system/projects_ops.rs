@@ -216,3 +216,26 @@ async fn a_projects_log_is_followed_across_its_versions() {
     deploy(&valet);
     events.wait_for("starting follow-v2").await;
 }
+
+/// After a restart a project's version runs under a class of this run, with no instance yet:
+/// `valet logs PROJECT` still prints what it wrote in the earlier run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_log_from_before_a_restart_is_still_shown() {
+    let (mut valet, _api) = valet_with("").await;
+    let file = valet.dir().join("app.py");
+    // Two versions: the second's class is this run's second (`-1`), and the restarted valet
+    // numbers its classes from 0 again, so its log is not where the new class looks.
+    for version in ["first-version", "before-restart"] {
+        std::fs::write(&file, plain_app(version)).unwrap();
+        let (ok, out, err) = cli(
+            &valet,
+            &["deploy", &file.display().to_string(), "--name", "kept"],
+        );
+        assert!(ok, "{out}{err}");
+    }
+    valet.terminate();
+    let restarted = Restarted::start(valet.dir(), valet.addr()).await;
+    let (ok, out, err) = cli(&valet, &["logs", "kept"]);
+    assert!(ok, "{err}\n{}", restarted.log());
+    assert!(out.contains("starting before-restart"), "{out}");
+}
