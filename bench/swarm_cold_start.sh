@@ -11,8 +11,10 @@
 #
 #   bench/swarm_cold_start.sh [--rounds N] [--valet PATH]
 #
+# Then wake: a key asleep (its service removed, its container gone) and one request through
+# valet.
 # The manager is drained, as in production, so tasks land on the two workers. Prints each
-# round and the median of both.
+# round and the medians.
 set -euo pipefail
 
 rounds=7 valet=${CARGO_TARGET_DIR:-target}/debug/valet
@@ -20,7 +22,7 @@ while (($#)); do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --valet) valet=$2; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -106,6 +108,21 @@ pattern = "/k/*"
 container = "Bench"
 instance = "path:1"
 strip_prefix = "/k/*"
+
+[[containers]]
+class_name = "Nap"
+image = "$work/ctx/Dockerfile"
+command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+ports = { http = 8080 }
+stop_timeout = "1s"
+sleep_after = "1s"
+readiness = { path = "/index.html", timeout = "60s" }
+
+[[routes]]
+pattern = "/nap/*"
+container = "Nap"
+instance = "name:one"
+strip_prefix = "/nap"
 EOF
 NO_COLOR=1 "$valet" up "$work/valet/valet.toml" >"$work/valet.log" 2>&1 &
 valet_pid=$!
@@ -122,5 +139,19 @@ for round in $(seq "$rounds"); do
     echo "through valet, round $round: ${took} ms"
 done
 
-echo "median over $rounds rounds: swarm alone $(printf '%s\n' "${alone[@]}" | median) ms," \
-    "through valet $(printf '%s\n' "${through[@]}" | median) ms"
+# Wake: the key slept (its service removed and its container gone: valet logged the stop),
+# then one request.
+woke=()
+curl -sf -o /dev/null --max-time 120 "http://$listen/nap/index.html"
+for round in $(seq "$rounds"); do
+    until [ "$(grep -c 'instance stopped instance=Nap/one' "$work/valet.log")" -ge "$round" ]; do sleep 0.05; done
+    start=$(now)
+    curl -sf -o /dev/null --max-time 60 "http://$listen/nap/index.html"
+    took=$(ms "$start" "$(now)")
+    woke+=("$took")
+    echo "wake through valet, round $round: ${took} ms"
+done
+
+median_of() { printf '%s\n' "$@" | median; }
+echo "median over $rounds rounds: create alone $(median_of "${alone[@]}") ms," \
+    "cold key through valet $(median_of "${through[@]}") ms, wake through valet $(median_of "${woke[@]}") ms"
