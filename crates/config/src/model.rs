@@ -572,6 +572,19 @@ pub struct KubernetesConfig {
     pub image_registry: Option<String>,
 }
 
+impl KubernetesConfig {
+    /// `kubeconfig` as a path: `~/` is the user's home, a relative path is relative to the
+    /// config's folder.
+    pub fn kubeconfig_path(&self, base_dir: &std::path::Path) -> Option<PathBuf> {
+        let path = self.kubeconfig.as_ref()?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        match (path.strip_prefix("~"), home) {
+            (Ok(rest), Some(home)) => Some(home.join(rest)),
+            _ => Some(base_dir.join(path)),
+        }
+    }
+}
+
 impl Default for KubernetesConfig {
     fn default() -> Self {
         Self {

@@ -78,9 +78,8 @@ impl KubernetesDriver {
     /// missing and starts the Pod watch.
     pub async fn connect(config: &Config) -> Result<Self, DriverError> {
         let kube = config.kubernetes.clone().unwrap_or_default();
-        let client_config = match &kube.kubeconfig {
+        let client_config = match kube.kubeconfig_path(&config.base_dir) {
             Some(path) => {
-                let path = config.base_dir.join(path);
                 let file = Kubeconfig::read_from(&path).map_err(|e| {
                     DriverError::Spec(format!("cannot read kubeconfig {}: {e}", path.display()))
                 })?;

@@ -25,8 +25,7 @@ impl Checks<'_> {
             None if driver == "kubernetes" => &default,
             None => return,
         };
-        if let Some(path) = &kube.kubeconfig {
-            let file = self.config.base_dir.join(path);
+        if let Some(file) = kube.kubeconfig_path(&self.config.base_dir) {
             self.require(file.is_file(), at.key("kubeconfig"), || {
                 format!(
                     "kubeconfig {} is not a file (unset it to use in-cluster credentials, \
@@ -167,6 +166,27 @@ mod tests {
         assert!(about("kubernetes.image_engine").contains("unix://"));
         assert!(about("kubernetes.image_registry").contains("not available yet"));
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn a_kubeconfig_under_home_is_found_there() {
+        let kube = crate::KubernetesConfig {
+            kubeconfig: Some("~/.kube/config".into()),
+            ..Default::default()
+        };
+        let home = std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+        assert_eq!(
+            kube.kubeconfig_path(Path::new("/srv")),
+            Some(home.join(".kube/config"))
+        );
+        let relative = crate::KubernetesConfig {
+            kubeconfig: Some("lab/kubeconfig".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            relative.kubeconfig_path(Path::new("/srv")),
+            Some("/srv/lab/kubeconfig".into())
+        );
     }
 
     #[test]

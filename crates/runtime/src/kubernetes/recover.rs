@@ -1,8 +1,8 @@
 //! After a restart: Pods outlive valet, so the next valet finds its own (by the scope label
 //! and, in cluster mode, its replica's owner label) and adopts each that runs with its class's
 //! current config; one made from an older config serves until its successor is ready (as with
-//! the Docker driver: Pod names are unique per start, so both may exist at once). Everything
-//! else goes: Pods that ended or are stuck, Pods of classes no longer in the config, and
+//! the Docker driver: Pod names are unique per start, so both may exist at once), unless its
+//! class has a volume. Everything else goes: Pods that ended or are stuck, Pods of classes no longer in the config, and
 //! Secrets whose Pod is gone.
 
 use super::pods::{self, State};
@@ -62,8 +62,13 @@ pub async fn run(driver: &KubernetesDriver) -> Result<Vec<Adopted>, DriverError>
         let stale = current.is_none() || labels.get(spec::CONFIG_HASH) != current.as_ref();
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let has_secret = secrets.get_opt(&name).await.ok().flatten().is_some();
+        // A stale Pod with a volume cannot serve beside its successor: both would mount the
+        // key's claim, which a node other than its own cannot attach.
+        let stale_with_volume = stale && class_has_volume(driver, instance.as_ref());
         match (instance, pods::state(&pod), deleting) {
-            (Some(instance), State::Running { ip }, false) if class_known(driver, &instance) => {
+            (Some(instance), State::Running { ip }, false)
+                if class_known(driver, &instance) && !stale_with_volume =>
+            {
                 let running = adopt(driver, &instance, &name, &uid, ip, has_secret).await;
                 tracing::info!(%instance, pod = %name, stale, "adopted running pod");
                 alive.insert(name);
@@ -95,6 +100,12 @@ pub async fn run(driver: &KubernetesDriver) -> Result<Vec<Adopted>, DriverError>
         }
     }
     Ok(adopted)
+}
+
+fn class_has_volume(driver: &KubernetesDriver, instance: Option<&valet_core::InstanceId>) -> bool {
+    instance
+        .and_then(|i| driver.inner.classes.get(i.class()))
+        .is_some_and(|s| s.volume.is_some())
 }
 
 fn class_known(driver: &KubernetesDriver, instance: &valet_core::InstanceId) -> bool {
@@ -152,10 +163,6 @@ async fn adopt(
         ring,
         pump: Some(running::follow_new(pods, name.to_string(), sink)),
         stopped: false,
-        wait_stopped: driver
-            .inner
-            .classes
-            .get(instance.class())
-            .is_some_and(|s| s.volume.is_some()),
+        wait_stopped: class_has_volume(driver, Some(instance)),
     })
 }
