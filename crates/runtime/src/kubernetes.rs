@@ -261,7 +261,7 @@ impl KubernetesDriver {
                     return Ok(Endpoints { ports });
                 }
                 Some(State::Ended(..)) => return Ok(crate::docker::reach::unreachable(ports)),
-                Some(State::Stuck(why)) if why.contains("image") || why.contains("Image") => {
+                Some(State::NoImage(why)) => {
                     return Err(DriverError::Image {
                         message: format!("Pod {name}: {why}"),
                         retryable: false,
@@ -310,27 +310,33 @@ impl KubernetesDriver {
     async fn unbound(&self, claim: &str) -> Option<String> {
         let claims: Api<PersistentVolumeClaim> = self.api();
         let found = claims.get_opt(claim).await.ok()??;
-        let phase = found.status.as_ref()?.phase.clone().unwrap_or_default();
-        if phase == "Bound" {
-            return None;
-        }
-        let class = found
-            .spec
-            .as_ref()
-            .and_then(|s| s.storage_class_name.clone());
-        let provisioner = found
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.keys().any(|k| k.ends_with("storage-provisioner")));
-        match (class, provisioner) {
-            (None, false) => Some(format!(
-                "PersistentVolumeClaim {claim} is {phase}: no StorageClass provisions it and no \
-                 PersistentVolume is bound to it (give the cluster a default StorageClass)"
-            )),
-            _ => None,
-        }
+        unbound_reason(&found)
     }
+}
+
+/// A claim that is not Bound, names no StorageClass and that no provisioner took: in a
+/// cluster without a default StorageClass nothing will ever bind it. A claim with a class
+/// may be waiting for its provisioner or for the Pod's node (`WaitForFirstConsumer`).
+fn unbound_reason(claim: &PersistentVolumeClaim) -> Option<String> {
+    let name = claim.metadata.name.as_deref().unwrap_or("?");
+    let phase = (claim.status.as_ref())
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Pending".into());
+    if phase == "Bound" {
+        return None;
+    }
+    let class = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.clone());
+    let provisioner = (claim.metadata.annotations.as_ref())
+        .is_some_and(|a| a.keys().any(|k| k.ends_with("storage-provisioner")));
+    (class.is_none() && !provisioner).then(|| {
+        format!(
+            "PersistentVolumeClaim {name} is {phase}: no StorageClass provisions it and no \
+             PersistentVolume is bound to it (give the cluster a default StorageClass)"
+        )
+    })
 }
 
 /// A client of a node's Docker Engine (`unix://`, `tcp://` or `http://`).
@@ -460,10 +466,23 @@ impl Driver for KubernetesDriver {
             stopped: false,
             wait_stopped: settings.volume.is_some(),
         };
-        // Dropped on an error below, the handle deletes the Pod and its Secret.
-        handle.endpoints = self
+        // A start that fails deletes its Pod and Secret before it returns: valet may be on its
+        // way out, and a delete spawned from `Drop` would not be sent then. (A start that is
+        // cancelled has only `Drop`; the next valet's recovery deletes what is left.)
+        match self
             .launched(&name, &uid, &spec.ports, claim.as_deref())
-            .await?;
+            .await
+        {
+            Ok(endpoints) => handle.endpoints = endpoints,
+            Err(e) => {
+                handle.stopped = true;
+                running::delete(&handle.pods, &name, &uid, Duration::ZERO).await;
+                if handle.has_secret {
+                    running::delete_secret(&handle.secrets, &name).await;
+                }
+                return Err(e);
+            }
+        }
         tracing::info!(instance = %spec.id, pod = %name, %image, "pod started");
         handle.pump = Some(running::follow(pods, name, sink));
         Ok(Box::new(handle))
@@ -478,5 +497,36 @@ impl Driver for KubernetesDriver {
             Err(e) => return Err(api_error(format!("cannot delete claim {name}"), e)),
         }
         remove_data_dir(spec).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(value: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(value).expect("a claim")
+    }
+
+    #[test]
+    fn a_claim_nobody_will_bind_is_told_and_one_on_its_way_is_not() {
+        let orphan = claim(serde_json::json!({"metadata": {"name": "c1"}, "spec": {},
+            "status": {"phase": "Pending"}}));
+        let why = unbound_reason(&orphan).expect("told");
+        assert!(why.contains("PersistentVolumeClaim c1 is Pending"), "{why}");
+        let provisioned = claim(serde_json::json!({"metadata": {"name": "c2"},
+            "spec": {"storageClassName": "standard"}, "status": {"phase": "Pending"}}));
+        assert_eq!(
+            unbound_reason(&provisioned),
+            None,
+            "its provisioner may still come"
+        );
+        let taken = claim(serde_json::json!({"metadata": {"name": "c3", "annotations":
+            {"volume.beta.kubernetes.io/storage-provisioner": "x"}}, "spec": {},
+            "status": {"phase": "Pending"}}));
+        assert_eq!(unbound_reason(&taken), None);
+        let bound = claim(serde_json::json!({"metadata": {"name": "c4"}, "spec": {},
+            "status": {"phase": "Bound"}}));
+        assert_eq!(unbound_reason(&bound), None);
     }
 }

@@ -92,18 +92,24 @@ pub enum State {
     Running { ip: std::net::IpAddr },
     /// Its container ran and ended (or the Pod failed, was evicted).
     Ended(ExitStatus, String),
+    /// Its image cannot be had (pull failed, not on the node with `Never`): the cause.
+    NoImage(String),
     /// It cannot start until someone acts: the cause, told to waiting clients.
     Stuck(String),
     /// On its way; what it waits for.
     Waiting(String),
 }
 
-/// Reasons a container waits that no waiting fixes by itself.
-const STUCK: [&str; 7] = [
+/// Reasons a container waits for an image that no waiting brings.
+const NO_IMAGE: [&str; 4] = [
     "ErrImagePull",
     "ImagePullBackOff",
     "ErrImageNeverPull",
     "InvalidImageName",
+];
+
+/// Other reasons a container waits that no waiting fixes by itself.
+const STUCK: [&str; 3] = [
     "CreateContainerConfigError",
     "CreateContainerError",
     "RunContainerError",
@@ -136,6 +142,9 @@ pub fn state(pod: &Pod) -> State {
     if let Some(waiting) = current.and_then(|s| s.waiting.as_ref()) {
         let reason = waiting.reason.as_deref().unwrap_or("Waiting");
         let message = waiting.message.as_deref().unwrap_or("");
+        if NO_IMAGE.contains(&reason) {
+            return State::NoImage(format!("the Pod cannot start: {reason}: {message}"));
+        }
         if STUCK.contains(&reason) {
             return State::Stuck(format!("the Pod cannot start: {reason}: {message}"));
         }
@@ -185,7 +194,7 @@ mod tests {
             "containerStatuses": [{"name": "instance", "image": "i", "imageID": "", "ready": false,
                 "restartCount": 0, "state": {"waiting": {"reason": "ErrImageNeverPull",
                 "message": "Container image \"x:1\" is not present with pull policy of Never"}}}]}));
-        let State::Stuck(why) = state(&never) else {
+        let State::NoImage(why) = state(&never) else {
             panic!("stuck")
         };
         assert!(
