@@ -27,11 +27,24 @@ fn pid(echo: &serde_json::Value) -> u32 {
 
 #[tokio::test]
 async fn a_full_class_puts_its_least_recently_used_idle_instance_to_sleep_for_a_new_key() {
-    let valet = Valet::with_config(CLASS).start().await;
+    let valet = Valet::with_config(&with_token(CLASS)).start().await;
+    let admin = Admin::of(&valet, TOKEN).await;
     let a = pid(&valet.echo("/k/a/x").await);
     let b = pid(&valet.echo("/k/b/x").await);
     // `a` is used again, so `b` is now the least recently used.
     assert_eq!(pid(&valet.echo("/k/a/y").await), a);
+    // Both idle (a request counts as active until its lease is dropped, a moment after the
+    // client has its answer; on a loaded machine a new key could come first and find `a` the
+    // only idle one).
+    eventually(Duration::from_secs(10), "a and b idle", || {
+        let admin = &admin;
+        async move {
+            let (_, list) = admin.get("/v1/instances").await;
+            let busy = list.as_array()?.iter().any(|i| i["active"] != 0);
+            (!busy).then_some(())
+        }
+    })
+    .await;
 
     let c = pid(&valet.echo("/k/c/x").await);
     assert!(![a, b].contains(&c));
