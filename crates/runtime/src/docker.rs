@@ -327,10 +327,6 @@ impl Driver for DockerDriver {
         Ok(adopted)
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
-        self.start_reporting(spec, &|_| {}).await
-    }
-
     async fn start_reporting(
         &self,
         spec: &InstanceSpec,

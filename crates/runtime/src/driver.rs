@@ -146,7 +146,9 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Launches one instance. Returns once it is launched, not once it is ready: readiness is
     /// probed by the instance layer on [`Running::endpoints`].
-    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError>;
+    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+        self.start_reporting(spec, &|_| {}).await
+    }
 
     /// [`Self::start`], telling `phase` when the start waits for its image to be pulled and
     /// when that is over. A driver that never pulls says nothing.
@@ -154,10 +156,7 @@ pub trait Driver: Send + Sync + 'static {
         &self,
         spec: &InstanceSpec,
         phase: PhaseSink<'_>,
-    ) -> Result<Box<dyn Running>, DriverError> {
-        let _ = phase;
-        self.start(spec).await
-    }
+    ) -> Result<Box<dyn Running>, DriverError>;
 
     /// Deletes an instance's persistent data for good (admin `destroy`), after it stopped.
     /// The default removes its data folder, which is all the process driver keeps.
@@ -232,10 +231,6 @@ impl Driver for Handover {
 
     async fn recover(&self) -> Result<Vec<Adopted>, DriverError> {
         Ok(Vec::new())
-    }
-
-    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
-        self.start_reporting(spec, &|_| {}).await
     }
 
     async fn start_reporting(

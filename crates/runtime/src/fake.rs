@@ -232,10 +232,6 @@ impl Driver for FakeDriver {
         Ok(Vec::new())
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
-        self.start_reporting(spec, &|_| {}).await
-    }
-
     async fn start_reporting(
         &self,
         spec: &InstanceSpec,

@@ -398,10 +398,6 @@ impl Driver for KubernetesDriver {
         recover::run(self).await
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
-        self.start_reporting(spec, &|_| {}).await
-    }
-
     async fn start_reporting(
         &self,
         spec: &InstanceSpec,

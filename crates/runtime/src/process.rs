@@ -16,7 +16,7 @@ mod ports;
 mod running;
 mod spawner;
 
-use crate::driver::{Adopted, Driver, DriverError, Endpoints, InstanceSpec, Running};
+use crate::driver::{Adopted, Driver, DriverError, Endpoints, InstanceSpec, PhaseSink, Running};
 use crate::logs::LogRing;
 use async_trait::async_trait;
 use groups::Groups;
@@ -58,7 +58,12 @@ impl Driver for ProcessDriver {
         Ok(Vec::new())
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
+    /// Never pulls: `phase` hears nothing.
+    async fn start_reporting(
+        &self,
+        spec: &InstanceSpec,
+        _phase: PhaseSink<'_>,
+    ) -> Result<Box<dyn Running>, DriverError> {
         let program = spec.command.first().ok_or_else(|| {
             DriverError::Spec(format!("class `{}` has an empty command", spec.id.class()))
         })?;

@@ -416,10 +416,6 @@ impl Driver for SwarmDriver {
         Ok(adopted)
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<Box<dyn Running>, DriverError> {
-        self.start_reporting(spec, &|_| {}).await
-    }
-
     async fn start_reporting(
         &self,
         spec: &InstanceSpec,
