@@ -138,3 +138,20 @@ fn listing<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
         names.join(", ")
     }
 }
+
+/// `(key, message)` of every problem of a config text, for the sections' tests.
+#[cfg(test)]
+fn test_problems(text: &str) -> Vec<(String, String)> {
+    let (file, base) = (
+        std::path::Path::new("valet.toml"),
+        std::path::Path::new("/srv"),
+    );
+    match crate::parse_str(text, file, base) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .errors
+            .into_iter()
+            .map(|e| (e.key, e.message))
+            .collect(),
+    }
+}

@@ -87,19 +87,7 @@ impl Checks<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// `(key, message)` of every problem of this config text.
-    fn problems(text: &str) -> Vec<(String, String)> {
-        match crate::parse_str(text, Path::new("valet.toml"), Path::new("/srv")) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors
-                .errors
-                .into_iter()
-                .map(|e| (e.key, e.message))
-                .collect(),
-        }
-    }
+    use super::super::test_problems as problems;
 
     const CLASS: &str = "[[containers]]\nclass_name = \"A\"\nimage = \"busybox\"\n";
 
