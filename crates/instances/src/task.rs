@@ -66,7 +66,6 @@ impl Task {
         if let Some(coordinator) = self.coordinator.clone() {
             if !self.claim(&*coordinator).await {
                 self.finish_now();
-                self.inst.class.release_slot();
                 return;
             }
         }
@@ -81,7 +80,11 @@ impl Task {
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             match end {
-                End::Stopped { shutdown: true } => break,
+                End::Stopped { shutdown: true } => {
+                    // The record keeps its control (no new task starts during a shutdown).
+                    self.inst.class.release_slot();
+                    break;
+                }
                 End::Stopped { shutdown: false } => {
                     self.inst.set_status(|s| s.state = InstanceState::Stopped);
                 }
@@ -113,7 +116,6 @@ impl Task {
         if let (Some(coordinator), Some(epoch)) = (&self.coordinator, self.epoch) {
             coordinator.release(&self.inst.lease_id(), epoch);
         }
-        self.inst.class.release_slot();
     }
 
     /// Asks the cluster whether this replica may run the key. True: it may (the lease is
@@ -189,9 +191,13 @@ impl Task {
 
     /// Ends the task now, dropping whatever is queued: the waiters find the record's new
     /// state (routed elsewhere, refused, or without a task, which they start again).
+    /// Ends the task: its slot is given back under the same lock that clears `control`, so
+    /// whoever sees the key without a task (a start that made room by putting it to sleep)
+    /// finds its slot free too, and does not put a second instance to sleep for one start.
     fn finish_now(&mut self) {
         let mut control = self.inst.control.lock().unwrap_or_else(|e| e.into_inner());
         while self.mailbox.try_recv().is_ok() {}
+        self.inst.class.release_slot();
         *control = None;
     }
 
@@ -204,6 +210,8 @@ impl Task {
                 return false;
             }
         }
+        // As in `finish_now`: the slot goes with the control, under one lock.
+        self.inst.class.release_slot();
         *control = None;
         true
     }

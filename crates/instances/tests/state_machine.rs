@@ -665,3 +665,25 @@ async fn a_successor_that_never_gets_ready_leaves_the_old_one_serving() {
     assert_eq!(lease.addr(), old_addr, "an old config serving beats none");
     assert_eq!(t.driver.alive("k"), 1);
 }
+
+/// On a runtime with worker threads a stopping task runs beside the start that waits for its
+/// slot: the start must find the slot free once the victim has no task, or it puts a second,
+/// recently used instance to sleep for one new key (seen in CI under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_new_key_in_a_full_class_puts_exactly_one_instance_to_sleep() {
+    let t = table("max_instances = 2\nsleep_after = \"10m\"");
+    drop(t.acquire("hot").await.unwrap());
+    for i in 0..200 {
+        // Dropped leases: both instances are idle before the new key comes. The sleeps keep
+        // the two last uses apart on the millisecond clock that orders them.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        drop(t.acquire("hot").await.unwrap());
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        drop(t.acquire(&format!("k{i}")).await.unwrap());
+        assert_eq!(
+            t.driver.alive("hot"),
+            1,
+            "round {i}: the recently used instance was put to sleep for a new key"
+        );
+    }
+}
