@@ -553,14 +553,15 @@ fn encode_head(
         close |= h1::list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
     }
     for (name, value) in fields.iter() {
-        if is_named(name, content_length) {
-            lengths += 1;
-            declared = parse_length(value.trim_ascii());
-        } else if forward::is_hop_by_hop(name)
-            || (connection && forward::named_by_connection(fields.iter(), name))
+        // The hop-by-hop rule first, as for answers in a header map: a `Content-Length` the
+        // instance's `Connection` names goes too, and the answer is framed without it.
+        if forward::drops_on_the_way(fields.iter(), name, connection)
             || (request_id.is_some() && is_named(name, request_id_name))
         {
             continue;
+        } else if is_named(name, content_length) {
+            lengths += 1;
+            declared = parse_length(value.trim_ascii());
         } else {
             date |= is_named(name, date_name);
             h1::put_field(name, value, out);

@@ -62,9 +62,12 @@ impl Fields {
         self.get(name).is_some()
     }
 
-    /// The declared `Content-Length`, if the first one is a number.
+    /// The declared `Content-Length`, if the first one is a valid length: read by the same
+    /// strict rule that frames bodies ([`crate::h1::parse_length`]: digits only), so the
+    /// `max_body_size` check and the metrics never read `+5` or ` 5` as a length the framing
+    /// would refuse.
     pub fn content_length(&self) -> Option<u64> {
-        self.text(&http::header::CONTENT_LENGTH)?.parse().ok()
+        crate::h1::parse_length(self.get(&http::header::CONTENT_LENGTH)?)
     }
 
     /// The first value, owned; a span's is a slice of the head, not a copy.
@@ -291,6 +294,25 @@ pub(crate) mod tests {
         // Names keep the case they came in; the map's are lower case.
         assert_eq!(raw.iter().next().unwrap().0, b"Host");
         assert_eq!(map.iter().next().unwrap().0, b"host");
+    }
+
+    #[test]
+    fn content_length_is_read_by_the_framing_rule() {
+        for (value, read) in [
+            ("5", Some(5)),
+            ("+5", None),
+            ("-1", None),
+            ("0x5", None),
+            ("5 5", None),
+        ] {
+            let fields = spans(&format!("Content-Length: {value}\r\n"));
+            assert_eq!(fields.content_length(), read, "{value:?}");
+            assert_eq!(
+                Fields::Map(fields.into_map()).content_length(),
+                read,
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

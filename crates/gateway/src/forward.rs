@@ -95,26 +95,41 @@ static OWN: [&str; 8] = [
     "x-request-id",
 ];
 
-/// Removes the hop-by-hop headers, plus the ones `Connection` names.
+/// Removes the hop-by-hop headers, plus the ones `Connection` names: the rule of
+/// [`drops_on_the_way`], for answers that came in a header map (hyper's client, an answer
+/// passed on through hyper's server).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names present is cheaper than a
-    // hashed removal per name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+    let fields = || {
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    };
+    // Most messages carry none of them: one pass over the names present, no allocation.
+    if !fields().any(|(name, _)| is_hop_by_hop(name)) {
         return;
     }
-    // Split the raw bytes: a value with a non-ASCII byte elsewhere still names its headers.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| crate::h1::list(v.as_bytes()))
-        .filter_map(|name| HeaderName::from_bytes(name).ok())
+    let connection = headers.contains_key(header::CONNECTION);
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| drops_on_the_way(fields(), name.as_str().as_bytes(), connection))
+        .cloned()
         .collect();
-    for name in named {
+    for name in dropped {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+}
+
+/// Whether a field of a message passed on is dropped as describing the connection it came on:
+/// one of [`HOP_BY_HOP`], or named by one of the message's `Connection` fields. The one rule
+/// for answers on every path (valet's HTTP/1.1 server writing spans, and header maps).
+/// `connection`: whether the message has a `Connection` field at all; almost none names
+/// fields, and without one the scan of every field per field is skipped.
+pub(crate) fn drops_on_the_way<'h>(
+    fields: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    name: &[u8],
+    connection: bool,
+) -> bool {
+    is_hop_by_hop(name) || (connection && named_by_connection(fields, name))
 }
 
 /// The client end of one connection, worked out once per connection rather than per request.
