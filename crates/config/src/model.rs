@@ -567,8 +567,10 @@ pub struct KubernetesConfig {
     /// it with `imagePullPolicy: Never`. Unset: a class must name an image reference, which the
     /// kubelet pulls as usual.
     pub image_engine: Option<String>,
-    /// A registry (`registry.example.com/team`) a built image would be pushed to, so every node
-    /// can pull it. Documented for real clusters; refused until it is implemented.
+    /// A registry and path (`registry.example.com/team`) every node pulls from: each deployed
+    /// project's version is built on `image_engine` (else the local Docker Engine), pushed
+    /// there, and its Pods name it. Unset: versions are built on `image_engine` and run with
+    /// `imagePullPolicy: Never`. Dockerfile classes still need `image_engine`.
     pub image_registry: Option<String>,
 }
 

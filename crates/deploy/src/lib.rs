@@ -18,8 +18,7 @@ mod upload;
 
 pub use error::DeployError;
 pub use package::{
-    App, DockerPackager, Packager, Prepared, ProcessPackager, Runnable, Runtime,
-    UnavailablePackager, Version,
+    App, DockerPackager, Packager, Prepared, ProcessPackager, Runnable, Runtime, Version,
 };
 pub use plans::{Plan, PlanRefusal, Plans, DEFAULT_MAX_UPLOAD};
 pub use progress::{Event, Progress};

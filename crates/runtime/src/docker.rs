@@ -18,7 +18,7 @@ pub(crate) mod error;
 pub(crate) mod image;
 pub(crate) mod logs;
 pub(crate) mod names;
-mod project;
+pub(crate) mod project;
 mod provision;
 mod pull;
 pub(crate) mod reach;
@@ -29,7 +29,7 @@ pub(crate) mod settings;
 mod volumes;
 
 pub use names::{CLASS, CONFIG_HASH, KEY, MANAGED, PROJECT, SCOPE};
-pub use project::{ProjectBuild, APP_DIR, DATA_DIR};
+pub use project::{ProjectBuild, ProjectImages, APP_DIR, DATA_DIR};
 pub use settings::Resources;
 pub use volumes::{VolumeInfo, VolumeTarget, VolumeUser, Volumes};
 
@@ -184,7 +184,7 @@ struct Inner {
     classes: HashMap<String, ClassSettings>,
     /// Classes of deployed projects' versions, registered by the deployer (they are not in
     /// valet.toml). Read once per container start, so a plain lock does.
-    projects: std::sync::RwLock<HashMap<String, ClassSettings>>,
+    projects: crate::project::ProjectClasses,
     /// The engine's cores: the most CPU a container may be given.
     host_cpus: u32,
     images: Images,
@@ -224,7 +224,7 @@ impl DockerDriver {
                     config.server.timeouts.pull.get(),
                 ),
                 classes: settings::all(config, host_cpus),
-                projects: std::sync::RwLock::default(),
+                projects: Default::default(),
                 host_cpus,
                 docker,
                 scope,
@@ -249,14 +249,7 @@ impl DockerDriver {
         if let Some(settings) = self.inner.classes.get(name) {
             return Ok(settings.clone());
         }
-        let projects = self
-            .inner
-            .projects
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        projects
-            .get(name)
-            .cloned()
+        (self.inner.projects.get(name))
             .ok_or_else(|| DriverError::Spec(format!("class `{name}` is not in the config")))
     }
 

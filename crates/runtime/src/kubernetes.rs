@@ -13,6 +13,7 @@
 //! `imagePullPolicy: Never`.
 
 mod pods;
+mod project;
 mod recover;
 mod running;
 pub mod spec;
@@ -70,6 +71,8 @@ struct Inner {
     images: Option<Images>,
     watch: watch::Receiver<Snapshot>,
     data_dir: std::path::PathBuf,
+    /// Deployed projects' version classes, and where their images are built.
+    projects: project::Projects,
 }
 
 impl KubernetesDriver {
@@ -111,6 +114,7 @@ impl KubernetesDriver {
             )),
             None => None,
         };
+        let projects = project::Projects::connect(config, images.as_ref(), &scope).await?;
         let data_dir = config.data_dir();
         tokio::fs::create_dir_all(&data_dir)
             .await
@@ -138,6 +142,7 @@ impl KubernetesDriver {
                 images,
                 watch,
                 data_dir,
+                projects,
             }),
         })
     }
@@ -156,10 +161,8 @@ impl KubernetesDriver {
     }
 
     fn class(&self, name: &str) -> Result<ClassSettings, DriverError> {
-        self.inner
-            .classes
-            .get(name)
-            .cloned()
+        (self.inner.classes.get(name).cloned())
+            .or_else(|| self.inner.projects.classes.get(name))
             .ok_or_else(|| DriverError::Spec(format!("class `{name}` is not in the config")))
     }
 

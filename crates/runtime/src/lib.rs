@@ -11,6 +11,7 @@ pub mod logfile;
 pub mod logs;
 pub mod probe;
 pub mod process;
+pub mod project;
 pub mod swarm;
 
 pub use docker::DockerDriver;
@@ -23,4 +24,5 @@ pub use logs::LogRing;
 pub use probe::{NetProbe, Probe, ProbeError};
 pub use process::listeners::{confirm as confirm_listener, PortConflict};
 pub use process::ProcessDriver;
+pub use project::ProjectEngine;
 pub use swarm::SwarmDriver;

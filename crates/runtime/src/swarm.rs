@@ -14,6 +14,7 @@
 //! Images, class settings, names, labels and logs are the Docker driver's own modules.
 
 mod nodes;
+mod project;
 mod recover;
 mod running;
 mod spec;
@@ -133,6 +134,8 @@ struct Inner {
     /// Builds and pulls on the manager's engine.
     images: Images,
     data_dir: PathBuf,
+    /// Deployed projects' version classes and images.
+    projects: project::Projects,
 }
 
 impl SwarmDriver {
@@ -167,13 +170,16 @@ impl SwarmDriver {
             scope = %scope,
             "swarm driver connected"
         );
+        let images = Images::new(
+            manager.clone(),
+            config.registries.clone(),
+            config.server.timeouts.pull.get(),
+        );
+        let builds = crate::docker::ProjectImages::new(images.clone(), &scope);
         Ok(Self {
             inner: Arc::new(Inner {
-                images: Images::new(
-                    manager.clone(),
-                    config.registries.clone(),
-                    config.server.timeouts.pull.get(),
-                ),
+                projects: project::Projects::new(builds, node_cpus),
+                images,
                 classes: settings::all(config, node_cpus),
                 owner: config.cluster.as_ref().map(|c| c.node.clone()),
                 manager,
@@ -190,10 +196,8 @@ impl SwarmDriver {
     }
 
     fn class(&self, name: &str) -> Result<ClassSettings, DriverError> {
-        self.inner
-            .classes
-            .get(name)
-            .cloned()
+        (self.inner.classes.get(name).cloned())
+            .or_else(|| self.inner.projects.classes.get(name))
             .ok_or_else(|| DriverError::Spec(format!("class `{name}` is not in the config")))
     }
 

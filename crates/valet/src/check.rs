@@ -54,7 +54,8 @@ fn images_resolve(config: &Config) -> bool {
         eprintln!("error: cannot start an async runtime");
         return false;
     };
-    let deploy = config.server.driver == "docker";
+    // Kubernetes builds versions on image_engine or the local engine, not where this looks.
+    let deploy = matches!(config.server.driver.as_str(), "docker" | "swarm");
     let checks = match runtime.block_on(check_images(config, deploy)) {
         Ok(checks) => checks,
         Err(e) => {
@@ -95,7 +96,7 @@ fn images_resolve(config: &Config) -> bool {
 /// since the engine refuses such a container.
 fn warnings(config: &Config) -> Vec<String> {
     if config.server.driver != "docker" {
-        return Vec::new();
+        return deploy_warning(config).into_iter().collect();
     }
     let host_cpus = host_cpus();
     let mut warnings = Vec::new();
@@ -115,6 +116,29 @@ fn warnings(config: &Config) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// Valid, but deployed projects (`valet deploy`) will be refused: what their driver lacks to
+/// get a version's image to where it runs, and the key that gives it.
+fn deploy_warning(config: &Config) -> Option<String> {
+    let refused = "deployed projects (valet deploy) will be refused";
+    match config.server.driver.as_str() {
+        "swarm" if config.swarm.as_ref().is_none_or(|s| s.nodes.is_empty()) => Some(format!(
+            "{refused}: list every node's Engine API in [swarm] nodes, and valet loads each \
+             version's image (built on the manager) onto them"
+        )),
+        "kubernetes" => {
+            let kube = config.kubernetes.clone().unwrap_or_default();
+            (kube.image_registry.is_none() && kube.image_engine.is_none()).then(|| {
+                format!(
+                    "{refused}: set [kubernetes] image_registry (versions are pushed there \
+                     and every node pulls them) or image_engine (the Pods' node's Docker \
+                     Engine, where versions are built and run with imagePullPolicy: Never)"
+                )
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The engine's count (it may run elsewhere, through DOCKER_HOST); this machine's when no

@@ -7,13 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use valet_config::Config;
 use valet_core::Shutdown;
-use valet_deploy::{DockerPackager, Packager, ProcessPackager, UnavailablePackager};
+use valet_deploy::{DockerPackager, Packager, ProcessPackager};
 use valet_gateway::auth::JwtVerifier;
 use valet_gateway::proxy::UpstreamSettings;
 use valet_gateway::server::ServerConfig;
 use valet_gateway::{assets::Assets, routes::RouteTable, GatewayState, Server};
 use valet_instances::Instances;
-use valet_runtime::{DockerDriver, Driver, KubernetesDriver, ProcessDriver, SwarmDriver};
+use valet_runtime::{
+    DockerDriver, Driver, KubernetesDriver, ProcessDriver, ProjectEngine, SwarmDriver,
+};
 
 pub fn run(path: &Path) -> ExitCode {
     let config = match valet_config::load(path) {
@@ -203,24 +205,33 @@ async fn engine(config: &Config) -> Result<(Arc<dyn Driver>, Arc<dyn Packager>),
             let docker = DockerDriver::connect(config)
                 .await
                 .map_err(|e| format!("docker driver: {e}"))?;
-            let packager = DockerPackager::new(config, docker.clone());
-            Ok((Arc::new(docker), Arc::new(packager)))
+            Ok(images(config, docker))
         }
+        // Versions are built on the manager and loaded onto the listed nodes.
         "swarm" => {
             let swarm = SwarmDriver::connect(config)
                 .await
                 .map_err(|e| format!("swarm driver: {e}"))?;
-            Ok((Arc::new(swarm), Arc::new(UnavailablePackager::new("swarm"))))
+            Ok(images(config, swarm))
         }
+        // Versions are pushed to image_registry, or built on the node's engine.
         "kubernetes" => {
             let kube = KubernetesDriver::connect(config)
                 .await
                 .map_err(|e| format!("kubernetes driver: {e}"))?;
-            let packager = UnavailablePackager::new("kubernetes");
-            Ok((Arc::new(kube), Arc::new(packager)))
+            Ok(images(config, kube))
         }
         other => Err(format!("driver {other:?} is not available in this build")),
     }
+}
+
+/// A driver that runs images, and the packager that builds versions for it.
+fn images<D: Driver + ProjectEngine + Clone>(
+    config: &Config,
+    driver: D,
+) -> (Arc<dyn Driver>, Arc<dyn Packager>) {
+    let packager = DockerPackager::new(config, Arc::new(driver.clone()));
+    (Arc::new(driver), Arc::new(packager))
 }
 
 fn restrict_logs(data_dir: &std::path::Path) -> Result<(), String> {

@@ -58,12 +58,15 @@ impl Checks<'_> {
                 )
             });
         }
-        if kube.image_registry.is_some() {
-            self.fail(
-                at.key("image_registry"),
-                "image_registry (pushing built images to a registry) is not available yet: \
-                 build on the node with image_engine, or name an image reference in each class",
-            );
+        if let Some(registry) = &kube.image_registry {
+            self.require(registry_prefix(registry), at.key("image_registry"), || {
+                format!(
+                    "image_registry {registry:?} must be a registry host and an optional path \
+                     where deployed versions are pushed, as \"registry.example.com/team\" or \
+                     \"10.0.0.5:5000/valet\": no scheme or tag, a lowercase path, and a host \
+                     with a '.' or a port (else Docker takes it for a Docker Hub name)"
+                )
+            });
         }
         if kube.image_engine.is_none() {
             self.dockerfiles_need_an_engine();
@@ -94,6 +97,27 @@ impl Checks<'_> {
             );
         }
     }
+}
+
+/// A registry and repository prefix images can be pushed under: `host[:port][/path]`, where
+/// the host is one the engine takes for a registry (a '.', a port, or `localhost`), and the
+/// path is what a repository name allows.
+fn registry_prefix(text: &str) -> bool {
+    let (host, path) = text.split_once('/').unwrap_or((text, ""));
+    let host_ok = (host.contains(['.', ':']) || host == "localhost")
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    let path = path.trim_end_matches('/');
+    let path_ok = path.is_empty()
+        || path.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        });
+    host_ok && path_ok
 }
 
 /// An RFC 1123 label, as Kubernetes wants namespace and node name parts.
@@ -140,7 +164,7 @@ mod tests {
         let found = problems(&format!(
             "[server]\ndriver = \"kubernetes\"\n[kubernetes]\nkubeconfig = \"missing.yaml\"\n\
              namespace = \"Valet_NS\"\nnode = \"-x\"\nimage_engine = \"/var/run/docker.sock\"\n\
-             image_registry = \"registry.example.com\"\n{CLASS}"
+             image_registry = \"https://registry.example.com\"\n{CLASS}"
         ));
         let about = |key: &str| {
             found
@@ -153,8 +177,30 @@ mod tests {
         assert!(about("kubernetes.namespace").contains("DNS label"));
         assert!(about("kubernetes.node").contains("node's name"));
         assert!(about("kubernetes.image_engine").contains("unix://"));
-        assert!(about("kubernetes.image_registry").contains("not available yet"));
+        assert!(about("kubernetes.image_registry").contains("no scheme or tag"));
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn an_image_registry_is_a_host_the_engine_takes_for_one_and_a_repository_path() {
+        for good in [
+            "registry.example.com",
+            "127.0.0.1:5000/valet",
+            "localhost/a/b",
+            "r.io/team/",
+        ] {
+            assert!(super::registry_prefix(good), "{good}");
+        }
+        for bad in [
+            "team/valet",
+            "https://r.io",
+            "r.io/Team",
+            "r.io/a:tag",
+            "r.io//a",
+            "",
+        ] {
+            assert!(!super::registry_prefix(bad), "{bad}");
+        }
     }
 
     #[test]

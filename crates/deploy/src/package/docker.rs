@@ -1,7 +1,9 @@
-//! Versions run as containers on the Docker Engine: each version is an image built `FROM` the
-//! runtime's base image with the app and its requirements copied in. Requirements are
-//! installed on the host (no registry is reachable from inside a build here), for the base
-//! image's interpreter.
+//! Versions run as images on an engine that runs them (Docker, Swarm, Kubernetes): each
+//! version is an image built `FROM` the runtime's base image with the app and its
+//! requirements copied in. Requirements are installed on the host (no registry is reachable
+//! from inside a build here), for the base image's interpreter. Where the image is built and
+//! how it reaches the engine's nodes is the driver's ([`ProjectEngine`]); this is the same
+//! for all of them.
 
 use super::{App, Packager, Prepared, Runnable, Runtime, Version};
 use crate::cache::Cache;
@@ -9,27 +11,28 @@ use crate::progress::Progress;
 use crate::{node, python, DeployError};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use valet_config::{Config, ContainerClass};
-use valet_runtime::docker::{ProjectBuild, APP_DIR, DATA_DIR};
-use valet_runtime::{DockerDriver, DriverError};
+use valet_runtime::docker::{ProjectBuild, APP_DIR};
+use valet_runtime::{DriverError, ProjectEngine};
 
 /// Lines of `docker build` output kept for the error of a failed build.
 const BUILD_TAIL: usize = 15;
 
-/// Packages versions as images for the Docker driver.
+/// Packages versions as images for a driver that runs images.
 pub struct DockerPackager {
-    docker: DockerDriver,
+    engine: Arc<dyn ProjectEngine>,
     cache: Cache,
     python_image: String,
     node_image: String,
 }
 
 impl DockerPackager {
-    /// Images are built on `docker`'s engine from `config`'s `[deploy]` base images;
+    /// Images are built where `engine` builds them from `config`'s `[deploy]` base images;
     /// requirement sets are installed in its deploy cache.
-    pub fn new(config: &Config, docker: DockerDriver) -> Self {
+    pub fn new(config: &Config, engine: Arc<dyn ProjectEngine>) -> Self {
         Self {
-            docker,
+            engine,
             cache: Cache::new(super::cache_root(config)),
             python_image: config.deploy.python_image.clone(),
             node_image: config.deploy.node_image.clone(),
@@ -49,7 +52,7 @@ impl DockerPackager {
         // A base image the engine lacks is pulled here: its milestones are the deploy's progress.
         let mut pulling = |line: &str| progress.line(line);
         let env = self
-            .docker
+            .engine
             .base_image_env(&self.python_image, &mut pulling)
             .await
             .map_err(unavailable)?;
@@ -78,7 +81,7 @@ impl DockerPackager {
     async fn node(&self, app: &App<'_>, progress: &Progress) -> Result<Prepared, DeployError> {
         // Checked before installing anything: without it nothing can run.
         let mut pulling = |line: &str| progress.line(line);
-        self.docker
+        self.engine
             .base_image_env(&self.node_image, &mut pulling)
             .await
             .map_err(unavailable)?;
@@ -112,10 +115,13 @@ impl DockerPackager {
 #[async_trait]
 impl Packager for DockerPackager {
     fn name(&self) -> &'static str {
-        "docker"
+        self.engine.name()
     }
 
+    /// Refused before anything is installed when the engine cannot run versions as it is
+    /// configured: the engine's reason names what to set.
     async fn prepare(&self, app: &App<'_>, progress: &Progress) -> Result<Prepared, DeployError> {
+        self.engine.can_deploy().map_err(DeployError::Unavailable)?;
         match app.runtime {
             Runtime::Python => self.python(app, progress).await,
             Runtime::Node => self.node(app, progress).await,
@@ -142,7 +148,7 @@ impl Packager for DockerPackager {
         };
         let mut tail: Vec<String> = Vec::new();
         let built = self
-            .docker
+            .engine
             .build_project_image(request, &mut |line| {
                 progress.line(line.to_string());
                 tail.push(line.to_string());
@@ -166,35 +172,42 @@ impl Packager for DockerPackager {
     }
 
     /// The image is what runs (its build folder is kept for a rebuild only); the app runs as
-    /// the image's unprivileged user, with the project's volume as its data.
+    /// the image's unprivileged user, with the project's volume as its data where the engine
+    /// keeps one.
     async fn runnable(&self, version: &Version<'_>) -> Result<Runnable, DeployError> {
+        let image = self
+            .engine
+            .project_image(version.project, version.build)
+            .await
+            .map_err(unavailable)?;
         Ok(Runnable {
-            image: Some(self.docker.project_image(version.project, version.build)),
-            volume: Some(DATA_DIR.to_string()),
+            image: Some(image),
+            volume: self.engine.project_volume(),
             user: None,
         })
     }
 
     fn register(&self, project: &str, class: &ContainerClass) {
-        self.docker.register_project_class(project, class);
+        self.engine.register_project_class(project, class);
     }
 
     fn forget(&self, class: &str) {
-        self.docker.forget_project_class(class);
+        self.engine.forget_project_class(class);
     }
 
     async fn remove_version(&self, project: &str, build: &str) {
-        self.docker.remove_project_image(project, build).await;
+        self.engine.remove_project_image(project, build).await;
     }
 
     async fn remove_project(&self, project: &str) {
-        if let Err(e) = self.docker.remove_project(project).await {
-            tracing::warn!(project, error = %e, "project's Docker objects not all removed");
+        if let Err(e) = self.engine.remove_project(project).await {
+            let engine = self.engine.name();
+            tracing::warn!(project, engine, error = %e, "project's engine objects not all removed");
         }
     }
 }
 
-/// The Docker Engine failed or lacks a base image: nothing the uploader can change.
+/// The engine failed or lacks a base image: nothing the uploader can change.
 fn unavailable(e: DriverError) -> DeployError {
     DeployError::Unavailable(e.to_string())
 }

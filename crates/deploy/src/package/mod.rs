@@ -4,20 +4,17 @@
 //!
 //! - [`ProcessPackager`]: the version is a folder on this host and a command run in it, as
 //!   the project's own system user when valet is root.
-//! - [`DockerPackager`]: the version is an image built on the engine `FROM` the runtime's base
-//!   image; its classes are registered on the Docker driver, which knows only valet.toml's.
-//!
-//! An engine that runs images from a registry (Swarm, Kubernetes) is one more implementation:
-//! it builds the image like the Docker one, pushes it, and answers [`Runnable::image`] with the
-//! pushed reference; nothing outside this module changes.
+//! - [`DockerPackager`]: the version is an image built `FROM` the runtime's base image, for
+//!   every driver that runs images (Docker, Swarm, Kubernetes); its classes are registered on
+//!   the driver, which knows only valet.toml's. Where the image is built and how it reaches the
+//!   engine's nodes (loaded onto each, pushed to a registry) is the driver's
+//!   [`valet_runtime::ProjectEngine`].
 
 mod docker;
 mod process;
-mod unavailable;
 
 pub use docker::DockerPackager;
 pub use process::ProcessPackager;
-pub use unavailable::UnavailablePackager;
 
 use crate::progress::Progress;
 use crate::DeployError;

@@ -6,11 +6,13 @@
 //! since they are not in valet.toml. Deleting the project removes all of it.
 
 use super::error::{engine, not_found};
-use super::image::run_build;
+use super::image::{run_build, Images};
 use super::names;
 use super::settings::ClassSettings;
 use super::DockerDriver;
 use crate::driver::DriverError;
+use crate::project::ProjectEngine;
+use async_trait::async_trait;
 use bollard::query_parameters::{
     BuildImageOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
     RemoveImageOptions, RemoveVolumeOptions,
@@ -42,7 +44,29 @@ pub struct ProjectBuild<'a> {
     pub command: Vec<String>,
 }
 
-impl DockerDriver {
+/// Builds and removes deployed versions' images on one engine: the Docker driver's, a swarm
+/// manager's, or the engine a Kubernetes valet builds on. Images are tagged and labelled
+/// under `scope`, the valet they belong to.
+#[derive(Clone)]
+pub struct ProjectImages {
+    images: Images,
+    scope: String,
+}
+
+impl ProjectImages {
+    /// Images built on `images`' engine (pulling bases with its credentials and timeout).
+    pub(crate) fn new(images: Images, scope: &str) -> Self {
+        Self {
+            images,
+            scope: scope.to_string(),
+        }
+    }
+
+    /// The engine the images are built on.
+    pub(crate) fn engine(&self) -> &bollard::Docker {
+        &self.images.docker
+    }
+
     /// A base image's env, pulled first when the engine lacks it (the same pull as a class's
     /// image with `pull = "missing"`); the pull's milestones go to `progress` and valet's log.
     pub async fn base_image_env(
@@ -50,25 +74,24 @@ impl DockerDriver {
         image: &str,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Vec<String>, DriverError> {
-        let images = &self.inner.images;
-        images
+        self.images
             .reference_id("deploy", image, PullPolicy::Missing, &|_| {}, progress)
             .await?;
-        match self.inner.docker.inspect_image(image).await {
+        match self.images.docker.inspect_image(image).await {
             Ok(found) => Ok(found.config.and_then(|c| c.env).unwrap_or_default()),
             Err(e) => Err(engine(format!("cannot inspect image `{image}`"), e)),
         }
     }
 
     /// Builds a version's image; returns its tag. Build output goes to `line`.
-    pub async fn build_project_image(
+    pub async fn build(
         &self,
         build: ProjectBuild<'_>,
         line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<String, DriverError> {
         self.base_image_env(build.base, &mut |line| tracing::debug!(line, "base image"))
             .await?;
-        let scope = &self.inner.scope;
+        let scope = &self.scope;
         let tag = names::project_image(scope, build.project, build.build);
         let dockerfile = dockerfile(&build)?;
         let app = build.app.to_path_buf();
@@ -85,8 +108,8 @@ impl DockerDriver {
             ..Default::default()
         };
         tracing::info!(project = build.project, %tag, base = build.base, "building project image");
-        let registries = &self.inner.images.registries;
-        run_build(&self.inner.docker, options, context, registries, line)
+        let registries = &self.images.registries;
+        run_build(&self.images.docker, options, context, registries, line)
             .await
             .map_err(|message| {
                 DriverError::Spec(format!("image build failed: {}", message.trim()))
@@ -94,66 +117,169 @@ impl DockerDriver {
         Ok(tag)
     }
 
-    /// The tag of a version's image (built by [`Self::build_project_image`]).
-    pub fn project_image(&self, project: &str, build: &str) -> String {
-        names::project_image(&self.inner.scope, project, build)
+    /// Gives a built image a registry's name (`target`, `host[:port]/path:tag`) and pushes it
+    /// there with the `[[registries]]` (or Docker config) credentials of that host; the push's
+    /// milestones go to `line`.
+    pub(crate) async fn push(
+        &self,
+        image: &str,
+        target: &str,
+        line: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<(), DriverError> {
+        use bollard::query_parameters::{PushImageOptions, TagImageOptions};
+        use futures_util::StreamExt;
+        let reference = super::registry::Reference::parse(target);
+        let docker = &self.images.docker;
+        let options = TagImageOptions {
+            repo: Some(reference.name.clone()),
+            tag: Some(reference.tag.clone()),
+        };
+        (docker.tag_image(image, Some(options)).await)
+            .map_err(|e| engine(format!("cannot tag {image} as {target}"), e))?;
+        let host = &reference.registry;
+        let credentials = super::registry::credentials(&self.images.registries, host)
+            .await
+            .map_err(|no| DriverError::Spec(no.to_string()))?
+            .map(|(credentials, _)| credentials);
+        let options = PushImageOptions {
+            tag: Some(reference.tag.clone()),
+            ..Default::default()
+        };
+        line(&format!("pushing {target}"));
+        let mut push = docker.push_image(&reference.name, Some(options), credentials);
+        while let Some(step) = push.next().await {
+            let step = step.map_err(|e| DriverError::Image {
+                message: format!("cannot push {target} to registry {host}: {e}"),
+                retryable: true,
+            })?;
+            if let (Some(status), None) = (step.status, step.progress_detail) {
+                line(&status);
+            }
+        }
+        tracing::info!(%image, %target, "project image pushed");
+        Ok(())
+    }
+
+    /// The tag of a version's image (built by [`Self::build`]).
+    pub fn tag(&self, project: &str, build: &str) -> String {
+        names::project_image(&self.scope, project, build)
+    }
+
+    /// The image ID behind a version's tag, when this engine has it.
+    pub(crate) async fn id(&self, project: &str, build: &str) -> Option<String> {
+        let tag = self.tag(project, build);
+        let found = self.images.docker.inspect_image(&tag).await;
+        found.ok().and_then(|image| image.id)
+    }
+
+    /// Removes one version's image (a version that will not run).
+    pub async fn remove(&self, project: &str, build: &str) {
+        let tag = self.tag(project, build);
+        if let Err(e) = remove_image(&self.images.docker, &tag).await {
+            tracing::warn!(%tag, error = %e, "cannot remove a project image");
+        }
+    }
+
+    /// Removes every image of a deleted project from this engine (by its labels).
+    pub async fn remove_all(&self, project: &str) -> Result<(), DriverError> {
+        remove_labelled(&self.images.docker, &self.scope, project).await
+    }
+}
+
+/// Removes an image (by tag or ID) even while a stopped container still names it. Gone
+/// already is done.
+pub(crate) async fn remove_image(
+    docker: &bollard::Docker,
+    image: &str,
+) -> Result<(), bollard::errors::Error> {
+    let options = RemoveImageOptions {
+        force: true,
+        ..Default::default()
+    };
+    match docker.remove_image(image, Some(options), None).await {
+        Err(e) if !not_found(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes every image of `project` (of the valet `scope`) from one engine.
+pub(crate) async fn remove_labelled(
+    docker: &bollard::Docker,
+    scope: &str,
+    project: &str,
+) -> Result<(), DriverError> {
+    let images = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(names::project_filter(scope, project)),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| engine("cannot list a project's images", e))?;
+    for image in images {
+        remove_image(docker, &image.id)
+            .await
+            .map_err(|e| engine("cannot remove a project's image", e))?;
+    }
+    Ok(())
+}
+
+impl DockerDriver {
+    /// What builds this valet's project images: the driver's own engine and scope.
+    pub fn project_images(&self) -> ProjectImages {
+        ProjectImages::new(self.inner.images.clone(), &self.inner.scope)
+    }
+}
+
+/// Versions run on the driver's own engine, where they are built: nothing to distribute.
+#[async_trait]
+impl ProjectEngine for DockerDriver {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn builds(&self) -> Result<ProjectImages, DriverError> {
+        Ok(self.project_images())
+    }
+
+    async fn build_project_image(
+        &self,
+        build: ProjectBuild<'_>,
+        line: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<(), DriverError> {
+        self.project_images().build(build, line).await.map(drop)
+    }
+
+    async fn project_image(&self, project: &str, build: &str) -> Result<String, DriverError> {
+        Ok(self.project_images().tag(project, build))
+    }
+
+    fn project_volume(&self) -> Option<String> {
+        Some(DATA_DIR.to_string())
+    }
+
+    async fn remove_project_image(&self, project: &str, build: &str) {
+        self.project_images().remove(project, build).await;
     }
 
     /// Makes a version's class known to the driver: `class.image` is its built image. Its
     /// containers join the project's network and mount its volume at `class.volume`.
-    pub fn register_project_class(&self, project: &str, class: &ContainerClass) {
+    fn register_project_class(&self, project: &str, class: &ContainerClass) {
         let settings = ClassSettings::for_project(project, class, self.inner.host_cpus);
-        let mut projects = self
-            .inner
-            .projects
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        projects.insert(class.class_name.clone(), settings);
+        self.inner.projects.insert(&class.class_name, settings);
     }
 
     /// Forgets a version's class (its instance has stopped for good).
-    pub fn forget_project_class(&self, class: &str) {
-        let mut projects = self
-            .inner
-            .projects
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        projects.remove(class);
-    }
-
-    /// Removes one image of a project (a version that failed to start).
-    pub async fn remove_project_image(&self, project: &str, build: &str) {
-        let tag = names::project_image(&self.inner.scope, project, build);
-        let options = RemoveImageOptions {
-            force: true,
-            ..Default::default()
-        };
-        if let Err(e) = self
-            .inner
-            .docker
-            .remove_image(&tag, Some(options), None)
-            .await
-        {
-            if !not_found(&e) {
-                tracing::warn!(%tag, error = %e, "cannot remove a project image");
-            }
-        }
+    fn forget_project_class(&self, class: &str) {
+        self.inner.projects.remove(class);
     }
 
     /// Removes everything of a deleted project: containers left running (a version still
     /// being retired), its images, its volume and its network. Its classes are forgotten.
-    pub async fn remove_project(&self, project: &str) -> Result<(), DriverError> {
+    async fn remove_project(&self, project: &str) -> Result<(), DriverError> {
         let docker = &self.inner.docker;
         let scope = &self.inner.scope;
         let filter = names::project_filter(scope, project);
-        {
-            let mut projects = self
-                .inner
-                .projects
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            projects.retain(|_, s| s.project.as_deref() != Some(project));
-        }
+        self.inner.projects.forget_project(project);
         let containers = docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
@@ -174,25 +300,7 @@ impl DockerDriver {
                 _ => {}
             }
         }
-        let images = docker
-            .list_images(Some(ListImagesOptions {
-                filters: Some(filter),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| engine("cannot list a project's images", e))?;
-        for image in images {
-            let options = RemoveImageOptions {
-                force: true,
-                ..Default::default()
-            };
-            match docker.remove_image(&image.id, Some(options), None).await {
-                Err(e) if !not_found(&e) => {
-                    return Err(engine("cannot remove a project's image", e))
-                }
-                _ => {}
-            }
-        }
+        remove_labelled(docker, scope, project).await?;
         let volume = names::project_volume(scope, project);
         match docker
             .remove_volume(&volume, None::<RemoveVolumeOptions>)

@@ -220,6 +220,24 @@ impl Nodes {
         join_all(loads).await.into_iter().flatten().collect()
     }
 
+    /// Every listed node's engine, with the address `[swarm] nodes` gives it.
+    pub fn engines(&self) -> Vec<(String, Docker)> {
+        (self.listed.iter())
+            .map(|node| (node.address.clone(), node.docker.clone()))
+            .collect()
+    }
+
+    /// Removes an image (by ID) from every listed node that has it, as [`Self::distribute`]
+    /// put it there. Returns each node that kept it, with why: a node whose engine does not
+    /// answer keeps it until someone prunes it there.
+    pub async fn remove_image(&self, id: &str) -> Vec<(String, String)> {
+        let removals = self.listed.iter().map(|node| async move {
+            let removed = crate::docker::project::remove_image(&node.docker, id).await;
+            removed.err().map(|e| (node.address.clone(), e.to_string()))
+        });
+        join_all(removals).await.into_iter().flatten().collect()
+    }
+
     async fn load(&self, node: &Listed, reference: &str, id: &str) -> Result<(), String> {
         if node.docker.inspect_image(id).await.is_ok() {
             return Ok(());

@@ -1,0 +1,194 @@
+//! Deployed projects on Kubernetes: each version's image is built on a Docker Engine valet
+//! reaches (`[kubernetes] image_engine`, else the local one) and made available to the
+//! kubelet's engine one of two ways:
+//!
+//! - with `image_registry`, pushed there under `<image_registry>/<repository>:<build>`; Pods
+//!   name that reference and the kubelet pulls it (`IfNotPresent`: a build's tag never moves);
+//! - without it, built on `image_engine`, which must then be the Pods' node's own engine (one
+//!   node, or `node` set): Pods run it with `imagePullPolicy: Never`.
+//!
+//! With neither, deploys are refused with what to set. A version runs as one Pod per project
+//! with the driver's instance semantics; projects keep no data volume here.
+
+use super::KubernetesDriver;
+use crate::docker::image::Images;
+use crate::docker::project::remove_image;
+use crate::docker::settings::ClassSettings;
+use crate::docker::{ProjectBuild, ProjectImages};
+use crate::driver::DriverError;
+use crate::project::{ProjectClasses, ProjectEngine};
+use async_trait::async_trait;
+use valet_config::{Config, ContainerClass, PullPolicy};
+
+/// What the Kubernetes driver keeps for deployed projects.
+pub(super) struct Projects {
+    pub classes: ProjectClasses,
+    /// Where versions are built; `None`: deploys are refused (see [`Projects::connect`]).
+    builds: Option<ProjectImages>,
+    /// `[kubernetes] image_registry`, without a trailing `/`.
+    registry: Option<String>,
+}
+
+impl Projects {
+    /// Versions are built on `image_engine` (`images`) when it is set, else, when they are
+    /// pushed to a registry, on the local Docker Engine (`DOCKER_HOST` or the socket).
+    pub async fn connect(
+        config: &Config,
+        images: Option<&Images>,
+        scope: &str,
+    ) -> Result<Self, DriverError> {
+        let kube = config.kubernetes.clone().unwrap_or_default();
+        let registry = (kube.image_registry.as_deref())
+            .map(|r| r.trim_end_matches('/').to_string())
+            .filter(|r| !r.is_empty());
+        let builds = match (images, &registry) {
+            (Some(images), _) => Some(images.clone()),
+            (None, Some(_)) => Some(Images::new(
+                local_engine().await?,
+                config.registries.clone(),
+                config.server.timeouts.pull.get(),
+            )),
+            (None, None) => None,
+        };
+        Ok(Self {
+            classes: ProjectClasses::default(),
+            builds: builds.map(|images| ProjectImages::new(images, scope)),
+            registry,
+        })
+    }
+
+    fn builds(&self) -> Result<&ProjectImages, DriverError> {
+        self.builds
+            .as_ref()
+            .ok_or_else(|| DriverError::Spec(refusal()))
+    }
+
+    /// The reference Pods run: the registry's name when versions are pushed, else the tag
+    /// on the node's engine.
+    fn reference(&self, builds: &ProjectImages, project: &str, build: &str) -> String {
+        let tag = builds.tag(project, build);
+        match &self.registry {
+            Some(registry) => format!("{registry}/{tag}"),
+            None => tag,
+        }
+    }
+}
+
+/// The local Docker Engine, for building when `image_engine` is not set.
+async fn local_engine() -> Result<bollard::Docker, DriverError> {
+    let unreachable = |e: bollard::errors::Error| {
+        DriverError::io(
+            "[kubernetes] image_registry: deployed versions are built on the local Docker \
+             Engine (no image_engine is set), which does not answer",
+            std::io::Error::other(e),
+        )
+    };
+    let docker = bollard::Docker::connect_with_local_defaults().map_err(unreachable)?;
+    docker.negotiate_version().await.map_err(unreachable)
+}
+
+fn refusal() -> String {
+    "deployed projects on driver = \"kubernetes\" need a way to get each version's image to \
+     the kubelet: set [kubernetes] image_registry = \"host:port/prefix\" (built on the local \
+     Docker Engine or image_engine, pushed there, pulled by every node), or image_engine = \
+     the Pods' node's Docker Engine API (built there, run with imagePullPolicy: Never)"
+        .into()
+}
+
+#[async_trait]
+impl ProjectEngine for KubernetesDriver {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn can_deploy(&self) -> Result<(), String> {
+        self.inner
+            .projects
+            .builds()
+            .map(drop)
+            .map_err(|_| refusal())
+    }
+
+    fn builds(&self) -> Result<ProjectImages, DriverError> {
+        self.inner.projects.builds().cloned()
+    }
+
+    async fn build_project_image(
+        &self,
+        build: ProjectBuild<'_>,
+        line: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<(), DriverError> {
+        let projects = &self.inner.projects;
+        let builds = projects.builds()?;
+        let (project, version) = (build.project.to_string(), build.build.to_string());
+        let tag = builds.build(build, line).await?;
+        if projects.registry.is_some() {
+            let target = projects.reference(builds, &project, &version);
+            builds.push(&tag, &target, line).await?;
+        }
+        Ok(())
+    }
+
+    /// Without a registry the node's engine must still hold the tag; a pushed version is
+    /// the registry's to keep.
+    async fn project_image(&self, project: &str, build: &str) -> Result<String, DriverError> {
+        let projects = &self.inner.projects;
+        let builds = projects.builds()?;
+        if projects.registry.is_none() && builds.id(project, build).await.is_none() {
+            return Err(DriverError::Image {
+                message: format!(
+                    "the image of this version ({}) is gone from [kubernetes] image_engine: \
+                     deploy it again",
+                    builds.tag(project, build)
+                ),
+                retryable: false,
+            });
+        }
+        Ok(projects.reference(builds, project, build))
+    }
+
+    fn project_volume(&self) -> Option<String> {
+        None
+    }
+
+    fn register_project_class(&self, project: &str, class: &ContainerClass) {
+        let projects = &self.inner.projects;
+        // No engine caps CPU here: the scheduler refuses what no node has.
+        let mut settings = ClassSettings::for_project(project, class, u32::MAX);
+        if projects.registry.is_some() {
+            settings.pull = PullPolicy::Missing;
+        }
+        projects.classes.insert(&class.class_name, settings);
+    }
+
+    fn forget_project_class(&self, class: &str) {
+        self.inner.projects.classes.remove(class);
+    }
+
+    /// From the engine it was built on (both its names). A pushed copy stays in the
+    /// registry, which valet does not delete from (most refuse deletes by default): its
+    /// tags are named after the project, for the registry's own clean-up.
+    async fn remove_project_image(&self, project: &str, build: &str) {
+        let projects = &self.inner.projects;
+        let Ok(builds) = projects.builds() else {
+            return;
+        };
+        let pushed = projects.reference(builds, project, build);
+        if projects.registry.is_some() {
+            if let Err(e) = remove_image(builds.engine(), &pushed).await {
+                tracing::warn!(image = %pushed, error = %e, "cannot remove a version's image");
+            }
+            tracing::info!(image = %pushed, "a version's image stays in the registry");
+        }
+        builds.remove(project, build).await;
+    }
+
+    async fn remove_project(&self, project: &str) -> Result<(), DriverError> {
+        let projects = &self.inner.projects;
+        projects.classes.forget_project(project);
+        match projects.builds() {
+            Ok(builds) => builds.remove_all(project).await,
+            Err(_) => Ok(()),
+        }
+    }
+}
