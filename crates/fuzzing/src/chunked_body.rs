@@ -1,13 +1,13 @@
-//! An instance's chunked body as valet decodes it (crates/gateway/src/h1.rs `decode_chunk`, a
+//! An instance's chunked body as valet decodes it (crates/gateway/src/http1/response.rs `decode_chunk`, a
 //! hand-written state machine fed whatever the socket gave), held to RFC 9112 7.1 (`wire`, which
 //! like valet skips extensions and trailers unread), to itself fed in other pieces, and to what
 //! `encode_chunk` writes.
 
 use crate::wire;
 use bytes::BytesMut;
-use valet_gateway::h1::{decode_chunk, encode_chunk, Chunk, LAST_CHUNK};
+use valet_gateway::http1::chunked::{decode_chunk, encode_chunk, Chunk, LAST_CHUNK};
 
-/// Longest chunk-size line and trailer section valet reads (h1.rs `MAX_CHUNK_LINE`,
+/// Longest chunk-size line and trailer section valet reads (http1/chunked.rs `MAX_CHUNK_LINE`,
 /// `MAX_TRAILERS`): a body the reference takes may be refused past them.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;

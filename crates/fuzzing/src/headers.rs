@@ -4,10 +4,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use valet_gateway::fields::Fields;
 use valet_gateway::forward::{
-    is_upgrade, prepare_request, remove_hop_by_hop, request_id, ClientInfo, Hop, GUARDED,
-    HOP_BY_HOP, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO,
-    X_REQUEST_ID,
+    prepare_request, ClientInfo, Hop, GUARDED, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PREFIX, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
+use valet_gateway::http1::hop::{remove_hop_by_hop, HOP_BY_HOP};
+use valet_gateway::message::request_id;
+use valet_gateway::upgrade::is_upgrade;
 
 /// Headers valet sets itself after removing what `Connection` names.
 const SET_BY_VALET: [&str; 7] = [

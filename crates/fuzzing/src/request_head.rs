@@ -1,16 +1,16 @@
 //! The client's request head as valet's own connection code reads it (crates/gateway/src/
-//! conn.rs: httparse, then the framing rules of the fast path), held to RFC 9112 (`wire`) and
-//! to a plain httparse reading, and read again after h1.rs writes it to an instance.
+//! http1/request.rs: httparse, then the framing rules of the fast path), held to RFC 9112 (`wire`) and
+//! to a plain httparse reading, and read again after http1/request.rs writes it to an instance.
 
 use crate::wire::{self, Reading};
 use bytes::BytesMut;
 use http::Method;
 use valet_gateway::body::{empty, full};
-use valet_gateway::conn::{read_head, HeadRead};
-use valet_gateway::fields::ClientRequest;
-use valet_gateway::h1::{encode_request, RequestFraming};
+use valet_gateway::http1::request::{encode_request, RequestFraming};
+use valet_gateway::http1::request::{read_head, HeadRead};
+use valet_gateway::message::ClientRequest;
 
-/// Field slots valet's fast path has (conn.rs `MAX_HEADERS`); more go to hyper.
+/// Field slots valet's fast path has (http1/request.rs `MAX_HEADERS`); more go to hyper.
 const MAX_FIELDS: usize = 64;
 
 /// Input: the bytes a client sent, head first.
@@ -42,7 +42,7 @@ pub fn request_head(data: &[u8]) {
         HeadRead::Hyper => {
             // hyper takes whatever the fast path does not fully understand; a plain request
             // going there costs speed, not correctness, but it must be for one of the reasons
-            // conn.rs gives.
+            // http1/request.rs gives.
             if let Reading::Head(head) = &reference {
                 assert!(
                     !plain(head),
@@ -147,7 +147,7 @@ fn plain(head: &wire::Head<'_>) -> bool {
             .any(|t| wire::ows_trim(t).eq_ignore_ascii_case(b"upgrade"))
 }
 
-/// The request as h1.rs writes it to an instance (with all its fields: the rewrite itself is
+/// The request as http1/request.rs writes it to an instance (with all its fields: the rewrite itself is
 /// the `headers` target's) must read back as the same request.
 fn rewritten(req: &ClientRequest, content_length: u64, close: bool) {
     let body = if content_length > 0 {

@@ -1,14 +1,14 @@
-//! An instance's answer head as valet reads it (crates/gateway/src/h1.rs `parse_head`: the
+//! An instance's answer head as valet reads it (crates/gateway/src/http1/response.rs `parse_head`: the
 //! status line, the fields, the body's framing and whether the connection is kept), held to
-//! RFC 9112 (`wire`), and the head valet then writes to the client (conn.rs), read back.
+//! RFC 9112 (`wire`), and the head valet then writes to the client (http1/response.rs), read back.
 
 use crate::wire::{self, Reading};
 use bytes::BytesMut;
 use http::{Method, StatusCode, Version};
-use valet_gateway::conn::write_answer_head;
 use valet_gateway::fields::Fields;
-use valet_gateway::forward::HOP_BY_HOP;
-use valet_gateway::h1::{parse_head, BodyFraming, Head};
+use valet_gateway::http1::hop::HOP_BY_HOP;
+use valet_gateway::http1::response::write_answer_head;
+use valet_gateway::http1::response::{parse_head, BodyFraming, Head};
 
 /// Input: the bytes an instance answered with, head first. Read as the answer to a GET and to
 /// a HEAD.
@@ -173,7 +173,7 @@ fn accepted(data: &[u8], used: usize, head: &Head, method: &Method) {
     }
 }
 
-/// The head conn.rs writes for this answer reads back (as an answer to the same method) with
+/// The head http1/response.rs writes for this answer reads back (as an answer to the same method) with
 /// one framing that says what valet will send, and with the instance's fields that pass.
 fn written_back(head: &Head, method: &Method) {
     // The body's size as `ResponseBody` knows it before it is read.

@@ -27,7 +27,7 @@ pub fn empty() -> Body {
 }
 
 /// A client's request body: streamed by hyper, or read whole with the head (see
-/// [`crate::conn`]; `None`: no body).
+/// [`crate::http1::server`]; `None`: no body).
 pub enum RequestBody {
     Streaming(Incoming),
     Buffered(Option<Bytes>),

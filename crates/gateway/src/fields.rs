@@ -1,15 +1,13 @@
 //! A request's header fields as the gateway reads them: in hyper's [`HeaderMap`] when hyper
 //! parsed the request (h2, TLS, streamed bodies), or as spans of the head's own bytes when
-//! [`crate::conn`] did. A header map costs a hashed insert per field, an allocation for its
+//! [`crate::http1::server`] did. A header map costs a hashed insert per field, an allocation for its
 //! table and a drop per request; the common request has a handful of fields that the gateway
 //! reads a few of and then writes to the instance in order, which a scan over the spans does
 //! for a fraction of that. Names in spans keep the case the client sent them in; lookups
 //! ignore case.
 
-use crate::body::{Body, RequestBody};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 
 /// Where a field's name and value lie in its head's bytes.
 #[derive(Debug, Clone, Copy)]
@@ -63,11 +61,11 @@ impl Fields {
     }
 
     /// The declared `Content-Length`, if the first one is a valid length: read by the same
-    /// strict rule that frames bodies ([`crate::h1::parse_length`]: digits only), so the
+    /// strict rule that frames bodies ([`crate::http1::framing::parse_length`]: digits only), so the
     /// `max_body_size` check and the metrics never read `+5` or ` 5` as a length the framing
     /// would refuse.
     pub fn content_length(&self) -> Option<u64> {
-        crate::h1::parse_length(self.get(&http::header::CONTENT_LENGTH)?)
+        crate::http1::framing::parse_length(self.get(&http::header::CONTENT_LENGTH)?)
     }
 
     /// The first value, owned; a span's is a slice of the head, not a copy.
@@ -84,7 +82,7 @@ impl Fields {
     /// Bytes the fields take as header lines, for reserving room to write them.
     pub fn wire_len(&self) -> usize {
         match self {
-            Fields::Map(map) => crate::h1::headers_len(map),
+            Fields::Map(map) => crate::http1::framing::headers_len(map),
             Fields::Spans { head, .. } => head.len(),
         }
     }
@@ -174,92 +172,12 @@ pub fn text(value: &[u8]) -> Option<&str> {
         None
     }
 }
-
-/// A client's request as the handler takes it.
-pub struct ClientRequest {
-    pub method: Method,
-    pub uri: Uri,
-    pub version: Version,
-    pub fields: Fields,
-    /// hyper's (the upgrade handle lives here); empty for requests parsed by valet.
-    pub extensions: Extensions,
-    pub body: RequestBody,
-}
-
-impl From<Request<RequestBody>> for ClientRequest {
-    fn from(req: Request<RequestBody>) -> Self {
-        let (parts, body) = req.into_parts();
-        Self {
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            fields: Fields::Map(parts.headers),
-            extensions: parts.extensions,
-            body,
-        }
-    }
-}
-
-impl ClientRequest {
-    /// The request in `http`'s type, its fields in a header map.
-    pub fn into_http(self) -> Request<RequestBody> {
-        let mut req = Request::new(self.body);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.fields.into_map();
-        *req.extensions_mut() = self.extensions;
-        req
-    }
-}
-
-/// An answer as the handler gives it. An instance's answer keeps its fields as spans of its
-/// head (hop-by-hop fields are dropped when it is written); valet's own answers and those
-/// that came through hyper keep a map.
-pub struct Answer<B = Body> {
-    pub status: StatusCode,
-    pub fields: Fields,
-    /// The request's id, sent back in place of any id field among `fields`.
-    pub request_id: Option<HeaderValue>,
-    pub body: B,
-}
-
-impl From<Response<Body>> for Answer {
-    fn from(response: Response<Body>) -> Self {
-        let (parts, body) = response.into_parts();
-        Self {
-            status: parts.status,
-            fields: Fields::Map(parts.headers),
-            request_id: None,
-            body,
-        }
-    }
-}
-
-impl Answer {
-    /// The answer in `http`'s type, for hyper's server.
-    pub fn into_http(self) -> Response<Body> {
-        let spans = matches!(self.fields, Fields::Spans { .. });
-        let mut headers = self.fields.into_map();
-        if spans {
-            crate::forward::remove_hop_by_hop(&mut headers);
-        }
-        if let Some(id) = self.request_id {
-            headers.insert(crate::forward::X_REQUEST_ID.clone(), id);
-        }
-        let mut response = Response::new(self.body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = headers;
-        response
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use http::header;
 
-    /// Fields of `Name: value` lines, as spans the way conn.rs takes them from httparse.
+    /// Fields of `Name: value` lines, as spans the way http1/request.rs takes them from httparse.
     pub(crate) fn spans(raw: &str) -> Fields {
         let head = Bytes::copy_from_slice(raw.as_bytes());
         let mut spans = Vec::new();

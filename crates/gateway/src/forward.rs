@@ -9,6 +9,7 @@
 //! `X-Original-URI`, `X-Forwarded-Uri`, `X-Forwarded-Path`) never pass, whoever sent them.
 
 use crate::fields::Fields;
+use crate::http1::hop::{is_hop_by_hop, named_by_connection};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
 use valet_config::IpNet;
@@ -20,23 +21,6 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1). `HTTP2-Settings`
-/// belongs to an `h2c` upgrade (RFC 7540 3.2.1), which valet never forwards.
-pub static HOP_BY_HOP: [&HeaderName; 9] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::TE,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-    &header::PROXY_AUTHORIZATION,
-    &HTTP2_SETTINGS,
-];
 
 /// Headers that frame a message, that valet sets itself, or that it passes from trusted proxies
 /// only or never. A backend that reads `-` and `_`
@@ -94,43 +78,6 @@ static OWN: [&str; 8] = [
     "x-real-ip",
     "x-request-id",
 ];
-
-/// Removes the hop-by-hop headers, plus the ones `Connection` names: the rule of
-/// [`drops_on_the_way`], for answers that came in a header map (hyper's client, an answer
-/// passed on through hyper's server).
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let fields = || {
-        headers
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-    };
-    // Most messages carry none of them: one pass over the names present, no allocation.
-    if !fields().any(|(name, _)| is_hop_by_hop(name)) {
-        return;
-    }
-    let connection = headers.contains_key(header::CONNECTION);
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| drops_on_the_way(fields(), name.as_str().as_bytes(), connection))
-        .cloned()
-        .collect();
-    for name in dropped {
-        headers.remove(name);
-    }
-}
-
-/// Whether a field of a message passed on is dropped as describing the connection it came on:
-/// one of [`HOP_BY_HOP`], or named by one of the message's `Connection` fields. The one rule
-/// for answers on every path (valet's HTTP/1.1 server writing spans, and header maps).
-/// `connection`: whether the message has a `Connection` field at all; almost none names
-/// fields, and without one the scan of every field per field is skipped.
-pub(crate) fn drops_on_the_way<'h>(
-    fields: impl Iterator<Item = (&'h [u8], &'h [u8])>,
-    name: &[u8],
-    connection: bool,
-) -> bool {
-    is_hop_by_hop(name) || (connection && named_by_connection(fields, name))
-}
 
 /// The client end of one connection, worked out once per connection rather than per request.
 pub struct Peer {
@@ -271,47 +218,40 @@ enum Field {
 /// field instead of a hashed lookup per rule.
 fn field(name: &[u8]) -> Field {
     let is = |want: &str| name.eq_ignore_ascii_case(want.as_bytes());
+    // The hop-by-hop rule is the codec's, the same for requests and answers.
+    if is_hop_by_hop(name) {
+        return if is("connection") {
+            Field::Connection
+        } else {
+            Field::Dropped
+        };
+    }
     match name.len() {
-        2 if is("te") => Field::Dropped,
         4 if is("host") => Field::Host,
-        7 if is("upgrade") || is("trailer") => Field::Dropped,
         9 if is("x-real-ip") => Field::RealIp,
         9 if is("forwarded") => Field::Forwarded,
         9 if is("client-ip") => Field::ClientAddress,
         11 if is("x-forwarded") => Field::ClientAddress,
         11 if is("x-client-ip") => Field::ClientAddress,
-        10 if is("connection") => Field::Connection,
-        10 if is("keep-alive") => Field::Dropped,
         12 if is("x-request-id") => Field::RequestId,
         12 if is("x-valet-peer") => Field::Peer,
         16 if is("x-valet-instance") => Field::Peer,
         13 if is("x-rewrite-url") => Field::TargetOverride,
         14 if is("content-length") => Field::ContentLength,
-        14 if is("http2-settings") => Field::Dropped,
         14 if is("true-client-ip") => Field::ClientAddress,
         14 if is("x-original-url") || is("x-original-uri") => Field::TargetOverride,
         15 if is("x-forwarded-for") => Field::ForwardedFor,
         15 if is("x-forwarded-uri") => Field::TargetOverride,
-        16 if is("proxy-connection") => Field::Dropped,
         16 if is("x-forwarded-host") => Field::ForwardedHost,
         16 if is("x-forwarded-path") => Field::TargetOverride,
         16 if is("cf-connecting-ip") || is("fastly-client-ip") => Field::ClientAddress,
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
-        17 if is("transfer-encoding") => Field::Dropped,
         18 if is("x-forwarded-prefix") => Field::ForwardedPrefix,
         18 if is("x-forwarded-server") => Field::ClientAddress,
-        19 if is("proxy-authorization") => Field::Dropped,
         19 if is("x-cluster-client-ip") => Field::ClientAddress,
         24 if is("x-original-forwarded-for") => Field::ClientAddress,
         _ => Field::Other,
     }
-}
-
-/// Whether a field name (any case) is one of [`HOP_BY_HOP`]: read off [`field`]'s one match per
-/// name, which costs less per answer field than eight comparisons (a test holds the two to the
-/// same names).
-pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    matches!(field(name), Field::Dropped | Field::Connection)
 }
 
 /// Whether `name`, with `_` read as `-`, is one of [`GUARDED`] (and has a `_`: the name itself
@@ -327,17 +267,6 @@ fn is_lookalike(name: &[u8]) -> bool {
             })
     };
     GUARDED.iter().any(same) && underscore
-}
-
-/// Whether a `Connection` value among `fields` lists `name`.
-pub(crate) fn named_by_connection<'h>(
-    fields: impl Iterator<Item = (&'h [u8], &'h [u8])>,
-    name: &[u8],
-) -> bool {
-    fields
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, value)| crate::h1::list(value))
-        .any(|token| token.eq_ignore_ascii_case(name))
 }
 
 /// The first field a request's `Connection` names that valet routes by or sets ([`OWN`]), or
@@ -356,7 +285,7 @@ pub fn connection_names_own<'h>(fields: &'h Fields, key_field: Option<&[u8]>) ->
     };
     fields
         .get_all(&header::CONNECTION)
-        .flat_map(crate::h1::list)
+        .flat_map(crate::http1::framing::list)
         .find(|token| own(token))
 }
 
@@ -549,433 +478,6 @@ pub fn prepare_request(
     }
 }
 
-/// The client's request id if it sent a sane one, else a new one (`true`: new, to be sent to
-/// the instance in place of the client's). Returned to be echoed back.
-pub fn request_id(headers: &Fields) -> (HeaderValue, bool) {
-    if let Some(id) = headers.value(&X_REQUEST_ID) {
-        if !id.is_empty() && id.len() <= 128 {
-            return (id, false);
-        }
-    }
-    (new_request_id(), true)
-}
-
-/// 128 random bits as 32 hex characters.
-fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bits = fastrand::u128(..);
-    let mut out = [0u8; 32];
-    for byte in out.iter_mut() {
-        *byte = HEX[(bits & 0xf) as usize];
-        bits >>= 4;
-    }
-    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
-}
-
-/// Whether a request asks to switch protocols in a way its route allows (`upgrades`, lower
-/// case; HTTP/1.1 only): every protocol its `Upgrade` offers must be allowed, since the instance
-/// may pick any of them. Any other (`h2c` on a route that does not name it, `TLS/1.0`) would
-/// turn the connection into a tunnel that later requests take past routing and auth: such a
-/// request goes on as an ordinary one, its `Upgrade` dropped as a hop-by-hop field.
-pub fn is_upgrade(headers: &Fields, allowed: &[Box<str>]) -> bool {
-    if allowed.is_empty() {
-        return false;
-    }
-    let mut protocols = headers
-        .get_all(&header::UPGRADE)
-        .flat_map(crate::h1::list)
-        .peekable();
-    protocols.peek().is_some()
-        && protocols.all(|offered| allowed.iter().any(|a| allows(a, offered)))
-        && headers
-            .get_all(&header::CONNECTION)
-            .filter_map(crate::fields::text)
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Whether an `upgrades` entry allows an offered protocol: a bare name allows every version of
-/// it (`websocket` allows `WebSocket/13`), a name with a version only that version.
-fn allows(allowed: &str, offered: &[u8]) -> bool {
-    let name = if allowed.contains('/') {
-        offered
-    } else {
-        offered.split(|&b| b == b'/').next().unwrap_or(offered)
-    };
-    name.eq_ignore_ascii_case(allowed.as_bytes())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::BytesMut;
-    use http_body_util::Empty;
-
-    fn client(trusted: bool) -> ClientInfo {
-        ClientInfo {
-            peer: IpAddr::from([10, 0, 0, 9]),
-            peer_header: HeaderValue::from_static("10.0.0.9"),
-            trusted,
-            https: true,
-            host: Some(HeaderValue::from_static("app.test")),
-            new_request_id: None,
-        }
-    }
-
-    /// The request head as it goes to the instance, its field lines sorted, with the
-    /// client's fields parsed by valet (names as sent) and, the same again, by hyper (names
-    /// lower-cased): both must come out alike, but for the case of the client's own names.
-    fn written(fields: &[(&str, &str)], rewrite: &Rewrite<'_>) -> Vec<String> {
-        let raw: String = fields
-            .iter()
-            .map(|(n, v)| format!("{n}: {v}\r\n"))
-            .collect();
-        let spans = crate::fields::tests::spans(&raw);
-        let map = Fields::Map(crate::fields::tests::spans(&raw).into_map());
-        let [from_spans, from_map] = [spans, map].map(|fields| {
-            let mut out = BytesMut::new();
-            let body = Empty::<bytes::Bytes>::new();
-            crate::h1::encode_request(
-                &http::Method::GET,
-                "/",
-                &fields,
-                Some(rewrite),
-                &body,
-                &mut out,
-            );
-            let text = String::from_utf8(out.to_vec()).unwrap();
-            let mut lines: Vec<String> = text
-                .split("\r\n")
-                .skip(1)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect();
-            lines.sort();
-            lines
-        });
-        let lower = |lines: &[String]| -> Vec<String> {
-            let mut lower: Vec<String> = lines.iter().map(|l| l.to_ascii_lowercase()).collect();
-            lower.sort();
-            lower
-        };
-        assert_eq!(lower(&from_spans), lower(&from_map));
-        from_map
-    }
-
-    #[test]
-    fn an_untrusted_clients_head_is_rewritten_as_it_is_written() {
-        let mut client = client(false);
-        client.new_request_id = Some(HeaderValue::from_static("new-id"));
-        let rewrite = Rewrite {
-            client: &client,
-            prefix: Some(HeaderValue::from_static("/api")),
-            fallback_host: None,
-            hop: Hop::Instance,
-        };
-        let lines = written(
-            &[
-                ("Host", "app.test"),
-                ("X-Forwarded-For", "6.6.6.6"),
-                ("x-forwarded-proto", "http"),
-                ("x-forwarded-host", "evil.test"),
-                ("x-forwarded-prefix", "/evil"),
-                ("x-request-id", "client-id"),
-                ("x_forwarded_for", "7.7.7.7"),
-                ("transfer_encoding", "chunked"),
-                ("Connection", "keep-alive, X-Secret"),
-                ("Keep-Alive", "timeout=5"),
-                ("x-secret", "1"),
-                ("te", "trailers"),
-                ("x-kept", "yes"),
-                ("x_kept_too", "yes"),
-                ("X-Real-IP", "6.6.6.6"),
-                ("Forwarded", "for=6.6.6.6;proto=https"),
-                ("True-Client-IP", "6.6.6.6"),
-                ("X-Client-IP", "6.6.6.6"),
-                ("CF-Connecting-IP", "6.6.6.6"),
-                ("Fastly-Client-IP", "6.6.6.6"),
-                ("X-Cluster-Client-IP", "6.6.6.6"),
-                ("X-Original-Forwarded-For", "6.6.6.6"),
-                ("x_real_ip", "6.6.6.6"),
-                ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
-                ("Client-IP", "6.6.6.6"),
-                ("X-Forwarded", "for=6.6.6.6"),
-                ("X-Forwarded-Server", "evil.test"),
-                ("X-Original-URL", "/admin"),
-                ("X-Rewrite-URL", "/admin"),
-                ("X-Original-URI", "/admin"),
-                ("X-Forwarded-Uri", "/admin"),
-                ("X-Forwarded-Path", "/admin"),
-                ("x_forwarded_uri", "/admin"),
-                ("client_ip", "6.6.6.6"),
-                ("X_Original_URL", "/admin"),
-                ("x_rewrite_url", "/admin"),
-            ],
-            &rewrite,
-        );
-        assert_eq!(
-            lines,
-            [
-                "forwarded: for=10.0.0.9;host=\"app.test\";proto=https",
-                "host: app.test",
-                "x-forwarded-for: 10.0.0.9",
-                "x-forwarded-host: app.test",
-                "x-forwarded-prefix: /api",
-                "x-forwarded-proto: https",
-                "x-kept: yes",
-                "x-real-ip: 10.0.0.9",
-                "x-request-id: new-id",
-                "x_kept_too: yes",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_trusted_proxys_forwarded_fields_are_kept_and_extended() {
-        let client = client(true);
-        let rewrite = Rewrite {
-            client: &client,
-            prefix: None,
-            fallback_host: None,
-            hop: Hop::Instance,
-        };
-        let lines = written(
-            &[
-                ("x-forwarded-for", "1.2.3.4"),
-                ("x-forwarded-for", "5.6.7.8"),
-                ("x-forwarded-proto", "http"),
-                ("x-forwarded-host", "outer.test"),
-                ("x-forwarded-prefix", "/outer"),
-                ("x-request-id", "client-id"),
-                ("x-real-ip", "1.2.3.4"),
-                ("forwarded", "for=1.2.3.4"),
-                ("true-client-ip", "1.2.3.4"),
-                ("client-ip", "1.2.3.4"),
-                ("x-forwarded", "for=1.2.3.4"),
-                ("x-forwarded-server", "outer.test"),
-                // A trusted proxy still cannot send the instance to another path.
-                ("x-original-url", "/admin"),
-                ("x-rewrite-url", "/admin"),
-                ("x_forwarded_server", "outer.test"),
-            ],
-            &rewrite,
-        );
-        assert_eq!(
-            lines,
-            [
-                "client-ip: 1.2.3.4",
-                "forwarded: for=1.2.3.4",
-                "forwarded: for=10.0.0.9;host=\"app.test\";proto=https",
-                "host: app.test",
-                "true-client-ip: 1.2.3.4",
-                "x-forwarded-for: 1.2.3.4, 10.0.0.9",
-                "x-forwarded-host: outer.test",
-                "x-forwarded-prefix: /outer",
-                "x-forwarded-proto: http",
-                "x-forwarded-server: outer.test",
-                "x-forwarded: for=1.2.3.4",
-                "x-real-ip: 1.2.3.4",
-                "x-request-id: client-id",
-            ]
-        );
-    }
-
-    #[test]
-    fn connection_may_not_name_a_field_valet_routes_by_or_sets() {
-        let named = |raw: &str, key: Option<&[u8]>| {
-            let spans = crate::fields::tests::spans(raw);
-            let map = Fields::Map(crate::fields::tests::spans(raw).into_map());
-            let found = connection_names_own(&spans, key).map(<[u8]>::to_vec);
-            assert_eq!(found, connection_names_own(&map, key).map(<[u8]>::to_vec));
-            found.map(|n| String::from_utf8(n).unwrap())
-        };
-        let key = Some(&b"x-tenant"[..]);
-        let with = |connection: &str| format!("X-Tenant: a\r\nConnection: {connection}\r\n");
-        assert_eq!(named(&with("X-Tenant"), key).as_deref(), Some("X-Tenant"));
-        assert_eq!(
-            named(&with("close, x_tenant"), key).as_deref(),
-            Some("x_tenant")
-        );
-        // Any `Connection` field counts, not only the first.
-        let two = "Connection: keep-alive\r\nX-Tenant: a\r\nConnection: X-TENANT\r\n";
-        assert_eq!(named(two, key).as_deref(), Some("X-TENANT"));
-        for own in OWN {
-            let upper = own.to_ascii_uppercase().replace('-', "_");
-            assert_eq!(named(&with(own), None).as_deref(), Some(own));
-            assert_eq!(named(&with(&upper), None), Some(upper));
-        }
-        assert_eq!(
-            named("Connection: Cookie\r\n", Some(b"cookie")).as_deref(),
-            Some("Cookie")
-        );
-        // What clients really send, and fields valet neither reads nor sets, are no reason.
-        for fine in [
-            "keep-alive",
-            "close",
-            "Upgrade",
-            "X-Other, TE",
-            "x-tenants",
-            "",
-        ] {
-            assert_eq!(named(&with(fine), key), None, "{fine}");
-        }
-        assert_eq!(named("X-Tenant: a\r\n", key), None);
-        assert_eq!(named("Connection: Cookie\r\n", key), None);
-    }
-
-    #[test]
-    fn a_field_that_connection_names_is_set_by_valet_as_if_never_sent() {
-        let mut client = client(true);
-        client.host = None;
-        let rewrite = Rewrite {
-            client: &client,
-            prefix: None,
-            fallback_host: Some("127.0.0.1:4000".parse().unwrap()),
-            hop: Hop::Instance,
-        };
-        let lines = written(
-            &[
-                ("host", "named.test"),
-                ("x-forwarded-proto", "http"),
-                ("connection", "Host, X-Forwarded-Proto"),
-            ],
-            &rewrite,
-        );
-        assert_eq!(
-            lines,
-            [
-                "forwarded: for=10.0.0.9;proto=https",
-                "host: 127.0.0.1:4000",
-                "x-forwarded-for: 10.0.0.9",
-                "x-forwarded-proto: https",
-                "x-real-ip: 10.0.0.9",
-            ]
-        );
-    }
-
-    #[test]
-    fn the_rewrite_drops_exactly_the_hop_by_hop_names() {
-        // `field` sorts names with a match of its own; it must agree with HOP_BY_HOP, which
-        // header maps are filtered by.
-        for name in GUARDED {
-            let upper = name.to_ascii_uppercase();
-            let hop = HOP_BY_HOP.iter().any(|h| h.as_str() == name);
-            for spelled in [name.as_bytes(), upper.as_bytes()] {
-                let dropped = matches!(field(spelled), Field::Dropped | Field::Connection);
-                assert_eq!(dropped, hop, "{name}");
-                assert_eq!(is_hop_by_hop(spelled), hop, "{name}");
-            }
-        }
-        assert!(!is_hop_by_hop(b"x-kept"));
-    }
-
-    #[test]
-    fn the_map_version_applies_the_same_rules() {
-        let mut client = client(false);
-        client.new_request_id = Some(HeaderValue::from_static("id"));
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
-        headers.insert("x_real_ip", HeaderValue::from_static("6.6.6.6"));
-        headers.insert("upgrade", HeaderValue::from_static("websocket"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        headers.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
-        headers.insert("x-client-ip", HeaderValue::from_static("6.6.6.6"));
-        headers.insert("http2-settings", HeaderValue::from_static("AAMAAABk"));
-        prepare_request(&mut headers, &client, None, Hop::Instance);
-        let mut names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "forwarded",
-                "host",
-                "x-forwarded-for",
-                "x-forwarded-host",
-                "x-forwarded-proto",
-                "x-kept",
-                "x-real-ip",
-                "x-request-id"
-            ]
-        );
-        assert_eq!(headers["x-forwarded-for"], "10.0.0.9");
-        assert_eq!(headers["x-real-ip"], "10.0.0.9");
-        let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
-        assert_eq!(forwarded, ["for=10.0.0.9;host=\"app.test\";proto=https"]);
-    }
-
-    #[test]
-    fn forwarded_quotes_an_ipv6_peer_and_follows_a_trusted_proxys_elements() {
-        let mut client = client(true);
-        client.peer = "2001:db8::7".parse().unwrap();
-        client.peer_header = HeaderValue::from_static("2001:db8::7");
-        client.host = Some(HeaderValue::from_static("app.test:8787"));
-        client.https = false;
-        let mut headers = HeaderMap::new();
-        headers.append("forwarded", HeaderValue::from_static("for=192.0.2.1"));
-        headers.append("forwarded", HeaderValue::from_static("for=192.0.2.2"));
-        prepare_request(&mut headers, &client, None, Hop::Instance);
-        let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
-        assert_eq!(
-            forwarded,
-            [
-                "for=192.0.2.1",
-                "for=192.0.2.2",
-                "for=\"[2001:db8::7]\";host=\"app.test:8787\";proto=http"
-            ]
-        );
-    }
-
-    #[test]
-    fn only_upgrades_the_route_allows_are_upgrades() {
-        let websocket: &[Box<str>] = &["websocket".into()];
-        let upgrade = |raw: &str, allowed| is_upgrade(&crate::fields::tests::spans(raw), allowed);
-        assert!(upgrade(
-            "Connection: Upgrade\r\nUpgrade: websocket\r\n",
-            websocket
-        ));
-        assert!(upgrade(
-            "Connection: keep-alive, upgrade\r\nUpgrade: WebSocket/13\r\n",
-            websocket
-        ));
-        let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n";
-        let both = "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n";
-        for raw in [
-            h2c,
-            both,
-            "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n",
-            "Connection: Upgrade\r\nUpgrade: TLS/1.0\r\n",
-            "Connection: Upgrade\r\nUpgrade: websocketx\r\n",
-            "Connection: Upgrade\r\nUpgrade: ,\r\n",
-            "Upgrade: websocket\r\n",
-        ] {
-            assert!(!upgrade(raw, websocket), "{raw}");
-        }
-        // A route that names more allows them, alone or together; none: not even WebSocket.
-        let more: &[Box<str>] = &["websocket".into(), "h2c".into(), "tls/1.0".into()];
-        for raw in [h2c, both, "Connection: Upgrade\r\nUpgrade: TLS/1.0\r\n"] {
-            assert!(upgrade(raw, more), "{raw}");
-        }
-        assert!(!upgrade(
-            "Connection: Upgrade\r\nUpgrade: TLS/1.2\r\n",
-            more
-        ));
-        assert!(!upgrade(
-            "Connection: Upgrade\r\nUpgrade: websocket\r\n",
-            &[]
-        ));
-    }
-
-    #[test]
-    fn a_connection_value_with_a_non_ascii_byte_still_names_its_headers() {
-        let mut headers = HeaderMap::new();
-        let value = HeaderValue::from_bytes(b"x-secret, caf\xc3\xa9").unwrap();
-        headers.insert(header::CONNECTION, value);
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut headers);
-        assert!(!headers.contains_key("x-secret"));
-        assert!(!headers.contains_key(header::CONNECTION));
-        assert!(headers.contains_key("x-kept"));
-    }
-}
+#[path = "forward_tests.rs"]
+mod tests;

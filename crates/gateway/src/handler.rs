@@ -1,39 +1,22 @@
 //! One request, from route lookup to response: assets, or key -> instance -> proxy.
 
-use crate::assets::Assets;
-use crate::auth::{self, JwtVerifier};
+use crate::auth;
+use crate::dispatch::{acquire, exchange};
 use crate::error::GatewayError;
-use crate::fields::{Answer, ClientRequest, Fields};
+use crate::fields::Fields;
 use crate::forward::{self, ClientInfo, Peer};
 use crate::key;
+use crate::message::{Answer, ClientRequest};
 use crate::path;
 use crate::proxy::{self, Pass, Upstream};
-use crate::routes::{ContainerTarget, Route, RouteTable, Target};
+use crate::routes::{ContainerTarget, Route, Target};
+pub use crate::state::GatewayState;
 use crate::upgrade;
 use http::uri::{Authority, Scheme};
 use http::{header, HeaderValue, Uri, Version};
 use http_body::Body as _;
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use valet_config::IpNet;
-use valet_instances::{ClassRuntime, Instances, Lease};
-
-/// Everything a request needs, shared by all connections of the listener.
-pub struct GatewayState {
-    pub routes: RouteTable,
-    pub assets: Option<Assets>,
-    pub instances: Instances,
-    pub trusted_proxies: Vec<IpNet>,
-    /// Checks tokens for routes with `auth = "jwt"`.
-    pub jwt: Option<JwtVerifier>,
-    /// Whether the listener terminates TLS (for `X-Forwarded-Proto`).
-    pub https: bool,
-    pub access_log: bool,
-    /// Set on a peer listener (cluster mode): the token every request must carry. Such a
-    /// listener serves other replicas' forwarded requests and nothing else.
-    pub peer_token: Option<Box<[u8]>>,
-}
+use std::time::Instant;
 
 /// Handles one request; never fails (errors become responses).
 pub async fn handle(
@@ -46,7 +29,7 @@ pub async fn handle(
         return crate::peer::handle(state, upstream, peer, req, token).await;
     }
     let started = Instant::now();
-    let (request_id, new_id) = forward::request_id(&req.fields);
+    let (request_id, new_id) = crate::message::request_id(&req.fields);
     // Before anything reads the path or the host: every later step (route, key, auth,
     // strip_prefix, the target the instance gets) reads them as `check` leaves them.
     let (host, refused) = match check(&mut req) {
@@ -148,7 +131,7 @@ async fn to_instance(
         });
     }
     admit(state, route, &req, &client)?;
-    let upgrade = forward::is_upgrade(&req.fields, &route.upgrades);
+    let upgrade = upgrade::is_upgrade(&req.fields, &route.upgrades);
     if upgrade && !req.body.is_end_stream() {
         // The handshake goes to the instance without a body (a WebSocket handshake has none):
         // forwarded with its length, the instance would wait for bytes that never come.
@@ -179,157 +162,6 @@ async fn to_instance(
         port: target.port,
     };
     exchange(state, upstream, &target.class, req, pass, upgrade).await
-}
-
-/// Passes the request on the lease it has, and again on a new lease when that is safe: the
-/// instance (or the owner replica) went away before it answered.
-pub(crate) async fn exchange(
-    state: &GatewayState,
-    upstream: &Upstream,
-    class: &Arc<ClassRuntime>,
-    req: ClientRequest,
-    pass: Pass,
-    upgrade: bool,
-) -> Result<Answer, GatewayError> {
-    let (from_peer, port) = (pass.from_peer, pass.port);
-    if pass.lease.via().is_some() {
-        class.stats.forwarded.inc();
-    }
-    if upgrade {
-        let (instance, via) = (pass.lease.instance().clone(), pass.lease.via().cloned());
-        // Boxed: a rare path should not widen every request's future (see proxy::pass).
-        let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
-        let result = tunnel.await.map(Answer::from);
-        // A handshake is not sent again, but the next request must not take a route that
-        // failed: the owner's refusal passes to the client, its route does not stay.
-        if let Some(route) = via {
-            match &result {
-                Ok(answer)
-                    if answer.status == http::StatusCode::SERVICE_UNAVAILABLE
-                        && answer.fields.contains(&forward::X_VALET_NOT_OWNER) =>
-                {
-                    state.instances.forget_owner(&instance.id);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    forget_failed_route(state, &instance, Some(&*route.node), error);
-                }
-            }
-        }
-        return result;
-    }
-    let (instance, mut addr) = (pass.lease.instance().clone(), pass.lease.addr());
-    let mut via = pass.lease.via().map(|r| r.node.clone());
-    // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
-    // the upstream time of the first try, from sending until the response head.
-    let declared = req.fields.content_length();
-    class.stats.request_bytes.add(declared.unwrap_or(0));
-    let sent = Instant::now();
-    // Boxed: an async fn's future is copied whole into its caller's when called, so the
-    // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every
-    // request; behind a box only the pointer is.
-    let exchange = Box::pin(proxy::pass(upstream, req, pass));
-    let mut result = exchange.await;
-    class.stats.upstream.observe(sent.elapsed());
-    // A process that was killed or crashed a moment ago still looks ready until its task
-    // notices: pooled connections to it close unanswered, a new one is refused. Once the task
-    // has noticed, acquiring waits for the restart, and the request goes to the new process.
-    // The same holds for an owner replica that died: its route is forgotten, and acquiring
-    // waits for its lease to expire and takes the key over.
-    let mut resends = 0;
-    loop {
-        let (error, resend) = match result {
-            Ok(response) => return Ok(response),
-            Err(failed) => failed,
-        };
-        let (owner_gone, stale_route) =
-            forget_failed_route(state, &instance, via.as_deref(), &error);
-        let Some(resend) = resend.filter(|_| resends < MAX_RESENDS) else {
-            return Err(error);
-        };
-        resends += 1;
-        let wait = match error {
-            _ if owner_gone || stale_route => Duration::ZERO,
-            GatewayError::Unanswered { sent: false, .. } => upstream.connect.min(REFUSED_WAIT),
-            // A live instance may also close an idle pooled connection just as it is reused:
-            // then the address stays ready, and the request goes again after a short wait.
-            GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
-            _ => return Err(error),
-        };
-        // The rare path, boxed so that its futures do not widen every request's.
-        result = Box::pin(async {
-            instance.wait_address_retired(addr, wait).await;
-            // valet's own retry of a request already admitted: not the client's start.
-            let lease = acquire(state, class, instance.id.key(), port, None).await?;
-            if from_peer && lease.via().is_some() {
-                return Err(GatewayError::NotOwner {
-                    instance: instance.id.to_string(),
-                });
-            }
-            addr = lease.addr();
-            via = lease.via().map(|r| r.node.clone());
-            Ok(proxy::resend(upstream, resend, lease).await)
-        })
-        .await?;
-    }
-}
-
-/// After a failed exchange on a route to another replica (`via`, its node): an owner that
-/// refuses connections (died, or lost its listener) or whose connect times out (cut off) is
-/// marked unreachable, so the next acquire waits its lease out and takes the key over; a
-/// replica that said it is not the owner (a change this one missed) is looked up again. Done
-/// whether or not this request can go again: one with a body cannot, and the next request
-/// must not take the same route. Returns (owner gone, stale route): either way the request
-/// reached no instance. Both false for a local instance.
-fn forget_failed_route(
-    state: &GatewayState,
-    instance: &Arc<valet_instances::Instance>,
-    via: Option<&str>,
-    error: &GatewayError,
-) -> (bool, bool) {
-    let Some(node) = via else {
-        return (false, false);
-    };
-    let owner_gone = matches!(
-        error,
-        GatewayError::Unanswered { sent: false, .. }
-            | GatewayError::Timeout {
-                what: proxy::CONNECT,
-                ..
-            }
-    );
-    let stale_route = matches!(error, GatewayError::NotOwner { .. });
-    if owner_gone {
-        state.instances.owner_unreachable(instance, node);
-    } else if stale_route {
-        state.instances.forget_owner(&instance.id);
-    }
-    (owner_gone, stale_route)
-}
-
-/// Tries after the first for a bodiless request.
-const MAX_RESENDS: usize = 3;
-/// Longest wait for an instance's task to notice that its process is gone, after a refusal
-/// (nothing listens: the process is almost surely gone) ...
-const REFUSED_WAIT: Duration = Duration::from_secs(1);
-/// ... and after a pooled connection closed unanswered (the process may well be alive).
-const CLOSED_WAIT: Duration = Duration::from_millis(100);
-
-pub(crate) async fn acquire(
-    state: &GatewayState,
-    class: &Arc<ClassRuntime>,
-    key: &str,
-    port: usize,
-    client: Option<std::net::IpAddr>,
-) -> Result<Lease, GatewayError> {
-    state
-        .instances
-        .acquire_for(class, key, port, client)
-        .await
-        .map_err(|error| GatewayError::Instance {
-            instance: format!("{}/{}", class.name, key),
-            error,
-        })
 }
 
 /// What `strip_prefix` removes (for `X-Forwarded-Prefix`) and the target at the instance when

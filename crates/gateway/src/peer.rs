@@ -4,11 +4,13 @@
 //! replica does not own (any more, or under the epoch named) is refused with 503, never
 //! forwarded again.
 
+use crate::dispatch::{acquire, exchange};
 use crate::error::GatewayError;
-use crate::fields::{is_named, Answer, ClientRequest, Fields};
-use crate::forward::{self, ClientInfo, Peer, X_VALET_INSTANCE, X_VALET_NOT_OWNER, X_VALET_PEER};
-use crate::handler::{acquire, exchange, GatewayState};
+use crate::fields::{is_named, Fields};
+use crate::forward::{ClientInfo, Peer, X_VALET_INSTANCE, X_VALET_NOT_OWNER, X_VALET_PEER};
+use crate::message::{Answer, ClientRequest};
 use crate::proxy::{Pass, Upstream};
+use crate::state::GatewayState;
 use http::header;
 use http_body::Body as _;
 use valet_core::InstanceId;
@@ -22,7 +24,7 @@ pub async fn handle(
     req: ClientRequest,
     token: &[u8],
 ) -> Answer {
-    let (request_id, _) = forward::request_id(&req.fields);
+    let (request_id, _) = crate::message::request_id(&req.fields);
     let mut answer = match serve(state, upstream, peer, req, token).await {
         Ok(answer) => answer,
         Err(error) => error.into_response().into(),

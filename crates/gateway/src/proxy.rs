@@ -3,10 +3,11 @@
 use crate::body::Body;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
-use crate::fields::{Answer, ClientRequest};
 use crate::forward::{self, ClientInfo, Hop, Rewrite};
-use crate::h1::RequestFraming;
-use crate::pool::{self, Pool, SendError};
+use crate::http1::client::{self, SendError};
+use crate::http1::request::RequestFraming;
+use crate::message::{Answer, ClientRequest};
+use crate::pool::Pool;
 use crate::stream::{ClientBodyIdle, LeasedBody, SentBody};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -148,7 +149,7 @@ fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepar
     // Instances speak HTTP/1.1 (an h2 client's request is translated); the head is encoded
     // once, rewritten as it is written, and, for a bodiless request, kept as it is to be sent
     // again if need be.
-    let (head, framing) = pool::encode(&method, target, &fields, Some(&rewrite), &body);
+    let (head, framing) = client::encode(&method, target, &fields, Some(&rewrite), &body);
     // One call of `send` for both kinds of request: each call site of an async fn takes its
     // own room in the caller's future.
     let (body, body_sent) = if body.is_end_stream() {
@@ -329,7 +330,7 @@ pub fn leased_response(
     idle: Duration,
 ) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    forward::remove_hop_by_hop(&mut parts.headers);
+    crate::http1::hop::remove_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, LeasedBody::new(body, lease, idle).boxed_unsync())
 }
 

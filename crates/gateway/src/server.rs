@@ -4,48 +4,25 @@
 //! new connections over the workers' listeners.
 //!
 //! Each worker speaks HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN over TLS) and hands every
-//! request to [`crate::handler::handle`]. Plain HTTP/1.1 is served by [`crate::conn`] in the
+//! request to [`crate::handler::handle`]. Plain HTTP/1.1 is served by [`crate::http1::server`] in the
 //! connection's own task; what it leaves (HTTP/2, upgrades, streamed uploads, malformed heads)
 //! and TLS go through hyper. On shutdown a worker stops accepting and lets open connections
 //! finish for a grace period.
 
-use crate::body::RequestBody;
-use crate::conn::Rewind;
 use crate::forward::Peer;
-use crate::handler::{handle, GatewayState};
-use crate::proxy::{Upstream, UpstreamSettings};
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+pub use crate::worker::ServerConfig;
+use crate::worker::Worker;
+use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Socket, Type};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use valet_core::Shutdown;
 
 /// How long open connections may take to finish once shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);
-/// Largest request head (request line and headers) read from a client; a larger one is
-/// answered 431. hyper's own default (~400 KB) would pass 200 KB header values on to the
-/// instance, which many backends refuse with an error page of their own, or not at all.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// What every worker needs to serve.
-pub struct ServerConfig {
-    pub state: Arc<GatewayState>,
-    pub tls: Option<TlsAcceptor>,
-    pub header_read: Duration,
-    pub upstream: UpstreamSettings,
-}
 
 /// Bound listeners, one per worker, ready to serve.
 pub struct Server {
@@ -130,97 +107,8 @@ fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: 
     });
 }
 
-/// What every connection of a worker shares.
-pub struct Worker {
-    pub config: Arc<ServerConfig>,
-    pub upstream: Upstream,
-    builder: auto::Builder<TokioExecutor>,
-    /// Set, and `stop` notified, when the worker stops accepting. The worker's own: valet's
-    /// shutdown signal is shared by every thread, and [`crate::conn`] looks at this on every
-    /// request.
-    stopping: AtomicBool,
-    pub stop: Arc<Notify>,
-}
-
-impl Worker {
-    pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-
-    /// Serves the rest of a connection with hyper, `read` (bytes already taken off the socket)
-    /// first: every request this gateway does not serve in [`crate::conn`], and HTTP/2.
-    pub async fn hand_over(
-        self: Arc<Self>,
-        stream: TcpStream,
-        read: bytes::BytesMut,
-        peer: Peer,
-        watcher: Watcher,
-    ) {
-        let io = Rewind::new(stream, read.freeze());
-        self.serve_hyper(io, peer, watcher).await;
-    }
-
-    /// Serves a connection with hyper until it ends or a graceful shutdown finishes it.
-    async fn serve_hyper<I>(self: Arc<Self>, io: I, peer: Peer, watcher: Watcher)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let addr = peer.addr;
-        let service = self.service(Arc::new(peer));
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
-        }
-    }
-
-    fn service(
-        self: &Arc<Self>,
-        client: Arc<Peer>,
-    ) -> impl hyper::service::Service<
-        Request<Incoming>,
-        Response = Response<crate::body::Body>,
-        Error = Infallible,
-        Future = impl std::future::Future<Output = Result<Response<crate::body::Body>, Infallible>>
-                     + Send,
-    > + Clone
-           + Send
-           + 'static {
-        let worker = self.clone();
-        service_fn(move |req: Request<Incoming>| {
-            let (worker, client) = (worker.clone(), client.clone());
-            async move {
-                let req = req.map(RequestBody::Streaming);
-                let state = &worker.config.state;
-                let req = crate::fields::ClientRequest::from(req);
-                let answer = handle(state, &worker.upstream, &client, req).await;
-                Ok::<_, Infallible>(answer.into_http())
-            }
-        })
-    }
-}
-
 async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutdown: Shutdown) {
-    let upstream = Upstream::new(&config.upstream);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
-    let worker = Arc::new(Worker {
-        config: config.clone(),
-        upstream,
-        builder,
-        stopping: AtomicBool::new(false),
-        stop: Arc::new(Notify::new()),
-    });
+    let worker = Worker::new(config.clone());
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
     loop {
@@ -240,11 +128,16 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
         let client = Peer::new(peer, &config.state.trusted_proxies);
         let watcher = graceful.watcher();
         match &config.tls {
-            // Plain HTTP/1.1 is served in the connection's task (crate::conn), which hands
+            // Plain HTTP/1.1 is served in the connection's task (crate::http1::server), which hands
             // anything else to hyper; it also stops a client that connects and never sends a
             // request after `header_read`.
             None => {
-                tracker.spawn(crate::conn::serve(stream, client, worker.clone(), watcher));
+                tracker.spawn(crate::http1::server::serve(
+                    stream,
+                    client,
+                    worker.clone(),
+                    watcher,
+                ));
             }
             Some(acceptor) => {
                 let (acceptor, worker) = (acceptor.clone(), worker.clone());
@@ -263,8 +156,7 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
         }
     }
     drop(listener);
-    worker.stopping.store(true, Ordering::Relaxed);
-    worker.stop.notify_waiters();
+    worker.begin_stop();
     tracker.close();
     let drained = async {
         graceful.shutdown().await;

@@ -5,7 +5,9 @@
 use crate::body::RequestBody;
 use crate::body::{empty, Body};
 use crate::error::GatewayError;
+use crate::fields::Fields;
 use crate::forward;
+use crate::http1::framing::list;
 use crate::proxy::{leased_response, Pass, Upstream};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
@@ -158,4 +160,33 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// Whether a request asks to switch protocols in a way its route allows (`upgrades`, lower
+/// case; HTTP/1.1 only): every protocol its `Upgrade` offers must be allowed, since the instance
+/// may pick any of them. Any other (`h2c` on a route that does not name it, `TLS/1.0`) would
+/// turn the connection into a tunnel that later requests take past routing and auth: such a
+/// request goes on as an ordinary one, its `Upgrade` dropped as a hop-by-hop field.
+pub fn is_upgrade(headers: &Fields, allowed: &[Box<str>]) -> bool {
+    if allowed.is_empty() {
+        return false;
+    }
+    let mut protocols = headers.get_all(&header::UPGRADE).flat_map(list).peekable();
+    protocols.peek().is_some()
+        && protocols.all(|offered| allowed.iter().any(|a| allows(a, offered)))
+        && headers
+            .get_all(&header::CONNECTION)
+            .flat_map(list)
+            .any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// Whether an `upgrades` entry allows an offered protocol: a bare name allows every version of
+/// it (`websocket` allows `WebSocket/13`), a name with a version only that version.
+fn allows(allowed: &str, offered: &[u8]) -> bool {
+    let name = if allowed.contains('/') {
+        offered
+    } else {
+        offered.split(|&b| b == b'/').next().unwrap_or(offered)
+    };
+    name.eq_ignore_ascii_case(allowed.as_bytes())
 }

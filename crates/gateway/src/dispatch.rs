@@ -1,0 +1,166 @@
+//! A request on its way to its instance, and again when that is safe: the one place that
+//! decides whether a request that got no answer goes again (a bodiless one after a refused
+//! connection, an idempotent one after a closed one, any after a replica that was not the
+//! owner), on a new lease that waits for the instance's restart or the key's new owner.
+//! Shared by the public listener ([`crate::handler`]) and the peer listener ([`crate::peer`]).
+
+use crate::error::GatewayError;
+use crate::forward;
+use crate::message::{Answer, ClientRequest};
+use crate::proxy::{self, Pass, Upstream};
+use crate::state::GatewayState;
+use crate::upgrade;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use valet_instances::{ClassRuntime, Lease};
+
+/// Passes the request on the lease it has, and again on a new lease when that is safe: the
+/// instance (or the owner replica) went away before it answered.
+pub(crate) async fn exchange(
+    state: &GatewayState,
+    upstream: &Upstream,
+    class: &Arc<ClassRuntime>,
+    req: ClientRequest,
+    pass: Pass,
+    upgrade: bool,
+) -> Result<Answer, GatewayError> {
+    let (from_peer, port) = (pass.from_peer, pass.port);
+    if pass.lease.via().is_some() {
+        class.stats.forwarded.inc();
+    }
+    if upgrade {
+        let (instance, via) = (pass.lease.instance().clone(), pass.lease.via().cloned());
+        // Boxed: a rare path should not widen every request's future (see proxy::pass).
+        let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
+        let result = tunnel.await.map(Answer::from);
+        // A handshake is not sent again, but the next request must not take a route that
+        // failed: the owner's refusal passes to the client, its route does not stay.
+        if let Some(route) = via {
+            match &result {
+                Ok(answer)
+                    if answer.status == http::StatusCode::SERVICE_UNAVAILABLE
+                        && answer.fields.contains(&forward::X_VALET_NOT_OWNER) =>
+                {
+                    state.instances.forget_owner(&instance.id);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    forget_failed_route(state, &instance, Some(&*route.node), error);
+                }
+            }
+        }
+        return result;
+    }
+    let (instance, mut addr) = (pass.lease.instance().clone(), pass.lease.addr());
+    let mut via = pass.lease.via().map(|r| r.node.clone());
+    // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
+    // the upstream time of the first try, from sending until the response head.
+    let declared = req.fields.content_length();
+    class.stats.request_bytes.add(declared.unwrap_or(0));
+    let sent = Instant::now();
+    // Boxed: an async fn's future is copied whole into its caller's when called, so the
+    // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every
+    // request; behind a box only the pointer is.
+    let exchange = Box::pin(proxy::pass(upstream, req, pass));
+    let mut result = exchange.await;
+    class.stats.upstream.observe(sent.elapsed());
+    // A process that was killed or crashed a moment ago still looks ready until its task
+    // notices: pooled connections to it close unanswered, a new one is refused. Once the task
+    // has noticed, acquiring waits for the restart, and the request goes to the new process.
+    // The same holds for an owner replica that died: its route is forgotten, and acquiring
+    // waits for its lease to expire and takes the key over.
+    let mut resends = 0;
+    loop {
+        let (error, resend) = match result {
+            Ok(response) => return Ok(response),
+            Err(failed) => failed,
+        };
+        let (owner_gone, stale_route) =
+            forget_failed_route(state, &instance, via.as_deref(), &error);
+        let Some(resend) = resend.filter(|_| resends < MAX_RESENDS) else {
+            return Err(error);
+        };
+        resends += 1;
+        let wait = match error {
+            _ if owner_gone || stale_route => Duration::ZERO,
+            GatewayError::Unanswered { sent: false, .. } => upstream.connect.min(REFUSED_WAIT),
+            // A live instance may also close an idle pooled connection just as it is reused:
+            // then the address stays ready, and the request goes again after a short wait.
+            GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
+            _ => return Err(error),
+        };
+        // The rare path, boxed so that its futures do not widen every request's.
+        result = Box::pin(async {
+            instance.wait_address_retired(addr, wait).await;
+            // valet's own retry of a request already admitted: not the client's start.
+            let lease = acquire(state, class, instance.id.key(), port, None).await?;
+            if from_peer && lease.via().is_some() {
+                return Err(GatewayError::NotOwner {
+                    instance: instance.id.to_string(),
+                });
+            }
+            addr = lease.addr();
+            via = lease.via().map(|r| r.node.clone());
+            Ok(proxy::resend(upstream, resend, lease).await)
+        })
+        .await?;
+    }
+}
+
+/// After a failed exchange on a route to another replica (`via`, its node): an owner that
+/// refuses connections (died, or lost its listener) or whose connect times out (cut off) is
+/// marked unreachable, so the next acquire waits its lease out and takes the key over; a
+/// replica that said it is not the owner (a change this one missed) is looked up again. Done
+/// whether or not this request can go again: one with a body cannot, and the next request
+/// must not take the same route. Returns (owner gone, stale route): either way the request
+/// reached no instance. Both false for a local instance.
+fn forget_failed_route(
+    state: &GatewayState,
+    instance: &Arc<valet_instances::Instance>,
+    via: Option<&str>,
+    error: &GatewayError,
+) -> (bool, bool) {
+    let Some(node) = via else {
+        return (false, false);
+    };
+    let owner_gone = matches!(
+        error,
+        GatewayError::Unanswered { sent: false, .. }
+            | GatewayError::Timeout {
+                what: proxy::CONNECT,
+                ..
+            }
+    );
+    let stale_route = matches!(error, GatewayError::NotOwner { .. });
+    if owner_gone {
+        state.instances.owner_unreachable(instance, node);
+    } else if stale_route {
+        state.instances.forget_owner(&instance.id);
+    }
+    (owner_gone, stale_route)
+}
+
+/// Tries after the first for a bodiless request.
+const MAX_RESENDS: usize = 3;
+/// Longest wait for an instance's task to notice that its process is gone, after a refusal
+/// (nothing listens: the process is almost surely gone) ...
+const REFUSED_WAIT: Duration = Duration::from_secs(1);
+/// ... and after a pooled connection closed unanswered (the process may well be alive).
+const CLOSED_WAIT: Duration = Duration::from_millis(100);
+
+pub(crate) async fn acquire(
+    state: &GatewayState,
+    class: &Arc<ClassRuntime>,
+    key: &str,
+    port: usize,
+    client: Option<std::net::IpAddr>,
+) -> Result<Lease, GatewayError> {
+    state
+        .instances
+        .acquire_for(class, key, port, client)
+        .await
+        .map_err(|error| GatewayError::Instance {
+            instance: format!("{}/{}", class.name, key),
+            error,
+        })
+}

@@ -1,0 +1,328 @@
+//! The client session of HTTP/1.1 towards instances: a request head and body written on a
+//! pooled connection, the answer's head read back, and its body handed out to be read off the
+//! same connection by whoever polls it ([`super::body::ResponseBody`]). Spoken in the request's
+//! own task: nothing hops to another task or through a channel between the client's request
+//! and the instance's answer (hyper's client needs a connection task, a request channel and a
+//! body channel for the same exchange). The connections themselves are [`crate::pool`]'s.
+
+use super::body::ResponseBody;
+use super::chunked::{encode_chunk, LAST_CHUNK};
+use super::request::{encode_request, RequestFraming};
+use super::response::{parse_head, BadResponse, Head};
+use crate::body::BoxError;
+use crate::message::Answer;
+use crate::pool::{drained, Conn, ConnectError, Pool};
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Request body bytes gathered into one write when they are at hand already.
+const COALESCE: usize = 64 * 1024;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connect timeout passed before the instance accepted.
+    ConnectTimeout,
+    /// The deadline given to [`Pool::send_head`] passed before the response head came.
+    Deadline,
+    /// Nothing reached the instance: connecting failed.
+    Connect(std::io::Error),
+    /// The request was (maybe partly) written, and the connection failed or closed before a
+    /// whole response head came back.
+    Closed(std::io::Error),
+    /// The client's request body failed: over the size limit, silent too long, bad framing.
+    RequestBody(BoxError),
+    /// The instance's answer cannot be passed on.
+    BadResponse(BadResponse),
+}
+
+impl From<ConnectError> for SendError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Timeout => SendError::ConnectTimeout,
+            ConnectError::Io(e) => SendError::Connect(e),
+        }
+    }
+}
+
+impl Pool {
+    /// Sends `req` (origin-form target) to `addr` on a pooled or new connection and returns
+    /// the response head; its body reads the rest off the connection. The proxy encodes its
+    /// heads itself (to keep them for resending) and calls [`Pool::send_head`]; this is the
+    /// tests' shorthand.
+    #[cfg(test)]
+    async fn send<B>(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        req: http::Request<B>,
+    ) -> Result<Answer<ResponseBody>, SendError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let fields = crate::fields::Fields::Map(parts.headers);
+        let (head, framing) = encode(&parts.method, target, &fields, None, &body);
+        self.send_head(addr, &head, &parts.method, framing, body, None)
+            .await
+    }
+
+    /// Sends an encoded request head (see [`encode`]) and `body` to `addr`; with a `deadline`,
+    /// [`SendError::Deadline`] if no response head has come by then.
+    pub async fn send_head<B>(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        head: &[u8],
+        method: &Method,
+        framing: RequestFraming,
+        body: B,
+        deadline: Option<Instant>,
+    ) -> Result<Answer<ResponseBody>, SendError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = std::pin::pin!(body);
+        // A bodiless idempotent request may go again once, on a new connection, when a pooled
+        // one closes without an answer (RFC 9110 9.2.2): how an instance's idle keep-alive
+        // timeout meets a request that was already on its way.
+        let mut may_resend = framing == RequestFraming::None && method.is_idempotent();
+        let mut pooled = true;
+        loop {
+            let taken = if pooled { self.take(addr) } else { None };
+            let (mut conn, reused) = match (taken, deadline) {
+                (Some(conn), _) => (conn, true),
+                (None, None) => (self.connect(addr).await?, false),
+                (None, Some(at)) => match tokio::time::timeout_at(at, self.connect(addr)).await {
+                    Ok(conn) => (conn?, false),
+                    Err(_) => return Err(SendError::Deadline),
+                },
+            };
+            match exchange(&mut conn, head, &mut body, framing, method, deadline).await {
+                Ok((head, keep_alive)) => {
+                    let framing = head.framing;
+                    return Ok(Answer {
+                        status: head.status,
+                        fields: head.fields,
+                        request_id: None,
+                        body: ResponseBody::new(conn, framing, keep_alive),
+                    });
+                }
+                // A pooled connection the instance closed just as it was taken, before it read
+                // a byte of this request: nothing reached the application, so the request goes
+                // out again on a new connection (once: a new connection is not retried).
+                Err(Failure::Unsent(_)) if reused => continue,
+                Err(Failure::Closed(_)) if reused && may_resend => {
+                    may_resend = false;
+                    pooled = false;
+                }
+                Err(Failure::Unsent(e) | Failure::Closed(e)) => return Err(SendError::Closed(e)),
+                Err(Failure::RequestBody(e)) => return Err(SendError::RequestBody(e)),
+                Err(Failure::Deadline) => return Err(SendError::Deadline),
+                Err(Failure::BadResponse(e)) => return Err(SendError::BadResponse(e)),
+            }
+        }
+    }
+}
+
+/// The request head as it goes on the wire (see [`encode_request`]), and how its body is
+/// framed.
+pub fn encode<B: http_body::Body>(
+    method: &Method,
+    target: &str,
+    headers: &crate::fields::Fields,
+    rewrite: Option<&crate::forward::Rewrite<'_>>,
+    body: &B,
+) -> (Bytes, RequestFraming) {
+    let mut head = BytesMut::new();
+    let framing = encode_request(method, target, headers, rewrite, body, &mut head);
+    (head.freeze(), framing)
+}
+
+enum Failure {
+    /// Writing the head failed: the instance has none of this request.
+    Unsent(std::io::Error),
+    Closed(std::io::Error),
+    RequestBody(BoxError),
+    BadResponse(BadResponse),
+    Deadline,
+}
+
+/// Writes the request and reads the response head. The body goes up while the head is awaited,
+/// so an instance that answers early (a 413 before reading an upload) is heard at once; the
+/// connection is then not reused, since part of the body was never sent.
+async fn exchange<B>(
+    conn: &mut Conn,
+    head: &[u8],
+    body: &mut B,
+    framing: RequestFraming,
+    method: &Method,
+    deadline: Option<Instant>,
+) -> Result<(Head, bool), Failure>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let Conn {
+        stream, buf, timer, ..
+    } = conn;
+    if framing == RequestFraming::None {
+        let answer = async {
+            stream.write_all(head).await.map_err(Failure::Unsent)?;
+            let (head, keep_alive, short) = read_head(stream, buf, method).await?;
+            if short {
+                drained(stream);
+            }
+            Ok((head, keep_alive))
+        };
+        let Some(at) = deadline else {
+            return answer.await;
+        };
+        return tokio::select! {
+            biased;
+            answer = answer => answer,
+            () = timer.reached(at) => Err(Failure::Deadline),
+        };
+    }
+    let (mut reader, mut writer) = stream.split();
+    let upload = send_body(&mut writer, head, body, framing);
+    let answer = read_head(&mut reader, buf, method);
+    tokio::pin!(upload, answer);
+    let early = tokio::select! {
+        biased;
+        sent = &mut upload => match sent {
+            Ok(()) => None,
+            Err(Failure::Unsent(e) | Failure::Closed(e)) => Some(e),
+            Err(other) => return Err(other),
+        },
+        head = &mut answer => {
+            let (head, _, _) = head?;
+            // Answered before the whole body went up: the connection carries no more requests.
+            return Ok((head, false));
+        }
+    };
+    match (answer.await, early) {
+        (Ok((head, keep_alive, _)), None) => Ok((head, keep_alive)),
+        // Writing failed, yet the instance may have answered before closing (a 413 for an
+        // upload it would not read): that answer is the one the client gets.
+        (Ok((head, _, _)), Some(_)) => Ok((head, false)),
+        (Err(Failure::Closed(_)), Some(e)) => Err(Failure::Closed(e)),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Writes the head and the client's body. Frames already at hand go out with the head in one
+/// write.
+async fn send_body<W, B>(
+    writer: &mut W,
+    head: &[u8],
+    body: &mut B,
+    framing: RequestFraming,
+) -> Result<(), Failure>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut out = BytesMut::with_capacity(head.len() + 1024);
+    out.extend_from_slice(head);
+    let mut unsent = true;
+    loop {
+        // Gather what is ready without waiting; wait only with nothing to write.
+        let frame = if out.is_empty() {
+            body.frame().await
+        } else {
+            match futures_util::FutureExt::now_or_never(body.frame()) {
+                Some(frame) if out.len() < COALESCE => frame,
+                Some(frame) => {
+                    flush(writer, &mut out, &mut unsent).await?;
+                    frame
+                }
+                None => {
+                    flush(writer, &mut out, &mut unsent).await?;
+                    continue;
+                }
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(Failure::RequestBody(e.into())),
+            Some(Ok(frame)) => {
+                // Trailers of the client's body are not passed on.
+                if let Ok(data) = frame.into_data() {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    match framing {
+                        RequestFraming::Chunked => encode_chunk(&data, &mut out),
+                        _ => out.extend_from_slice(&data),
+                    }
+                }
+            }
+        }
+    }
+    if framing == RequestFraming::Chunked {
+        out.extend_from_slice(LAST_CHUNK);
+    }
+    flush(writer, &mut out, &mut unsent).await
+}
+
+async fn flush<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &mut BytesMut,
+    unsent: &mut bool,
+) -> Result<(), Failure> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let result = writer.write_all(out).await;
+    out.clear();
+    match result {
+        Ok(()) => {
+            *unsent = false;
+            Ok(())
+        }
+        Err(e) if *unsent => Err(Failure::Unsent(e)),
+        Err(e) => Err(Failure::Closed(e)),
+    }
+}
+
+/// Reads until a whole response head is buffered and parses it.
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<(Head, bool, bool), Failure> {
+    // Whether the last read took less than it had room for (see [`drained`]).
+    let mut short = false;
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = parse_head(buf, method).map_err(Failure::BadResponse)? {
+                let keep_alive = head.keep_alive;
+                return Ok((head, keep_alive, short));
+            }
+        }
+        buf.reserve(8 * 1024);
+        let room = buf.capacity() - buf.len();
+        match reader.read_buf(buf).await {
+            Ok(0) => {
+                return Err(Failure::Closed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed before a response",
+                )))
+            }
+            Ok(n) => short = n < room,
+            Err(e) => return Err(Failure::Closed(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

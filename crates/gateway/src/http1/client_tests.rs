@@ -1,0 +1,343 @@
+use super::*;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn get() -> Request<Empty<Bytes>> {
+    Request::builder()
+        .uri("/")
+        .header("host", "test")
+        .body(Empty::<Bytes>::new())
+        .unwrap()
+}
+
+/// What a scripted test server does with a request.
+#[derive(Clone, Copy)]
+enum Act {
+    Reply(&'static [u8]),
+    ReplyAndClose(&'static [u8]),
+    /// Closes the connection without answering.
+    Close,
+    /// Keeps the connection open and never answers.
+    Silent,
+}
+
+/// An HTTP/1.1 server that does `script(connection, request)` for each request head it
+/// reads (both counted from 0), and counts the connections it accepted.
+async fn scripted(
+    script: impl Fn(usize, usize) -> Act + Copy + Send + 'static,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let connection = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                let mut request = 0;
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let (reply, close) = match script(connection, request) {
+                            Act::Reply(reply) => (reply, false),
+                            Act::ReplyAndClose(reply) => (reply, true),
+                            Act::Close => return,
+                            Act::Silent => {
+                                let _ = stream.read(&mut buf).await;
+                                return;
+                            }
+                        };
+                        request += 1;
+                        if stream.write_all(reply).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Answers every request with `reply` (or only the first, then closes, when
+/// `close_after_one`).
+async fn server_with(
+    reply: &'static [u8],
+    close_after_one: bool,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    scripted(move |_, _| match close_after_one {
+        true => Act::ReplyAndClose(reply),
+        false => Act::Reply(reply),
+    })
+    .await
+}
+
+async fn server(close_after_one: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    server_with(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        close_after_one,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_deadline_ends_the_wait_for_an_answer_on_a_pooled_connection_and_drops_it() {
+    // The first request is answered; the second, on the same connection, never is.
+    let (addr, accepted) = scripted(|_, request| match request {
+        0 => Act::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        _ => Act::Silent,
+    })
+    .await;
+    // The connection's timer starts at the connect timeout (200 ms): the first wait's
+    // later deadline leaves it there, so for the second it fires early and is set again.
+    let pool = Pool::new(Duration::from_millis(200));
+    let send = |deadline| {
+        let (parts, body) = get().into_parts();
+        let fields = crate::fields::Fields::Map(parts.headers);
+        let (head, framing) = encode(&Method::GET, "/", &fields, None, &body);
+        let pool = pool.clone();
+        async move {
+            pool.send_head(addr, &head, &Method::GET, framing, body, Some(deadline))
+                .await
+        }
+    };
+    let response = send(Instant::now() + Duration::from_secs(5)).await.unwrap();
+    let body = response.body.collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok");
+    assert_eq!(pool.idle(addr), 1);
+    let asked = Instant::now();
+    let failed = send(asked + Duration::from_millis(600)).await;
+    let waited = asked.elapsed();
+    assert!(
+        matches!(failed, Err(SendError::Deadline)),
+        "{:?}",
+        failed.err()
+    );
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(3),
+        "gave up after {waited:?}, asked for 600 ms"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        pool.idle(addr),
+        0,
+        "a connection with an answer pending is not reused"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_body_returns_its_connection_for_the_next_request() {
+    let (addr, accepted) = server(false).await;
+    let pool = Pool::new(Duration::from_secs(1));
+    for _ in 0..5 {
+        let response = pool.send(addr, get()).await.unwrap();
+        let body = response.body.collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(pool.idle(addr), 1);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_closes_its_connection() {
+    let (addr, accepted) = server_with(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n",
+        false,
+    )
+    .await;
+    let pool = Pool::new(Duration::from_secs(1));
+    let response = pool.send(addr, get()).await.unwrap();
+    drop(response);
+    assert_eq!(pool.idle(addr), 0);
+    let response = pool.send(addr, get()).await.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_instance_closed_is_skipped() {
+    let (addr, accepted) = server(true).await;
+    let pool = Pool::new(Duration::from_secs(1));
+    let response = pool.send(addr, get()).await.unwrap();
+    response.body.collect().await.unwrap();
+    assert_eq!(pool.idle(addr), 1);
+    // The server closes after one answer; give its FIN time to arrive.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let response = pool.send(addr, get()).await.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_body_posted_in_pieces_arrives_chunked_and_whole() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8(seen).unwrap()
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(4);
+    let stream_body = http_body_util::StreamBody::new(tokio_stream_of(rx));
+    let body = crate::stream::SentBody::new(stream_body, Duration::from_secs(5), None);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/up")
+        .header("host", "test")
+        .body(body)
+        .unwrap();
+    let sender = tokio::spawn(async move {
+        for part in ["hello", ", ", "world"] {
+            tx.send(Ok(http_body::Frame::data(Bytes::from(part))))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let pool = Pool::new(Duration::from_secs(1));
+    let response = pool.send(addr, req).await.unwrap();
+    assert_eq!(response.status, 200);
+    sender.await.unwrap();
+    let seen = got.await.unwrap();
+    assert!(seen.starts_with("POST /up HTTP/1.1\r\n"), "{seen}");
+    assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+    let (_, wire) = seen.split_once("\r\n\r\n").unwrap();
+    assert_eq!(wire, "5\r\nhello\r\n2\r\n, \r\n5\r\nworld\r\n0\r\n\r\n");
+}
+
+/// A server whose first connection answers one request and then closes on reading the
+/// next, unanswered (the race of an idle keep-alive timeout); later connections answer all.
+async fn closes_on_the_second_request() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    scripted(|connection, request| match (connection, request) {
+        (0, 1) => Act::Close,
+        _ => Act::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_get_on_a_pooled_connection_closed_unanswered_goes_again_on_a_new_one() {
+    let (addr, accepted) = closes_on_the_second_request().await;
+    let pool = Pool::new(Duration::from_secs(1));
+    let response = pool.send(addr, get()).await.unwrap();
+    response.body.collect().await.unwrap();
+    let response = pool.send(addr, get()).await.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_post_on_a_pooled_connection_closed_unanswered_is_not_sent_again() {
+    let (addr, accepted) = closes_on_the_second_request().await;
+    let pool = Pool::new(Duration::from_secs(1));
+    let response = pool.send(addr, get()).await.unwrap();
+    response.body.collect().await.unwrap();
+    let post = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    match pool.send(addr, post).await {
+        Err(SendError::Closed(_)) => {}
+        other => panic!("expected Closed, got {:?}", other.map(|r| r.status)),
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_answer_given_before_the_upload_ends_is_passed_on() {
+    // The instance refuses the upload from its head alone, without reading the body.
+    let (addr, _) = server_with(
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!",
+        false,
+    )
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(1);
+    let body = http_body_util::StreamBody::new(tokio_stream_of(rx));
+    let req = Request::builder()
+        .method("POST")
+        .uri("/up")
+        .header("host", "test")
+        .body(body)
+        .unwrap();
+    // The client sends one piece and then nothing: the answer must not wait for the rest.
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"part"))))
+        .await
+        .unwrap();
+    let pool = Pool::new(Duration::from_secs(1));
+    let response = tokio::time::timeout(Duration::from_secs(5), pool.send(addr, req))
+        .await
+        .expect("answered while the upload was still open")
+        .unwrap();
+    assert_eq!(response.status, 413);
+    let body = response.body.collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"big!");
+    // Part of the body was never sent: that connection must not carry another request.
+    assert_eq!(pool.idle(addr), 0);
+    drop(tx);
+}
+
+#[tokio::test]
+async fn connection_close_and_http_1_0_answers_are_not_pooled() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
+        b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    ] {
+        let (addr, _) = server_with(reply, false).await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let response = pool.send(addr, get()).await.unwrap();
+        let body = response.body.collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(pool.idle(addr), 0, "{}", String::from_utf8_lossy(reply));
+    }
+}
+
+#[tokio::test]
+async fn a_body_delimited_by_close_is_read_to_the_end() {
+    let (addr, _) = server_with(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true).await;
+    let pool = Pool::new(Duration::from_secs(1));
+    let response = pool.send(addr, get()).await.unwrap();
+    let body = response.body.collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"until the end");
+    assert_eq!(pool.idle(addr), 0);
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn refused_is_a_connect_error() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let pool = Pool::new(Duration::from_secs(1));
+    match pool.send(addr, get()).await {
+        Err(SendError::Connect(_)) => {}
+        other => panic!("expected a connect error, got {:?}", other.map(|_| ())),
+    }
+}

@@ -1,0 +1,110 @@
+//! A request and an answer as the handler takes and gives them, whichever server read the
+//! request (valet's HTTP/1.1 or hyper) and whichever client brought the answer.
+
+use crate::body::{Body, RequestBody};
+use crate::fields::Fields;
+use crate::forward::X_REQUEST_ID;
+use http::header::HeaderValue;
+use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
+
+/// A client's request as the handler takes it.
+pub struct ClientRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub fields: Fields,
+    /// hyper's (the upgrade handle lives here); empty for requests parsed by valet.
+    pub extensions: Extensions,
+    pub body: RequestBody,
+}
+
+impl From<Request<RequestBody>> for ClientRequest {
+    fn from(req: Request<RequestBody>) -> Self {
+        let (parts, body) = req.into_parts();
+        Self {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            fields: Fields::Map(parts.headers),
+            extensions: parts.extensions,
+            body,
+        }
+    }
+}
+
+impl ClientRequest {
+    /// The request in `http`'s type, its fields in a header map.
+    pub fn into_http(self) -> Request<RequestBody> {
+        let mut req = Request::new(self.body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.fields.into_map();
+        *req.extensions_mut() = self.extensions;
+        req
+    }
+}
+
+/// An answer as the handler gives it. An instance's answer keeps its fields as spans of its
+/// head (hop-by-hop fields are dropped when it is written); valet's own answers and those
+/// that came through hyper keep a map.
+pub struct Answer<B = Body> {
+    pub status: StatusCode,
+    pub fields: Fields,
+    /// The request's id, sent back in place of any id field among `fields`.
+    pub request_id: Option<HeaderValue>,
+    pub body: B,
+}
+
+impl From<Response<Body>> for Answer {
+    fn from(response: Response<Body>) -> Self {
+        let (parts, body) = response.into_parts();
+        Self {
+            status: parts.status,
+            fields: Fields::Map(parts.headers),
+            request_id: None,
+            body,
+        }
+    }
+}
+
+impl Answer {
+    /// The answer in `http`'s type, for hyper's server.
+    pub fn into_http(self) -> Response<Body> {
+        let spans = matches!(self.fields, Fields::Spans { .. });
+        let mut headers = self.fields.into_map();
+        if spans {
+            crate::http1::hop::remove_hop_by_hop(&mut headers);
+        }
+        if let Some(id) = self.request_id {
+            headers.insert(crate::forward::X_REQUEST_ID.clone(), id);
+        }
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// The client's request id if it sent a sane one, else a new one (`true`: new, to be sent to
+/// the instance in place of the client's). Returned to be echoed back.
+pub fn request_id(headers: &Fields) -> (HeaderValue, bool) {
+    if let Some(id) = headers.value(&X_REQUEST_ID) {
+        if !id.is_empty() && id.len() <= 128 {
+            return (id, false);
+        }
+    }
+    (new_request_id(), true)
+}
+
+/// 128 random bits as 32 hex characters.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for byte in out.iter_mut() {
+        *byte = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+}
