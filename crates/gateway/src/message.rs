@@ -4,7 +4,8 @@
 use crate::body::{Body, RequestBody};
 use crate::fields::Fields;
 use crate::forward::X_REQUEST_ID;
-use http::header::HeaderValue;
+use crate::http1::framing::{one_length, says_length};
+use http::header::{self, HeaderValue};
 use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 
 /// A client's request as the handler takes it.
@@ -74,7 +75,16 @@ impl Answer {
         let spans = matches!(self.fields, Fields::Spans { .. });
         let mut headers = self.fields.into_map();
         if spans {
+            // An instance's answer: the same rules as valet's own server writes it by
+            // (crate::http1::response): hop-by-hop fields dropped, and its length kept only
+            // when it is one valid number, in digits (hyper would pass `2, 2` on as it is).
             crate::http1::hop::remove_hop_by_hop(&mut headers);
+            let values = headers.get_all(header::CONTENT_LENGTH).iter();
+            let declared = one_length(values.map(HeaderValue::as_bytes));
+            headers.remove(header::CONTENT_LENGTH);
+            if let Some(n) = declared.filter(|_| says_length(self.status)) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
         }
         if let Some(id) = self.request_id {
             headers.insert(crate::forward::X_REQUEST_ID.clone(), id);

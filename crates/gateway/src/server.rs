@@ -21,6 +21,13 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use valet_core::Shutdown;
 
+/// `VALET_HTTP1_ENGINE=hyper`: every plain connection is served by hyper, none by valet's own
+/// HTTP/1.1 server. A diagnostic (is a fault valet's HTTP/1.1 or not?) and the second side of
+/// the differential test that holds both to the same answers; slower, never the default.
+fn hyper_only() -> bool {
+    std::env::var_os("VALET_HTTP1_ENGINE").is_some_and(|v| v == "hyper")
+}
+
 /// How long open connections may take to finish once shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -109,6 +116,7 @@ fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: 
 
 async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutdown: Shutdown) {
     let worker = Worker::new(config.clone());
+    let hyper_only = hyper_only();
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
     loop {
@@ -131,6 +139,14 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
             // Plain HTTP/1.1 is served in the connection's task (crate::http1::server), which hands
             // anything else to hyper; it also stops a client that connects and never sends a
             // request after `header_read`.
+            None if hyper_only => {
+                let worker = worker.clone();
+                tracker.spawn(async move {
+                    worker
+                        .hand_over(stream, bytes::BytesMut::new(), client, watcher)
+                        .await
+                });
+            }
             None => {
                 tracker.spawn(crate::http1::server::serve(
                     stream,

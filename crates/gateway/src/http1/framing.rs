@@ -52,3 +52,21 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
         }
     }
 }
+
+/// An answer's declared `Content-Length`, from its values: it counts only when it is one valid
+/// number. Two fields, a list (`2, 2`) or a value that is not digits count for nothing, and
+/// the body's own size frames the answer to the client instead. The one rule for answers
+/// written by valet's server and for those handed to hyper's.
+pub fn one_length<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<u64> {
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    parse_length(first.trim_ascii())
+}
+
+/// Whether an answer of this status may say a length at all: a 204 or an interim answer never
+/// does (RFC 9110 8.6), whatever the instance wrote.
+pub fn says_length(status: http::StatusCode) -> bool {
+    status != http::StatusCode::NO_CONTENT && !status.is_informational()
+}

@@ -2,7 +2,7 @@
 //! of the body and the connection (RFC 9112 6), and [`write_answer_head`]'s rule writes the head
 //! of an answer to a client, framed by valet.
 
-use super::framing::{decimal, list, parse_length, put_field};
+use super::framing::{decimal, list, one_length, parse_length, put_field, says_length};
 use super::hop::drops_on_the_way;
 use crate::fields::{is_named, Fields, Span};
 use crate::forward;
@@ -237,7 +237,7 @@ pub(crate) fn encode_head(
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
-    let (mut lengths, mut declared, mut date) = (0, None, false);
+    let mut date = false;
     let [content_length, request_id_name, date_name] = [
         &header::CONTENT_LENGTH,
         &forward::X_REQUEST_ID,
@@ -247,10 +247,18 @@ pub(crate) fn encode_head(
     // Almost no answer names fields in `Connection`: the check per field runs only when one
     // does.
     let mut connection = false;
+    // An instance's `Connection: close` is about its connection to valet (hop-by-hop, dropped
+    // like the rest); only valet's own answers (a header map) close the client's with it.
+    let own = matches!(fields, Fields::Map(_));
     for value in fields.get_all(&header::CONNECTION) {
         connection = true;
-        close |= list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        close |= own && list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
     }
+    let declared = if drops_on_the_way(fields.iter(), content_length, connection) {
+        None
+    } else {
+        one_length(fields.get_all(&header::CONTENT_LENGTH))
+    };
     for (name, value) in fields.iter() {
         // The hop-by-hop rule first, as for answers in a header map: a `Content-Length` the
         // instance's `Connection` names goes too, and the answer is framed without it.
@@ -259,8 +267,8 @@ pub(crate) fn encode_head(
         {
             continue;
         } else if is_named(name, content_length) {
-            lengths += 1;
-            declared = parse_length(value.trim_ascii());
+            // Valet's to write, from `declared`.
+            continue;
         } else {
             date |= is_named(name, date_name);
             put_field(name, value, out);
@@ -273,7 +281,6 @@ pub(crate) fn encode_head(
             out,
         );
     }
-    let declared = declared.filter(|_| lengths == 1);
     let bodiless = method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -281,7 +288,7 @@ pub(crate) fn encode_head(
     let (framing, length) = if bodiless {
         // A HEAD answer says the length a GET would have; a 204 says none.
         let length = match declared {
-            _ if status == StatusCode::NO_CONTENT => None,
+            _ if !says_length(status) => None,
             Some(n) => Some(n),
             None if method == Method::HEAD => hint.filter(|&n| n > 0),
             None => None,

@@ -225,15 +225,31 @@ fn the_head_says_date_framing_and_close() {
         Method::GET,
         None,
     );
-    assert_eq!((framing, close), (Framing::Chunked, true));
+    // The instance's `Connection: close` is about its own connection to valet: the client's
+    // stays open, as when hyper writes the answer.
+    assert_eq!((framing, close), (Framing::Chunked, false));
     assert!(
         text.starts_with("HTTP/1.1 200 OK\r\nx-a: b\r\ndate: "),
         "{text}"
     );
     assert!(
-        text.ends_with("GMT\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
+        text.ends_with("GMT\r\ntransfer-encoding: chunked\r\n\r\n"),
         "{text}"
     );
+    // valet's own answer (a header map) that asks to close the client's connection does.
+    let mut map = http::HeaderMap::new();
+    map.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    let fields = Fields::Map(map);
+    let own = AnswerHead {
+        status: StatusCode::BAD_REQUEST,
+        fields: &fields,
+        request_id: None,
+        hint: Some(0),
+    };
+    let mut out = BytesMut::new();
+    let (_, close) = encode_head(&own, &Method::GET, false, &mut out);
+    assert!(close);
+    assert!(String::from_utf8_lossy(&out).ends_with("connection: close\r\n\r\n"));
     let (text, framing, close) = head(599, &[], Method::GET, Some(0));
     assert_eq!((framing, close), (Framing::Length(0), false));
     assert!(text.starts_with("HTTP/1.1 599 \r\ncontent-length: 0\r\ndate: "));

@@ -37,6 +37,7 @@ mod faults_keys;
 mod hardening_api;
 mod hardening_edge;
 mod http1;
+mod http1_differential;
 mod import;
 mod instances;
 mod keep_up;
