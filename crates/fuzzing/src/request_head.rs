@@ -20,6 +20,7 @@ pub fn request_head(data: &[u8]) {
         HeadRead::Served(req, len, content_length, close) => {
             served(data, &reference, &req, len, content_length, close);
             rewritten(&req, content_length, close);
+            in_pieces(data, len);
         }
         HeadRead::Partial => {
             // Waiting for more bytes while a whole head is there would hang the client.
@@ -186,5 +187,26 @@ fn rewritten(req: &ClientRequest, content_length: u64, close: bool) {
             assert_eq!(added, want);
         }
         RequestFraming::Chunked => panic!("a body of known length went chunked"),
+    }
+}
+
+/// The same head arriving in pieces reads the same: every prefix short of its end waits for
+/// more (the server session parses again as bytes come, and would otherwise serve a head it
+/// has only part of, or send a head to hyper that it serves whole). Byte by byte for short
+/// heads; for long ones at each line end and its neighbours, where a parse can first succeed.
+fn in_pieces(data: &[u8], len: usize) {
+    let cuts: Vec<usize> = if len <= 512 {
+        (0..len).collect()
+    } else {
+        (0..len)
+            .filter(|&i| data[i] == b'\n' || data.get(i + 1) == Some(&b'\n'))
+            .chain([1, len - 1])
+            .collect()
+    };
+    for cut in cuts {
+        assert!(
+            matches!(read_head(&data[..cut]), HeadRead::Partial),
+            "the first {cut} of {len} bytes did not wait for more"
+        );
     }
 }

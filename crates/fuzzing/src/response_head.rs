@@ -20,6 +20,7 @@ pub fn response_head(data: &[u8]) {
                 let used = data.len() - buf.len();
                 accepted(data, used, &head, &method);
                 written_back(&head, &method);
+                in_pieces(data, used, &head, &method);
             }
             Ok(None) => {
                 // Only whole interim heads are taken off while the final one is incomplete.
@@ -237,4 +238,27 @@ fn named_by_connection(fields: &Fields, name: &[u8]) -> bool {
         .get_all(&http::header::CONNECTION)
         .flat_map(|v| v.split(|&b| b == b','))
         .any(|t| wire::ows_trim(t).eq_ignore_ascii_case(name))
+}
+
+/// The same answer read as the client session reads a socket, one byte more per read into one
+/// buffer, gives the same head at the same byte (interim heads taken off as they complete).
+fn in_pieces(data: &[u8], used: usize, whole: &Head, method: &Method) {
+    let mut buf = BytesMut::new();
+    for (i, &byte) in data[..used].iter().enumerate() {
+        buf.extend_from_slice(&[byte]);
+        match parse_head(&mut buf, method) {
+            Ok(None) => assert!(i + 1 < used, "the whole head still waits for more"),
+            Ok(Some(head)) => {
+                assert_eq!(i + 1, used, "a head read before its end");
+                assert_eq!(head.status, whole.status);
+                assert_eq!(head.version, whole.version);
+                assert_eq!(head.framing, whole.framing);
+                assert_eq!(head.keep_alive, whole.keep_alive);
+                assert!(head.fields.iter().eq(whole.fields.iter()), "other fields");
+                return;
+            }
+            Err(e) => panic!("refused at byte {i} of an answer read whole: {e}"),
+        }
+    }
+    panic!("never read in pieces");
 }
