@@ -6,7 +6,8 @@ use crate::wire::{self, Reading};
 use bytes::BytesMut;
 use http::Method;
 use valet_gateway::body::{empty, full};
-use valet_gateway::http1::request::{encode_request, RequestFraming};
+use valet_gateway::http1::framing::Framing;
+use valet_gateway::http1::request::encode_request;
 use valet_gateway::http1::request::{read_head, HeadRead};
 use valet_gateway::message::ClientRequest;
 
@@ -174,8 +175,11 @@ fn rewritten(req: &ClientRequest, content_length: u64, close: bool) {
     let added = &after[before.len().min(after.len())..];
     assert_eq!(&after[..after.len() - added.len()], &before[..]);
     match framing {
-        RequestFraming::Length => assert!(content_length > 0 && added.is_empty()),
-        RequestFraming::None => {
+        Framing::Length(n) => {
+            assert_eq!(n, content_length);
+            assert!(content_length > 0 && added.is_empty());
+        }
+        Framing::None => {
             // Only an empty POST, PUT or PATCH without a length gets `content-length: 0`.
             let needs = matches!(req.method, Method::POST | Method::PUT | Method::PATCH)
                 && !req.fields.contains(&http::header::CONTENT_LENGTH);
@@ -186,7 +190,7 @@ fn rewritten(req: &ClientRequest, content_length: u64, close: bool) {
             };
             assert_eq!(added, want);
         }
-        RequestFraming::Chunked => panic!("a body of known length went chunked"),
+        Framing::Chunked => panic!("a body of known length went chunked"),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo, Hop, Rewrite};
 use crate::http1::client::{self, SendError};
-use crate::http1::request::RequestFraming;
+use crate::http1::framing::Framing;
 use crate::message::{Answer, ClientRequest};
 use crate::pool::Pool;
 use crate::stream::{ClientBodyIdle, LeasedBody, SentBody};
@@ -107,7 +107,7 @@ pub fn pass(
 struct Prepared {
     head: Bytes,
     method: Method,
-    framing: RequestFraming,
+    framing: Framing,
     body: UpstreamBody,
     lease: Lease,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -207,7 +207,7 @@ pub async fn resend(upstream: &Upstream, resend: Resend, lease: Lease) -> Result
         upstream,
         &resend.head,
         &resend.method,
-        RequestFraming::None,
+        Framing::None,
         Either::Left(Empty::new()),
         lease,
         None,
@@ -220,7 +220,7 @@ async fn send(
     upstream: &Upstream,
     head: &[u8],
     method: &Method,
-    framing: RequestFraming,
+    framing: Framing,
     body: UpstreamBody,
     mut lease: Lease,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,

@@ -7,7 +7,8 @@
 
 use super::body::ResponseBody;
 use super::chunked::{encode_chunk, LAST_CHUNK};
-use super::request::{encode_request, RequestFraming};
+use super::framing::Framing;
+use super::request::encode_request;
 use super::response::{parse_head, BadResponse, Head};
 use crate::body::BoxError;
 use crate::message::Answer;
@@ -80,7 +81,7 @@ impl Pool {
         addr: SocketAddr,
         head: &[u8],
         method: &Method,
-        framing: RequestFraming,
+        framing: Framing,
         body: B,
         deadline: Option<Instant>,
     ) -> Result<Answer<ResponseBody>, SendError>
@@ -92,7 +93,7 @@ impl Pool {
         // A bodiless idempotent request may go again once, on a new connection, when a pooled
         // one closes without an answer (RFC 9110 9.2.2): how an instance's idle keep-alive
         // timeout meets a request that was already on its way.
-        let mut may_resend = framing == RequestFraming::None && method.is_idempotent();
+        let mut may_resend = framing == Framing::None && method.is_idempotent();
         let mut pooled = true;
         loop {
             let taken = if pooled { self.take(addr) } else { None };
@@ -139,7 +140,7 @@ pub fn encode<B: http_body::Body>(
     headers: &crate::fields::Fields,
     rewrite: Option<&crate::forward::Rewrite<'_>>,
     body: &B,
-) -> (Bytes, RequestFraming) {
+) -> (Bytes, Framing) {
     let mut head = BytesMut::new();
     let framing = encode_request(method, target, headers, rewrite, body, &mut head);
     (head.freeze(), framing)
@@ -161,7 +162,7 @@ async fn exchange<B>(
     conn: &mut Conn,
     head: &[u8],
     body: &mut B,
-    framing: RequestFraming,
+    framing: Framing,
     method: &Method,
     deadline: Option<Instant>,
 ) -> Result<(Head, bool), Failure>
@@ -172,7 +173,7 @@ where
     let Conn {
         stream, buf, timer, ..
     } = conn;
-    if framing == RequestFraming::None {
+    if framing == Framing::None {
         let answer = async {
             stream.write_all(head).await.map_err(Failure::Unsent)?;
             let (head, keep_alive, short) = read_head(stream, buf, method).await?;
@@ -223,7 +224,7 @@ async fn send_body<W, B>(
     writer: &mut W,
     head: &[u8],
     body: &mut B,
-    framing: RequestFraming,
+    framing: Framing,
 ) -> Result<(), Failure>
 where
     W: tokio::io::AsyncWrite + Unpin,
@@ -260,14 +261,14 @@ where
                         continue;
                     }
                     match framing {
-                        RequestFraming::Chunked => encode_chunk(&data, &mut out),
+                        Framing::Chunked => encode_chunk(&data, &mut out),
                         _ => out.extend_from_slice(&data),
                     }
                 }
             }
         }
     }
-    if framing == RequestFraming::Chunked {
+    if framing == Framing::Chunked {
         out.extend_from_slice(LAST_CHUNK);
     }
     flush(writer, &mut out, &mut unsent).await

@@ -7,6 +7,19 @@
 use bytes::{BufMut, BytesMut};
 use http::HeaderMap;
 
+/// How a body valet writes goes on the wire, a request's to an instance or an answer's to a
+/// client (reading an instance's answer has one case more: until close, see
+/// [`super::response::BodyFraming`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length`, this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
 /// The elements of a comma-separated header value (`Connection: keep-alive, Upgrade`), trimmed.
 pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)

@@ -2,7 +2,7 @@
 //! (what it does not fully understand goes to hyper), and [`encode_request`] writes the head
 //! of a request to an instance.
 
-use super::framing::{list, parse_length, put_field};
+use super::framing::{list, parse_length, put_field, Framing};
 use crate::body::RequestBody;
 use crate::fields::{Fields, Span};
 use crate::forward::Rewrite;
@@ -154,17 +154,6 @@ pub(crate) fn build(head: &Bytes, parsed: &mut Parsed) -> Option<ClientRequest> 
     })
 }
 
-/// How the request body goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestFraming {
-    /// No body.
-    None,
-    /// `Content-Length` (already in the headers).
-    Length,
-    /// `Transfer-Encoding: chunked` (added by [`encode_request`]).
-    Chunked,
-}
-
 /// Writes the head of a request to an instance into `out`: the request line, the client's
 /// fields as `rewrite` passes them (all of them without one), valet's own, and the framing:
 /// the client's `Content-Length` when it sent one, else the body's exact size if known, else
@@ -176,7 +165,7 @@ pub fn encode_request<B: http_body::Body>(
     rewrite: Option<&Rewrite<'_>>,
     body: &B,
     out: &mut BytesMut,
-) -> RequestFraming {
+) -> Framing {
     out.reserve(method.as_str().len() + target.len() + headers.wire_len() + 256);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -212,18 +201,18 @@ pub fn encode_request<B: http_body::Body>(
         if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && !has_length {
             out.put_slice(b"content-length: 0\r\n");
         }
-        RequestFraming::None
+        Framing::None
     } else if has_length {
-        // The client's own length: its body (checked against it by the server side) is passed
-        // as it comes.
-        RequestFraming::Length
+        // The client's own length (already among the fields): its body, checked against it by
+        // the server side, is passed as it comes.
+        Framing::Length(headers.content_length().unwrap_or_default())
     } else if let Some(len) = body.size_hint().exact() {
         // Rare (an h2 client's body of known size without a length): formatting may allocate.
         let _ = std::fmt::Write::write_fmt(out, format_args!("content-length: {len}\r\n"));
-        RequestFraming::Length
+        Framing::Length(len)
     } else {
         out.put_slice(b"transfer-encoding: chunked\r\n");
-        RequestFraming::Chunked
+        Framing::Chunked
     };
     out.put_slice(b"\r\n");
     framing
@@ -333,7 +322,7 @@ mod tests {
         let stream =
             StreamBody::new(futures_util::stream::empty::<Result<Frame<Bytes>, BoxError>>());
         let framing = encode_request(&Method::POST, "/x?y", &headers, None, &stream, &mut out);
-        assert_eq!(framing, RequestFraming::Chunked);
+        assert_eq!(framing, Framing::Chunked);
         assert_eq!(
             &out[..],
             b"POST /x?y HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -341,7 +330,7 @@ mod tests {
         let mut out = BytesMut::new();
         let full = Full::new(Bytes::from_static(b"hello"));
         let framing = encode_request(&Method::PUT, "/", &headers, None, &full, &mut out);
-        assert_eq!(framing, RequestFraming::Length);
+        assert_eq!(framing, Framing::Length(5));
         assert_eq!(
             &out[..],
             b"PUT / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\n"
@@ -349,7 +338,7 @@ mod tests {
         let mut out = BytesMut::new();
         let empty = Empty::<Bytes>::new();
         let framing = encode_request(&Method::POST, "/", &headers, None, &empty, &mut out);
-        assert_eq!(framing, RequestFraming::None);
+        assert_eq!(framing, Framing::None);
         assert_eq!(
             &out[..],
             b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"

@@ -2,7 +2,7 @@
 //! of the body and the connection (RFC 9112 6), and [`write_answer_head`]'s rule writes the head
 //! of an answer to a client, framed by valet.
 
-use super::framing::{decimal, list, one_length, parse_length, put_field, says_length};
+use super::framing::{decimal, list, one_length, parse_length, put_field, says_length, Framing};
 use super::hop::drops_on_the_way;
 use crate::fields::{is_named, Fields, Span};
 use crate::forward;
@@ -195,13 +195,6 @@ where
         Some(n) => (BodyFraming::Length(n), keep_alive),
         None => (BodyFraming::Close, false),
     })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    None,
-    Length(u64),
-    Chunked,
 }
 
 /// What the head of an answer is written from.

@@ -13,8 +13,9 @@
 //! chunked uploads, `100 Continue`, h2) for the rest of the connection's life.
 
 use super::chunked::{encode_chunk, LAST_CHUNK};
+use super::framing::Framing;
 use super::request::{build, parse, Parse};
-use super::response::{encode_head, AnswerHead, Framing};
+use super::response::{encode_head, AnswerHead};
 use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
 use crate::forward::Peer;
