@@ -117,13 +117,19 @@ impl Pool {
                 }
                 // A pooled connection the instance closed just as it was taken, before it read
                 // a byte of this request: nothing reached the application, so the request goes
-                // out again on a new connection (once: a new connection is not retried).
-                Err(Failure::Unsent(_)) if reused => continue,
+                // out again on a new connection (once: a new connection is not retried) if all
+                // of it is still at hand: not when frames of the client's body went into the
+                // failed write, which would leave the next try short of its length.
+                Err(Failure::Unsent {
+                    body_taken: false, ..
+                }) if reused => continue,
                 Err(Failure::Closed(_)) if reused && may_resend => {
                     may_resend = false;
                     pooled = false;
                 }
-                Err(Failure::Unsent(e) | Failure::Closed(e)) => return Err(SendError::Closed(e)),
+                Err(Failure::Unsent { error: e, .. } | Failure::Closed(e)) => {
+                    return Err(SendError::Closed(e))
+                }
                 Err(Failure::RequestBody(e)) => return Err(SendError::RequestBody(e)),
                 Err(Failure::Deadline) => return Err(SendError::Deadline),
                 Err(Failure::BadResponse(e)) => return Err(SendError::BadResponse(e)),
@@ -147,8 +153,12 @@ pub fn encode<B: http_body::Body>(
 }
 
 enum Failure {
-    /// Writing the head failed: the instance has none of this request.
-    Unsent(std::io::Error),
+    /// Writing the head failed: the instance has none of this request. `body_taken`: frames
+    /// of the client's body were in that write, and are gone with it.
+    Unsent {
+        error: std::io::Error,
+        body_taken: bool,
+    },
     Closed(std::io::Error),
     RequestBody(BoxError),
     BadResponse(BadResponse),
@@ -175,7 +185,13 @@ where
     } = conn;
     if framing == Framing::None {
         let answer = async {
-            stream.write_all(head).await.map_err(Failure::Unsent)?;
+            stream
+                .write_all(head)
+                .await
+                .map_err(|error| Failure::Unsent {
+                    error,
+                    body_taken: false,
+                })?;
             let (head, keep_alive, short) = read_head(stream, buf, method).await?;
             if short {
                 drained(stream);
@@ -199,7 +215,7 @@ where
         biased;
         sent = &mut upload => match sent {
             Ok(()) => None,
-            Err(Failure::Unsent(e) | Failure::Closed(e)) => Some(e),
+            Err(Failure::Unsent { error: e, .. } | Failure::Closed(e)) => Some(e),
             Err(other) => return Err(other),
         },
         head = &mut answer => {
@@ -234,6 +250,8 @@ where
     let mut out = BytesMut::with_capacity(head.len() + 1024);
     out.extend_from_slice(head);
     let mut unsent = true;
+    // Whether a frame of the body has been taken into `out` (see `Failure::Unsent`).
+    let mut taken = false;
     loop {
         // Gather what is ready without waiting; wait only with nothing to write.
         let frame = if out.is_empty() {
@@ -242,11 +260,11 @@ where
             match futures_util::FutureExt::now_or_never(body.frame()) {
                 Some(frame) if out.len() < COALESCE => frame,
                 Some(frame) => {
-                    flush(writer, &mut out, &mut unsent).await?;
+                    flush(writer, &mut out, &mut unsent, taken).await?;
                     frame
                 }
                 None => {
-                    flush(writer, &mut out, &mut unsent).await?;
+                    flush(writer, &mut out, &mut unsent, taken).await?;
                     continue;
                 }
             }
@@ -260,6 +278,7 @@ where
                     if data.is_empty() {
                         continue;
                     }
+                    taken = true;
                     match framing {
                         Framing::Chunked => encode_chunk(&data, &mut out),
                         _ => out.extend_from_slice(&data),
@@ -271,13 +290,14 @@ where
     if framing == Framing::Chunked {
         out.extend_from_slice(LAST_CHUNK);
     }
-    flush(writer, &mut out, &mut unsent).await
+    flush(writer, &mut out, &mut unsent, taken).await
 }
 
 async fn flush<W: tokio::io::AsyncWrite + Unpin>(
     writer: &mut W,
     out: &mut BytesMut,
     unsent: &mut bool,
+    body_taken: bool,
 ) -> Result<(), Failure> {
     if out.is_empty() {
         return Ok(());
@@ -289,7 +309,7 @@ async fn flush<W: tokio::io::AsyncWrite + Unpin>(
             *unsent = false;
             Ok(())
         }
-        Err(e) if *unsent => Err(Failure::Unsent(e)),
+        Err(error) if *unsent => Err(Failure::Unsent { error, body_taken }),
         Err(e) => Err(Failure::Closed(e)),
     }
 }

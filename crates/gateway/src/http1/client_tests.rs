@@ -341,3 +341,66 @@ async fn refused_is_a_connect_error() {
         other => panic!("expected a connect error, got {:?}", other.map(|_| ())),
     }
 }
+
+/// A writer whose every write fails, as a pooled connection the instance reset does.
+struct Reset;
+
+impl tokio::io::AsyncWrite for Reset {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_first_write_says_whether_it_took_frames_of_the_body() {
+    // The body's frame was at hand and went into the write with the head: a second try on
+    // another connection would be short of it, so it must not be told "nothing was taken".
+    let mut reset = Reset;
+    let mut body = http_body_util::Full::new(Bytes::from_static(b"hello"));
+    let sent = send_body(
+        &mut reset,
+        b"POST / HTTP/1.1\r\n\r\n",
+        &mut body,
+        Framing::Length(5),
+    );
+    assert!(matches!(
+        sent.await,
+        Err(Failure::Unsent {
+            body_taken: true,
+            ..
+        })
+    ));
+    // Without a body, nothing is lost with the write.
+    let mut empty = http_body_util::Empty::<Bytes>::new();
+    let sent = send_body(
+        &mut reset,
+        b"GET / HTTP/1.1\r\n\r\n",
+        &mut empty,
+        Framing::None,
+    );
+    assert!(matches!(
+        sent.await,
+        Err(Failure::Unsent {
+            body_taken: false,
+            ..
+        })
+    ));
+}
