@@ -5,7 +5,7 @@
 //! network and volume (shared by its versions); its versions' classes are registered here,
 //! since they are not in valet.toml. Deleting the project removes all of it.
 
-use super::error::{engine, not_found};
+use super::error::{conflict, engine, not_found};
 use super::image::{run_build, Images};
 use super::names;
 use super::settings::ClassSettings;
@@ -186,19 +186,31 @@ impl ProjectImages {
     }
 }
 
-/// Removes an image (by tag or ID) even while a stopped container still names it. Gone
-/// already is done.
+/// How long an image removal waits for a container that still runs it to stop: a Pod's
+/// container is stopped by its kubelet after the grace period, not before the Pod's deletion
+/// returns.
+const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Removes an image (by tag or ID) even while a stopped container still names it, waiting
+/// (at most [`REMOVE_PATIENCE`]) for one that runs it to stop. Gone already is done.
 pub(crate) async fn remove_image(
     docker: &bollard::Docker,
     image: &str,
 ) -> Result<(), bollard::errors::Error> {
-    let options = RemoveImageOptions {
-        force: true,
-        ..Default::default()
-    };
-    match docker.remove_image(image, Some(options), None).await {
-        Err(e) if !not_found(&e) => Err(e),
-        _ => Ok(()),
+    let deadline = tokio::time::Instant::now() + REMOVE_PATIENCE;
+    loop {
+        let options = RemoveImageOptions {
+            force: true,
+            ..Default::default()
+        };
+        match docker.remove_image(image, Some(options), None).await {
+            // "image is being used by running container": even a forced removal waits.
+            Err(e) if conflict(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+            }
+            Err(e) if !not_found(&e) => return Err(e),
+            _ => return Ok(()),
+        }
     }
 }
 

@@ -21,6 +21,40 @@ pub fn plain_app(version: &str) -> String {
     fixture("plain_app.py").replace("VERSION = \"v1\"", &format!("VERSION = \"{version}\""))
 }
 
+/// The stdlib app listening on every address of its container (reached at its Pod IP or its
+/// node's port), not only its loopback.
+pub fn container_app(version: &str) -> String {
+    plain_app(version).replace("((\"127.0.0.1\"", "((\"0.0.0.0\"")
+}
+
+/// Deploys the container app's v1 as the new project "hello" and checks its first answer
+/// through valet's URL: its id, its URL and how long the deploy took.
+pub async fn first_version(valet: &Valet, api: &Api) -> (String, String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let form = Form::file("app.py", container_app("v1")).field("name", "hello");
+    let (status, v1) = api.upload(form).await;
+    let took = started.elapsed();
+    assert_eq!(status, 201, "{v1}\n{}", valet.log());
+    let id = v1["id"].as_str().unwrap().to_string();
+    let url = v1["endpoint"].as_str().unwrap().to_string();
+    let (status, answer) = get_app(valet, &format!("{url}hi")).await;
+    assert_eq!(status, 200, "{answer}\n{}", valet.log());
+    assert_eq!(
+        (answer["version"].as_str(), answer["path"].as_str()),
+        (Some("v1"), Some("/hi"))
+    );
+    (id, url, took)
+}
+
+/// A deploy the engine cannot run: a 503 at once, whose message names `fix`.
+pub async fn refused_deploy(valet: &Valet, api: &Api, fix: &str) {
+    let form = Form::file("app.py", container_app("v1")).field("name", "refused");
+    let (status, refused) = api.upload(form).await;
+    assert_eq!(status, 503, "{refused}\n{}", valet.log());
+    let message = refused.to_string();
+    assert!(message.contains(fix), "{message}");
+}
+
 /// A valet with the deploy API and the test admin token; `extra` is more config.
 pub async fn valet_with(extra: &str) -> (Valet, Api) {
     let valet = Valet::with_config(&with_token(extra)).start().await;
@@ -153,6 +187,13 @@ impl Api {
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"));
         status_json(response).await
+    }
+
+    /// Moves a project to one of its versions: status and JSON body.
+    pub async fn rollback(&self, id: &str, version: i64) -> (u16, Value) {
+        let path = format!("/v1/projects/{id}/rollback");
+        let body = serde_json::json!({ "version": version });
+        self.call("POST", &path, Some(body)).await
     }
 
     /// `GET /v1/projects` as this caller.

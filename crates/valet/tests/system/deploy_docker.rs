@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Bump the tag whenever what goes into a base image changes: an existing tag is reused.
-const PYTHON_BASE: &str = "valet-test-deploy-python:3";
+pub(crate) const PYTHON_BASE: &str = "valet-test-deploy-python:3";
 const NODE_BASE: &str = "valet-test-deploy-node:1";
 
 /// An app that answers with its version, its data folder's note (`/write/<text>` sets it), its
@@ -118,7 +118,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn lines(text: &str) -> Vec<String> {
+pub(crate) fn lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -645,7 +645,7 @@ async fn on_the_process_driver_data_outlives_versions_and_delete_removes_data_an
 
 /// Builds the test's base images once per run of this file (and not at all when the engine
 /// has them from an earlier run).
-fn base_images() {
+pub(crate) fn base_images() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if !image_present(PYTHON_BASE) {

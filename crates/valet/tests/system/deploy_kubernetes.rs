@@ -1,0 +1,147 @@
+//! Deploying onto the Kubernetes driver, against the real binary, the lab's kube-apiserver and
+//! kubelet (`support::kube`) and Debian's `docker-registry` on a loopback port:
+//!
+//! - with `image_registry`, a version's image is built on the host's engine, pushed to the
+//!   registry, and pulled from there by the kubelet's own dockerd for the project's Pod, which
+//!   answers through valet's URL; a delete leaves no Pod and no image on the build engine;
+//! - with `image_engine` alone (the node's engine), the version is built there and its Pod
+//!   runs it with `imagePullPolicy: Never`; a delete removes it from that engine;
+//! - with neither, a deploy is refused at once with what to set.
+//!
+//! The deploy base image is the Docker deploy tests' own (the host's Python, FROM scratch).
+//! Without root, the lab's tools, dockerd or docker-registry this is skipped, and fails under
+//! `CI=true`.
+
+use crate::deploy_docker::{base_images, lines, PYTHON_BASE};
+use crate::deploy_support::*;
+use crate::registry::{ready as registry_ready, Registry};
+use crate::support::docker::docker;
+use crate::support::kube::KubeLab;
+use serde_json::Value;
+use std::time::Duration;
+
+/// A Pod deleted in the lab (no controller-manager) is gone once the kubelet confirmed it.
+const GONE_WITHIN: Duration = Duration::from_secs(120);
+
+/// `[server]` keys for the lab, valet's objects in `namespace`, and more `[kubernetes]` keys.
+fn config(kube: &KubeLab, namespace: &str, extra: &str) -> String {
+    format!(
+        "driver = \"kubernetes\"\n\n[kubernetes]\nkubeconfig = {kubeconfig:?}\n\
+         namespace = {namespace:?}\nnode = {node:?}\n{extra}\n\n\
+         [deploy]\npython_image = \"{PYTHON_BASE}\"\n",
+        kubeconfig = kube.kubeconfig().display().to_string(),
+        node = kube.node(),
+    )
+}
+
+/// valet's Pods in `namespace` (every one is the project's here): (name, image, pull policy).
+fn pods(kube: &KubeLab, namespace: &str) -> Vec<(String, String, String)> {
+    let (_, list) = kube.get(&format!(
+        "/api/v1/namespaces/{namespace}/pods?labelSelector=valet.managed%3Dtrue"
+    ));
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (list["items"].as_array().cloned().unwrap_or_default().iter())
+        .map(|pod| {
+            let container = &pod["spec"]["containers"][0];
+            (
+                text(&pod["metadata"]["name"]),
+                text(&container["image"]),
+                text(&container["imagePullPolicy"]),
+            )
+        })
+        .collect()
+}
+
+async fn delete(valet: &crate::support::Valet, api: &Api, id: &str, url: &str) {
+    let (status, gone) = api
+        .call("DELETE", &format!("/v1/projects/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{gone}\n{}", valet.log());
+    let (status, _) = get_app(valet, url).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_kubernetes_versions_reach_the_kubelet_through_a_registry_or_its_own_engine() {
+    if !registry_ready() {
+        return;
+    }
+    let Some(kube) = KubeLab::new() else {
+        return;
+    };
+    base_images();
+    let registry = Registry::start(false);
+
+    // Neither a registry nor the node's engine: refused before anything is built.
+    let (bare, bare_api) = valet_with(&config(&kube, "deploy-bare", "")).await;
+    refused_deploy(&bare, &bare_api, "image_registry").await;
+    drop(bare);
+
+    // Through the registry: built on the host's engine, pulled by the kubelet's dockerd.
+    let namespace = "deploy-registry";
+    let prefix = format!("{}/valet", registry.host);
+    let extra = format!("image_registry = {prefix:?}");
+    let (valet, api) = valet_with(&config(&kube, namespace, &extra)).await;
+    let (id, url, pushed) = first_version(&valet, &api).await;
+    let running = pods(&kube, namespace);
+    assert_eq!(running.len(), 1, "one Pod per project: {running:?}");
+    let (_, image, policy) = &running[0];
+    assert!(image.starts_with(&format!("{prefix}/")), "{image}");
+    assert_eq!(policy, "IfNotPresent");
+    let pulled = kube.docker_ok(&["images", "-q", image]);
+    assert!(!pulled.is_empty(), "the kubelet's engine pulled {image}");
+    delete(&valet, &api, &id, &url).await;
+    kube.until(GONE_WITHIN, "the project's Pod deleted", || {
+        pods(&kube, namespace).is_empty().then_some(())
+    });
+    let filter = format!("label=valet.project={id}");
+    let built = lines(&docker(&["images", "-q", "--filter", &filter]));
+    assert_eq!(
+        built,
+        Vec::<String>::new(),
+        "the build engine keeps no image"
+    );
+    drop(valet);
+
+    // On the node's own engine: no registry, no pull.
+    let namespace = "deploy-node";
+    let extra = format!("image_engine = {:?}", kube.docker_host());
+    load_base(&kube);
+    let (valet, api) = valet_with(&config(&kube, namespace, &extra)).await;
+    let (id, url, local) = first_version(&valet, &api).await;
+    let running = pods(&kube, namespace);
+    assert_eq!(running.len(), 1, "one Pod per project: {running:?}");
+    assert_eq!(running[0].2, "Never", "{running:?}");
+    let filter = format!("label=valet.project={id}");
+    let on_node = lines(&kube.docker_ok(&["images", "-q", "--filter", &filter]));
+    assert_eq!(on_node.len(), 1, "{on_node:?}");
+    delete(&valet, &api, &id, &url).await;
+    kube.until(GONE_WITHIN, "the project's Pod deleted", || {
+        pods(&kube, namespace).is_empty().then_some(())
+    });
+    let on_node = lines(&kube.docker_ok(&["images", "-q", "--filter", &filter]));
+    assert_eq!(
+        on_node,
+        Vec::<String>::new(),
+        "the node's engine keeps no image"
+    );
+    eprintln!(
+        "deploy_kubernetes: first deploy through the registry {pushed:.2?}, on the node's engine {local:.2?}"
+    );
+}
+
+/// The deploy base image on the kubelet's engine (saved from the host's, loaded there).
+fn load_base(kube: &KubeLab) {
+    let saved = tempfile::NamedTempFile::new().unwrap();
+    let path = saved.path().display().to_string();
+    let out = std::process::Command::new("docker")
+        .args(["save", "-o", &path, PYTHON_BASE])
+        .output()
+        .expect("docker save");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kube.docker_ok(&["load", "-q", "-i", &path]);
+}
