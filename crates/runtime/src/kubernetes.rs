@@ -421,7 +421,8 @@ impl Driver for KubernetesDriver {
             self.ensure_policy().await?;
         }
         let name = spec::pod_name(scope, &spec.id);
-        let no_secrets = HashSet::new();
+        // A deployed version's secrets are its project's (registered with its class).
+        let project_secrets = self.inner.projects.secret_names(class);
         let plan = spec::PodPlan {
             spec,
             settings,
@@ -431,7 +432,7 @@ impl Driver for KubernetesDriver {
             image: &image,
             pull,
             config_hash: &config_hash,
-            secrets: self.inner.secrets.get(class).unwrap_or(&no_secrets),
+            secrets: self.inner.secrets.get(class).unwrap_or(&project_secrets),
             name: &name,
         };
         let pod = plan.pod()?;

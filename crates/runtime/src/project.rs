@@ -52,8 +52,9 @@ pub trait ProjectEngine: Send + Sync + 'static {
     /// no data for projects.
     fn project_volume(&self) -> Option<String>;
 
-    /// A version's class is about to start: the driver learns it.
-    fn register_project_class(&self, project: &str, class: &ContainerClass);
+    /// A version's class is about to start: the driver learns it, and which of its env
+    /// variables are the project's secrets (the instance's env holds their values).
+    fn register_project_class(&self, project: &str, class: &ContainerClass, secrets: &[String]);
 
     /// A version's class stopped for good.
     fn forget_project_class(&self, class: &str);

@@ -187,8 +187,8 @@ impl Packager for DockerPackager {
         })
     }
 
-    fn register(&self, project: &str, class: &ContainerClass) {
-        self.engine.register_project_class(project, class);
+    fn register(&self, project: &str, class: &ContainerClass, secrets: &[String]) {
+        self.engine.register_project_class(project, class, secrets);
     }
 
     fn forget(&self, class: &str) {

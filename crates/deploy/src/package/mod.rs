@@ -133,8 +133,8 @@ pub trait Packager: Send + Sync + 'static {
     async fn runnable(&self, version: &Version<'_>) -> Result<Runnable, DeployError>;
 
     /// A version's class is about to start: engines that do not read valet.toml's classes
-    /// only (Docker) learn it here.
-    fn register(&self, _project: &str, _class: &ContainerClass) {}
+    /// only (Docker) learn it here, and which of its env are the project's secrets.
+    fn register(&self, _project: &str, _class: &ContainerClass, _secrets: &[String]) {}
 
     /// A version's class stopped for good and will not start again.
     fn forget(&self, _class: &str) {}

@@ -512,6 +512,8 @@ impl Deployer {
         // One data folder per project, not per version: data outlives upgrades and rollbacks.
         runtime.data_root = data;
         // Set here rather than in the class table: values never pass through a config file.
+        // Their names tell an engine that keeps secrets apart (Kubernetes) which they are.
+        let secret_names: Vec<String> = env.iter().map(|(name, _)| name.clone()).collect();
         runtime.env.extend(env);
         // The prefix valet strips, for an app that builds its own links (a server it starts
         // itself: `uvicorn.run(app, root_path=os.environ["VALET_ROOT_PATH"])`).
@@ -522,7 +524,7 @@ impl Deployer {
         runtime.serve_project(self.project_ref(project, name));
         // Its one key, as a `name:` rule's: `valet logs PROJECT` needs no key.
         runtime.fixed_keys = vec![KEY.to_string()];
-        self.packager.register(project, &class);
+        self.packager.register(project, &class, &secret_names);
         Ok(Arc::new(runtime))
     }
 

@@ -275,7 +275,8 @@ impl ProjectEngine for DockerDriver {
 
     /// Makes a version's class known to the driver: `class.image` is its built image. Its
     /// containers join the project's network and mount its volume at `class.volume`.
-    fn register_project_class(&self, project: &str, class: &ContainerClass) {
+    /// Secrets are in the container's env, as a class's `secrets` on this driver.
+    fn register_project_class(&self, project: &str, class: &ContainerClass, _: &[String]) {
         let settings = ClassSettings::for_project(project, class, self.inner.host_cpus);
         self.inner.projects.insert(&class.class_name, settings);
     }

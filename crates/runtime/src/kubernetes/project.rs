@@ -18,11 +18,16 @@ use crate::docker::{ProjectBuild, ProjectImages};
 use crate::driver::DriverError;
 use crate::project::{ProjectClasses, ProjectEngine};
 use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 use valet_config::{Config, ContainerClass, PullPolicy};
 
 /// What the Kubernetes driver keeps for deployed projects.
 pub(super) struct Projects {
     pub classes: ProjectClasses,
+    /// Each version class's secret names: their values go to the Pod's Secret, as a class's
+    /// `secrets` do, never into the Pod's body.
+    secrets: RwLock<HashMap<String, HashSet<String>>>,
     /// Where versions are built; `None`: deploys are refused (see [`Projects::connect`]).
     builds: Option<ProjectImages>,
     /// `[kubernetes] image_registry`, without a trailing `/`.
@@ -52,9 +57,16 @@ impl Projects {
         };
         Ok(Self {
             classes: ProjectClasses::default(),
+            secrets: RwLock::default(),
             builds: builds.map(|images| ProjectImages::new(images, scope)),
             registry,
         })
+    }
+
+    /// The names of a version class's secrets (empty for any other class).
+    pub fn secret_names(&self, class: &str) -> HashSet<String> {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        secrets.get(class).cloned().unwrap_or_default()
     }
 
     fn builds(&self) -> Result<&ProjectImages, DriverError> {
@@ -151,7 +163,7 @@ impl ProjectEngine for KubernetesDriver {
         None
     }
 
-    fn register_project_class(&self, project: &str, class: &ContainerClass) {
+    fn register_project_class(&self, project: &str, class: &ContainerClass, secrets: &[String]) {
         let projects = &self.inner.projects;
         // No engine caps CPU here: the scheduler refuses what no node has.
         let mut settings = ClassSettings::for_project(project, class, u32::MAX);
@@ -159,10 +171,16 @@ impl ProjectEngine for KubernetesDriver {
             settings.pull = PullPolicy::Missing;
         }
         projects.classes.insert(&class.class_name, settings);
+        let names = secrets.iter().cloned().collect();
+        let mut by_class = projects.secrets.write().unwrap_or_else(|e| e.into_inner());
+        by_class.insert(class.class_name.clone(), names);
     }
 
     fn forget_project_class(&self, class: &str) {
-        self.inner.projects.classes.remove(class);
+        let projects = &self.inner.projects;
+        projects.classes.remove(class);
+        let mut by_class = projects.secrets.write().unwrap_or_else(|e| e.into_inner());
+        by_class.remove(class);
     }
 
     /// From the engine it was built on (both its names). A pushed copy stays in the

@@ -111,7 +111,8 @@ impl ProjectEngine for SwarmDriver {
         None
     }
 
-    fn register_project_class(&self, project: &str, class: &ContainerClass) {
+    /// Secrets are in the container's env, as a class's `secrets` on this driver.
+    fn register_project_class(&self, project: &str, class: &ContainerClass, _: &[String]) {
         let projects = &self.inner.projects;
         let settings = ClassSettings::for_project(project, class, projects.node_cpus);
         projects.classes.insert(&class.class_name, settings);

@@ -156,7 +156,7 @@ fn log_dirs(valet: &crate::support::Valet, project: &str) -> Vec<String> {
         .collect()
 }
 
-async fn put_secret(api: &Api, id: &str, name: &str, value: &str) -> u16 {
+pub(crate) async fn put_secret(api: &Api, id: &str, name: &str, value: &str) -> u16 {
     api.client
         .put(format!("{}/v1/projects/{id}/secrets/{name}", api.base))
         .bearer_auth(&api.token)

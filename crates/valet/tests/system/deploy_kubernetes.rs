@@ -5,14 +5,15 @@
 //!   registry, and pulled from there by the kubelet's own dockerd for the project's Pod, which
 //!   answers through valet's URL; a delete leaves no Pod and no image on the build engine;
 //! - with `image_engine` alone (the node's engine), the version is built there and its Pod
-//!   runs it with `imagePullPolicy: Never`; a delete removes it from that engine;
+//!   runs it with `imagePullPolicy: Never`; a project secret reaches it through a Secret,
+//!   never in the Pod's body; a delete removes the image from that engine;
 //! - with neither, a deploy is refused at once with what to set.
 //!
 //! The deploy base image is the Docker deploy tests' own (the host's Python, FROM scratch).
 //! Without root, the lab's tools, dockerd or docker-registry this is skipped, and fails under
 //! `CI=true`.
 
-use crate::deploy_docker::{base_images, lines, PYTHON_BASE};
+use crate::deploy_docker::{base_images, lines, put_secret, PYTHON_BASE};
 use crate::deploy_support::*;
 use crate::registry::{ready as registry_ready, Registry};
 use crate::support::docker::docker;
@@ -34,13 +35,18 @@ fn config(kube: &KubeLab, namespace: &str, extra: &str) -> String {
     )
 }
 
+/// valet's objects of a kind (`pods`, `secrets`) in `namespace`, as the apiserver lists them.
+fn listed(kube: &KubeLab, namespace: &str, kind: &str) -> Vec<Value> {
+    let (_, list) = kube.get(&format!(
+        "/api/v1/namespaces/{namespace}/{kind}?labelSelector=valet.managed%3Dtrue"
+    ));
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
 /// valet's Pods in `namespace` (every one is the project's here): (name, image, pull policy).
 fn pods(kube: &KubeLab, namespace: &str) -> Vec<(String, String, String)> {
-    let (_, list) = kube.get(&format!(
-        "/api/v1/namespaces/{namespace}/pods?labelSelector=valet.managed%3Dtrue"
-    ));
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    (list["items"].as_array().cloned().unwrap_or_default().iter())
+    (listed(kube, namespace, "pods").iter())
         .map(|pod| {
             let container = &pod["spec"]["containers"][0];
             (
@@ -115,10 +121,39 @@ async fn deploy_kubernetes_versions_reach_the_kubelet_through_a_registry_or_its_
     let filter = format!("label=valet.project={id}");
     let on_node = lines(&kube.docker_ok(&["images", "-q", "--filter", &filter]));
     assert_eq!(on_node.len(), 1, "{on_node:?}");
-    delete(&valet, &api, &id, &url).await;
-    kube.until(GONE_WITHIN, "the project's Pod deleted", || {
-        pods(&kube, namespace).is_empty().then_some(())
+
+    // A project secret restarts the version with it, kept in a Secret as a class's are:
+    // never in the Pod's body.
+    assert_eq!(
+        put_secret(&api, &id, "GREETING", "secret-value-1").await,
+        200
+    );
+    let pods_now = listed(&kube, namespace, "pods");
+    let bodies = serde_json::to_string(&pods_now).unwrap();
+    assert!(!bodies.contains("secret-value-1"), "{bodies}");
+    let by_ref = pods_now.iter().find_map(|pod| {
+        let env = pod["spec"]["containers"][0]["env"].as_array()?;
+        let greeting = env.iter().find(|e| e["name"] == "GREETING")?;
+        let name = greeting["valueFrom"]["secretKeyRef"]["name"].as_str()?;
+        Some(name.to_string())
     });
+    let secret = by_ref.expect("a Pod reads GREETING from a Secret");
+    let secrets = listed(&kube, namespace, "secrets");
+    assert!(
+        secrets
+            .iter()
+            .any(|s| s["metadata"]["name"] == secret.as_str()),
+        "{secret} in {secrets:?}"
+    );
+    delete(&valet, &api, &id, &url).await;
+    kube.until(
+        GONE_WITHIN,
+        "the project's Pods and Secrets deleted",
+        || {
+            let gone = pods(&kube, namespace).is_empty();
+            (gone && listed(&kube, namespace, "secrets").is_empty()).then_some(())
+        },
+    );
     let on_node = lines(&kube.docker_ok(&["images", "-q", "--filter", &filter]));
     assert_eq!(
         on_node,
