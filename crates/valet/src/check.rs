@@ -158,3 +158,36 @@ fn host_cpus() -> u32 {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::deploy_warning;
+    use std::path::Path;
+
+    fn warning(text: &str) -> Option<String> {
+        let config = valet_config::parse_str(text, Path::new("valet.toml"), Path::new("/srv"))
+            .expect("test config is valid");
+        deploy_warning(&config)
+    }
+
+    #[test]
+    fn a_deploy_that_would_be_refused_is_warned_with_the_key_that_fixes_it() {
+        let swarm = warning("[server]\ndriver = \"swarm\"\n").expect("warned");
+        assert!(swarm.contains("[swarm] nodes"), "{swarm}");
+        let listed = "[server]\ndriver = \"swarm\"\n[swarm]\nnodes = [\"tcp://10.0.0.2:2375\"]\n";
+        assert_eq!(warning(listed), None);
+        let kube = warning("[server]\ndriver = \"kubernetes\"\n").expect("warned");
+        assert!(
+            kube.contains("image_registry") && kube.contains("image_engine"),
+            "{kube}"
+        );
+        for key in [
+            "image_registry = \"registry.example.com/valet\"",
+            "image_engine = \"unix:///run/node.sock\"",
+        ] {
+            let text = format!("[server]\ndriver = \"kubernetes\"\n[kubernetes]\n{key}\n");
+            assert_eq!(warning(&text), None, "{key}");
+        }
+        assert_eq!(warning("[server]\ndriver = \"docker\"\n"), None);
+    }
+}
