@@ -21,7 +21,7 @@ mod spec;
 mod tasks;
 mod volume;
 
-pub use spec::{service_name, OWNER};
+pub use spec::{service_name, service_names, OWNER};
 
 use crate::docker::container::Plan;
 use crate::docker::error::{conflict, engine};
@@ -134,8 +134,20 @@ struct Inner {
     /// Builds and pulls on the manager's engine.
     images: Images,
     data_dir: PathBuf,
+    /// Keys adopted at recovery with a service of an older class config, which serves until
+    /// the instance layer has started a successor and seen it ready: the key's next start
+    /// makes the successor beside it, under the key's other name, instead of removing it.
+    /// Taken by that start (see [`recover`]).
+    stale: std::sync::Mutex<HashMap<InstanceId, Stale>>,
     /// Deployed projects' version classes and images.
     projects: project::Projects,
+}
+
+/// A serving service of an older class config (recovery adopted it).
+#[derive(Debug, Clone)]
+struct Stale {
+    id: String,
+    name: String,
 }
 
 impl SwarmDriver {
@@ -186,6 +198,7 @@ impl SwarmDriver {
                 nodes,
                 scope,
                 data_dir,
+                stale: Default::default(),
             }),
         })
     }
@@ -234,30 +247,49 @@ impl SwarmDriver {
         }
     }
 
-    /// Removes every service of this name (by ID: what the listing returned, nothing newer).
-    /// With `wait`, until their tasks are gone, so two containers never share a volume.
-    async fn remove_named(&self, name: &str, wait: Option<Duration>) -> Result<(), DriverError> {
+    /// Removes every service of these names (by ID: what the listing returned, nothing newer)
+    /// but `keep`. With `wait`, until their tasks are gone, so two containers never share a
+    /// volume.
+    async fn remove_named(
+        &self,
+        names: &[String],
+        keep: Option<&str>,
+        wait: Option<Duration>,
+    ) -> Result<(), DriverError> {
         let manager = &self.inner.manager;
-        let options = ListServicesOptions {
-            filters: Some(HashMap::from([(
-                "name".to_string(),
-                vec![name.to_string()],
-            )])),
-            ..Default::default()
-        };
-        let found = manager
-            .list_services(Some(options))
-            .await
-            .map_err(|e| engine("cannot list services", e))?;
-        // The name filter matches prefixes.
-        let ids: Vec<String> = found
-            .into_iter()
-            .filter(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
-            .filter_map(|s| s.id)
-            .collect();
+        let mut ids = Vec::new();
+        for name in names {
+            let options = ListServicesOptions {
+                filters: Some(HashMap::from([(
+                    "name".to_string(),
+                    vec![name.to_string()],
+                )])),
+                ..Default::default()
+            };
+            let found = manager
+                .list_services(Some(options))
+                .await
+                .map_err(|e| engine("cannot list services", e))?;
+            // The name filter matches prefixes.
+            ids.extend(
+                found
+                    .into_iter()
+                    .filter(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+                    .filter_map(|s| s.id)
+                    .filter(|id| Some(id.as_str()) != keep),
+            );
+        }
+        self.remove_ids(&ids, wait).await;
+        Ok(())
+    }
+
+    /// Removes these services by ID; with `wait`, until their running containers stopped (at
+    /// most that long).
+    async fn remove_ids(&self, ids: &[String], wait: Option<Duration>) {
+        let manager = &self.inner.manager;
         // Where their containers run, asked before the manager forgets their tasks.
         let mut containers = Vec::new();
-        for id in &ids {
+        for id in ids {
             if wait.is_some() {
                 let found = running::list(manager, id).await.unwrap_or_default();
                 for task in found
@@ -273,11 +305,11 @@ impl SwarmDriver {
                     }
                 }
             }
-            tracing::info!(service = %id, name, "removing an earlier service of the key");
+            tracing::info!(service = %id, "removing an earlier service of the key");
             running::remove(manager, id).await;
         }
         let Some(within) = wait else {
-            return Ok(());
+            return;
         };
         let deadline = Instant::now() + within;
         for (engine, container) in containers {
@@ -290,7 +322,6 @@ impl SwarmDriver {
                 }
             }
         }
-        Ok(())
     }
 
     /// Waits for a new service's task to run; where it runs and its endpoints. A task that
@@ -436,9 +467,22 @@ impl Driver for SwarmDriver {
         avoid.sort();
         avoid.dedup();
         let config_hash = settings.config_hash(&image_id);
-        let name = service_name(scope, &spec.id);
+        let names = service_names(scope, &spec.id);
+        // The key's volume (and its record) keep the first name whatever the service's.
+        let volume_name = &names[0];
+        // A successor of an adopted stale service starts beside it under the other name; a
+        // class with a volume never has one (recovery removed its stale service: two copies
+        // must not share the volume).
+        let beside = match settings.volume {
+            Some(_) => None,
+            None => self.take_stale(&spec.id),
+        };
+        let name = match &beside {
+            Some(stale) if stale.name == names[0] => names[1].clone(),
+            _ => names[0].clone(),
+        };
         let pinned = match settings.volume {
-            Some(_) => volume::pinned(manager, &name).await?,
+            Some(_) => volume::pinned(manager, volume_name).await?,
             None => None,
         };
         let service = Service {
@@ -450,23 +494,30 @@ impl Driver for SwarmDriver {
                 config_hash: &config_hash,
                 network: None,
             },
+            name: &name,
             owner: self.owner(),
             pinned: pinned.as_deref(),
             avoid: &avoid,
         };
         let body = service.spec()?;
-        // A service of this name is a leftover (one that ended, or a fenced owner's copy):
-        // the caller holds the key (its lease, in cluster mode), so it is not serving.
+        // A service of these names is a leftover (one that ended, or a fenced owner's copy):
+        // the caller holds the key (its lease, in cluster mode), so it is not serving. Only
+        // the stale service a successor is started beside serves, until the instance layer
+        // stops it.
         let settle = settings
             .volume
             .as_ref()
             .map(|_| settings.stop_timeout + Duration::from_secs(5));
-        self.remove_named(&name, settle).await?;
+        let keep = beside.as_ref().map(|s| s.id.as_str());
+        if let Some(stale) = &beside {
+            tracing::info!(instance = %spec.id, stale = %stale.id, %name, "starting a successor beside the stale service");
+        }
+        self.remove_named(&names, keep, settle).await?;
         let created = match manager.create_service(body.clone(), None).await {
             Err(e) if conflict(&e) => {
                 // Created meanwhile by a start this replica no longer knows of (one that was
                 // cancelled): the key is ours, so it goes.
-                self.remove_named(&name, settle).await?;
+                self.remove_named(&names, keep, settle).await?;
                 manager.create_service(body, None).await
             }
             other => other,
@@ -486,7 +537,7 @@ impl Driver for SwarmDriver {
             }
         };
         if settings.volume.is_some() && pinned.is_none() {
-            volume::pin(manager, scope, &spec.id, &name, &watched.node).await?;
+            volume::pin(manager, scope, &spec.id, volume_name, &watched.node).await?;
         }
         let node = self
             .inner
@@ -508,6 +559,12 @@ impl Driver for SwarmDriver {
 }
 
 impl SwarmDriver {
+    /// The stale service recovery adopted for this key, if its successor is not started yet.
+    fn take_stale(&self, id: &InstanceId) -> Option<Stale> {
+        let mut stale = self.inner.stale.lock().unwrap_or_else(|e| e.into_inner());
+        stale.remove(id)
+    }
+
     fn instance_of(&self, labels: &HashMap<String, String>) -> Option<InstanceId> {
         use crate::docker::names;
         let class = labels.get(names::CLASS)?;

@@ -1,15 +1,20 @@
 //! After a restart: services outlive valet, so the next valet finds its own (by the scope
 //! label and, in cluster mode, its replica's owner label) and adopts each whose task runs on a
-//! node that is up and whose class config is unchanged. Everything else is removed: services
-//! whose task ended, whose node is lost, whose class is gone, and those made from an older
-//! config. The last differ from the Docker driver, which keeps a stale container serving until
-//! its successor is ready: the successor needs the key's service name (Swarm's guard against
-//! a second copy, cluster-wide) and Swarm cannot rename a service, so a stale one is replaced
-//! at the next request instead.
+//! node that is up. One made from an older class config is adopted as stale, as with the
+//! Docker driver: it serves until the instance layer has started its successor and seen it
+//! ready. Swarm cannot rename a service and two cannot share a name, so the successor is a
+//! second service under the key's other name (`spec::service_names`), started beside it; the
+//! stale one is then removed by its ID. (An update of the service in place with a start-first
+//! order was not used: Swarm stops the old task as soon as the new task's container runs,
+//! before valet's readiness probe, unless the image carries a HEALTHCHECK.) A stale service of
+//! a class with a volume is removed instead, and its container waited for: its successor
+//! needs the key's volume, which two containers must not share; the next request starts it.
+//! Everything else is removed: services whose task ended, whose node is lost, whose class is
+//! gone, and a second service of one key (a replacement cut short by valet's exit).
 
 use super::running::{self, SwarmInstance, Watched};
 use super::tasks::{self, Progress};
-use super::{spec, SwarmDriver};
+use super::{spec, Stale, SwarmDriver};
 use crate::docker::error::engine;
 use crate::docker::image::ImageSource;
 use crate::docker::logs::LogSink;
@@ -18,11 +23,37 @@ use crate::driver::{Adopted, DriverError};
 use crate::logfile;
 use crate::logs::LogRing;
 use bollard::query_parameters::ListServicesOptions;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
+use valet_core::InstanceId;
 
 /// Lines kept in memory per adopted instance, as the instance layer asks for new ones.
 const LOG_LINES: usize = 1000;
+
+/// What recovery does with one service, given what it knows of it.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Its class's current config: adopt it.
+    Adopt,
+    /// An older config of a class without a volume: adopt it, and its successor starts beside.
+    AdoptStale,
+    /// An older config of a class with a volume: remove it and wait for its container.
+    RemoveAndWait,
+    /// Not valet's to keep (no class, or a second service of a key already adopted).
+    Remove,
+}
+
+/// `fresh`: it carries its class's current config hash. `volume`: its class has one (`None`:
+/// the class is gone). `taken`: another service of the key was adopted already.
+fn verdict(fresh: bool, volume: Option<bool>, taken: bool) -> Verdict {
+    match (volume, fresh, taken) {
+        (None, _, _) | (_, _, true) => Verdict::Remove,
+        (Some(_), true, false) => Verdict::Adopt,
+        (Some(false), false, false) => Verdict::AdoptStale,
+        (Some(true), false, false) => Verdict::RemoveAndWait,
+    }
+}
 
 pub async fn run(driver: &SwarmDriver) -> Result<Vec<Adopted>, DriverError> {
     let manager = &driver.inner.manager;
@@ -35,12 +66,14 @@ pub async fn run(driver: &SwarmDriver) -> Result<Vec<Adopted>, DriverError> {
         .await
         .map_err(|e| engine("cannot list services", e))?;
     let mut hashes: HashMap<String, Option<String>> = HashMap::new();
-    let mut adopted = Vec::new();
+    let mut looked = Vec::new();
     for service in found {
         let Some(id) = service.id.clone() else {
             continue;
         };
-        let labels = service.spec.and_then(|s| s.labels).unwrap_or_default();
+        let spec = service.spec.unwrap_or_default();
+        let name = spec.name.unwrap_or_default();
+        let labels = spec.labels.unwrap_or_default();
         let instance = driver.instance_of(&labels);
         let class = instance.as_ref().map(|i| i.class().to_string());
         let current = match &class {
@@ -52,25 +85,55 @@ pub async fn run(driver: &SwarmDriver) -> Result<Vec<Adopted>, DriverError> {
             Some(class) => hashes[class].clone(),
             None => None,
         };
+        // A class whose image cannot be had now counts as changed: its service serves on, and
+        // the successor's start says why it cannot be made.
         let fresh = current.is_some() && labels.get(names::CONFIG_HASH) == current.as_ref();
-        match (instance, fresh) {
-            (Some(instance), true) => match adopt(driver, &id, &instance).await {
-                Some(running) => {
-                    tracing::info!(%instance, service = %id, "adopted running service");
-                    adopted.push(Adopted {
-                        id: instance,
-                        running,
-                        stale: false,
-                    });
+        looked.push((id, name, instance, fresh));
+    }
+    // A key's current service first: when a replacement was cut short, it is the one kept.
+    looked.sort_by_key(|(_, _, _, fresh)| !fresh);
+    let mut adopted = Vec::new();
+    let mut taken: HashSet<InstanceId> = HashSet::new();
+    for (id, name, instance, fresh) in looked {
+        let volume = instance
+            .as_ref()
+            .and_then(|i| driver.class(i.class()).ok())
+            .map(|s| s.volume.is_some());
+        let is_taken = instance.as_ref().is_some_and(|i| taken.contains(i));
+        let shown = instance.as_ref().map(|i| i.to_string()).unwrap_or_default();
+        match (verdict(fresh, volume, is_taken), instance) {
+            (verdict @ (Verdict::Adopt | Verdict::AdoptStale), Some(instance)) => {
+                let stale = verdict == Verdict::AdoptStale;
+                match adopt(driver, &id, &instance).await {
+                    Some(running) => {
+                        tracing::info!(%instance, service = %id, stale, "adopted running service");
+                        if stale {
+                            let mut marks = driver.inner.stale.lock().unwrap_or_else(|e| e.into_inner());
+                            marks.insert(instance.clone(), Stale { id, name });
+                        }
+                        taken.insert(instance.clone());
+                        adopted.push(Adopted {
+                            id: instance,
+                            running,
+                            stale,
+                        });
+                    }
+                    None => {
+                        tracing::info!(%instance, service = %id, "service no longer runs; removing it");
+                        running::remove(manager, &id).await;
+                    }
                 }
-                None => {
-                    tracing::info!(%instance, service = %id, "service no longer runs; removing it");
-                    running::remove(manager, &id).await;
-                }
-            },
-            (instance, _) => {
-                let instance = instance.map(|i| i.to_string()).unwrap_or_default();
-                tracing::info!(%instance, service = %id, "service's class changed or is gone; removing it");
+            }
+            (Verdict::RemoveAndWait, Some(instance)) => {
+                let settle = driver
+                    .class(instance.class())
+                    .map_or(Duration::ZERO, |s| s.stop_timeout)
+                    + Duration::from_secs(5);
+                tracing::info!(%instance, service = %id, "service of an older config of a class with a volume; removing it before its successor starts");
+                driver.remove_ids(&[id], Some(settle)).await;
+            }
+            _ => {
+                tracing::info!(instance = %shown, service = %id, "service's class is gone or its key has another; removing it");
                 running::remove(manager, &id).await;
             }
         }
@@ -104,7 +167,7 @@ async fn build(driver: &SwarmDriver, class: &str) -> Result<String, DriverError>
 async fn adopt(
     driver: &SwarmDriver,
     service: &str,
-    instance: &valet_core::InstanceId,
+    instance: &InstanceId,
 ) -> Option<Box<dyn crate::driver::Running>> {
     let manager = &driver.inner.manager;
     let settings = driver.class(instance.class()).ok()?;
@@ -151,4 +214,21 @@ pub fn prebuild(driver: SwarmDriver) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_service_serves_until_its_successor_unless_its_class_has_a_volume() {
+        assert_eq!(verdict(true, Some(false), false), Verdict::Adopt);
+        assert_eq!(verdict(true, Some(true), false), Verdict::Adopt);
+        assert_eq!(verdict(false, Some(false), false), Verdict::AdoptStale);
+        assert_eq!(verdict(false, Some(true), false), Verdict::RemoveAndWait);
+        // The class is gone, or the key's current service was adopted already.
+        assert_eq!(verdict(true, None, false), Verdict::Remove);
+        assert_eq!(verdict(false, Some(false), true), Verdict::Remove);
+        assert_eq!(verdict(true, Some(false), true), Verdict::Remove);
+    }
 }

@@ -22,6 +22,8 @@ pub const OWNER: &str = "valet.owner";
 /// What a service adds to the container's [`Plan`].
 pub struct Service<'a> {
     pub plan: Plan<'a>,
+    /// One of the key's two [`service_names`].
+    pub name: &'a str,
     /// `[cluster] node` of this replica.
     pub owner: Option<&'a str>,
     /// The node holding the key's volume (its Swarm node ID), where the task must run.
@@ -37,31 +39,43 @@ const NAME_MAX: usize = 63;
 /// of one key is refused by Swarm itself, cluster-wide. Readable parts of the class and key,
 /// then a hash of both; within what Swarm accepts (63 characters of `[a-zA-Z0-9_-]`).
 pub fn service_name(scope: &str, id: &InstanceId) -> String {
+    service_names(scope, id)[0].clone()
+}
+
+/// The two names a key's service may have: [`service_name`], and the name of a successor
+/// started beside a serving service of an older class config (Swarm cannot rename a service,
+/// and two services cannot share a name). They differ only in the hash. A start removes
+/// whatever runs under either name (but the one a successor is started beside), so the pair
+/// is Swarm's guard against a second copy as the one name was. A key's volume is always named
+/// after the first.
+pub fn service_names(scope: &str, id: &InstanceId) -> [String; 2] {
     let readable = |text: &str, most: usize| -> String {
         text.chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .take(most)
             .collect()
     };
-    let mut hash = Sha256::new();
-    hash.update(id.class().as_bytes());
-    hash.update([0]);
-    hash.update(id.key().as_bytes());
-    let hash = hex::encode(&hash.finalize()[..8]);
-    let name = format!(
-        "valet-{scope}-{}-{}-{hash}",
-        readable(id.class(), 16),
-        readable(id.key(), 10)
-    );
-    // Dashes may repeat where a part was empty; Swarm accepts them between alphanumerics.
-    name.chars().take(NAME_MAX).collect()
+    let named = |successor: bool| {
+        let mut hash = Sha256::new();
+        hash.update(id.class().as_bytes());
+        hash.update([0]);
+        hash.update(id.key().as_bytes());
+        if successor {
+            hash.update([0, 1]);
+        }
+        let hash = hex::encode(&hash.finalize()[..8]);
+        let name = format!(
+            "valet-{scope}-{}-{}-{hash}",
+            readable(id.class(), 16),
+            readable(id.key(), 10)
+        );
+        // Dashes may repeat where a part was empty; Swarm accepts them between alphanumerics.
+        name.chars().take(NAME_MAX).collect::<String>()
+    };
+    [named(false), named(true)]
 }
 
 impl Service<'_> {
-    pub fn name(&self) -> String {
-        service_name(self.plan.scope, &self.plan.spec.id)
-    }
-
     pub fn labels(&self) -> HashMap<String, String> {
         let mut labels = self.plan.labels();
         if let Some(owner) = self.owner {
@@ -77,7 +91,7 @@ impl Service<'_> {
         let mounts = settings.volume.as_ref().map(|target| {
             vec![Mount {
                 target: Some(target.clone()),
-                source: Some(self.name()),
+                source: Some(service_name(plan.scope, &plan.spec.id)),
                 typ: Some(MountType::VOLUME),
                 // The node's engine makes the volume at the first start: labelled, it is
                 // found (and listed) like the Docker driver's.
@@ -125,7 +139,7 @@ impl Service<'_> {
             })
             .collect();
         Ok(ServiceSpec {
-            name: Some(self.name()),
+            name: Some(self.name.to_string()),
             labels: Some(labels),
             task_template: Some(TaskSpec {
                 container_spec: Some(container),
@@ -232,19 +246,17 @@ mod tests {
     #[test]
     fn a_service_is_one_unrestarted_replica_by_image_id_published_on_its_node() {
         let (settings, spec) = (settings(""), spec());
+        let name = service_name("s1", &spec.id);
         let service = Service {
             plan: plan(&spec, &settings),
+            name: &name,
             owner: Some("gw-a"),
             pinned: None,
             avoid: &[],
         };
         let made = service.spec().unwrap();
-        assert_eq!(made.name, Some(service.name()));
-        assert!(
-            service.name().starts_with("valet-s1-Web-"),
-            "{}",
-            service.name()
-        );
+        assert_eq!(made.name.as_ref(), Some(&name));
+        assert!(name.starts_with("valet-s1-Web-"), "{name}");
         let labels = made.labels.unwrap();
         assert_eq!(labels["valet.scope"], "s1");
         assert_eq!(labels["valet.class"], "Web");
@@ -294,8 +306,12 @@ mod tests {
     #[test]
     fn a_key_with_a_volume_mounts_it_by_its_name_and_stays_on_its_node() {
         let (settings, spec) = (settings("volume = \"/data\""), spec());
+        // A successor's service (were a key with a volume ever given one) still mounts the
+        // key's volume, named after the first name.
+        let [volume, successor] = service_names("s1", &spec.id);
         let service = Service {
             plan: plan(&spec, &settings),
+            name: &successor,
             owner: None,
             pinned: Some("node7"),
             avoid: &["node9".to_string()],
@@ -306,7 +322,7 @@ mod tests {
         let constraints = task.placement.unwrap().constraints.unwrap();
         assert_eq!(constraints, ["node.id==node7", "node.id!=node9"]);
         let mounts = task.container_spec.unwrap().mounts.unwrap();
-        assert_eq!(mounts[0].source, Some(service.name()));
+        assert_eq!(mounts[0].source, Some(volume));
         assert_eq!(mounts[0].target.as_deref(), Some("/data"));
         assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
     }
@@ -319,6 +335,11 @@ mod tests {
         );
         let name = service_name("0123456789ab", &long);
         assert!(name.len() <= 63, "{name}");
+        let [first, successor] = service_names("0123456789ab", &long);
+        assert_eq!(first, name);
+        assert!(successor.len() <= 63, "{successor}");
+        assert_ne!(successor, name, "a successor beside the first needs a name of its own");
+        assert_eq!(successor[..40], name[..40], "the same readable part");
         assert!(name.starts_with("valet-0123456789ab-CCCC"), "{name}");
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         let other = InstanceId::new(

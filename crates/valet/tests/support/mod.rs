@@ -152,6 +152,40 @@ impl Valet {
         status
     }
 
+    /// SIGKILL, then waits until its data_dir lock is free, so that another `valet up` on the
+    /// folder may start: the killed process's main thread shows as a zombie (and `pid_alive`
+    /// says no) before its other threads have exited and closed the lock's file.
+    pub async fn kill9(&self) {
+        let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+        let lock = self.dir().join(".valet").join("lock");
+        procs::eventually(Duration::from_secs(10), "the killed valet's lock to be free", || async {
+            let file = File::open(&lock).ok()?;
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .ok()
+                .map(drop)
+        })
+        .await
+    }
+
+    /// Starts another `valet up` on this valet's folder and valet.toml as they are now (after
+    /// this one was killed, or its config changed), with `env`, its output to the file `log`
+    /// in the folder; the caller stops it.
+    pub fn up_again(&self, log: &str, env: &[(&str, &str)]) -> (Child, PathBuf) {
+        let path = self.dir().join(log);
+        File::create(&path).expect("create the log file");
+        let child = Command::new(VALET)
+            .arg("up")
+            .arg(self.dir().join("valet.toml"))
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(append(&path))
+            .stderr(append(&path))
+            .spawn()
+            .expect("spawn valet up");
+        (child, path)
+    }
+
     /// Runs another valet command (`check`, a second `up`) on a config file, to completion.
     pub fn run(args: &[&str], within: Duration) -> Output {
         let out = tempfile::NamedTempFile::new().expect("temp file");

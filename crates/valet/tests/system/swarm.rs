@@ -5,11 +5,13 @@
 //! a minute):
 //!
 //! - the main story, in order: cold start, sleep and wake, a crash and its restart, valet killed
-//!   and the service adopted by the next valet, a node's dockerd killed under the key (served
+//!   and the service adopted by the next valet, valet restarted with a changed class (the stale
+//!   service serves until its successor is ready, no request fails), a node's dockerd killed under the key (served
 //!   from another node, the old copy never again through valet), a partitioned node, and no
 //!   service, container, volume or network left on any node after valet stops; times printed;
-//! - a key's volume kept on its node across sleeps, `valet destroy` removing it there, and a
-//!   crash loop reported with the task's exit code and output;
+//! - a key's volume kept on its node across sleeps and across a valet restart with a changed
+//!   class (its stale service removed before the successor starts), `valet destroy` removing it
+//!   there, and a crash loop reported with the task's exit code and output;
 //! - cluster mode: two replicas make one service per key, and the next owner replaces a dead
 //!   owner's service.
 //!
@@ -22,7 +24,7 @@ use crate::support::swarm::SwarmLab;
 use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,14 +34,20 @@ use tempfile::TempDir;
 /// Down after its heartbeats stop (~13 s here), then a new service starts.
 const TAKEOVER_WITHIN: Duration = Duration::from_secs(120);
 
+/// Names the class config that answers (its `GREETING`) and the container (its hostname).
+const GREET_CGI: &str =
+    "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$GREETING $(hostname)\"\n";
+
 fn context() -> TempDir {
     let dir = busybox_context(BUSYBOX_WWW);
     put(dir.path(), "www/index.html", "hello\n", false);
     put(dir.path(), "www/cgi-bin/who", WHO_CGI, true);
+    put(dir.path(), "www/cgi-bin/greet", GREET_CGI, true);
     dir
 }
 
-/// Two classes on the lab's swarm: `Web` (always up) and `Nap` (asleep after 2 s idle).
+/// Two classes on the lab's swarm: `Web` (always up, `GREETING = "hi"`) and `Nap` (asleep
+/// after 2 s idle).
 fn config(swarm: &SwarmLab, tag: &str, image: &TempDir) -> String {
     let nodes: Vec<String> = (1..=swarm.nodes())
         .map(|i| format!("{:?}", swarm.host(i)))
@@ -83,7 +91,7 @@ fn config(swarm: &SwarmLab, tag: &str, image: &TempDir) -> String {
         "#,
         manager = swarm.host(1),
         nodes = nodes.join(", "),
-        web = class("Web", ""),
+        web = class("Web", "env = { GREETING = \"hi\" }"),
         nap = class("Nap", "sleep_after = \"2s\""),
     )
 }
@@ -110,6 +118,16 @@ fn services(swarm: &SwarmLab, class: &str) -> Vec<Placed> {
             })
         })
         .collect()
+}
+
+/// Waits (at most `within`) until `class` has one service, with a running task.
+async fn one_service(swarm: &SwarmLab, class: &str, within: Duration) -> Vec<Placed> {
+    let what = format!("one service of {class}, running");
+    eventually(within, &what, || async {
+        let placed = services(swarm, class);
+        (placed.len() == 1 && placed[0].node != 0).then_some(placed)
+    })
+    .await
 }
 
 /// The node (1..=3, by its `valet.node` label) of a service's running task.
@@ -182,7 +200,31 @@ struct Samples {
     answers: Mutex<Vec<(Duration, Result<String, String>)>>,
 }
 
-/// Sends `/web/cgi-bin/who` through valet again and again until `stop`.
+impl Samples {
+    /// When the first answer that is `wanted` came, waiting for it at most `within`.
+    async fn first(&self, within: Duration, what: &str, wanted: impl Fn(&str) -> bool) -> Duration {
+        eventually(within, what, || async {
+            let answers = self.answers.lock().unwrap();
+            answers
+                .iter()
+                .find(|(_, a)| a.as_deref().is_ok_and(&wanted))
+                .map(|(at, _)| *at)
+        })
+        .await
+    }
+
+    /// Waits until ten more answers came after `at`.
+    async fn ten_after(&self, at: Duration, what: &str) {
+        eventually(Duration::from_secs(20), what, || async {
+            let answers = self.answers.lock().unwrap();
+            let after = answers.iter().filter(|(t, a)| *t > at && a.is_ok());
+            (after.count() >= 10).then_some(())
+        })
+        .await
+    }
+}
+
+/// Sends a GET to `valet_url` again and again until `stop`.
 fn sample(
     valet_url: String,
     client: reqwest::Client,
@@ -229,33 +271,13 @@ async fn takeover(valet: &Valet, old: &str, lose: impl FnOnce()) -> (String, Dur
     .await;
     let lost_at = started.elapsed();
     lose();
-    let new_at = eventually(
-        TAKEOVER_WITHIN,
-        "another container to answer /web",
-        || async {
-            let answers = samples.answers.lock().unwrap();
-            answers
-                .iter()
-                .find(|(_, a)| matches!(a, Ok(host) if host != old))
-                .map(|(at, _)| *at)
-        },
-    )
-    .await;
+    let new_at = samples
+        .first(TAKEOVER_WITHIN, "another container to answer /web", |host| {
+            host != old
+        })
+        .await;
     // A few more answers after the takeover, then a look at all of them.
-    eventually(
-        Duration::from_secs(20),
-        "answers after the takeover",
-        || async {
-            let answers = samples.answers.lock().unwrap();
-            (answers
-                .iter()
-                .filter(|(at, a)| *at > new_at && a.is_ok())
-                .count()
-                >= 10)
-                .then_some(())
-        },
-    )
-    .await;
+    samples.ten_after(new_at, "answers after the takeover").await;
     stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
     let answers = samples.answers.lock().unwrap();
@@ -284,6 +306,98 @@ async fn takeover(valet: &Valet, old: &str, lose: impl FnOnce()) -> (String, Dur
             .map(|(at, _)| *at)
     );
     (new, new_at.saturating_sub(lost_at))
+}
+
+impl Second {
+    /// SIGKILL: the valet dies without stopping anything.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sets `name = value` in the env of `class` in `valet`'s valet.toml (the test harness gave
+/// every class an env table), which changes the class's config hash.
+fn change_class(valet: &Valet, class: &str, name: &str, value: &str) {
+    let path = valet.dir().join("valet.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+    let classes = doc["containers"].as_array_of_tables_mut().unwrap();
+    let found = classes
+        .iter_mut()
+        .find(|c| c["class_name"].as_str() == Some(class))
+        .unwrap();
+    found["env"][name] = toml_edit::value(value);
+    std::fs::write(&path, doc.to_string()).unwrap();
+}
+
+/// `valet up` again on `valet`'s folder (its config as it is now), its output to `log` there.
+fn up_again(valet: &Valet, log: &str) -> (Second, std::path::PathBuf) {
+    let (child, path) = valet.up_again(log, &[]);
+    (Second(Some(child)), path)
+}
+
+/// Waits until the valet writing `log` listens; fails with its log.
+async fn listening(log: &impl Fn() -> String, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log().contains("valet listening") {
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not listen within 60 s:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Samples `/web/cgi-bin/greet` through a valet that adopted `/web`'s container `old` (made
+/// with `GREETING = "hi"`) as stale, while its successor (`"hello"`) starts. Asserts every
+/// request is answered, the old container answers first and the successor alone from its
+/// first answer on; returns the successor's hostname and when it first answered.
+async fn replaced(valet: &Valet, old: &str, log: &impl Fn() -> String) -> (String, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let url = valet.url("/web/cgi-bin/greet");
+    let (samples, sampler) = sample(url, valet.client.clone(), started, stop.clone());
+    let new_at = samples
+        .first(Duration::from_secs(60), "the successor to answer /web", |text| {
+            text.starts_with("hello ")
+        })
+        .await;
+    samples.ten_after(new_at, "answers after the switch").await;
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let answers = samples.answers.lock().unwrap();
+    let failed: Vec<_> = answers.iter().filter(|(_, a)| a.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "requests failed during the replacement: {failed:?}\n{}",
+        log()
+    );
+    let old = format!("hi {old}");
+    let new = answers
+        .iter()
+        .find_map(|(at, a)| (*at == new_at).then(|| a.clone().unwrap()))
+        .unwrap();
+    assert_eq!(
+        answers[0].1.as_deref(),
+        Ok(old.as_str()),
+        "the stale service serves until its successor is ready\n{}",
+        log()
+    );
+    for (at, answer) in answers.iter() {
+        let want = if *at < new_at { &old } else { &new };
+        assert_eq!(answer.as_deref(), Ok(want.as_str()), "at {at:?}");
+    }
+    let before = answers.iter().filter(|(at, _)| *at < new_at).count();
+    println!(
+        "  class changed: {before} answers from the stale service, then {new:?} from {new_at:.2?} on; {} samples, none failed",
+        answers.len()
+    );
+    let host = new.strip_prefix("hello ").unwrap().to_string();
+    (host, new_at)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -368,43 +482,15 @@ async fn swarm_instances_start_sleep_crash_are_adopted_survive_node_loss_and_lea
         },
     )
     .await;
-    let placed = eventually(
-        Duration::from_secs(20),
-        "one service for the key",
-        || async {
-            let placed = services(&swarm, &web);
-            (placed.len() == 1 && placed[0].node != 0).then_some(placed)
-        },
-    )
-    .await;
+    let placed = one_service(&swarm, &web, Duration::from_secs(20)).await;
     assert!(valet.log().contains("instance failed"), "{}", valet.log());
 
     // valet is killed: the service runs on; the next valet on the folder adopts it.
-    kill(Pid::from_raw(valet.pid() as i32), Signal::SIGKILL).unwrap();
-    eventually(Duration::from_secs(5), "valet to die", || async {
-        (!pid_alive(valet.pid())).then_some(())
-    })
-    .await;
+    valet.kill9().await;
     assert_eq!(services(&swarm, &web), placed, "the service outlives valet");
-    let second_log = valet.dir().join("second.log");
-    let log = std::fs::File::create(&second_log).unwrap();
-    let second = Command::new(env!("CARGO_BIN_EXE_valet"))
-        .arg("up")
-        .arg(valet.dir().join("valet.toml"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut second = Second(Some(second));
+    let (mut second, second_log) = up_again(&valet, "second.log");
     let second_log = || std::fs::read_to_string(&second_log).unwrap_or_default();
-    eventually(
-        Duration::from_secs(60),
-        "the second valet to listen",
-        || async { second_log().contains("valet listening").then_some(()) },
-    )
-    .await;
+    listening(&second_log, "the second valet").await;
     assert_eq!(who(&valet, "web").await, after_crash, "{}", second_log());
     assert_eq!(
         services(&swarm, &web),
@@ -418,10 +504,28 @@ async fn swarm_instances_start_sleep_crash_are_adopted_survive_node_loss_and_lea
         second_log()
     );
 
+    // The class changes while valet is down (its env): the next valet adopts the service as
+    // stale, and it serves until a successor service, started beside it, passes valet's
+    // readiness probe; then the old one goes. No request fails meanwhile.
+    second.kill9();
+    change_class(&valet, &web, "GREETING", "hello");
+    let (mut second, third_log) = up_again(&valet, "third.log");
+    let second_log = || std::fs::read_to_string(&third_log).unwrap_or_default();
+    listening(&second_log, "the third valet").await;
+    let (current, replacement) = replaced(&valet, &after_crash, &second_log).await;
+    let stale = placed[0].service.clone();
+    // The stale one is removed once the requests on it are done.
+    let placed = one_service(&swarm, &web, Duration::from_secs(30)).await;
+    assert_ne!(placed[0].service, stale, "{}", second_log());
+    let log = second_log();
+    assert!(log.contains("stale=true"), "{log}");
+    assert!(log.contains("successor beside the stale service"), "{log}");
+    assert!(log.contains("instance replaced"), "{log}");
+
     // The node running the key loses its dockerd: its container runs on, but valet moves the
     // key to the other node and never routes to the old copy again.
     let lost = placed[0].node;
-    let (moved, took) = takeover(&valet, &after_crash, || swarm.kill(lost)).await;
+    let (moved, took) = takeover(&valet, &current, || swarm.kill(lost)).await;
     let placed = services(&swarm, &web);
     assert_eq!(placed.len(), 1, "{placed:?}");
     assert_eq!(placed[0].node, 5 - lost, "on the other worker: {placed:?}");
@@ -506,6 +610,9 @@ async fn swarm_instances_start_sleep_crash_are_adopted_survive_node_loss_and_lea
     );
     println!("  cold start of a second class (service create to first byte): {nap_cold:.2?}");
     println!("  wake 0 -> 1 (service create to first byte): {wake:.2?}");
+    println!(
+        "  a changed class's successor answering after the third valet listened: {replacement:.2?}"
+    );
     println!("  node loss (dockerd killed) to the first answer from another node: {node_loss:.2?}");
     println!("  partition to the first answer from another node: {partition:.2?}");
     drop(valet);
@@ -632,6 +739,34 @@ async fn swarm_volumes_stay_on_their_node_and_a_crash_loop_shows_exit_code_and_o
         assert_eq!(placed.len(), 1, "{placed:?}");
         assert_eq!(placed[0].node, node, "kept on the node of its volume");
     }
+
+    // valet is killed while the key runs and restarted with a changed class: a stale service
+    // with a volume is not served beside its successor (both would use the volume). The
+    // next valet removes it and waits for its container; the next request starts the key
+    // anew, on its node, with its data.
+    let stale = services(&swarm, &nap);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    valet.kill9().await;
+    change_class(&valet, &nap, "CHANGED", "1");
+    let (_second, second_log) = up_again(&valet, "second.log");
+    let second_log = || std::fs::read_to_string(&second_log).unwrap_or_default();
+    listening(&second_log, "the second valet").await;
+    assert!(
+        second_log().contains("removing it before its successor starts"),
+        "{}",
+        second_log()
+    );
+    assert!(services(&swarm, &nap).is_empty(), "{}", second_log());
+    let running = swarm.docker_ok(
+        node,
+        &["ps", "-q", "--filter", &format!("label=valet.class={nap}")],
+    );
+    assert_eq!(running, "", "its container stopped before valet listened");
+    assert_eq!(text(&valet, "/nap/cgi-bin/count").await.trim(), "4");
+    let placed = services(&swarm, &nap);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_eq!(placed[0].node, node, "kept on the node of its volume");
+    assert_ne!(placed[0].service, stale[0].service);
 
     // `valet volumes` lists one engine's volumes: it points at `destroy` instead.
     let config = valet.dir().join("valet.toml");
