@@ -16,6 +16,9 @@
 #                              against its command line), removes the lab's containers, bridge
 #                              and state folder.
 #   kube.sh env PREFIX         prints KUBECONFIG=..., NODE=..., POD_CIDR=... of a lab that is up.
+#   kube.sh restart-apiserver PREFIX
+#                              stops the lab's kube-apiserver and starts it again on its port
+#                              (every watch on it is cut); prints how long it was away (ms).
 #
 # Cache: $VALET_KUBE_CACHE, else /work/cache/kube-1.20 when /work is writable, else
 # ~/.cache/valet-kube-1.20. The build is done once per machine (CI on the same machine too).
@@ -37,7 +40,7 @@ READY_WITHIN=${KUBE_READY_WITHIN:-120} # seconds the apiserver and the node may 
 
 die() { echo "kube.sh: $*" >&2; exit 1; }
 note() { echo "kube.sh: $*" >&2; }
-usage() { die "usage: kube.sh build | up PREFIX | down PREFIX | env PREFIX"; }
+usage() { die "usage: kube.sh build | up PREFIX | down PREFIX | env PREFIX | restart-apiserver PREFIX"; }
 
 cache_dir() {
   if [ -n "${VALET_KUBE_CACHE:-}" ]; then echo "$VALET_KUBE_CACHE"
@@ -158,6 +161,33 @@ api() { # api PATH: GET on the apiserver with the admin token
   curl -sfk -H "Authorization: Bearer $(cat "$root/token")" "https://127.0.0.1:$(cat "$root/api.port")$1"
 }
 
+# Starts kube-apiserver on the ports `up` recorded and waits until it is ready.
+start_apiserver() { # start_apiserver BIN_DIR
+  spawn apiserver "$1/kube-apiserver" --etcd-servers "http://127.0.0.1:$(cat "$root/etcd.port")" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$(cat "$root/api.port")" --insecure-port 0 \
+    --cert-dir "$root/certs" --token-auth-file "$root/tokens.csv" --authorization-mode RBAC \
+    --service-account-key-file "$root/sa.pub" --service-account-signing-key-file "$root/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/16 \
+    --allow-privileged=true --disable-admission-plugins ServiceAccount --endpoint-reconciler-type none \
+    --kubelet-preferred-address-types InternalIP
+  wait_for apiserver "$READY_WITHIN" api /readyz \
+    || { tail -20 "$root/apiserver.log" >&2; die "kube-apiserver not ready within ${READY_WITHIN}s"; }
+}
+
+# Stops kube-apiserver (SIGTERM, then SIGKILL after 5 s) and starts it again on the same port:
+# every watch on it is cut, as when a control plane is upgraded or its node reboots. Prints
+# how long the apiserver was away, in milliseconds.
+restart_apiserver() {
+  local pid started
+  pid=$(pid_of apiserver) || die "no apiserver of lab $prefix runs"
+  started=$(date +%s%N)
+  kill "$pid"
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  start_apiserver "$(cache_dir)"
+  echo $((($(date +%s%N) - started) / 1000000))
+}
+
 up() {
   local bin n etcd_port peer_port api_port kubelet_port token
   bin=$(build)
@@ -230,15 +260,8 @@ EOF
   openssl rsa -in "$root/sa.key" -pubout -out "$root/sa.pub" 2>/dev/null
   api_port=$(free_port)
   echo "$api_port" >"$root/api.port"
-  spawn apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" --insecure-port 0 \
-    --cert-dir "$root/certs" --token-auth-file "$root/tokens.csv" --authorization-mode RBAC \
-    --service-account-key-file "$root/sa.pub" --service-account-signing-key-file "$root/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/16 \
-    --allow-privileged=true --disable-admission-plugins ServiceAccount --endpoint-reconciler-type none \
-    --kubelet-preferred-address-types InternalIP
-  wait_for apiserver "$READY_WITHIN" api /readyz \
-    || { tail -20 "$root/apiserver.log" >&2; die "kube-apiserver not ready within ${READY_WITHIN}s"; }
+  echo "$etcd_port" >"$root/etcd.port"
+  start_apiserver "$bin"
 
   cat >"$root/kubeconfig" <<EOF
 apiVersion: v1
@@ -306,6 +329,7 @@ down_quiet() {
 case "$cmd" in
   up) up ;;
   down) down_quiet ;;
+  restart-apiserver) restart_apiserver ;;
   env)
     [ -s "$root/kubeconfig" ] || die "no lab $prefix is up"
     echo "KUBECONFIG=$root/kubeconfig"

@@ -484,7 +484,7 @@ impl Driver for KubernetesDriver {
             }
         }
         tracing::info!(instance = %spec.id, pod = %name, %image, "pod started");
-        handle.pump = Some(running::follow(pods, name, sink));
+        handle.pump = Some(running::follow(&handle, sink));
         Ok(Box::new(handle))
     }
 

@@ -151,9 +151,8 @@ async fn adopt(
     let logs = logfile::class_dir(&driver.inner.data_dir, instance.class());
     let ring = Arc::new(LogRing::new(LOG_LINES));
     let sink = LogSink::open(&logfile::path(&logs, instance), ring.clone()).await;
-    let pods: Api<Pod> = driver.api();
-    Box::new(KubePod {
-        pods: pods.clone(),
+    let mut pod = KubePod {
+        pods: driver.api(),
         secrets: driver.api(),
         name: name.to_string(),
         uid: uid.to_string(),
@@ -161,8 +160,10 @@ async fn adopt(
         watch: driver.inner.watch.clone(),
         endpoints,
         ring,
-        pump: Some(running::follow_new(pods, name.to_string(), sink)),
+        pump: None,
         stopped: false,
         wait_stopped: class_has_volume(driver, Some(instance)),
-    })
+    };
+    pod.pump = Some(running::follow_new(&pod, sink));
+    Box::new(pod)
 }

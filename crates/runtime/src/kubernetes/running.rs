@@ -9,6 +9,7 @@ use crate::logs::LogRing;
 use async_trait::async_trait;
 use futures_util::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff;
 use kube::api::{DeleteParams, LogParams, Preconditions};
 use kube::Api;
 use std::sync::Arc;
@@ -79,35 +80,77 @@ pub async fn delete_secret(secrets: &Api<Secret>, name: &str) {
     }
 }
 
+/// How long a log stream that ended while its Pod runs waits before it is opened again.
+const RESUME_AFTER: Duration = Duration::from_secs(1);
+
 /// Copies the container's output into `sink` from the apiserver's log stream, following it.
-pub fn follow(pods: Api<Pod>, name: String, sink: LogSink) -> JoinHandle<()> {
-    pump(pods, name, sink, None)
+pub fn follow(pod: &KubePod, sink: LogSink) -> JoinHandle<()> {
+    pump(pod, sink, None)
 }
 
 /// [`follow`] from now on: an adopted Pod's earlier output is in its file already.
-pub fn follow_new(pods: Api<Pod>, name: String, sink: LogSink) -> JoinHandle<()> {
-    pump(pods, name, sink, Some(0))
+pub fn follow_new(pod: &KubePod, sink: LogSink) -> JoinHandle<()> {
+    pump(pod, sink, Some(jiff::Timestamp::now()))
 }
 
-fn pump(pods: Api<Pod>, name: String, mut sink: LogSink, tail: Option<i64>) -> JoinHandle<()> {
+/// A log line with `timestamps`: its time and its text.
+fn stamped(line: &str) -> (Option<jiff::Timestamp>, &str) {
+    match line.split_once(' ') {
+        Some((at, text)) => match at.parse() {
+            Ok(at) => (Some(at), text),
+            Err(_) => (None, line),
+        },
+        None => (line.parse().ok(), ""),
+    }
+}
+
+/// The stream ends with the container, but also when the apiserver restarts or the connection
+/// drops: while the watch says the Pod still runs, it is opened again from the last line's
+/// time (`since`: none yet), and the lines up to that time are skipped (the apiserver counts
+/// `sinceTime` in whole seconds), so nothing is lost or kept twice.
+fn pump(pod: &KubePod, mut sink: LogSink, mut since: Option<jiff::Timestamp>) -> JoinHandle<()> {
+    let (pods, name, uid) = (pod.pods.clone(), pod.name.clone(), pod.uid.clone());
+    let watch = pod.watch.clone();
     tokio::spawn(async move {
-        let params = LogParams {
-            follow: true,
-            container: Some(super::spec::CONTAINER.into()),
-            tail_lines: tail,
-            ..Default::default()
-        };
-        let stream = match pods.log_stream(&name, &params).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!(pod = %name, error = %e, "no pod logs");
+        loop {
+            let params = LogParams {
+                follow: true,
+                container: Some(super::spec::CONTAINER.into()),
+                timestamps: true,
+                // Whole seconds, rounded down: kube rounds to the nearest, which could skip
+                // the rest of the last line's second.
+                since_time: since.and_then(|at| jiff::Timestamp::from_second(at.as_second()).ok()),
+                ..Default::default()
+            };
+            match pods.log_stream(&name, &params).await {
+                Ok(stream) => {
+                    let mut lines = stream.lines();
+                    while let Some(Ok(line)) = lines.next().await {
+                        let (at, text) = stamped(&line);
+                        if let Some(at) = at {
+                            if since.is_some_and(|since| at <= since) {
+                                continue;
+                            }
+                            since = Some(at);
+                        }
+                        sink.keep(text.to_string());
+                        sink.flush().await;
+                    }
+                }
+                Err(e) => tracing::debug!(pod = %name, error = %e, "no pod logs"),
+            }
+            let over = {
+                let snapshot = watch.borrow();
+                match snapshot.get(&name, &uid) {
+                    Some(pod) => !matches!(pods::state(pod), State::Running { .. }),
+                    None => snapshot.synced,
+                }
+            };
+            if over {
                 return;
             }
-        };
-        let mut lines = stream.lines();
-        while let Some(Ok(line)) = lines.next().await {
-            sink.keep(line);
-            sink.flush().await;
+            tracing::info!(pod = %name, "pod log stream ended while the pod runs; following it again");
+            tokio::time::sleep(RESUME_AFTER).await;
         }
     })
 }
@@ -178,5 +221,21 @@ impl Drop for KubePod {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_split_from_their_time() {
+        let (at, text) = stamped("2026-12-05T12:34:56.123456789Z said-by-x a b");
+        assert_eq!(text, "said-by-x a b");
+        let at = at.unwrap();
+        assert_eq!(at.to_string(), "2026-12-05T12:34:56.123456789Z");
+        let (later, _) = stamped("2026-12-05T12:34:56.5Z next");
+        assert!(later.unwrap() > at, "compared as times, not as text");
+        assert_eq!(stamped("no time here"), (None, "no time here"));
     }
 }

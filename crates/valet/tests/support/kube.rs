@@ -169,6 +169,14 @@ impl KubeLab {
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
+    /// Stops the lab's kube-apiserver and starts it again on its port, which cuts every
+    /// watch on it; returns once it is ready again, with how long it was away.
+    pub fn restart_apiserver(&self) -> Duration {
+        let out = kube_sh(&["restart-apiserver", &self.prefix])
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        Duration::from_millis(out.trim().parse().unwrap_or_default())
+    }
+
     /// The apiserver's address, for a kubeconfig of another user.
     pub fn server(&self) -> &str {
         &self.server

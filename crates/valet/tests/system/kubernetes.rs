@@ -3,7 +3,9 @@
 //! engine (`image_engine`) and runs each key as a Pod named to the node, reached at its Pod
 //! IP. One lab serves the whole story, in order: cold start (and a bare Pod's, for
 //! comparison), a secret through a Kubernetes Secret, sleep and wake, a crash and its restart,
-//! valet killed and the Pod adopted by the next valet, a Pod whose claim nobody binds answered
+//! valet killed and the Pod adopted by the next valet, valet restarted with a changed class (the
+//! stale Pod serves until its successor is ready), the apiserver restarted under valet (its Pod
+//! watch resyncs: a Pod deleted right after is seen), a Pod whose claim nobody binds answered
 //! with a 503 naming it, and cleanup. Times are printed. Without root or the lab's tools this
 //! is skipped, and fails under `CI=true`.
 
@@ -15,7 +17,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -29,10 +31,15 @@ const TOKEN_CGI: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho 
 const SAY_CGI: &str =
     "#!/bin/sh\necho \"said-by-$(hostname)\" >&2\necho 'Content-Type: text/plain'\necho\necho ok\n";
 
+/// Names the class config that answers (its `GREETING`) and the Pod (its hostname).
+const GREET_CGI: &str =
+    "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$GREETING $(hostname)\"\n";
+
 fn context() -> TempDir {
     let dir = busybox_context(BUSYBOX_WWW);
     put(dir.path(), "www/index.html", "hello\n", false);
     put(dir.path(), "www/cgi-bin/who", WHO_CGI, true);
+    put(dir.path(), "www/cgi-bin/greet", GREET_CGI, true);
     put(dir.path(), "www/cgi-bin/token", TOKEN_CGI, true);
     put(dir.path(), "www/cgi-bin/say", SAY_CGI, true);
     dir
@@ -175,21 +182,20 @@ fn bare_pod(kube: &KubeLab, image: &str) -> Duration {
     took
 }
 
+/// Waits (at most `within`) for a Pod other than `old` to answer `/web` through valet; its name.
+async fn another_pod(valet: &Valet, old: &str, within: Duration) -> String {
+    let what = format!("a Pod other than {old} to serve /web");
+    eventually(within, &what, || async {
+        let response = valet.get("/web/cgi-bin/who").await;
+        let host = response.text().await.unwrap_or_default().trim().to_string();
+        (host.starts_with("valet-") && host != old).then_some(host)
+    })
+    .await
+}
+
 /// `valet up` again on `valet`'s folder, its output to `log` there.
 fn up_again(valet: &Valet, log: &str) -> (Child, std::path::PathBuf) {
-    let path = valet.dir().join(log);
-    let file = std::fs::File::create(&path).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_valet"))
-        .arg("up")
-        .arg(valet.dir().join("valet.toml"))
-        .env("NO_COLOR", "1")
-        .env("WEB_TOKEN", SECRET)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    (child, path)
+    valet.up_again(log, &[("WEB_TOKEN", SECRET)])
 }
 
 /// A `valet up` started by hand on an existing folder (the second valet, adopting); killed
@@ -315,16 +321,7 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
     ]);
     assert_eq!(ids.lines().count(), 1, "{ids}");
     kube.docker_ok(&["kill", ids.trim()]);
-    let after_crash = eventually(
-        Duration::from_secs(60),
-        "a new Pod to serve /web",
-        || async {
-            let response = valet.get("/web/cgi-bin/who").await;
-            let host = response.text().await.unwrap_or_default().trim().to_string();
-            (host.starts_with("valet-") && host != first).then_some(host)
-        },
-    )
-    .await;
+    let after_crash = another_pod(&valet, &first, Duration::from_secs(60)).await;
     assert!(valet.log().contains("instance failed"), "{}", valet.log());
     let web = eventually(
         Duration::from_secs(30),
@@ -340,11 +337,7 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
     assert_ne!(served_uid, first_uid);
 
     // valet is killed: the Pod runs on; the next valet on the folder adopts it.
-    kill(Pid::from_raw(valet.pid() as i32), Signal::SIGKILL).unwrap();
-    eventually(Duration::from_secs(5), "valet to die", || async {
-        (!pid_alive(valet.pid())).then_some(())
-    })
-    .await;
+    valet.kill9().await;
     let (second, second_log) = up_again(&valet, "second.log");
     let mut second = Second(Some(second));
     let second_log = || std::fs::read_to_string(&second_log).unwrap_or_default();
@@ -396,19 +389,98 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
     )
     .await;
     assert!(second_log().contains("stale=true"), "{}", second_log());
+    // Every request is answered: first by the stale Pod (the old GREETING), then, from the
+    // successor's first answer on, by the successor alone; then the stale Pod goes.
+    let answers = std::sync::Mutex::new(Vec::new());
+    let switching = Instant::now();
+    let old = format!("hi {after_crash}");
     let replaced = eventually(
         Duration::from_secs(60),
         "the successor Pod alone",
         || async {
-            let response = valet.get("/web/cgi-bin/who").await;
-            assert_eq!(response.status(), 200, "served throughout");
-            let host = response.text().await.unwrap_or_default().trim().to_string();
+            let response = valet.get("/web/cgi-bin/greet").await;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default().trim().to_string();
+            assert_eq!(status, 200, "served throughout: {text}\n{}", second_log());
+            answers.lock().unwrap().push(text.clone());
+            let host = text.strip_prefix("hello ")?.to_string();
             let web = pods(&kube, "Web");
-            (host != after_crash && web.len() == 1 && web[0].0 == host).then_some(host)
+            (web.len() == 1 && web[0].0 == host).then_some(host)
         },
     )
     .await;
+    let switched = switching.elapsed();
+    let answers = answers.into_inner().unwrap();
+    assert_eq!(
+        answers[0], old,
+        "the stale Pod serves until its successor is ready"
+    );
+    let first_new = answers.iter().position(|a| *a != old).unwrap();
+    assert!(
+        answers[first_new..]
+            .iter()
+            .all(|a| *a == format!("hello {replaced}")),
+        "one serving copy: {answers:?}"
+    );
     assert_ne!(replaced, after_crash);
+    // Logged once the stale Pod's delete was sent, a moment after the watch shows it going.
+    eventually(
+        Duration::from_secs(10),
+        "the replacement's end in the log",
+        || async { second_log().contains("instance replaced").then_some(()) },
+    )
+    .await;
+
+    // The apiserver restarts under valet (every watch on it cut), and right after it is back
+    // the serving Pod is deleted by someone else: valet's Pod watch, listed again or resumed,
+    // still sees it go, and the key starts anew in another Pod.
+    let away = kube.restart_apiserver();
+    // The Pod's log stream was cut too: it is followed again, and its new output still
+    // reaches `valet logs`.
+    assert_eq!(text(&valet, "/web/cgi-bin/say").await.trim(), "ok");
+    let said = format!("said-by-{replaced}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Valet::run(
+            &["logs", "Web", "one", "--config", &config],
+            Duration::from_secs(30),
+        );
+        let shown = String::from_utf8_lossy(&out.stdout);
+        if shown.contains(&said) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Pod's output after the restart is not in valet logs within 20 s:\n{shown}\n{}",
+            second_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, pod) = kube.get(&format!("/api/v1/namespaces/{NAMESPACE}/pods/{replaced}"));
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (status, body) = kube.call(
+        "DELETE",
+        &format!("/api/v1/namespaces/{NAMESPACE}/pods/{replaced}?gracePeriodSeconds=0"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let deleted = Instant::now();
+    let resynced = another_pod(&valet, &replaced, Duration::from_secs(90)).await;
+    let resync = deleted.elapsed();
+    assert!(
+        second_log().contains("kubernetes pod watch failed"),
+        "the watch was cut: {}",
+        second_log()
+    );
+    let web = pods(&kube, "Web");
+    assert!(
+        web.iter().all(|(_, u, _)| *u != uid) && web.iter().any(|(n, _, _)| *n == resynced),
+        "{web:?}\n{}",
+        second_log()
+    );
 
     // An image the node lacks, with pull = "never": a 503 naming the kubelet's reason.
     let response = valet.get("/gone/index.html").await;
@@ -508,6 +580,11 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
     println!("  wake 0 -> 1 (Pod create to first byte): {wake:.2?}");
     println!("  adopted Pod's first answer through the second valet: {adopted_answer:.2?}");
     println!("  a Pod whose claim nobody binds: 503 after {pending:.2?}");
+    println!(
+        "  a changed class: {} answers from the stale Pod, the successor's from {switched:.2?} on",
+        first_new
+    );
+    println!("  apiserver restarted ({away:.2?} away), then the serving Pod deleted: a new Pod answered after {resync:.2?}");
     drop(valet);
     drop(image);
 }
