@@ -435,7 +435,8 @@ impl Driver for KubernetesDriver {
             secrets: self.inner.secrets.get(class).unwrap_or(&project_secrets),
             name: &name,
         };
-        let pod = plan.pod()?;
+        let mut pod = plan.pod()?;
+        self.inner.projects.pull_with(class, &mut pod);
         let secrets: Api<Secret> = self.api();
         let secret = plan.secret();
         if let Some(secret) = &secret {

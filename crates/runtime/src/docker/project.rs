@@ -160,6 +160,21 @@ impl ProjectImages {
         Ok(())
     }
 
+    /// The account valet pushes to `reference`'s registry with (`[[registries]]`, else the
+    /// Docker config): its registry host, user name and password; `None`: anonymous.
+    pub(crate) async fn login_for(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(String, String, String)>, DriverError> {
+        let host = super::registry::Reference::parse(reference).registry;
+        let found = super::registry::credentials(&self.images.registries, &host)
+            .await
+            .map_err(|no| DriverError::Spec(no.to_string()))?;
+        Ok(found.and_then(|(credentials, _)| {
+            Some((host, credentials.username?, credentials.password?))
+        }))
+    }
+
     /// The tag of a version's image (built by [`Self::build`]).
     pub fn tag(&self, project: &str, build: &str) -> String {
         names::project_image(&self.scope, project, build)

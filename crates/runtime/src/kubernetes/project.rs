@@ -12,15 +12,24 @@
 
 use super::KubernetesDriver;
 use crate::docker::image::Images;
+use crate::docker::names;
 use crate::docker::project::remove_image;
 use crate::docker::settings::ClassSettings;
 use crate::docker::{ProjectBuild, ProjectImages};
 use crate::driver::DriverError;
 use crate::project::{ProjectClasses, ProjectEngine};
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{LocalObjectReference, Pod, Secret};
+use k8s_openapi::ByteString;
+use kube::api::{ObjectMeta, PostParams};
+use kube::Api;
+use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use valet_config::{Config, ContainerClass, PullPolicy};
+
+/// Marks the registry's pull Secret among valet's objects.
+const PULL_SECRET_LABEL: &str = "valet.pull-secret";
 
 /// What the Kubernetes driver keeps for deployed projects.
 pub(super) struct Projects {
@@ -32,6 +41,8 @@ pub(super) struct Projects {
     builds: Option<ProjectImages>,
     /// `[kubernetes] image_registry`, without a trailing `/`.
     registry: Option<String>,
+    /// The Secret Pods pull pushed versions with, once made (a registry that needs a login).
+    pull_secret: std::sync::Mutex<Option<String>>,
 }
 
 impl Projects {
@@ -60,6 +71,7 @@ impl Projects {
             secrets: RwLock::default(),
             builds: builds.map(|images| ProjectImages::new(images, scope)),
             registry,
+            pull_secret: Default::default(),
         })
     }
 
@@ -67,6 +79,15 @@ impl Projects {
     pub fn secret_names(&self, class: &str) -> HashSet<String> {
         let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
         secrets.get(class).cloned().unwrap_or_default()
+    }
+
+    /// Gives a version class's Pod the registry's pull Secret, when there is one.
+    pub fn pull_with(&self, class: &str, pod: &mut Pod) {
+        let secret = self.pull_secret.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(name), Some(_)) = (secret.clone(), self.classes.get(class)) {
+            let spec = pod.spec.get_or_insert_with(Default::default);
+            spec.image_pull_secrets = Some(vec![LocalObjectReference { name }]);
+        }
     }
 
     fn builds(&self) -> Result<&ProjectImages, DriverError> {
@@ -97,6 +118,64 @@ async fn local_engine() -> Result<bollard::Docker, DriverError> {
     };
     let docker = bollard::Docker::connect_with_local_defaults().map_err(unreachable)?;
     docker.negotiate_version().await.map_err(unreachable)
+}
+
+impl KubernetesDriver {
+    /// With a registry valet pushes to with a login, a `kubernetes.io/dockerconfigjson`
+    /// Secret holding that login, which version Pods name in `imagePullSecrets`: the kubelet
+    /// then pulls with the account valet pushed with. Made again when it changed or is gone
+    /// (recovery deletes valet's Secrets whose Pod is gone).
+    async fn ensure_pull_secret(&self, reference: &str) -> Result<(), DriverError> {
+        let projects = &self.inner.projects;
+        let login = projects.builds()?.login_for(reference).await?;
+        let Some((host, username, password)) = login else {
+            return Ok(());
+        };
+        let config = serde_json::json!({
+            "auths": { host: { "username": username, "password": password } }
+        });
+        let name = format!("valet-{}-registry", self.inner.scope);
+        let labels = BTreeMap::from([
+            (names::MANAGED.to_string(), "true".to_string()),
+            (names::SCOPE.to_string(), self.inner.scope.clone()),
+            (PULL_SECRET_LABEL.to_string(), "true".to_string()),
+        ]);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(BTreeMap::from([(
+                ".dockerconfigjson".to_string(),
+                ByteString(config.to_string().into_bytes()),
+            )])),
+            ..Default::default()
+        };
+        let secrets: Api<Secret> = self.api();
+        let failed = |e| super::api_error(format!("cannot make the pull Secret {name}"), e);
+        match secrets.get_opt(&name).await.map_err(failed)? {
+            Some(found) if found.data == secret.data => {}
+            Some(found) => {
+                let mut secret = secret;
+                secret.metadata.resource_version = found.metadata.resource_version;
+                secrets
+                    .replace(&name, &PostParams::default(), &secret)
+                    .await
+                    .map_err(failed)?;
+            }
+            None => match secrets.create(&PostParams::default(), &secret).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                created => drop(created.map_err(failed)?),
+            },
+        }
+        *projects
+            .pull_secret
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(name);
+        Ok(())
+    }
 }
 
 fn refusal() -> String {
@@ -137,6 +216,7 @@ impl ProjectEngine for KubernetesDriver {
         if projects.registry.is_some() {
             let target = projects.reference(builds, &project, &version);
             builds.push(&tag, &target, line).await?;
+            self.ensure_pull_secret(&target).await?;
         }
         Ok(())
     }
@@ -146,7 +226,12 @@ impl ProjectEngine for KubernetesDriver {
     async fn project_image(&self, project: &str, build: &str) -> Result<String, DriverError> {
         let projects = &self.inner.projects;
         let builds = projects.builds()?;
-        if projects.registry.is_none() && builds.id(project, build).await.is_none() {
+        if projects.registry.is_some() {
+            let pushed = projects.reference(builds, project, build);
+            self.ensure_pull_secret(&pushed).await?;
+            return Ok(pushed);
+        }
+        if builds.id(project, build).await.is_none() {
             return Err(DriverError::Image {
                 message: format!(
                     "the image of this version ({}) is gone from [kubernetes] image_engine: \

@@ -57,7 +57,16 @@ pub async fn refused_deploy(valet: &Valet, api: &Api, fix: &str) {
 
 /// A valet with the deploy API and the test admin token; `extra` is more config.
 pub async fn valet_with(extra: &str) -> (Valet, Api) {
-    let valet = Valet::with_config(&with_token(extra)).start().await;
+    valet_with_env(extra, &[]).await
+}
+
+/// [`valet_with`], with variables in valet's own environment.
+pub async fn valet_with_env(extra: &str, env: &[(&str, &str)]) -> (Valet, Api) {
+    let mut builder = Valet::with_config(&with_token(extra));
+    for (name, value) in env {
+        builder = builder.env(name, value);
+    }
+    let valet = builder.start().await;
     // Run as root, valet starts each project as its own user, which must be able to pass
     // through the test's folder (a tempdir is 0700) to reach its build.
     std::fs::set_permissions(valet.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();

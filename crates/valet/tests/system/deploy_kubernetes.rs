@@ -1,9 +1,11 @@
 //! Deploying onto the Kubernetes driver, against the real binary, the lab's kube-apiserver and
 //! kubelet (`support::kube`) and Debian's `docker-registry` on a loopback port:
 //!
-//! - with `image_registry`, a version's image is built on the host's engine, pushed to the
-//!   registry, and pulled from there by the kubelet's own dockerd for the project's Pod, which
-//!   answers through valet's URL; a delete leaves no Pod and no image on the build engine;
+//! - with `image_registry` (one that needs a login), a version's image is built on the host's
+//!   engine, pushed to the registry with `[[registries]]`'s login, and pulled from there by the
+//!   kubelet's own dockerd for the project's Pod (through the pull Secret valet made from that
+//!   login), which answers through valet's URL; a delete leaves no Pod and no image on the
+//!   build engine;
 //! - with `image_engine` alone (the node's engine), the version is built there and its Pod
 //!   runs it with `imagePullPolicy: Never`; a project secret reaches it through a Secret,
 //!   never in the Pod's body; a delete removes the image from that engine;
@@ -15,7 +17,7 @@
 
 use crate::deploy_docker::{base_images, lines, put_secret, PYTHON_BASE};
 use crate::deploy_support::*;
-use crate::registry::{ready as registry_ready, Registry};
+use crate::registry::{ready as registry_ready, Registry, PASSWORD, USER};
 use crate::support::docker::docker;
 use crate::support::kube::KubeLab;
 use serde_json::Value;
@@ -76,18 +78,25 @@ async fn deploy_kubernetes_versions_reach_the_kubelet_through_a_registry_or_its_
         return;
     };
     base_images();
-    let registry = Registry::start(false);
+    // Pushing and pulling both need the login: the kubelet's engine has none of its own.
+    let registry = Registry::start(true);
 
     // Neither a registry nor the node's engine: refused before anything is built.
     let (bare, bare_api) = valet_with(&config(&kube, "deploy-bare", "")).await;
     refused_deploy(&bare, &bare_api, "image_registry").await;
     drop(bare);
 
-    // Through the registry: built on the host's engine, pulled by the kubelet's dockerd.
+    // Through the registry: built on the host's engine, pushed with [[registries]]'s login,
+    // pulled by the kubelet's dockerd with the same login from the pull Secret.
     let namespace = "deploy-registry";
     let prefix = format!("{}/valet", registry.host);
     let extra = format!("image_registry = {prefix:?}");
-    let (valet, api) = valet_with(&config(&kube, namespace, &extra)).await;
+    let login = format!(
+        "\n[[registries]]\nhost = {host:?}\nusername = {USER:?}\npassword_secret = \"REG_PW\"\n",
+        host = registry.host
+    );
+    let toml = config(&kube, namespace, &extra) + &login;
+    let (valet, api) = valet_with_env(&toml, &[("REG_PW", PASSWORD)]).await;
     let (id, url, pushed) = first_version(&valet, &api).await;
     let running = pods(&kube, namespace);
     assert_eq!(running.len(), 1, "one Pod per project: {running:?}");
@@ -96,6 +105,16 @@ async fn deploy_kubernetes_versions_reach_the_kubelet_through_a_registry_or_its_
     assert_eq!(policy, "IfNotPresent");
     let pulled = kube.docker_ok(&["images", "-q", image]);
     assert!(!pulled.is_empty(), "the kubelet's engine pulled {image}");
+    let pod = &listed(&kube, namespace, "pods")[0];
+    let pull_secret = pod["spec"]["imagePullSecrets"][0]["name"]
+        .as_str()
+        .unwrap_or("");
+    let secrets = listed(&kube, namespace, "secrets");
+    let kept = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == pull_secret)
+        .unwrap_or_else(|| panic!("the Pod's pull Secret {pull_secret:?} in {secrets:?}"));
+    assert_eq!(kept["type"], "kubernetes.io/dockerconfigjson");
     delete(&valet, &api, &id, &url).await;
     kube.until(GONE_WITHIN, "the project's Pod deleted", || {
         pods(&kube, namespace).is_empty().then_some(())

@@ -22,8 +22,8 @@ const DOCKERFILE: &str = "FROM scratch\n\
 COPY busybox /bin/busybox\n\
 RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
 COPY www /www\n";
-const USER: &str = "valet-ci";
-const PASSWORD: &str = "registry-password-1";
+pub(crate) const USER: &str = "valet-ci";
+pub(crate) const PASSWORD: &str = "registry-password-1";
 
 /// Whether the registry tests can run: the engine, busybox, `docker-registry` and
 /// `htpasswd` (apache2-utils) are all here. Under `CI=true` a missing piece fails the test.
