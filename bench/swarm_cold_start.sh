@@ -11,8 +11,16 @@
 #
 #   bench/swarm_cold_start.sh [--rounds N] [--valet PATH]
 #
-# Then wake: a key asleep (its service removed, its container gone) and one request through
-# valet.
+# Then wake from sleep, both ways a sleeping service can come back:
+#
+#   scale alone  one service scaled 0 -> 1 (`docker service scale --detach`, retried when the
+#                manager answers "update out of sequence"), then its new task's node and
+#                port polled with the CLI, then GET until 200; scaled to 0 between rounds and
+#                waited for until its container and its task are gone (see no_container);
+#   valet        a key asleep (valet removes the service for sleep and re-creates it to wake:
+#                its container gone, which valet logged) and one request through valet.
+#
+# Every wait is bounded (60 s): a round that does not finish fails the run, it never hangs.
 # The manager is drained, as in production, so tasks land on the two workers. Prints each
 # round and the medians.
 set -euo pipefail
@@ -22,7 +30,7 @@ while (($#)); do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --valet) valet=$2; shift 2 ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -68,6 +76,29 @@ endpoint() {
     echo "$($manager node inspect --format '{{.Status.Addr}}' "$node"):$port"
 }
 
+# Runs "$@" every 20 ms until it succeeds; fails after 60 s with WHAT.
+within_60s() { # within_60s WHAT COMMAND...
+    local what=$1 deadline=$((SECONDS + 60)); shift
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || { echo "no $what within 60 s" >&2; exit 1; }
+        sleep 0.02
+    done
+}
+answers() { at=$(endpoint "$1") && curl -sf -o /dev/null --max-time 1 "http://$at/index.html"; }
+# Scales service $1 to $2 replicas; the manager refuses a write made from a stale version of
+# the service ("update out of sequence") while its orchestrator writes too: try again.
+scale() { $manager service scale --detach "$1=$2" >/dev/null 2>&1; }
+# Its containers gone on every node and its tasks gone from the manager: a scale to 1 while
+# the scaled-down task is still listed (desired state "remove") made no new task at all here
+# (Engine 20.10), and the round waited for ever.
+no_container() {
+    local n
+    [ -z "$($manager service ps -q "$1" 2>/dev/null)" ] || return 1
+    for n in 1 2 3; do
+        [ -z "$(docker -H "unix://${socks[$((n - 1))]}" ps -q --filter "label=com.docker.swarm.service.id=$1")" ] || return 1
+    done
+}
+
 alone=()
 for round in $(seq "$rounds"); do
     start=$(now)
@@ -81,6 +112,24 @@ for round in $(seq "$rounds"); do
     echo "swarm alone, round $round: ${took} ms ($at)"
     $manager service rm "$id" >/dev/null
 done
+
+# Scale 0 -> 1 alone: one service, up once, then slept and woken by scaling.
+id=$($manager service create --detach --quiet --no-resolve-image --restart-condition none \
+    --publish mode=host,target=8080 --stop-grace-period 1s --init \
+    "$image" /bin/busybox httpd -f -p 8080 -h /www)
+within_60s "first answer of the scaled service" answers "$id"
+scaled=()
+for round in $(seq "$rounds"); do
+    within_60s "scale to 0" scale "$id" 0
+    within_60s "the scaled service's container to go" no_container "$id"
+    start=$(now)
+    within_60s "scale to 1" scale "$id" 1
+    within_60s "an answer after scale 0 -> 1" answers "$id"
+    took=$(ms "$start" "$(now)")
+    scaled+=("$took")
+    echo "swarm scale 0 -> 1 alone, round $round: ${took} ms ($at)"
+done
+$manager service rm "$id" >/dev/null
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 listen=127.0.0.1:$(port)
@@ -154,4 +203,5 @@ done
 
 median_of() { printf '%s\n' "$@" | median; }
 echo "median over $rounds rounds: create alone $(median_of "${alone[@]}") ms," \
-    "cold key through valet $(median_of "${through[@]}") ms, wake through valet $(median_of "${woke[@]}") ms"
+    "cold key through valet $(median_of "${through[@]}") ms, scale 0 -> 1 alone $(median_of "${scaled[@]}") ms," \
+    "wake through valet $(median_of "${woke[@]}") ms"
