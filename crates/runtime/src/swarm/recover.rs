@@ -108,7 +108,8 @@ pub async fn run(driver: &SwarmDriver) -> Result<Vec<Adopted>, DriverError> {
                     Some(running) => {
                         tracing::info!(%instance, service = %id, stale, "adopted running service");
                         if stale {
-                            let mut marks = driver.inner.stale.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut marks =
+                                driver.inner.stale.lock().unwrap_or_else(|e| e.into_inner());
                             marks.insert(instance.clone(), Stale { id, name });
                         }
                         taken.insert(instance.clone());

@@ -338,7 +338,10 @@ mod tests {
         let [first, successor] = service_names("0123456789ab", &long);
         assert_eq!(first, name);
         assert!(successor.len() <= 63, "{successor}");
-        assert_ne!(successor, name, "a successor beside the first needs a name of its own");
+        assert_ne!(
+            successor, name,
+            "a successor beside the first needs a name of its own"
+        );
         assert_eq!(successor[..40], name[..40], "the same readable part");
         assert!(name.starts_with("valet-0123456789ab-CCCC"), "{name}");
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));

@@ -158,12 +158,16 @@ impl Valet {
     pub async fn kill9(&self) {
         let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
         let lock = self.dir().join(".valet").join("lock");
-        procs::eventually(Duration::from_secs(10), "the killed valet's lock to be free", || async {
-            let file = File::open(&lock).ok()?;
-            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-                .ok()
-                .map(drop)
-        })
+        procs::eventually(
+            Duration::from_secs(10),
+            "the killed valet's lock to be free",
+            || async {
+                let file = File::open(&lock).ok()?;
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                    .ok()
+                    .map(drop)
+            },
+        )
         .await
     }
 

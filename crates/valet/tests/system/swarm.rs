@@ -272,12 +272,16 @@ async fn takeover(valet: &Valet, old: &str, lose: impl FnOnce()) -> (String, Dur
     let lost_at = started.elapsed();
     lose();
     let new_at = samples
-        .first(TAKEOVER_WITHIN, "another container to answer /web", |host| {
-            host != old
-        })
+        .first(
+            TAKEOVER_WITHIN,
+            "another container to answer /web",
+            |host| host != old,
+        )
         .await;
     // A few more answers after the takeover, then a look at all of them.
-    samples.ten_after(new_at, "answers after the takeover").await;
+    samples
+        .ten_after(new_at, "answers after the takeover")
+        .await;
     stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
     let answers = samples.answers.lock().unwrap();
@@ -362,9 +366,11 @@ async fn replaced(valet: &Valet, old: &str, log: &impl Fn() -> String) -> (Strin
     let url = valet.url("/web/cgi-bin/greet");
     let (samples, sampler) = sample(url, valet.client.clone(), started, stop.clone());
     let new_at = samples
-        .first(Duration::from_secs(60), "the successor to answer /web", |text| {
-            text.starts_with("hello ")
-        })
+        .first(
+            Duration::from_secs(60),
+            "the successor to answer /web",
+            |text| text.starts_with("hello "),
+        )
         .await;
     samples.ten_after(new_at, "answers after the switch").await;
     stop.store(true, Ordering::Relaxed);
