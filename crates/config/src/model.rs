@@ -254,6 +254,24 @@ pub struct ContainerClass {
     /// Time between SIGTERM and SIGKILL. Default `10s`.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: DurationValue,
+    /// Several instances (replicas) per key when its load asks for them. Absent: one
+    /// instance per key.
+    pub scale: Option<ScaleConfig>,
+}
+
+/// `scale = { max_replicas, target_concurrency }`: a key gets another replica when its
+/// requests in flight per ready replica reach `target_concurrency`, up to `max_replicas`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct ScaleConfig {
+    /// Most replicas one key runs at once (each counts against `max_instances`).
+    pub max_replicas: u32,
+    /// Requests in flight per ready replica at which another replica starts. Default 1.
+    #[serde(default = "default_target_concurrency")]
+    pub target_concurrency: u32,
+}
+
+fn default_target_concurrency() -> u32 {
+    1
 }
 
 fn default_ports() -> BTreeMap<String, u16> {

@@ -426,3 +426,45 @@ fn cluster_checks() {
         "at least 1s",
     );
 }
+
+#[test]
+fn scale_checks() {
+    // Issue 21: a class scales only without a volume, and within sane bounds.
+    let text = format!("{CLASS}volume = \"/data\"\nscale = {{ max_replicas = 4 }}\n");
+    let (line, key, message) = only_problem(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (5, "containers[0].scale"),
+        "{message}"
+    );
+    for part in ["\"App\"", "scale", "volume"] {
+        assert!(message.contains(part), "{message:?} lacks {part:?}");
+    }
+    assert_problem(
+        &format!("{CLASS}scale = {{ max_replicas = 0 }}\n"),
+        4,
+        "containers[0].scale.max_replicas",
+        "at least 1",
+    );
+    assert_problem(
+        &format!("{CLASS}scale = {{ max_replicas = 2, target_concurrency = 0 }}\n"),
+        4,
+        "containers[0].scale.target_concurrency",
+        "at least 1",
+    );
+    assert_problem(
+        &format!("{CLASS}scale = {{ max_replicas = 2, target = 3 }}\n"),
+        4,
+        "containers[0].scale.target",
+        "unknown key",
+    );
+    let dir = folder();
+    let config = parse_str(
+        &format!("{CLASS}scale = {{ max_replicas = 8 }}\n"),
+        Path::new("valet.toml"),
+        dir.path(),
+    )
+    .expect("a class without a volume may scale");
+    let scale = config.containers[0].scale.expect("scale read");
+    assert_eq!((scale.max_replicas, scale.target_concurrency), (8, 1));
+}

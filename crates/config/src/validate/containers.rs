@@ -35,7 +35,32 @@ impl Checks<'_> {
             self.ports(&at, class);
             self.limits(&at, class);
             self.probes(&at, class);
+            self.scale(&at, class);
         }
+    }
+
+    /// `scale`: bounds, and no replicas of a key that keeps data (replicas would each get
+    /// their own copy of the key's volume, which is no longer one key's state).
+    fn scale(&mut self, at: &KeyPath, class: &ContainerClass) {
+        let Some(scale) = &class.scale else {
+            return;
+        };
+        let here = at.key("scale");
+        let name = &class.class_name;
+        self.require(scale.max_replicas >= 1, here.key("max_replicas"), || {
+            "scale max_replicas must be at least 1".into()
+        });
+        self.require(
+            scale.target_concurrency >= 1,
+            here.key("target_concurrency"),
+            || "scale target_concurrency must be at least 1".into(),
+        );
+        self.require(class.volume.is_none(), here.clone(), || {
+            format!(
+                "class {name:?} sets both scale and volume: replicas of a key cannot share one \
+                 volume, so a class with a volume runs one instance per key (remove scale or volume)"
+            )
+        });
     }
 
     fn class_name(&mut self, at: &KeyPath, class: &ContainerClass) {
