@@ -38,6 +38,21 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Separates a key from its replica number in a replica's internal key (`scale`, issue 21).
+/// A control character: [`validate_key`] refuses it in every client's key, so a replica's key
+/// never equals a key a client can ask for, and its records, logs and slug stay its own.
+pub const REPLICA_SEP: char = '\u{1f}';
+
+/// The internal key of replica `replica` of `key`: replica 0 is the key itself (a class
+/// without `scale` has only that one), replica n is the key, [`REPLICA_SEP`] and n.
+pub fn replica_key(key: &str, replica: u32) -> std::borrow::Cow<'_, str> {
+    if replica == 0 {
+        key.into()
+    } else {
+        format!("{key}{REPLICA_SEP}{replica}").into()
+    }
+}
+
 /// The address of one instance: a class and a key. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId {
@@ -59,6 +74,21 @@ impl InstanceId {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The key a client asked for: [`Self::key`] without a replica's number.
+    pub fn user_key(&self) -> &str {
+        self.key
+            .split_once(REPLICA_SEP)
+            .map_or(&self.key, |(key, _)| key)
+    }
+
+    /// Which replica of its key this instance is (0 for the key's own instance).
+    pub fn replica(&self) -> u32 {
+        self.key
+            .split_once(REPLICA_SEP)
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0)
     }
 
     /// A name safe for files, process titles and container labels: a readable prefix of the key
@@ -83,7 +113,10 @@ impl InstanceId {
 
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.class, self.key)
+        match self.replica() {
+            0 => write!(f, "{}/{}", self.class, self.key),
+            n => write!(f, "{}/{} (replica {n})", self.class, self.user_key()),
+        }
     }
 }
 
@@ -126,5 +159,21 @@ mod tests {
         ));
         assert_eq!(validate_key("a\0b"), Err(KeyError::ControlChar));
         assert_eq!(validate_key("project-42"), Ok(()));
+    }
+
+    #[test]
+    fn a_replica_key_is_none_a_client_can_send_and_names_its_key_and_number() {
+        assert_eq!(replica_key("doc", 0), "doc");
+        let third = replica_key("doc", 3);
+        assert_eq!(validate_key(&third), Err(KeyError::ControlChar));
+        let id = InstanceId::new("C", third);
+        assert_eq!((id.user_key(), id.replica()), ("doc", 3));
+        assert_eq!(id.to_string(), "C/doc (replica 3)");
+        assert_ne!(id.slug(), InstanceId::new("C", "doc3").slug());
+        let own = InstanceId::new("C", "doc");
+        assert_eq!(
+            (own.user_key(), own.replica(), own.to_string().as_str()),
+            ("doc", 0, "C/doc")
+        );
     }
 }
