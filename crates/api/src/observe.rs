@@ -23,6 +23,8 @@ struct Census {
     states: HashMap<InstanceState, u64>,
     waiting: u64,
     active: u64,
+    /// Replicas 1 and up of scaled keys with a task.
+    replicas: u64,
 }
 
 impl Admin {
@@ -36,6 +38,8 @@ impl Admin {
             *census.states.entry(info.state).or_default() += 1;
             census.waiting += u64::from(info.waiting);
             census.active += info.active as u64;
+            let running = !matches!(info.state, InstanceState::Stopped | InstanceState::Crashed);
+            census.replicas += u64::from(info.replica > 0 && running);
         }
         by_class
     }
@@ -61,6 +65,7 @@ pub async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
                     .collect(),
                 waiting: c.waiting,
                 active: c.active,
+                replicas: c.replicas,
             }
         })
         .collect();

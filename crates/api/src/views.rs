@@ -23,6 +23,8 @@ pub struct InstanceView {
     pub message: Option<String>,
     /// Milliseconds in the current state.
     pub state_for_ms: Option<u64>,
+    /// Which replica of its key this row is (`scale`); 0 for the key's own instance.
+    pub replica: u32,
     /// Milliseconds since it became ready, while it runs.
     pub uptime_ms: Option<u64>,
     /// When it last became ready (Unix milliseconds).
@@ -70,6 +72,7 @@ impl From<InstanceInfo> for InstanceView {
             label,
             project: info.project,
             key: info.key,
+            replica: info.replica,
             state: info.state,
             message: info.status.message,
             state_for_ms: info.state_for_ms,

@@ -93,7 +93,8 @@ pub(crate) async fn exchange(
         result = Box::pin(async {
             instance.wait_address_retired(addr, wait).await;
             // valet's own retry of a request already admitted: not the client's start.
-            let lease = acquire(state, class, instance.id.key(), port, None).await?;
+            // By the client's key: a scaled key's request may go to another of its replicas.
+            let lease = acquire(state, class, instance.id.user_key(), port, None).await?;
             if from_peer && lease.via().is_some() {
                 return Err(GatewayError::NotOwner {
                     instance: instance.id.to_string(),

@@ -4,7 +4,7 @@
 use crate::instance::Instance;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use valet_config::{Config, ContainerClass};
 
@@ -21,6 +21,14 @@ pub struct Probe {
     pub interval: Duration,
     /// Failures in a row that count as dead (liveness only).
     pub failures: u32,
+}
+
+/// `scale` (issue 21): how many replicas one key may run, and the load per ready replica at
+/// which another one starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    pub max_replicas: u32,
+    pub target_concurrency: u32,
 }
 
 /// One class, resolved from config.
@@ -69,6 +77,11 @@ pub struct ClassRuntime {
     pub stats: Arc<valet_metrics::ClassStats>,
     /// Set on a deployed project's version: which project it serves.
     pub project: Option<Arc<ProjectRef>>,
+    /// `None`: one instance per key.
+    pub scale: Option<Scale>,
+    /// Held while a request of a scaled key decides where it goes (table.rs), so that two
+    /// requests never both start a replica the load asked for once.
+    pub(crate) scaling: Mutex<()>,
 }
 
 /// The project a deployed version's class serves, and the series all its versions share.
@@ -179,6 +192,11 @@ impl ClassRuntime {
             instances: papaya::HashMap::new(),
             stats: Arc::new(valet_metrics::ClassStats::new()),
             project: None,
+            scale: class.scale.map(|s| Scale {
+                max_replicas: s.max_replicas.max(1),
+                target_concurrency: s.target_concurrency.max(1),
+            }),
+            scaling: Mutex::new(()),
             ports,
         }
     }

@@ -133,6 +133,10 @@ pub struct Instance {
     pub(crate) last_active: AtomicU64,
     /// Requests waiting for this instance to start.
     pub(crate) waiting: AtomicU32,
+    /// On the first replica of a scaled key only: the key's requests that found no replica
+    /// below `target_concurrency` and wait for a decision or a starting replica. Their count
+    /// is the load that starting replicas are for.
+    pub(crate) unplaced: AtomicU32,
     pub(crate) requests: AtomicU64,
     pub(crate) restarts: AtomicU64,
     /// The task's mailbox while it runs; `None` when asleep. Taken only on the cold path.
@@ -153,6 +157,7 @@ impl Instance {
             active: AtomicUsize::new(0),
             last_active: AtomicU64::new(now_ms()),
             waiting: AtomicU32::new(0),
+            unplaced: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             control: Mutex::new(None),
@@ -259,7 +264,8 @@ impl Instance {
         let forwarded = owner.is_some();
         InstanceInfo {
             class: self.id.class().to_string(),
-            key: self.id.key().to_string(),
+            key: self.id.user_key().to_string(),
+            replica: self.id.replica(),
             state: status.state,
             state_for_ms: status.since.map(|s| s.elapsed().as_millis() as u64),
             idle_ms: self.idle_for().as_millis() as u64,
@@ -290,7 +296,10 @@ pub struct ProjectName {
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceInfo {
     pub class: String,
+    /// The key clients ask for; every replica of it shows the same key.
     pub key: String,
+    /// Which replica of the key this is (`scale`); 0 for the key's own instance.
+    pub replica: u32,
     pub state: InstanceState,
     pub state_for_ms: Option<u64>,
     pub idle_ms: u64,
@@ -370,6 +379,12 @@ impl Lease {
 
     pub fn instance(&self) -> &Arc<Instance> {
         &self.instance
+    }
+
+    /// Counts the request on the instance it was given (a replica of a scaled key).
+    pub(crate) fn count_request(self) -> Self {
+        self.instance.requests.fetch_add(1, Ordering::Relaxed);
+        self
     }
 }
 

@@ -3,7 +3,7 @@
 //! a request that finds its instance not ready goes to the instance's task and waits.
 
 use crate::admission::{idle_victim, ColdStartGate};
-use crate::class::ClassRuntime;
+use crate::class::{ClassRuntime, Scale};
 use crate::error::AcquireError;
 use crate::instance::{Command, Instance, InstanceInfo, Lease};
 use crate::owner::{Coordinator, PeerRoute};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use valet_config::Config;
-use valet_core::{validate_key, InstanceId, InstanceState, Shutdown};
+use valet_core::{replica_key, validate_key, InstanceId, InstanceState, Shutdown, REPLICA_SEP};
 use valet_runtime::{Adopted, Driver, Handover};
 
 /// Cheap-to-clone handle on the instance table.
@@ -145,6 +145,12 @@ impl Instances {
         port: usize,
         client: Option<IpAddr>,
     ) -> Result<Lease, AcquireError> {
+        if let Some(scale) = class.scale {
+            // A replica's own key (a peer's forward names it) goes to that replica.
+            if !key.contains(REPLICA_SEP) {
+                return self.acquire_scaled(class, key, port, client, scale).await;
+            }
+        }
         let inst = self.record(class, key)?;
         inst.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(lease) = try_lease(&inst, port) {
@@ -156,6 +162,174 @@ impl Instances {
             crate::collect::forget_unstarted(&inst);
         }
         result
+    }
+
+    /// [`Self::acquire_for`] for a class with `scale` (issue 21): the key's ready replica with
+    /// the fewest requests in flight, if it has fewer than `target_concurrency`. Otherwise the
+    /// request is placed under the class's scaling lock by [`Self::place`]: it may start one
+    /// more replica and wait for it, as a cold start waits.
+    async fn acquire_scaled(
+        &self,
+        class: &Arc<ClassRuntime>,
+        key: &str,
+        port: usize,
+        client: Option<IpAddr>,
+        scale: Scale,
+    ) -> Result<Lease, AcquireError> {
+        let first = self.record(class, key)?;
+        let replicas = self.replicas(class, key, scale);
+        if let Some(lease) = least_loaded(&replicas, port, Some(scale.target_concurrency)) {
+            return Ok(lease.count_request());
+        }
+        // Unplaced until this request holds a lease: while it waits for a starting replica
+        // it is part of the load that replica was started for.
+        first.unplaced.fetch_add(1, Ordering::AcqRel);
+        let _unplaced = UnplacedGuard(&first);
+        let placed = {
+            let _deciding = class.scaling.lock().unwrap_or_else(|e| e.into_inner());
+            self.place(class, &first, key, port, client, scale)
+        };
+        match placed {
+            Placed::Leased(lease) => Ok(lease.count_request()),
+            Placed::Cold(inst) => {
+                inst.requests.fetch_add(1, Ordering::Relaxed);
+                let result = self.wait_ready(inst.clone(), port, client).await;
+                if let Err(AcquireError::ClassFull { .. } | AcquireError::TooManyStarts { .. }) =
+                    &result
+                {
+                    crate::collect::forget_unstarted(&inst);
+                }
+                result
+            }
+            Placed::Wait(inst) => {
+                let result = self.wait_ready(inst, port, None).await;
+                match result {
+                    Ok(lease) => Ok(lease.count_request()),
+                    // A replica that cannot start (crash loop, timeout): the ones that run
+                    // serve the request rather than refusing it.
+                    Err(error) => {
+                        let replicas = self.replicas(class, key, scale);
+                        least_loaded(&replicas, port, None)
+                            .map(Lease::count_request)
+                            .ok_or(error)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where a request of a scaled key goes that found no ready replica below target. Called
+    /// under the class's scaling lock, and every start happens inside it (`wake` is
+    /// synchronous), so the next request to decide already sees a replica it started.
+    ///
+    /// The load is the requests in flight on ready replicas plus the key's unplaced requests
+    /// (this one among them). It asks for ceil(load / target_concurrency) replicas, at most
+    /// `max_replicas`; a replica already starting counts as one, so a burst starts only as
+    /// many as its requests need and a request whose load a starting replica will take starts
+    /// none.
+    fn place(
+        &self,
+        class: &Arc<ClassRuntime>,
+        first: &Arc<Instance>,
+        key: &str,
+        port: usize,
+        client: Option<IpAddr>,
+        scale: Scale,
+    ) -> Placed {
+        let replicas = self.replicas(class, key, scale);
+        // Room may have come while this request waited for the lock.
+        if let Some(lease) = least_loaded(&replicas, port, Some(scale.target_concurrency)) {
+            return Placed::Leased(lease);
+        }
+        let ready: Vec<&Arc<Instance>> =
+            replicas.iter().flatten().filter(|i| is_ready(i)).collect();
+        let starting: Vec<&Arc<Instance>> = replicas
+            .iter()
+            .flatten()
+            .filter(|i| !is_ready(i) && i.has_task())
+            .collect();
+        if ready.is_empty() && starting.is_empty() {
+            // The key's first start: the cold path as without scale, on its own instance.
+            // Woken here so that the requests deciding after this one see it starting.
+            let _ = self.wake(first, client);
+            return Placed::Cold(first.clone());
+        }
+        let in_flight: u32 = ready
+            .iter()
+            .map(|i| i.active.load(Ordering::SeqCst) as u32)
+            .sum();
+        let load = in_flight + first.unplaced.load(Ordering::Acquire);
+        let wanted = load
+            .div_ceil(scale.target_concurrency)
+            .min(scale.max_replicas);
+        if ((ready.len() + starting.len()) as u32) < wanted {
+            if let Some(replica) = self.scale_up(class, key, &replicas) {
+                return Placed::Wait(replica);
+            }
+        }
+        if let Some(replica) = starting
+            .iter()
+            .min_by_key(|i| i.waiting.load(Ordering::Acquire))
+        {
+            return Placed::Wait((*replica).clone());
+        }
+        match least_loaded(&replicas, port, None) {
+            Some(lease) => Placed::Leased(lease),
+            // Every ready replica went to sleep since it was looked at: start again.
+            None => {
+                let _ = self.wake(first, client);
+                Placed::Cold(first.clone())
+            }
+        }
+    }
+
+    /// Starts the lowest-numbered replica of `key` that has no task. `None` when every one
+    /// runs or the class is at `max_instances` (a scale-up puts no other key to sleep: the
+    /// key is served already, by the replicas it has).
+    fn scale_up(
+        &self,
+        class: &Arc<ClassRuntime>,
+        key: &str,
+        replicas: &[Option<Arc<Instance>>],
+    ) -> Option<Arc<Instance>> {
+        let index = replicas
+            .iter()
+            .position(|r| r.as_ref().is_none_or(|r| !r.has_task()))?;
+        let replica = match &replicas[index] {
+            Some(replica) => replica.clone(),
+            None => {
+                let inner = replica_key(key, index as u32);
+                class
+                    .instances
+                    .pin()
+                    .get_or_insert_with(inner.as_ref().into(), || {
+                        Arc::new(Instance::new(class.clone(), &inner))
+                    })
+                    .clone()
+            }
+        };
+        // Not a client's cold start: a key's replicas are bounded by max_replicas already.
+        match self.wake(&replica, None) {
+            Ok(true) => {
+                class.stats.scale_ups.inc();
+                tracing::info!(instance = %replica.id, "load past target_concurrency: starting a replica");
+                Some(replica)
+            }
+            Ok(false) | Err(_) => None,
+        }
+    }
+
+    /// The records of `key`'s replicas, by replica number; `None` for one never started.
+    fn replicas(
+        &self,
+        class: &Arc<ClassRuntime>,
+        key: &str,
+        scale: Scale,
+    ) -> Vec<Option<Arc<Instance>>> {
+        let map = class.instances.pin();
+        (0..scale.max_replicas)
+            .map(|i| map.get(replica_key(key, i).as_ref()).cloned())
+            .collect()
     }
 
     /// The record for a key, made on first sight.
@@ -504,6 +678,12 @@ impl Instances {
     /// Stops an instance; `destroy` also deletes its persistent data and forgets the key.
     /// Returns false when the key is unknown.
     pub async fn stop(&self, class: &Arc<ClassRuntime>, key: &str, destroy: bool) -> bool {
+        if let Some(scale) = class.scale.filter(|_| !key.contains(REPLICA_SEP)) {
+            // A scaled key's replicas go with it.
+            for i in 1..scale.max_replicas {
+                Box::pin(self.stop(class, &replica_key(key, i), destroy)).await;
+            }
+        }
         let Some(inst) = class.instances.pin().get(key).cloned() else {
             return false;
         };
@@ -561,7 +741,7 @@ impl Instances {
         for class in self.classes().iter().chain(&self.project_classes()) {
             all.extend(class.instances.pin().values().map(|i| self.info_of(i)));
         }
-        all.sort_by(|a, b| (&a.class, &a.key).cmp(&(&b.class, &b.key)));
+        all.sort_by(|a, b| (&a.class, &a.key, a.replica).cmp(&(&b.class, &b.key, b.replica)));
         all
     }
 
@@ -611,6 +791,49 @@ fn try_lease(inst: &Arc<Instance>, port: usize) -> Option<Lease> {
             inst.active.fetch_sub(1, Ordering::SeqCst);
             None
         }
+    }
+}
+
+/// Where [`Instances::place`] sends a request.
+enum Placed {
+    /// To a ready replica, leased already.
+    Leased(Lease),
+    /// The key has no replica running: its first instance starts, as without `scale`.
+    Cold(Arc<Instance>),
+    /// To a replica that is starting: the request waits for it as for a cold start.
+    Wait(Arc<Instance>),
+}
+
+/// A local instance that serves now.
+fn is_ready(inst: &Instance) -> bool {
+    inst.ready.load().as_ref().is_some_and(|r| r.via.is_none())
+}
+
+/// A lease on the ready replica with the fewest requests in flight (the lowest-numbered among
+/// equals, so higher ones are the first to idle and sleep), if it has fewer than `below`.
+fn least_loaded(
+    replicas: &[Option<Arc<Instance>>],
+    port: usize,
+    below: Option<u32>,
+) -> Option<Lease> {
+    let (active, replica) = replicas
+        .iter()
+        .flatten()
+        .filter(|i| i.ready.load().is_some())
+        .map(|i| (i.active.load(Ordering::SeqCst), i))
+        .min_by_key(|(active, _)| *active)?;
+    if below.is_some_and(|below| active >= below as usize) {
+        return None;
+    }
+    try_lease(replica, port)
+}
+
+/// Counts a request of a scaled key as unplaced until it has a replica or gives up.
+struct UnplacedGuard<'a>(&'a Instance);
+
+impl Drop for UnplacedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.unplaced.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

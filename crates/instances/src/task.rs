@@ -443,6 +443,9 @@ impl Task {
                 _ = idle_tick.tick() => {
                     if self.should_sleep() {
                         tracing::info!(instance = %self.inst.id, "instance idle, sleeping");
+                        if self.inst.id.replica() > 0 {
+                            class.stats.scale_downs.inc();
+                        }
                         self.stop_running(&mut **running).await;
                         return End::Stopped { shutdown: false };
                     }

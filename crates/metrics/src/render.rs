@@ -87,6 +87,8 @@ pub struct ClassSample<'a> {
     pub waiting: u64,
     /// Requests, streams and WebSockets holding an instance of this class.
     pub active: u64,
+    /// Instances running as a key's replica 1 and up (`scale`).
+    pub replicas: u64,
 }
 
 impl ClassSample<'_> {
@@ -189,6 +191,27 @@ pub fn render(out: &mut Exposition, routes: &[Arc<RouteStats>], classes: &[Class
     );
     per_class(
         out,
+        "valet_scale_ups_total",
+        "counter",
+        "Replicas started beside a key's first instance for its load (scale), by class.",
+        &|c| c.stats.scale_ups.get(),
+    );
+    per_class(
+        out,
+        "valet_scale_downs_total",
+        "counter",
+        "Replicas beside a key's first instance put to sleep after sleep_after idle, by class.",
+        &|c| c.stats.scale_downs.get(),
+    );
+    per_class(
+        out,
+        "valet_replicas",
+        "gauge",
+        "Instances running as replica 1 and up of their key (scale), by class.",
+        &|c| c.replicas,
+    );
+    per_class(
+        out,
         "valet_waiting_requests",
         "gauge",
         "Requests waiting for an instance to start.",
@@ -242,6 +265,7 @@ mod tests {
         route.record(200, Duration::from_millis(2));
         let stats = ClassStats::new();
         stats.cold_start.observe(Duration::from_millis(40));
+        stats.scale_ups.inc();
         let class = ClassSample {
             name: "Api",
             project: None,
@@ -249,6 +273,7 @@ mod tests {
             states: vec![("ready", 1)],
             waiting: 0,
             active: 0,
+            replicas: 2,
         };
         let mut out = Exposition::new();
         render(&mut out, &[route], &[class]);
@@ -263,6 +288,12 @@ mod tests {
         assert!(text.contains("valet_cold_start_duration_seconds_count{class=\"Api\"} 1\n"));
         assert!(text.contains("valet_instances{class=\"Api\",state=\"ready\"} 1\n"));
         assert!(text.contains("# TYPE valet_upstream_duration_seconds histogram\n"));
+        assert!(
+            text.contains("valet_scale_ups_total{class=\"Api\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("valet_scale_downs_total{class=\"Api\"} 0\n"));
+        assert!(text.contains("valet_replicas{class=\"Api\"} 2\n"));
     }
 
     #[test]
@@ -282,6 +313,7 @@ mod tests {
             states: vec![("ready", 1)],
             waiting: 0,
             active: 0,
+            replicas: 0,
         };
         let mut out = Exposition::new();
         render(&mut out, &[route], &[class]);

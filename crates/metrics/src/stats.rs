@@ -116,6 +116,10 @@ pub struct ClassStats {
     pub websockets: Counter,
     /// Requests sent to the replica that owns their key (cluster mode).
     pub forwarded: Counter,
+    /// Replicas started for a key's load beyond its first instance (`scale`).
+    pub scale_ups: Counter,
+    /// Such replicas put to sleep after `sleep_after` idle.
+    pub scale_downs: Counter,
 }
 
 impl Default for ClassStats {
@@ -132,6 +136,8 @@ impl ClassStats {
             crashes: Counter::new(),
             restarts: Counter::new(),
             forwarded: Counter::new(),
+            scale_ups: Counter::new(),
+            scale_downs: Counter::new(),
             request_bytes: Counter::new(),
             response_bytes: Counter::new(),
             websockets_open: AtomicI64::new(0),
