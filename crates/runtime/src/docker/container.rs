@@ -134,7 +134,9 @@ impl Plan<'_> {
         if let Some(volume) = &self.settings.volume {
             env.push(format!("VALET_DATA_DIR={volume}"));
         }
-        env.push(format!("VALET_INSTANCE_KEY={}", spec.id.key()));
+        // The client's key for every replica of it (`scale`), and which replica this is.
+        env.push(format!("VALET_INSTANCE_KEY={}", spec.id.user_key()));
+        env.push(format!("VALET_REPLICA={}", spec.id.replica()));
         env.push(format!("VALET_CLASS={}", spec.id.class()));
         env
     }

@@ -79,7 +79,9 @@ pub(super) fn build(
     }
     command
         .env("VALET_DATA_DIR", &spec.data_dir)
-        .env("VALET_INSTANCE_KEY", spec.id.key())
+        // The client's key for every replica of it (`scale`), and which replica this is.
+        .env("VALET_INSTANCE_KEY", spec.id.user_key())
+        .env("VALET_REPLICA", spec.id.replica().to_string())
         .env("VALET_CLASS", spec.id.class());
     Ok(command)
 }

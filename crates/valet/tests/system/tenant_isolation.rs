@@ -236,6 +236,7 @@ async fn an_instance_sees_none_of_valets_environment_but_what_its_class_names() 
         "CANARY_NAMED",
         "VALET_DATA_DIR",
         "VALET_INSTANCE_KEY",
+        "VALET_REPLICA",
         "VALET_CLASS",
         "VALET_PORT_HTTP",
         // Python sets this itself at start-up on some builds.
