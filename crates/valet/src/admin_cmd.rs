@@ -175,7 +175,13 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
     // Cluster mode: which replica runs each key (keys another replica owns show where this
     // one forwards them).
     let clustered = all.iter().any(|i| i["owner"].is_string());
-    let mut columns = vec!["CLASS", "KEY", "STATE"];
+    // `scale`: a key served by several replicas has a row per replica.
+    let scaled = all.iter().any(|i| i["replica"].as_u64().unwrap_or(0) > 0);
+    let mut columns = vec!["CLASS", "KEY"];
+    if scaled {
+        columns.push("REPLICA");
+    }
+    columns.push("STATE");
     if clustered {
         columns.push("OWNER");
     }
@@ -202,8 +208,11 @@ async fn instances(class: Option<&str>, args: &AdminArgs) -> Result<(), String> 
         let mut row = vec![
             shown_name(&i["label"], &i["project"]).into(),
             text(&i["key"]).into(),
-            Cell::colored(state.clone(), state_color(&state)),
         ];
+        if scaled {
+            row.push(text(&i["replica"]).into());
+        }
+        row.push(Cell::colored(state.clone(), state_color(&state)));
         if clustered {
             row.push(text(&i["owner"]).into());
         }

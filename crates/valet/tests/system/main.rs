@@ -54,6 +54,7 @@ mod projects_ops;
 mod proxy;
 mod redeploy_load;
 mod registry;
+mod scale;
 mod streams;
 mod swarm;
 mod swarm_lab;

@@ -1,0 +1,147 @@
+//! `scale` (issue 21) on the process driver: a worker-bound backend (one request at a time,
+//! 200 ms each) behind one key gets its throughput from replicas, never more than
+//! `max_replicas` of them, and every replica sleeps again once the load is gone.
+
+use crate::support::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Serves one request at a time (a lock around each answer), each 200 ms: a backend with one
+/// worker, which only more processes make faster. Records its start in `STARTS_FILE` as the
+/// shared test backend does, with its replica number after the key.
+const WORKER: &str = r#"
+import os, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+REPLICA = os.environ.get("VALET_REPLICA", "?")
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        with LOCK:
+            time.sleep(0.2)
+            body = REPLICA.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+line = f"{os.getpid()} {os.environ['VALET_INSTANCE_KEY']}#{REPLICA}\n"
+fd = os.open(os.environ["STARTS_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+os.write(fd, line.encode())
+os.close(fd)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+const CLIENTS: usize = 16;
+const WINDOW: Duration = Duration::from_secs(5);
+
+fn config(scale: &str) -> String {
+    format!(
+        r#"
+[[containers]]
+class_name = "Worker"
+command = ["python3", "worker.py"]
+sleep_after = "2s"
+{scale}
+
+[[routes]]
+pattern = "/api/*"
+container = "Worker"
+instance = "name:w"
+"#
+    )
+}
+
+/// Answers to `CLIENTS` clients sending one request after another for `WINDOW`, and the
+/// replica numbers that answered.
+async fn load(valet: &Valet) -> (usize, Vec<String>) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + WINDOW;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, url, done) = (valet.client.clone(), valet.url("/api/work"), done.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while Instant::now() < until {
+                let response = client.get(&url).send().await.expect("an answer");
+                assert_eq!(response.status(), 200);
+                let replica = response.text().await.expect("a body");
+                // Only answers inside the window count: the last ones may end after it.
+                if Instant::now() <= until {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    seen.push(replica);
+                }
+            }
+            seen
+        }));
+    }
+    let mut replicas = Vec::new();
+    for client in clients {
+        replicas.extend(client.await.expect("client task"));
+    }
+    replicas.sort();
+    replicas.dedup();
+    (done.load(Ordering::Relaxed), replicas)
+}
+
+#[tokio::test]
+async fn replicas_multiply_a_worker_bound_backends_throughput_and_sleep_after_idle() {
+    let one = Valet::with_config(&config(""))
+        .assets(&[("worker.py", WORKER)])
+        .start()
+        .await;
+    let (alone, replicas) = load(&one).await;
+    assert_eq!(replicas, ["0"], "without scale the key has one instance");
+    assert_eq!(one.starts().len(), 1);
+    drop(one);
+
+    let valet = Valet::with_config(&config(
+        "scale = { max_replicas = 8, target_concurrency = 1 }",
+    ))
+    .assets(&[("worker.py", WORKER)])
+    .start()
+    .await;
+    let (scaled, replicas) = load(&valet).await;
+    let starts = valet.starts();
+    eprintln!(
+        "{CLIENTS} clients for {WINDOW:?}: {alone} answers with one instance, {scaled} with \
+         scale (replicas {replicas:?}, {} starts)",
+        starts.len()
+    );
+    assert!(
+        scaled >= 4 * alone,
+        "at least 4x the throughput of one instance: {scaled} vs {alone}"
+    );
+    assert!(
+        starts.len() <= 8,
+        "no more than max_replicas starts: {starts:?}"
+    );
+    assert!(replicas.len() > 1, "replicas answered: {replicas:?}");
+
+    // Idle for sleep_after (2 s): every replica sleeps again.
+    eventually(
+        Duration::from_secs(15),
+        "every replica to sleep after idle",
+        || {
+            let alive: Vec<_> = starts
+                .iter()
+                .filter(|s| pid_alive(s.pid))
+                .cloned()
+                .collect();
+            async move { alive.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        valet.starts().len(),
+        starts.len(),
+        "nothing started while idle"
+    );
+}
