@@ -249,6 +249,10 @@ impl ClassRuntime {
         if !self.fixed_keys.is_empty() {
             return self.pinned_fixed_keys().any(|k| k == me.id.key());
         }
+        if me.id.replica() > 0 {
+            // A replica of an open key space's key is there for load, not for warmth.
+            return false;
+        }
         let mine = me.last_active_ms();
         let guard = self.instances.pin();
         let newer = guard
@@ -258,12 +262,19 @@ impl ClassRuntime {
         newer < self.min_instances as usize
     }
 
-    /// Fixed keys started at boot.
-    pub fn pinned_fixed_keys(&self) -> impl Iterator<Item = &str> {
-        self.fixed_keys
-            .iter()
+    /// The instances of fixed keys started at boot, by their internal keys: the first
+    /// `min_instances` fixed keys; with `scale`, when `min_instances` is more than the fixed
+    /// keys, their further replicas too, replica 1 of each key before replica 2 of any (so
+    /// `min_instances = 3` with one `name:` key keeps three of its replicas warm).
+    pub fn pinned_fixed_keys(&self) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+        let replicas = self.scale.map_or(1, |s| s.max_replicas);
+        (0..replicas)
+            .flat_map(move |r| {
+                self.fixed_keys
+                    .iter()
+                    .map(move |key| valet_core::replica_key(key, r))
+            })
             .take(self.min_instances as usize)
-            .map(String::as_str)
     }
 }
 

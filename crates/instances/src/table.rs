@@ -152,6 +152,16 @@ impl Instances {
             }
         }
         let inst = self.record(class, key)?;
+        self.acquire_record(inst, port, client).await
+    }
+
+    /// [`Self::acquire_for`] on one record, whatever its class's `scale`.
+    async fn acquire_record(
+        &self,
+        inst: Arc<Instance>,
+        port: usize,
+        client: Option<IpAddr>,
+    ) -> Result<Lease, AcquireError> {
         inst.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(lease) = try_lease(&inst, port) {
             return Ok(lease);
@@ -297,16 +307,7 @@ impl Instances {
             .position(|r| r.as_ref().is_none_or(|r| !r.has_task()))?;
         let replica = match &replicas[index] {
             Some(replica) => replica.clone(),
-            None => {
-                let inner = replica_key(key, index as u32);
-                class
-                    .instances
-                    .pin()
-                    .get_or_insert_with(inner.as_ref().into(), || {
-                        Arc::new(Instance::new(class.clone(), &inner))
-                    })
-                    .clone()
-            }
+            None => replica_record(class, &replica_key(key, index as u32)),
         };
         // Not a client's cold start: a key's replicas are bounded by max_replicas already.
         match self.wake(&replica, None) {
@@ -714,10 +715,20 @@ impl Instances {
         for class in self.classes().to_vec() {
             for key in class
                 .pinned_fixed_keys()
-                .map(str::to_string)
+                .map(|k| k.into_owned())
                 .collect::<Vec<_>>()
             {
-                if let Err(e) = self.start(&class, &key).await {
+                // That very instance, a replica too: not a pick among the key's replicas.
+                let inst = if key.contains(REPLICA_SEP) {
+                    Ok(replica_record(&class, &key))
+                } else {
+                    self.record(&class, &key)
+                };
+                let started = match inst {
+                    Ok(inst) => self.acquire_record(inst, class.default_port, None).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = started.map(drop) {
                     tracing::warn!(class = %class.name, key = %key, error = %e, "pinned instance did not start");
                 }
             }
@@ -792,6 +803,16 @@ fn try_lease(inst: &Arc<Instance>, port: usize) -> Option<Lease> {
             None
         }
     }
+}
+
+/// The record of a replica by its internal key, made on first sight. Not checked as a
+/// client's key: valet makes these keys itself ([`replica_key`]).
+fn replica_record(class: &Arc<ClassRuntime>, key: &str) -> Arc<Instance> {
+    class
+        .instances
+        .pin()
+        .get_or_insert_with(key.into(), || Arc::new(Instance::new(class.clone(), key)))
+        .clone()
 }
 
 /// Where [`Instances::place`] sends a request.

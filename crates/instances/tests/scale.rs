@@ -19,7 +19,12 @@ struct Table {
 }
 
 fn table(class_options: &str) -> Table {
-    let (config, dir) = one_class_config("", class_options, "");
+    table_with(class_options, "")
+}
+
+/// [`table`] with `more` tables after the class and its route (other routes, classes).
+fn table_with(class_options: &str, more: &str) -> Table {
+    let (config, dir) = one_class_config("", class_options, more);
     let driver = FakeDriver::new();
     let (trigger, shutdown) = Shutdown::new();
     let instances = Instances::new(&config, Arc::new(driver.clone()), shutdown);
@@ -248,4 +253,36 @@ async fn without_scale_a_key_keeps_one_instance() {
     }
     assert_eq!(t.starts(), 1);
     assert!(held.iter().all(|l| replica(l) == 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_instances_keeps_that_many_replicas_of_a_name_key_warm() {
+    let t = table_with(
+        "sleep_after = \"10s\"\nmin_instances = 3\nscale = { max_replicas = 4, target_concurrency = 1 }",
+        "[[routes]]\npattern = \"/w/*\"\ncontainer = \"C\"\ninstance = \"name:w\"",
+    );
+    t.instances.start_pinned().await;
+    let started: Vec<String> = t.driver.starts().into_iter().map(|s| s.key).collect();
+    let expected: Vec<String> = (0..3).map(|i| replica_key("w", i).into_owned()).collect();
+    assert_eq!(started, expected);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(t.running(), 3, "pinned replicas never sleep");
+    // Four requests in flight at target 1: the fourth replica is for load, and sleeps.
+    let held: Vec<Lease> = vec![
+        t.acquire("w").await.unwrap(),
+        t.acquire("w").await.unwrap(),
+        t.acquire("w").await.unwrap(),
+        t.acquire("w").await.unwrap(),
+    ];
+    let mut served: Vec<u32> = held.iter().map(replica).collect();
+    served.sort();
+    assert_eq!(
+        served,
+        [0, 1, 2, 3],
+        "one request per replica, warm ones first"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(t.running(), 3);
+    assert_eq!(t.class().stats.scale_downs.get(), 1);
 }
