@@ -53,6 +53,21 @@ pub fn replica_key(key: &str, replica: u32) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Checks a key valet itself may name, a client's or a replica's ([`replica_key`]), as a
+/// peer's forwarded request does: a replica's is a valid client key, [`REPLICA_SEP`] and a
+/// number from 1. Returns the replica number (0 for a client's key).
+pub fn validate_instance_key(key: &str) -> Result<u32, KeyError> {
+    let Some((user, n)) = key.split_once(REPLICA_SEP) else {
+        return validate_key(key).map(|()| 0);
+    };
+    validate_key(user)?;
+    // Written as `replica_key` writes it: "01" or "+1" would name a second record.
+    match n.parse::<u32>() {
+        Ok(number) if number >= 1 && number.to_string() == n => Ok(number),
+        _ => Err(KeyError::ControlChar),
+    }
+}
+
 /// The address of one instance: a class and a key. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId {
@@ -166,10 +181,21 @@ mod tests {
         assert_eq!(replica_key("doc", 0), "doc");
         let third = replica_key("doc", 3);
         assert_eq!(validate_key(&third), Err(KeyError::ControlChar));
-        let id = InstanceId::new("C", third);
+        let id = InstanceId::new("C", third.as_ref());
         assert_eq!((id.user_key(), id.replica()), ("doc", 3));
         assert_eq!(id.to_string(), "C/doc (replica 3)");
         assert_ne!(id.slug(), InstanceId::new("C", "doc3").slug());
+        assert_eq!(validate_instance_key(&third), Ok(3));
+        assert_eq!(validate_instance_key("doc"), Ok(0));
+        for bad in [
+            "doc\u{1f}0",
+            "doc\u{1f}01",
+            "doc\u{1f}x",
+            "\u{1f}2",
+            "a\u{1f}1\u{1f}1",
+        ] {
+            assert!(validate_instance_key(bad).is_err(), "{bad:?}");
+        }
         let own = InstanceId::new("C", "doc");
         assert_eq!(
             (own.user_key(), own.replica(), own.to_string().as_str()),

@@ -166,7 +166,8 @@ pub fn decode_target(value: &[u8]) -> Option<(u64, usize, String, String)> {
         }
     }
     let key = String::from_utf8(key).ok()?;
-    if class.is_empty() || valet_core::validate_key(&key).is_err() {
+    // A replica's key too (`scale`): each replica is a key of its own in the leases.
+    if class.is_empty() || valet_core::validate_instance_key(&key).is_err() {
         return None;
     }
     Some((epoch, port, class, key))

@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use valet_config::Config;
-use valet_core::{replica_key, validate_key, InstanceId, InstanceState, Shutdown, REPLICA_SEP};
+use valet_core::{
+    replica_key, validate_instance_key, InstanceId, InstanceState, Shutdown, REPLICA_SEP,
+};
 use valet_runtime::{Adopted, Driver, Handover};
 
 /// Cheap-to-clone handle on the instance table.
@@ -339,7 +341,12 @@ impl Instances {
         if let Some(inst) = map.get(key) {
             return Ok(inst.clone());
         }
-        validate_key(key)?;
+        // A replica's own key comes from a peer's forward (cluster mode), for a replica this
+        // node owns: only of a class that scales, and within its max_replicas.
+        let replica = validate_instance_key(key)?;
+        if replica > 0 && class.scale.is_none_or(|s| replica >= s.max_replicas) {
+            return Err(valet_core::KeyError::ControlChar.into());
+        }
         Ok(map
             .get_or_insert_with(key.into(), || Arc::new(Instance::new(class.clone(), key)))
             .clone())
@@ -719,12 +726,7 @@ impl Instances {
                 .collect::<Vec<_>>()
             {
                 // That very instance, a replica too: not a pick among the key's replicas.
-                let inst = if key.contains(REPLICA_SEP) {
-                    Ok(replica_record(&class, &key))
-                } else {
-                    self.record(&class, &key)
-                };
-                let started = match inst {
+                let started = match self.record(&class, &key) {
                     Ok(inst) => self.acquire_record(inst, class.default_port, None).await,
                     Err(e) => Err(e),
                 };
@@ -825,9 +827,9 @@ enum Placed {
     Wait(Arc<Instance>),
 }
 
-/// A local instance that serves now.
+/// A replica that serves now: here, or (cluster mode) on the node that holds its lease.
 fn is_ready(inst: &Instance) -> bool {
-    inst.ready.load().as_ref().is_some_and(|r| r.via.is_none())
+    inst.ready.load().is_some()
 }
 
 /// A lease on the ready replica with the fewest requests in flight (the lowest-numbered among

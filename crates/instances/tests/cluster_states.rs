@@ -584,3 +584,59 @@ async fn a_fenced_instance_is_killed_within_the_fence_grace_not_its_stop_timeout
         "killed after the grace"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_scaled_keys_replica_is_a_lease_of_its_own_and_may_be_served_by_another_node() {
+    // Issue 21: replica 1 of `k` is claimed under its own key; another node holds it, and
+    // requests past the first replica's load go there through its peer listener.
+    let t = table("scale = { max_replicas = 2, target_concurrency = 1 }");
+    let second = valet_core::replica_key("k", 1).into_owned();
+    t.coordinator.answer(Answer::Mine(3));
+    t.coordinator
+        .answer(Answer::Theirs(route("gw-b", 5, 8789, &second)));
+    let here = t.acquire("k").await.unwrap();
+    assert!(here.via().is_none());
+    let there = t.acquire("k").await.unwrap();
+    assert_eq!(there.instance().id.replica(), 1);
+    assert_eq!(there.via().map(|r| &*r.node), Some("gw-b"));
+    let claimed: Vec<String> = t
+        .coordinator
+        .claims
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.key().to_string())
+        .collect();
+    assert_eq!(claimed, ["k".to_string(), second.clone()]);
+    // Both replicas serve, each with one in flight: at max_replicas a third request goes to
+    // one of them, and nothing more is claimed.
+    let third = t.acquire("k").await.unwrap();
+    assert_eq!(t.coordinator.claims(), 2);
+    drop((here, there, third));
+    assert_eq!(
+        t.driver.starts().len(),
+        1,
+        "only this node's replica runs here"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_replica_key_reaches_that_replica_and_a_malformed_one_is_refused() {
+    // The owner's side of a forward: the peer listener acquires the replica's own key.
+    let t = table_on("scale = { max_replicas = 3 }", None);
+    let second = valet_core::replica_key("k", 2).into_owned();
+    let lease = t.acquire(&second).await.unwrap();
+    assert_eq!(lease.instance().id.replica(), 2);
+    assert_eq!(t.driver.starts().len(), 1);
+    for bad in ["k\u{1f}3", "k\u{1f}0", "k\u{1f}x"] {
+        assert!(
+            matches!(t.acquire(bad).await, Err(AcquireError::BadKey(_))),
+            "{bad:?} is no replica of a class with max_replicas = 3"
+        );
+    }
+    let unscaled = table_on("", None);
+    assert!(matches!(
+        unscaled.acquire("k\u{1f}1").await,
+        Err(AcquireError::BadKey(_))
+    ));
+}
