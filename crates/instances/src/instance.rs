@@ -137,6 +137,9 @@ pub struct Instance {
     /// below `target_concurrency` and wait for a decision or a starting replica. Their count
     /// is the load that starting replicas are for.
     pub(crate) unplaced: AtomicU32,
+    /// On the first replica of a scaled key: the internal keys of replicas 1 and up, made
+    /// once, so that looking the replicas up per request allocates no key.
+    pub(crate) replica_keys: OnceLock<Box<[Box<str>]>>,
     pub(crate) requests: AtomicU64,
     pub(crate) restarts: AtomicU64,
     /// The task's mailbox while it runs; `None` when asleep. Taken only on the cold path.
@@ -158,6 +161,7 @@ impl Instance {
             last_active: AtomicU64::new(now_ms()),
             waiting: AtomicU32::new(0),
             unplaced: AtomicU32::new(0),
+            replica_keys: OnceLock::new(),
             requests: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             control: Mutex::new(None),

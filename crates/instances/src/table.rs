@@ -189,7 +189,14 @@ impl Instances {
         scale: Scale,
     ) -> Result<Lease, AcquireError> {
         let first = self.record(class, key)?;
-        let replicas = self.replicas(class, key, scale);
+        // The common case, looked up without a list: the first replica serves and has
+        // nothing in flight, so none has fewer, and it is the lowest-numbered.
+        if first.active.load(Ordering::SeqCst) == 0 {
+            if let Some(lease) = try_lease(&first, port) {
+                return Ok(lease.count_request());
+            }
+        }
+        let replicas = self.replicas(class, &first, scale);
         if let Some(lease) = least_loaded(&replicas, port, Some(scale.target_concurrency)) {
             return Ok(lease.count_request());
         }
@@ -220,7 +227,7 @@ impl Instances {
                     // A replica that cannot start (crash loop, timeout): the ones that run
                     // serve the request rather than refusing it.
                     Err(error) => {
-                        let replicas = self.replicas(class, key, scale);
+                        let replicas = self.replicas(class, &first, scale);
                         least_loaded(&replicas, port, None)
                             .map(Lease::count_request)
                             .ok_or(error)
@@ -248,7 +255,7 @@ impl Instances {
         client: Option<IpAddr>,
         scale: Scale,
     ) -> Placed {
-        let replicas = self.replicas(class, key, scale);
+        let replicas = self.replicas(class, first, scale);
         // Room may have come while this request waited for the lock.
         if let Some(lease) = least_loaded(&replicas, port, Some(scale.target_concurrency)) {
             return Placed::Leased(lease);
@@ -326,12 +333,17 @@ impl Instances {
     fn replicas(
         &self,
         class: &Arc<ClassRuntime>,
-        key: &str,
+        first: &Arc<Instance>,
         scale: Scale,
     ) -> Vec<Option<Arc<Instance>>> {
+        let keys = first.replica_keys.get_or_init(|| {
+            (1..scale.max_replicas)
+                .map(|i| replica_key(first.id.key(), i).into())
+                .collect()
+        });
         let map = class.instances.pin();
-        (0..scale.max_replicas)
-            .map(|i| map.get(replica_key(key, i).as_ref()).cloned())
+        std::iter::once(Some(first.clone()))
+            .chain(keys.iter().map(|key| map.get(&**key).cloned()))
             .collect()
     }
 
