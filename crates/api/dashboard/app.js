@@ -229,7 +229,9 @@ async function refreshInstances() {
     // and is acted on as `project:<id>`, which stays right across its versions.
     const shown = i.project ? `${i.label} (${i.project.id})` : i.class;
     const target = i.project ? `project:${i.project.id}` : i.class;
-    const id = `${i.project ? i.label : i.class}/${i.key}`;
+    // A scaled key has a row per replica (issue 21); its actions and logs are the key's.
+    const replica = i.replica ? ` #${i.replica}` : "";
+    const id = `${i.project ? i.label : i.class}/${i.key}${replica}`;
     const busy = pending.has(id);
     const running = ["ready", "starting", "backoff"].includes(i.state);
     const action = (name, label, cls, enabled) =>
@@ -239,7 +241,8 @@ async function refreshInstances() {
       }, label);
     rows.push(el("tr", { data: { instance: id, state: i.state } },
       el("td", { title: i.class }, shown),
-      el("td", { class: "key", title: i.key }, i.key),
+      el("td", { class: "key", title: i.key }, i.key,
+        replica ? el("span", { class: "replica", title: "replica of this key" }, replica) : ""),
       el("td", { class: "state-cell" }, i.forwarded
         ? el("span", { class: "state state-forwarded", title: "another replica runs this key" }, "forwarded")
         : el("span", { class: `state state-${i.state}` }, i.state),
