@@ -161,6 +161,17 @@ mod tests {
     }
 
     #[test]
+    fn a_replicas_key_gets_a_container_name_and_a_printable_label_of_its_own() {
+        // `scale` (issue 21): the replica's key holds a control character.
+        let own = InstanceId::new("Api", "doc");
+        let replica = InstanceId::new("Api", valet_core::replica_key("doc", 2).as_ref());
+        assert_ne!(instance_name("abc", &own), instance_name("abc", &replica));
+        let label = escape_key(replica.key());
+        assert!(label.chars().all(|c| c.is_ascii_graphic()), "{label:?}");
+        assert_eq!(unescape_key(&label).as_deref(), Some(replica.key()));
+    }
+
+    #[test]
     fn versions_of_a_project_get_containers_of_their_own() {
         let one = InstanceId::new("project-64b25bc228a4b50f-a6f26f934d89f317-1", "main");
         let two = InstanceId::new("project-64b25bc228a4b50f-a6f26f934d89f317-2", "main");
