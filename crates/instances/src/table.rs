@@ -262,10 +262,12 @@ impl Instances {
         }
         let ready: Vec<&Arc<Instance>> =
             replicas.iter().flatten().filter(|i| is_ready(i)).collect();
+        // A replica in a crash loop is no capacity to come: it neither counts against a
+        // scale-up nor is waited for.
         let starting: Vec<&Arc<Instance>> = replicas
             .iter()
             .flatten()
-            .filter(|i| !is_ready(i) && i.has_task())
+            .filter(|i| !is_ready(i) && i.has_task() && !in_crash_loop(i))
             .collect();
         if ready.is_empty() && starting.is_empty() {
             // The key's first start: the cold path as without scale, on its own instance.
@@ -302,31 +304,38 @@ impl Instances {
         }
     }
 
-    /// Starts the lowest-numbered replica of `key` that has no task. `None` when every one
-    /// runs or the class is at `max_instances` (a scale-up puts no other key to sleep: the
-    /// key is served already, by the replicas it has).
+    /// Starts the lowest-numbered replica of `key` that has no task and may start (one in a
+    /// crash loop may not). `None` when none can, or the class is at `max_instances` (a
+    /// scale-up puts no other key to sleep: the key is served already, by the replicas it has).
     fn scale_up(
         &self,
         class: &Arc<ClassRuntime>,
         key: &str,
         replicas: &[Option<Arc<Instance>>],
     ) -> Option<Arc<Instance>> {
-        let index = replicas
-            .iter()
-            .position(|r| r.as_ref().is_none_or(|r| !r.has_task()))?;
-        let replica = match &replicas[index] {
-            Some(replica) => replica.clone(),
-            None => replica_record(class, &replica_key(key, index as u32)),
-        };
-        // Not a client's cold start: a key's replicas are bounded by max_replicas already.
-        match self.wake(&replica, None) {
-            Ok(true) => {
-                class.stats.scale_ups.inc();
-                tracing::info!(instance = %replica.id, "load past target_concurrency: starting a replica");
-                Some(replica)
+        for (index, record) in replicas.iter().enumerate() {
+            if record.as_ref().is_some_and(|r| r.has_task()) {
+                continue;
             }
-            Ok(false) | Err(_) => None,
+            let replica = match record {
+                Some(replica) => replica.clone(),
+                None => replica_record(class, &replica_key(key, index as u32)),
+            };
+            // Not a client's cold start: a key's replicas are bounded by max_replicas already.
+            match self.wake(&replica, None) {
+                Ok(true) => {
+                    // Counted as the gauge counts: replicas beside the key's first instance.
+                    if index > 0 {
+                        class.stats.scale_ups.inc();
+                    }
+                    tracing::info!(instance = %replica.id, "load past target_concurrency: starting a replica");
+                    return Some(replica);
+                }
+                Err(AcquireError::ClassFull { .. }) => return None,
+                Ok(false) | Err(_) => continue,
+            }
         }
+        None
     }
 
     /// The records of `key`'s replicas, by replica number; `None` for one never started.
@@ -837,6 +846,12 @@ enum Placed {
     Cold(Arc<Instance>),
     /// To a replica that is starting: the request waits for it as for a cold start.
     Wait(Arc<Instance>),
+}
+
+/// Failing its starts again and again: requests get 503 at once rather than wait for it.
+fn in_crash_loop(inst: &Instance) -> bool {
+    let s = inst.status.borrow();
+    s.failures >= CRASH_LOOP && matches!(s.state, InstanceState::Backoff | InstanceState::Crashed)
 }
 
 /// A replica that serves now: here, or (cluster mode) on the node that holds its lease.

@@ -286,3 +286,25 @@ async fn min_instances_keeps_that_many_replicas_of_a_name_key_warm() {
     assert_eq!(t.running(), 3);
     assert_eq!(t.class().stats.scale_downs.get(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_replica_cannot_start_is_served_by_a_ready_one() {
+    let t = table("scale = { max_replicas = 3, target_concurrency = 1 }");
+    let held = t.acquire("k").await.unwrap();
+    for _ in 0..100 {
+        t.driver
+            .plan(&replica_key("k", 1), Plan::FailToStart { retryable: false });
+    }
+    let lease = t.acquire("k").await.expect("served rather than refused");
+    assert_eq!(
+        replica(&lease),
+        0,
+        "replica 1 never started: replica 0 serves"
+    );
+    let tried = t.driver.starts().len();
+    assert!(tried >= 2, "replica 1 was tried");
+    // Replica 1 fails on in its backoff: the next request past target starts replica 2.
+    let next = t.acquire("k").await.unwrap();
+    assert_eq!(replica(&next), 2);
+    drop((held, lease, next));
+}
