@@ -1,6 +1,7 @@
 //! `scale` (issue 21) on the process driver: a worker-bound backend (one request at a time,
 //! 200 ms each) behind one key gets its throughput from replicas, never more than
-//! `max_replicas` of them, and every replica sleeps again once the load is gone.
+//! `max_replicas` of them, and every replica sleeps again once the load is gone; a WebSocket
+//! stays on the replica that accepted it and keeps that one awake.
 
 use crate::support::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -144,4 +145,87 @@ async fn replicas_multiply_a_worker_bound_backends_throughput_and_sleep_after_id
         starts.len(),
         "nothing started while idle"
     );
+}
+
+/// The shared test backend (`/ws` echoes, `/env` shows `VALET_REPLICA`) behind one key that
+/// may have two replicas, each wanted for one request in flight.
+const PINNED: &str = r#"
+[[containers]]
+class_name = "Echo"
+readiness = { path = "/health" }
+sleep_after = "1s"
+scale = { max_replicas = 2, target_concurrency = 1 }
+
+[[routes]]
+pattern = "/api/*"
+container = "Echo"
+instance = "name:w"
+strip_prefix = "/api"
+"#;
+
+/// Sends `text` and expects it back within 10 s.
+async fn echo<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text)).await.expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an echo within 10 s")
+        .expect("the socket stays open")
+        .expect("a message");
+    assert_eq!(got, Message::text(text));
+}
+
+#[tokio::test]
+async fn a_websocket_stays_on_its_replica_and_keeps_it_awake() {
+    let valet = Valet::with_config(PINNED).start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", valet.addr()))
+        .await
+        .unwrap_or_else(|e| panic!("websocket handshake: {e}\n{}", valet.log()));
+    echo(&mut ws, "first").await;
+    let first = valet.starts();
+    assert_eq!(first.len(), 1);
+
+    // The open WebSocket is the first replica's one request in flight: a plain request now
+    // is past target_concurrency and gets a replica of its own.
+    let env = valet
+        .client
+        .get(valet.url("/api/env"))
+        .send()
+        .await
+        .unwrap();
+    let env: serde_json::Value = env.json().await.unwrap();
+    assert_eq!(env["VALET_REPLICA"], "1", "{env}");
+    let starts = valet.starts();
+    assert_eq!(starts.len(), 2);
+
+    // Idle past sleep_after: the second replica sleeps; the WebSocket's does not, and the
+    // socket still echoes through it.
+    let second = starts[1].pid;
+    eventually(
+        Duration::from_secs(10),
+        "the idle replica to sleep",
+        || async move { (!pid_alive(second)).then_some(()) },
+    )
+    .await;
+    assert!(pid_alive(first[0].pid), "the WebSocket's replica stays up");
+    echo(&mut ws, "still here").await;
+    assert_eq!(
+        valet.starts().len(),
+        2,
+        "the socket never moved to another replica"
+    );
+
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let pid = first[0].pid;
+    eventually(
+        Duration::from_secs(10),
+        "the closed socket's replica to sleep",
+        || async move { (!pid_alive(pid)).then_some(()) },
+    )
+    .await;
 }
