@@ -1,6 +1,7 @@
 //! The instance tests of `instances.rs` and `lifecycle.rs`, against `driver = "docker"`: one
 //! container for a burst to a cold key, sleep and wake, restart after a killed container, a crash
-//! loop answered 503, and a container ignoring SIGTERM killed after `stop_timeout`.
+//! loop answered 503, and a container ignoring SIGTERM killed after `stop_timeout`; and a key
+//! with `scale` served by a container per replica (issue 21).
 //!
 //! Without an engine these tests fail under `CI=true` and are skipped with a reason otherwise.
 
@@ -215,4 +216,71 @@ async fn a_container_ignoring_sigterm_is_killed_after_stop_timeout() {
         "exited after {took:?}, before stop_timeout"
     );
     assert!(took < Duration::from_secs(15), "exited after {took:?}");
+}
+
+/// A CGI script (`www/cgi-bin/slow`) that holds its request a second, then names the
+/// container that answered.
+const SLOW_WHO_CGI: &str = "#!/bin/sh\n\
+sleep 1\n\
+echo 'Content-Type: text/plain'\n\
+echo\n\
+hostname\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaled_key_gets_a_container_per_replica_and_each_sleeps_after_idle() {
+    let Some(image) = context() else { return };
+    put(image.path(), "www/cgi-bin/slow", SLOW_WHO_CGI, true);
+    let class = class("Scaled");
+    let _cleanup = Cleanup(class.clone());
+    let options = format!(
+        r#"{HTTPD}
+        sleep_after = "2s"
+        stop_timeout = "1s"
+        readiness = {{ path = "/index.html", timeout = "60s" }}
+        scale = {{ max_replicas = 3, target_concurrency = 1 }}"#
+    );
+    let valet = Valet::with_config(&config(&class, &image, &options))
+        .start()
+        .await;
+
+    // Six requests of a second each at once: three replicas' worth at target 1, and no more.
+    let requests = (0..6).map(|i| {
+        let request = valet
+            .client
+            .get(valet.url(&format!("/api/cgi-bin/slow?i={i}")))
+            .send();
+        tokio::spawn(request)
+    });
+    let mut hosts = Vec::new();
+    for response in join_all(requests).await {
+        let response = response
+            .expect("task")
+            .unwrap_or_else(|e| panic!("request failed: {e}\n{}", valet.log()));
+        assert_eq!(response.status(), StatusCode::OK, "{}", valet.log());
+        hosts.push(response.text().await.unwrap().trim().to_string());
+    }
+    hosts.sort();
+    hosts.dedup();
+    let created = all_containers(&class);
+    assert!(
+        created.len() <= 3,
+        "at most max_replicas containers: {created:?}"
+    );
+    assert!(
+        hosts.len() > 1,
+        "more than one container answered: {hosts:?}\n{}",
+        valet.log()
+    );
+    for host in &hosts {
+        assert!(
+            created.iter().any(|c| c.starts_with(host.as_str())),
+            "{host} vs {created:?}"
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every replica's container to be stopped after idle",
+        || async { containers(&class).is_empty().then_some(()) },
+    )
+    .await;
 }
