@@ -453,6 +453,12 @@ fn scale_checks() {
         "at least 1",
     );
     assert_problem(
+        &format!("{CLASS}max_instances = 4\nscale = {{ max_replicas = 5 }}\n"),
+        5,
+        "containers[0].scale.max_replicas",
+        "more than max_instances (4)",
+    );
+    assert_problem(
         &format!("{CLASS}scale = {{ max_replicas = 2, target = 3 }}\n"),
         4,
         "containers[0].scale.target",

@@ -55,6 +55,10 @@ impl Table {
         self.driver.alive_total()
     }
 
+    fn state(&self, key: &str) -> InstanceState {
+        self.instances.get("C", key).expect("known key").state()
+    }
+
     async fn settle(&self) {
         // Paused time: sleeping lets every task run up to its next timer.
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -182,21 +186,28 @@ async fn no_replica_past_max_replicas_and_max_instances_counts_replicas() {
         "fewest in flight first"
     );
 
-    // max_instances = 3: a second key's replicas share the class's three slots.
-    let t = table("max_instances = 3\nscale = { max_replicas = 4, target_concurrency = 1 }");
+    // max_instances = 3: a key's replicas share the class's slots with the other keys.
+    let t = table("max_instances = 3\nscale = { max_replicas = 3, target_concurrency = 1 }");
+    let other = t.acquire("b").await.unwrap();
     let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(t.acquire("a").await.unwrap());
-    }
-    assert_eq!(t.running(), 3);
-    for _ in 0..3 {
+    for _ in 0..4 {
         held.push(t.acquire("a").await.unwrap());
     }
     assert_eq!(
         t.running(),
         3,
-        "the class is full: the key's replicas serve on"
+        "key b's instance and two replicas of a fill the class"
     );
+    assert!(
+        held.iter().all(|l| replica(l) < 2),
+        "a third replica of a never started"
+    );
+    assert_eq!(
+        t.state("b"),
+        InstanceState::Ready,
+        "a scale-up puts no other key to sleep"
+    );
+    drop(other);
     assert_eq!(t.class().live(), 3);
 }
 

@@ -50,6 +50,13 @@ impl Checks<'_> {
         self.require(scale.max_replicas >= 1, here.key("max_replicas"), || {
             "scale max_replicas must be at least 1".into()
         });
+        let (replicas, max) = (scale.max_replicas, class.max_instances);
+        self.require(replicas <= max, here.key("max_replicas"), || {
+            format!(
+                "scale max_replicas ({replicas}) is more than max_instances ({max}): every \
+                 replica counts against max_instances"
+            )
+        });
         self.require(
             scale.target_concurrency >= 1,
             here.key("target_concurrency"),
