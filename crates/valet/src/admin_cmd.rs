@@ -332,12 +332,14 @@ async fn only_key(client: &AdminClient, class: &str) -> Result<String, String> {
     let list = client
         .get(&format!("/v1/instances?class={}", segment(class)))
         .await?;
-    let keys: Vec<&str> = list
+    let mut keys: Vec<&str> = list
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|i| i["key"].as_str())
         .collect();
+    // A scaled key is listed once per replica (the listing is sorted by key).
+    keys.dedup();
     if let [key] = keys.as_slice() {
         return Ok(key.to_string());
     }

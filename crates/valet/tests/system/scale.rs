@@ -3,6 +3,7 @@
 //! `max_replicas` of them, and every replica sleeps again once the load is gone; a WebSocket
 //! stays on the replica that accepted it and keeps that one awake.
 
+use crate::admin_support::{sample, with_token, Admin, TOKEN};
 use crate::support::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -181,7 +182,8 @@ where
 
 #[tokio::test]
 async fn a_websocket_stays_on_its_replica_and_keeps_it_awake() {
-    let valet = Valet::with_config(PINNED).start().await;
+    let valet = Valet::with_config(&with_token(PINNED)).start().await;
+    let admin = Admin::of(&valet, TOKEN).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", valet.addr()))
         .await
         .unwrap_or_else(|e| panic!("websocket handshake: {e}\n{}", valet.log()));
@@ -201,6 +203,32 @@ async fn a_websocket_stays_on_its_replica_and_keeps_it_awake() {
     assert_eq!(env["VALET_REPLICA"], "1", "{env}");
     let starts = valet.starts();
     assert_eq!(starts.len(), 2);
+    // Listed as one key with a row per replica, and counted as a scale-up.
+    let listed = admin.cli(&["instances"]);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|head| head.contains("REPLICA")),
+        "{table}"
+    );
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("Echo")).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows.iter()
+            .all(|row| row.split_whitespace().nth(1) == Some("w")),
+        "{table}"
+    );
+    let metrics = admin.metrics().await;
+    assert_eq!(
+        sample(&metrics, "valet_scale_ups_total{class=\"Echo\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "valet_replicas{class=\"Echo\"}"),
+        Some(1.0)
+    );
 
     // Idle past sleep_after: the second replica sleeps; the WebSocket's does not, and the
     // socket still echoes through it.
@@ -217,6 +245,15 @@ async fn a_websocket_stays_on_its_replica_and_keeps_it_awake() {
         valet.starts().len(),
         2,
         "the socket never moved to another replica"
+    );
+    let metrics = admin.metrics().await;
+    assert_eq!(
+        sample(&metrics, "valet_scale_downs_total{class=\"Echo\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "valet_replicas{class=\"Echo\"}"),
+        Some(0.0)
     );
 
     ws.close(None).await.unwrap();
