@@ -40,8 +40,8 @@
 # which every iptables caller takes with a wait. The kernel has no IPVS: the ingress routing
 # mesh and virtual IPs do not work; publish with mode=host and reach a task at its node.
 #
-# Each daemon reads an empty --config-file of its own, so an /etc/docker/daemon.json written
-# for the host's engine never applies to the lab's.
+# Each daemon reads a --config-file of its own, so an /etc/docker/daemon.json written for the
+# host's engine never applies to the lab's; it only lists the lab's subnet as insecure registries.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -97,7 +97,10 @@ start_daemon() {
     rm -f "$dir/exec/containerd/containerd.pid"
   fi
   mkdir -p "$dir"
-  [ -s "$dir/daemon.json" ] || echo '{}' >"$dir/daemon.json"
+  # The lab's own subnet is an insecure (plain HTTP) registry's, as 127.0.0.0/8 is by default:
+  # a test's registry in the lab (its db namespace, 10.X.0.2) is what every node pulls from.
+  [ -s "$dir/daemon.json" ] ||
+    printf '{"insecure-registries": ["10.%s.0.0/24"]}\n' "$(cat "$root/subnet")" >"$dir/daemon.json"
   rm -f "$dir/docker.pid" "$dir/docker.sock"
   # setsid: the daemon outlives this script and any terminal or test process group; its
   # output goes to a file so that a caller reading our stdout is not held open by it.

@@ -327,10 +327,12 @@ impl SwarmDriver {
     /// Waits for a new service's task to run; where it runs and its endpoints. A task that
     /// ran and ended already is handed over with unreachable endpoints, so the instance layer
     /// reports its exit and output like any early exit; one that never ran is an error.
+    /// `pulled`: the image reference the nodes pull themselves, if they do.
     async fn launched(
         &self,
         service: &str,
         ports: &[(String, u16)],
+        pulled: Option<&str>,
     ) -> Result<(Watched, Endpoints, Option<String>), DriverError> {
         let manager = &self.inner.manager;
         let deadline = Instant::now() + LAUNCH_WITHIN;
@@ -381,6 +383,9 @@ impl SwarmDriver {
                     } => return Ok((watched, crate::docker::reach::unreachable(ports), container)),
                     Progress::Ended { why, status: None } => {
                         let name = self.inner.nodes.get(&node).map_or(node, |n| n.name);
+                        if let Some(reference) = pulled.filter(|_| why.contains("No such image")) {
+                            return Err(not_pulled(&name, reference, &why));
+                        }
                         let hint = if why.contains("No such image") {
                             if self.inner.nodes.distributes() {
                                 " (the image could not be loaded onto that node)"
@@ -513,12 +518,22 @@ impl Driver for SwarmDriver {
             tracing::info!(instance = %spec.id, stale = %stale.id, %name, "starting a successor beside the stale service");
         }
         self.remove_named(&names, keep, settle).await?;
-        let created = match manager.create_service(body.clone(), None).await {
+        // Without [swarm] nodes a node pulls an image reference itself: the service carries
+        // the credentials valet pulls with (X-Registry-Auth, as `docker service create
+        // --with-registry-auth`), read again at each create like a pull's.
+        let pulled = (image != image_id).then_some(image.as_str());
+        let auth = match pulled {
+            Some(reference) if settings.pull != valet_config::PullPolicy::Never => {
+                node_credentials(&self.inner.images.registries, reference).await?
+            }
+            _ => None,
+        };
+        let created = match manager.create_service(body.clone(), auth.clone()).await {
             Err(e) if conflict(&e) => {
                 // Created meanwhile by a start this replica no longer knows of (one that was
                 // cancelled): the key is ours, so it goes.
                 self.remove_named(&names, keep, settle).await?;
-                manager.create_service(body, None).await
+                manager.create_service(body, auth).await
             }
             other => other,
         };
@@ -529,7 +544,7 @@ impl Driver for SwarmDriver {
                 "the manager returned no service ID".into(),
             ));
         };
-        let (watched, endpoints, container) = match self.launched(&id, &spec.ports).await {
+        let (watched, endpoints, container) = match self.launched(&id, &spec.ports, pulled).await {
             Ok(launched) => launched,
             Err(e) => {
                 running::remove(manager, &id).await;
@@ -571,6 +586,45 @@ impl SwarmDriver {
         let key = names::unescape_key(labels.get(names::KEY)?)?;
         valet_core::validate_key(&key).ok()?;
         Some(InstanceId::new(class.as_str(), key))
+    }
+}
+
+/// The credentials a service hands the node that pulls `reference`: the ones a pull on the
+/// manager uses. The manager keeps them in the swarm's store for that node's pull (`service
+/// inspect` does not show them); valet never logs them.
+async fn node_credentials(
+    registries: &[valet_config::RegistryConfig],
+    reference: &str,
+) -> Result<Option<bollard::auth::DockerCredentials>, DriverError> {
+    use crate::docker::registry::{credentials, Reference};
+    let registry = Reference::parse(reference).registry;
+    match credentials(registries, &registry).await {
+        Ok(Some((found, from))) => {
+            tracing::debug!(image = reference, %registry, credentials = from, "the service carries the registry's credentials");
+            Ok(Some(found))
+        }
+        Ok(None) => Ok(None),
+        Err(no) => Err(DriverError::Image {
+            message: format!("cannot hand swarm nodes credentials for image `{reference}`: {no}"),
+            retryable: false,
+        }),
+    }
+}
+
+/// A node rejected the task for want of the image it was to pull itself: the engine only
+/// logs the pull's own error there, so the message says what the pull depends on.
+fn not_pulled(node: &str, reference: &str, why: &str) -> DriverError {
+    let registry = crate::docker::registry::Reference::parse(reference).registry;
+    tracing::warn!(%node, image = reference, %registry, error = why, "a swarm node could not pull the image");
+    DriverError::Image {
+        message: format!(
+            "a swarm node could not pull image `{reference}` from {registry} ({why}): the node \
+             pulls with the credentials valet has for {registry} ([[registries]], else the \
+             Docker config), handed on with the service; check them, that every node reaches \
+             the registry, and that a plain-HTTP registry outside 127.0.0.0/8 is in every \
+             node's insecure-registries"
+        ),
+        retryable: false,
     }
 }
 

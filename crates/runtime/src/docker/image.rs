@@ -64,7 +64,7 @@ pub struct Images {
     pub(super) docker: Docker,
     building: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// `[[registries]]` of valet.toml: credentials by host.
-    pub(super) registries: Arc<[RegistryConfig]>,
+    pub(crate) registries: Arc<[RegistryConfig]>,
     pub(super) pulls: Arc<Mutex<PullState>>,
     /// `server.timeouts.pull`: the longest one pull may take.
     pub(super) pull_timeout: std::time::Duration,

@@ -58,4 +58,5 @@ mod scale;
 mod streams;
 mod swarm;
 mod swarm_lab;
+mod swarm_registry;
 mod tenant_isolation;

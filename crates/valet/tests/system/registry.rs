@@ -28,9 +28,13 @@ pub(crate) const PASSWORD: &str = "registry-password-1";
 /// Whether the registry tests can run: the engine, busybox, `docker-registry` and
 /// `htpasswd` (apache2-utils) are all here. Under `CI=true` a missing piece fails the test.
 pub(crate) fn ready() -> bool {
-    if !engine_ready() {
-        return false;
-    }
+    engine_ready() && tools_ready()
+}
+
+/// Whether `docker-registry` and `htpasswd` (apache2-utils) are here (a test whose engines
+/// are its own, such as the swarm lab's, needs no more). Under `CI=true` a missing one fails
+/// the test.
+pub(crate) fn tools_ready() -> bool {
     let missing = ["docker-registry", "htpasswd"].into_iter().find(|tool| {
         Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -60,14 +64,20 @@ pub(crate) struct Registry {
 impl Registry {
     /// `auth`: only `USER` / `PASSWORD` may pull or push (htpasswd, bcrypt).
     pub fn start(auth: bool) -> Self {
+        Self::start_at(auth, free_addr(), &[])
+    }
+
+    /// Listening on `addr`, run under `wrapper` (such as `nsenter --net=...`: a lab's
+    /// namespace, where swarm nodes reach it).
+    pub fn start_at(auth: bool, addr: std::net::SocketAddr, wrapper: &[String]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("valet-e2e-registry-")
             .tempdir()
             .unwrap();
-        let port = free_addr().port();
+        let port = addr.port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
+             http:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
         if auth {
@@ -86,7 +96,16 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        // The wrapper execs the registry: the child's pid is the registry's.
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg("docker-registry");
+                command
+            }
+            None => Command::new("docker-registry"),
+        };
+        let child = command
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -96,7 +115,7 @@ impl Registry {
             .expect("spawn docker-registry");
         let registry = Self {
             child,
-            host: format!("127.0.0.1:{port}"),
+            host: addr.to_string(),
             port,
             _dir: dir,
         };
