@@ -578,6 +578,11 @@ async fn a_deploy_whose_base_image_is_only_in_a_registry_pulls_it_first() {
         err.contains(&format!("pulling image {base}")) && err.contains(&format!("pulled {base}")),
         "no pull progress in valet deploy's output: {err}"
     );
+    // Not a terminal: the pull's lines as they came, no bar drawn in place.
+    assert!(
+        !err.contains(['\r', '\x1b']),
+        "escapes through a pipe: {err:?}"
+    );
     let (status, body) = get_app(&valet, &endpoint(&v1)).await;
     assert_eq!(
         (status, &body["version"]),
@@ -586,6 +591,116 @@ async fn a_deploy_whose_base_image_is_only_in_a_registry_pulls_it_first() {
     );
     let log = valet.log();
     assert!(log.contains("image pulled") && log.contains(&base), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_on_a_terminal_draws_its_base_images_pull_as_one_bar() {
+    if !crate::registry::ready() {
+        return;
+    }
+    base_images();
+    let registry = crate::registry::Registry::start(false);
+    let base = format!(
+        "{}/valet-e2e-{}/python-bar:3",
+        registry.host,
+        std::process::id()
+    );
+    // The stand-in with a layer of random bytes of its own on top, only in the registry: its
+    // pull downloads that layer (the stand-in's "Already exists").
+    let context = tempfile::tempdir().unwrap();
+    let dockerfile = format!("FROM {PYTHON_BASE}\nCOPY blob /blob\n");
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
+    let mut blob = vec![0u8; 512 * 1024];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut blob)
+        .unwrap();
+    std::fs::write(context.path().join("blob"), blob).unwrap();
+    let dir = context.path().to_str().unwrap();
+    for args in [
+        vec!["build", "-q", "-t", &base, dir],
+        vec!["push", &base],
+        vec!["rmi", &base],
+    ] {
+        crate::registry::docker_ok(None, &args, None);
+    }
+    let _remove = crate::registry::RemoveImages(vec![base.clone()]);
+    let cleanup = Cleanup::default();
+    let config = format!("driver = \"docker\"\n\n[deploy]\npython_image = \"{base}\"\n");
+    let (valet, _api) = valet_with(&config).await;
+    let file = valet.dir().join("app.py");
+    std::fs::write(&file, note_app("v1", "0.0.0.0")).unwrap();
+
+    // util-linux `script` runs `valet deploy` on a pseudo-terminal, stdout to a file.
+    let stdout_file = valet.dir().join("deploy-stdout.json");
+    let quote = |p: &Path| format!("'{}'", p.display());
+    let command = format!(
+        "{} deploy {} --name barred --json --config {} > {}",
+        quote(Path::new(env!("CARGO_BIN_EXE_valet"))),
+        quote(&file),
+        quote(&valet.dir().join("valet.toml")),
+        quote(&stdout_file),
+    );
+    let run = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_remove("VALET_ADMIN_URL")
+        .env_remove("VALET_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux script runs");
+    let terminal = String::from_utf8_lossy(&run.stdout);
+    eprintln!("valet deploy on a terminal:\n{terminal:?}");
+    let answer = std::fs::read_to_string(&stdout_file).unwrap_or_default();
+    if let Ok(v1) = serde_json::from_str::<Value>(&answer) {
+        cleanup.project(v1["id"].as_str().unwrap_or_default());
+    }
+    assert!(run.status.success(), "{terminal}\n{}", valet.log());
+    let v1: Value = serde_json::from_str(&answer).expect("stdout is only JSON");
+    assert_eq!(v1["version"], 1, "{v1}");
+
+    // Every milestone redraws the one bar in place: (layers on the engine, layers named).
+    const CLEAR: &str = "\r\x1b[2K";
+    let head = format!("    pulling {base} [");
+    let drawn: Vec<(usize, usize)> = terminal
+        .split(CLEAR)
+        .filter_map(|shown| {
+            let counts = shown.strip_prefix(head.as_str())?.split("] ").nth(1)?;
+            let (done, of) = counts.strip_suffix(" layers")?.split_once('/')?;
+            Some((done.parse().ok()?, of.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        drawn.iter().any(|(done, of)| done < of) && drawn.contains(&(2, 2)),
+        "the bar of the stand-in's layer and the new one, moving to 2/2: {drawn:?}"
+    );
+    assert!(
+        drawn.windows(2).all(|w| w[0].0 <= w[1].0),
+        "layers on the engine only grow: {drawn:?}"
+    );
+    // Then cleared for the pull's last line, with what it took; no milestone has a line.
+    let done = terminal
+        .split(CLEAR)
+        .find(|shown| shown.starts_with(&format!("    pulled {base}: ")))
+        .unwrap_or_else(|| panic!("no `pulled` line after the bar: {terminal:?}"));
+    assert!(
+        done.contains(" layers, ") && done.contains(" s") && done.ends_with('\n'),
+        "{done:?}"
+    );
+    assert!(
+        !terminal.contains("    layer ") && !terminal.contains("Pull complete"),
+        "milestones printed as lines: {terminal:?}"
+    );
+    assert!(
+        terminal.contains("==> starting"),
+        "then the stages: {terminal:?}"
+    );
+    let (status, body) = get_app(&valet, &endpoint(&v1)).await;
+    assert_eq!(
+        (status, &body["version"]),
+        (200, &Value::from("v1")),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,7 @@ mod malformed;
 mod operator_errors;
 mod projects_ops;
 mod proxy;
+mod pull_bars;
 mod redeploy_load;
 mod registry;
 mod scale;
