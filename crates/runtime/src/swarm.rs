@@ -662,4 +662,30 @@ mod tests {
         let other = config("[server]\ndriver = \"swarm\"\n", "/srv/b");
         assert_ne!(scope_of(&alone), scope_of(&other));
     }
+
+    #[test]
+    fn a_node_that_could_not_pull_names_image_and_registry_to_clients() {
+        let reference = "10.0.0.2:5000/team/app:v1";
+        let error = not_pulled("vm", reference, "task rejected: No such image: x");
+        let told = error.public_reason().expect("told to the waiting requests");
+        assert!(
+            told.contains(&format!("image `{reference}` from 10.0.0.2:5000")),
+            "{told}"
+        );
+        assert!(told.contains("credentials"), "{told}");
+        assert!(!error.retryable());
+    }
+
+    #[tokio::test]
+    async fn a_registry_whose_password_is_unknown_fails_the_start_naming_its_secret() {
+        let toml = "[server]\ndriver = \"swarm\"\n\n[[registries]]\nhost = \"10.0.0.2:5000\"\n\
+                    username = \"ci\"\npassword_secret = \"VALET_UNIT_NEVER_SET_PASSWORD\"\n";
+        let config = config(toml, "/srv/a");
+        let error = node_credentials(&config.registries, "10.0.0.2:5000/team/app:v1")
+            .await
+            .expect_err("no password to hand on");
+        let told = error.public_reason().expect("told to the waiting requests");
+        assert!(told.contains("VALET_UNIT_NEVER_SET_PASSWORD"), "{told}");
+        assert!(told.contains("10.0.0.2:5000/team/app:v1"), "{told}");
+    }
 }
