@@ -152,6 +152,7 @@ async fn adopt(
     let ring = Arc::new(LogRing::new(LOG_LINES));
     let sink = LogSink::open(&logfile::path(&logs, instance), ring.clone()).await;
     let mut pod = KubePod {
+        _held: driver.inner.held.hold(uid),
         pods: driver.api(),
         secrets: driver.api(),
         name: name.to_string(),

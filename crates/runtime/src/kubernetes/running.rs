@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff;
 use kube::api::{DeleteParams, LogParams, Preconditions};
 use kube::Api;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -19,9 +20,46 @@ use tokio::task::JoinHandle;
 
 /// After its grace period, how long a deleted Pod's container may take to be seen stopped
 /// (the kubelet reports it on its next sync).
-const STOPPED_WITHIN: Duration = Duration::from_secs(30);
+pub(super) const STOPPED_WITHIN: Duration = Duration::from_secs(30);
+
+/// The UIDs of the Pods this replica holds a [`KubePod`] of. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Held(Arc<std::sync::Mutex<HashSet<String>>>);
+
+impl Held {
+    /// Marks a Pod held until the returned guard is dropped (with its handle).
+    pub fn hold(&self, uid: &str) -> HeldPod {
+        self.lock().insert(uid.to_string());
+        HeldPod {
+            held: self.clone(),
+            uid: uid.to_string(),
+        }
+    }
+
+    pub fn has(&self, uid: &str) -> bool {
+        self.lock().contains(uid)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One Pod's mark in [`Held`], removed when dropped.
+pub struct HeldPod {
+    held: Held,
+    uid: String,
+}
+
+impl Drop for HeldPod {
+    fn drop(&mut self) {
+        self.held.lock().remove(&self.uid);
+    }
+}
 
 pub struct KubePod {
+    /// Marks the Pod as this replica's while the handle lives.
+    pub(super) _held: HeldPod,
     pub(super) pods: Api<Pod>,
     pub(super) secrets: Api<Secret>,
     pub(super) name: String,
