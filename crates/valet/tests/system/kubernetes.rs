@@ -897,11 +897,12 @@ async fn kubernetes_in_cluster_mode_runs_one_pod_per_key_and_the_next_owner_repl
     let sample = async {
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
             let now = tokio::task::block_in_place(|| serving(&kube, "Web"));
-            let mut most = most.lock().unwrap();
-            if now.len() > most.len() {
-                *most = now;
+            {
+                let mut most = most.lock().unwrap();
+                if now.len() > most.len() {
+                    *most = now;
+                }
             }
-            drop(most);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
