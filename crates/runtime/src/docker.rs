@@ -23,7 +23,7 @@ mod provision;
 mod pull;
 pub(crate) mod reach;
 mod recover;
-mod registry;
+pub(crate) mod registry;
 pub(crate) mod running;
 pub(crate) mod settings;
 mod volumes;

@@ -27,7 +27,9 @@ use crate::driver::{
 use crate::logs::LogRing;
 use async_trait::async_trait;
 use bollard::Docker;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    LocalObjectReference, Namespace, PersistentVolumeClaim, Pod, Secret,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -73,6 +75,8 @@ struct Inner {
     data_dir: std::path::PathBuf,
     /// Deployed projects' version classes, and where their images are built.
     projects: project::Projects,
+    /// `[[registries]]`: logins for class images' registries.
+    registries: Vec<valet_config::RegistryConfig>,
     /// UIDs of the Pods this replica holds a handle of (started or adopted): any other Pod
     /// of a key this replica starts is a leftover (see [`KubernetesDriver::clear_key`]).
     held: running::Held,
@@ -147,6 +151,7 @@ impl KubernetesDriver {
                 data_dir,
                 projects,
                 held: running::Held::default(),
+                registries: config.registries.clone(),
             }),
         })
     }
@@ -382,6 +387,36 @@ impl KubernetesDriver {
         Ok(())
     }
 
+    /// The pull Secret of a class image from a registry valet has a login for
+    /// (`[[registries]]`, else the Docker config, as the Docker driver pulls): the kubelet
+    /// pulls with that login, kept in a `kubernetes.io/dockerconfigjson` Secret per registry.
+    /// `None`: an anonymous pull (or none: the node's own image, `pull = "never"`).
+    async fn class_pull_secret(
+        &self,
+        settings: &ClassSettings,
+        pull: &str,
+    ) -> Result<Option<String>, DriverError> {
+        let ImageSource::Reference(reference) = &settings.image else {
+            return Ok(None);
+        };
+        if pull == "Never" {
+            return Ok(None);
+        }
+        let host = crate::docker::registry::Reference::parse(reference).registry;
+        let found = crate::docker::registry::credentials(&self.inner.registries, &host)
+            .await
+            .map_err(|no| DriverError::Spec(no.to_string()))?;
+        let Some((credentials, _)) = found else {
+            return Ok(None);
+        };
+        let (Some(username), Some(password)) = (credentials.username, credentials.password) else {
+            return Ok(None);
+        };
+        let name = spec::pull_secret_name(&self.inner.scope, &host);
+        self.pull_secret(&name, &host, &username, &password).await?;
+        Ok(Some(name))
+    }
+
     /// Why a claim is not bound and nobody will bind it, if so.
     async fn unbound(&self, claim: &str) -> Option<String> {
         let claims: Api<PersistentVolumeClaim> = self.api();
@@ -511,6 +546,12 @@ impl Driver for KubernetesDriver {
         };
         let mut pod = plan.pod()?;
         self.inner.projects.pull_with(class, &mut pod);
+        if settings.project.is_none() {
+            if let Some(secret) = self.class_pull_secret(settings, pull).await? {
+                let spec = pod.spec.get_or_insert_with(Default::default);
+                spec.image_pull_secrets = Some(vec![LocalObjectReference { name: secret }]);
+            }
+        }
         let secrets: Api<Secret> = self.api();
         let secret = plan.secret();
         if let Some(secret) = &secret {

@@ -202,7 +202,7 @@ fn up_again(valet: &Valet, log: &str) -> (Child, std::path::PathBuf) {
 
 /// A `valet up` started by hand on an existing folder (the second valet, adopting); killed
 /// if the test ends without stopping it.
-struct Second(Option<Child>);
+pub(crate) struct Second(pub(crate) Option<Child>);
 
 impl Drop for Second {
     fn drop(&mut self) {
@@ -458,6 +458,12 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its follower said once that the stream was cut, not once per try while it was away.
+    let told = second_log()
+        .lines()
+        .filter(|l| l.contains("pod log stream ended") && l.contains(&replaced))
+        .count();
+    assert!(told <= 1, "{told} lines for one outage:\n{}", second_log());
     let (_, pod) = kube.get(&format!("/api/v1/namespaces/{NAMESPACE}/pods/{replaced}"));
     let uid = pod["metadata"]["uid"]
         .as_str()
