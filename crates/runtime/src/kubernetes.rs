@@ -27,9 +27,11 @@ use crate::driver::{
 use crate::logs::LogRing;
 use async_trait::async_trait;
 use bollard::Docker;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    LocalObjectReference, Namespace, PersistentVolumeClaim, Pod, Secret,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use pods::{Snapshot, State};
@@ -73,6 +75,11 @@ struct Inner {
     data_dir: std::path::PathBuf,
     /// Deployed projects' version classes, and where their images are built.
     projects: project::Projects,
+    /// `[[registries]]`: logins for class images' registries.
+    registries: Vec<valet_config::RegistryConfig>,
+    /// UIDs of the Pods this replica holds a handle of (started or adopted): any other Pod
+    /// of a key this replica starts is a leftover (see [`KubernetesDriver::clear_key`]).
+    held: running::Held,
 }
 
 impl KubernetesDriver {
@@ -143,6 +150,8 @@ impl KubernetesDriver {
                 watch,
                 data_dir,
                 projects,
+                held: running::Held::default(),
+                registries: config.registries.clone(),
             }),
         })
     }
@@ -309,6 +318,105 @@ impl KubernetesDriver {
         }
     }
 
+    /// Deletes the key's Pods this replica holds no handle of, with their Secrets, before it
+    /// makes one: the caller holds the key (its lease, in cluster mode), so such a Pod is a
+    /// dead or fenced replica's (or a cancelled start's) and serves nobody any more; left
+    /// running, it would be a second copy of the key. Pods are named per start, so nothing
+    /// else would remove it. The stale Pod a successor starts beside is held, and stays. With
+    /// a volume, waits (bounded) for their containers to stop: the new Pod mounts the same
+    /// claim. The apiserver is asked, not the watch, which may lag a Pod made just now.
+    async fn clear_key(&self, spec: &InstanceSpec, volume: bool) -> Result<(), DriverError> {
+        let labels = spec::labels(&self.inner.scope, &spec.id, None);
+        let selector = format!(
+            "{},{}={},{}={}",
+            spec::scope_selector(&self.inner.scope),
+            spec::CLASS,
+            labels[spec::CLASS],
+            spec::KEY,
+            labels[spec::KEY]
+        );
+        let pods: Api<Pod> = self.api();
+        let found = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error(format!("cannot list the Pods of {}", spec.id), e))?;
+        let secrets: Api<Secret> = self.api();
+        let mut gone = Vec::new();
+        for pod in found.items {
+            let meta = &pod.metadata;
+            let (Some(name), Some(uid)) = (meta.name.clone(), meta.uid.clone()) else {
+                continue;
+            };
+            if spec::instance_of(meta).as_ref() != Some(&spec.id) || self.inner.held.has(&uid) {
+                continue;
+            }
+            if meta.deletion_timestamp.is_none() {
+                let owner = (meta.labels.as_ref())
+                    .and_then(|l| l.get(spec::OWNER).cloned())
+                    .unwrap_or_default();
+                tracing::info!(instance = %spec.id, pod = %name, %owner, "deleting a pod of the key that this replica does not hold");
+                running::delete(&pods, &name, &uid, Duration::ZERO).await;
+                running::delete_secret(&secrets, &name).await;
+            }
+            gone.push((name, uid));
+        }
+        if volume && !gone.is_empty() {
+            let mut watch = self.inner.watch.clone();
+            let stopped = async {
+                loop {
+                    let running = {
+                        let snapshot = watch.borrow_and_update();
+                        gone.iter()
+                            .any(|(name, uid)| match snapshot.get(name, uid) {
+                                Some(pod) => !matches!(pods::state(pod), State::Ended(..)),
+                                None => !snapshot.synced,
+                            })
+                    };
+                    if !running || watch.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            if tokio::time::timeout(running::STOPPED_WITHIN, stopped)
+                .await
+                .is_err()
+            {
+                tracing::warn!(instance = %spec.id, "a leftover pod of the key not seen stopped in time");
+            }
+        }
+        Ok(())
+    }
+
+    /// The pull Secret of a class image from a registry valet has a login for
+    /// (`[[registries]]`, else the Docker config, as the Docker driver pulls): the kubelet
+    /// pulls with that login, kept in a `kubernetes.io/dockerconfigjson` Secret per registry.
+    /// `None`: an anonymous pull (or none: the node's own image, `pull = "never"`).
+    async fn class_pull_secret(
+        &self,
+        settings: &ClassSettings,
+        pull: &str,
+    ) -> Result<Option<String>, DriverError> {
+        let ImageSource::Reference(reference) = &settings.image else {
+            return Ok(None);
+        };
+        if pull == "Never" {
+            return Ok(None);
+        }
+        let host = crate::docker::registry::Reference::parse(reference).registry;
+        let found = crate::docker::registry::credentials(&self.inner.registries, &host)
+            .await
+            .map_err(|no| DriverError::Spec(no.to_string()))?;
+        let Some((credentials, _)) = found else {
+            return Ok(None);
+        };
+        let (Some(username), Some(password)) = (credentials.username, credentials.password) else {
+            return Ok(None);
+        };
+        let name = spec::pull_secret_name(&self.inner.scope, &host);
+        self.pull_secret(&name, &host, &username, &password).await?;
+        Ok(Some(name))
+    }
+
     /// Why a claim is not bound and nobody will bind it, if so.
     async fn unbound(&self, claim: &str) -> Option<String> {
         let claims: Api<PersistentVolumeClaim> = self.api();
@@ -420,6 +528,7 @@ impl Driver for KubernetesDriver {
         if !settings.internet {
             self.ensure_policy().await?;
         }
+        self.clear_key(spec, settings.volume.is_some()).await?;
         let name = spec::pod_name(scope, &spec.id);
         // A deployed version's secrets are its project's (registered with its class).
         let project_secrets = self.inner.projects.secret_names(class);
@@ -437,6 +546,12 @@ impl Driver for KubernetesDriver {
         };
         let mut pod = plan.pod()?;
         self.inner.projects.pull_with(class, &mut pod);
+        if settings.project.is_none() {
+            if let Some(secret) = self.class_pull_secret(settings, pull).await? {
+                let spec = pod.spec.get_or_insert_with(Default::default);
+                spec.image_pull_secrets = Some(vec![LocalObjectReference { name: secret }]);
+            }
+        }
         let secrets: Api<Secret> = self.api();
         let secret = plan.secret();
         if let Some(secret) = &secret {
@@ -455,6 +570,7 @@ impl Driver for KubernetesDriver {
         };
         let uid = created.metadata.uid.clone().unwrap_or_default();
         let mut handle = KubePod {
+            _held: self.inner.held.hold(&uid),
             pods: pods.clone(),
             secrets,
             name: name.clone(),

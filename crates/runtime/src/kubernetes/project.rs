@@ -28,8 +28,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use valet_config::{Config, ContainerClass, PullPolicy};
 
-/// Marks the registry's pull Secret among valet's objects.
-const PULL_SECRET_LABEL: &str = "valet.pull-secret";
+/// Marks the registry's pull Secret among valet's objects: shared by every version Pod and
+/// named after no Pod, so recovery must not take it for an orphan.
+pub(super) const PULL_SECRET_LABEL: &str = "valet.pull-secret";
 
 /// What the Kubernetes driver keeps for deployed projects.
 pub(super) struct Projects {
@@ -123,18 +124,35 @@ async fn local_engine() -> Result<bollard::Docker, DriverError> {
 impl KubernetesDriver {
     /// With a registry valet pushes to with a login, a `kubernetes.io/dockerconfigjson`
     /// Secret holding that login, which version Pods name in `imagePullSecrets`: the kubelet
-    /// then pulls with the account valet pushed with. Made again when it changed or is gone
-    /// (recovery deletes valet's Secrets whose Pod is gone).
+    /// then pulls with the account valet pushed with. Made again when it changed or is gone.
     async fn ensure_pull_secret(&self, reference: &str) -> Result<(), DriverError> {
         let projects = &self.inner.projects;
         let login = projects.builds()?.login_for(reference).await?;
         let Some((host, username, password)) = login else {
             return Ok(());
         };
+        let name = format!("valet-{}-registry", self.inner.scope);
+        self.pull_secret(&name, &host, &username, &password).await?;
+        *projects
+            .pull_secret
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(name);
+        Ok(())
+    }
+
+    /// Makes (or brings up to date) the `kubernetes.io/dockerconfigjson` Secret `name` with
+    /// the login to `host`. Labelled as a pull Secret: it belongs to no Pod, and recovery
+    /// leaves it.
+    pub(super) async fn pull_secret(
+        &self,
+        name: &str,
+        host: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), DriverError> {
         let config = serde_json::json!({
             "auths": { host: { "username": username, "password": password } }
         });
-        let name = format!("valet-{}-registry", self.inner.scope);
         let labels = BTreeMap::from([
             (names::MANAGED.to_string(), "true".to_string()),
             (names::SCOPE.to_string(), self.inner.scope.clone()),
@@ -142,7 +160,7 @@ impl KubernetesDriver {
         ]);
         let secret = Secret {
             metadata: ObjectMeta {
-                name: Some(name.clone()),
+                name: Some(name.to_string()),
                 labels: Some(labels),
                 ..Default::default()
             },
@@ -155,13 +173,13 @@ impl KubernetesDriver {
         };
         let secrets: Api<Secret> = self.api();
         let failed = |e| super::api_error(format!("cannot make the pull Secret {name}"), e);
-        match secrets.get_opt(&name).await.map_err(failed)? {
+        match secrets.get_opt(name).await.map_err(failed)? {
             Some(found) if found.data == secret.data => {}
             Some(found) => {
                 let mut secret = secret;
                 secret.metadata.resource_version = found.metadata.resource_version;
                 secrets
-                    .replace(&name, &PostParams::default(), &secret)
+                    .replace(name, &PostParams::default(), &secret)
                     .await
                     .map_err(failed)?;
             }
@@ -170,10 +188,6 @@ impl KubernetesDriver {
                 created => drop(created.map_err(failed)?),
             },
         }
-        *projects
-            .pull_secret
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(name);
         Ok(())
     }
 }

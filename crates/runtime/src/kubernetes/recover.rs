@@ -2,8 +2,8 @@
 //! and, in cluster mode, its replica's owner label) and adopts each that runs with its class's
 //! current config; one made from an older config serves until its successor is ready (as with
 //! the Docker driver: Pod names are unique per start, so both may exist at once), unless its
-//! class has a volume. Everything else goes: Pods that ended or are stuck, Pods of classes no longer in the config, and
-//! Secrets whose Pod is gone.
+//! class has a volume. Everything else goes: Pods that ended or are stuck, Pods of classes no
+//! longer in the config, and Secrets whose Pod is gone (not the registry's pull Secret).
 
 use super::pods::{self, State};
 use super::running::{self, KubePod};
@@ -88,8 +88,14 @@ pub async fn run(driver: &KubernetesDriver) -> Result<Vec<Adopted>, DriverError>
             }
         }
     }
-    // A Secret outlives its Pod only when an earlier valet died between the two deletes.
-    if let Ok(list) = secrets.list(&params).await {
+    // A Secret outlives its Pod only when an earlier valet died between the two deletes. The
+    // registry's pull Secret belongs to no Pod: it is left out.
+    let orphans = ListParams::default().labels(&format!(
+        "{},!{}",
+        selector(driver),
+        super::project::PULL_SECRET_LABEL
+    ));
+    if let Ok(list) = secrets.list(&orphans).await {
         for secret in list.items {
             let Some(name) = secret.metadata.name else {
                 continue;
@@ -152,6 +158,7 @@ async fn adopt(
     let ring = Arc::new(LogRing::new(LOG_LINES));
     let sink = LogSink::open(&logfile::path(&logs, instance), ring.clone()).await;
     let mut pod = KubePod {
+        _held: driver.inner.held.hold(uid),
         pods: driver.api(),
         secrets: driver.api(),
         name: name.to_string(),

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff;
 use kube::api::{DeleteParams, LogParams, Preconditions};
 use kube::Api;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -19,9 +20,46 @@ use tokio::task::JoinHandle;
 
 /// After its grace period, how long a deleted Pod's container may take to be seen stopped
 /// (the kubelet reports it on its next sync).
-const STOPPED_WITHIN: Duration = Duration::from_secs(30);
+pub(super) const STOPPED_WITHIN: Duration = Duration::from_secs(30);
+
+/// The UIDs of the Pods this replica holds a [`KubePod`] of. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Held(Arc<std::sync::Mutex<HashSet<String>>>);
+
+impl Held {
+    /// Marks a Pod held until the returned guard is dropped (with its handle).
+    pub fn hold(&self, uid: &str) -> HeldPod {
+        self.lock().insert(uid.to_string());
+        HeldPod {
+            held: self.clone(),
+            uid: uid.to_string(),
+        }
+    }
+
+    pub fn has(&self, uid: &str) -> bool {
+        self.lock().contains(uid)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One Pod's mark in [`Held`], removed when dropped.
+pub struct HeldPod {
+    held: Held,
+    uid: String,
+}
+
+impl Drop for HeldPod {
+    fn drop(&mut self) {
+        self.held.lock().remove(&self.uid);
+    }
+}
 
 pub struct KubePod {
+    /// Marks the Pod as this replica's while the handle lives.
+    pub(super) _held: HeldPod,
     pub(super) pods: Api<Pod>,
     pub(super) secrets: Api<Secret>,
     pub(super) name: String,
@@ -80,8 +118,42 @@ pub async fn delete_secret(secrets: &Api<Secret>, name: &str) {
     }
 }
 
-/// How long a log stream that ended while its Pod runs waits before it is opened again.
+/// How long a log stream that ended while its Pod runs waits before it is opened again, at
+/// first; doubled at each failed try up to [`RESUME_AT_MOST`].
 const RESUME_AFTER: Duration = Duration::from_secs(1);
+const RESUME_AT_MOST: Duration = Duration::from_secs(8);
+/// A stream that stayed open this long (or gave a line) was healthy: the next loss is a new
+/// one, logged and retried from [`RESUME_AFTER`].
+const HEALTHY_FOR: Duration = Duration::from_secs(5);
+
+/// When to open a Pod's log stream again, and whether to say so: while the apiserver is away
+/// every try fails at once, and one line per try per Pod would flood valet's log.
+struct Resume {
+    wait: Duration,
+    told: bool,
+}
+
+impl Resume {
+    fn new() -> Self {
+        Self {
+            wait: RESUME_AFTER,
+            told: false,
+        }
+    }
+
+    /// After a stream ended (`healthy`: it had been open a while or gave lines): how long to
+    /// wait, and whether this loss is the first of its outage (logged at info).
+    fn next(&mut self, healthy: bool) -> (Duration, bool) {
+        if healthy {
+            *self = Self::new();
+        }
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(RESUME_AT_MOST);
+        let tell = !self.told;
+        self.told = true;
+        (wait, tell)
+    }
+}
 
 /// Copies the container's output into `sink` from the apiserver's log stream, following it.
 pub fn follow(pod: &KubePod, sink: LogSink) -> JoinHandle<()> {
@@ -112,7 +184,10 @@ fn pump(pod: &KubePod, mut sink: LogSink, mut since: Option<jiff::Timestamp>) ->
     let (pods, name, uid) = (pod.pods.clone(), pod.name.clone(), pod.uid.clone());
     let watch = pod.watch.clone();
     tokio::spawn(async move {
+        let mut resume = Resume::new();
         loop {
+            let opened = std::time::Instant::now();
+            let mut lines_seen = false;
             let params = LogParams {
                 follow: true,
                 container: Some(super::spec::CONTAINER.into()),
@@ -133,12 +208,14 @@ fn pump(pod: &KubePod, mut sink: LogSink, mut since: Option<jiff::Timestamp>) ->
                             }
                             since = Some(at);
                         }
+                        lines_seen = true;
                         sink.keep(text.to_string());
                         sink.flush().await;
                     }
                 }
                 Err(e) => tracing::debug!(pod = %name, error = %e, "no pod logs"),
             }
+            let healthy = lines_seen || opened.elapsed() >= HEALTHY_FOR;
             let over = {
                 let snapshot = watch.borrow();
                 match snapshot.get(&name, &uid) {
@@ -149,8 +226,13 @@ fn pump(pod: &KubePod, mut sink: LogSink, mut since: Option<jiff::Timestamp>) ->
             if over {
                 return;
             }
-            tracing::info!(pod = %name, "pod log stream ended while the pod runs; following it again");
-            tokio::time::sleep(RESUME_AFTER).await;
+            let (wait, tell) = resume.next(healthy);
+            if tell {
+                tracing::info!(pod = %name, "pod log stream ended while the pod runs; following it again");
+            } else {
+                tracing::debug!(pod = %name, ?wait, "pod log stream still cut; trying again");
+            }
+            tokio::time::sleep(wait).await;
         }
     })
 }
@@ -227,6 +309,32 @@ impl Drop for KubePod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_log_stream_is_told_once_and_tried_again_ever_later_until_it_holds() {
+        let mut resume = Resume::new();
+        let tries: Vec<(u64, bool)> = (0..6)
+            .map(|_| resume.next(false))
+            .map(|(wait, tell)| (wait.as_secs(), tell))
+            .collect();
+        assert_eq!(
+            tries,
+            [
+                (1, true),
+                (2, false),
+                (4, false),
+                (8, false),
+                (8, false),
+                (8, false)
+            ],
+            "one line per outage, not one per try; at most {RESUME_AT_MOST:?} apart"
+        );
+        assert_eq!(
+            resume.next(true),
+            (RESUME_AFTER, true),
+            "a stream that held makes the next loss a new outage"
+        );
+    }
 
     #[test]
     fn log_lines_are_split_from_their_time() {

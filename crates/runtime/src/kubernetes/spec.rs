@@ -32,6 +32,8 @@ pub const KEY: &str = "valet.key-slug";
 pub const CONFIG_HASH: &str = "valet.config-hash";
 /// `[cluster] node` of the replica that made it.
 pub const OWNER: &str = "valet.owner";
+/// The deployed project a version's Pod runs (`valet.project`, as the Docker driver's).
+pub const PROJECT: &str = crate::docker::names::PROJECT;
 /// Annotations: the exact class and the percent-escaped key.
 pub const CLASS_NAME: &str = "valet.io/class";
 pub const KEY_ESCAPED: &str = "valet.io/key";
@@ -85,6 +87,11 @@ pub fn pod_name(scope: &str, id: &InstanceId) -> String {
 /// The key's claim (`volume`): one per key, kept across sleeps until `destroy`.
 pub fn claim_name(scope: &str, id: &InstanceId) -> String {
     format!("{}-data", key_stem(scope, id))
+}
+
+/// The pull Secret of class images from one registry `host` (`127.0.0.1:5000`, `ghcr.io`).
+pub fn pull_secret_name(scope: &str, host: &str) -> String {
+    format!("valet-{scope}-registry-{}", hashed(host, 24, 4))
 }
 
 /// One NetworkPolicy per valet: it selects the Pods of classes with `enable_internet = false`.
@@ -161,6 +168,11 @@ impl PodPlan<'_> {
         labels.insert(CONFIG_HASH.into(), self.config_hash.into());
         if !self.settings.internet {
             labels.insert(INTERNAL.into(), "true".into());
+        }
+        // A deployed version's Pod (and Secret) names its project, as its container does
+        // with the Docker driver: `kubectl get pods -l valet.project=ID`.
+        if let Some(project) = &self.settings.project {
+            labels.insert(PROJECT.into(), label_value(project));
         }
         let annotations = BTreeMap::from([
             (CLASS_NAME.to_string(), self.spec.id.class().to_string()),
@@ -421,6 +433,15 @@ mod tests {
                 assert!(ok, "label value {value:?}");
             }
         }
+        for host in ["127.0.0.1:5000", "Registry.Example.com:443", "ghcr.io"] {
+            let name = pull_secret_name("0123456789ab", host);
+            assert!(dns_subdomain(&name) && name.len() <= 63, "{name}");
+        }
+        assert_ne!(
+            pull_secret_name("s", "a.io"),
+            pull_secret_name("s", "b.io"),
+            "one per registry"
+        );
         let id = InstanceId::new("Web_App", "one");
         assert_ne!(
             pod_name("s", &id),
@@ -491,6 +512,10 @@ mod tests {
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels[CONFIG_HASH], "abc");
         assert!(!labels.contains_key(INTERNAL));
+        assert!(
+            !labels.contains_key(PROJECT),
+            "a class's Pod is no project's"
+        );
         assert!(pod_spec.volumes.is_none());
 
         let secret = plan.secret().expect("a Secret");
@@ -503,6 +528,30 @@ mod tests {
             ..plan
         };
         assert!(plain.secret().is_none(), "no Secret without secrets");
+    }
+
+    #[test]
+    fn a_deployed_versions_pod_and_secret_name_its_project() {
+        let mut settings = settings("");
+        settings.project = Some("p-4f2a9c".into());
+        let spec = spec("k");
+        let secrets = HashSet::from(["TOKEN".to_string()]);
+        let plan = PodPlan {
+            spec: &spec,
+            settings: &settings,
+            scope: "s1",
+            owner: None,
+            node: None,
+            image: "i",
+            pull: "Never",
+            config_hash: "h",
+            secrets: &secrets,
+            name: "p",
+        };
+        let pod = plan.pod().unwrap();
+        assert_eq!(pod.metadata.labels.unwrap()[PROJECT], "p-4f2a9c");
+        let secret = plan.secret().unwrap();
+        assert_eq!(secret.metadata.labels.unwrap()[PROJECT], "p-4f2a9c");
     }
 
     #[test]

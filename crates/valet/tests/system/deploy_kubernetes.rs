@@ -3,9 +3,11 @@
 //!
 //! - with `image_registry` (one that needs a login), a version's image is built on the host's
 //!   engine, pushed to the registry with `[[registries]]`'s login, and pulled from there by the
-//!   kubelet's own dockerd for the project's Pod (through the pull Secret valet made from that
-//!   login), which answers through valet's URL; a delete leaves no Pod and no image on the
-//!   build engine;
+//!   kubelet's own dockerd for the project's Pod (labelled with its project, through the pull
+//!   Secret valet made from that login), which answers through valet's URL; valet killed and
+//!   started again keeps that Secret; a delete leaves no Pod and no image
+//!   on the build engine; a class whose image is only in that registry is pulled by the
+//!   kubelet with the same login, through a pull Secret valet made for that registry;
 //! - with `image_engine` alone (the node's engine), the version is built there and its Pod
 //!   runs it with `imagePullPolicy: Never`; a project secret reaches it through a Secret,
 //!   never in the Pod's body; a delete removes the image from that engine;
@@ -17,7 +19,8 @@
 
 use crate::deploy_docker::{base_images, lines, put_secret, PYTHON_BASE};
 use crate::deploy_support::*;
-use crate::registry::{ready as registry_ready, Registry, PASSWORD, USER};
+use crate::kubernetes::Second;
+use crate::registry::{push_image, ready as registry_ready, Registry, PASSWORD, USER};
 use crate::support::docker::docker;
 use crate::support::kube::KubeLab;
 use serde_json::Value;
@@ -95,7 +98,33 @@ async fn deploy_kubernetes_versions_reach_the_kubelet_through_a_registry_or_its_
         "\n[[registries]]\nhost = {host:?}\nusername = {USER:?}\npassword_secret = \"REG_PW\"\n",
         host = registry.host
     );
-    let toml = config(&kube, namespace, &extra) + &login;
+    // A class whose image is only in that registry: the kubelet pulls it with the same
+    // login, from a pull Secret valet made for the registry.
+    let private = format!("{}/valet/kube-class:{}", registry.host, std::process::id());
+    let docker_config = tempfile::tempdir().unwrap();
+    push_image(
+        std::slice::from_ref(&private),
+        "private-class\n",
+        Some((docker_config.path(), &registry.host)),
+    );
+    let class = format!(
+        r#"
+[[containers]]
+class_name = "Private"
+image = "{private}"
+command = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+ports = {{ http = 8080 }}
+stop_timeout = "1s"
+readiness = {{ path = "/index.html", timeout = "60s" }}
+
+[[routes]]
+pattern = "/private/*"
+container = "Private"
+instance = "name:one"
+strip_prefix = "/private"
+"#
+    );
+    let toml = config(&kube, namespace, &extra) + &login + &class;
     let (valet, api) = valet_with_env(&toml, &[("REG_PW", PASSWORD)]).await;
     let (id, url, pushed) = first_version(&valet, &api).await;
     let running = pods(&kube, namespace);
@@ -115,6 +144,38 @@ async fn deploy_kubernetes_versions_reach_the_kubelet_through_a_registry_or_its_
         .find(|s| s["metadata"]["name"] == pull_secret)
         .unwrap_or_else(|| panic!("the Pod's pull Secret {pull_secret:?} in {secrets:?}"));
     assert_eq!(kept["type"], "kubernetes.io/dockerconfigjson");
+    assert_eq!(
+        pod["metadata"]["labels"]["valet.project"],
+        id.as_str(),
+        "the Pod names its project"
+    );
+
+    // valet is killed and started again: its recovery keeps the pull Secret, which belongs to
+    // no Pod (the same object, not one made again at the next lookup), and the version serves
+    // (from a new Pod: recovery runs before deployed projects are registered).
+    let pull_uid = kept["metadata"]["uid"].as_str().unwrap().to_string();
+    valet.kill9().await;
+    let (second, second_log) = valet.up_again("second.log", &[("REG_PW", PASSWORD)]);
+    let second = Second(Some(second));
+    let second_log = || std::fs::read_to_string(&second_log).unwrap_or_default();
+    kube.until(
+        Duration::from_secs(60),
+        "the second valet to listen",
+        || second_log().contains("valet listening").then_some(()),
+    );
+    let (status, answer) = get_app(&valet, &format!("{url}hi")).await;
+    assert_eq!(status, 200, "{answer}\n{}", second_log());
+    let secrets = listed(&kube, namespace, "secrets");
+    let kept = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == pull_secret)
+        .unwrap_or_else(|| panic!("{pull_secret} in {secrets:?}\n{}", second_log()));
+    assert_eq!(
+        kept["metadata"]["uid"].as_str(),
+        Some(pull_uid.as_str()),
+        "the pull Secret was deleted and made again\n{}",
+        second_log()
+    );
     delete(&valet, &api, &id, &url).await;
     kube.until(GONE_WITHIN, "the project's Pod deleted", || {
         pods(&kube, namespace).is_empty().then_some(())
@@ -126,6 +187,35 @@ async fn deploy_kubernetes_versions_reach_the_kubelet_through_a_registry_or_its_
         Vec::<String>::new(),
         "the build engine keeps no image"
     );
+    // The private class: its Pod names the registry's pull Secret and the kubelet's engine,
+    // which has no login of its own, pulled the image with it.
+    let response = valet.get("/private/index.html").await;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}", second_log());
+    assert_eq!(body, "private-class\n");
+    let pod = listed(&kube, namespace, "pods")
+        .into_iter()
+        .find(|p| p["metadata"]["annotations"]["valet.io/class"] == "Private")
+        .expect("the class's Pod");
+    assert!(
+        pod["metadata"]["labels"]["valet.project"].is_null(),
+        "{pod}"
+    );
+    let class_secret = pod["spec"]["imagePullSecrets"][0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let secrets = listed(&kube, namespace, "secrets");
+    let made = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == class_secret.as_str())
+        .unwrap_or_else(|| panic!("the class Pod's pull Secret {class_secret:?} in {secrets:?}"));
+    assert_eq!(made["type"], "kubernetes.io/dockerconfigjson");
+    assert!(!pod.to_string().contains(PASSWORD), "{pod}");
+    let pulled = kube.docker_ok(&["images", "-q", &private]);
+    assert!(!pulled.is_empty(), "the kubelet's engine pulled {private}");
+    drop(second);
     drop(valet);
 
     // On the node's own engine: no registry, no pull.

@@ -6,9 +6,11 @@
 //! valet killed and the Pod adopted by the next valet, valet restarted with a changed class (the
 //! stale Pod serves until its successor is ready), the apiserver restarted under valet (its Pod
 //! watch resyncs: a Pod deleted right after is seen), a Pod whose claim nobody binds answered
-//! with a 503 naming it, and cleanup. Times are printed. Without root or the lab's tools this
-//! is skipped, and fails under `CI=true`.
+//! with a 503 naming it, and cleanup. Cluster mode has a lab of its own: two replicas on a
+//! PostgreSQL store make one Pod per key, and the next owner replaces a dead one's Pod. Times
+//! are printed. Without root or the lab's tools this is skipped, and fails under `CI=true`.
 
+use crate::support::cluster::Replicas;
 use crate::support::docker::{busybox_context, put, text, BUSYBOX_WWW, WHO_CGI};
 use crate::support::kube::KubeLab;
 use crate::support::*;
@@ -200,7 +202,7 @@ fn up_again(valet: &Valet, log: &str) -> (Child, std::path::PathBuf) {
 
 /// A `valet up` started by hand on an existing folder (the second valet, adopting); killed
 /// if the test ends without stopping it.
-struct Second(Option<Child>);
+pub(crate) struct Second(pub(crate) Option<Child>);
 
 impl Drop for Second {
     fn drop(&mut self) {
@@ -456,6 +458,12 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its follower said once that the stream was cut, not once per try while it was away.
+    let told = second_log()
+        .lines()
+        .filter(|l| l.contains("pod log stream ended") && l.contains(&replaced))
+        .count();
+    assert!(told <= 1, "{told} lines for one outage:\n{}", second_log());
     let (_, pod) = kube.get(&format!("/api/v1/namespaces/{NAMESPACE}/pods/{replaced}"));
     let uid = pod["metadata"]["uid"]
         .as_str()
@@ -777,4 +785,229 @@ async fn kubernetes_the_shipped_role_is_all_valet_needs_and_the_manifests_are_ac
         assert!(live.is_empty(), "{kind} left: {live:?}\n{}", valet.log());
     }
     assert!(!valet.log().contains("Forbidden"), "{}", valet.log());
+}
+
+/// GET `/web/cgi-bin/who` through replica i: the answering Pod's hostname, or why none did.
+async fn who_via(replicas: &Replicas, i: usize) -> Result<String, String> {
+    let response = replicas
+        .client()
+        .get(replicas.url(i, "/web/cgi-bin/who"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    match status.as_u16() {
+        200 => Ok(body.trim().to_string()),
+        _ => Err(format!("{status}: {body}")),
+    }
+}
+
+/// The names of a class's Pods that serve: not being deleted, their container running.
+fn serving(kube: &KubeLab, class: &str) -> Vec<String> {
+    pods(kube, class)
+        .into_iter()
+        .filter(|(_, _, pod)| {
+            pod["status"]["phase"] == "Running"
+                && !pod["status"]["containerStatuses"][0]["state"]["running"].is_null()
+        })
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
+/// Every Pod of a class's, also those being deleted: (name, owner label).
+fn all_pods(kube: &KubeLab, class: &str) -> Vec<(String, String)> {
+    let (_, list) = kube.get(&format!(
+        "/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=valet.managed%3Dtrue"
+    ));
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["annotations"]["valet.io/class"] == class)
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let owner = p["metadata"]["labels"]["valet.owner"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            (name, owner)
+        })
+        .collect()
+}
+
+/// Names of valet's objects of a kind that are not being deleted (a claim keeps its
+/// protection finalizer until a controller-manager, none in the lab, sees no Pod uses it).
+fn live(kube: &KubeLab, kind: &str) -> Vec<String> {
+    left(kube, kind)
+        .into_iter()
+        .filter(|name| {
+            let (status, object) =
+                kube.get(&format!("/api/v1/namespaces/{NAMESPACE}/{kind}/{name}"));
+            status == 200 && object["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubernetes_in_cluster_mode_runs_one_pod_per_key_and_the_next_owner_replaces_a_dead_ones() {
+    let Some(kube) = KubeLab::new() else {
+        return;
+    };
+    let image = context();
+    let Some((_pg, mut replicas)) = Replicas::with_config(&config(&kube, &image))
+        .replicas(2)
+        .lease_ttl("2s")
+        .env("WEB_TOKEN", SECRET)
+        .start_on_loopback()
+        .await
+    else {
+        return;
+    };
+
+    // A burst of first requests through both replicas: one Pod, cluster-wide, and no other
+    // was made and deleted on the way.
+    let burst = (0..8).map(|i| who_via(&replicas, 1 + i % 2));
+    let answers = futures_util::future::join_all(burst).await;
+    let first = answers[0]
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}\n{}", replicas.logs()));
+    for answer in &answers {
+        assert_eq!(
+            answer.as_ref(),
+            Ok(&first),
+            "one Pod serves\n{}",
+            replicas.logs()
+        );
+    }
+    let made = all_pods(&kube, "Web");
+    assert_eq!(made.len(), 1, "{made:?}\n{}", replicas.logs());
+    let (name, made_by) = made[0].clone();
+    assert_eq!(name, first);
+    let dead: usize = made_by
+        .strip_prefix("gw-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("owner label {made_by:?}"));
+    let survivor = 3 - dead;
+    assert_eq!(live(&kube, "secrets"), vec![first.clone()], "its Secret");
+
+    // The owner dies without stopping anything; once its lease expires the other replica
+    // takes the key: the dead owner's Pod (and its Secret) go, another Pod serves, and at no
+    // moment do two Pods of the key serve.
+    replicas.kill9(dead);
+    let moved = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let most = std::sync::Mutex::new(Vec::<String>::new());
+    let sample = async {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let now = tokio::task::block_in_place(|| serving(&kube, "Web"));
+            {
+                let mut most = most.lock().unwrap();
+                if now.len() > most.len() {
+                    *most = now;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let takeover = async {
+        let next = eventually(
+            Duration::from_secs(60),
+            "the survivor to serve the key from another Pod",
+            || async {
+                match who_via(&replicas, survivor).await {
+                    Ok(host) if host != first => Some(host),
+                    _ => None,
+                }
+            },
+        )
+        .await;
+        let took = moved.elapsed();
+        // A while longer: a dead owner's Pod left running would show here.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (next, took)
+    };
+    let ((), (next, took)) = tokio::join!(sample, takeover);
+    let most = most.into_inner().unwrap();
+    assert!(
+        most.len() <= 1,
+        "two Pods of one key served at once: {most:?}\n{}",
+        replicas.logs()
+    );
+    println!(
+        "  owner gw-{dead} killed: gw-{survivor} served the key from a new Pod after {took:.2?}"
+    );
+    let web = pods(&kube, "Web");
+    assert_eq!(web.len(), 1, "{web:?}\n{}", replicas.logs());
+    assert_eq!(web[0].0, next);
+    assert_eq!(
+        web[0].2["metadata"]["labels"]["valet.owner"],
+        format!("gw-{survivor}").as_str()
+    );
+    assert_eq!(
+        live(&kube, "secrets"),
+        vec![next.clone()],
+        "the dead owner's Secret went with its Pod\n{}",
+        replicas.logs()
+    );
+    assert!(
+        replicas
+            .log(survivor)
+            .contains("deleting a pod of the key that this replica does not hold"),
+        "{}",
+        replicas.logs()
+    );
+    let uid = web[0].1.clone();
+
+    // The dead replica comes back: it adopts nothing of the key (its Pod is gone) and serves
+    // it through the owner, from the same Pod.
+    replicas.restart(dead).await;
+    assert_eq!(who_via(&replicas, dead).await, Ok(next.clone()));
+    let web = pods(&kube, "Web");
+    assert_eq!(web.len(), 1, "{web:?}\n{}", replicas.logs());
+    assert_eq!(web[0].1, uid, "the same Pod serves");
+
+    // Both stop: nothing of valet's is left in the namespace or on the node.
+    for i in [dead, survivor] {
+        let status = replicas.terminate(i);
+        assert!(
+            status.success(),
+            "replica {i}: {status}\n{}",
+            replicas.logs()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut remaining;
+    loop {
+        remaining =
+            ["pods", "secrets", "persistentvolumeclaims"].map(|kind| (kind, live(&kube, kind)));
+        if remaining.iter().all(|(_, names)| names.is_empty()) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        remaining.iter().all(|(_, names)| names.is_empty()),
+        "valet's objects left: {remaining:?}\n{}",
+        replicas.logs()
+    );
+    eventually(
+        Duration::from_secs(60),
+        "no container of valet's running on the node",
+        || async {
+            let running = kube.docker_ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                "label=io.kubernetes.container.name=instance",
+            ]);
+            running.is_empty().then_some(())
+        },
+    )
+    .await;
+    drop(replicas);
+    drop(image);
 }

@@ -179,7 +179,7 @@ pub(crate) fn docker_ok(config: Option<&Path>, args: &[&str], stdin: Option<&str
 /// Builds the busybox web image serving `content` as /index.html, pushes it under every tag
 /// in `tags` (logged in to `login`'s registry first, with a Docker config folder of the
 /// test's own), and removes it from the engine again: the registries are the only place it is.
-fn push_image(tags: &[String], content: &str, login: Option<(&Path, &str)>) {
+pub(crate) fn push_image(tags: &[String], content: &str, login: Option<(&Path, &str)>) {
     static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let context = busybox_context(DOCKERFILE);
     put(context.path(), "www/index.html", content, false);
