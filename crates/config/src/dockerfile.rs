@@ -1,7 +1,7 @@
 //! What `valet import` can learn from a Cloudflare project's Dockerfile without building it:
 //! the ports it exposes, a `--port` its command passes, and the command itself (for running it
-//! with the process driver where Docker is not available). Only the last stage counts: that is
-//! the image that runs.
+//! with the process driver where Docker is not available: the command, and the folder it runs in).
+//! Only the last stage counts: that is the image that runs.
 
 /// Facts read from a Dockerfile.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -12,6 +12,12 @@ pub struct DockerfileFacts {
     pub command_port: Option<u16>,
     /// `ENTRYPOINT` then `CMD` of the last stage, as argv (a shell form goes through `sh -c`).
     pub command: Vec<String>,
+    /// The last stage's `WORKDIR` (the last one given), where the command runs.
+    pub workdir: Option<String>,
+    /// The last stage's `COPY`/`ADD` from the build context into the working directory, in order:
+    /// each one's sources as written. A copy from another stage (`--from`) is left out: its
+    /// files are built, not in the project's folder.
+    pub copies_to_workdir: Vec<Vec<String>>,
 }
 
 impl DockerfileFacts {
@@ -47,6 +53,12 @@ pub fn read(text: &str) -> DockerfileFacts {
             }
             "CMD" => cmd = argv(rest),
             "ENTRYPOINT" => entrypoint = argv(rest),
+            "WORKDIR" => facts.workdir = Some(rest.trim_matches('"').to_string()),
+            "COPY" | "ADD" => {
+                if let Some(sources) = copy_into(rest, facts.workdir.as_deref()) {
+                    facts.copies_to_workdir.push(sources);
+                }
+            }
             _ => {}
         }
     }
@@ -94,6 +106,26 @@ fn argv(rest: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), rest.to_string()]
 }
 
+/// The sources of a `COPY`/`ADD` whose destination is the working directory (`.`, `./` or the
+/// `WORKDIR` itself); `None` for any other destination, a JSON form that does not parse, or a
+/// copy from another stage or an image.
+fn copy_into(rest: &str, workdir: Option<&str>) -> Option<Vec<String>> {
+    let mut words: Vec<String> = if rest.starts_with('[') {
+        serde_json::from_str(rest).ok()?
+    } else {
+        rest.split_whitespace().map(str::to_owned).collect()
+    };
+    if words.iter().any(|w| w.starts_with("--from")) {
+        return None;
+    }
+    words.retain(|w| !w.starts_with("--"));
+    let dest = words.pop()?;
+    let trimmed = |s: &str| s.trim_end_matches('/').to_string();
+    let into_workdir = matches!(dest.as_str(), "." | "./")
+        || workdir.is_some_and(|w| trimmed(w) == trimmed(&dest) && !trimmed(w).is_empty());
+    (into_workdir && !words.is_empty()).then_some(words)
+}
+
 /// `--port N` or `--port=N` anywhere in the command (a shell form's text included).
 fn port_flag(command: &[String]) -> Option<u16> {
     let words: Vec<&str> = command.iter().flat_map(|a| a.split_whitespace()).collect();
@@ -134,5 +166,25 @@ mod tests {
         let facts = read("FROM x\nEXPOSE 3210 3211 6791\n");
         assert_eq!(facts.port(), Some(3210));
         assert!(facts.command.is_empty());
+    }
+
+    #[test]
+    fn copies_into_the_working_directory() {
+        let facts = read(
+            "FROM node AS build\nWORKDIR /src\nCOPY web/ .\n\
+             FROM python:3.12-slim\nWORKDIR /app\nCOPY app/requirements.txt .\n\
+             RUN pip install -r requirements.txt\nCOPY --chown=app:app app/ /app/\n\
+             COPY --from=build /src/dist ./static\nCOPY [\"conf\", \"/etc/conf\"]\n",
+        );
+        assert_eq!(facts.workdir.as_deref(), Some("/app"));
+        assert_eq!(
+            facts.copies_to_workdir,
+            [
+                vec!["app/requirements.txt".to_string()],
+                vec!["app/".to_string()]
+            ]
+        );
+        let facts = read("FROM x\nCOPY . .\n");
+        assert_eq!(facts.copies_to_workdir, [vec![".".to_string()]]);
     }
 }

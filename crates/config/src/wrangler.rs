@@ -192,6 +192,9 @@ struct Container {
     memory: Option<String>,
     /// What its Dockerfile says, when `image` is one that could be read.
     facts: Option<DockerfileFacts>,
+    /// The project folder (relative to the wrangler file's) that the Dockerfile copies into
+    /// the image's working directory: where its command must run on the process driver.
+    app_dir: Option<String>,
 }
 
 struct Binding {
@@ -299,6 +302,7 @@ impl Reader {
             cpu,
             memory,
             facts: None,
+            app_dir: None,
         })
     }
 
@@ -476,7 +480,8 @@ impl Reader {
     fn read_dockerfiles(&mut self, project: &mut Project, dir: &Path) {
         for container in &mut project.containers {
             let path = dir.join(&container.image);
-            let path = if path.is_dir() {
+            let image_is_dir = path.is_dir();
+            let path = if image_is_dir {
                 path.join("Dockerfile")
             } else {
                 path
@@ -485,6 +490,8 @@ impl Reader {
                 continue;
             };
             let facts = dockerfile::read(&text);
+            let context = path.parent().unwrap_or(dir);
+            container.app_dir = app_dir(&container.image, image_is_dir, context, &facts);
             if let Some(port) = facts.port() {
                 self.notes.push(format!(
                     "{}: port {port} from {} ({})",
@@ -551,6 +558,39 @@ impl Reader {
             }
         }
     }
+}
+
+/// Where the image's command finds its files, as a folder relative to the wrangler file's:
+/// the last folder of the build context that the Dockerfile copies into its working directory
+/// (`COPY app/ .` under `WORKDIR /app`). `None` when that is the wrangler file's own folder or
+/// nothing folder-like is copied there (the command then runs where valet runs it anyway).
+fn app_dir(
+    image: &str,
+    image_is_dir: bool,
+    context: &Path,
+    facts: &DockerfileFacts,
+) -> Option<String> {
+    use std::path::Component;
+    let source = facts.copies_to_workdir.iter().rev().find_map(|sources| {
+        let [source] = sources.as_slice() else {
+            return None;
+        };
+        context.join(source).is_dir().then_some(source)
+    })?;
+    // The context as the wrangler config names it: `image` is the Dockerfile or its folder.
+    let image = Path::new(image);
+    let context_rel = if image_is_dir {
+        image
+    } else {
+        image.parent().unwrap_or(Path::new(""))
+    };
+    let relative: std::path::PathBuf = context_rel
+        .join(source)
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .collect();
+    let text = relative.to_string_lossy().into_owned();
+    (!text.is_empty()).then_some(text)
 }
 
 /// The valet.toml text, with comments saying where each part came from and what to fill in.
@@ -627,8 +667,10 @@ fn class_table(project: &Project, container: &Container) -> Table {
     };
     table["ports"] = value(ports);
     if let Some(mut key) = table.key_mut("ports") {
-        key.leaf_decor_mut()
-            .set_prefix(format!("{}{port_note}", suggestions(&facts)));
+        key.leaf_decor_mut().set_prefix(format!(
+            "{}{port_note}",
+            suggestions(&facts, container.app_dir.as_deref())
+        ));
     }
     if let Some(n) = container.max_instances {
         table["max_instances"] = value(n);
@@ -654,7 +696,7 @@ fn class_table(project: &Project, container: &Container) -> Table {
 
 /// Commented lines a person decides on: a readiness path, `sleep_after`, and (for running
 /// without Docker) the image's command for the process driver.
-fn suggestions(facts: &DockerfileFacts) -> String {
+fn suggestions(facts: &DockerfileFacts, app_dir: Option<&str>) -> String {
     let mut text = String::from(
         "# Suggested: a path that answers once the app is ready (without one, valet waits for\n\
          # the port to accept), and the Container class's sleepAfter (valet's default: 10m).\n\
@@ -662,36 +704,88 @@ fn suggestions(facts: &DockerfileFacts) -> String {
          # sleep_after = \"10m\"\n",
     );
     if !facts.command.is_empty() {
-        // On the process driver valet picks the port: `{port}` stands for it.
-        let command = match facts.command_port {
-            Some(port) => facts
-                .command
-                .iter()
-                .map(|a| {
-                    a.replace(&format!("--port={port}"), "--port={port}")
-                        .replace(&format!("--port {port}"), "--port {port}")
-                })
-                .scan(false, |after_flag, a| {
-                    let out = if *after_flag && a == port.to_string() {
-                        "{port}".to_string()
-                    } else {
-                        a.clone()
-                    };
-                    *after_flag = a == "--port";
-                    Some(out)
-                })
-                .collect(),
-            None => facts.command.clone(),
-        };
-        let argv = toml_edit::Value::from(toml_edit::Array::from_iter(command.iter()));
-        text.push_str(&format!(
-            "# Without Docker (driver = \"process\"): the image's command, run on this machine\n\
-             # with what the Dockerfile installs installed here.\n\
-             # command = {}\n",
-            argv.to_string().trim()
-        ));
+        text.push_str(&process_command(facts, app_dir));
     }
     text
+}
+
+/// The image's command as the process driver would run it, commented, with why it differs:
+/// valet picks the port (`{port}`), the command runs in valet.toml's folder rather than the
+/// image's WORKDIR, and a server bound to 0.0.0.0 on the host would be open to every network
+/// beside valet (in a container that address is the container's own).
+fn process_command(facts: &DockerfileFacts, app_dir: Option<&str>) -> String {
+    let mut command: Vec<String> = match facts.command_port {
+        Some(port) => facts
+            .command
+            .iter()
+            .map(|a| {
+                a.replace(&format!("--port={port}"), "--port={port}")
+                    .replace(&format!("--port {port}"), "--port {port}")
+            })
+            .scan(false, |after_flag, a| {
+                let out = if *after_flag && a == port.to_string() {
+                    "{port}".to_string()
+                } else {
+                    a.clone()
+                };
+                *after_flag = a == "--port";
+                Some(out)
+            })
+            .collect(),
+        None => facts.command.clone(),
+    };
+    let mut why = String::from(
+        "# Without Docker (driver = \"process\"): the image's command, run on this machine\n\
+         # with what the Dockerfile installs installed here (a virtualenv, `npm ci`).\n",
+    );
+    if command.iter().any(|a| a.contains("0.0.0.0")) {
+        for arg in &mut command {
+            *arg = arg.replace("0.0.0.0", "127.0.0.1");
+        }
+        why.push_str(
+            "# On 127.0.0.1, not 0.0.0.0: on this machine that would open it to every network.\n",
+        );
+    }
+    if let Some(dir) = app_dir {
+        let dir = shell_word(dir);
+        let line = match command.as_slice() {
+            [sh, c, script] if sh == "sh" && c == "-c" => format!("cd {dir} && {script}"),
+            _ => format!(
+                "cd {dir} && exec {}",
+                command
+                    .iter()
+                    .map(|a| shell_word(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        };
+        command = vec!["sh".into(), "-c".into(), line];
+        why.push_str(&format!(
+            "# It runs in this file's folder: `cd {dir}` goes where the Dockerfile copied the\n\
+             # app (its WORKDIR in the image).\n"
+        ));
+    }
+    let program = facts.command[0].rsplit('/').next().unwrap_or_default();
+    let from = "../".repeat(app_dir.map_or(0, |d| Path::new(d).components().count()));
+    why.push_str(&format!(
+        "# A program from a virtualenv or node_modules goes by its path from there\n\
+         # (e.g. {from}.venv/bin/{program}): an instance's PATH is /usr/local/bin:/usr/bin:/bin.\n"
+    ));
+    let argv = toml_edit::Value::from(toml_edit::Array::from_iter(command.iter()));
+    format!("{why}# command = {}\n", argv.to_string().trim())
+}
+
+/// A word for `sh -c`: as it is when the shell would read it so, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=,@%+{}".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// The Worker's routing, guessed: the first class gets an active route (so the output runs
@@ -708,11 +802,22 @@ fn route_stubs(project: &Project) -> String {
     };
     let mut text = format!(
         "\n# TODO: the Worker decided which paths reach a container and which instance serves\n\
-         # them; this route is a guess. `name:` is one instance for every request (idFromName);\n\
+         # them; this route is a guess. `name:` is one instance for every request: put the name\n\
+         # the Worker gave idFromName/getContainer (the binding's name stands in for it here).\n\
          # path:<n>, header:<Name>, query:<name>, cookie:<name> or random:<N> choose per request.\n\
          {}",
         route_lines(pattern, first, project)
     );
+    if pattern != "/*" {
+        // The seeds' Workers cut the prefix before passing a request on; valet passes the
+        // full path unless told, and a backend that never saw the prefix answers 404.
+        text.push_str(&format!(
+            "# If the Worker removed {prefix} before passing the request on (the app serves /env,\n\
+             # not {prefix}/env):\n\
+             # strip_prefix = \"{prefix}\"\n",
+            prefix = pattern.trim_end_matches("/*")
+        ));
+    }
     for other in project.containers.iter().skip(1) {
         let pattern = format!("/{}/*", other.class_name.to_ascii_lowercase());
         let lines = route_lines(&pattern, other, project);
