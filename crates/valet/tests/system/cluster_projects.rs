@@ -196,6 +196,13 @@ async fn a_project_deployed_on_one_replica_is_served_by_every_replica_once_follo
     assert_eq!(status, 201, "{v2}\n{}", replicas.logs());
     assert_eq!(v2["id"], id.as_str(), "the same project");
     assert_eq!(v2["version"], 2);
+    assert!(
+        replicas
+            .log(2)
+            .contains("project owned by another replica: trying the new version here"),
+        "v2 was tried on gw-2, which did not own the project\n{}",
+        replicas.log(2)
+    );
     for i in 1..=2 {
         until_version(&replicas, i, &id, "v2", Duration::from_secs(30)).await;
     }
