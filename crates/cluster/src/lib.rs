@@ -69,11 +69,18 @@ struct Inner {
     /// connection hangs (a partition leaves a TCP connection open with nobody behind it), and
     /// the listener must connect again.
     feed_stale: tokio::sync::Notify,
+    /// Told of deployed projects that changed (`Some(id)`), and that changes may have been
+    /// missed (`None`: the feed was interrupted): see [`Cluster::follow_projects`].
+    projects: std::sync::OnceLock<ProjectHook>,
     /// Another boot holds this replica's node name (this one was paused or cut off past its
     /// registration, and a replica of the same name started meanwhile): nothing is claimed
     /// or renewed here any more.
     evicted: AtomicBool,
 }
+
+/// What a replica does when a deployed project changes on the store (`Some(id)`: a new
+/// version, a rollback, a secret, a delete), or when changes may have been missed (`None`).
+pub type ProjectHook = Arc<dyn Fn(Option<&str>) + Send + Sync>;
 
 /// A lease this replica holds.
 #[derive(Debug, Clone, Copy)]
@@ -203,6 +210,7 @@ impl Cluster {
                 feed_heard: Mutex::new(Instant::now()),
                 feed_stale: tokio::sync::Notify::new(),
                 evicted: AtomicBool::new(false),
+                projects: std::sync::OnceLock::new(),
             }),
         };
         cluster.register().await?;
@@ -220,6 +228,21 @@ impl Cluster {
     pub async fn drain(&self, within: Duration) {
         self.inner.releasing.close();
         let _ = tokio::time::timeout(within, self.inner.releasing.wait()).await;
+    }
+
+    /// Calls `hook` for every deployed project that changes on any replica, from the same
+    /// change feed as the leases (the store sends `!project\n<id>` on it at the commit of the
+    /// change), and with `None` whenever the feed was interrupted, since changes sent
+    /// meanwhile are lost. Set once, before the projects are first read from the store: what
+    /// changed before that is in what is read.
+    pub fn follow_projects(&self, hook: ProjectHook) {
+        let _ = self.inner.projects.set(hook);
+    }
+
+    fn projects_changed(&self, id: Option<&str>) {
+        if let Some(hook) = self.inner.projects.get() {
+            hook(id);
+        }
     }
 
     /// The peer token every forwarded request must carry.
@@ -689,7 +712,7 @@ async fn listen(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) 
     loop {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen("valet_leases").await?;
+            listener.listen(valet_store::CHANGES_CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -703,6 +726,7 @@ async fn listen(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) 
             }
         };
         instances.forget_owners();
+        cluster.projects_changed(None);
         *lock(&cluster.inner.feed_heard) = Instant::now();
         loop {
             let next = tokio::select! {
@@ -719,12 +743,18 @@ async fn listen(cluster: Cluster, instances: Instances, mut shutdown: Shutdown) 
                     // A heartbeat has an empty class (see `sweep`); a change names its key.
                     match note.payload().split_once('\n') {
                         Some(("", _)) | None => {}
+                        Some((valet_store::PROJECT_CHANGE, id)) => {
+                            cluster.projects_changed(Some(id))
+                        }
                         Some((class, key)) => instances.forget_owner(&InstanceId::new(class, key)),
                     }
                 }
                 // The connection dropped and the listener has already reconnected and listens
                 // again (sqlx's eager reconnect): what was sent in between is lost.
-                Ok(None) => instances.forget_owners(),
+                Ok(None) => {
+                    instances.forget_owners();
+                    cluster.projects_changed(None);
+                }
                 // Cached owners are kept until the feed is back (the loop above forgets them
                 // once it listens again): while the store is down nobody can take a key over,
                 // so the owners they name still serve until they fence themselves, and a stale

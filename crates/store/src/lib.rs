@@ -17,8 +17,8 @@ mod records;
 
 pub use error::StoreError;
 pub use records::{
-    random_hex, Deployment, NewDeployment, Project, SealedSecret, TokenInfo, TokenRecord,
-    UsageEvent, TOKEN_ID_LEN,
+    random_hex, Deployment, NewDeployment, Project, SealedSecret, StoredUpload, TokenInfo,
+    TokenRecord, UsageEvent, TOKEN_ID_LEN,
 };
 
 use sqlx::any::AnyRow;
@@ -48,6 +48,12 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The channel cluster replicas already listen on for lease changes (`valet-cluster`); a
+/// project change goes out on it as `!project\n<id>` (a lease class is never `!project`).
+pub const CHANGES_CHANNEL: &str = "valet_leases";
+/// The class part of a project change's payload on [`CHANGES_CHANNEL`].
+pub const PROJECT_CHANGE: &str = "!project";
+
 const PROJECT_COLUMNS: &str = "id, name, owner, runtime, current_version, created_at";
 const DEPLOYMENT_COLUMNS: &str =
     "project_id, version, build, runtime, command, requirements, created_at";
@@ -65,10 +71,79 @@ impl Store {
         &self,
         new: &NewDeployment,
     ) -> Result<(Project, Deployment), StoreError> {
+        self.record_deployment_with(new, None).await
+    }
+
+    /// [`Store::record_deployment`], keeping the version's upload in the same transaction
+    /// (cluster mode: the other replicas build it from there).
+    pub async fn record_deployment_with(
+        &self,
+        new: &NewDeployment,
+        upload: Option<&StoredUpload>,
+    ) -> Result<(Project, Deployment), StoreError> {
         let mut tx = self.pool.begin().await?;
         let recorded = records::record_deployment(&mut tx, new, now()).await?;
+        if let Some(upload) = upload {
+            sqlx::query(
+                "INSERT INTO uploads (project_id, build, file_name, runtime, requirements, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&new.project_id)
+            .bind(&new.build)
+            .bind(&upload.file_name)
+            .bind(upload.runtime.as_deref())
+            .bind(upload.requirements.as_deref())
+            .bind(upload.body.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.announce(&mut tx, &new.project_id).await?;
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    /// The upload a version was built from, when it was kept (cluster mode).
+    pub async fn upload(
+        &self,
+        project_id: &str,
+        build: &str,
+    ) -> Result<Option<StoredUpload>, StoreError> {
+        let row = sqlx::query(
+            "SELECT file_name, runtime, requirements, body FROM uploads \
+             WHERE project_id = $1 AND build = $2",
+        )
+        .bind(project_id)
+        .bind(build)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredUpload {
+                file_name: col(&r, "file_name")?,
+                runtime: col(&r, "runtime")?,
+                requirements: col(&r, "requirements")?,
+                body: col(&r, "body")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Tells every cluster replica, when the transaction commits, that a project changed
+    /// (a version, a rollback, a secret, a delete): PostgreSQL's `NOTIFY` is sent at commit
+    /// and not at all on a rollback, so a replica never hears of a change that did not
+    /// happen, and never misses one that did while it listened. Nothing on SQLite (one valet).
+    async fn announce(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        project_id: &str,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2) AS sent")
+                .bind(CHANGES_CHANNEL)
+                .bind(format!("{PROJECT_CHANGE}\n{project_id}"))
+                .fetch_one(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Writes a deployment's records and abandons the transaction instead of committing it:
@@ -202,6 +277,7 @@ impl Store {
             .bind(project_id)
             .execute(&mut *tx)
             .await?;
+        self.announce(&mut tx, project_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -217,11 +293,16 @@ impl Store {
             .bind(format!("project:{id}"))
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM uploads WHERE project_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let gone = sqlx::query("DELETE FROM projects WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        self.announce(&mut tx, id).await?;
         tx.commit().await?;
         Ok(gone > 0)
     }
@@ -330,6 +411,9 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
+        if let Some(project) = scope.strip_prefix("project:") {
+            self.announce(&mut tx, project).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -346,12 +430,17 @@ impl Store {
 
     /// Deletes a secret; false when there was none.
     pub async fn delete_secret(&self, scope: &str, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let gone = sqlx::query("DELETE FROM secrets WHERE scope = $1 AND name = $2")
             .bind(scope)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if let Some(project) = scope.strip_prefix("project:") {
+            self.announce(&mut tx, project).await?;
+        }
+        tx.commit().await?;
         Ok(gone > 0)
     }
 

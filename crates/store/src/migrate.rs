@@ -49,6 +49,19 @@ const STEPS: &[&[&str]] = &[
         created_at BIGINT NOT NULL,
         PRIMARY KEY (scope, name))",
     ],
+    &[
+        // Cluster mode: each version's upload as received, so that a replica that did not
+        // build it can build it (see the deploy crate's `sync`). Kept per build, not per
+        // version: a rollback on another replica needs the old version's files too.
+        "CREATE TABLE uploads (
+        project_id TEXT NOT NULL,
+        build TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        runtime TEXT,
+        requirements TEXT,
+        body BYTEA NOT NULL,
+        PRIMARY KEY (project_id, build))",
+    ],
 ];
 
 /// Brings the schema up to date. On PostgreSQL several valets (cluster replicas) may start at

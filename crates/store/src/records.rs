@@ -126,6 +126,17 @@ pub struct SealedSecret {
     pub sealed: String,
 }
 
+/// A version's upload as received (cluster mode keeps it, see `Store::upload`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredUpload {
+    pub file_name: String,
+    /// The upload's `runtime` field, if it had one.
+    pub runtime: Option<String>,
+    /// The upload's `requirements` field, if it had one.
+    pub requirements: Option<String>,
+    pub body: Vec<u8>,
+}
+
 impl SealedSecret {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
         Ok(Self {

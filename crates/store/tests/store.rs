@@ -369,3 +369,30 @@ fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// Cluster mode keeps each version's upload (binary, any size) with its records, for the
+/// replicas that did not build it; it goes with its project.
+async fn uploads_are_kept_byte_for_byte_and_go_with_their_project(store: Store) {
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let kept = valet_store::StoredUpload {
+        file_name: "site.tar.gz".into(),
+        runtime: Some("python".into()),
+        requirements: None,
+        body,
+    };
+    let new = new_deployment("p1", "alice", "b1");
+    store
+        .record_deployment_with(&new, Some(&kept))
+        .await
+        .unwrap();
+    store
+        .record_deployment(&new_deployment("p1", "alice", "b2"))
+        .await
+        .unwrap();
+    assert_eq!(store.upload("p1", "b1").await.unwrap(), Some(kept));
+    assert_eq!(store.upload("p1", "b2").await.unwrap(), None, "not kept");
+    assert_eq!(store.upload("p2", "b1").await.unwrap(), None);
+    assert!(store.delete_project("p1").await.unwrap());
+    assert_eq!(store.upload("p1", "b1").await.unwrap(), None);
+}
+on_both!(uploads_are_kept_byte_for_byte_and_go_with_their_project);

@@ -84,16 +84,29 @@ pub async fn api(
     instances: &Instances,
     store: Store,
     packager: Arc<dyn Packager>,
+    cluster: Option<&valet_cluster::Cluster>,
 ) -> Result<DeployApi, String> {
-    let deployer = Arc::new(
-        Deployer::new(Arc::new(config.clone()), store, instances.clone(), packager)
-            .map_err(|e| format!("deploy: {e}"))?,
-    );
+    let mut deployer = Deployer::new(Arc::new(config.clone()), store, instances.clone(), packager)
+        .map_err(|e| format!("deploy: {e}"))?;
+    if cluster.is_some() {
+        deployer = deployer.shared();
+    }
+    let deployer = Arc::new(deployer);
+    if let Some(cluster) = cluster {
+        // Before the store is read below: a change committed after that read is announced
+        // to this hook, one committed before is in what is read.
+        let follower = deployer.clone();
+        cluster.follow_projects(Arc::new(move |changed| follower.follow(changed)));
+    }
     let projects = deployer
         .restore()
         .await
         .map_err(|e| format!("restoring deployed projects: {e}"))?;
     tracing::info!(projects, "deployed projects routed");
+    if cluster.is_some() {
+        // Projects another replica built, built here from their kept uploads (background).
+        deployer.follow(None);
+    }
     let jwt: Option<JwtCheck> = match &config.auth {
         Some(auth) => {
             let verifier = JwtVerifier::from_config(auth, |p| config.resolve(p))?;

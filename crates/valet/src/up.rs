@@ -129,7 +129,16 @@ async fn serve(config: Config) -> Result<(), String> {
         addr,
         gateway_shutdown.clone(),
     )?
-    .with_deploy(crate::deploy::api(&config, &instances, store, packager).await?);
+    .with_deploy(
+        crate::deploy::api(
+            &config,
+            &instances,
+            store,
+            packager,
+            cluster.as_ref().map(|(c, _)| c),
+        )
+        .await?,
+    );
     tracing::info!(addr = %admin.local_addr().map_err(|e| e.to_string())?, "admin listening");
     tokio::spawn(admin.run());
     tracing::info!(%addr, workers, driver = instances.driver_name(), "valet listening");

@@ -10,8 +10,10 @@
 //! and retires them, `secrets.rs` the secrets, and `crate::package` what differs per engine.
 
 mod secrets;
+mod sync;
 mod versions;
 
+use sync::{lock_map, made_of};
 use versions::Live;
 
 use crate::node;
@@ -29,7 +31,7 @@ use valet_config::{Config, ContainerClass, DurationValue};
 use valet_core::InstanceId;
 use valet_instances::{ClassRuntime, Instances, ProjectRef};
 use valet_runtime::logfile;
-use valet_store::{random_hex, Deployment, NewDeployment, Project, Store};
+use valet_store::{random_hex, Deployment, NewDeployment, Project, Store, StoredUpload};
 
 /// Every project has one instance, under this key of its version's class.
 const KEY: &str = "main";
@@ -68,6 +70,15 @@ pub struct Deployer {
     live: Arc<Live>,
     /// Each project's identity and metrics, shared by its versions (see `project_ref`).
     refs: Mutex<HashMap<String, Arc<ProjectRef>>>,
+    /// Cluster mode: other replicas serve the same projects, so uploads are kept in the
+    /// store and every change is followed (see `sync.rs`).
+    shared: bool,
+    /// What each version's class was made of (its build and its secrets, hashed), by class
+    /// name: a replica told of a change compares it with the class it routes.
+    made_of: Arc<Mutex<HashMap<Arc<str>, String>>>,
+    /// Builds this replica has (or may have) on disk, per project: a project deleted on
+    /// another replica has no records left to say which they were.
+    builds: Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 /// A version that went live.
@@ -112,7 +123,19 @@ impl Deployer {
             public_url: public_url.trim_end_matches('/').to_string(),
             locks: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            shared: false,
+            made_of: Arc::default(),
+            builds: Mutex::default(),
         })
+    }
+
+    /// Cluster mode: every replica serves every project. Each version's upload is kept in the
+    /// store (with its records, in one transaction), and a version another replica owns the
+    /// lease of is tried here before it is recorded. Call [`Deployer::follow`] with each
+    /// change the store announces.
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
     }
 
     /// The store behind the deploy API.
@@ -131,6 +154,19 @@ impl Deployer {
         let _ = tokio::fs::remove_dir_all(self.root.join("staging")).await;
         let mut routed = 0;
         for project in self.store.projects(None).await? {
+            // A change announced meanwhile (cluster mode) waits for this project's route.
+            let lock = self.lock(&project.id);
+            let _held = lock.lock().await;
+            if self.shared {
+                // Its builds may be here even if this replica did not make them: a delete
+                // announced later must find them.
+                for d in self.store.deployments(&project.id).await? {
+                    self.note_build(&project.id, &d.build);
+                }
+            }
+            if self.instances.project(&project.id).is_some() {
+                continue;
+            }
             let Some(deployment) = self
                 .store
                 .deployment(&project.id, project.current_version)
@@ -143,6 +179,9 @@ impl Deployer {
                     self.instances.route_project(&project.id, class);
                     routed += 1;
                 }
+                // Built on another replica: built here from its kept upload, in the
+                // background (an install may take minutes; the other projects serve meanwhile).
+                Err(DeployError::NotFound(_)) if self.shared => {}
                 Err(e) => tracing::warn!(project = %project.id, error = %e, "project not restored"),
             }
         }
@@ -192,10 +231,9 @@ impl Deployer {
         let project_id = existing
             .as_ref()
             .map_or_else(|| random_hex(8), |p| p.id.clone());
-        let _project = match &existing {
-            Some(p) => Some(self.lock(&p.id).lock_owned().await),
-            None => None,
-        };
+        // A new project's id is locked too: in cluster mode the store announces the project
+        // at its commit, and this replica's own follower must wait until it is routed here.
+        let _project = self.lock(&project_id).lock_owned().await;
         let build = random_hex(8);
         progress.stage("unpacking");
         let prepared = self.build(&build, kind, &upload, progress).await?;
@@ -214,6 +252,12 @@ impl Deployer {
         }
         let command = prepared.command;
         let requirements = upload.requirements.clone().unwrap_or_default();
+        let kept = self.shared.then(|| StoredUpload {
+            file_name: upload.file_name.clone(),
+            runtime: upload.runtime.clone(),
+            requirements: upload.requirements.clone(),
+            body: upload.bytes,
+        });
         let deployment = Deployment {
             project_id: project_id.clone(),
             version: 0,
@@ -223,14 +267,15 @@ impl Deployer {
             requirements,
             created_at: 0,
         };
-        let class = match self.class_for(&deployment, &name).await {
+        progress.stage("starting");
+        let started = match self.env_of(&project_id).await {
+            Ok(env) => self.start_version(&deployment, &name, env).await,
+            Err(e) => Err(e),
+        };
+        let class = match started {
             Ok(class) => class,
             Err(e) => return Err(self.abandon(new_project, &project_id, &build, e).await),
         };
-        progress.stage("starting");
-        if let Err(e) = self.start(&project_id, &class).await {
-            return Err(self.abandon(new_project, &project_id, &build, e).await);
-        }
         let new = NewDeployment {
             project_id: project_id.clone(),
             name,
@@ -240,7 +285,8 @@ impl Deployer {
             command: deployment.command.clone(),
             requirements: deployment.requirements.clone(),
         };
-        let (project, deployment) = match self.store.record_deployment(&new).await {
+        let recorded = self.store.record_deployment_with(&new, kept.as_ref()).await;
+        let (project, deployment) = match recorded {
             Ok(recorded) => recorded,
             Err(e) => {
                 self.stop_for_good(&project_id, &class).await;
@@ -249,6 +295,7 @@ impl Deployer {
                     .await);
             }
         };
+        self.note_build(&project.id, &build);
         self.switch(&project.id, class);
         tracing::info!(project = %project.id, version = deployment.version, runtime = %deployment.runtime, "version live");
         Ok(Deployed {
@@ -274,8 +321,10 @@ impl Deployer {
             .ok_or_else(|| {
                 DeployError::NotFound(format!("project {} has no version {version}", project.id))
             })?;
-        let class = self.class_for(&deployment, &project.name).await?;
-        self.start(&project.id, &class).await?;
+        // Built here from its kept upload if another replica made it (cluster mode).
+        self.ensure_built(&deployment).await?;
+        let env = self.env_of(&project.id).await?;
+        let class = self.start_version(&deployment, &project.name, env).await?;
         if !self.store.set_current(&project.id, version).await? {
             self.stop_for_good(&project.id, &class).await;
             return Err(DeployError::NotFound(format!(
@@ -305,8 +354,11 @@ impl Deployer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&project.id);
-        for d in deployments {
-            self.remove_build(&project.id, &d.build).await;
+        self.forget_made_of(&classes);
+        let mut builds = self.take_builds(&project.id);
+        builds.extend(deployments.into_iter().map(|d| d.build));
+        for build in builds {
+            self.remove_build(&project.id, &build).await;
         }
         self.packager.remove_project(&project.id).await;
         let _ = tokio::fs::remove_dir_all(self.data_root(&project.id)).await;
@@ -463,6 +515,50 @@ impl Deployer {
         self.class_with_env(deployment, name, env).await
     }
 
+    /// Makes a version's class and starts it, returning once it is ready. In cluster mode the
+    /// project's one lease may be another replica's (it runs the current version there): the
+    /// class then routes to that replica, and whether this version starts at all is not
+    /// known yet. It is then started once more here under a lease of its own (a trial, which
+    /// counts as the project's instance no more than the outgoing version does during a
+    /// switch), and stopped when ready: a version that cannot start never takes traffic,
+    /// whichever replica owns the project.
+    async fn start_version(
+        &self,
+        deployment: &Deployment,
+        name: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Arc<ClassRuntime>, DeployError> {
+        let project = &deployment.project_id;
+        let class = self.class_with_env(deployment, name, env.clone()).await?;
+        self.start(project, &class).await?;
+        let elsewhere = self
+            .instances
+            .instance_of(&class, KEY)
+            .is_some_and(|inst| inst.remote().is_some());
+        if !(self.shared && elsewhere) {
+            return Ok(class);
+        }
+        let n = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tried = match self.class_leased(deployment, name, env, Some(n)).await {
+            Ok(trial) => {
+                tracing::info!(project = %project, "project owned by another replica: trying the new version here");
+                let tried = self.start(project, &trial).await;
+                if tried.is_ok() {
+                    self.stop_for_good(project, &trial).await;
+                }
+                tried
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = tried {
+            self.stop_for_good(project, &class).await;
+            return Err(e);
+        }
+        Ok(class)
+    }
+
     /// The project's shared identity and series, made on first use: every version of it
     /// counts into the same metrics, so a new version does not reset them.
     fn project_ref(&self, id: &str, name: &str) -> Arc<ProjectRef> {
@@ -479,6 +575,19 @@ impl Deployer {
         name: &str,
         env: Vec<(String, String)>,
     ) -> Result<Arc<ClassRuntime>, DeployError> {
+        self.class_leased(deployment, name, env, None).await
+    }
+
+    /// [`Self::class_with_env`]; with `trial`, a class that runs the version under a lease of
+    /// its own rather than the project's.
+    async fn class_leased(
+        &self,
+        deployment: &Deployment,
+        name: &str,
+        env: Vec<(String, String)>,
+        trial: Option<u64>,
+    ) -> Result<Arc<ClassRuntime>, DeployError> {
+        let made_of = made_of(&deployment.build, &env);
         let project = &deployment.project_id;
         let (app, data) = (self.build_dir(&deployment.build), self.data_root(project));
         let version = Version {
@@ -524,7 +633,12 @@ impl Deployer {
         runtime.serve_project(self.project_ref(project, name));
         // Its one key, as a `name:` rule's: `valet logs PROJECT` needs no key.
         runtime.fixed_keys = vec![KEY.to_string()];
+        if let Some(trial) = trial {
+            // Its own lease, which nobody else holds: see `start_version`.
+            runtime.lease_name = format!("project:{project}:trial:{trial}").into();
+        }
         self.packager.register(project, &class, &secret_names);
+        lock_map(&self.made_of).insert(runtime.name.clone(), made_of);
         Ok(Arc::new(runtime))
     }
 

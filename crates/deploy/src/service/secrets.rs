@@ -64,8 +64,8 @@ impl Deployer {
             .await?;
         let class = match current {
             Some(deployment) => {
-                let class = self.class_with_env(&deployment, &project.name, env).await?;
-                self.start(&project.id, &class).await?;
+                self.ensure_built(&deployment).await?;
+                let class = self.start_version(&deployment, &project.name, env).await?;
                 Some(class)
             }
             None => None,

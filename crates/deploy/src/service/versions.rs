@@ -15,6 +15,7 @@ impl Deployer {
         self.instances.stop(class, KEY, false).await;
         untrack(&self.live, project_id, class);
         self.packager.forget(&class.name);
+        super::lock_map(&self.made_of).remove(&class.name);
     }
 
     pub(super) fn track(&self, project_id: &str, class: &Arc<ClassRuntime>) {
@@ -41,6 +42,7 @@ impl Deployer {
         }
         let instances = self.instances.clone();
         let (live, packager) = (self.live.clone(), self.packager.clone());
+        let made_of = self.made_of.clone();
         let project_id = project_id.to_string();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + RETIRE_GRACE;
@@ -53,6 +55,7 @@ impl Deployer {
             instances.stop(&old, KEY, false).await;
             untrack(&live, &project_id, &old);
             packager.forget(&old.name);
+            super::lock_map(&made_of).remove(&old.name);
         });
     }
 }

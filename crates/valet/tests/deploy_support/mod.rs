@@ -144,6 +144,19 @@ impl<'a> Form<'a> {
 }
 
 impl Api {
+    /// The deploy API on `base` (`http://<admin_listen>`) of the valet in `valet_dir`, as
+    /// `token`: for valets not started by [`valet_with`] (cluster replicas).
+    pub fn at(base: &str, client: reqwest::Client, token: &str, valet_dir: &Path) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+            token: token.to_string(),
+            _users: std::sync::Arc::new(UserCleanup {
+                builds: valet_dir.join(".valet/deploy/builds"),
+            }),
+        }
+    }
+
     /// The same valet with another token.
     pub fn as_token(&self, token: &str) -> Self {
         Self {

@@ -15,6 +15,8 @@ mod assets;
 mod cluster;
 mod cluster_faults;
 mod cluster_network;
+mod cluster_ops;
+mod cluster_projects;
 mod config;
 mod convex;
 mod dashboard;
