@@ -11,6 +11,11 @@ use valet_runtime::docker::{check_images, engine_cpus, ImageCheck, Resources};
 /// How long `check` waits for the engine's CPU count before counting this machine's.
 const ENGINE_WAIT: Duration = Duration::from_secs(3);
 
+/// "1 class", "2 classes": the summary line is read by people, so it speaks as they do.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub fn run(path: &Path, pull: bool) -> ExitCode {
     match valet_config::load(path) {
         Ok(config) => {
@@ -19,10 +24,10 @@ pub fn run(path: &Path, pull: bool) -> ExitCode {
                 eprintln!("{}: warning: {message}", path.display());
             }
             println!(
-                "{}: ok ({} classes, {} routes, driver {})",
+                "{}: ok ({}, {}, driver {})",
                 path.display(),
-                config.containers.len(),
-                config.routes.len(),
+                counted(config.containers.len(), "class", "classes"),
+                counted(config.routes.len(), "route", "routes"),
                 config.server.driver
             );
             let file_mode = crate::config_mode::warning(path, &config);
@@ -161,13 +166,20 @@ fn host_cpus() -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::deploy_warning;
+    use super::{counted, deploy_warning};
     use std::path::Path;
 
     fn warning(text: &str) -> Option<String> {
         let config = valet_config::parse_str(text, Path::new("valet.toml"), Path::new("/srv"))
             .expect("test config is valid");
         deploy_warning(&config)
+    }
+
+    #[test]
+    fn the_summary_counts_in_words_a_reader_expects() {
+        assert_eq!(counted(1, "class", "classes"), "1 class");
+        assert_eq!(counted(0, "route", "routes"), "0 routes");
+        assert_eq!(counted(3, "route", "routes"), "3 routes");
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn the_example_config_passes_check() {
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{said}");
     assert!(
-        said.contains("ok (1 classes, 3 routes, driver docker)"),
+        said.contains("ok (1 class, 3 routes, driver docker)"),
         "{said}"
     );
 }
