@@ -6,12 +6,17 @@
 use super::framing::list;
 use http::header::{self, HeaderMap, HeaderName};
 
+#[cfg(any(test, feature = "internals"))]
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+#[cfg(any(test, feature = "internals"))]
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+#[cfg(any(test, feature = "internals"))]
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1). `HTTP2-Settings`
-/// belongs to an `h2c` upgrade (RFC 7540 3.2.1), which valet never forwards.
+/// belongs to an `h2c` upgrade (RFC 7540 3.2.1), which valet never forwards. The list form is
+/// the tests' and fuzz targets' oracle for [`is_hop_by_hop`], which the paths call.
+#[cfg(any(test, feature = "internals"))]
 pub static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::CONNECTION,
     &KEEP_ALIVE,

@@ -100,7 +100,7 @@ pub(crate) fn parse(buf: &[u8]) -> Parse {
 }
 
 /// What [`read_head`] made of a buffer.
-#[doc(hidden)]
+#[cfg(any(test, feature = "internals"))]
 pub enum HeadRead {
     /// More bytes are needed.
     Partial,
@@ -115,7 +115,7 @@ pub enum HeadRead {
 
 /// The request-head parser as `Connection::read_request` runs it (`parse`, then `build`),
 /// without a socket: the fuzz targets in crates/fuzzing drive it with arbitrary bytes.
-#[doc(hidden)]
+#[cfg(any(test, feature = "internals"))]
 pub fn read_head(buf: &[u8]) -> HeadRead {
     let mut parsed = match parse(buf) {
         Parse::Complete(parsed) => parsed,

@@ -38,6 +38,8 @@ pub enum BadResponse {
 /// A parsed response head and what it says about the body and the connection.
 pub struct Head {
     pub status: StatusCode,
+    // Read by the fuzz invariants (a head read whole and in pieces has one version).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub version: Version,
     pub fields: Fields,
     pub framing: BodyFraming,
@@ -314,7 +316,7 @@ pub(crate) fn encode_head(
 /// The head `encode_head` writes to the client for an answer with these fields, for the fuzz
 /// targets in crates/fuzzing: the body's length if it is framed by one (`None`: chunked or no
 /// body), and whether the connection closes after it.
-#[doc(hidden)]
+#[cfg(any(test, feature = "internals"))]
 pub fn write_answer_head(
     status: StatusCode,
     fields: &Fields,
