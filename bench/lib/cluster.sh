@@ -100,7 +100,9 @@ run_cluster() {
     start_bg valet-cluster-a "$WORK/valet-cluster-a/valet.log" "$VALET" up "$WORK/valet-cluster-a/valet.toml"
     CLUSTER_A_PID=$BG_PID
     wait_port "$CLUSTER_A_PORT"
-    start_bg valet-cluster-b "$WORK/valet-cluster-b/valet.log" "$VALET" up "$WORK/valet-cluster-b/valet.toml"
+    # Both replicas seal and open secrets with one key (a replica with another refuses to join).
+    VALET_SECRET_KEY_FILE="$WORK/valet-cluster-a/data/secret.key" \
+        start_bg valet-cluster-b "$WORK/valet-cluster-b/valet.log" "$VALET" up "$WORK/valet-cluster-b/valet.toml"
     CLUSTER_B_PID=$BG_PID
     wait_port "$CLUSTER_B_PORT"
     # The key's first request goes through A, which takes the lease and starts the instance;

@@ -124,6 +124,29 @@ impl SecretBox {
     }
 }
 
+/// The scope of the key check: one value sealed with the key the store's secrets are sealed
+/// with, so that a valet started with another key (a replica given a key of its own, a lost
+/// `secret.key`) finds out at start, not at the first project secret it cannot open.
+const KEY_CHECK_SCOPE: &str = "valet:key-check";
+const KEY_CHECK_NAME: &str = "key";
+
+impl SecretBox {
+    /// Whether this key is the one the store's secrets are sealed with. The first valet to ask
+    /// leaves its check in the store; a later one with another key gets `false`. Two valets
+    /// with different keys asking at the same moment: the check is read back after it is
+    /// written, so the one whose value was replaced sees `false`.
+    pub async fn is_the_stores_key(&self, store: &valet_store::Store) -> Result<bool, DeployError> {
+        let found = |list: Vec<SealedSecret>| list.into_iter().find(|s| s.name == KEY_CHECK_NAME);
+        if let Some(check) = found(store.secrets(KEY_CHECK_SCOPE).await?) {
+            return Ok(self.open(KEY_CHECK_SCOPE, &check).is_ok());
+        }
+        let check = self.seal(KEY_CHECK_SCOPE, KEY_CHECK_NAME, "valet")?;
+        store.put_secret(KEY_CHECK_SCOPE, &check).await?;
+        Ok(found(store.secrets(KEY_CHECK_SCOPE).await?)
+            .is_some_and(|check| self.open(KEY_CHECK_SCOPE, &check).is_ok()))
+    }
+}
+
 /// Every secret of `scope`, opened.
 pub async fn open_scope(
     store: &valet_store::Store,
@@ -196,6 +219,37 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_key_other_than_the_stores_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = valet_store::Store::open("sqlite", dir.path())
+            .await
+            .unwrap();
+        let first = SecretBox::load_or_create(&dir.path().join("a.key")).unwrap();
+        let other = SecretBox::load_or_create(&dir.path().join("b.key")).unwrap();
+        assert!(
+            first.is_the_stores_key(&store).await.unwrap(),
+            "the first leaves its check"
+        );
+        assert!(
+            first.is_the_stores_key(&store).await.unwrap(),
+            "and passes it again"
+        );
+        let same = SecretBox::load_or_create(&dir.path().join("a.key")).unwrap();
+        assert!(
+            same.is_the_stores_key(&store).await.unwrap(),
+            "the same key read again"
+        );
+        assert!(
+            !other.is_the_stores_key(&store).await.unwrap(),
+            "another key is told"
+        );
+        assert!(
+            first.is_the_stores_key(&store).await.unwrap(),
+            "and changes nothing"
+        );
     }
 
     #[test]

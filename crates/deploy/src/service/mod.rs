@@ -129,6 +129,26 @@ impl Deployer {
         })
     }
 
+    /// Whether this valet's secret key opens the store's secrets (see
+    /// [`crate::SecretBox::is_the_stores_key`]): `Err` names the key file and the fix.
+    pub async fn check_secret_key(&self) -> Result<(), String> {
+        let same = self
+            .secrets
+            .is_the_stores_key(&self.store)
+            .await
+            .map_err(|e| format!("checking the secret key against the store: {e}"))?;
+        if same {
+            return Ok(());
+        }
+        Err(format!(
+            "the secret key {} is not the one this store's secrets were sealed with: every \
+             valet on one store needs the same key (copy the file from the valet that made it, \
+             or point VALET_SECRET_KEY_FILE at it); with another key no project or class \
+             secret opens",
+            crate::SecretBox::key_path(&self.config.data_dir()).display()
+        ))
+    }
+
     /// Cluster mode: every replica serves every project. Each version's upload is kept in the
     /// store (with its records, in one transaction), and a version another replica owns the
     /// lease of is tried here before it is recorded. Call [`Deployer::follow`] with each

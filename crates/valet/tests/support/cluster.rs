@@ -57,6 +57,9 @@ pub fn required<T>(result: Result<T, String>) -> Option<T> {
     }
 }
 
+/// The variable naming valet's secret key file.
+pub const SECRET_KEY_FILE: &str = "VALET_SECRET_KEY_FILE";
+
 /// Replicas waiting to be started; see [`Replicas::with_config`].
 pub struct ClusterBuilder {
     toml: String,
@@ -173,6 +176,7 @@ impl ClusterBuilder {
 
     pub async fn try_start(self) -> Result<Replicas, String> {
         let mut replicas = Vec::new();
+        let mut env = self.env.clone();
         for i in 1..=self.replicas {
             let mut addrs = self.addrs(i);
             let wrapper = match &self.lab {
@@ -191,7 +195,7 @@ impl ClusterBuilder {
             if self.lab.is_some() {
                 builder = builder.listen(addrs.public);
             }
-            for (name, val) in &self.env {
+            for (name, val) in &env {
                 builder = builder.env(name, val);
             }
             let valet = builder
@@ -199,11 +203,18 @@ impl ClusterBuilder {
                 .await
                 .map_err(|log| format!("replica {i}: {log}"))?;
             addrs.public = valet.addr();
+            // Every replica of a cluster seals and opens secrets with one key (valet refuses
+            // to join with another): the first replica's, made at its start.
+            if self.cluster && !env.iter().any(|(name, _)| name == SECRET_KEY_FILE) {
+                let key = valet.dir().join(".valet/secret.key");
+                assert!(key.exists(), "replica 1 made no {}", key.display());
+                env.push((SECRET_KEY_FILE.into(), key.display().to_string()));
+            }
             replicas.push(Replica {
                 valet,
                 addrs,
                 wrapper,
-                env: self.env.clone(),
+                env: env.clone(),
             });
         }
         Ok(Replicas {

@@ -388,6 +388,36 @@ async fn a_second_replica_with_a_node_name_in_use_refuses_to_start() {
     assert_eq!(who_on(&replicas, 1, "still").await.node, "gw-1");
 }
 
+#[tokio::test]
+async fn a_replica_with_a_secret_key_of_its_own_refuses_to_start() {
+    let replicas = Replicas::with_config(CONFIG).replicas(1);
+    let Some((pg, replicas)) = replicas.start_on_loopback().await else {
+        return;
+    };
+    // gw-2 with the key its own data_dir makes: project and class secrets sealed by gw-1
+    // would not open there.
+    let stranger = Replicas::with_config(CONFIG).store(&pg.url()).config(2);
+    let log = match Valet::with_config(&stranger).try_start().await {
+        Ok(_) => panic!(
+            "a replica with another secret key started\n{}",
+            replicas.logs()
+        ),
+        Err(log) => log,
+    };
+    assert!(
+        log.contains("is not the one this store's secrets were sealed with"),
+        "{log}"
+    );
+    assert!(log.contains("VALET_SECRET_KEY_FILE"), "{log}");
+    // With the first replica's key it joins.
+    let key = replicas.valet(1).dir().join(".valet/secret.key");
+    let joined = Valet::with_config(&stranger)
+        .env("VALET_SECRET_KEY_FILE", key.to_str().unwrap())
+        .try_start()
+        .await;
+    assert!(joined.is_ok(), "{}", joined.err().unwrap_or_default());
+}
+
 #[test]
 fn valet_check_explains_a_cluster_without_postgres_or_with_a_short_secret() {
     let dir = tempfile::tempdir().unwrap();
