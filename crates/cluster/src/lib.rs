@@ -31,8 +31,8 @@ use valet_config::Config;
 use valet_core::{InstanceId, Shutdown};
 use valet_instances::owner::{encode_target, ClaimFuture};
 use valet_instances::{
-    Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, Instances, LeaseView, NodeView,
-    PeerRoute,
+    Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, FenceAt, Instances, LeaseView,
+    NodeView, PeerRoute,
 };
 
 /// The field a forwarded request carries the peer token in, and the one naming its instance.
@@ -83,13 +83,15 @@ struct Inner {
 pub type ProjectHook = Arc<dyn Fn(Option<&str>) + Send + Sync>;
 
 /// A lease this replica holds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Held {
     epoch: u64,
     /// When the last statement that set the lease's expiry (its claim, or a renewal round
     /// that renewed it) was sent. The store set the expiry `lease_ttl` after it ran that
     /// statement, which is no earlier: the lease is fenced `fence_after` from here.
     confirmed: Instant,
+    /// `confirmed + fence_after`, where every request for the key's instance reads it.
+    fence_at: Arc<FenceAt>,
 }
 
 impl Inner {
@@ -171,6 +173,8 @@ impl Cluster {
         shutdown: Shutdown,
     ) -> Result<Self, String> {
         let ttl = settings.ttl;
+        // Before any lease is taken: fence deadlines are kept on this clock.
+        FenceAt::start_clock();
         // A statement that cannot get a connection within a quarter lease is as good as failed:
         // the renewal after it must still come in time.
         let pool = PgPoolOptions::new()
@@ -335,6 +339,7 @@ impl Cluster {
                 let held = Held {
                     epoch,
                     confirmed: sent,
+                    fence_at: Arc::new(FenceAt::new(sent + inner.fence_after())),
                 };
                 lock(&inner.owned).insert(id.clone(), held);
                 inner.taken.fetch_add(1, Ordering::Relaxed);
@@ -486,8 +491,15 @@ impl Coordinator for Cluster {
     }
 
     fn epoch_of(&self, id: &InstanceId) -> Option<u64> {
-        let held = *lock(&self.inner.owned).get(id)?;
+        let owned = lock(&self.inner.owned);
+        let held = owned.get(id)?;
         (held.confirmed.elapsed() < self.inner.fence_after()).then_some(held.epoch)
+    }
+
+    fn fence_at(&self, id: &InstanceId) -> Option<Arc<FenceAt>> {
+        lock(&self.inner.owned)
+            .get(id)
+            .map(|held| held.fence_at.clone())
     }
 
     fn view(
@@ -686,6 +698,7 @@ fn confirm(inner: &Inner, id: &InstanceId, epoch: u64, sent: Instant) {
     if let Some(held) = lock(&inner.owned).get_mut(id) {
         if held.epoch == epoch && held.confirmed < sent {
             held.confirmed = sent;
+            held.fence_at.set(sent + inner.fence_after());
         }
     }
 }
@@ -697,7 +710,11 @@ fn lose(inner: &Inner, instances: &Instances, id: &InstanceId, epoch: u64, why: 
         if owned.get(id).is_none_or(|held| held.epoch != epoch) {
             return;
         }
-        owned.remove(id);
+        if let Some(held) = owned.remove(id) {
+            // Due now: a request that reads the ready pointer before the fence below clears
+            // it is not served either.
+            held.fence_at.set(Instant::now());
+        }
     }
     inner.lost.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(instance = %id, epoch, reason = why, "lease lost; stopping the instance");

@@ -2,7 +2,7 @@
 //! task, no log ring), so ten thousand known keys cost little.
 
 use crate::class::ClassRuntime;
-use crate::owner::PeerRoute;
+use crate::owner::{FenceAt, PeerRoute};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -25,14 +25,22 @@ pub(crate) struct Ready {
     /// Cluster mode: the lease epoch of the task that published a local instance's ports, so
     /// that a fence aimed at an earlier lease never takes a later one's instance down.
     pub epoch: Option<u64>,
+    /// Cluster mode: when that lease is fenced. A request that finds it passed fences the
+    /// instance itself instead of being served (see `try_lease`).
+    pub fence_at: Option<Arc<FenceAt>>,
 }
 
 impl Ready {
-    pub(crate) fn local(ports: Vec<SocketAddr>, epoch: Option<u64>) -> Arc<Self> {
+    pub(crate) fn local(
+        ports: Vec<SocketAddr>,
+        epoch: Option<u64>,
+        fence_at: Option<Arc<FenceAt>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             ports,
             via: None,
             epoch,
+            fence_at,
         })
     }
 }

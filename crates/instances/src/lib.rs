@@ -18,7 +18,8 @@ pub use class::{ClassRuntime, ProjectRef};
 pub use error::AcquireError;
 pub use instance::{Instance, InstanceInfo, Lease, ProjectName, Status};
 pub use owner::{
-    Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, LeaseView, NodeView, PeerRoute,
+    Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, FenceAt, LeaseView, NodeView,
+    PeerRoute,
 };
 pub use table::Instances;
 pub use task::backoff as restart_backoff;

@@ -8,8 +8,48 @@ use serde::Serialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+// tokio's clock, as the rest of the instance layer: the state-machine tests pause it.
+use tokio::time::Instant;
 use valet_core::InstanceId;
+
+/// The moment a held lease is fenced, moved on by each renewal; read without a lock. Stored
+/// as nanoseconds since the first use of the clock ([`FenceAt::start_clock`]), which a
+/// coordinator calls before it takes any lease.
+#[derive(Debug)]
+pub struct FenceAt(AtomicU64);
+
+fn clock_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn since_start(at: Instant) -> u64 {
+    // An instant before the clock started counts as the start: due at once, never late.
+    at.saturating_duration_since(clock_start()).as_nanos() as u64
+}
+
+impl FenceAt {
+    /// Starts the clock the deadlines are kept on (idempotent).
+    pub fn start_clock() {
+        clock_start();
+    }
+
+    pub fn new(at: Instant) -> Self {
+        Self(AtomicU64::new(since_start(at)))
+    }
+
+    /// Moves the deadline (a renewal), or brings it to now (a lost lease).
+    pub fn set(&self, at: Instant) {
+        self.0.store(since_start(at), Ordering::Release);
+    }
+
+    /// Whether the lease must no longer be served here.
+    pub fn due(&self) -> bool {
+        since_start(Instant::now()) >= self.0.load(Ordering::Acquire)
+    }
+}
 
 /// The answer to "may this replica run this key?".
 #[derive(Debug, Clone)]
@@ -66,6 +106,12 @@ pub trait Coordinator: Send + Sync + 'static {
     fn unreachable(&self, node: &str);
     /// The epoch under which this replica holds the key now, if it does.
     fn epoch_of(&self, id: &InstanceId) -> Option<u64>;
+    /// When the key's lease, held here, must stop being served: read by every request for a
+    /// local instance, so that a fence whose timer runs late (a starved machine) still comes
+    /// on time. `None`: no such deadline (a coordinator that fences only by command).
+    fn fence_at(&self, _id: &InstanceId) -> Option<Arc<FenceAt>> {
+        None
+    }
     /// How long a fenced instance may take to stop before it is killed: what is left of its
     /// lease when the fence comes, less a margin.
     fn fence_grace(&self) -> std::time::Duration {

@@ -594,6 +594,7 @@ impl Instances {
             lives: 0,
             coordinator: self.inner.coordinator.get().cloned(),
             epoch: None,
+            fence_at: None,
             fenced: false,
         };
         self.inner.tasks.spawn_on(task.run(), &self.inner.runtime);
@@ -619,18 +620,8 @@ impl Instances {
     /// its task stops it and ends. Requests already in flight end with the instance. A task
     /// that holds a later lease of the key (claimed since) is left alone.
     pub fn fence(&self, id: &InstanceId, epoch: u64) {
-        let Some(inst) = self.record_of(id) else {
-            return;
-        };
-        let current = inst.ready.load_full();
-        if current.as_ref().is_some_and(|r| r.epoch == Some(epoch)) {
-            let _ = inst
-                .ready
-                .compare_and_swap(&current, None::<Arc<crate::instance::Ready>>);
-        }
-        let control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = control.as_ref() {
-            let _ = tx.send(Command::Fence { epoch });
+        if let Some(inst) = self.record_of(id) {
+            fence_record(&inst, epoch);
         }
     }
 
@@ -813,9 +804,32 @@ const MAX_EVICTIONS: usize = 3;
 
 /// The warm path. `active` goes up before the pointer is read, so an instance going to sleep
 /// (which clears the pointer, then checks `active`) can never stop under a leased request.
+/// No new request reaches the instance of `inst` under lease `epoch`; its task stops it.
+fn fence_record(inst: &Instance, epoch: u64) {
+    let current = inst.ready.load_full();
+    if current.as_ref().is_some_and(|r| r.epoch == Some(epoch)) {
+        let _ = inst
+            .ready
+            .compare_and_swap(&current, None::<Arc<crate::instance::Ready>>);
+    }
+    let control = inst.control.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = control.as_ref() {
+        let _ = tx.send(Command::Fence { epoch });
+    }
+}
+
 fn try_lease(inst: &Arc<Instance>, port: usize) -> Option<Lease> {
     inst.active.fetch_add(1, Ordering::SeqCst);
     match &*inst.ready.load() {
+        // A lease whose fence is due is not served, even if the timer that fences it has not
+        // run yet (a starved machine): this request fences it and waits as after a fence.
+        Some(ready) if ready.fence_at.as_ref().is_some_and(|f| f.due()) => {
+            inst.active.fetch_sub(1, Ordering::SeqCst);
+            if let Some(epoch) = ready.epoch {
+                fence_record(inst, epoch);
+            }
+            None
+        }
         Some(ready) => Some(Lease::counted(
             inst.clone(),
             ready.ports[port.min(ready.ports.len() - 1)],

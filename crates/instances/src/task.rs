@@ -3,7 +3,7 @@
 //! sleeping instance has none. Requests talk to it only on the cold path (its mailbox).
 
 use crate::instance::{Command, Instance, Ready};
-use crate::owner::{Claim, Coordinator};
+use crate::owner::{Claim, Coordinator, FenceAt};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,8 @@ pub(crate) struct Task {
     pub coordinator: Option<Arc<dyn Coordinator>>,
     /// The lease this task holds (cluster mode), released when the task ends.
     pub epoch: Option<u64>,
+    /// When that lease is fenced (cluster mode), for the ready pointer.
+    pub fence_at: Option<Arc<FenceAt>>,
     /// The lease was lost (not renewed in time, or taken): the task ends after this life
     /// whatever is queued, and the next request claims the key again.
     pub fenced: bool,
@@ -131,6 +133,7 @@ impl Task {
         match claimed {
             Ok(Claim::Mine { epoch }) => {
                 self.epoch = Some(epoch);
+                self.fence_at = coordinator.fence_at(&lease_id);
                 self.inst.set_status(|s| {
                     if s.claim_refused {
                         s.claim_refused = false;
@@ -147,6 +150,7 @@ impl Task {
                     ports,
                     via: Some(route),
                     epoch: None,
+                    fence_at: None,
                 })));
                 self.inst.set_status(|s| {
                     s.state = InstanceState::Stopped;
@@ -313,7 +317,7 @@ impl Task {
             self.stop_running(&mut *running).await;
             return End::Stopped { shutdown: false };
         }
-        let ports = ports_of(&inst, &*running, self.epoch);
+        let ports = ports_of(&inst, &*running, self.epoch, self.fence_at.clone());
         let start_ms = launched.elapsed().as_millis() as u64;
         *inst.started_at.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(std::time::SystemTime::now());
@@ -530,8 +534,12 @@ impl Task {
         }
         // New requests go to the successor from here on; leases taken before still hold the
         // old endpoints. `active` counts both, so it reaching zero means the old one is idle.
-        inst.ready
-            .store(Some(ports_of(&inst, &*successor, self.epoch)));
+        inst.ready.store(Some(ports_of(
+            &inst,
+            &*successor,
+            self.epoch,
+            self.fence_at.clone(),
+        )));
         *inst.logs.lock().unwrap_or_else(|e| e.into_inner()) = Some(successor.logs());
         let mut old = std::mem::replace(running, successor);
         let drain_until = Instant::now() + class.stop_timeout;
@@ -652,7 +660,12 @@ async fn wait_for_stop(mailbox: &mut mpsc::UnboundedReceiver<Command>) -> Comman
 }
 
 /// Where requests reach a running instance, in the class's port order.
-fn ports_of(inst: &Instance, running: &dyn Running, epoch: Option<u64>) -> Arc<Ready> {
+fn ports_of(
+    inst: &Instance,
+    running: &dyn Running,
+    epoch: Option<u64>,
+    fence_at: Option<Arc<FenceAt>>,
+) -> Arc<Ready> {
     let ports = inst
         .class
         .ports
@@ -664,7 +677,7 @@ fn ports_of(inst: &Instance, running: &dyn Running, epoch: Option<u64>) -> Arc<R
                 .expect("driver returns every port")
         })
         .collect();
-    Ready::local(ports, epoch)
+    Ready::local(ports, epoch, fence_at)
 }
 
 fn spec_for(inst: &Instance) -> InstanceSpec {

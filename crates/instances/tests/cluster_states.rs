@@ -14,7 +14,7 @@ use valet_core::{InstanceId, InstanceState, Shutdown};
 use valet_instances::owner::{encode_target, ClaimFuture};
 use valet_instances::{
     AcquireError, Claim, ClaimError, ClassRuntime, ClusterCounters, ClusterView, Coordinator,
-    Instances, Lease, PeerRoute,
+    FenceAt, Instances, Lease, PeerRoute,
 };
 use valet_runtime::fake::{one_class_config, FakeDriver, Plan};
 
@@ -37,6 +37,10 @@ struct FakeCoordinator {
     releases: Mutex<Vec<(InstanceId, u64)>>,
     unreachable: Mutex<Vec<String>>,
     owned: Mutex<HashMap<InstanceId, u64>>,
+    /// When set, each lease it grants is fenced this long after its claim, and never renewed
+    /// (a coordinator whose renewals and fence timer both stalled).
+    fence_after: Mutex<Option<Duration>>,
+    fence_at: Mutex<HashMap<InstanceId, Arc<FenceAt>>>,
 }
 
 impl FakeCoordinator {
@@ -49,6 +53,8 @@ impl FakeCoordinator {
             releases: Mutex::default(),
             unreachable: Mutex::default(),
             owned: Mutex::default(),
+            fence_after: Mutex::default(),
+            fence_at: Mutex::default(),
         })
     }
 
@@ -90,6 +96,10 @@ impl Coordinator for FakeCoordinator {
             match answer {
                 Some(Answer::Mine(epoch)) => {
                     self.owned.lock().unwrap().insert(id.clone(), epoch);
+                    if let Some(after) = *self.fence_after.lock().unwrap() {
+                        let at = Arc::new(FenceAt::new(Instant::now() + after));
+                        self.fence_at.lock().unwrap().insert(id.clone(), at);
+                    }
                     Ok(Claim::Mine { epoch })
                 }
                 Some(Answer::Theirs(route)) => Ok(Claim::Theirs(route)),
@@ -113,6 +123,10 @@ impl Coordinator for FakeCoordinator {
 
     fn epoch_of(&self, id: &InstanceId) -> Option<u64> {
         self.owned.lock().unwrap().get(id).copied()
+    }
+
+    fn fence_at(&self, id: &InstanceId) -> Option<Arc<FenceAt>> {
+        self.fence_at.lock().unwrap().get(id).cloned()
     }
 
     fn view(
@@ -389,6 +403,37 @@ async fn fence_takes_the_address_away_at_once_stops_the_instance_and_the_next_ac
     assert_eq!(t.coordinator.claims(), 2);
     assert_eq!(t.coordinator.releases(), [("k".to_string(), 7)]);
     drop(in_flight);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_after_the_fence_is_due_is_not_served_even_if_nothing_fenced_the_key() {
+    // The timer that fences a lease runs on the replica's runtime; on a starved machine it
+    // runs late. The deadline is read by the requests themselves.
+    let t = table("");
+    *t.coordinator.fence_after.lock().unwrap() = Some(ms(1500));
+    t.coordinator.answer(Answer::Mine(7));
+    let first = t.acquire("k").await.unwrap();
+    let old = first.addr();
+    drop(first);
+    tokio::time::sleep(ms(1000)).await;
+    let before = t.acquire("k").await.unwrap();
+    assert_eq!(before.addr(), old, "served until the fence is due");
+    drop(before);
+    assert_eq!(t.coordinator.claims(), 1);
+
+    tokio::time::sleep(ms(600)).await;
+    let theirs = route("gw-b", 8, 8789, "k");
+    t.coordinator.answer(Answer::Theirs(theirs.clone()));
+    let after = t.acquire("k").await.unwrap();
+    assert_ne!(
+        after.addr(),
+        old,
+        "not served by the instance past its fence"
+    );
+    assert!(Arc::ptr_eq(after.via().unwrap(), &theirs));
+    assert_eq!(t.coordinator.claims(), 2, "claimed again");
+    assert_eq!(t.driver.alive("k"), 0, "the request fenced the instance");
+    assert_eq!(t.driver.stops().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
