@@ -10,6 +10,9 @@ use valet_instances::AcquireError;
 pub enum GatewayError {
     /// No route and no assets for this path.
     NotFound,
+    /// Cluster mode: a deployed project this replica is still building (another replica
+    /// deployed it); it serves it once built.
+    ProjectArriving,
     /// The request cannot be served as sent (missing instance key, bad key).
     BadRequest { code: &'static str, message: String },
     /// A JWT route without a valid token.
@@ -50,6 +53,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::ProjectArriving => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -78,6 +82,16 @@ impl GatewayError {
                 ("error", "not_found"),
                 ("message", "no route matches this path"),
             ]),
+            Self::ProjectArriving => {
+                retry_after = Some(1);
+                json(&[
+                    ("error", "project_building"),
+                    (
+                        "message",
+                        "this replica is still building the project's current version; retry shortly",
+                    ),
+                ])
+            }
             Self::BadRequest { code, message } => json(&[("error", code), ("message", &message)]),
             Self::Unauthorized { message } => {
                 json(&[("error", "unauthorized"), ("message", &message)])

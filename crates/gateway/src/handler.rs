@@ -54,7 +54,11 @@ pub async fn handle(
         Some(Target::Container(target)) => Some(Ok(target)),
         Some(Target::Projects) => {
             project = ContainerTarget::project(&state.instances, req.uri.path());
-            Some(project.as_ref().ok_or(GatewayError::NotFound))
+            Some(
+                project
+                    .as_ref()
+                    .ok_or_else(|| ContainerTarget::missing(&state.instances, req.uri.path())),
+            )
         }
         _ => None,
     };

@@ -1,6 +1,7 @@
 //! Routes compiled once from config: longest pattern first, host-bound routes before host-less
 //! ones of the same length. Matching is a scan over a short list with no allocation.
 
+use crate::error::GatewayError;
 use crate::ratelimit::RouteLimiter;
 use std::sync::Arc;
 use valet_config::{Config, InstanceRule};
@@ -244,15 +245,30 @@ impl ContainerTarget {
     /// The target of a deployed project's request (`/containers/<id>/...`), if the project
     /// exists: its current version's class, key [`PROJECT_KEY`], `/containers/<id>` stripped.
     pub fn project(instances: &Instances, path: &str) -> Option<Self> {
-        let rest = path.strip_prefix("/containers/")?;
-        let id = rest.split('/').next().filter(|id| !id.is_empty())?;
-        let class = instances.project(id)?;
+        let class = instances.project(Self::project_id(path)?)?;
         Some(Self {
             port: class.default_port,
             rule: KeyRule::Fixed(PROJECT_KEY.into()),
             strip: Some(StripPrefix::new(PROJECTS_PATTERN)),
             class,
         })
+    }
+}
+
+impl ContainerTarget {
+    /// The project id a `/containers/<id>/...` path names.
+    pub fn project_id(path: &str) -> Option<&str> {
+        let rest = path.strip_prefix("/containers/")?;
+        rest.split('/').next().filter(|id| !id.is_empty())
+    }
+
+    /// Why a `/containers/...` path has no target: a project still being built here is
+    /// 503 with `Retry-After`, anything else 404.
+    pub(crate) fn missing(instances: &Instances, path: &str) -> GatewayError {
+        match Self::project_id(path) {
+            Some(id) if instances.is_project_arriving(id) => GatewayError::ProjectArriving,
+            _ => GatewayError::NotFound,
+        }
     }
 }
 
@@ -281,6 +297,45 @@ impl From<InstanceRule> for KeyRule {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_project_still_building_here_is_503_with_retry_after_then_404_once_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            valet_config::parse_str("", std::path::Path::new("valet.toml"), dir.path()).unwrap();
+        let driver = Arc::new(valet_runtime::ProcessDriver::new(dir.path().join("data")));
+        let (_trigger, shutdown) = valet_core::Shutdown::new();
+        let instances = Instances::new(&config, driver, shutdown);
+        let path = "/containers/p1/api/x";
+        assert!(ContainerTarget::project(&instances, path).is_none());
+        assert!(matches!(
+            ContainerTarget::missing(&instances, path),
+            GatewayError::NotFound
+        ));
+
+        let building = instances.project_arriving("p1");
+        let again = instances.project_arriving("p1");
+        let answer = ContainerTarget::missing(&instances, path).into_response();
+        assert_eq!(answer.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()[http::header::RETRY_AFTER], "1");
+        assert!(matches!(
+            ContainerTarget::missing(&instances, "/containers/p2/"),
+            GatewayError::NotFound
+        ));
+        drop(building);
+        assert!(
+            matches!(
+                ContainerTarget::missing(&instances, path),
+                GatewayError::ProjectArriving
+            ),
+            "a second build of it is still under way"
+        );
+        drop(again);
+        assert!(matches!(
+            ContainerTarget::missing(&instances, path),
+            GatewayError::NotFound
+        ));
+    }
     use super::*;
 
     fn route(pattern: &str, host: Option<&str>) -> Route {

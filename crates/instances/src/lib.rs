@@ -21,7 +21,7 @@ pub use owner::{
     Claim, ClaimError, ClusterCounters, ClusterView, Coordinator, FenceAt, LeaseView, NodeView,
     PeerRoute,
 };
-pub use table::Instances;
+pub use table::{ArrivingProject, Instances};
 pub use task::backoff as restart_backoff;
 /// Every connection to an instance is confirmed to have reached it (see the process driver's
 /// listeners module); the gateway's connects use this.

@@ -11,7 +11,7 @@ use crate::task::{Task, CRASH_LOOP};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -40,6 +40,9 @@ struct Inner {
     /// Deployed projects (the deploy API): project id -> the class of the version that takes
     /// traffic. Swapped whole when a new version is ready; read lock-free per request.
     projects: papaya::HashMap<Box<str>, Arc<ClassRuntime>>,
+    /// Cluster mode: projects another replica deployed that this one is still building, with
+    /// how many builds of each are under way. Read only when a project has no route.
+    arriving: Mutex<HashMap<Box<str>, usize>>,
     /// `server.cold_starts_per_client`.
     cold_starts: ColdStartGate,
     /// Cluster mode: who may run which key (`valet-cluster`).
@@ -70,6 +73,7 @@ impl Instances {
                 tasks,
                 runtime: runtime.clone(),
                 projects: papaya::HashMap::new(),
+                arriving: Mutex::default(),
                 cold_starts: ColdStartGate::new(
                     config.server.cold_starts_per_client.starts,
                     config.server.cold_starts_per_client.per.get(),
@@ -104,6 +108,24 @@ impl Instances {
     /// class that served it before, which the caller stops once its requests are done.
     pub fn route_project(&self, id: &str, class: Arc<ClassRuntime>) -> Option<Arc<ClassRuntime>> {
         self.inner.projects.pin().insert(id.into(), class).cloned()
+    }
+
+    /// Marks a project with no route here as being built here (cluster mode: another replica
+    /// deployed it) until the guard is dropped: its requests get 503 with `Retry-After`
+    /// meanwhile, not 404.
+    pub fn project_arriving(&self, id: &str) -> ArrivingProject {
+        *lock_arriving(&self.inner.arriving)
+            .entry(id.into())
+            .or_default() += 1;
+        ArrivingProject {
+            table: self.inner.clone(),
+            id: id.into(),
+        }
+    }
+
+    /// Whether a project with no route is being built here (see [`Self::project_arriving`]).
+    pub fn is_project_arriving(&self, id: &str) -> bool {
+        lock_arriving(&self.inner.arriving).contains_key(id)
     }
 
     /// Removes a project's route; later requests get 404. Returns the class it had.
@@ -932,4 +954,28 @@ impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A project being built on this replica; see [`Instances::project_arriving`].
+pub struct ArrivingProject {
+    table: Arc<Inner>,
+    id: Box<str>,
+}
+
+impl Drop for ArrivingProject {
+    fn drop(&mut self) {
+        let mut arriving = lock_arriving(&self.table.arriving);
+        if let Some(n) = arriving.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                arriving.remove(&self.id);
+            }
+        }
+    }
+}
+
+fn lock_arriving(
+    map: &Mutex<HashMap<Box<str>, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<Box<str>, usize>> {
+    map.lock().unwrap_or_else(|e| e.into_inner())
 }

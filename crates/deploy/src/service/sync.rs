@@ -91,6 +91,11 @@ impl Deployer {
         if current.is_some_and(|c| c == wanted) {
             return Ok(());
         }
+        // A project new to this replica answers 503 with Retry-After while it is built here,
+        // not 404 (a version replacing a routed one keeps serving the old meanwhile).
+        let _arriving = routed
+            .is_none()
+            .then(|| self.instances.project_arriving(id));
         self.ensure_built(&deployment).await?;
         let class = self.class_with_env(&deployment, &project.name, env).await?;
         // Tracked, so that a delete stops it; not started: the first request that finds the
