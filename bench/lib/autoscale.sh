@@ -129,7 +129,11 @@ run_autoscale() {
     local dir=$WORK/valet-autoscale pid python c start n
     mkdir -p "$dir"
     # The interpreter itself, not a version manager's shim (a shell script run on every start).
-    python=$(python3 -c 'import sys; print(sys.executable)') || die "autoscale needs python3"
+    if ! python=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null); then
+        log "autoscale: no python3 for the backend; not measured"
+        R[autoscale.skipped]="Not measured: the backend needs python3, which was not found."
+        return
+    fi
     AUTOSCALE_ADMIN_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
     write_autoscale_worker "$dir/worker.py"
     write_valet_autoscale_conf "$dir" "$python"

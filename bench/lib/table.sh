@@ -174,6 +174,10 @@ ratio_or_dash() {
 
 print_autoscale() {
     local c s u
+    if [[ -n ${R[autoscale.skipped]:-} ]]; then
+        printf '\n### Autoscale: one key, a one-worker backend\n\n%s\n' "${R[autoscale.skipped]}"
+        return
+    fi
     cat <<EOF
 
 ### Autoscale: one key, a one-worker backend (one request at a time, 200 ms each), wrk -t1, ${AUTOSCALE_WARMUP}s warm-up + ${DURATION}s per concurrency
@@ -223,7 +227,7 @@ EOF
         echo "| store round trips per warm forwarded request (issue 16) | 0 | ${R[cluster.store.run_xacts]} transactions during ${R[cluster.store.requests]} requests, ${R[cluster.store.idle_xacts]} when idle | $(met "${R[cluster.store.extra_per_req]} < 0.001") |"
         echo "| forwarded throughput | reported (no target) | $(calc "$(median ${R[cluster.ratios_forwarded]})" 2)x the single replica (median of the rounds) | - |"
     fi
-    if has_phase autoscale; then
+    if has_phase autoscale && [[ -z ${R[autoscale.skipped]:-} ]]; then
         # Issue 21: 16 clients get at least 4x one instance's throughput, never more than
         # max_replicas run at once, and every replica sleeps again after idle. Starts are not
         # the measure here: a replica idle for sleep_after while the load is low sleeps, and a
