@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # valet's benchmarks, beside nginx, HAProxy and a direct connection, in one run: warm hop (max
-# throughput and a fixed rate), cold start, burst, scale, streams and cluster (two replicas on
-# one PostgreSQL). Prints a markdown table on stdout;
-# progress goes to stderr. See BENCHMARKS.md for what each number means.
+# throughput and a fixed rate), cold start, burst, scale, streams, cluster (two replicas on
+# one PostgreSQL) and autoscale (a key's replicas against its load). Prints a markdown table
+# on stdout; progress goes to stderr. See BENCHMARKS.md for what each number means.
 #
 # Everything runs from main(), called on the last line: bash then parses the whole script
 # before running any of it, so editing this file during a run cannot break that run.
@@ -21,7 +21,8 @@ Usage: bench/run.sh [options]
       --burst N              concurrent first requests in the burst (default 1000)
       --keys N               sleeping keys for the memory measurement (default 10000)
       --instances N          running instances for the scale measurement (default 200)
-      --only LIST            phases to run, comma-separated: warm,cold,docker,scale,streams,cluster
+      --only LIST            phases to run, comma-separated:
+                             warm,cold,docker,scale,streams,cluster,autoscale
                              (default all; docker is reported as not measured without an engine,
                              cluster without a PostgreSQL server)
       --postgres URL         a PostgreSQL server for the cluster phase, as a role that may create
@@ -33,11 +34,11 @@ Usage: bench/run.sh [options]
       --out FILE             also write the table to FILE
       --no-build             use the release binaries already built
       --quick                a smoke test: tiny durations and counts; the numbers mean nothing
-      --port-base N          first of the local ports used (default 19080; uses N..N+14)
+      --port-base N          first of the local ports used (default 19080; uses N..N+16)
   -h, --help
 
-Needs: cargo; installs nginx, haproxy, wrk and jq (apt-get; postgresql-client for the cluster
-phase) and oha (cargo install) when missing.
+Needs: cargo, and python3 for the autoscale phase; installs nginx, haproxy, wrk and jq (apt-get;
+postgresql-client for the cluster phase) and oha (cargo install) when missing.
 USAGE
 }
 
@@ -52,7 +53,7 @@ DOCKER_RUNS=10
 BURST=1000
 KEYS=10000
 INSTANCES=200
-PHASES=warm,cold,docker,scale,streams,cluster
+PHASES=warm,cold,docker,scale,streams,cluster,autoscale
 PG_URL=${VALET_TEST_POSTGRES:-postgres://valet:valet@127.0.0.1:5432/postgres}
 PERF_OUT=""
 OUT=""
@@ -107,6 +108,8 @@ source "$BENCH_DIR/lib/scale.sh"
 source "$BENCH_DIR/lib/streams.sh"
 # shellcheck source=bench/lib/cluster.sh
 source "$BENCH_DIR/lib/cluster.sh"
+# shellcheck source=bench/lib/autoscale.sh
+source "$BENCH_DIR/lib/autoscale.sh"
 # shellcheck source=bench/lib/perf.sh
 source "$BENCH_DIR/lib/perf.sh"
 # shellcheck source=bench/lib/table.sh
@@ -125,7 +128,7 @@ on_exit() {
 
 check_ports_free() {
     local port
-    for port in $(seq "$PORT_BASE" $((PORT_BASE + 14))); do
+    for port in $(seq "$PORT_BASE" $((PORT_BASE + 16))); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "port $port is already in use (pick others with --port-base)"
         fi
@@ -152,7 +155,7 @@ main() {
     parse_args "$@"
     local phase
     for phase in ${PHASES//,/ }; do
-        [[ $phase =~ ^(warm|cold|docker|scale|streams|cluster)$ ]] || die "unknown phase $phase"
+        [[ $phase =~ ^(warm|cold|docker|scale|streams|cluster|autoscale)$ ]] || die "unknown phase $phase"
     done
     UPSTREAM_PORT=$PORT_BASE
     NGINX_PORT=$((PORT_BASE + 1))
@@ -162,6 +165,7 @@ main() {
     HAPROXY_PORT=$((PORT_BASE + 8))
     CLUSTER_A_PORT=$((PORT_BASE + 9))  # + 1 admin, + 2 peer listener
     CLUSTER_B_PORT=$((PORT_BASE + 12)) # + 1 admin, + 2 peer listener
+    AUTOSCALE_PORT=$((PORT_BASE + 15)) # + 1
     TARGETS="direct nginx haproxy valet"
     # wrk's threads: one per core, so the load generator is as strong as the machine allows.
     WRK_THREADS=$(nproc)
@@ -204,6 +208,9 @@ main() {
     fi
     if has_phase scale; then
         run_scale
+    fi
+    if has_phase autoscale; then
+        run_autoscale
     fi
 
     if [[ -n $OUT ]]; then

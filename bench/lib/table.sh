@@ -167,6 +167,36 @@ Store round trips during warm forwarded load: ${R[cluster.store.run_xacts]} tran
 EOF
 }
 
+# ratio_or_dash A B: A / B as "N.Nx", "-" when B is 0 (nothing completed).
+ratio_or_dash() {
+    if awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then echo "$(calc "$1 / $2" 1)x"; else echo "-"; fi
+}
+
+print_autoscale() {
+    local c s u
+    if [[ -n ${R[autoscale.skipped]:-} ]]; then
+        printf '\n### Autoscale: one key, a one-worker backend\n\n%s\n' "${R[autoscale.skipped]}"
+        return
+    fi
+    cat <<EOF
+
+### Autoscale: one key, a one-worker backend (one request at a time, 200 ms each), wrk -t1, ${AUTOSCALE_WARMUP}s warm-up + ${DURATION}s per concurrency
+
+Scaled: \`scale = { max_replicas = $AUTOSCALE_MAX_REPLICAS, target_concurrency = 1 }\`, sleep_after ${AUTOSCALE_SLEEP_AFTER}s; single: the same class without \`scale\`. The concurrencies run in rising order without a pause, scaled first. Replicas: the key's instances starting, ready or stopping (\`valet_instances\` of its class), sampled every 0.25 s during the measured run (most seen) and at its end.
+
+| connections | scaled req/s | replicas (most / at end) | scaled p50 / p99 ms | single req/s | single p50 / p99 ms | scaled / single | errors (scaled, single) |
+|---:|---:|---:|---:|---:|---:|---:|---:|
+EOF
+    for c in $AUTOSCALE_CONCURRENCY; do
+        s=autoscale.Scaled.$c u=autoscale.Single.$c
+        echo "| $c | ${R[$s.rps]} | ${R[$s.replicas_max]} / ${R[$s.replicas_end]} | ${R[$s.p50_ms]} / ${R[$s.p99_ms]} | ${R[$u.rps]} | ${R[$u.p50_ms]} / ${R[$u.p99_ms]} | $(ratio_or_dash "${R[$s.rps]}" "${R[$u.rps]}") | $((R[$s.errors] + R[$s.non2xx])), $((R[$u.errors] + R[$u.non2xx])) |"
+    done
+    cat <<EOF
+
+Scaled key: ${R[autoscale.starts_loaded]} instance starts under load (\`valet_scale_ups_total\` ${R[autoscale.scale_ups]}: replicas beside the first); ${R[autoscale.idle_running]} running ${R[autoscale.idle_s]} s after the load ended (sleep_after ${AUTOSCALE_SLEEP_AFTER}s; \`valet_scale_downs_total\` ${R[autoscale.scale_downs]}), ${R[autoscale.starts_total]} starts in all. Single key: ${R[autoscale.single_starts]} start(s).
+EOF
+}
+
 print_targets() {
     cat <<EOF
 
@@ -197,6 +227,20 @@ EOF
         echo "| store round trips per warm forwarded request (issue 16) | 0 | ${R[cluster.store.run_xacts]} transactions during ${R[cluster.store.requests]} requests, ${R[cluster.store.idle_xacts]} when idle | $(met "${R[cluster.store.extra_per_req]} < 0.001") |"
         echo "| forwarded throughput | reported (no target) | $(calc "$(median ${R[cluster.ratios_forwarded]})" 2)x the single replica (median of the rounds) | - |"
     fi
+    if has_phase autoscale && [[ -z ${R[autoscale.skipped]:-} ]]; then
+        # Issue 21: 16 clients get at least 4x one instance's throughput, never more than
+        # max_replicas run at once, and every replica sleeps again after idle. Starts are not
+        # the measure here: a replica idle for sleep_after while the load is low sleeps, and a
+        # later, higher load starts it again.
+        # One instance's throughput: the best of the single key's runs (more clients only
+        # queue longer on its one worker).
+        local s16=autoscale.Scaled.16 c most=0 one=0
+        for c in $AUTOSCALE_CONCURRENCY; do
+            ((R[autoscale.Scaled.$c.replicas_max] > most)) && most=${R[autoscale.Scaled.$c.replicas_max]}
+            one=$(awk -v a="$one" -v b="${R[autoscale.Single.$c.rps]}" 'BEGIN { print (b > a) ? b : a }')
+        done
+        echo "| autoscale: 16 clients on a one-worker key (issue 21) | >= 4x one instance, <= $AUTOSCALE_MAX_REPLICAS replicas at once, 0 running after idle | ${R[$s16.rps]} req/s: $(calc "${R[$s16.rps]} / $one" 1)x one instance's best ($one req/s), at most $most at once (${R[autoscale.starts_total]} starts), ${R[autoscale.idle_running]} running ${R[autoscale.idle_s]} s after the load | $(met "${R[$s16.rps]} >= 4 * $one && $most <= $AUTOSCALE_MAX_REPLICAS && ${R[autoscale.idle_running]} == 0") |"
+    fi
     if has_phase scale; then
         echo "| memory per sleeping key | < 2 KB | ${R[scale.bytes_per_key]} bytes | $(met "${R[scale.bytes_per_key]} < 2048") |"
     fi
@@ -210,5 +254,6 @@ print_table() {
     if has_phase scale; then print_scale; fi
     if has_phase streams; then print_streams; fi
     if has_phase cluster; then print_cluster; fi
+    if has_phase autoscale; then print_autoscale; fi
     print_targets
 }

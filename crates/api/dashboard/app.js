@@ -223,6 +223,15 @@ async function refreshInstances() {
   const list = await api("/v1/instances");
   $("instance-count").textContent = `(${list.length})`;
   $("no-instances").hidden = list.length > 0;
+  // How many instances each key runs (a scaled key runs up to max_replicas), said on the
+  // key's first row; the list comes sorted by class, key and replica (issue 21).
+  const live = (i) => !i.forwarded && ["starting", "ready", "backoff", "stopping"].includes(i.state);
+  const replicasOf = new Map();
+  for (const i of list) {
+    const ofKey = `${i.class}\u0000${i.key}`;
+    if (live(i)) replicasOf.set(ofKey, (replicasOf.get(ofKey) || 0) + 1);
+  }
+  const counted = new Set();
   const rows = [];
   for (const i of list) {
     // A deployed project goes by its name (its version's class name means nothing to anyone)
@@ -234,15 +243,19 @@ async function refreshInstances() {
     const id = `${i.project ? i.label : i.class}/${i.key}${replica}`;
     const busy = pending.has(id);
     const running = ["ready", "starting", "backoff"].includes(i.state);
+    const ofKey = `${i.class}\u0000${i.key}`;
+    const replicas = counted.has(ofKey) ? 0 : replicasOf.get(ofKey) || 0;
+    counted.add(ofKey);
     const action = (name, label, cls, enabled) =>
       el("button", {
         class: cls, disabled: busy || !enabled, title: `${label} ${id}`,
         data: { action: name }, on: { click: () => act(i, target, id, name) },
       }, label);
-    rows.push(el("tr", { data: { instance: id, state: i.state } },
+    rows.push(el("tr", { data: { instance: id, state: i.state, ...(replicas > 1 ? { replicas } : {}) } },
       el("td", { title: i.class }, shown),
       el("td", { class: "key", title: i.key }, i.key,
-        replica ? el("span", { class: "replica", title: "replica of this key" }, replica) : ""),
+        replica ? el("span", { class: "replica", title: "replica of this key" }, replica) : "",
+        replicas > 1 ? el("span", { class: "replicas", title: "instances of this key running" }, ` · ${replicas} replicas`) : ""),
       el("td", { class: "state-cell" }, i.forwarded
         ? el("span", { class: "state state-forwarded", title: "another replica runs this key" }, "forwarded")
         : el("span", { class: `state state-${i.state}` }, i.state),

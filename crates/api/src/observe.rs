@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 use valet_core::InstanceState;
@@ -25,6 +25,9 @@ struct Census {
     active: u64,
     /// Replicas 1 and up of scaled keys with a task.
     replicas: u64,
+    /// Instances running per key (every replica), running keys only: at most
+    /// `max_instances` entries, however many keys the class has seen.
+    keys: BTreeMap<String, u64>,
 }
 
 impl Admin {
@@ -40,6 +43,9 @@ impl Admin {
             census.active += info.active as u64;
             let running = !matches!(info.state, InstanceState::Stopped | InstanceState::Crashed);
             census.replicas += u64::from(info.replica > 0 && running);
+            if running {
+                *census.keys.entry(info.key).or_default() += 1;
+            }
         }
         by_class
     }
@@ -66,6 +72,11 @@ pub async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
                 waiting: c.waiting,
                 active: c.active,
                 replicas: c.replicas,
+                // Per-key series only where a key may have several instances (issue 21).
+                keys: match class.scale {
+                    Some(_) => c.keys.iter().map(|(k, n)| (&**k, *n)).collect(),
+                    None => Vec::new(),
+                },
             }
         })
         .collect();

@@ -89,6 +89,11 @@ pub struct ClassSample<'a> {
     pub active: u64,
     /// Instances running as a key's replica 1 and up (`scale`).
     pub replicas: u64,
+    /// A class with `scale`: each key with instances running and how many (replica 0
+    /// included). Empty for other classes: a series per key is only worth its cardinality
+    /// where a key may have several instances, and only running keys are listed, so a class
+    /// has at most `max_instances` of these series.
+    pub keys: Vec<(&'a str, u64)>,
 }
 
 impl ClassSample<'_> {
@@ -210,6 +215,19 @@ pub fn render(out: &mut Exposition, routes: &[Arc<RouteStats>], classes: &[Class
         "Instances running as replica 1 and up of their key (scale), by class.",
         &|c| c.replicas,
     );
+    out.family(
+        "valet_key_replicas",
+        "gauge",
+        "Instances running for a key (replica 0 included), for classes with scale; a key \
+         with none running has no series.",
+    );
+    for c in classes {
+        for (key, n) in &c.keys {
+            let mut labels = c.labels();
+            labels.push(("key", key));
+            out.sample("valet_key_replicas", &labels, n);
+        }
+    }
     per_class(
         out,
         "valet_waiting_requests",
@@ -274,6 +292,9 @@ mod tests {
             waiting: 0,
             active: 0,
             replicas: 2,
+            // Keys are tenants' text: a quote, a backslash and a newline must not end the
+            // label or the line.
+            keys: vec![("a\"b\\c\nd", 3), ("w", 1)],
         };
         let mut out = Exposition::new();
         render(&mut out, &[route], &[class]);
@@ -294,6 +315,12 @@ mod tests {
         );
         assert!(text.contains("valet_scale_downs_total{class=\"Api\"} 0\n"));
         assert!(text.contains("valet_replicas{class=\"Api\"} 2\n"));
+        assert!(
+            text.contains("valet_key_replicas{class=\"Api\",key=\"a\\\"b\\\\c\\nd\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("valet_key_replicas{class=\"Api\",key=\"w\"} 1\n"));
+        assert!(text.contains("# TYPE valet_key_replicas gauge\n"));
     }
 
     #[test]
@@ -314,6 +341,7 @@ mod tests {
             waiting: 0,
             active: 0,
             replicas: 0,
+            keys: vec![("k", 1)],
         };
         let mut out = Exposition::new();
         render(&mut out, &[route], &[class]);
@@ -326,6 +354,9 @@ mod tests {
         ));
         assert!(text.contains(
             "valet_instances{class=\"project:hello\",project=\"ab12\",state=\"ready\"} 1\n"
+        ));
+        assert!(text.contains(
+            "valet_key_replicas{class=\"project:hello\",project=\"ab12\",key=\"k\"} 1\n"
         ));
     }
 }

@@ -1,8 +1,8 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver loads the
 //! page from the admin listener, signs in with the token, sees an instance appear after a
 //! request to the gateway, stops and starts it with the buttons, follows its logs, and draws
-//! its charts; and lists deployed projects with their versions and rolls one back with its
-//! button. Screenshots of each step are kept under `<target>/test-artifacts/dashboard/`.
+//! its charts; lists deployed projects with their versions and rolls one back with its
+//! button; and says how many replicas a key with `scale` runs. Screenshots of each step are kept under `<target>/test-artifacts/dashboard/`.
 //!
 //! Without Chromium and chromedriver (Debian: `chromium`, `chromium-driver`) the test is skipped,
 //! except under `CI=true`, where it fails: CI must never pass without having run it.
@@ -216,6 +216,55 @@ async fn the_dashboard_shows_a_deployed_project_by_name_with_its_chart_stop_and_
     assert_eq!(status, 200);
     assert_eq!(listed[0]["state"], "stopped", "{listed}");
     shots.take(page, "09-project-stopped").await;
+    browser.close().await;
+}
+
+/// A key with `scale` and two replicas running: one held by an open WebSocket, the other
+/// started for a request that found it busy (issue 21).
+const SCALED: &str = r#"
+[[containers]]
+class_name = "Echo"
+readiness = { path = "/health" }
+scale = { max_replicas = 2, target_concurrency = 1 }
+
+[[routes]]
+pattern = "/api/*"
+container = "Echo"
+instance = "name:w"
+strip_prefix = "/api"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_how_many_replicas_a_scaled_key_runs() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let valet = Valet::with_config(&with_token(SCALED)).start().await;
+    let admin = Admin::of(&valet, TOKEN).await;
+    let page = &browser.client;
+    let shots = Screenshots::new();
+
+    // The open WebSocket is replica 0's request in flight; a request now starts replica 1.
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", valet.addr()))
+        .await
+        .unwrap_or_else(|e| panic!("websocket handshake: {e}\n{}", valet.log()));
+    let env: serde_json::Value = valet.get("/api/env").await.json().await.unwrap();
+    assert_eq!(env["VALET_REPLICA"], "1", "{env}");
+
+    page.goto(&admin.url("/"))
+        .await
+        .expect("open the dashboard");
+    let token = wait_for(page, "#token").await;
+    token.send_keys(TOKEN).await.unwrap();
+    click(page, "#login").await;
+    wait_for(page, "#app:not([hidden])").await;
+    // The key's first row says how many of its replicas run; each replica has its own row.
+    let row = r#"tr[data-instance="Echo/w"][data-replicas="2"]"#;
+    wait_for(page, row).await;
+    wait_for_text(page, &format!("{row} td.key"), "2 replicas").await;
+    wait_for(page, r#"tr[data-instance="Echo/w #1"][data-state="ready"]"#).await;
+    shots.take(page, "10-scaled-key-replicas").await;
+    drop(ws);
     browser.close().await;
 }
 

@@ -1,7 +1,8 @@
 //! `scale` (issue 21) on the process driver: a worker-bound backend (one request at a time,
 //! 200 ms each) behind one key gets its throughput from replicas, never more than
 //! `max_replicas` of them, and every replica sleeps again once the load is gone; a WebSocket
-//! stays on the replica that accepted it and keeps that one awake.
+//! stays on the replica that accepted it and keeps that one awake. `/metrics` shows the
+//! key's running replicas (`valet_key_replicas`) while they run, and no series once they sleep.
 
 use crate::admin_support::{sample, with_token, Admin, TOKEN};
 use crate::support::*;
@@ -61,6 +62,23 @@ instance = "name:w"
     )
 }
 
+/// The scaled key's series; unscaled classes have none.
+const KEY_REPLICAS: &str = "valet_key_replicas{class=\"Worker\",key=\"w\"}";
+
+/// The most `valet_key_replicas` of key `w` scraped (every 250 ms) during `WINDOW`: `None`
+/// if no scrape had the series.
+async fn most_key_replicas(admin: &Admin) -> Option<f64> {
+    let until = Instant::now() + WINDOW;
+    let mut most = None;
+    while Instant::now() < until {
+        if let Some(n) = sample(&admin.metrics().await, KEY_REPLICAS) {
+            most = Some(most.map_or(n, |m: f64| m.max(n)));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    most
+}
+
 /// Answers to `CLIENTS` clients sending one request after another for `WINDOW`, and the
 /// replica numbers that answered.
 async fn load(valet: &Valet) -> (usize, Vec<String>) {
@@ -95,22 +113,25 @@ async fn load(valet: &Valet) -> (usize, Vec<String>) {
 
 #[tokio::test]
 async fn replicas_multiply_a_worker_bound_backends_throughput_and_sleep_after_idle() {
-    let one = Valet::with_config(&config(""))
+    let one = Valet::with_config(&with_token(&config("")))
         .assets(&[("worker.py", WORKER)])
         .start()
         .await;
-    let (alone, replicas) = load(&one).await;
+    let admin = Admin::of(&one, TOKEN).await;
+    let ((alone, replicas), series) = tokio::join!(load(&one), most_key_replicas(&admin));
     assert_eq!(replicas, ["0"], "without scale the key has one instance");
     assert_eq!(one.starts().len(), 1);
+    assert_eq!(series, None, "no per-key series for a class without scale");
     drop(one);
 
-    let valet = Valet::with_config(&config(
+    let valet = Valet::with_config(&with_token(&config(
         "scale = { max_replicas = 8, target_concurrency = 1 }",
-    ))
+    )))
     .assets(&[("worker.py", WORKER)])
     .start()
     .await;
-    let (scaled, replicas) = load(&valet).await;
+    let admin = Admin::of(&valet, TOKEN).await;
+    let ((scaled, replicas), most) = tokio::join!(load(&valet), most_key_replicas(&admin));
     let starts = valet.starts();
     eprintln!(
         "{CLIENTS} clients for {WINDOW:?}: {alone} answers with one instance, {scaled} with \
@@ -126,6 +147,11 @@ async fn replicas_multiply_a_worker_bound_backends_throughput_and_sleep_after_id
         "no more than max_replicas starts: {starts:?}"
     );
     assert!(replicas.len() > 1, "replicas answered: {replicas:?}");
+    let most = most.expect("the scaled key's series while it runs");
+    assert!(
+        (2.0..=8.0).contains(&most),
+        "valet_key_replicas rose with the load, within max_replicas: {most}"
+    );
 
     // Idle for sleep_after (2 s): every replica sleeps again.
     eventually(
@@ -145,6 +171,16 @@ async fn replicas_multiply_a_worker_bound_backends_throughput_and_sleep_after_id
         valet.starts().len(),
         starts.len(),
         "nothing started while idle"
+    );
+    let metrics = admin.metrics().await;
+    assert_eq!(
+        sample(&metrics, KEY_REPLICAS),
+        None,
+        "a key with nothing running has no series"
+    );
+    assert_eq!(
+        sample(&metrics, "valet_replicas{class=\"Worker\"}"),
+        Some(0.0)
     );
 }
 
@@ -229,6 +265,10 @@ async fn a_websocket_stays_on_its_replica_and_keeps_it_awake() {
         sample(&metrics, "valet_replicas{class=\"Echo\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        sample(&metrics, "valet_key_replicas{class=\"Echo\",key=\"w\"}"),
+        Some(2.0)
+    );
 
     // Idle past sleep_after: the second replica sleeps; the WebSocket's does not, and the
     // socket still echoes through it.
@@ -254,6 +294,10 @@ async fn a_websocket_stays_on_its_replica_and_keeps_it_awake() {
     assert_eq!(
         sample(&metrics, "valet_replicas{class=\"Echo\"}"),
         Some(0.0)
+    );
+    assert_eq!(
+        sample(&metrics, "valet_key_replicas{class=\"Echo\",key=\"w\"}"),
+        Some(1.0)
     );
 
     ws.close(None).await.unwrap();
