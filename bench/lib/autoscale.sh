@@ -97,15 +97,16 @@ autoscale_counter() {
 
 # autoscale_run CLASS C: a warm-up, then $DURATION s of wrk at C connections to CLASS's key,
 # sampling the key's replicas every 0.25 s. Stores R[autoscale.CLASS.C.*].
-# Known limit (BENCHMARKS.md): when wrk stops, the requests it leaves in flight stay queued on
-# the one-worker backend, which serves them anyway; nothing here waits for them to drain, so at
-# high concurrency a run starts behind the previous run's leftovers.
+# When wrk stops, the requests it leaves in flight stay queued on the one-worker backend, which
+# serves them anyway: autoscale_drain waits them out after the warm-up and after the run, so no
+# run starts behind another's leftovers.
 autoscale_run() {
     local class=$1 c=$2 path out wrk_pid n max=0 p=autoscale.$1.$2
     path=/$(tr '[:upper:]' '[:lower:]' <<<"$class")/work
     # One wrk thread: a few hundred requests/s at most, and wrk needs a connection per thread.
     # The timeout covers 32 clients queued on one 200 ms worker (6.4 s).
     wrk -t 1 -c "$c" -d "${AUTOSCALE_WARMUP}s" --timeout 30s "http://127.0.0.1:$AUTOSCALE_PORT$path" >/dev/null
+    autoscale_drain "$path"
     out=$WORK/autoscale-wrk-$class-$c
     wrk -t 1 -c "$c" -d "${DURATION}s" --timeout 30s -s "$BENCH_DIR/wrk-report.lua" \
         "http://127.0.0.1:$AUTOSCALE_PORT$path" >"$out" &
@@ -116,6 +117,7 @@ autoscale_run() {
         sleep 0.25
     done
     wait "$wrk_pid" || die "autoscale: wrk at -c $c failed"
+    autoscale_drain "$path"
     parse_result "$p" "$(grep '^RESULT' "$out")"
     R[$p.replicas_max]=$max
     R[$p.replicas_end]=$(autoscale_running "$class")
@@ -123,6 +125,13 @@ autoscale_run() {
     R[$p.p50_ms]=$(calc "${R[$p.p50_us]} / 1000" 0)
     R[$p.p99_ms]=$(calc "${R[$p.p99_us]} / 1000" 0)
     log "autoscale $class -c $c: ${R[$p.rps]} req/s, replicas up to $max, p99 ${R[$p.p99_ms]} ms"
+}
+
+# autoscale_drain PATH: one request, answered once the worker has served what an ended wrk left
+# queued ahead of it (the worker takes connections in order; at most 32 x 200 ms here).
+autoscale_drain() {
+    curl -fsS -m 60 -o /dev/null "http://127.0.0.1:$AUTOSCALE_PORT$1" ||
+        log "autoscale: the drain request to $1 failed; the next run may start behind a backlog"
 }
 
 run_autoscale() {
