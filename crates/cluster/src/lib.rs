@@ -173,8 +173,6 @@ impl Cluster {
         shutdown: Shutdown,
     ) -> Result<Self, String> {
         let ttl = settings.ttl;
-        // Before any lease is taken: fence deadlines are kept on this clock.
-        FenceAt::start_clock();
         // A statement that cannot get a connection within a quarter lease is as good as failed:
         // the renewal after it must still come in time.
         let pool = PgPoolOptions::new()
@@ -336,12 +334,25 @@ impl Cluster {
                     // claim again (the same owner's claim sets a new expiry and epoch).
                     continue;
                 }
+                let due = sent + inner.fence_after();
+                let mut owned = lock(&inner.owned);
+                // Claimed again while held here (a project's next version starting beside the
+                // one that serves, under the same lease): one lease, one deadline, shared by
+                // every instance that serves under it here.
+                let fence_at = match owned.get(id) {
+                    Some(held) => {
+                        held.fence_at.set(due);
+                        held.fence_at.clone()
+                    }
+                    None => Arc::new(FenceAt::new(due)),
+                };
                 let held = Held {
                     epoch,
                     confirmed: sent,
-                    fence_at: Arc::new(FenceAt::new(sent + inner.fence_after())),
+                    fence_at,
                 };
-                lock(&inner.owned).insert(id.clone(), held);
+                owned.insert(id.clone(), held);
+                drop(owned);
                 inner.taken.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(instance = %id, epoch, "lease taken");
                 return Ok(Claim::Mine { epoch });

@@ -519,6 +519,25 @@ async fn a_second_replica_under_a_live_replicas_node_name_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_claimed_again_by_its_owner_keeps_one_fence_deadline_that_renewals_move() {
+    // A project's next version starts beside the one serving, under the same lease: both
+    // instances read one deadline, and renewals move it for both.
+    let Some(db) = Db::new().await else { return };
+    let a = join(&db.url, "gw-a", TTL).await.unwrap();
+    let k = id("k");
+    let first = mine(a.claim("k").await);
+    let serving = a.cluster.fence_at(&k).expect("a deadline for a held lease");
+    let again = mine(a.claim("k").await);
+    assert!(again > first);
+    let starting = a.cluster.fence_at(&k).expect("still held");
+    assert!(Arc::ptr_eq(&serving, &starting), "one deadline per lease");
+    tokio::time::sleep(TTL * 2).await;
+    assert!(!serving.due(), "renewed past two lease_ttls, so never due");
+    assert_eq!(a.cluster.epoch_of(&k), Some(again));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_keep_a_lease_alive_past_several_lease_ttls() {
     let Some(db) = Db::new().await else { return };
     let a = join(&db.url, "gw-a", TTL).await.unwrap();

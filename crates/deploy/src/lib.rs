@@ -25,7 +25,7 @@ pub use progress::{Event, Progress};
 pub use secrets::{
     check_secret_name, class_scope, open_scope, SecretBox, MAX_SECRET_BYTES, REGISTRY_SCOPE,
 };
-pub use service::{Deployed, Deployer};
+pub use service::{check_secret_key, Deployed, Deployer};
 pub use tenant::{blocked_folder, check_reachable};
 pub use unpack::{MAX_ENTRIES, MAX_UNPACKED};
 pub use upload::{check_name, default_name, FileKind, Upload, MAX_NAME_CHARS};

@@ -131,17 +131,33 @@ const KEY_CHECK_SCOPE: &str = "valet:key-check";
 const KEY_CHECK_NAME: &str = "key";
 
 impl SecretBox {
-    /// Whether this key is the one the store's secrets are sealed with. The first valet to ask
-    /// leaves its check in the store; a later one with another key gets `false`. Two valets
-    /// with different keys asking at the same moment: the check is read back after it is
-    /// written, so the one whose value was replaced sees `false`.
-    pub async fn is_the_stores_key(&self, store: &valet_store::Store) -> Result<bool, DeployError> {
+    /// Whether this key is the one the store's secrets are sealed with. A store with a check
+    /// answers by it. A store without one (new, or from before the check) is asked through
+    /// the first sealed secret found in `scopes`: if it does not open, the answer is no and no
+    /// check is written; otherwise this key leaves its check. Two valets writing the first check
+    /// at the same moment: one row goes in, never replaced, and each answers by the row read
+    /// back after its write.
+    pub async fn is_the_stores_key(
+        &self,
+        store: &valet_store::Store,
+        scopes: &[String],
+    ) -> Result<bool, DeployError> {
         let found = |list: Vec<SealedSecret>| list.into_iter().find(|s| s.name == KEY_CHECK_NAME);
         if let Some(check) = found(store.secrets(KEY_CHECK_SCOPE).await?) {
             return Ok(self.open(KEY_CHECK_SCOPE, &check).is_ok());
         }
+        for scope in scopes {
+            if let Some(sealed) = store.secrets(scope).await?.into_iter().next() {
+                if self.open(scope, &sealed).is_err() {
+                    return Ok(false);
+                }
+                break;
+            }
+        }
         let check = self.seal(KEY_CHECK_SCOPE, KEY_CHECK_NAME, "valet")?;
-        store.put_secret(KEY_CHECK_SCOPE, &check).await?;
+        // Never replaces a check: another valet's may have gone in first, and the read below
+        // answers by whichever is there.
+        store.put_secret_if_absent(KEY_CHECK_SCOPE, &check).await?;
         Ok(found(store.secrets(KEY_CHECK_SCOPE).await?)
             .is_some_and(|check| self.open(KEY_CHECK_SCOPE, &check).is_ok()))
     }
@@ -227,29 +243,37 @@ mod tests {
         let store = valet_store::Store::open("sqlite", dir.path())
             .await
             .unwrap();
-        let first = SecretBox::load_or_create(&dir.path().join("a.key")).unwrap();
-        let other = SecretBox::load_or_create(&dir.path().join("b.key")).unwrap();
+        let store = &store;
+        let same_key = |b: SecretBox| async move { b.is_the_stores_key(store, &[]).await.unwrap() };
+        let key = |name: &str| SecretBox::load_or_create(&dir.path().join(name)).unwrap();
+        assert!(same_key(key("a.key")).await, "the first leaves its check");
         assert!(
-            first.is_the_stores_key(&store).await.unwrap(),
-            "the first leaves its check"
+            same_key(key("a.key")).await,
+            "and the same key passes it again"
         );
-        assert!(
-            first.is_the_stores_key(&store).await.unwrap(),
-            "and passes it again"
-        );
-        let same = SecretBox::load_or_create(&dir.path().join("a.key")).unwrap();
-        assert!(
-            same.is_the_stores_key(&store).await.unwrap(),
-            "the same key read again"
-        );
-        assert!(
-            !other.is_the_stores_key(&store).await.unwrap(),
-            "another key is told"
-        );
-        assert!(
-            first.is_the_stores_key(&store).await.unwrap(),
-            "and changes nothing"
-        );
+        assert!(!same_key(key("b.key")).await, "another key is told");
+        assert!(same_key(key("a.key")).await, "and changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_check_is_asked_through_its_secrets() {
+        // Secrets sealed before the check existed: the first valet to ask must not write its
+        // check with a key that does not open them.
+        let dir = tempfile::tempdir().unwrap();
+        let store = valet_store::Store::open("sqlite", dir.path())
+            .await
+            .unwrap();
+        let right = SecretBox::load_or_create(&dir.path().join("a.key")).unwrap();
+        let wrong = SecretBox::load_or_create(&dir.path().join("b.key")).unwrap();
+        let sealed = right.seal("project:p1", "API_KEY", "s3cret").unwrap();
+        store.put_secret("project:p1", &sealed).await.unwrap();
+        let scopes = ["class:Api".to_string(), "project:p1".to_string()];
+        let told = wrong.is_the_stores_key(&store, &scopes).await.unwrap();
+        assert!(!told, "the wrong key is told, and leaves no check");
+        let right_in = right.is_the_stores_key(&store, &scopes).await.unwrap();
+        assert!(right_in, "the right key leaves its check");
+        let after = wrong.is_the_stores_key(&store, &[]).await.unwrap();
+        assert!(!after, "the check answers from then on");
     }
 
     #[test]

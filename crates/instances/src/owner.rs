@@ -8,46 +8,46 @@ use serde::Serialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 // tokio's clock, as the rest of the instance layer: the state-machine tests pause it.
 use tokio::time::Instant;
 use valet_core::InstanceId;
 
-/// The moment a held lease is fenced, moved on by each renewal; read without a lock. Stored
-/// as nanoseconds since the first use of the clock ([`FenceAt::start_clock`]), which a
-/// coordinator calls before it takes any lease.
+/// The moment a held lease is fenced, moved on by each renewal; read without a lock. Stored as
+/// signed nanoseconds from one process-wide reference instant, so any instant, earlier or
+/// later than the reference, keeps its order (tests on paused time run runtimes whose clocks
+/// start at different moments).
 #[derive(Debug)]
-pub struct FenceAt(AtomicU64);
+pub struct FenceAt(AtomicI64);
 
-fn clock_start() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
+fn reference() -> Instant {
+    static REFERENCE: OnceLock<Instant> = OnceLock::new();
+    *REFERENCE.get_or_init(Instant::now)
 }
 
-fn since_start(at: Instant) -> u64 {
-    // An instant before the clock started counts as the start: due at once, never late.
-    at.saturating_duration_since(clock_start()).as_nanos() as u64
+fn nanos(at: Instant) -> i64 {
+    let reference = reference();
+    if at >= reference {
+        (at - reference).as_nanos().min(i64::MAX as u128) as i64
+    } else {
+        -((reference - at).as_nanos().min(i64::MAX as u128) as i64)
+    }
 }
 
 impl FenceAt {
-    /// Starts the clock the deadlines are kept on (idempotent).
-    pub fn start_clock() {
-        clock_start();
-    }
-
     pub fn new(at: Instant) -> Self {
-        Self(AtomicU64::new(since_start(at)))
+        Self(AtomicI64::new(nanos(at)))
     }
 
     /// Moves the deadline (a renewal), or brings it to now (a lost lease).
     pub fn set(&self, at: Instant) {
-        self.0.store(since_start(at), Ordering::Release);
+        self.0.store(nanos(at), Ordering::Release);
     }
 
     /// Whether the lease must no longer be served here.
     pub fn due(&self) -> bool {
-        since_start(Instant::now()) >= self.0.load(Ordering::Acquire)
+        nanos(Instant::now()) >= self.0.load(Ordering::Acquire)
     }
 }
 

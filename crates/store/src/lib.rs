@@ -418,6 +418,27 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a sealed secret unless the scope already has one of that name; false when it
+    /// had (two writers at once: exactly one row goes in, and neither replaces the other's).
+    pub async fn put_secret_if_absent(
+        &self,
+        scope: &str,
+        secret: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO secrets (scope, name, nonce, sealed, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (scope, name) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(&secret.name)
+        .bind(&secret.nonce)
+        .bind(&secret.sealed)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The sealed secrets of a scope, by name.
     pub async fn secrets(&self, scope: &str) -> Result<Vec<SealedSecret>, StoreError> {
         let rows =

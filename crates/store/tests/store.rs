@@ -312,6 +312,32 @@ async fn secrets_replace_list_and_go_with_their_project(store: Store) {
 }
 on_both!(secrets_replace_list_and_go_with_their_project);
 
+/// The first of two writers keeps its value, whatever the order they race in: the second
+/// neither fails nor replaces it.
+async fn a_secret_put_if_absent_never_replaces_one_there(store: Store) {
+    use valet_store::SealedSecret;
+    let sealed = |v: &str| SealedSecret {
+        name: "key".into(),
+        nonce: "00".into(),
+        sealed: v.into(),
+    };
+    let (first, second) = (sealed("a"), sealed("b"));
+    let (a, b) = tokio::join!(
+        store.put_secret_if_absent("valet:key-check", &first),
+        store.put_secret_if_absent("valet:key-check", &second),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one went in: {a} {b}");
+    let kept = store.secrets("valet:key-check").await.unwrap();
+    assert_eq!(kept, [sealed(if a { "a" } else { "b" })]);
+    assert!(!store
+        .put_secret_if_absent("valet:key-check", &sealed("c"))
+        .await
+        .unwrap());
+    assert_eq!(store.secrets("valet:key-check").await.unwrap(), kept);
+}
+on_both!(a_secret_put_if_absent_never_replaces_one_there);
+
 /// The deploys counted against `deploys_per_hour`: one owner's, after the window's start,
 /// oldest first, still counted once their project is deleted.
 async fn deploy_times_count_one_owners_recent_deploys(store: Store) {

@@ -88,14 +88,6 @@ pub async fn api(
 ) -> Result<DeployApi, String> {
     let mut deployer = Deployer::new(Arc::new(config.clone()), store, instances.clone(), packager)
         .map_err(|e| format!("deploy: {e}"))?;
-    if let Err(problem) = deployer.check_secret_key().await {
-        // A replica with a key of its own would build every project without its secrets
-        // (each start failing on the first one); alone, valet still serves what needs none.
-        if cluster.is_some() {
-            return Err(problem);
-        }
-        tracing::warn!("{problem}");
-    }
     if cluster.is_some() {
         deployer = deployer.shared();
     }

@@ -63,6 +63,14 @@ async fn serve(config: Config) -> Result<(), String> {
     // config, as the instance table takes the classes' secrets.
     let mut config = config;
     let store = crate::deploy::open_store(&mut config).await?;
+    if let Err(problem) = valet_deploy::check_secret_key(&config, &store).await {
+        // A replica with a key of its own would build every project without its secrets
+        // (each start failing on the first one); alone, valet still serves what needs none.
+        if config.cluster.is_some() {
+            return Err(problem);
+        }
+        tracing::warn!("{problem}");
+    }
     let (driver, packager) = engine(&config).await?;
     let adopted = driver
         .recover()

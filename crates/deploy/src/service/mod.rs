@@ -10,6 +10,7 @@
 //! and retires them, `secrets.rs` the secrets, and `crate::package` what differs per engine.
 
 mod secrets;
+pub use secrets::check_secret_key;
 mod sync;
 mod versions;
 
@@ -127,26 +128,6 @@ impl Deployer {
             made_of: Arc::default(),
             builds: Mutex::default(),
         })
-    }
-
-    /// Whether this valet's secret key opens the store's secrets (see
-    /// [`crate::SecretBox::is_the_stores_key`]): `Err` names the key file and the fix.
-    pub async fn check_secret_key(&self) -> Result<(), String> {
-        let same = self
-            .secrets
-            .is_the_stores_key(&self.store)
-            .await
-            .map_err(|e| format!("checking the secret key against the store: {e}"))?;
-        if same {
-            return Ok(());
-        }
-        Err(format!(
-            "the secret key {} is not the one this store's secrets were sealed with: every \
-             valet on one store needs the same key (copy the file from the valet that made it, \
-             or point VALET_SECRET_KEY_FILE at it); with another key no project or class \
-             secret opens",
-            crate::SecretBox::key_path(&self.config.data_dir()).display()
-        ))
     }
 
     /// Cluster mode: every replica serves every project. Each version's upload is kept in the

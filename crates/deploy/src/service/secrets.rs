@@ -4,7 +4,8 @@
 
 use super::Deployer;
 use crate::DeployError;
-use valet_store::Project;
+use valet_config::Config;
+use valet_store::{Project, Store};
 
 impl Deployer {
     /// The project's secrets, opened.
@@ -187,6 +188,41 @@ impl Deployer {
 }
 
 /// The store scope of a project's secrets.
-fn secret_scope(project_id: &str) -> String {
+pub(super) fn secret_scope(project_id: &str) -> String {
     format!("project:{project_id}")
+}
+
+/// Whether this valet's secret key opens the store's secrets (see
+/// [`crate::SecretBox::is_the_stores_key`]): `Err` names the key file and the fix. Run at start,
+/// before valet listens: a replica with another key must not serve a moment.
+pub async fn check_secret_key(config: &Config, store: &Store) -> Result<(), String> {
+    let failed =
+        |e: &dyn std::fmt::Display| format!("checking the secret key against the store: {e}");
+    let path = crate::SecretBox::key_path(&config.data_dir());
+    let secrets = crate::SecretBox::load_or_create(&path).map_err(|e| failed(&e))?;
+    // Where secrets sealed before the check would be: registry passwords, class and project
+    // secrets.
+    let mut scopes = vec![crate::REGISTRY_SCOPE.to_string()];
+    scopes.extend(
+        config
+            .containers
+            .iter()
+            .map(|c| crate::class_scope(&c.class_name)),
+    );
+    let projects = store.projects(None).await.map_err(|e| failed(&e))?;
+    scopes.extend(projects.iter().map(|p| secret_scope(&p.id)));
+    let same = secrets
+        .is_the_stores_key(store, &scopes)
+        .await
+        .map_err(|e| failed(&e))?;
+    if same {
+        return Ok(());
+    }
+    Err(format!(
+        "the secret key {} is not the one this store's secrets were sealed with: every \
+         valet on one store needs the same key (copy the file from the valet that made it, \
+         or point VALET_SECRET_KEY_FILE at it); with another key no project or class \
+         secret opens",
+        path.display()
+    ))
 }

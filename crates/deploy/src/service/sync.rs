@@ -37,6 +37,13 @@ impl Deployer {
                     }
                 },
             };
+            // Every project new to this replica answers 503 until its turn has come and its
+            // build is done, not only the one being built (one sync at a time).
+            let _arriving: Vec<_> = ids
+                .iter()
+                .filter(|id| deployer.instances.project(id).is_none())
+                .map(|id| deployer.instances.project_arriving(id))
+                .collect();
             for id in ids {
                 if let Err(e) = deployer.sync(&id).await {
                     tracing::warn!(project = %id, error = %e, "project not brought in line with the cluster");

@@ -374,7 +374,13 @@ async fn a_second_replica_with_a_node_name_in_use_refuses_to_start() {
     // gw-1 again, on listeners of its own.
     let twin = Replicas::with_config(CONFIG).store(&pg.url()).config(1);
     let started = Instant::now();
-    let log = match Valet::with_config(&twin).try_start().await {
+    // With the cluster's key: only the node name is wrong.
+    let key = replicas.valet(1).dir().join(".valet/secret.key");
+    let log = match Valet::with_config(&twin)
+        .env("VALET_SECRET_KEY_FILE", key.to_str().unwrap())
+        .try_start()
+        .await
+    {
         Ok(_) => panic!("a second gw-1 started\n{}", replicas.logs()),
         Err(log) => log,
     };
