@@ -453,13 +453,17 @@ impl Instances {
                 Err(e) => return Err(e),
             }
             loop {
-                if let Some(lease) = try_lease(inst, port) {
-                    return Ok(Some(lease));
-                }
+                // The status is marked seen before the ready pointer is read: the task stores the
+                // pointer, then changes the status, so a start that completes after this read
+                // still wakes `changed()` below. Read the other way round, a start completing
+                // between the two reads was consumed unseen and the wait ran to its timeout.
                 let (state, failures, pulling_until) = {
                     let s = status.borrow_and_update();
                     (s.state, s.failures, s.pulling_until)
                 };
+                if let Some(lease) = try_lease(inst, port) {
+                    return Ok(Some(lease));
+                }
                 match (pulling_until, pull_seen) {
                     (Some(_), None) => pull_seen = Some(Instant::now()),
                     (None, Some(since)) => {
