@@ -102,19 +102,60 @@ pub async fn delete(pods: &Api<Pod>, name: &str, uid: &str, grace: Duration) {
         }),
         ..Default::default()
     };
-    match pods.delete(name, &params).await {
-        Ok(_) => tracing::info!(pod = name, "pod deleted"),
-        Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 409 => {}
-        Err(e) => tracing::warn!(pod = name, error = %e, "cannot delete pod"),
+    let mut retry = Retry::new();
+    loop {
+        match pods.delete(name, &params).await {
+            Ok(_) => return tracing::info!(pod = name, "pod deleted"),
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 409 => return,
+            Err(e) if retry.again(&e).await => {}
+            Err(e) => return tracing::warn!(pod = name, error = %e, "cannot delete pod"),
+        }
+    }
+}
+
+/// How long a delete keeps trying while the apiserver cannot be reached: a restart of it takes
+/// seconds, and a Pod left behind would run on unseen until valet's next start.
+const DELETE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Retries of a delete that did not reach the apiserver (an answer of its, such as 403, is
+/// final): 0.25 s doubling to 4 s, for [`DELETE_WITHIN`].
+struct Retry {
+    until: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            until: tokio::time::Instant::now() + DELETE_WITHIN,
+            pause: Duration::from_millis(250),
+        }
+    }
+
+    /// Waits and says true when `error` is worth another try within the bound.
+    async fn again(&mut self, error: &kube::Error) -> bool {
+        if matches!(error, kube::Error::Api(_))
+            || tokio::time::Instant::now() + self.pause > self.until
+        {
+            return false;
+        }
+        tracing::debug!(%error, "apiserver unreachable; trying the delete again");
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(4));
+        true
     }
 }
 
 /// Deletes an instance's Secret (named as its Pod); one already gone is no error.
 pub async fn delete_secret(secrets: &Api<Secret>, name: &str) {
-    match secrets.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.is_not_found() => {}
-        Err(e) => tracing::warn!(secret = name, error = %e, "cannot delete secret"),
+    let mut retry = Retry::new();
+    loop {
+        match secrets.delete(name, &DeleteParams::default()).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.is_not_found() => return,
+            Err(e) if retry.again(&e).await => {}
+            Err(e) => return tracing::warn!(secret = name, error = %e, "cannot delete secret"),
+        }
     }
 }
 
