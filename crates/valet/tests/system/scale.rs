@@ -172,16 +172,20 @@ async fn replicas_multiply_a_worker_bound_backends_throughput_and_sleep_after_id
         starts.len(),
         "nothing started while idle"
     );
-    let metrics = admin.metrics().await;
-    assert_eq!(
-        sample(&metrics, KEY_REPLICAS),
-        None,
-        "a key with nothing running has no series"
-    );
-    assert_eq!(
-        sample(&metrics, "valet_replicas{class=\"Worker\"}"),
-        Some(0.0)
-    );
+    // The processes are gone; their tasks record the stop a moment later, and the series
+    // follow the tasks.
+    let admin = &admin;
+    eventually(
+        Duration::from_secs(5),
+        "no key series and no replicas once every task has stopped",
+        || async move {
+            let metrics = admin.metrics().await;
+            let idle = sample(&metrics, KEY_REPLICAS).is_none()
+                && sample(&metrics, "valet_replicas{class=\"Worker\"}") == Some(0.0);
+            idle.then_some(())
+        },
+    )
+    .await;
 }
 
 /// The shared test backend (`/ws` echoes, `/env` shows `VALET_REPLICA`) behind one key that
