@@ -130,6 +130,13 @@ impl SecretBox {
 const KEY_CHECK_SCOPE: &str = "valet:key-check";
 const KEY_CHECK_NAME: &str = "key";
 
+/// Whether the store holds a key check already (then [`SecretBox::is_the_stores_key`] answers
+/// by it alone, and needs no scopes).
+pub async fn store_has_key_check(store: &valet_store::Store) -> Result<bool, DeployError> {
+    let checks = store.secrets(KEY_CHECK_SCOPE).await?;
+    Ok(checks.iter().any(|s| s.name == KEY_CHECK_NAME))
+}
+
 impl SecretBox {
     /// Whether this key is the one the store's secrets are sealed with. A store with a check
     /// answers by it. A store without one (new, or from before the check) is asked through

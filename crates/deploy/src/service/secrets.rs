@@ -201,16 +201,23 @@ pub async fn check_secret_key(config: &Config, store: &Store) -> Result<(), Stri
     let path = crate::SecretBox::key_path(&config.data_dir());
     let secrets = crate::SecretBox::load_or_create(&path).map_err(|e| failed(&e))?;
     // Where secrets sealed before the check would be: registry passwords, class and project
-    // secrets.
-    let mut scopes = vec![crate::REGISTRY_SCOPE.to_string()];
-    scopes.extend(
-        config
-            .containers
-            .iter()
-            .map(|c| crate::class_scope(&c.class_name)),
-    );
-    let projects = store.projects(None).await.map_err(|e| failed(&e))?;
-    scopes.extend(projects.iter().map(|p| secret_scope(&p.id)));
+    // secrets. Only a store without a check is asked there: every later start reads the check
+    // alone, not the list of projects.
+    let mut scopes = Vec::new();
+    if !crate::secrets::store_has_key_check(store)
+        .await
+        .map_err(|e| failed(&e))?
+    {
+        scopes.push(crate::REGISTRY_SCOPE.to_string());
+        scopes.extend(
+            config
+                .containers
+                .iter()
+                .map(|c| crate::class_scope(&c.class_name)),
+        );
+        let projects = store.projects(None).await.map_err(|e| failed(&e))?;
+        scopes.extend(projects.iter().map(|p| secret_scope(&p.id)));
+    }
     let same = secrets
         .is_the_stores_key(store, &scopes)
         .await
