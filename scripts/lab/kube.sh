@@ -11,11 +11,12 @@
 #   kube.sh up PREFIX          starts etcd, kube-apiserver and a kubelet (node PREFIX-node) with a
 #                              dockerd of its own on a bridge of its own; waits until the node is
 #                              Ready; prints the kubeconfig's path (an admin token, the apiserver
-#                              on 127.0.0.1). State: /tmp/valet-lab/PREFIX-kube.
+#                              on the lab bridge's address). State: /tmp/valet-lab/PREFIX-kube.
 #   kube.sh down PREFIX        stops what `up` started (by the pids it recorded, each checked
 #                              against its command line), removes the lab's containers, bridge
 #                              and state folder.
-#   kube.sh env PREFIX         prints KUBECONFIG=..., NODE=..., POD_CIDR=... of a lab that is up.
+#   kube.sh env PREFIX         prints KUBECONFIG=..., NODE=..., POD_CIDR=..., API_HOST=...,
+#                              API_PORT=..., API_CA=... of a lab that is up.
 #   kube.sh restart-apiserver PREFIX
 #                              stops the lab's kube-apiserver and starts it again on its port
 #                              (every watch on it is cut); prints how long it was away (ms).
@@ -27,7 +28,8 @@
 # and runs with --iptables=false and --ip-masq=false, and the kubelet with
 # --make-iptables-util-chains=false: the host's iptables are never touched. Pods get addresses
 # on that bridge, which this machine reaches directly: valet dials Pod IPs. Pods have no way out
-# (no masquerading), which these tests do not need.
+# (no masquerading), which these tests do not need. The apiserver listens on the bridge's
+# address (172.31.N.1), where both this machine and the Pods reach it.
 #
 # This sandbox refuses a negative oom_score_adj, which the kubelet asks for its pause
 # containers: the lab's dockerd runs every container through a runc wrapper that rewrites
@@ -158,13 +160,13 @@ wait_for() { # wait_for WHAT SECONDS COMMAND...
 }
 
 api() { # api PATH: GET on the apiserver with the admin token
-  curl -sfk -H "Authorization: Bearer $(cat "$root/token")" "https://127.0.0.1:$(cat "$root/api.port")$1"
+  curl -sfk -H "Authorization: Bearer $(cat "$root/token")" "https://$(cat "$root/api.host"):$(cat "$root/api.port")$1"
 }
 
 # Starts kube-apiserver on the ports `up` recorded and waits until it is ready.
 start_apiserver() { # start_apiserver BIN_DIR
   spawn apiserver "$1/kube-apiserver" --etcd-servers "http://127.0.0.1:$(cat "$root/etcd.port")" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$(cat "$root/api.port")" --insecure-port 0 \
+    --bind-address "$(cat "$root/api.host")" --advertise-address "$(cat "$root/api.host")" --secure-port "$(cat "$root/api.port")" --insecure-port 0 \
     --cert-dir "$root/certs" --token-auth-file "$root/tokens.csv" --authorization-mode RBAC \
     --service-account-key-file "$root/sa.pub" --service-account-signing-key-file "$root/sa.key" \
     --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/16 \
@@ -209,6 +211,10 @@ up() {
   flock -w 60 9 || die "another lab holds the subnet lock"
   n=$(free_subnet)
   echo "$n" >"$root/subnet"
+  # The apiserver listens on the bridge's address, not on 127.0.0.1: this machine reaches it
+  # there, and so does a Pod (valet running in the cluster), which 127.0.0.1 would not. Its
+  # serving certificate names that address, so a Pod can check it against certs/apiserver.crt.
+  echo "172.31.$n.1" >"$root/api.host"
   ip link add "$bridge" type bridge
   ip addr add "172.31.$n.1/24" dev "$bridge"
   ip link set "$bridge" up
@@ -269,7 +275,7 @@ kind: Config
 clusters:
 - name: lab
   cluster:
-    server: https://127.0.0.1:$api_port
+    server: https://$(cat "$root/api.host"):$api_port
     insecure-skip-tls-verify: true
 users:
 - name: admin
@@ -335,6 +341,10 @@ case "$cmd" in
     echo "KUBECONFIG=$root/kubeconfig"
     echo "NODE=$node"
     echo "POD_CIDR=172.31.$(cat "$root/subnet").0/24"
+    echo "API_HOST=$(cat "$root/api.host")"
+    echo "API_PORT=$(cat "$root/api.port")"
+    # The apiserver's self-signed serving certificate followed by the CA that signed it.
+    echo "API_CA=$root/certs/apiserver.crt"
     ;;
   *) usage ;;
 esac

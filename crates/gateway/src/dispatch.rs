@@ -84,8 +84,15 @@ pub(crate) async fn exchange(
         let wait = match error {
             _ if owner_gone || stale_route => Duration::ZERO,
             GatewayError::Unanswered { sent: false, .. } => upstream.connect.min(REFUSED_WAIT),
-            // A live instance may also close an idle pooled connection just as it is reused:
-            // then the address stays ready, and the request goes again after a short wait.
+            // A pooled connection closed unanswered, the first time: how an instance's idle
+            // keep-alive timeout meets a request already on its way (RFC 9110 9.2.2). The
+            // instance is most likely alive: at once, and taking the pool's next connection.
+            GatewayError::Unanswered {
+                sent: true,
+                reused: true,
+                ..
+            } if resend.idempotent() && resends == 1 => Duration::ZERO,
+            // Again, or on a new connection: the process may be gone; its task notices soon.
             GatewayError::Unanswered { sent: true, .. } if resend.idempotent() => CLOSED_WAIT,
             _ => return Err(error),
         };

@@ -34,8 +34,13 @@ pub enum GatewayError {
         message: &'static str,
     },
     /// The instance gave no answer: nothing listened at its address (`sent: false`, the request
-    /// never left), or the connection closed before a response head came (`sent: true`).
-    Unanswered { instance: String, sent: bool },
+    /// never left), or the connection closed before a response head came (`sent: true`; on a
+    /// pooled connection: `reused`).
+    Unanswered {
+        instance: String,
+        sent: bool,
+        reused: bool,
+    },
     /// The instance did not answer in time.
     Timeout {
         instance: String,
@@ -136,7 +141,7 @@ impl GatewayError {
                 })
                 .to_string()
             }
-            Self::Unanswered { instance, sent } => json(&[
+            Self::Unanswered { instance, sent, .. } => json(&[
                 ("error", "bad_gateway"),
                 (
                     "message",

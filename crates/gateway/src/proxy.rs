@@ -369,13 +369,15 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
             GatewayError::Unanswered {
                 instance,
                 sent: false,
+                reused: false,
             }
         }
-        SendError::Closed(e) => {
-            tracing::debug!(%instance, error = %e, "the instance closed the exchange");
+        SendError::Closed { error, reused } => {
+            tracing::debug!(%instance, %error, reused, "the instance closed the exchange");
             GatewayError::Unanswered {
                 instance,
                 sent: true,
+                reused,
             }
         }
         SendError::BadResponse(e) => {

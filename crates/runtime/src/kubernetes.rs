@@ -88,19 +88,36 @@ impl KubernetesDriver {
     /// missing and starts the Pod watch.
     pub async fn connect(config: &Config) -> Result<Self, DriverError> {
         let kube = config.kubernetes.clone().unwrap_or_default();
-        let client_config = match kube.kubeconfig_path(&config.base_dir) {
+        let (client_config, credentials) = match kube.kubeconfig_path(&config.base_dir) {
             Some(path) => {
                 let file = Kubeconfig::read_from(&path).map_err(|e| {
                     DriverError::Spec(format!("cannot read kubeconfig {}: {e}", path.display()))
                 })?;
-                kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| DriverError::Spec(format!("kubeconfig {}: {e}", path.display())))?
+                let loaded =
+                    kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                        .await
+                        .map_err(|e| {
+                            DriverError::Spec(format!("kubeconfig {}: {e}", path.display()))
+                        })?;
+                (loaded, format!("kubeconfig {}", path.display()))
             }
-            // In a Pod: its ServiceAccount; else KUBECONFIG or ~/.kube/config.
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| DriverError::Spec(format!("kubernetes credentials: {e}")))?,
+            // In a Pod (the kubelet sets KUBERNETES_SERVICE_HOST in every container): its
+            // ServiceAccount, whatever kubeconfig the image carries. kube's own inference
+            // would try a kubeconfig first.
+            None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+                let loaded = kube::Config::incluster().map_err(|e| {
+                    DriverError::Spec(format!(
+                        "in-cluster credentials (KUBERNETES_SERVICE_HOST is set): {e}"
+                    ))
+                })?;
+                (loaded, "in-cluster ServiceAccount".to_string())
+            }
+            None => {
+                let loaded = kube::Config::infer()
+                    .await
+                    .map_err(|e| DriverError::Spec(format!("kubernetes credentials: {e}")))?;
+                (loaded, "KUBECONFIG or ~/.kube/config".to_string())
+            }
         };
         let server = client_config.cluster_url.to_string();
         let client = Client::try_from(client_config)
@@ -128,6 +145,7 @@ impl KubernetesDriver {
             .map_err(|e| DriverError::io(format!("cannot create {}", data_dir.display()), e))?;
         tracing::info!(
             %server,
+            %credentials,
             version = %version.git_version,
             namespace = %kube.namespace,
             node = kube.node.as_deref().unwrap_or("(scheduler)"),

@@ -34,8 +34,10 @@ pub enum SendError {
     /// Nothing reached the instance: connecting failed.
     Connect(std::io::Error),
     /// The request was (maybe partly) written, and the connection failed or closed before a
-    /// whole response head came back.
-    Closed(std::io::Error),
+    /// whole response head came back. `reused`: it was a pooled connection, which the instance
+    /// may have closed for idleness just as it was taken (whether to send again is the
+    /// proxy's decision, `crate::dispatch`: this session never sends a written request twice).
+    Closed { error: std::io::Error, reused: bool },
     /// The client's request body failed: over the size limit, silent too long, bad framing.
     RequestBody(BoxError),
     /// The instance's answer cannot be passed on.
@@ -90,14 +92,8 @@ impl Pool {
         B::Error: Into<BoxError>,
     {
         let mut body = std::pin::pin!(body);
-        // A bodiless idempotent request may go again once, on a new connection, when a pooled
-        // one closes without an answer (RFC 9110 9.2.2): how an instance's idle keep-alive
-        // timeout meets a request that was already on its way.
-        let mut may_resend = framing == Framing::None && method.is_idempotent();
-        let mut pooled = true;
         loop {
-            let taken = if pooled { self.take(addr) } else { None };
-            let (mut conn, reused) = match (taken, deadline) {
+            let (mut conn, reused) = match (self.take(addr), deadline) {
                 (Some(conn), _) => (conn, true),
                 (None, None) => (self.connect(addr).await?, false),
                 (None, Some(at)) => match tokio::time::timeout_at(at, self.connect(addr)).await {
@@ -115,20 +111,16 @@ impl Pool {
                         body: ResponseBody::new(conn, framing, keep_alive),
                     });
                 }
-                // A pooled connection the instance closed just as it was taken, before it read
-                // a byte of this request: nothing reached the application, so the request goes
-                // out again on a new connection (once: a new connection is not retried) if all
-                // of it is still at hand: not when frames of the client's body went into the
-                // failed write, which would leave the next try short of its length.
+                // A pooled connection found dead by the first write, before a byte of this
+                // request left valet: the connection is replaced, as taking it would have done
+                // had it died a moment sooner. Not a resend (nothing was sent), and only while
+                // all of the request is still at hand: not when frames of the client's body went
+                // into the failed write, which would leave the next try short of its length.
                 Err(Failure::Unsent {
                     body_taken: false, ..
                 }) if reused => continue,
-                Err(Failure::Closed(_)) if reused && may_resend => {
-                    may_resend = false;
-                    pooled = false;
-                }
-                Err(Failure::Unsent { error: e, .. } | Failure::Closed(e)) => {
-                    return Err(SendError::Closed(e))
+                Err(Failure::Unsent { error, .. } | Failure::Closed(error)) => {
+                    return Err(SendError::Closed { error, reused })
                 }
                 Err(Failure::RequestBody(e)) => return Err(SendError::RequestBody(e)),
                 Err(Failure::Deadline) => return Err(SendError::Deadline),

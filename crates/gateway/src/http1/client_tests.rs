@@ -235,34 +235,31 @@ async fn closes_on_the_second_request() -> (SocketAddr, Arc<std::sync::atomic::A
     .await
 }
 
+/// The session never sends a written request twice, whatever its method: it says the
+/// pooled connection closed unanswered, and the proxy decides (`dispatch.rs`, one policy).
 #[tokio::test]
-async fn a_get_on_a_pooled_connection_closed_unanswered_goes_again_on_a_new_one() {
-    let (addr, accepted) = closes_on_the_second_request().await;
-    let pool = Pool::new(Duration::from_secs(1));
-    let response = pool.send(addr, get()).await.unwrap();
-    response.body.collect().await.unwrap();
-    let response = pool.send(addr, get()).await.unwrap();
-    assert_eq!(response.status, 200);
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
-}
-
-#[tokio::test]
-async fn a_post_on_a_pooled_connection_closed_unanswered_is_not_sent_again() {
-    let (addr, accepted) = closes_on_the_second_request().await;
-    let pool = Pool::new(Duration::from_secs(1));
-    let response = pool.send(addr, get()).await.unwrap();
-    response.body.collect().await.unwrap();
-    let post = Request::builder()
-        .method("POST")
-        .uri("/")
-        .header("host", "test")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    match pool.send(addr, post).await {
-        Err(SendError::Closed(_)) => {}
-        other => panic!("expected Closed, got {:?}", other.map(|r| r.status)),
+async fn a_request_on_a_pooled_connection_closed_unanswered_is_reported_as_reused_not_resent() {
+    for method in ["GET", "POST"] {
+        let (addr, accepted) = closes_on_the_second_request().await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let response = pool.send(addr, get()).await.unwrap();
+        response.body.collect().await.unwrap();
+        let request = Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        match pool.send(addr, request).await {
+            Err(SendError::Closed { reused: true, .. }) => {}
+            other => panic!("{method}: expected Closed on a reused connection, got {:?}", other.map(|r| r.status)),
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "{method}");
+        // The next request dials a new connection and is answered.
+        let response = pool.send(addr, get()).await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "{method}");
     }
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

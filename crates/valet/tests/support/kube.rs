@@ -28,6 +28,10 @@ pub struct KubeLab {
     node: String,
     server: String,
     token: String,
+    /// The apiserver's address and port as a Pod reaches them, and the CA of its certificate.
+    api_host: String,
+    api_port: String,
+    api_ca: PathBuf,
 }
 
 impl KubeLab {
@@ -69,6 +73,7 @@ impl KubeLab {
                 .ok_or_else(|| format!("kube.sh env printed no {name}: {env}"))
         };
         let node = var("NODE")?;
+        let (api_host, api_port, api_ca) = (var("API_HOST")?, var("API_PORT")?, var("API_CA")?);
         let text = std::fs::read_to_string(&kubeconfig).map_err(|e| e.to_string())?;
         let field = |key: &str| {
             text.lines()
@@ -81,10 +86,13 @@ impl KubeLab {
             prefix,
             kubeconfig,
             node,
+            api_host,
+            api_port,
+            api_ca: PathBuf::from(api_ca),
         })
     }
 
-    /// The kubeconfig `up` wrote (the admin token, the apiserver on 127.0.0.1).
+    /// The kubeconfig `up` wrote (the admin token, the apiserver on the lab bridge's address).
     pub fn kubeconfig(&self) -> &std::path::Path {
         &self.kubeconfig
     }
@@ -175,6 +183,13 @@ impl KubeLab {
         let out = kube_sh(&["restart-apiserver", &self.prefix])
             .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
         Duration::from_millis(out.trim().parse().unwrap_or_default())
+    }
+
+    /// The apiserver's host and port as a Pod reaches them (`KUBERNETES_SERVICE_HOST` and
+    /// `_PORT` in a cluster with a service proxy), and the file with its serving
+    /// certificate and the CA that signed it (a ServiceAccount's `ca.crt`).
+    pub fn api_for_pods(&self) -> (&str, &str, &std::path::Path) {
+        (&self.api_host, &self.api_port, &self.api_ca)
     }
 
     /// The apiserver's address, for a kubeconfig of another user.

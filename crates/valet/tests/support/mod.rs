@@ -34,7 +34,7 @@ use toml_edit::{value, Array, DocumentMut, InlineTable, Item, Table};
 
 /// The test backend every class without a `command` runs.
 pub const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backend.py");
-const VALET: &str = env!("CARGO_BIN_EXE_valet");
+pub const VALET: &str = env!("CARGO_BIN_EXE_valet");
 /// How long valet may take to listen, and to exit after SIGTERM before the guard kills it.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 const STOP_DEADLINE: Duration = Duration::from_secs(30);

@@ -175,6 +175,40 @@ async fn connection_close_is_answered_and_then_closed() {
     );
 }
 
+/// An instance that closes a kept-alive connection just as valet sends on it (its idle
+/// timeout meeting a request on its way): a GET goes again, once, on another connection and is
+/// answered; a POST is not sent twice, and the client gets 502. One client connection, so
+/// one gateway worker and one pooled upstream connection at a time.
+#[tokio::test]
+async fn a_pooled_connection_closed_unanswered_resends_a_get_and_not_a_post() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    valet.echo("/api/echo").await;
+    let wire = exchange(
+        valet.addr(),
+        b"GET /api/drop-next HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /api/echo?resent HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /api/drop-next HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /api/echo?once HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n\
+          GET /api/peak HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let answers = answers(&wire, &[]);
+    assert_eq!(
+        statuses(&answers),
+        [200, 200, 200, 502, 200],
+        "{}",
+        wire.text()
+    );
+    assert_eq!(answers[1].json()["path"], "/echo?resent");
+    assert_eq!(answers[3].json()["error"], "bad_gateway");
+    assert_eq!(
+        answers[4].json()["dropped"],
+        2,
+        "each dropped request reached the instance once"
+    );
+}
+
 #[tokio::test]
 async fn a_large_answer_arrives_whole_and_the_connection_is_reused() {
     let valet = Valet::with_config(CONFIG).start().await;

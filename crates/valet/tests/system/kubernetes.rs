@@ -123,7 +123,7 @@ fn pods(kube: &KubeLab, class: &str) -> Vec<(String, String, Value)> {
 }
 
 /// Names of valet's objects of a kind left in the namespace.
-fn left(kube: &KubeLab, kind: &str) -> Vec<String> {
+pub(crate) fn left(kube: &KubeLab, kind: &str) -> Vec<String> {
     let (_, list) = kube.get(&format!(
         "/api/v1/namespaces/{NAMESPACE}/{kind}?labelSelector=valet.managed%3Dtrue"
     ));
@@ -597,7 +597,7 @@ async fn kubernetes_pods_start_sleep_crash_are_adopted_say_why_they_wait_and_lea
     drop(image);
 }
 
-const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/kubernetes");
+pub(crate) const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/kubernetes");
 
 /// The apiserver path a manifest document is created at, from its `kind:` and `namespace:`.
 fn collection(doc: &str) -> String {
@@ -623,7 +623,7 @@ fn collection(doc: &str) -> String {
 }
 
 /// Creates every document of a manifest file as YAML (`dry_run`: validated, not stored).
-fn apply(kube: &KubeLab, file: &str, dry_run: bool) {
+pub(crate) fn apply(kube: &KubeLab, file: &str, dry_run: bool) {
     let text = std::fs::read_to_string(format!("{MANIFESTS}/{file}")).unwrap();
     for doc in text.split("\n---\n") {
         let path = collection(doc);

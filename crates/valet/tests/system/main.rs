@@ -48,6 +48,7 @@ mod keep_up;
 mod key_space;
 mod kube_lab;
 mod kubernetes;
+mod kubernetes_in_pod;
 mod lab;
 mod lifecycle;
 mod malformed;
