@@ -26,7 +26,8 @@
 #
 # Networking. The kubelet's dockerd gets a bridge `PREFIX-kb` with 172.31.N.1/24 (N free here)
 # and runs with --iptables=false and --ip-masq=false, and the kubelet with
-# --make-iptables-util-chains=false: the host's iptables are never touched. Pods get addresses
+# --make-iptables-util-chains=false: the host's iptables are touched only by one FORWARD rule
+# that lets the lab's Pods reach each other over its bridge (removed by `down`). Pods get addresses
 # on that bridge, which this machine reaches directly: valet dials Pod IPs. Pods have no way out
 # (no masquerading), which these tests do not need. The apiserver listens on the bridge's
 # address (172.31.N.1), where both this machine and the Pods reach it.
@@ -218,6 +219,13 @@ up() {
   ip link add "$bridge" type bridge
   ip addr add "172.31.$n.1/24" dev "$bridge"
   ip link set "$bridge" up
+  # Pod to Pod on the bridge (valet in a Pod dialling its instances' Pods): with
+  # bridge-nf-call-iptables on, bridged frames pass the FORWARD chain, whose policy the
+  # machine's own Docker sets to DROP. One rule for this bridge alone, as a CNI bridge plugin
+  # adds; `down` removes it.
+  if command -v iptables >/dev/null && ! iptables -C FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null; then
+    iptables -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT
+  fi
   flock -u 9
   exec 9>&-
   cat >"$root/runc-wrap" <<EOF
@@ -325,6 +333,9 @@ down_quiet() {
   # containerd and shims of this lab (their command lines name its state folder).
   pgrep -f -- "$root/docker" | xargs -r kill -9 2>/dev/null || true
   ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge" || true
+  if command -v iptables >/dev/null; then
+    while iptables -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null; do :; done
+  fi
   if [ -d "$root" ]; then
     # Mounts the kubelet and dockerd left (volumes, overlay layers, shm), deepest first.
     awk -v r="$root" '$2 ~ "^" r { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
