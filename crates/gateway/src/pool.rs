@@ -29,7 +29,34 @@ const SWEEP_EVERY: u32 = 4096;
 pub enum ConnectError {
     /// The connect timeout passed before the instance accepted.
     Timeout,
+    /// The caller's own deadline (earlier than the connect timeout) passed first.
+    Deadline,
+    /// Refused, unreachable, or the port is no longer its instance's (`PermissionDenied`: see
+    /// `valet_instances::confirm_listener`).
     Io(std::io::Error),
+}
+
+/// Dials an instance: the one way valet opens a connection to one (pooled exchanges and
+/// upgrade tunnels alike). Bounded by `connect_timeout` or, when it comes sooner, by `by`; and
+/// before a byte is written the port is checked to still be the instance's.
+pub async fn dial(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    by: Option<Instant>,
+) -> Result<TcpStream, ConnectError> {
+    let limit = Instant::now() + connect_timeout;
+    let (at, late) = match by {
+        Some(by) if by < limit => (by, ConnectError::Deadline),
+        _ => (limit, ConnectError::Timeout),
+    };
+    let stream = match tokio::time::timeout_at(at, TcpStream::connect(addr)).await {
+        Err(_) => return Err(late),
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Ok(Ok(stream)) => stream,
+    };
+    valet_instances::confirm_listener(addr).map_err(|e| ConnectError::Io(e.into()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// One worker's idle connections, by instance address.
@@ -79,18 +106,13 @@ impl Pool {
         })
     }
 
-    /// Dials `addr`, bounded by the connect timeout, and checks that the port is still its
-    /// instance's before a byte is written.
-    pub(crate) async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<Conn, ConnectError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => return Err(ConnectError::Timeout),
-                Ok(Err(e)) => return Err(ConnectError::Io(e)),
-                Ok(Ok(stream)) => stream,
-            };
-        // Before a byte of the request is written: the port must still be the instance's.
-        valet_instances::confirm_listener(addr).map_err(|e| ConnectError::Io(e.into()))?;
-        let _ = stream.set_nodelay(true);
+    /// A new connection to `addr` (see [`dial`]).
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        by: Option<Instant>,
+    ) -> Result<Conn, ConnectError> {
+        let stream = dial(addr, self.connect_timeout, by).await?;
         Ok(Conn {
             stream,
             buf: BytesMut::new(),

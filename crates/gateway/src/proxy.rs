@@ -4,7 +4,7 @@ use crate::body::Body;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::forward::{self, ClientInfo, Hop, Rewrite};
-use crate::http1::client::{self, SendError};
+use crate::http1::client::{self, Deadline, SendError};
 use crate::http1::framing::Framing;
 use crate::message::{Answer, ClientRequest};
 use crate::pool::Pool;
@@ -95,10 +95,9 @@ pub fn pass(
             framing,
             body,
             lease,
-            body_sent,
         } = prepared.map_err(|e| (e, None))?;
-        let bodiless = body_sent.is_none();
-        let result = send(upstream, &head, &method, framing, body, lease, body_sent).await;
+        let bodiless = matches!(body, Either::Left(_));
+        let result = send(upstream, &head, &method, framing, body, lease).await;
         result.map_err(|e| (e, bodiless.then_some(Resend { head, method })))
     }
 }
@@ -110,7 +109,6 @@ struct Prepared {
     framing: Framing,
     body: UpstreamBody,
     lease: Lease,
-    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepared, GatewayError> {
@@ -152,20 +150,15 @@ fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepar
     let (head, framing) = client::encode(&method, target, &fields, Some(&rewrite), &body);
     // One call of `send` for both kinds of request: each call site of an async fn takes its
     // own room in the caller's future.
-    let (body, body_sent) = if body.is_end_stream() {
-        (Either::Left(Empty::new()), None)
+    let body = if body.is_end_stream() {
+        Either::Left(Empty::new())
     } else {
-        // A body to send: the first-byte clock starts once it has gone out in full.
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let body = if upstream.max_body > 0 {
             Either::Right(Limited::new(body, upstream.max_body as usize))
         } else {
             Either::Left(body)
         };
-        (
-            Either::Right(SentBody::new(body, upstream.idle, Some(tx))),
-            Some(rx),
-        )
+        Either::Right(SentBody::new(body, upstream.idle))
     };
     Ok(Prepared {
         head,
@@ -173,7 +166,6 @@ fn prepare(upstream: &Upstream, req: ClientRequest, pass: Pass) -> Result<Prepar
         framing,
         body,
         lease,
-        body_sent,
     })
 }
 
@@ -210,7 +202,6 @@ pub async fn resend(upstream: &Upstream, resend: Resend, lease: Lease) -> Result
         Framing::None,
         Either::Left(Empty::new()),
         lease,
-        None,
     )
     .await;
     result.map_err(|e| (e, Some(resend)))
@@ -223,69 +214,53 @@ async fn send(
     framing: Framing,
     body: UpstreamBody,
     mut lease: Lease,
-    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<Answer, GatewayError> {
     let addr = lease.addr();
-    let answer = match body_sent {
+    let (deadline, moved) = match body {
         // The first-byte deadline runs from now, and the pooled connection's own timer keeps
         // it: no timer per request. Waiting for a turn under `max_concurrent_requests` counts
-        // against it: to the client it is part of waiting for the answer.
-        None => {
-            let deadline = Instant::now() + upstream.first_byte;
-            // A forwarded request that may go twice stops waiting when its key leaves the
-            // owner it was sent to (see `PeerRoute::moved`), and goes to the new owner.
-            let moved = match lease.via() {
+        // against it: to the client it is part of waiting for the answer. A forwarded request
+        // that may go twice stops waiting when its key leaves the owner it was sent to (see
+        // `PeerRoute::moved`), and goes to the new owner.
+        Either::Left(_) => (
+            Deadline::At(Instant::now() + upstream.first_byte),
+            match lease.via() {
                 Some(route) if method.is_idempotent() => Some(route.moved.clone()),
                 _ => None,
-            };
-            // Boxed, so that the caller's future holds a pointer, not the exchange.
-            let exchange = Box::pin(async {
-                if lease.needs_turn()
-                    && tokio::time::timeout_at(deadline, lease.take_turn())
-                        .await
-                        .is_err()
-                {
-                    return None;
-                }
-                let sent =
-                    upstream
-                        .pool
-                        .send_head(addr, head, method, framing, body, Some(deadline));
-                Some(sent.await)
-            });
-            match moved {
-                None => exchange.await,
-                Some(moved) => tokio::select! {
-                    biased;
-                    answer = exchange => answer,
-                    () = moved.cancelled() => {
-                        return Err(GatewayError::NotOwner {
-                            instance: lease.instance().id.to_string(),
-                        });
-                    }
-                },
-            }
-        }
-        // The clock starts once the body is sent (or dropped unsent); until then the body's own
+            },
+        ),
+        // With a body, the clock starts once the body has gone out; until then the body's own
         // idle timeout is what stops a client that stalls.
-        Some(body_sent) => {
-            let exchange = Box::pin(async {
-                lease.take_turn().await;
-                upstream
-                    .pool
-                    .send_head(addr, head, method, framing, body, None)
-                    .await
-            });
-            let deadline = async {
-                let _ = body_sent.await;
-                tokio::time::sleep(upstream.first_byte).await;
-            };
-            tokio::select! {
-                biased;
-                answer = exchange => Some(answer),
-                () = deadline => None,
+        Either::Right(_) => (Deadline::AfterBody(upstream.first_byte), None),
+    };
+    // Boxed, so that the caller's future holds a pointer, not the exchange.
+    let exchange = Box::pin(async {
+        if lease.needs_turn() {
+            match deadline.fixed() {
+                Some(at) => {
+                    if tokio::time::timeout_at(at, lease.take_turn()).await.is_err() {
+                        return None;
+                    }
+                }
+                None => lease.take_turn().await,
             }
         }
+        let sent = upstream
+            .pool
+            .send_head(addr, head, method, framing, body, deadline);
+        Some(sent.await)
+    });
+    let answer = match moved {
+        None => exchange.await,
+        Some(moved) => tokio::select! {
+            biased;
+            answer = exchange => answer,
+            () = moved.cancelled() => {
+                return Err(GatewayError::NotOwner {
+                    instance: lease.instance().id.to_string(),
+                });
+            }
+        },
     };
     let response = match answer {
         None => {

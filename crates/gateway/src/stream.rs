@@ -10,8 +10,7 @@ use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use crate::timer::IdleClock;
 use valet_instances::Lease;
 
 pin_project! {
@@ -19,8 +18,7 @@ pin_project! {
     pub struct LeasedBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        idle: Option<Sleep>,
+        idle: IdleClock,
         idle_timeout: Duration,
         lease: Option<Lease>,
     }
@@ -30,7 +28,7 @@ impl<B> LeasedBody<B> {
     pub fn new(inner: B, lease: Lease, idle_timeout: Duration) -> Self {
         Self {
             inner,
-            idle: None,
+            idle: IdleClock::default(),
             idle_timeout,
             lease: Some(lease),
         }
@@ -57,9 +55,7 @@ where
         let mut this = self.project();
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
-                // The timer only exists while we wait, so a body that is always ready (most
-                // small responses) never touches the timer wheel.
-                this.idle.set(None);
+                this.idle.frame();
                 match (&frame, this.lease.as_ref()) {
                     (Some(Ok(f)), Some(lease)) => {
                         // One relaxed add on this thread's shard per frame.
@@ -71,7 +67,7 @@ where
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match idle_elapsed(this.idle, *this.idle_timeout, cx) {
+            Poll::Pending => match this.idle.poll_idle(cx, *this.idle_timeout) {
                 Poll::Ready(()) => {
                     this.lease.take();
                     Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_timeout)))))
@@ -90,31 +86,25 @@ where
     }
 }
 
-use std::future::Future;
-
 pin_project! {
-    /// The client's body on its way to the instance. It reports when it has been sent in full,
-    /// which is when the first-byte clock starts (an upload may take longer than `first_byte`
-    /// to send), and it fails the exchange when the client goes silent for longer than the idle
-    /// timeout mid-body, so a trickling client cannot hold an instance's turn forever.
+    /// The client's body on its way to the instance. It fails the exchange when the client
+    /// goes silent for longer than the idle timeout mid-body, so a trickling client cannot hold
+    /// an instance's turn forever. (The first-byte clock starts once the body has gone out in
+    /// full: the client session keeps it, [`crate::http1::client::Deadline::AfterBody`].)
     pub struct SentBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        idle: Option<Sleep>,
+        idle: IdleClock,
         idle_timeout: Duration,
-        sent: Option<oneshot::Sender<()>>,
     }
 }
 
 impl<B: Body> SentBody<B> {
-    /// `sent` fires once the body has ended (or is dropped unsent).
-    pub fn new(inner: B, idle_timeout: Duration, sent: Option<oneshot::Sender<()>>) -> Self {
+    pub fn new(inner: B, idle_timeout: Duration) -> Self {
         Self {
             inner,
-            idle: None,
+            idle: IdleClock::default(),
             idle_timeout,
-            sent,
         }
     }
 }
@@ -139,15 +129,10 @@ where
         let mut this = self.project();
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.idle.set(None);
-                if frame.is_none() || this.inner.is_end_stream() {
-                    if let Some(sent) = this.sent.take() {
-                        let _ = sent.send(());
-                    }
-                }
+                this.idle.frame();
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match idle_elapsed(this.idle, *this.idle_timeout, cx) {
+            Poll::Pending => match this.idle.poll_idle(cx, *this.idle_timeout) {
                 Poll::Ready(()) => {
                     Poll::Ready(Some(Err(Box::new(ClientBodyIdle(*this.idle_timeout)))))
                 }
@@ -163,18 +148,4 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Ready once a body has waited `timeout` in a row. The timer only exists while the body waits
-/// (callers clear it on every frame), so a body that is always ready never touches the timer
-/// wheel.
-fn idle_elapsed(
-    mut idle: Pin<&mut Option<Sleep>>,
-    timeout: Duration,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    if idle.is_none() {
-        idle.set(Some(tokio::time::sleep_until(Instant::now() + timeout)));
-    }
-    idle.as_pin_mut().expect("just set").poll(cx)
 }

@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::fields::Fields;
 use crate::forward;
 use crate::http1::framing::list;
+use crate::pool::ConnectError;
 use crate::proxy::{leased_response, Pass, Upstream};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
@@ -15,7 +16,6 @@ use hyper_util::rt::TokioIo;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Sends the upgrade request to the instance and, on 101, tunnels the two connections.
 pub async fn tunnel(
@@ -33,27 +33,24 @@ pub async fn tunnel(
     } = pass;
     let instance = lease.instance().id.to_string();
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let stream =
-        match tokio::time::timeout(upstream.connect, TcpStream::connect(lease.addr())).await {
-            Err(_) => {
-                return Err(GatewayError::Timeout {
-                    instance,
-                    what: "accept a connection",
-                })
-            }
-            Ok(Err(_)) => {
-                let message = "the instance refused the connection";
-                return Err(GatewayError::BadGateway { instance, message });
-            }
-            Ok(Ok(stream)) => stream,
-        };
-    // Before a byte of the request is written: the port must still be the instance's.
-    if let Err(e) = valet_instances::confirm_listener(lease.addr()) {
-        tracing::warn!(%instance, error = %e, "the instance's port is held by another program");
-        let message = "the instance's port is held by another program";
-        return Err(GatewayError::BadGateway { instance, message });
-    }
-    let _ = stream.set_nodelay(true);
+    let stream = match crate::pool::dial(lease.addr(), upstream.connect, None).await {
+        Ok(stream) => stream,
+        Err(ConnectError::Timeout | ConnectError::Deadline) => {
+            return Err(GatewayError::Timeout {
+                instance,
+                what: crate::proxy::CONNECT,
+            })
+        }
+        Err(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(%instance, error = %e, "the instance's port is held by another program");
+            let message = "the instance's port is held by another program";
+            return Err(GatewayError::BadGateway { instance, message });
+        }
+        Err(ConnectError::Io(_)) => {
+            let message = "the instance refused the connection";
+            return Err(GatewayError::BadGateway { instance, message });
+        }
+    };
     let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     else {
         let message = "handshake with the instance failed";

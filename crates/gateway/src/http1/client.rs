@@ -44,10 +44,43 @@ pub enum SendError {
     BadResponse(BadResponse),
 }
 
+/// How long a request waits for its answer's head ([`SendError::Deadline`] after that).
+#[derive(Clone, Copy, Debug)]
+pub enum Deadline {
+    /// As long as it takes (tests).
+    None,
+    /// Until then, whatever the request's size: connecting and sending count against it.
+    At(Instant),
+    /// This long from when the request's body has gone out in full: an upload may take longer
+    /// to send than an answer may take to come, and a client that stalls mid-body is the
+    /// body's idle timeout's to stop.
+    AfterBody(std::time::Duration),
+}
+
+impl Deadline {
+    /// The fixed deadline, if there is one before the body is sent.
+    pub(crate) fn fixed(self) -> Option<Instant> {
+        match self {
+            Deadline::At(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// The deadline once the body is sent.
+    fn after_body(self) -> Option<Instant> {
+        match self {
+            Deadline::None => None,
+            Deadline::At(at) => Some(at),
+            Deadline::AfterBody(wait) => Some(Instant::now() + wait),
+        }
+    }
+}
+
 impl From<ConnectError> for SendError {
     fn from(e: ConnectError) -> Self {
         match e {
             ConnectError::Timeout => SendError::ConnectTimeout,
+            ConnectError::Deadline => SendError::Deadline,
             ConnectError::Io(e) => SendError::Connect(e),
         }
     }
@@ -72,12 +105,12 @@ impl Pool {
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let fields = crate::fields::Fields::Map(parts.headers);
         let (head, framing) = encode(&parts.method, target, &fields, None, &body);
-        self.send_head(addr, &head, &parts.method, framing, body, None)
+        self.send_head(addr, &head, &parts.method, framing, body, Deadline::None)
             .await
     }
 
-    /// Sends an encoded request head (see [`encode`]) and `body` to `addr`; with a `deadline`,
-    /// [`SendError::Deadline`] if no response head has come by then.
+    /// Sends an encoded request head (see [`encode`]) and `body` to `addr`, waiting for the
+    /// answer's head as long as `deadline` says.
     pub async fn send_head<B>(
         self: &Arc<Self>,
         addr: SocketAddr,
@@ -85,7 +118,7 @@ impl Pool {
         method: &Method,
         framing: Framing,
         body: B,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Answer<ResponseBody>, SendError>
     where
         B: http_body::Body<Data = Bytes>,
@@ -93,13 +126,9 @@ impl Pool {
     {
         let mut body = std::pin::pin!(body);
         loop {
-            let (mut conn, reused) = match (self.take(addr), deadline) {
-                (Some(conn), _) => (conn, true),
-                (None, None) => (self.connect(addr).await?, false),
-                (None, Some(at)) => match tokio::time::timeout_at(at, self.connect(addr)).await {
-                    Ok(conn) => (conn?, false),
-                    Err(_) => return Err(SendError::Deadline),
-                },
+            let (mut conn, reused) = match self.take(addr) {
+                Some(conn) => (conn, true),
+                None => (self.connect(addr, deadline.fixed()).await?, false),
             };
             match exchange(&mut conn, head, &mut body, framing, method, deadline).await {
                 Ok((head, keep_alive)) => {
@@ -166,7 +195,7 @@ async fn exchange<B>(
     body: &mut B,
     framing: Framing,
     method: &Method,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 ) -> Result<(Head, bool), Failure>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
@@ -190,13 +219,13 @@ where
             }
             Ok((head, keep_alive))
         };
-        let Some(at) = deadline else {
-            return answer.await;
-        };
-        return tokio::select! {
-            biased;
-            answer = answer => answer,
-            () = timer.reached(at) => Err(Failure::Deadline),
+        return match deadline.after_body() {
+            None => answer.await,
+            Some(at) => tokio::select! {
+                biased;
+                answer = answer => answer,
+                () = timer.reached(at) => Err(Failure::Deadline),
+            },
         };
     }
     let (mut reader, mut writer) = stream.split();
@@ -215,14 +244,32 @@ where
             // Answered before the whole body went up: the connection carries no more requests.
             return Ok((head, false));
         }
+        () = reached(timer, deadline.fixed()) => return Err(Failure::Deadline),
     };
-    match (answer.await, early) {
+    // The body is sent (or its write failed): from now on the answer has its deadline.
+    let answer = match deadline.after_body() {
+        None => answer.await,
+        Some(at) => tokio::select! {
+            biased;
+            answer = &mut answer => answer,
+            () = timer.reached(at) => return Err(Failure::Deadline),
+        },
+    };
+    match (answer, early) {
         (Ok((head, keep_alive, _)), None) => Ok((head, keep_alive)),
         // Writing failed, yet the instance may have answered before closing (a 413 for an
         // upload it would not read): that answer is the one the client gets.
         (Ok((head, _, _)), Some(_)) => Ok((head, false)),
         (Err(Failure::Closed(_)), Some(e)) => Err(Failure::Closed(e)),
         (Err(e), _) => Err(e),
+    }
+}
+
+/// `timer` reaching `at`, or never without one.
+async fn reached(timer: &mut crate::timer::LazyTimer, at: Option<Instant>) {
+    match at {
+        Some(at) => timer.reached(at).await,
+        None => std::future::pending().await,
     }
 }
 

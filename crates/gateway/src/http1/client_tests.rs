@@ -107,7 +107,7 @@ async fn a_deadline_ends_the_wait_for_an_answer_on_a_pooled_connection_and_drops
         let (head, framing) = encode(&Method::GET, "/", &fields, None, &body);
         let pool = pool.clone();
         async move {
-            pool.send_head(addr, &head, &Method::GET, framing, body, Some(deadline))
+            pool.send_head(addr, &head, &Method::GET, framing, body, Deadline::At(deadline))
                 .await
         }
     };
@@ -199,7 +199,7 @@ async fn a_body_posted_in_pieces_arrives_chunked_and_whole() {
     });
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(4);
     let stream_body = http_body_util::StreamBody::new(tokio_stream_of(rx));
-    let body = crate::stream::SentBody::new(stream_body, Duration::from_secs(5), None);
+    let body = crate::stream::SentBody::new(stream_body, Duration::from_secs(5));
     let req = Request::builder()
         .method("POST")
         .uri("/up")
@@ -400,4 +400,95 @@ async fn a_failed_first_write_says_whether_it_took_frames_of_the_body() {
             ..
         })
     ));
+}
+
+#[tokio::test]
+async fn the_wait_after_an_upload_is_timed_from_the_end_of_the_body_not_the_start() {
+    // An instance that reads the whole body and then never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let instance = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = stream.read(&mut buf).await;
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(4);
+    let body = http_body_util::StreamBody::new(tokio_stream_of(rx));
+    let body = crate::stream::SentBody::new(body, Duration::from_secs(5));
+    // Four pieces 150 ms apart: 450 ms to send, longer than the 200 ms wait for the answer.
+    tokio::spawn(async move {
+        for i in 0..4 {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"piece"))))
+                .await
+                .unwrap();
+        }
+    });
+    let fields = crate::fields::Fields::Map(http::HeaderMap::new());
+    let (head, framing) = encode(&Method::POST, "/up", &fields, None, &body);
+    let pool = Pool::new(Duration::from_secs(1));
+    let start = Instant::now();
+    let sent = pool
+        .send_head(
+            addr,
+            &head,
+            &Method::POST,
+            framing,
+            body,
+            Deadline::AfterBody(Duration::from_millis(200)),
+        )
+        .await;
+    let waited = start.elapsed().as_millis();
+    assert!(matches!(sent, Err(SendError::Deadline)), "{:?}", sent.map(|_| ()));
+    assert!((650..1500).contains(&waited), "{waited} ms: 450 to send, then 200");
+    instance.abort();
+}
+
+#[tokio::test]
+async fn a_deadline_sooner_than_the_connect_timeout_bounds_the_connect_as_a_deadline() {
+    // A listener whose backlog is full: a further connect is never accepted.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(stream)) => held.push(stream),
+            _ => break,
+        }
+    }
+    let pool = Pool::new(Duration::from_secs(10));
+    let start = Instant::now();
+    let (head, framing) = encode(
+        &Method::GET,
+        "/",
+        &crate::fields::Fields::Map(http::HeaderMap::new()),
+        None,
+        &Empty::<Bytes>::new(),
+    );
+    let sent = pool
+        .send_head(
+            addr,
+            &head,
+            &Method::GET,
+            framing,
+            Empty::<Bytes>::new(),
+            Deadline::At(start + Duration::from_millis(300)),
+        )
+        .await;
+    let waited = start.elapsed().as_millis();
+    assert!(matches!(sent, Err(SendError::Deadline)), "{:?}", sent.map(|_| ()));
+    assert!((300..2000).contains(&waited), "{waited} ms, the deadline was 300");
+    drop(listener);
 }
