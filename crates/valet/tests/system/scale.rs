@@ -290,19 +290,25 @@ async fn a_websocket_stays_on_its_replica_and_keeps_it_awake() {
         2,
         "the socket never moved to another replica"
     );
-    let metrics = admin.metrics().await;
-    assert_eq!(
-        sample(&metrics, "valet_scale_downs_total{class=\"Echo\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&metrics, "valet_replicas{class=\"Echo\"}"),
-        Some(0.0)
-    );
-    assert_eq!(
-        sample(&metrics, "valet_key_replicas{class=\"Echo\",key=\"w\"}"),
-        Some(1.0)
-    );
+    // The process ends before the stop is recorded: the counts follow a moment later.
+    let admin = &admin;
+    eventually(
+        Duration::from_secs(10),
+        "the scale-down to be counted",
+        || async move {
+            let metrics = admin.metrics().await;
+            let counted = [
+                ("valet_scale_downs_total{class=\"Echo\"}", 1.0),
+                ("valet_replicas{class=\"Echo\"}", 0.0),
+                ("valet_key_replicas{class=\"Echo\",key=\"w\"}", 1.0),
+            ];
+            counted
+                .iter()
+                .all(|(name, want)| sample(&metrics, name) == Some(*want))
+                .then_some(())
+        },
+    )
+    .await;
 
     ws.close(None).await.unwrap();
     drop(ws);
