@@ -10,58 +10,105 @@ use crate::message::{Answer, ClientRequest};
 use crate::proxy::{self, Pass, Upstream};
 use crate::state::GatewayState;
 use crate::upgrade;
+use futures_util::future::Either;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use valet_instances::{ClassRuntime, Lease};
+use valet_instances::{ClassRuntime, Instance, Lease, PeerRoute};
 
 /// Passes the request on the lease it has, and again on a new lease when that is safe: the
 /// instance (or the owner replica) went away before it answered.
-pub(crate) async fn exchange(
-    state: &GatewayState,
-    upstream: &Upstream,
-    class: &Arc<ClassRuntime>,
+///
+/// A plain function: what can be done before the first await (counting, encoding the request
+/// and boxing its exchange) is done here, so that the future it returns holds only what the
+/// wait needs. Every future is copied whole into its caller's when called; an async fn's
+/// future would also hold the request and the lease as they came in, twice over.
+pub(crate) fn exchange<'a>(
+    state: &'a GatewayState,
+    upstream: &'a Upstream,
+    class: &'a Arc<ClassRuntime>,
     req: ClientRequest,
     pass: Pass,
     upgrade: bool,
-) -> Result<Answer, GatewayError> {
-    let (from_peer, port) = (pass.from_peer, pass.port);
+) -> impl Future<Output = Result<Answer, GatewayError>> + Send + 'a {
     if pass.lease.via().is_some() {
         class.stats.forwarded.inc();
     }
+    let instance = pass.lease.instance().clone();
     if upgrade {
-        let (instance, via) = (pass.lease.instance().clone(), pass.lease.via().cloned());
-        // Boxed: a rare path should not widen every request's future (see proxy::pass).
+        let via = pass.lease.via().cloned();
+        // Boxed: a rare path should not widen every request's future.
         let tunnel = Box::pin(upgrade::tunnel(upstream, req.into_http(), pass));
-        let result = tunnel.await.map(Answer::from);
-        // A handshake is not sent again, but the next request must not take a route that
-        // failed: the owner's refusal passes to the client, its route does not stay.
-        if let Some(route) = via {
-            match &result {
-                Ok(answer)
-                    if answer.status == http::StatusCode::SERVICE_UNAVAILABLE
-                        && answer.fields.contains(&forward::X_VALET_NOT_OWNER) =>
-                {
-                    state.instances.forget_owner(&instance.id);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    forget_failed_route(state, &instance, Some(&*route.node), error);
-                }
-            }
-        }
-        return result;
+        return Either::Left(tunneled(state, instance, via, tunnel));
     }
-    let (instance, mut addr) = (pass.lease.instance().clone(), pass.lease.addr());
-    let mut via = pass.lease.via().map(|r| r.node.clone());
+    let first = First {
+        from_peer: pass.from_peer,
+        port: pass.port,
+        addr: pass.lease.addr(),
+        via: pass.lease.via().map(|r| r.node.clone()),
+        sent: Instant::now(),
+    };
     // Metrics: request bodies by declared length (no per-chunk counting on the hot path), and
     // the upstream time of the first try, from sending until the response head.
-    let declared = req.fields.content_length();
-    class.stats.request_bytes.add(declared.unwrap_or(0));
-    let sent = Instant::now();
-    // Boxed: an async fn's future is copied whole into its caller's when called, so the
-    // exchange's 2.5 KB would be copied again into this future and into `handle`'s on every
-    // request; behind a box only the pointer is.
+    class
+        .stats
+        .request_bytes
+        .add(req.fields.content_length().unwrap_or(0));
+    // Boxed, so that the futures that wait for it hold a pointer, not the exchange.
     let exchange = Box::pin(proxy::pass(upstream, req, pass));
+    Either::Right(with_resends(state, upstream, class, instance, first, exchange))
+}
+
+/// What the first try leaves for the ones after it.
+struct First {
+    from_peer: bool,
+    port: usize,
+    addr: std::net::SocketAddr,
+    via: Option<Arc<str>>,
+    sent: Instant,
+}
+
+async fn tunneled(
+    state: &GatewayState,
+    instance: Arc<Instance>,
+    via: Option<Arc<PeerRoute>>,
+    tunnel: impl Future<Output = Result<hyper::Response<crate::body::Body>, GatewayError>>,
+) -> Result<Answer, GatewayError> {
+    let result = tunnel.await.map(Answer::from);
+    // A handshake is not sent again, but the next request must not take a route that
+    // failed: the owner's refusal passes to the client, its route does not stay.
+    if let Some(route) = via {
+        match &result {
+            Ok(answer)
+                if answer.status == http::StatusCode::SERVICE_UNAVAILABLE
+                    && answer.fields.contains(&forward::X_VALET_NOT_OWNER) =>
+            {
+                state.instances.forget_owner(&instance.id);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                forget_failed_route(state, &instance, Some(&*route.node), error);
+            }
+        }
+    }
+    result
+}
+
+async fn with_resends(
+    state: &GatewayState,
+    upstream: &Upstream,
+    class: &Arc<ClassRuntime>,
+    instance: Arc<Instance>,
+    first: First,
+    exchange: impl Future<Output = Result<Answer, proxy::Failed>>,
+) -> Result<Answer, GatewayError> {
+    let First {
+        from_peer,
+        port,
+        mut addr,
+        mut via,
+        sent,
+    } = first;
     let mut result = exchange.await;
     class.stats.upstream.observe(sent.elapsed());
     // A process that was killed or crashed a moment ago still looks ready until its task

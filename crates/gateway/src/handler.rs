@@ -26,7 +26,9 @@ pub async fn handle(
     mut req: ClientRequest,
 ) -> Answer {
     if let Some(token) = &state.peer_token {
-        return crate::peer::handle(state, upstream, peer, req, token).await;
+        // Boxed: the peer listener's future is larger than the public one's, and every
+        // request's future would otherwise be as large as the largest.
+        return Box::pin(crate::peer::handle(state, upstream, peer, req, token)).await;
     }
     let started = Instant::now();
     let (request_id, new_id) = crate::message::request_id(&req.fields);
@@ -155,7 +157,12 @@ async fn to_instance(
     }
     // Cold starts are counted per client (server.cold_starts_per_client).
     let from = client_address(&client, &req.fields);
-    let lease = acquire(state, &target.class, &key, target.port, Some(from)).await?;
+    let lease = match state.instances.acquire_ready(&target.class, &key, target.port) {
+        Some(lease) => lease,
+        // A start or a wait: boxed, so that the warm path's future neither carries nor moves
+        // the cold path's.
+        None => Box::pin(acquire(state, &target.class, &key, target.port, Some(from))).await?,
+    };
     let (prefix, uri) = upstream_target(target, &req.uri)?;
     let pass = Pass {
         lease,

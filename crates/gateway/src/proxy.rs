@@ -207,6 +207,17 @@ pub async fn resend(upstream: &Upstream, resend: Resend, lease: Lease) -> Result
     result.map_err(|e| (e, Some(resend)))
 }
 
+/// How a sent request's wait ended. (Held for a moment only: boxing the answer to even out
+/// the variants would cost an allocation per request.)
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    /// The first-byte deadline passed while waiting for a turn under `max_concurrent_requests`.
+    NoTurn,
+    /// The key left the owner the request was forwarded to (see `PeerRoute::moved`).
+    Moved,
+    Sent(Result<Answer<crate::http1::body::ResponseBody>, SendError>),
+}
+
 async fn send(
     upstream: &Upstream,
     head: &[u8],
@@ -233,34 +244,42 @@ async fn send(
         // idle timeout is what stops a client that stalls.
         Either::Right(_) => (Deadline::AfterBody(upstream.first_byte), None),
     };
-    // Boxed, so that the caller's future holds a pointer, not the exchange.
-    let exchange = Box::pin(async {
-        if lease.needs_turn() {
-            match deadline.fixed() {
-                Some(at) => {
-                    if tokio::time::timeout_at(at, lease.take_turn()).await.is_err() {
-                        return None;
+    // Pinned in place, not boxed: both callers (`pass`, `resend`) are boxed by theirs
+    // (`crate::dispatch`), so a box here would be a second allocation per request.
+    let outcome = {
+        let mut exchange = std::pin::pin!(async {
+            if lease.needs_turn() {
+                match deadline.fixed() {
+                    Some(at) => {
+                        if tokio::time::timeout_at(at, lease.take_turn()).await.is_err() {
+                            return Outcome::NoTurn;
+                        }
                     }
+                    None => lease.take_turn().await,
                 }
-                None => lease.take_turn().await,
             }
+            let sent = upstream
+                .pool
+                .send_head(addr, head, method, framing, body, deadline);
+            Outcome::Sent(sent.await)
+        });
+        match moved {
+            None => exchange.await,
+            Some(moved) => tokio::select! {
+                biased;
+                outcome = exchange.as_mut() => outcome,
+                () = moved.cancelled() => Outcome::Moved,
+            },
         }
-        let sent = upstream
-            .pool
-            .send_head(addr, head, method, framing, body, deadline);
-        Some(sent.await)
-    });
-    let answer = match moved {
-        None => exchange.await,
-        Some(moved) => tokio::select! {
-            biased;
-            answer = exchange => answer,
-            () = moved.cancelled() => {
-                return Err(GatewayError::NotOwner {
-                    instance: lease.instance().id.to_string(),
-                });
-            }
-        },
+    };
+    let answer = match outcome {
+        Outcome::NoTurn => None,
+        Outcome::Moved => {
+            return Err(GatewayError::NotOwner {
+                instance: lease.instance().id.to_string(),
+            });
+        }
+        Outcome::Sent(sent) => Some(sent),
     };
     let response = match answer {
         None => {

@@ -179,6 +179,20 @@ impl Instances {
         self.acquire_record(inst, port, client).await
     }
 
+    /// [`Self::acquire_for`] when it takes no wait: a key of a class without `scale` whose
+    /// instance is ready (the warm path, most requests). `None`: call [`Self::acquire_for`],
+    /// which may start the instance or wait for it. A plain call, so that the warm path costs
+    /// its caller no future of the cold path's size.
+    pub fn acquire_ready(&self, class: &Arc<ClassRuntime>, key: &str, port: usize) -> Option<Lease> {
+        if class.scale.is_some() {
+            return None;
+        }
+        let inst = self.record(class, key).ok()?;
+        let lease = try_lease(&inst, port)?;
+        inst.requests.fetch_add(1, Ordering::Relaxed);
+        Some(lease)
+    }
+
     /// [`Self::acquire_for`] on one record, whatever its class's `scale`.
     async fn acquire_record(
         &self,
