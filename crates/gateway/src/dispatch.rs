@@ -56,7 +56,9 @@ pub(crate) fn exchange<'a>(
         .add(req.fields.content_length().unwrap_or(0));
     // Boxed, so that the futures that wait for it hold a pointer, not the exchange.
     let exchange = Box::pin(proxy::pass(upstream, req, pass));
-    Either::Right(with_resends(state, upstream, class, instance, first, exchange))
+    Either::Right(with_resends(
+        state, upstream, class, instance, first, exchange,
+    ))
 }
 
 /// What the first try leaves for the ones after it.

@@ -157,7 +157,10 @@ async fn to_instance(
     }
     // Cold starts are counted per client (server.cold_starts_per_client).
     let from = client_address(&client, &req.fields);
-    let lease = match state.instances.acquire_ready(&target.class, &key, target.port) {
+    let lease = match state
+        .instances
+        .acquire_ready(&target.class, &key, target.port)
+    {
         Some(lease) => lease,
         // A start or a wait: boxed, so that the warm path's future neither carries nor moves
         // the cold path's.

@@ -27,6 +27,7 @@ macro_rules! internals {
     };
 }
 internals!(body, fields, forward, http1, key, message, path, upgrade);
+pub(crate) mod balance;
 pub(crate) mod dispatch;
 pub(crate) mod error;
 pub(crate) mod handler;

@@ -251,7 +251,10 @@ async fn send(
             if lease.needs_turn() {
                 match deadline.fixed() {
                     Some(at) => {
-                        if tokio::time::timeout_at(at, lease.take_turn()).await.is_err() {
+                        if tokio::time::timeout_at(at, lease.take_turn())
+                            .await
+                            .is_err()
+                        {
                             return Outcome::NoTurn;
                         }
                     }

@@ -1,7 +1,8 @@
 //! The public listener, thread per core: each worker thread runs its own current-thread Tokio
 //! runtime with its own SO_REUSEPORT listener and its own upstream connection pool, so a warm
 //! request never crosses threads and no pool lock is shared between cores. The kernel spreads
-//! new connections over the workers' listeners.
+//! new connections over the workers' listeners, and [`crate::balance`] evens out what its hash
+//! leaves uneven.
 //!
 //! Each worker speaks HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN over TLS) and hands every
 //! request to [`crate::handler::handle`]. Plain HTTP/1.1 is served by [`crate::http1::server`] in the
@@ -9,6 +10,7 @@
 //! and TLS go through hyper. On shutdown a worker stops accepting and lets open connections
 //! finish for a grace period.
 
+use crate::balance::{Arrival, Balance};
 use crate::forward::Peer;
 pub use crate::worker::ServerConfig;
 use crate::worker::Worker;
@@ -65,14 +67,21 @@ impl Server {
     /// every worker has finished.
     pub async fn run(self, shutdown: Shutdown) {
         let mut done = Vec::new();
-        for (index, listener) in self.listeners.into_iter().enumerate() {
+        let (balance, inboxes) = Balance::new(self.listeners.len());
+        let workers = self.listeners.into_iter().zip(inboxes).enumerate();
+        for (index, (listener, inbox)) in workers {
             let config = self.config.clone();
             let shutdown = shutdown.clone();
+            let seat = Seat {
+                index,
+                balance: balance.clone(),
+                inbox,
+            };
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let spawned = std::thread::Builder::new()
                 .name(format!("valet-gw-{index}"))
                 .spawn(move || {
-                    worker(listener, config, shutdown);
+                    worker(listener, seat, config, shutdown);
                     drop(tx);
                 });
             match spawned {
@@ -96,8 +105,21 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
+/// A worker's place among the others: its index, the shared balance, its inbox of connections
+/// passed to it.
+struct Seat {
+    index: usize,
+    balance: Arc<Balance>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Arrival>,
+}
+
 /// One worker thread: its runtime, its pool, its accept loop.
-fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: Shutdown) {
+fn worker(
+    listener: std::net::TcpListener,
+    seat: Seat,
+    config: Arc<ServerConfig>,
+    shutdown: Shutdown,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,24 +132,50 @@ fn worker(listener: std::net::TcpListener, config: Arc<ServerConfig>, shutdown: 
             Ok(l) => l,
             Err(e) => return tracing::error!(error = %e, "cannot register the listener"),
         };
-        accept_loop(listener, config, shutdown).await;
+        accept_loop(listener, seat, config, shutdown).await;
     });
 }
 
-async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutdown: Shutdown) {
+async fn accept_loop(
+    listener: TcpListener,
+    mut seat: Seat,
+    config: Arc<ServerConfig>,
+    mut shutdown: Shutdown,
+) {
     let worker = Worker::new(config.clone());
     let hyper_only = hyper_only();
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, open) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok((stream, peer)) => {
+                    let to = seat.balance.place(seat.index);
+                    if to == seat.index {
+                        (stream, peer, seat.balance.open(seat.index))
+                    } else {
+                        match seat.balance.pass(to, stream, peer) {
+                            Ok(()) => continue,
+                            // That worker has stopped: this one serves it after all.
+                            Err(stream) => (stream, peer, seat.balance.open(seat.index)),
+                        }
+                    }
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
+                }
+            },
+            Some((stream, peer)) = seat.inbox.recv() => {
+                let open = seat.balance.arrived(seat.index);
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => (stream, peer, open),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take over a connection from another worker");
+                        continue;
+                    }
                 }
             },
             _ = shutdown.wait() => break,
@@ -142,24 +190,25 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, mut shutd
             None if hyper_only => {
                 let worker = worker.clone();
                 tracker.spawn(async move {
+                    let _open = open;
                     worker
                         .hand_over(stream, bytes::BytesMut::new(), client, watcher)
                         .await
                 });
             }
             None => {
-                tracker.spawn(crate::http1::server::serve(
-                    stream,
-                    client,
-                    worker.clone(),
-                    watcher,
-                ));
+                let served = crate::http1::server::serve(stream, client, worker.clone(), watcher);
+                tracker.spawn(async move {
+                    let _open = open;
+                    served.await
+                });
             }
             Some(acceptor) => {
                 let (acceptor, worker) = (acceptor.clone(), worker.clone());
                 // The TLS handshake happens in the connection's own task; a client that never
                 // finishes it is dropped after the header read timeout.
                 tracker.spawn(async move {
+                    let _open = open;
                     let header_read = worker.config.header_read;
                     let tls = match tokio::time::timeout(header_read, acceptor.accept(stream)).await
                     {

@@ -4,13 +4,13 @@
 //! client's request body to the instance ([`SentBody`]).
 
 use crate::body::BoxError;
+use crate::timer::IdleClock;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use crate::timer::IdleClock;
 use valet_instances::Lease;
 
 pin_project! {

@@ -120,7 +120,10 @@ mod tests {
         let start = Instant::now();
         for _ in 0..5 {
             let wait = std::future::poll_fn(|cx| clock.poll_idle(cx, idle));
-            assert!(tokio::time::timeout(60 * MS, wait).await.is_err(), "fired early");
+            assert!(
+                tokio::time::timeout(60 * MS, wait).await.is_err(),
+                "fired early"
+            );
             clock.frame();
         }
         assert!(since(start) >= 300);

@@ -183,7 +183,12 @@ impl Instances {
     /// instance is ready (the warm path, most requests). `None`: call [`Self::acquire_for`],
     /// which may start the instance or wait for it. A plain call, so that the warm path costs
     /// its caller no future of the cold path's size.
-    pub fn acquire_ready(&self, class: &Arc<ClassRuntime>, key: &str, port: usize) -> Option<Lease> {
+    pub fn acquire_ready(
+        &self,
+        class: &Arc<ClassRuntime>,
+        key: &str,
+        port: usize,
+    ) -> Option<Lease> {
         if class.scale.is_some() {
             return None;
         }

@@ -64,3 +64,4 @@ mod swarm;
 mod swarm_lab;
 mod swarm_registry;
 mod tenant_isolation;
+mod workers;
