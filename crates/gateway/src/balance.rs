@@ -8,7 +8,7 @@
 //! there. Short-lived connections seldom differ by two and stay where they land.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -20,6 +20,8 @@ const SLACK: usize = 2;
 
 pub(crate) struct Balance {
     open: Box<[AtomicUsize]>,
+    /// Workers that stopped (or never started): never chosen.
+    gone: Box<[AtomicBool]>,
     inboxes: Box<[mpsc::UnboundedSender<Arrival>]>,
 }
 
@@ -42,8 +44,10 @@ impl Balance {
             .map(|_| mpsc::unbounded_channel())
             .unzip();
         let open = (0..inboxes.len()).map(|_| AtomicUsize::new(0)).collect();
+        let gone = (0..inboxes.len()).map(|_| AtomicBool::new(false)).collect();
         let balance = Self {
             open,
+            gone,
             inboxes: inboxes.into(),
         };
         (Arc::new(balance), receivers)
@@ -56,8 +60,10 @@ impl Balance {
         let (least, fewest) = self
             .open
             .iter()
-            .map(|n| n.load(Ordering::Relaxed))
+            .zip(&self.gone)
             .enumerate()
+            .filter(|(_, (_, gone))| !gone.load(Ordering::Relaxed))
+            .map(|(i, (n, _))| (i, n.load(Ordering::Relaxed)))
             .min_by_key(|&(_, n)| n)
             .unwrap_or((me, mine));
         if fewest + SLACK <= mine {
@@ -94,10 +100,16 @@ impl Balance {
             return Ok(());
         };
         self.open[to].fetch_sub(1, Ordering::Relaxed);
+        self.leave(to);
         match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => Err(stream),
             Err(_) => Ok(()),
         }
+    }
+
+    /// `worker` takes no more connections from the others (it stops, or its inbox is gone).
+    pub(crate) fn leave(&self, worker: usize) {
+        self.gone[worker].store(true, Ordering::Relaxed);
     }
 
     /// Counts a connection passed to `worker` (already added by [`Self::pass`]) as served
@@ -184,7 +196,7 @@ mod tests {
         });
         receiver.join().unwrap();
         // The receiving worker is gone: a connection passed to it comes back, uncounted.
-        runtime.block_on(async move {
+        runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
                 .await
@@ -193,5 +205,9 @@ mod tests {
             assert!(balance.pass(1, accepted, peer).is_err());
             assert_eq!(balance.counts(), vec![0, 1]);
         });
+        // And it is never chosen again, however busy the others are.
+        let busy: Vec<Open> = (0..5).map(|_| balance.open(0)).collect();
+        assert_eq!(balance.place(0), 0, "{:?}", balance.counts());
+        drop(busy);
     }
 }

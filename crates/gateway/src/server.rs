@@ -146,40 +146,8 @@ async fn accept_loop(
     let hyper_only = hyper_only();
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer, open) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let to = seat.balance.place(seat.index);
-                    if to == seat.index {
-                        (stream, peer, seat.balance.open(seat.index))
-                    } else {
-                        match seat.balance.pass(to, stream, peer) {
-                            Ok(()) => continue,
-                            // That worker has stopped: this one serves it after all.
-                            Err(stream) => (stream, peer, seat.balance.open(seat.index)),
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some((stream, peer)) = seat.inbox.recv() => {
-                let open = seat.balance.arrived(seat.index);
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => (stream, peer, open),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot take over a connection from another worker");
-                        continue;
-                    }
-                }
-            },
-            _ = shutdown.wait() => break,
-        };
+    // Each connection gets its own task; `open` counts it as this worker's while it lives.
+    let serve = |stream: tokio::net::TcpStream, peer: SocketAddr, open: crate::balance::Open| {
         let _ = stream.set_nodelay(true);
         let client = Peer::new(peer, &config.state.trusted_proxies);
         let watcher = graceful.watcher();
@@ -218,6 +186,52 @@ async fn accept_loop(
                     worker.serve_hyper(tls, client, watcher).await;
                 });
             }
+        }
+    };
+    loop {
+        let (stream, peer, open) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let to = seat.balance.place(seat.index);
+                    if to == seat.index {
+                        (stream, peer, seat.balance.open(seat.index))
+                    } else {
+                        match seat.balance.pass(to, stream, peer) {
+                            Ok(()) => continue,
+                            // That worker has stopped: this one serves it after all.
+                            Err(stream) => (stream, peer, seat.balance.open(seat.index)),
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some((stream, peer)) = seat.inbox.recv() => {
+                let open = seat.balance.arrived(seat.index);
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => (stream, peer, open),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take over a connection from another worker");
+                        continue;
+                    }
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        serve(stream, peer, open);
+    }
+    // Passed connections already on their way are served here; later ones stay where they
+    // were accepted (the inbox is closed, and this worker is no longer chosen).
+    seat.balance.leave(seat.index);
+    seat.inbox.close();
+    while let Ok((stream, peer)) = seat.inbox.try_recv() {
+        let open = seat.balance.arrived(seat.index);
+        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+            serve(stream, peer, open);
         }
     }
     drop(listener);

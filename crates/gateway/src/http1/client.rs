@@ -66,12 +66,21 @@ impl Deadline {
         }
     }
 
-    /// The deadline once the body is sent.
-    fn after_body(self) -> Option<Instant> {
+    /// The deadline while the body goes up, its end read at `ended` (if it has been).
+    fn during_upload(self, ended: Option<&Instant>) -> Option<Instant> {
         match self {
             Deadline::None => None,
             Deadline::At(at) => Some(at),
-            Deadline::AfterBody(wait) => Some(Instant::now() + wait),
+            Deadline::AfterBody(wait) => ended.map(|&at| at + wait),
+        }
+    }
+
+    /// The deadline once the body is sent (or its write failed), its end read at `ended`.
+    fn after_body(self, ended: Option<Instant>) -> Option<Instant> {
+        match self {
+            Deadline::None => None,
+            Deadline::At(at) => Some(at),
+            Deadline::AfterBody(wait) => Some(ended.unwrap_or_else(Instant::now) + wait),
         }
     }
 }
@@ -219,7 +228,7 @@ where
             }
             Ok((head, keep_alive))
         };
-        return match deadline.after_body() {
+        return match deadline.after_body(None) {
             None => answer.await,
             Some(at) => tokio::select! {
                 biased;
@@ -229,9 +238,14 @@ where
         };
     }
     let (mut reader, mut writer) = stream.split();
-    let upload = send_body(&mut writer, head, body, framing);
+    // When the client's body was read to its end: an `AfterBody` deadline runs from then,
+    // and so bounds the last write too (an instance that stopped reading blocks it).
+    let ended = std::sync::OnceLock::new();
+    let upload = send_body(&mut writer, head, body, framing, &ended);
     let answer = read_head(&mut reader, buf, method);
     tokio::pin!(upload, answer);
+    // Biased, the deadline last: it is looked at in the same turn as the upload that set
+    // `ended`.
     let early = tokio::select! {
         biased;
         sent = &mut upload => match sent {
@@ -244,10 +258,13 @@ where
             // Answered before the whole body went up: the connection carries no more requests.
             return Ok((head, false));
         }
-        () = reached(timer, deadline.fixed()) => return Err(Failure::Deadline),
+        () = std::future::poll_fn(|cx| match deadline.during_upload(ended.get()) {
+            Some(at) => timer.poll_reached(cx, at),
+            None => std::task::Poll::Pending,
+        }) => return Err(Failure::Deadline),
     };
     // The body is sent (or its write failed): from now on the answer has its deadline.
-    let answer = match deadline.after_body() {
+    let answer = match deadline.after_body(ended.get().copied()) {
         None => answer.await,
         Some(at) => tokio::select! {
             biased;
@@ -265,14 +282,6 @@ where
     }
 }
 
-/// `timer` reaching `at`, or never without one.
-async fn reached(timer: &mut crate::timer::LazyTimer, at: Option<Instant>) {
-    match at {
-        Some(at) => timer.reached(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Writes the head and the client's body. Frames already at hand go out with the head in one
 /// write.
 async fn send_body<W, B>(
@@ -280,6 +289,7 @@ async fn send_body<W, B>(
     head: &[u8],
     body: &mut B,
     framing: Framing,
+    ended: &std::sync::OnceLock<Instant>,
 ) -> Result<(), Failure>
 where
     W: tokio::io::AsyncWrite + Unpin,
@@ -299,6 +309,10 @@ where
             match futures_util::FutureExt::now_or_never(body.frame()) {
                 Some(frame) if out.len() < COALESCE => frame,
                 Some(frame) => {
+                    // The body's end, read before a write that may block: the clock starts.
+                    if frame.is_none() || body.is_end_stream() {
+                        let _ = ended.set(Instant::now());
+                    }
                     flush(writer, &mut out, &mut unsent, taken).await?;
                     frame
                 }
@@ -326,6 +340,8 @@ where
             }
         }
     }
+    // Read to its end (the first time it was seen to end counts, if that was earlier).
+    let _ = ended.set(Instant::now());
     if framing == Framing::Chunked {
         out.extend_from_slice(LAST_CHUNK);
     }

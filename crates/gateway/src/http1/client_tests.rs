@@ -371,12 +371,14 @@ async fn a_failed_first_write_says_whether_it_took_frames_of_the_body() {
     // The body's frame was at hand and went into the write with the head: a second try on
     // another connection would be short of it, so it must not be told "nothing was taken".
     let mut reset = Reset;
+    let ended = std::sync::OnceLock::new();
     let mut body = http_body_util::Full::new(Bytes::from_static(b"hello"));
     let sent = send_body(
         &mut reset,
         b"POST / HTTP/1.1\r\n\r\n",
         &mut body,
         Framing::Length(5),
+        &ended,
     );
     assert!(matches!(
         sent.await,
@@ -392,6 +394,7 @@ async fn a_failed_first_write_says_whether_it_took_frames_of_the_body() {
         b"GET / HTTP/1.1\r\n\r\n",
         &mut empty,
         Framing::None,
+        &ended,
     );
     assert!(matches!(
         sent.await,
@@ -491,4 +494,38 @@ async fn a_deadline_sooner_than_the_connect_timeout_bounds_the_connect_as_a_dead
     assert!(matches!(sent, Err(SendError::Deadline)), "{:?}", sent.map(|_| ()));
     assert!((300..2000).contains(&waited), "{waited} ms, the deadline was 300");
     drop(listener);
+}
+
+#[tokio::test]
+async fn an_instance_that_stops_reading_an_upload_gets_its_deadline_from_the_body_s_end() {
+    // An instance that accepts and never reads: the last write of a large body blocks.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let instance = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stream);
+    });
+    let body = http_body_util::Full::new(Bytes::from(vec![b'x'; 64 << 20]));
+    let fields = crate::fields::Fields::Map(http::HeaderMap::new());
+    let (head, framing) = encode(&Method::POST, "/up", &fields, None, &body);
+    let pool = Pool::new(Duration::from_secs(1));
+    let start = Instant::now();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.send_head(
+            addr,
+            &head,
+            &Method::POST,
+            framing,
+            body,
+            Deadline::AfterBody(Duration::from_millis(300)),
+        ),
+    )
+    .await
+    .expect("the blocked write outlived the deadline");
+    let waited = start.elapsed().as_millis();
+    assert!(matches!(sent, Err(SendError::Deadline)), "{:?}", sent.map(|_| ()));
+    assert!((300..3000).contains(&waited), "{waited} ms, the deadline was 300");
+    instance.abort();
 }
