@@ -141,9 +141,11 @@ pub struct TlsConfig {
 pub struct TimeoutsConfig {
     /// Opening a connection to an instance. Default `5s`.
     pub connect: DurationValue,
-    /// From sending the request to the response head. Default `60s`.
+    /// From sending the request to the response head (for a request with a body, from when
+    /// the client's body was read to its end). Default `60s`.
     pub first_byte: DurationValue,
-    /// Longest silence inside a body, either way. Default `5m`.
+    /// Longest silence inside a body, either way: a client or an instance that sends nothing
+    /// more of a body, or an instance that takes nothing more of an upload. Default `5m`.
     pub idle: DurationValue,
     /// Reading a client's request head, counted from the end of the previous exchange on a
     /// keep-alive connection: it is also how long an idle client connection stays open.

@@ -242,7 +242,13 @@ async fn send(
         ),
         // With a body, the clock starts once the body has gone out; until then the body's own
         // idle timeout is what stops a client that stalls.
-        Either::Right(_) => (Deadline::AfterBody(upstream.first_byte), None),
+        Either::Right(_) => (
+            Deadline::AfterBody {
+                answer: upstream.first_byte,
+                stall: upstream.idle,
+            },
+            None,
+        ),
     };
     // Pinned in place, not boxed: both callers (`pass`, `resend`) are boxed by theirs
     // (`crate::dispatch`), so a box here would be a second allocation per request.
@@ -377,6 +383,10 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
                 reused,
             }
         }
+        SendError::Stalled => GatewayError::Timeout {
+            instance,
+            what: "take the request body",
+        },
         SendError::BadResponse(e) => {
             tracing::debug!(%instance, error = %e, "the instance's answer cannot be passed on");
             GatewayError::BadGateway {

@@ -90,7 +90,7 @@ pin_project! {
     /// The client's body on its way to the instance. It fails the exchange when the client
     /// goes silent for longer than the idle timeout mid-body, so a trickling client cannot hold
     /// an instance's turn forever. (The first-byte clock starts once the body has gone out in
-    /// full: the client session keeps it, [`crate::http1::client::Deadline::AfterBody`].)
+    /// full: the client session keeps it, `crate::http1::client::Deadline::AfterBody`.)
     pub struct SentBody<B> {
         #[pin]
         inner: B,

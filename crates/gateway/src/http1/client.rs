@@ -42,6 +42,8 @@ pub enum SendError {
     RequestBody(BoxError),
     /// The instance's answer cannot be passed on.
     BadResponse(BadResponse),
+    /// The instance took no byte of the request's body for the stall time.
+    Stalled,
 }
 
 /// How long a request waits for its answer's head ([`SendError::Deadline`] after that).
@@ -51,10 +53,14 @@ pub enum Deadline {
     None,
     /// Until then, whatever the request's size: connecting and sending count against it.
     At(Instant),
-    /// This long from when the request's body has gone out in full: an upload may take longer
-    /// to send than an answer may take to come, and a client that stalls mid-body is the
-    /// body's idle timeout's to stop.
-    AfterBody(std::time::Duration),
+    /// `answer` from when the client's body was read to its end: an upload may take longer to
+    /// send than an answer may take to come, and a client that stalls mid-body is the body's
+    /// idle timeout's to stop. An instance that takes no byte of the upload for `stall` ends
+    /// it too ([`SendError::Stalled`]).
+    AfterBody {
+        answer: std::time::Duration,
+        stall: std::time::Duration,
+    },
 }
 
 impl Deadline {
@@ -66,12 +72,20 @@ impl Deadline {
         }
     }
 
-    /// The deadline while the body goes up, its end read at `ended` (if it has been).
-    fn during_upload(self, ended: Option<&Instant>) -> Option<Instant> {
+    /// The deadline while the body goes up, and whether it is the instance's stall: the
+    /// answer's deadline once the body's end has been read, or a write waiting `stall`.
+    fn during_upload(self, upload: &Upload) -> Option<(Instant, bool)> {
         match self {
             Deadline::None => None,
-            Deadline::At(at) => Some(at),
-            Deadline::AfterBody(wait) => ended.map(|&at| at + wait),
+            Deadline::At(at) => Some((at, false)),
+            Deadline::AfterBody { answer, stall } => {
+                let answer = upload.ended.get().map(|&at| (at + answer, false));
+                let stall = upload.writing_since().map(|at| (at + stall, true));
+                match (answer, stall) {
+                    (Some(a), Some(s)) => Some(if s.0 < a.0 { s } else { a }),
+                    (a, s) => a.or(s),
+                }
+            }
         }
     }
 
@@ -80,7 +94,7 @@ impl Deadline {
         match self {
             Deadline::None => None,
             Deadline::At(at) => Some(at),
-            Deadline::AfterBody(wait) => Some(ended.unwrap_or_else(Instant::now) + wait),
+            Deadline::AfterBody { answer, .. } => Some(ended.unwrap_or_else(Instant::now) + answer),
         }
     }
 }
@@ -163,6 +177,7 @@ impl Pool {
                 Err(Failure::RequestBody(e)) => return Err(SendError::RequestBody(e)),
                 Err(Failure::Deadline) => return Err(SendError::Deadline),
                 Err(Failure::BadResponse(e)) => return Err(SendError::BadResponse(e)),
+                Err(Failure::Stalled) => return Err(SendError::Stalled),
             }
         }
     }
@@ -193,6 +208,44 @@ enum Failure {
     RequestBody(BoxError),
     BadResponse(BadResponse),
     Deadline,
+    Stalled,
+}
+
+/// What the exchange's deadline needs to know of an upload on its way.
+struct Upload {
+    /// When the client's body was read to its end.
+    ended: std::sync::OnceLock<Instant>,
+    /// Since when a write to the instance has waited: nanoseconds after `base`, plus one; 0
+    /// while none waits. (Atomic, not a `Cell`: the exchange's future must be `Send`.)
+    writing: std::sync::atomic::AtomicU64,
+    base: Instant,
+}
+
+impl Upload {
+    fn new() -> Self {
+        Self {
+            ended: std::sync::OnceLock::new(),
+            writing: std::sync::atomic::AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    fn write_begins(&self) {
+        let since = self.base.elapsed().as_nanos() as u64 + 1;
+        self.writing
+            .store(since, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn write_ends(&self) {
+        self.writing.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn writing_since(&self) -> Option<Instant> {
+        match self.writing.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + std::time::Duration::from_nanos(n - 1)),
+        }
+    }
 }
 
 /// Writes the request and reads the response head. The body goes up while the head is awaited,
@@ -238,10 +291,10 @@ where
         };
     }
     let (mut reader, mut writer) = stream.split();
-    // When the client's body was read to its end: an `AfterBody` deadline runs from then,
-    // and so bounds the last write too (an instance that stopped reading blocks it).
-    let ended = std::sync::OnceLock::new();
-    let upload = send_body(&mut writer, head, body, framing, &ended);
+    // When the client's body was read to its end (an `AfterBody` deadline runs from then, and
+    // so bounds the last write too), and since when a write has waited for the instance.
+    let progress = Upload::new();
+    let upload = send_body(&mut writer, head, body, framing, &progress);
     let answer = read_head(&mut reader, buf, method);
     tokio::pin!(upload, answer);
     // Biased, the deadline last: it is looked at in the same turn as the upload that set
@@ -258,13 +311,13 @@ where
             // Answered before the whole body went up: the connection carries no more requests.
             return Ok((head, false));
         }
-        () = std::future::poll_fn(|cx| match deadline.during_upload(ended.get()) {
-            Some(at) => timer.poll_reached(cx, at),
+        stalled = std::future::poll_fn(|cx| match deadline.during_upload(&progress) {
+            Some((at, stalled)) => timer.poll_reached(cx, at).map(|()| stalled),
             None => std::task::Poll::Pending,
-        }) => return Err(Failure::Deadline),
+        }) => return Err(if stalled { Failure::Stalled } else { Failure::Deadline }),
     };
     // The body is sent (or its write failed): from now on the answer has its deadline.
-    let answer = match deadline.after_body(ended.get().copied()) {
+    let answer = match deadline.after_body(progress.ended.get().copied()) {
         None => answer.await,
         Some(at) => tokio::select! {
             biased;
@@ -289,7 +342,7 @@ async fn send_body<W, B>(
     head: &[u8],
     body: &mut B,
     framing: Framing,
-    ended: &std::sync::OnceLock<Instant>,
+    progress: &Upload,
 ) -> Result<(), Failure>
 where
     W: tokio::io::AsyncWrite + Unpin,
@@ -311,13 +364,13 @@ where
                 Some(frame) => {
                     // The body's end, read before a write that may block: the clock starts.
                     if frame.is_none() || body.is_end_stream() {
-                        let _ = ended.set(Instant::now());
+                        let _ = progress.ended.set(Instant::now());
                     }
-                    flush(writer, &mut out, &mut unsent, taken).await?;
+                    flush(writer, &mut out, &mut unsent, taken, progress).await?;
                     frame
                 }
                 None => {
-                    flush(writer, &mut out, &mut unsent, taken).await?;
+                    flush(writer, &mut out, &mut unsent, taken, progress).await?;
                     continue;
                 }
             }
@@ -341,11 +394,11 @@ where
         }
     }
     // Read to its end (the first time it was seen to end counts, if that was earlier).
-    let _ = ended.set(Instant::now());
+    let _ = progress.ended.set(Instant::now());
     if framing == Framing::Chunked {
         out.extend_from_slice(LAST_CHUNK);
     }
-    flush(writer, &mut out, &mut unsent, taken).await
+    flush(writer, &mut out, &mut unsent, taken, progress).await
 }
 
 async fn flush<W: tokio::io::AsyncWrite + Unpin>(
@@ -353,11 +406,29 @@ async fn flush<W: tokio::io::AsyncWrite + Unpin>(
     out: &mut BytesMut,
     unsent: &mut bool,
     body_taken: bool,
+    progress: &Upload,
 ) -> Result<(), Failure> {
     if out.is_empty() {
         return Ok(());
     }
-    let result = writer.write_all(out).await;
+    // Write by write, so that the exchange sees how long the instance has taken nothing.
+    let mut result = Ok(());
+    while !out.is_empty() {
+        progress.write_begins();
+        let written = writer.write(out).await;
+        progress.write_ends();
+        match written {
+            Ok(0) => {
+                result = Err(std::io::ErrorKind::WriteZero.into());
+                break;
+            }
+            Ok(n) => bytes::Buf::advance(out, n),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     out.clear();
     match result {
         Ok(()) => {

@@ -371,14 +371,14 @@ async fn a_failed_first_write_says_whether_it_took_frames_of_the_body() {
     // The body's frame was at hand and went into the write with the head: a second try on
     // another connection would be short of it, so it must not be told "nothing was taken".
     let mut reset = Reset;
-    let ended = std::sync::OnceLock::new();
+    let progress = Upload::new();
     let mut body = http_body_util::Full::new(Bytes::from_static(b"hello"));
     let sent = send_body(
         &mut reset,
         b"POST / HTTP/1.1\r\n\r\n",
         &mut body,
         Framing::Length(5),
-        &ended,
+        &progress,
     );
     assert!(matches!(
         sent.await,
@@ -394,7 +394,7 @@ async fn a_failed_first_write_says_whether_it_took_frames_of_the_body() {
         b"GET / HTTP/1.1\r\n\r\n",
         &mut empty,
         Framing::None,
-        &ended,
+        &progress,
     );
     assert!(matches!(
         sent.await,
@@ -446,7 +446,10 @@ async fn the_wait_after_an_upload_is_timed_from_the_end_of_the_body_not_the_star
             &Method::POST,
             framing,
             body,
-            Deadline::AfterBody(Duration::from_millis(200)),
+            Deadline::AfterBody {
+                answer: Duration::from_millis(200),
+                stall: Duration::from_secs(5),
+            },
         )
         .await;
     let waited = start.elapsed().as_millis();
@@ -507,25 +510,68 @@ async fn an_instance_that_stops_reading_an_upload_gets_its_deadline_from_the_bod
         drop(stream);
     });
     let body = http_body_util::Full::new(Bytes::from(vec![b'x'; 64 << 20]));
+    let deadline = Deadline::AfterBody {
+        answer: Duration::from_millis(300),
+        stall: Duration::from_secs(5),
+    };
+    let (sent, waited) = post_until_given_up(addr, body, deadline).await;
+    assert!(matches!(sent, Err(SendError::Deadline)), "{:?}", sent.map(|_| ()));
+    assert!((300..3000).contains(&waited), "{waited} ms, the deadline was 300");
+    instance.abort();
+}
+
+#[tokio::test]
+async fn an_instance_that_stops_reading_mid_upload_ends_the_exchange_after_the_stall_time() {
+    // The instance reads 64 KiB and then nothing; the client's body keeps coming.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let instance = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        stream.read_exact(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stream);
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(2);
+    let feeder = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        while tx
+            .send(Ok(http_body::Frame::data(chunk.clone())))
+            .await
+            .is_ok()
+        {}
+    });
+    let body = http_body_util::StreamBody::new(tokio_stream_of(rx));
+    let body = crate::stream::SentBody::new(body, Duration::from_secs(5));
+    let deadline = Deadline::AfterBody {
+        answer: Duration::from_secs(5),
+        stall: Duration::from_millis(300),
+    };
+    let (sent, waited) = post_until_given_up(addr, body, deadline).await;
+    assert!(matches!(sent, Err(SendError::Stalled)), "{:?}", sent.map(|_| ()));
+    assert!((300..3000).contains(&waited), "{waited} ms, the stall time was 300");
+    instance.abort();
+    feeder.abort();
+}
+
+/// POSTs `body` to `addr` with `deadline`; what came of it and how many milliseconds it took.
+/// Fails the test if nothing ends the exchange within 10 s.
+async fn post_until_given_up<B>(
+    addr: SocketAddr,
+    body: B,
+    deadline: Deadline,
+) -> (Result<Answer<ResponseBody>, SendError>, u128)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let fields = crate::fields::Fields::Map(http::HeaderMap::new());
     let (head, framing) = encode(&Method::POST, "/up", &fields, None, &body);
     let pool = Pool::new(Duration::from_secs(1));
     let start = Instant::now();
-    let sent = tokio::time::timeout(
-        Duration::from_secs(10),
-        pool.send_head(
-            addr,
-            &head,
-            &Method::POST,
-            framing,
-            body,
-            Deadline::AfterBody(Duration::from_millis(300)),
-        ),
-    )
-    .await
-    .expect("the blocked write outlived the deadline");
-    let waited = start.elapsed().as_millis();
-    assert!(matches!(sent, Err(SendError::Deadline)), "{:?}", sent.map(|_| ()));
-    assert!((300..3000).contains(&waited), "{waited} ms, the deadline was 300");
-    instance.abort();
+    let sent = pool.send_head(addr, &head, &Method::POST, framing, body, deadline);
+    let sent = tokio::time::timeout(Duration::from_secs(10), sent)
+        .await
+        .expect("nothing ended the exchange");
+    (sent, start.elapsed().as_millis())
 }
