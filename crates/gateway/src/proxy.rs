@@ -240,8 +240,9 @@ async fn send(
                 _ => None,
             },
         ),
-        // With a body, the clock starts once the body has gone out; until then the body's own
-        // idle timeout is what stops a client that stalls.
+        // With a body, the clock starts once the client's body has been read to its end; until
+        // then the body's own idle timeout stops a client that stalls, and `idle` an instance
+        // that takes nothing of the upload.
         Either::Right(_) => (
             Deadline::AfterBody {
                 answer: upstream.first_byte,
@@ -281,30 +282,21 @@ async fn send(
             },
         }
     };
-    let answer = match outcome {
-        Outcome::NoTurn => None,
-        Outcome::Moved => {
-            return Err(GatewayError::NotOwner {
-                instance: lease.instance().id.to_string(),
-            });
-        }
-        Outcome::Sent(sent) => Some(sent),
-    };
-    let response = match answer {
-        None => {
+    let instance = || lease.instance().id.to_string();
+    let response = match outcome {
+        Outcome::NoTurn => {
             return Err(GatewayError::Timeout {
-                instance: lease.instance().id.to_string(),
+                instance: instance(),
                 what: "answer",
             })
         }
-        Some(Err(e)) => {
-            return Err(classify(
-                e,
-                upstream.max_body,
-                lease.instance().id.to_string(),
-            ))
+        Outcome::Moved => {
+            return Err(GatewayError::NotOwner {
+                instance: instance(),
+            })
         }
-        Some(Ok(answer)) => answer,
+        Outcome::Sent(Err(e)) => return Err(classify(e, upstream.max_body, instance())),
+        Outcome::Sent(Ok(answer)) => answer,
     };
     if lease.via().is_some()
         && response.status == http::StatusCode::SERVICE_UNAVAILABLE
