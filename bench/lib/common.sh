@@ -83,6 +83,27 @@ cpu_ticks() {
     echo "$total"
 }
 
+# sys_ticks PID...: stime alone (the kernel's work on the processes' behalf: system calls, the
+# loopback TCP stack run inside them, scheduling), summed, in clock ticks.
+sys_ticks() {
+    local pid stat total=0
+    local -a f
+    for pid in "$@"; do
+        stat=$(<"/proc/$pid/stat")
+        read -r -a f <<<"${stat##*) }"
+        total=$((total + f[12]))
+    done
+    echo "$total"
+}
+
+# machine_ticks: CPU time of the whole machine spent busy (every process and the kernel's own
+# work, all cores: user, nice, system, irq, softirq, steal), in clock ticks.
+machine_ticks() {
+    local cpu user nice system idle iowait irq softirq steal rest
+    read -r cpu user nice system idle iowait irq softirq steal rest </proc/stat
+    echo $((user + nice + system + irq + softirq + steal))
+}
+
 # status_kb FIELD PID...: a /proc/PID/status field (VmHWM, VmRSS) summed over the PIDs, in kB.
 status_kb() {
     local field=$1 pid total=0 v

@@ -25,8 +25,8 @@ print_warm() {
 
 ### Warm hop: $CONNECTIONS connections, wrk -t$WRK_THREADS, ${DURATION}s x $ROUNDS rounds per target, interleaved
 
-| target | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU s | proxy CPU us/request | proxy peak RSS MB | errors |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| target | requests/s | p50 ms | p99 ms | p99.9 ms | proxy CPU s | proxy CPU us/request | of it in the kernel | machine CPU us/request | proxy peak RSS MB | errors |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
     for t in $TARGETS; do
         case $t in
@@ -36,19 +36,28 @@ EOF
             valet) name="valet, access_log = false" ;;
         esac
         if [[ $t == direct ]]; then
-            cpu="-" cpu_req="-" hwm="-"
+            cpu="-" cpu_req="-" sys_req="-" hwm="-"
         else
             cpu=${R[warm.$t.cpu_s]} cpu_req=${R[warm.$t.cpu_us_per_req]} hwm=$(mb "${R[warm.$t.hwm_kb]}")
+            sys_req=${R[warm.$t.sys_us_per_req]}
         fi
-        echo "| $name | ${R[warm.$t.rps]} | ${R[warm.$t.p50_ms]} | ${R[warm.$t.p99_ms]} | ${R[warm.$t.p999_ms]} | $cpu | $cpu_req | $hwm | ${R[warm.$t.errors]} |"
+        echo "| $name | ${R[warm.$t.rps]} | ${R[warm.$t.p50_ms]} | ${R[warm.$t.p99_ms]} | ${R[warm.$t.p999_ms]} | $cpu | $cpu_req | $sys_req | ${R[warm.$t.machine_us_per_req]} | $hwm | ${R[warm.$t.errors]} |"
     done
+    # What the proxy's own code can buy here at most: the machine's work per request through
+    # nginx, less nginx's user-space part, is what a proxy with nginx's kernel work and no
+    # user-space work at all would cost; on a machine this busy, requests/s go as its inverse.
+    local user_us ceiling
+    user_us=$(calc "${R[warm.nginx.cpu_us_per_req]} - ${R[warm.nginx.sys_us_per_req]}" 1)
+    ceiling=$(calc "${R[warm.nginx.machine_us_per_req]} / (${R[warm.nginx.machine_us_per_req]} - $user_us)" 2)
     cat <<EOF
 
 valet / nginx throughput: $(calc "${R[warm.valet.rps]} / ${R[warm.nginx.rps]}" 2)x; round by round:$(printf ' %s' ${R[warm.ratios]:-})x (median $(median ${R[warm.ratios]:-0})x).
 
 valet / haproxy throughput: $(calc "${R[warm.valet.rps]} / ${R[warm.haproxy.rps]}" 2)x; round by round:$(printf ' %s' ${R[warm.ratios_haproxy]:-})x (median $(median ${R[warm.ratios_haproxy]:-0})x).
 
-The targets run in turn, the order reversed every other round. Requests/s: all requests of all rounds over their total time. Latency columns: the median of the rounds' percentiles. nginx's CPU and RSS: master plus workers (RSS summed); HAProxy is one process of $(nproc) threads.
+The targets run in turn, the order reversed every other round. Requests/s: all requests of all rounds over their total time. Latency columns: the median of the rounds' percentiles. nginx's CPU and RSS: master plus workers (RSS summed); HAProxy is one process of $(nproc) threads. "Of it in the kernel": the proxy's system time (its socket calls, the loopback TCP work run inside them, scheduling). Machine CPU: every core's busy time during the target's rounds (load generator, upstream, proxy and the kernel), per request.
+
+Ceiling of the proxy's own code on this machine: nginx spends $user_us us per request in user space of the ${R[warm.nginx.machine_us_per_req]} us the whole machine spends; a proxy with nginx's kernel work that spent nothing in user space would serve at most ${ceiling}x nginx's requests/s here.
 
 ### Fixed rate: $RATE requests/s (half of nginx's maximum above), oha -q with --latency-correction, $CONNECTIONS connections, ${DURATION}s x $ROUNDS rounds
 

@@ -174,12 +174,14 @@ round_order() {
 # rounds of $DURATION s each. Stores, per target T: R[PHASE.T.rps] (all requests of all rounds
 # over their total time), .errors, .p50_ms/.p99_ms/.p999_ms (the median of the rounds'
 # percentiles: wrk's histograms cannot be merged from outside), .cpu_s and .cpu_us_per_req
-# (the processes of target_pids, summed), .cpu_us_per_req.PID (each of them alone), .hwm_kb;
+# (the processes of target_pids, summed), .sys_us_per_req (the part of it spent in the kernel),
+# .cpu_us_per_req.PID (each of them alone), .hwm_kb, .machine_us_per_req (the whole
+# machine's busy CPU time per request: load generator, upstream and proxy together);
 # and R[PHASE.round.N.T], round N's requests/s.
 wrk_rounds() {
     local phase=$1 round target line pids pid used tck
     shift
-    declare -A cpu=() reqs=() secs=() errs=() p50=() p99=() p999=() before=()
+    declare -A cpu=() sys=() machine=() reqs=() secs=() errs=() p50=() p99=() p999=() before=()
     log "$phase: warm-up, ${WARMUP}s per target"
     for target in "$@"; do
         wrk_once "$target" "$WARMUP" >/dev/null
@@ -189,12 +191,16 @@ wrk_rounds() {
             pids=$(target_pids "$target")
             for pid in $pids; do
                 before[$pid]=$(cpu_ticks "$pid")
+                before[sys.$pid]=$(sys_ticks "$pid")
             done
+            before[machine]=$(machine_ticks)
             line=$(wrk_once "$target" "$DURATION")
+            machine[$target]=$((${machine[$target]:-0} + $(machine_ticks) - before[machine]))
             for pid in $pids; do
                 used=$(($(cpu_ticks "$pid") - before[$pid]))
                 cpu[$target.$pid]=$((${cpu[$target.$pid]:-0} + used))
                 cpu[$target]=$((${cpu[$target]:-0} + used))
+                sys[$target]=$((${sys[$target]:-0} + $(sys_ticks "$pid") - before[sys.$pid]))
             done
             parse_result "wrk" "$line"
             log "$phase round $round/$ROUNDS $target: ${R[wrk.rps]} req/s, p99 ${R[wrk.p99_us]} us"
@@ -217,6 +223,8 @@ wrk_rounds() {
         R[$phase.$target.p999_ms]=$(calc "$(median ${p999[$target]}) / 1000" 3)
         R[$phase.$target.cpu_s]=$(calc "${cpu[$target]:-0} / $tck" 2)
         R[$phase.$target.cpu_us_per_req]=$(calc "${cpu[$target]:-0} / $tck * 1000000 / ${reqs[$target]}" 1)
+        R[$phase.$target.sys_us_per_req]=$(calc "${sys[$target]:-0} / $tck * 1000000 / ${reqs[$target]}" 1)
+        R[$phase.$target.machine_us_per_req]=$(calc "${machine[$target]:-0} / $tck * 1000000 / ${reqs[$target]}" 1)
         pids=$(target_pids "$target")
         for pid in $pids; do
             R[$phase.$target.cpu_us_per_req.$pid]=$(calc "${cpu[$target.$pid]} / $tck * 1000000 / ${reqs[$target]}" 1)
