@@ -70,28 +70,21 @@ wait_http() {
     done
 }
 
-# cpu_ticks PID...: utime + stime of each process (all its threads), summed, in clock ticks.
+# cpu_ticks [--sys] PID...: utime + stime of each process (all its threads), summed, in clock
+# ticks; with --sys, stime alone (the kernel's work on the processes' behalf: system calls, the
+# loopback TCP stack run inside them, scheduling).
 cpu_ticks() {
-    local pid stat total=0
+    local pid stat total=0 user=1
     local -a f
+    if [[ ${1:-} == --sys ]]; then
+        user=0
+        shift
+    fi
     for pid in "$@"; do
         stat=$(<"/proc/$pid/stat")
         # Fields after "(comm)": state is f[0], utime f[11], stime f[12].
         read -r -a f <<<"${stat##*) }"
-        total=$((total + f[11] + f[12]))
-    done
-    echo "$total"
-}
-
-# sys_ticks PID...: stime alone (the kernel's work on the processes' behalf: system calls, the
-# loopback TCP stack run inside them, scheduling), summed, in clock ticks.
-sys_ticks() {
-    local pid stat total=0
-    local -a f
-    for pid in "$@"; do
-        stat=$(<"/proc/$pid/stat")
-        read -r -a f <<<"${stat##*) }"
-        total=$((total + f[12]))
+        total=$((total + user * f[11] + f[12]))
     done
     echo "$total"
 }

@@ -191,7 +191,7 @@ wrk_rounds() {
             pids=$(target_pids "$target")
             for pid in $pids; do
                 before[$pid]=$(cpu_ticks "$pid")
-                before[sys.$pid]=$(sys_ticks "$pid")
+                before[sys.$pid]=$(cpu_ticks --sys "$pid")
             done
             before[machine]=$(machine_ticks)
             line=$(wrk_once "$target" "$DURATION")
@@ -200,7 +200,7 @@ wrk_rounds() {
                 used=$(($(cpu_ticks "$pid") - before[$pid]))
                 cpu[$target.$pid]=$((${cpu[$target.$pid]:-0} + used))
                 cpu[$target]=$((${cpu[$target]:-0} + used))
-                sys[$target]=$((${sys[$target]:-0} + $(sys_ticks "$pid") - before[sys.$pid]))
+                sys[$target]=$((${sys[$target]:-0} + $(cpu_ticks --sys "$pid") - before[sys.$pid]))
             done
             parse_result "wrk" "$line"
             log "$phase round $round/$ROUNDS $target: ${R[wrk.rps]} req/s, p99 ${R[wrk.p99_us]} us"
