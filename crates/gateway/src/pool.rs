@@ -31,9 +31,11 @@ pub enum ConnectError {
     Timeout,
     /// The caller's own deadline (earlier than the connect timeout) passed first.
     Deadline,
-    /// Refused, unreachable, or the port is no longer its instance's (`PermissionDenied`: see
-    /// `valet_instances::confirm_listener`).
+    /// Refused or unreachable (a firewall rule's `EACCES` included).
     Io(std::io::Error),
+    /// Something answered on the instance's port, but it is not the instance (another
+    /// program, or the instance has ended): see `valet_instances::confirm_listener`.
+    PortTaken(valet_instances::PortConflict),
 }
 
 /// Dials an instance: the one way valet opens a connection to one (pooled exchanges and
@@ -54,7 +56,7 @@ pub async fn dial(
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Ok(Ok(stream)) => stream,
     };
-    valet_instances::confirm_listener(addr).map_err(|e| ConnectError::Io(e.into()))?;
+    valet_instances::confirm_listener(addr).map_err(ConnectError::PortTaken)?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

@@ -354,12 +354,12 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
             instance,
             what: "answer",
         },
-        SendError::Connect(e) => {
-            if e.kind() == std::io::ErrorKind::PermissionDenied {
-                // A port conflict (see valet_instances::confirm_listener): worth an operator's look.
-                tracing::warn!(%instance, error = %e, "the instance's port is held by another program");
-            } else {
-                tracing::debug!(%instance, error = %e, "cannot connect to the instance");
+        SendError::Connect(_) | SendError::PortTaken(_) => {
+            if let SendError::PortTaken(conflict) = &e {
+                // Worth an operator's look: see valet_instances::confirm_listener.
+                tracing::warn!(%instance, %conflict, "the instance's port is not the instance's");
+            } else if let SendError::Connect(error) = &e {
+                tracing::debug!(%instance, %error, "cannot connect to the instance");
             }
             GatewayError::Unanswered {
                 instance,
@@ -403,6 +403,42 @@ fn classify(e: SendError, max_body: u64, instance: String) -> GatewayError {
                 code: "bad_request_body",
                 message: "the request body could not be read".into(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use valet_instances::PortConflict;
+
+    #[test]
+    fn a_port_that_is_not_the_instances_and_a_failed_connect_both_leave_the_request_unsent() {
+        // Unsent, so the dispatcher may send a bodiless request again once the instance is
+        // back; the two causes differ only in what the log says.
+        let causes = [
+            SendError::PortTaken(PortConflict::Ended { port: 9 }),
+            SendError::PortTaken(PortConflict::Foreign {
+                port: 9,
+                holder: Some(1),
+            }),
+            SendError::Connect(std::io::ErrorKind::PermissionDenied.into()),
+            SendError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
+        ];
+        for cause in causes {
+            let described = format!("{cause:?}");
+            let error = classify(cause, 0, "Class/key".into());
+            assert!(
+                matches!(
+                    error,
+                    GatewayError::Unanswered {
+                        sent: false,
+                        reused: false,
+                        ..
+                    }
+                ),
+                "{described} -> {error:?}"
+            );
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::forward;
 use crate::http1::framing::list;
 use crate::pool::ConnectError;
 use crate::proxy::{leased_response, Pass, Upstream};
+use valet_instances::PortConflict;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
@@ -41,13 +42,20 @@ pub async fn tunnel(
                 what: crate::proxy::CONNECT,
             })
         }
-        Err(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            tracing::warn!(%instance, error = %e, "the instance's port is held by another program");
-            let message = "the instance's port is held by another program";
+        Err(ConnectError::PortTaken(conflict)) => {
+            tracing::warn!(%instance, %conflict, "the instance's port is not the instance's");
+            let message = match conflict {
+                PortConflict::Ended { .. } => "the instance has ended",
+                _ => "the instance's port is held by another program",
+            };
             return Err(GatewayError::BadGateway { instance, message });
         }
-        Err(ConnectError::Io(_)) => {
-            let message = "the instance refused the connection";
+        Err(ConnectError::Io(e)) => {
+            let message = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                "the instance refused the connection"
+            } else {
+                "cannot connect to the instance"
+            };
             return Err(GatewayError::BadGateway { instance, message });
         }
     };

@@ -33,6 +33,8 @@ pub enum SendError {
     Deadline,
     /// Nothing reached the instance: connecting failed.
     Connect(std::io::Error),
+    /// Nothing reached the instance: what listens on its port is not the instance.
+    PortTaken(valet_instances::PortConflict),
     /// The request was (maybe partly) written, and the connection failed or closed before a
     /// whole response head came back. `reused`: it was a pooled connection, which the instance
     /// may have closed for idleness just as it was taken (whether to send again is the
@@ -105,6 +107,7 @@ impl From<ConnectError> for SendError {
             ConnectError::Timeout => SendError::ConnectTimeout,
             ConnectError::Deadline => SendError::Deadline,
             ConnectError::Io(e) => SendError::Connect(e),
+            ConnectError::PortTaken(conflict) => SendError::PortTaken(conflict),
         }
     }
 }
