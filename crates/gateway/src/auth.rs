@@ -118,33 +118,59 @@ impl JwtVerifier {
     }
 }
 
-/// The token a request carries: `Authorization: Bearer`, else an `access_token` cookie, else an
-/// `access_token` query parameter.
-pub fn token_from(headers: &Fields, uri: &http::Uri) -> Option<String> {
-    if let Some(value) = headers.text(&http::header::AUTHORIZATION) {
-        if let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        {
-            return Some(token.trim().to_string());
+/// The token a request carries, from one place: its `Authorization` field when that is a bearer
+/// credential (the scheme in any case, RFC 9110 11.1), else its `access_token` cookie, else its
+/// `access_token` query parameter. The token valet checks must be the one the instance acts on,
+/// so a bearer `Authorization` is never passed over for a cookie or a parameter (a backend
+/// reads the field first), and a second `Authorization` field or a second `access_token` where
+/// the token is taken from is refused: a backend may read the last where valet read the first.
+pub fn token_from(headers: &Fields, uri: &http::Uri) -> Result<Option<String>, &'static str> {
+    let mut authorization = headers.get_all(&http::header::AUTHORIZATION);
+    if let Some(value) = authorization.next() {
+        if authorization.next().is_some() {
+            return Err("a request carries one Authorization field");
+        }
+        if let Some(token) = bearer(value) {
+            return Ok(Some(token.to_string()));
         }
     }
-    let cookie = headers
+    let mut cookies = headers
         .get_all(&http::header::COOKIE)
         .filter_map(fields::text)
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == "access_token")
-        .map(|(_, v)| v.to_string());
-    if cookie.is_some() {
-        return cookie;
+        .filter(|(name, _)| *name == "access_token");
+    if let Some((_, token)) = cookies.next() {
+        if cookies.next().is_some() {
+            return Err("a request carries one access_token cookie");
+        }
+        return Ok(Some(token.to_string()));
     }
-    uri.query()?
-        .split('&')
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
+    };
+    // Names read decoded, as a backend reads them: `access%5Ftoken` is `access_token`.
+    let mut params = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
         .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "access_token")
-        .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
-        .map(|v| v.into_owned())
+        .filter(|(name, _)| decode(name).as_deref() == Some("access_token"));
+    match (params.next(), params.next()) {
+        (Some(_), Some(_)) => Err("a request carries one access_token parameter"),
+        (Some((_, token)), None) => Ok(decode(token)),
+        (None, _) => Ok(None),
+    }
+}
+
+/// The token of a bearer credential: `Bearer`, in any case, then white space.
+fn bearer(value: &[u8]) -> Option<&str> {
+    let text = fields::text(value)?;
+    let (scheme, rest) = text.split_at_checked(6)?;
+    (scheme.eq_ignore_ascii_case("bearer") && rest.starts_with([' ', '\t'])).then(|| rest.trim())
 }
 
 #[cfg(test)]
@@ -217,5 +243,48 @@ mod tests {
         assert!(v.verify(&bare).is_ok());
         let no_exp = token(serde_json::json!({"sub": "u"}));
         assert!(v.verify(&no_exp).is_err());
+    }
+
+    #[test]
+    fn the_token_comes_from_one_place_and_only_once() {
+        let from = |head: &str, target: &str| {
+            let fields = crate::fields::tests::spans(head);
+            token_from(&fields, &target.parse().unwrap())
+        };
+        let one = |token: &str| Ok(Some(token.to_string()));
+        // A bearer field in any case of its scheme, and with a tab, is the token: a cookie or
+        // parameter beside it never stands in for it.
+        assert_eq!(from("Authorization: Bearer a.b.c\r\n", "/"), one("a.b.c"));
+        assert_eq!(
+            from(
+                "Authorization: BEARER forged\r\nCookie: access_token=good\r\n",
+                "/"
+            ),
+            one("forged")
+        );
+        assert_eq!(
+            from("Authorization: Bearer\tforged\r\n", "/?access_token=good"),
+            one("forged")
+        );
+        // Another scheme is the backend's own business; the cookie, then the parameter, hold
+        // valet's token.
+        assert_eq!(
+            from(
+                "Authorization: Basic dTpw\r\nCookie: x=1; access_token=c\r\n",
+                "/"
+            ),
+            one("c")
+        );
+        assert_eq!(from("", "/?a=1&access_token=q%2Eq"), one("q.q"));
+        assert_eq!(from("", "/?a=1"), Ok(None));
+        // Twice where it is taken from: refused, whichever a backend would read.
+        assert!(from(
+            "Authorization: Bearer a\r\nauthorization: Bearer b\r\n",
+            "/"
+        )
+        .is_err());
+        assert!(from("Cookie: access_token=a\r\nCookie: access_token=b\r\n", "/").is_err());
+        assert!(from("Cookie: access_token=a; access_token=b\r\n", "/").is_err());
+        assert!(from("", "/?access_token=a&access%5Ftoken=b").is_err());
     }
 }

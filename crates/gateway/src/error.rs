@@ -52,6 +52,8 @@ pub enum GatewayError {
     NotOwner { instance: String },
     /// Cluster mode, on the peer listener: the request lacks the cluster's peer token.
     PeerRefused,
+    /// A request valet cannot pass on as sent (a transfer coding other than chunked).
+    NotImplemented { message: &'static str },
 }
 
 impl GatewayError {
@@ -74,6 +76,7 @@ impl GatewayError {
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NotOwner { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::PeerRefused => StatusCode::FORBIDDEN,
+            Self::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -100,6 +103,9 @@ impl GatewayError {
             Self::BadRequest { code, message } => json(&[("error", code), ("message", &message)]),
             Self::Unauthorized { message } => {
                 json(&[("error", "unauthorized"), ("message", &message)])
+            }
+            Self::NotImplemented { message } => {
+                json(&[("error", "not_implemented"), ("message", message)])
             }
             Self::TooManyRequests { retry_after: wait } => {
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;

@@ -26,7 +26,7 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// only or never. A backend that reads `-` and `_`
 /// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
 /// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
-pub static GUARDED: [&str; 34] = [
+pub static GUARDED: [&str; 36] = [
     "x-valet-peer",
     "x-valet-instance",
     "connection",
@@ -61,6 +61,8 @@ pub static GUARDED: [&str; 34] = [
     "x-original-uri",
     "x-forwarded-uri",
     "x-forwarded-path",
+    "x-url-scheme",
+    "front-end-https",
 ];
 
 /// Fields valet reads to route a request or sets on its way to the instance. A request whose
@@ -250,8 +252,25 @@ fn field(name: &[u8]) -> Field {
         18 if is("x-forwarded-server") => Field::ClientAddress,
         19 if is("x-cluster-client-ip") => Field::ClientAddress,
         24 if is("x-original-forwarded-for") => Field::ClientAddress,
+        // What the client's connection was (`X-Forwarded-Ssl: on`, `Front-End-Https: on`,
+        // `X-Url-Scheme`): Rack, Django and others read these as the scheme, as they read
+        // `X-Forwarded-Proto`.
+        12 if is("x-url-scheme") => Field::ClientAddress,
+        15 if is("front-end-https") => Field::ClientAddress,
+        // Every other `X-Forwarded-*` (`-Port`, `-Ssl`, `-Scheme`, ...) tells the instance
+        // something about the hop before valet too: a trusted proxy's only.
+        _ if is_forwarded_family(name, false) => Field::ClientAddress,
         _ => Field::Other,
     }
+}
+
+/// Whether a name (any case; with `underscores`, `_` read as `-`) starts with `x-forwarded-`.
+fn is_forwarded_family(name: &[u8], underscores: bool) -> bool {
+    const FAMILY: &[u8] = b"x-forwarded-";
+    name.len() > FAMILY.len()
+        && name.iter().zip(FAMILY).all(|(&n, &f)| {
+            n.to_ascii_lowercase() == f || (underscores && f == b'-' && n == b'_')
+        })
 }
 
 /// Whether `name`, with `_` read as `-`, is one of [`GUARDED`] (and has a `_`: the name itself
@@ -266,7 +285,11 @@ fn is_lookalike(name: &[u8]) -> bool {
                 g == n.to_ascii_lowercase() || (g == b'-' && n == b'_')
             })
     };
-    GUARDED.iter().any(same) && underscore
+    if GUARDED.iter().any(same) && underscore {
+        return true;
+    }
+    // `X_Forwarded_Port` and the like: the family's rule holds for its `_` spellings too.
+    is_forwarded_family(name, true) && name.contains(&b'_')
 }
 
 /// The first field a request's `Connection` names that valet routes by or sets ([`OWN`]), or

@@ -45,9 +45,12 @@ pub async fn handle(
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(host_without_port);
-    let route = match refused {
-        None => state.routes.find(host_name.as_deref(), req.uri.path()),
-        Some(_) => None,
+    let (route, refused) = match refused {
+        None => match state.routes.route(host_name.as_deref(), req.uri.path()) {
+            Ok(route) => (route, None),
+            Err(error) => (None, Some(error)),
+        },
+        Some(error) => (None, Some(error)),
     };
     let mut class_key = None;
     // A deployed project's target is made per request from the in-memory project map.
@@ -215,8 +218,12 @@ fn admit(
             .ok_or_else(|| GatewayError::Unauthorized {
                 message: "this route requires a token but no [auth] is configured".into(),
             })?;
-        let token =
-            auth::token_from(&req.fields, &req.uri).ok_or_else(|| GatewayError::Unauthorized {
+        let token = auth::token_from(&req.fields, &req.uri)
+            .map_err(|message| GatewayError::BadRequest {
+                code: "ambiguous_token",
+                message: message.into(),
+            })?
+            .ok_or_else(|| GatewayError::Unauthorized {
                 message: "a bearer token is required".into(),
             })?;
         verifier
@@ -288,6 +295,19 @@ fn check(req: &mut ClientRequest) -> Result<Option<HeaderValue>, GatewayError> {
             ))
         }
         _ => {}
+    }
+    // RFC 9112 6.1: a transfer coding valet does not know is 501. hyper reads `gzip, chunked`
+    // as chunked and removes only the chunking, so the instance would get a coded body with
+    // nothing saying so.
+    let unknown_coding = req
+        .fields
+        .get_all(&header::TRANSFER_ENCODING)
+        .flat_map(crate::http1::framing::list)
+        .any(|coding| !coding.eq_ignore_ascii_case(b"chunked"));
+    if unknown_coding {
+        return Err(GatewayError::NotImplemented {
+            message: "the only transfer coding valet passes on is chunked",
+        });
     }
     let bad_path = |code| GatewayError::BadRequest {
         code,

@@ -155,6 +155,46 @@ fn decode_unreserved(bytes: &[u8]) -> String {
     out
 }
 
+/// How a lenient backend may read a normalised path, when that differs from the path itself:
+/// `%2F`, `%5C` and `\` taken for `/`, a `;` parameter dropped from its segment, repeated
+/// slashes merged and ASCII letters in lower case. Only compared with the routes' prefixes
+/// (see `RouteTable::route`); never forwarded.
+pub fn lenient_reading(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    if !bytes
+        .iter()
+        .any(|&b| b.is_ascii_uppercase() || matches!(b, b'%' | b'\\' | b';'))
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut in_parameter = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let (byte, width) = match bytes[i] {
+            b'%' if matches!(escape(bytes, i), Some(b'/' | b'\\')) => (b'/', 3),
+            b'\\' => (b'/', 1),
+            b => (b.to_ascii_lowercase(), 1),
+        };
+        i += width;
+        match byte {
+            b'/' => {
+                in_parameter = false;
+                if out.last() == Some(&b'/') {
+                    continue;
+                }
+            }
+            b';' => in_parameter = true,
+            _ => {}
+        }
+        if !in_parameter {
+            out.push(byte);
+        }
+    }
+    // Only ASCII bytes were changed or dropped whole, so what is left is still UTF-8.
+    String::from_utf8(out).ok().filter(|reading| reading != path)
+}
+
 /// RFC 3986 5.2.4 on a path that starts with `/`, its repeated slashes merged first: empty
 /// segments (but for a trailing one) and `.` segments go, `..` takes the segment before it
 /// along (never past the root), and a path that ended in a dot segment ends in `/`.
@@ -198,6 +238,27 @@ mod tests {
             Ok(Some(p)) => p,
             Ok(None) => path.to_string(),
             Err(e) => panic!("{path} refused: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lenient_reading_takes_encoded_separators_case_and_parameters_as_backends_do() {
+        for (path, reading) in [
+            ("/private%2Fx", Some("/private/x")),
+            ("/private%2fx", Some("/private/x")),
+            ("/%2fprivate/x", Some("/private/x")),
+            ("/private%5Cx", Some("/private/x")),
+            ("/private\\x", Some("/private/x")),
+            ("/PRIVATE/x", Some("/private/x")),
+            ("/Private/X", Some("/private/x")),
+            ("/private;a=b/x", Some("/private/x")),
+            ("/private;jsessionid=1", Some("/private")),
+            ("/caf\u{e9}/X", Some("/caf\u{e9}/x")),
+            ("/a%20b", None),
+            ("/private/x", None),
+            ("/api/x", None),
+        ] {
+            assert_eq!(lenient_reading(path).as_deref(), reading, "{path}");
         }
     }
 

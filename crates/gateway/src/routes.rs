@@ -51,6 +51,8 @@ pub struct Route {
     pub pattern: Box<str>,
     /// Fixed part of the pattern, without a trailing `/*` (or `*`).
     prefix: Box<str>,
+    /// `prefix` in lower case, matched against a lenient backend's reading of a path.
+    folded: Box<str>,
     /// Whether the pattern ended in `*` (matches the prefix and everything under it).
     wildcard: bool,
     host: Option<Box<str>>,
@@ -72,18 +74,22 @@ pub struct StripPrefix {
 impl Route {
     /// Whether this route takes `path` on `host` (host already without port, lowercased).
     pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        self.matches_prefix(&self.prefix, host, path)
+    }
+
+    fn matches_prefix(&self, prefix: &str, host: Option<&str>, path: &str) -> bool {
         if let Some(want) = &self.host {
             if host != Some(&**want) {
                 return false;
             }
         }
         if !self.wildcard {
-            return path == &*self.prefix;
+            return path == prefix;
         }
-        if self.prefix.is_empty() {
+        if prefix.is_empty() {
             return true;
         }
-        match path.strip_prefix(&*self.prefix) {
+        match path.strip_prefix(prefix) {
             Some(rest) => rest.is_empty() || rest.starts_with('/'),
             None => false,
         }
@@ -131,6 +137,8 @@ impl StripPrefix {
 /// All routes, in match order.
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Whether any route has `auth`: only then is a path read the way lenient backends do.
+    guarded: bool,
     /// Counts of requests no route matched (assets, or 404).
     pub unrouted: Arc<RouteStats>,
 }
@@ -168,6 +176,7 @@ impl RouteTable {
                 Route {
                     stats: Arc::new(RouteStats::new(&label, class)),
                     pattern: r.pattern.as_str().into(),
+                    folded: prefix.to_ascii_lowercase().into(),
                     prefix: prefix.into(),
                     wildcard,
                     host: r.host.as_deref().map(|h| h.to_ascii_lowercase().into()),
@@ -192,6 +201,7 @@ impl RouteTable {
                 // its series (`class="project:<name>"`), so none is ever `class=""`.
                 stats: Arc::new(RouteStats::new(PROJECTS_PATTERN, NO_PROJECT)),
                 pattern: PROJECTS_PATTERN.into(),
+                folded: prefix.to_ascii_lowercase().into(),
                 prefix: prefix.into(),
                 wildcard,
                 host: None,
@@ -210,6 +220,7 @@ impl RouteTable {
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
         Self {
+            guarded: routes.iter().any(|r| r.jwt),
             routes,
             unrouted: Arc::new(RouteStats::new(UNROUTED, "")),
         }
@@ -226,6 +237,40 @@ impl RouteTable {
 
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(host, path))
+    }
+
+    /// The route a request takes ([`RouteTable::find`] on its normalised path), unless a
+    /// lenient backend would serve that path as one under a route with `auth` while valet's
+    /// reading takes it to a route without (or to none): `/private%2Fx`, `/PRIVATE/x` or
+    /// `/private;a/x` where `/private/*` needs a token and `/*` does not. Many backends decode
+    /// `%2F` before routing (WSGI and ASGI servers), route without regard to case (Express,
+    /// ASP.NET) or drop `;` parameters (servlet containers), so such a request would reach the
+    /// protected handler unchecked. It has no single meaning and is refused (400), the rule
+    /// `path::normalise` applies to dot segments. The protected route itself is unaffected:
+    /// there the token is checked whatever the spelling.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Result<Option<&Route>, GatewayError> {
+        let found = self.find(host, path);
+        if !self.guarded || found.is_some_and(|r| r.jwt) {
+            return Ok(found);
+        }
+        let Some(reading) = crate::path::lenient_reading(path) else {
+            return Ok(found);
+        };
+        let read_as = self
+            .routes
+            .iter()
+            .find(|r| r.matches_prefix(&r.folded, host, &reading));
+        match read_as {
+            Some(guarded) if guarded.jwt => Err(GatewayError::BadRequest {
+                code: "ambiguous_path",
+                message: format!(
+                    "the request path reads as {} (a route that requires a token) to a \
+                     backend that decodes %2F or \\, ignores case or drops ;parameters",
+                    guarded.pattern
+                ),
+            }),
+            _ => Ok(found),
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
@@ -342,6 +387,7 @@ mod tests {
         let (prefix, wildcard) = split_pattern(pattern);
         Route {
             pattern: pattern.into(),
+            folded: prefix.to_ascii_lowercase().into(),
             prefix: prefix.into(),
             wildcard,
             host: host.map(Into::into),
@@ -376,6 +422,42 @@ mod tests {
         assert!(r.matches(Some("example.com"), "/"));
         assert!(!r.matches(Some("other.com"), "/"));
         assert!(!r.matches(None, "/"));
+    }
+
+    #[test]
+    fn a_path_a_lenient_backend_reads_into_a_route_with_auth_is_refused() {
+        let table = |routes: Vec<Route>| RouteTable {
+            guarded: routes.iter().any(|r| r.jwt),
+            routes,
+            unrouted: Arc::new(RouteStats::new(UNROUTED, "")),
+        };
+        let private = Route {
+            jwt: true,
+            ..route("/private/*", None)
+        };
+        // Longest first, as `build` sorts them.
+        let routes = table(vec![private, route("/Mixed/*", None), route("/*", None)]);
+        let ambiguous = |path: &str| {
+            matches!(
+                routes.route(None, path),
+                Err(GatewayError::BadRequest {
+                    code: "ambiguous_path",
+                    ..
+                })
+            )
+        };
+        for path in ["/PRIVATE/x", "/private%2Fx", "/private\\x", "/private;a/x"] {
+            assert!(ambiguous(path), "{path}");
+        }
+        // The protected route itself, and paths that read into no protected route, pass.
+        let pattern = |path| routes.route(None, path).unwrap().map(|r| &*r.pattern);
+        assert_eq!(pattern("/private/x"), Some("/private/*"));
+        assert_eq!(pattern("/other%2Fx"), Some("/*"));
+        assert_eq!(pattern("/Mixed/x"), Some("/Mixed/*"));
+        assert_eq!(pattern("/MIXED/x"), Some("/*"));
+        // Without a route with auth, nothing is read twice.
+        let open = table(vec![route("/private/*", None), route("/*", None)]);
+        assert!(open.route(None, "/PRIVATE/x").is_ok());
     }
 
     #[test]

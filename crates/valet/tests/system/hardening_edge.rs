@@ -200,6 +200,33 @@ async fn dot_segments_and_encoded_separators_do_not_get_past_jwt() {
             assert_eq!(status, want, "{target} over h2: {body}");
         }
     }
+    // Read as /private/x by a backend that decodes %2F (WSGI, ASGI), routes without regard
+    // to case (Express) or drops `;` parameters (servlet containers), while valet's own
+    // reading matches no route with auth: no single meaning, refused.
+    for target in [
+        "/private%2Fx",
+        "/private%2fx",
+        "/%2Fprivate/x",
+        "/private%5Cx",
+        "/private\\x",
+        "/PRIVATE/x",
+        "/Private/x",
+        "/private;a=b/x",
+    ] {
+        for (how, request) in [("valet", get(target, "")), ("hyper", chunked(target, ""))] {
+            let answer = send(&valet, &request).await;
+            assert_eq!(answer.status, 400, "{target} over {how}: {}", answer.head);
+            assert_eq!(
+                answer.json()["error"],
+                "ambiguous_path",
+                "{target} over {how}"
+            );
+        }
+    }
+    // An encoded slash inside a route without auth, read leniently, stays in that route.
+    let echo = send(&valet, &get("/public/a%2Fb", "")).await.json();
+    assert_eq!(echo["class"], "Pub");
+    assert_eq!(echo["path"], "/a%2Fb");
     // The WebSocket handshake is routed the same way.
     let answer = send(&valet, &upgrade("/public/%2e%2e/private/x", "")).await;
     assert_eq!(answer.status, 401, "{}", answer.head);
@@ -282,7 +309,7 @@ async fn only_websocket_upgrades_are_forwarded_and_http2_settings_never() {
     assert_eq!(response.status(), 101);
 }
 
-const CLIENT_ADDRESS: &str = "X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6;proto=https\r\nTrue-Client-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\n";
+const CLIENT_ADDRESS: &str = "X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6;proto=https\r\nTrue-Client-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Port: 6666\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\nFront-End-Https: on\r\nX-Url-Scheme: https\r\nX_Forwarded_Port: 6666\r\n";
 
 #[tokio::test]
 async fn client_address_fields_from_an_untrusted_peer_never_reach_the_instance() {
@@ -326,6 +353,18 @@ async fn client_address_fields_from_an_untrusted_peer_never_reach_the_instance()
         for name in ["true-client-ip", "x-client-ip", "cf-connecting-ip"] {
             assert!(headers.get(name).is_none(), "{name} over {how}");
         }
+        // What the client's connection was, in any `X-Forwarded-*` or its kin: an app that
+        // reads them would take plain HTTP for HTTPS, or build URLs with the client's port.
+        for name in [
+            "x-forwarded-port",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "front-end-https",
+            "x-url-scheme",
+            "x_forwarded_port",
+        ] {
+            assert!(headers.get(name).is_none(), "{name} over {how}: {text}");
+        }
     }
 }
 
@@ -343,6 +382,9 @@ async fn a_trusted_proxys_client_address_fields_pass_and_forwarded_is_extended()
         assert_eq!(headers["x-real-ip"], "6.6.6.6", "{how}");
         assert_eq!(headers["true-client-ip"], "6.6.6.6", "{how}");
         assert_eq!(headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1", "{how}");
+        assert_eq!(headers["x-forwarded-port"], "6666", "{how}");
+        assert_eq!(headers["front-end-https"], "on", "{how}");
+        assert!(headers.get("x_forwarded_port").is_none(), "{how}");
         assert_eq!(
             headers["forwarded"],
             "for=6.6.6.6;proto=https, for=127.0.0.1;host=\"valet.test\";proto=http",
@@ -748,4 +790,78 @@ async fn url_overrides_never_reach_the_instance_and_more_client_fields_only_from
             assert!(headers.get(lookalike).is_none(), "{lookalike} over {how}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_token_valet_checks_is_the_one_the_instance_acts_on() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    let good = token();
+    let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.Zm9yZ2Vk";
+    let with_query = format!("/private/x?access_token={good}");
+    let cases = [
+        // A bearer field whatever the case of its scheme, or with a tab, is the token: a
+        // valid cookie or parameter beside it does not stand in for it.
+        (
+            format!("Authorization: BEARER {forged}\r\nCookie: access_token={good}\r\n"),
+            "/private/x",
+            401,
+        ),
+        (
+            format!("Authorization: Bearer\t{forged}\r\n"),
+            with_query.as_str(),
+            401,
+        ),
+        // Twice where it is taken from: a backend may read the last.
+        (
+            format!("Authorization: Bearer {good}\r\nAuthorization: Bearer {forged}\r\n"),
+            "/private/x",
+            400,
+        ),
+        (
+            format!("Cookie: access_token={good}; access_token={forged}\r\n"),
+            "/private/x",
+            400,
+        ),
+        // One token, in any spelling of the scheme: served.
+        (
+            format!("Authorization: bearer {good}\r\n"),
+            "/private/x",
+            200,
+        ),
+        (
+            format!("Cookie: access_token={good}\r\n"),
+            "/private/x",
+            200,
+        ),
+    ];
+    for (extra, target, want) in &cases {
+        for (how, request) in [
+            ("valet", get(target, extra)),
+            ("hyper", chunked(target, extra)),
+        ] {
+            let answer = send(&valet, &request).await;
+            assert_eq!(
+                answer.status, *want,
+                "{extra:?} over {how}: {}",
+                answer.head
+            );
+            if *want == 400 {
+                assert_eq!(answer.json()["error"], "ambiguous_token", "{extra:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_501() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    for coding in ["gzip, chunked", "deflate, chunked", "identity, chunked"] {
+        let request = format!(
+            "POST /public/echo HTTP/1.1\r\nHost: valet.test\r\nTransfer-Encoding: {coding}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let answer = send(&valet, &request).await;
+        assert_eq!(answer.status, 501, "{coding}: {}", answer.head);
+        assert_eq!(answer.json()["error"], "not_implemented", "{coding}");
+    }
+    assert!(valet.starts().is_empty(), "{:?}", valet.starts());
 }
