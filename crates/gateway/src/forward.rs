@@ -1,12 +1,11 @@
 //! Header rewriting on the way to the instance and back: hop-by-hop headers removed,
 //! `X-Forwarded-*` set (replaced unless the peer is a trusted proxy), a request id kept or made.
 //!
-//! Every field that tells an instance who the client is (`X-Forwarded-For`, `Forwarded`,
-//! `X-Real-IP`, `True-Client-IP`, ...) follows one rule: from a trusted proxy it passes (and the
-//! ones valet sets are extended or kept), from anyone else it is dropped, and valet sets its own
-//! `X-Forwarded-For`, `X-Real-IP` and `Forwarded` from the peer address. Fields that name
-//! another request target than the one valet routed (`X-Original-URL`, `X-Rewrite-URL`,
-//! `X-Original-URI`, `X-Forwarded-Uri`, `X-Forwarded-Path`) never pass, whoever sent them.
+//! Every field that tells an instance who the client is or what its connection was (every
+//! `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, ...) follows one rule: from a trusted proxy it
+//! passes (the ones valet sets extended or kept), from anyone else it is dropped, and valet sets
+//! its own `X-Forwarded-For`, `X-Real-IP` and `Forwarded` from the peer address. Fields naming
+//! another target than the one valet routed (`X-Original-URL`, `X-Forwarded-Uri`, ...) never pass.
 
 use crate::fields::Fields;
 use crate::http1::hop::{is_hop_by_hop, named_by_connection};
@@ -23,9 +22,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers that frame a message, that valet sets itself, or that it passes from trusted proxies
-/// only or never. A backend that reads `-` and `_`
-/// alike (CGI, WSGI, PHP: both become `HTTP_X_FORWARDED_FOR`) would take a client's
-/// `X_Forwarded_For` or `Transfer_Encoding` for one of these, so such lookalikes never pass.
+/// only or never. A backend that reads `-` and `_` alike (CGI, WSGI, PHP: both become
+/// `HTTP_X_FORWARDED_FOR`) would take a client's `X_Forwarded_For` for one, so such never pass.
 pub static GUARDED: [&str; 36] = [
     "x-valet-peer",
     "x-valet-instance",
@@ -252,13 +250,11 @@ fn field(name: &[u8]) -> Field {
         18 if is("x-forwarded-server") => Field::ClientAddress,
         19 if is("x-cluster-client-ip") => Field::ClientAddress,
         24 if is("x-original-forwarded-for") => Field::ClientAddress,
-        // What the client's connection was (`X-Forwarded-Ssl: on`, `Front-End-Https: on`,
-        // `X-Url-Scheme`): Rack, Django and others read these as the scheme, as they read
-        // `X-Forwarded-Proto`.
+        // What the client's connection was, read by apps (Rack, Django) as the scheme or port
+        // the way `X-Forwarded-Proto` is: these and every other `X-Forwarded-*` (`-Port`,
+        // `-Ssl`, `-Scheme`, ...) are a trusted proxy's only.
         12 if is("x-url-scheme") => Field::ClientAddress,
         15 if is("front-end-https") => Field::ClientAddress,
-        // Every other `X-Forwarded-*` (`-Port`, `-Ssl`, `-Scheme`, ...) tells the instance
-        // something about the hop before valet too: a trusted proxy's only.
         _ if is_forwarded_family(name, false) => Field::ClientAddress,
         _ => Field::Other,
     }
@@ -285,11 +281,9 @@ fn is_lookalike(name: &[u8]) -> bool {
                 g == n.to_ascii_lowercase() || (g == b'-' && n == b'_')
             })
     };
-    if GUARDED.iter().any(same) && underscore {
-        return true;
-    }
     // `X_Forwarded_Port` and the like: the family's rule holds for its `_` spellings too.
-    is_forwarded_family(name, true) && name.contains(&b'_')
+    (GUARDED.iter().any(same) && underscore)
+        || (is_forwarded_family(name, true) && name.contains(&b'_'))
 }
 
 /// The first field a request's `Connection` names that valet routes by or sets ([`OWN`]), or
