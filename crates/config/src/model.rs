@@ -446,7 +446,7 @@ fn default_liveness_timeout() -> DurationValue {
 pub struct RouteConfig {
     /// Path prefix, optionally ending in `*`: `/api/*` matches `/api` and `/api/...`, not `/apiary`.
     pub pattern: String,
-    /// Only requests for this host (port ignored). Optional.
+    /// Only requests for this host (port, case and a final dot ignored). Optional.
     pub host: Option<String>,
     /// Container class the route goes to. Without it the route serves `[assets]`.
     pub container: Option<String>,

@@ -172,6 +172,36 @@ pub fn text(value: &[u8]) -> Option<&str> {
         None
     }
 }
+/// Whether a `Host` value is what RFC 9112 3.2 allows: `uri-host [ ":" port ]` (RFC 3986: a
+/// registered name of unreserved characters, escapes and sub-delimiters, or an IP literal in
+/// brackets), or empty. Anything else (`x@y`, a space, a lone `[`, a non-ASCII byte) is 400: it
+/// would otherwise be copied into `X-Forwarded-Host` and `Forwarded` for the instance to read.
+pub fn is_host(value: &[u8]) -> bool {
+    let (name, port) = match value.first() {
+        Some(b'[') => match value.iter().position(|&b| b == b']') {
+            Some(end) => (&value[..=end], &value[end + 1..]),
+            None => return false,
+        },
+        _ => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &value[value.len()..]),
+        },
+    };
+    let port_ok = port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
+    let name_ok = if let Some(literal) = name.strip_prefix(b"[") {
+        let literal = &literal[..literal.len() - 1];
+        !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'))
+    } else {
+        name.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+        })
+    };
+    port_ok && name_ok
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -230,6 +260,28 @@ pub(crate) mod tests {
                 read,
                 "{value:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_host_is_a_name_or_an_ip_literal_with_an_optional_port() {
+        for good in [
+            "example.com",
+            "Example.COM:8787",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "a_b.test",
+            "x,y",
+            "",
+            "example.com.",
+        ] {
+            assert!(is_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "x@y", "x y", "[::1", "[::1]x", "[]", "a:b:c", "ex\u{e9}.com", "a:8x", "a/b", "a\\b",
+        ] {
+            assert!(!is_host(bad.as_bytes()), "{bad:?}");
         }
     }
 

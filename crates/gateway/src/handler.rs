@@ -288,6 +288,12 @@ fn check(req: &mut ClientRequest) -> Result<Option<HeaderValue>, GatewayError> {
                 "an HTTP/1.1 request carries a Host field",
             ))
         }
+        (Some(host), _, _) if !crate::fields::is_host(host) => {
+            return Err(bad_host(
+                "bad_host",
+                "the Host field is not a host name or address with an optional port",
+            ))
+        }
         (Some(host), _, Some(authority)) if !same_authority(host, authority, req.uri.scheme()) => {
             return Err(bad_host(
                 "host_mismatch",
@@ -351,12 +357,14 @@ fn request_host(req: &ClientRequest) -> Option<HeaderValue> {
         .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
 }
 
-/// `Example.com:8787` -> `example.com`; `[::1]:80` -> `[::1]`.
+/// `Example.com:8787` -> `example.com`; `[::1]:80` -> `[::1]`; `example.com.` (the same name,
+/// fully qualified) -> `example.com`, so that a route bound to a host is not missed by a dot.
 fn host_without_port(host: &str) -> Cow<'_, str> {
     let name = match host.rfind(':') {
         Some(i) if !host[i..].contains(']') => &host[..i],
         _ => host,
     };
+    let name = name.strip_suffix('.').unwrap_or(name);
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
@@ -390,6 +398,19 @@ mod tests {
             }
             Err(GatewayError::BadRequest { code, .. }) => Err(code.to_string()),
             Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_host_is_routed_without_its_port_its_case_or_a_final_dot() {
+        for (host, name) in [
+            ("Example.com:8787", "example.com"),
+            ("example.com.", "example.com"),
+            ("EXAMPLE.COM.:443", "example.com"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+        ] {
+            assert_eq!(host_without_port(host), name, "{host}");
         }
     }
 

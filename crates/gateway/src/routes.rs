@@ -179,7 +179,10 @@ impl RouteTable {
                     folded: prefix.to_ascii_lowercase().into(),
                     prefix: prefix.into(),
                     wildcard,
-                    host: r.host.as_deref().map(|h| h.to_ascii_lowercase().into()),
+                    host: r.host.as_deref().map(|h| {
+                        let h = h.strip_suffix('.').unwrap_or(h);
+                        h.to_ascii_lowercase().into()
+                    }),
                     target,
                     jwt: r.auth.as_deref() == Some("jwt"),
                     limiter: r

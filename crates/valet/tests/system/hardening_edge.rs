@@ -865,3 +865,20 @@ async fn a_transfer_coding_other_than_chunked_is_501() {
     }
     assert!(valet.starts().is_empty(), "{:?}", valet.starts());
 }
+
+#[tokio::test]
+async fn a_host_that_is_not_a_host_is_400() {
+    let valet = Valet::with_config(CONFIG).start().await;
+    for host in ["x@y", "x, y", "[::1", "a:8x"] {
+        for (how, body) in [("valet", ""), ("hyper", "Transfer-Encoding: chunked\r\n")] {
+            let tail = if body.is_empty() { "" } else { "0\r\n\r\n" };
+            let request = format!(
+                "POST /public/echo HTTP/1.1\r\nHost: {host}\r\n{body}Connection: close\r\n\r\n{tail}"
+            );
+            let answer = send(&valet, &request).await;
+            assert_eq!(answer.status, 400, "{host:?} over {how}: {}", answer.head);
+            assert_eq!(answer.json()["error"], "bad_host", "{host:?} over {how}");
+        }
+    }
+    assert!(valet.starts().is_empty(), "{:?}", valet.starts());
+}
