@@ -458,9 +458,10 @@ pub struct RouteConfig {
     pub port: Option<String>,
     /// Prefix removed before the request reaches the backend; may hold `*` for one segment.
     pub strip_prefix: Option<String>,
-    /// `"jwt"` to require a valid JWT before any instance is woken. The token is read from one
-    /// place: `Authorization: Bearer` (the scheme in any case), else an `access_token` cookie,
-    /// else an `access_token` query parameter; sent twice there, the request is 400. A path
+    /// `"jwt"` to require a valid JWT before any instance is woken. The token is
+    /// `Authorization: Bearer` (the scheme in any case), an `access_token` cookie or an
+    /// `access_token` query parameter; two different tokens anywhere among them (or a second
+    /// `Authorization` field) are 400, an `Authorization` that holds no bearer token 401. A path
     /// that a lenient backend would read as one under such a route (`%2F`, any case, `;`
     /// parameters) while valet routes it elsewhere is 400 `ambiguous_path`.
     pub auth: Option<String>,

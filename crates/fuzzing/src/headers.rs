@@ -23,8 +23,16 @@ const SET_BY_VALET: [&str; 7] = [
 ];
 
 /// Fields that name the client's address or the hops before valet, other than those valet
-/// sets itself: they pass from a trusted proxy only.
-const CLIENT_ADDRESS: [&str; 9] = [
+/// sets itself: they pass from a trusted proxy only (so does every `x-forwarded-*` name, checked
+/// by prefix below).
+const CLIENT_ADDRESS: [&str; 16] = [
+    "front-end-https",
+    "x-url-scheme",
+    "x-scheme",
+    "x-arr-ssl",
+    "x-host",
+    "x-original-host",
+    "x-script-name",
     "true-client-ip",
     "x-client-ip",
     "cf-connecting-ip",
@@ -101,6 +109,13 @@ pub fn headers(data: &[u8]) {
         for name in CLIENT_ADDRESS {
             assert!(
                 !request.contains_key(name),
+                "{name} passed from an untrusted peer"
+            );
+        }
+        for name in request.keys() {
+            let family = name.as_str().replace('_', "-");
+            assert!(
+                !family.starts_with("x-forwarded-") || SET_BY_VALET.contains(&name.as_str()),
                 "{name} passed from an untrusted peer"
             );
         }

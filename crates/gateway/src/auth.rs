@@ -2,7 +2,7 @@
 //! set headers on a WebSocket, so the token is also taken from an `access_token` cookie or query
 //! parameter.
 
-use crate::fields::{self, Fields};
+use crate::fields::Fields;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use std::path::Path;
 use valet_config::AuthConfig;
@@ -118,59 +118,101 @@ impl JwtVerifier {
     }
 }
 
-/// The token a request carries, from one place: its `Authorization` field when that is a bearer
-/// credential (the scheme in any case, RFC 9110 11.1), else its `access_token` cookie, else its
-/// `access_token` query parameter. The token valet checks must be the one the instance acts on,
-/// so a bearer `Authorization` is never passed over for a cookie or a parameter (a backend
-/// reads the field first), and a second `Authorization` field or a second `access_token` where
-/// the token is taken from is refused: a backend may read the last where valet read the first.
-pub fn token_from(headers: &Fields, uri: &http::Uri) -> Result<Option<String>, &'static str> {
+/// Why a request's token cannot be taken (see [`token_from`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// The `Authorization` field is there but holds no bearer token (401).
+    NotBearer,
+    /// More than one token, or one that cannot be read the one way every backend would (400).
+    Ambiguous(&'static str),
+}
+
+/// The token a request carries: in `Authorization: Bearer` (the scheme in any case, RFC 9110
+/// 11.1), an `access_token` cookie or an `access_token` query parameter. The token valet checks
+/// must be the only one the instance can act on, whichever place its framework reads first: so
+/// every place is read, as leniently as any backend reads it (cookie names trimmed and in any
+/// case, across every `Cookie` field; parameter names decoded, in any case, `.` `+` ` ` `[` read
+/// as `_`, `;` as a separator), and two different tokens, a second `Authorization` field, or an
+/// `Authorization` field that is not a plain bearer token, are refused.
+pub fn token_from(headers: &Fields, uri: &http::Uri) -> Result<Option<String>, TokenError> {
+    let mut token: Option<String> = None;
+    let mut take = |found: &[u8]| {
+        match (&token, std::str::from_utf8(found)) {
+        (_, Err(_)) => Err(TokenError::Ambiguous("a token is not UTF-8")),
+        (Some(taken), Ok(found)) if taken != found => Err(TokenError::Ambiguous(
+            "the request carries more than one token (Authorization, access_token cookie or parameter)",
+        )),
+        (Some(_), Ok(_)) => Ok(()),
+        (None, Ok(found)) => {
+            token = Some(found.to_string());
+            Ok(())
+        }
+    }
+    };
     let mut authorization = headers.get_all(&http::header::AUTHORIZATION);
     if let Some(value) = authorization.next() {
         if authorization.next().is_some() {
-            return Err("a request carries one Authorization field");
+            return Err(TokenError::Ambiguous(
+                "a request carries one Authorization field",
+            ));
         }
-        if let Some(token) = bearer(value) {
-            return Ok(Some(token.to_string()));
+        take(bearer(value).ok_or(TokenError::NotBearer)?)?;
+    }
+    for value in headers.get_all(&http::header::COOKIE) {
+        for pair in value.split(|&b| b == b';') {
+            let (name, found) = split_pair(pair);
+            if name.trim_ascii().eq_ignore_ascii_case(b"access_token") {
+                take(found.trim_ascii())?;
+            }
         }
     }
-    let mut cookies = headers
-        .get_all(&http::header::COOKIE)
-        .filter_map(fields::text)
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == "access_token");
-    if let Some((_, token)) = cookies.next() {
-        if cookies.next().is_some() {
-            return Err("a request carries one access_token cookie");
-        }
-        return Ok(Some(token.to_string()));
-    }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .ok()
-            .map(|s| s.into_owned())
+    let decode = |s: &[u8]| -> Vec<u8> {
+        let spaced: Vec<u8> = s
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&spaced).collect()
     };
-    // Names read decoded, as a backend reads them: `access%5Ftoken` is `access_token`.
-    let mut params = uri
-        .query()
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(name, _)| decode(name).as_deref() == Some("access_token"));
-    match (params.next(), params.next()) {
-        (Some(_), Some(_)) => Err("a request carries one access_token parameter"),
-        (Some((_, token)), None) => Ok(decode(token)),
-        (None, _) => Ok(None),
+    let query = uri.query().unwrap_or_default().as_bytes();
+    for pair in query.split(|&b| b == b'&' || b == b';') {
+        let (name, found) = split_pair(pair);
+        let name: Vec<u8> = decode(name)
+            .iter()
+            .map(|&b| match b {
+                b'.' | b' ' | b'[' => b'_',
+                b => b.to_ascii_lowercase(),
+            })
+            .collect();
+        if name == b"access_token" {
+            take(&decode(found))?;
+        }
+    }
+    Ok(token)
+}
+
+/// `name=value` (a pair without `=` is all name).
+fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(at) => (&pair[..at], &pair[at + 1..]),
+        None => (pair, &[]),
     }
 }
 
-/// The token of a bearer credential: `Bearer`, in any case, then white space.
-fn bearer(value: &[u8]) -> Option<&str> {
-    let text = fields::text(value)?;
-    let (scheme, rest) = text.split_at_checked(6)?;
-    (scheme.eq_ignore_ascii_case("bearer") && rest.starts_with([' ', '\t'])).then(|| rest.trim())
+/// The token of a bearer credential (RFC 6750 2.1): `Bearer` in any case, spaces, then token68
+/// characters only. Anything else (`Bearer,x`, a non-ASCII space) is no bearer token.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..6)?;
+    let rest = &value[6..];
+    let token = rest.trim_ascii_start();
+    let token68 = |&b: &u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    (scheme.eq_ignore_ascii_case(b"bearer")
+        && token.len() < rest.len()
+        && rest[..rest.len() - token.len()]
+            .iter()
+            .all(|&b| b == b' ' || b == b'\t')
+        && !token.is_empty()
+        && token.iter().all(token68))
+    .then_some(token)
 }
 
 #[cfg(test)]
@@ -246,45 +288,67 @@ mod tests {
     }
 
     #[test]
-    fn the_token_comes_from_one_place_and_only_once() {
+    fn the_token_is_read_from_every_place_and_must_be_one() {
         let from = |head: &str, target: &str| {
             let fields = crate::fields::tests::spans(head);
             token_from(&fields, &target.parse().unwrap())
         };
         let one = |token: &str| Ok(Some(token.to_string()));
-        // A bearer field in any case of its scheme, and with a tab, is the token: a cookie or
-        // parameter beside it never stands in for it.
+        let ambiguous =
+            |r: Result<Option<String>, TokenError>| matches!(r, Err(TokenError::Ambiguous(_)));
         assert_eq!(from("Authorization: Bearer a.b.c\r\n", "/"), one("a.b.c"));
         assert_eq!(
-            from(
-                "Authorization: BEARER forged\r\nCookie: access_token=good\r\n",
-                "/"
-            ),
-            one("forged")
+            from("Authorization: bEaReR \t a.b.c\r\n", "/"),
+            one("a.b.c")
         );
-        assert_eq!(
-            from("Authorization: Bearer\tforged\r\n", "/?access_token=good"),
-            one("forged")
-        );
-        // Another scheme is the backend's own business; the cookie, then the parameter, hold
-        // valet's token.
-        assert_eq!(
-            from(
-                "Authorization: Basic dTpw\r\nCookie: x=1; access_token=c\r\n",
-                "/"
-            ),
-            one("c")
-        );
+        assert_eq!(from("Cookie: x=1; access_token=c\r\n", "/"), one("c"));
         assert_eq!(from("", "/?a=1&access_token=q%2Eq"), one("q.q"));
         assert_eq!(from("", "/?a=1"), Ok(None));
-        // Twice where it is taken from: refused, whichever a backend would read.
-        assert!(from(
-            "Authorization: Bearer a\r\nauthorization: Bearer b\r\n",
-            "/"
-        )
-        .is_err());
-        assert!(from("Cookie: access_token=a\r\nCookie: access_token=b\r\n", "/").is_err());
-        assert!(from("Cookie: access_token=a; access_token=b\r\n", "/").is_err());
-        assert!(from("", "/?access_token=a&access%5Ftoken=b").is_err());
+        // The same token in several places is one token.
+        assert_eq!(
+            from(
+                "Authorization: Bearer t\r\nCookie: access_token=t\r\n",
+                "/?access_token=t"
+            ),
+            one("t")
+        );
+        // An Authorization field that is not a plain bearer token.
+        for value in [
+            "Basic dTpw",
+            "Token t",
+            "Bearer,t",
+            "Bearer:t",
+            "Bearert",
+            "Bearer ",
+        ] {
+            let head = format!("Authorization: {value}\r\nCookie: access_token=good\r\n");
+            assert_eq!(from(&head, "/"), Err(TokenError::NotBearer), "{value}");
+        }
+        // Two different tokens, wherever they are and however a backend spells their name.
+        for (head, target) in [
+            (
+                "Authorization: Bearer a\r\nauthorization: Bearer a\r\n",
+                "/",
+            ),
+            (
+                "Authorization: Bearer good\r\nCookie: access_token=forged\r\n",
+                "/",
+            ),
+            ("Authorization: Bearer good\r\n", "/?access_token=forged"),
+            ("Cookie: access_token=good\r\n", "/?access_token=forged"),
+            (
+                "Cookie: access_token=good\r\nCookie: access_token=forged\r\n",
+                "/",
+            ),
+            ("Cookie: access_token=good; access_token =forged\r\n", "/"),
+            ("Cookie: access_token=good; ACCESS_TOKEN=forged\r\n", "/"),
+            ("", "/?access_token=good&access%5Ftoken=forged"),
+            ("", "/?access_token=good&x=1;access_token=forged"),
+            ("", "/?access_token=good&access.token=forged"),
+            ("", "/?access_token=good&access+token=forged"),
+            ("", "/?access_token=good&ACCESS_TOKEN=forged"),
+        ] {
+            assert!(ambiguous(from(head, target)), "{head:?} {target}");
+        }
     }
 }

@@ -21,63 +21,10 @@ pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Headers that frame a message, that valet sets itself, or that it passes from trusted proxies
-/// only or never. A backend that reads `-` and `_` alike (CGI, WSGI, PHP: both become
-/// `HTTP_X_FORWARDED_FOR`) would take a client's `X_Forwarded_For` for one, so such never pass.
-pub static GUARDED: [&str; 36] = [
-    "x-valet-peer",
-    "x-valet-instance",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "content-length",
-    "host",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-prefix",
-    "x-real-ip",
-    "x-request-id",
-    "http2-settings",
-    "true-client-ip",
-    "x-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-cluster-client-ip",
-    "x-original-forwarded-for",
-    "client-ip",
-    "x-forwarded",
-    "x-forwarded-server",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-forwarded-uri",
-    "x-forwarded-path",
-    "x-url-scheme",
-    "front-end-https",
-];
-
-/// Fields valet reads to route a request or sets on its way to the instance. A request whose
-/// `Connection` names one of them (or the field its key comes from) is refused: the field
-/// would be dropped as hop-by-hop after valet decided by it, so the instance would see another
-/// request than the one valet routed, keyed and authorised. RFC 9110 7.6.1 forbids naming a
-/// field meant for every recipient there anyway; no client has a reason to.
-static OWN: [&str; 8] = [
-    "host",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-prefix",
-    "x-real-ip",
-    "x-request-id",
-];
+#[path = "forward_names.rs"]
+mod names;
+use names::OWN;
+pub use names::GUARDED;
 
 /// The client end of one connection, worked out once per connection rather than per request.
 pub struct Peer {
@@ -255,6 +202,13 @@ fn field(name: &[u8]) -> Field {
         // `-Ssl`, `-Scheme`, ...) are a trusted proxy's only.
         12 if is("x-url-scheme") => Field::ClientAddress,
         15 if is("front-end-https") => Field::ClientAddress,
+        // Read the same way: Tornado's `X-Scheme`, IIS ARR's `X-Arr-Ssl`; and the host or
+        // mount point an app builds its URLs from (`X-Host`, `X-Original-Host`, `X-Script-Name`).
+        6 if is("x-host") => Field::ClientAddress,
+        8 if is("x-scheme") => Field::ClientAddress,
+        9 if is("x-arr-ssl") => Field::ClientAddress,
+        13 if is("x-script-name") => Field::ClientAddress,
+        15 if is("x-original-host") => Field::ClientAddress,
         _ if is_forwarded_family(name, false) => Field::ClientAddress,
         _ => Field::Other,
     }

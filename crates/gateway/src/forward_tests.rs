@@ -371,3 +371,41 @@ fn a_connection_value_with_a_non_ascii_byte_still_names_its_headers() {
     assert!(!headers.contains_key(header::CONNECTION));
     assert!(headers.contains_key("x-kept"));
 }
+
+#[test]
+fn what_the_clients_connection_was_passes_from_a_trusted_proxy_only() {
+    let fields = [
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-ssl", "on"),
+        ("X-Forwarded-Scheme", "https"),
+        ("front-end-https", "on"),
+        ("x-url-scheme", "https"),
+        ("x-scheme", "https"),
+        ("x-arr-ssl", "on"),
+        ("x-host", "other.test"),
+        ("x-original-host", "other.test"),
+        ("x-script-name", "/mount"),
+        ("X_Forwarded_Port", "443"),
+        ("x_scheme", "https"),
+        ("x-forwardedport", "kept: not of the family"),
+    ];
+    for trusted in [false, true] {
+        let client = client(trusted);
+        let rewrite = Rewrite {
+            client: &client,
+            prefix: None,
+            fallback_host: None,
+            hop: Hop::Instance,
+        };
+        let lines = written(&fields, &rewrite);
+        for (name, value) in &fields {
+            let line = format!("{}: {value}", name.to_ascii_lowercase());
+            let passes = if name.contains('_') {
+                false
+            } else {
+                trusted || *name == "x-forwardedport"
+            };
+            assert_eq!(lines.contains(&line), passes, "{name} (trusted: {trusted}): {lines:?}");
+        }
+    }
+}

@@ -219,9 +219,14 @@ fn admit(
                 message: "this route requires a token but no [auth] is configured".into(),
             })?;
         let token = auth::token_from(&req.fields, &req.uri)
-            .map_err(|message| GatewayError::BadRequest {
-                code: "ambiguous_token",
-                message: message.into(),
+            .map_err(|e| match e {
+                auth::TokenError::NotBearer => GatewayError::Unauthorized {
+                    message: "the Authorization field holds no bearer token".into(),
+                },
+                auth::TokenError::Ambiguous(message) => GatewayError::BadRequest {
+                    code: "ambiguous_token",
+                    message: message.into(),
+                },
             })?
             .ok_or_else(|| GatewayError::Unauthorized {
                 message: "a bearer token is required".into(),

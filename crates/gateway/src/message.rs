@@ -21,7 +21,10 @@ pub struct ClientRequest {
 
 impl From<Request<RequestBody>> for ClientRequest {
     fn from(req: Request<RequestBody>) -> Self {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if parts.version == Version::HTTP_2 {
+            join_cookies(&mut parts.headers);
+        }
         Self {
             method: parts.method,
             uri: parts.uri,
@@ -30,6 +33,24 @@ impl From<Request<RequestBody>> for ClientRequest {
             extensions: parts.extensions,
             body,
         }
+    }
+}
+
+/// RFC 9113 8.2.3: an h2 client may split its cookies over several `cookie` fields, which are
+/// joined with `; ` before the request goes on over HTTP/1.1, where a server reads one `Cookie`
+/// field (several apps read only the first, so the others' cookies would be lost).
+fn join_cookies(headers: &mut header::HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
     }
 }
 
@@ -117,4 +138,28 @@ fn new_request_id() -> HeaderValue {
         bits >>= 4;
     }
     HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_h2_requests_cookies_reach_the_instance_as_one_field() {
+        let request = |version| {
+            let mut req = Request::new(RequestBody::Buffered(None));
+            *req.version_mut() = version;
+            for crumb in ["a=1", "b=2", "access_token=t"] {
+                req.headers_mut()
+                    .append(header::COOKIE, HeaderValue::from_static(crumb));
+            }
+            ClientRequest::from(req)
+        };
+        let h2 = request(Version::HTTP_2);
+        let cookies: Vec<&[u8]> = h2.fields.get_all(&header::COOKIE).collect();
+        assert_eq!(cookies, [&b"a=1; b=2; access_token=t"[..]]);
+        // HTTP/1.1 sends one Cookie field; several are passed on as they came.
+        let h1 = request(Version::HTTP_11);
+        assert_eq!(h1.fields.get_all(&header::COOKIE).count(), 3);
+    }
 }

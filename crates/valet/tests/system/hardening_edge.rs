@@ -799,17 +799,17 @@ async fn the_token_valet_checks_is_the_one_the_instance_acts_on() {
     let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.Zm9yZ2Vk";
     let with_query = format!("/private/x?access_token={good}");
     let cases = [
-        // A bearer field whatever the case of its scheme, or with a tab, is the token: a
-        // valid cookie or parameter beside it does not stand in for it.
+        // A bearer field whatever the case of its scheme, or with a tab, is a token: with a
+        // different valid one in a cookie or parameter beside it, the request has two.
         (
             format!("Authorization: BEARER {forged}\r\nCookie: access_token={good}\r\n"),
             "/private/x",
-            401,
+            400,
         ),
         (
             format!("Authorization: Bearer\t{forged}\r\n"),
             with_query.as_str(),
-            401,
+            400,
         ),
         // Twice where it is taken from: a backend may read the last.
         (
@@ -822,7 +822,29 @@ async fn the_token_valet_checks_is_the_one_the_instance_acts_on() {
             "/private/x",
             400,
         ),
-        // One token, in any spelling of the scheme: served.
+        // A valid token in one place and another token in a place some framework reads
+        // first; an Authorization field that is not a plain bearer token beside a valid cookie.
+        (
+            format!("Authorization: Bearer {good}\r\nCookie: access_token={forged}\r\n"),
+            "/private/x",
+            400,
+        ),
+        (
+            format!("Cookie: access_token={good}; access_token ={forged}\r\n"),
+            "/private/x",
+            400,
+        ),
+        (
+            format!("Authorization: Token {forged}\r\nCookie: access_token={good}\r\n"),
+            "/private/x",
+            401,
+        ),
+        // One token, in any spelling of the scheme, or the same one in two places: served.
+        (
+            format!("Authorization: Bearer {good}\r\nCookie: access_token={good}\r\n"),
+            "/private/x",
+            200,
+        ),
         (
             format!("Authorization: bearer {good}\r\n"),
             "/private/x",
