@@ -223,21 +223,21 @@ fn is_forwarded_family(name: &[u8], underscores: bool) -> bool {
         })
 }
 
-/// Whether `name`, with `_` read as `-`, is one of [`GUARDED`] (and has a `_`: the name itself
-/// is not its own lookalike). Most names differ from every guarded one of their length in the
-/// first byte, so this costs less than looking for a `_` first.
+/// Whether `name`, with `_` read as `-`, is one of [`GUARDED`] or of the `X-Forwarded-*`
+/// family, and has a `_` (the name itself is not its own lookalike). Nearly no name has one, so
+/// that is looked for first: one short scan instead of a comparison with every guarded name.
 fn is_lookalike(name: &[u8]) -> bool {
-    let mut underscore = false;
+    if !name.contains(&b'_') {
+        return false;
+    }
     let same = |guarded: &&str| {
         guarded.len() == name.len()
-            && guarded.bytes().zip(name).all(|(g, &n)| {
-                underscore |= n == b'_';
-                g == n.to_ascii_lowercase() || (g == b'-' && n == b'_')
-            })
+            && guarded
+                .bytes()
+                .zip(name)
+                .all(|(g, &n)| g == n.to_ascii_lowercase() || (g == b'-' && n == b'_'))
     };
-    // `X_Forwarded_Port` and the like: the family's rule holds for its `_` spellings too.
-    (GUARDED.iter().any(same) && underscore)
-        || (is_forwarded_family(name, true) && name.contains(&b'_'))
+    GUARDED.iter().any(same) || is_forwarded_family(name, true)
 }
 
 /// The first field a request's `Connection` names that valet routes by or sets ([`OWN`]), or
